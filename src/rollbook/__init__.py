@@ -1,0 +1,1 @@
+"""rollbook: safe, explainable and auditable rollback of Alembic migrations on PostgreSQL."""

@@ -1,0 +1,243 @@
+"""Live, read-only counts of the rows each downgrade operation would destroy or trip over.
+
+Every affected table is read once: all of its checks are aggregates of a single SELECT, run in a
+READ ONLY transaction under statement_timeout and lock_timeout, taking only ACCESS SHARE locks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors, sql
+
+from rollbook.operations import LiveCheck, TableName
+
+INTEGER_RANGES = {
+    "int2": (-32768, 32767),
+    "smallint": (-32768, 32767),
+    "int4": (-2147483648, 2147483647),
+    "integer": (-2147483648, 2147483647),
+    "int": (-2147483648, 2147483647),
+}
+_TEXT_TYPES = ("varchar", "character varying", "bpchar", "char", "character")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The count for one check; `rows` is None when it could not be counted, and `note` says why."""
+
+    rows: int | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """What the catalog and the scan say about one affected table."""
+
+    table: TableName
+    exists: bool
+    rows: int | None = None
+    total_bytes: int | None = None
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": str(self.table), "exists": self.exists, "rows": self.rows, "total_bytes": self.total_bytes}
+
+
+@dataclass(frozen=True)
+class LiveCounts:
+    """Results of all live checks of a plan."""
+
+    checks: dict[LiveCheck, CheckResult]
+    tables: dict[TableName, TableFacts]
+
+
+def count_affected_rows(
+    conn: psycopg.Connection, checks: list[LiveCheck], *, statement_timeout_ms: int = 30_000,
+    lock_timeout_ms: int = 2_000,
+) -> LiveCounts:
+    """Run every check against the live database, one scan per table."""
+    by_table: dict[TableName, list[LiveCheck]] = defaultdict(list)
+    for check in dict.fromkeys(checks):
+        by_table[check.table].append(check)
+    results: dict[LiveCheck, CheckResult] = {}
+    tables: dict[TableName, TableFacts] = {}
+    server_version = conn.info.server_version
+    for table, table_checks in by_table.items():
+        facts, table_results = _scan_table(
+            conn, table, table_checks, server_version, statement_timeout_ms, lock_timeout_ms
+        )
+        tables[table] = facts
+        results.update(table_results)
+    return LiveCounts(results, tables)
+
+
+def _scan_table(
+    conn: psycopg.Connection, table: TableName, checks: list[LiveCheck], server_version: int,
+    statement_timeout_ms: int, lock_timeout_ms: int,
+) -> tuple[TableFacts, dict[LiveCheck, CheckResult]]:
+    try:
+        with _read_only(conn, statement_timeout_ms, lock_timeout_ms):
+            facts = _table_facts(conn, table)
+            if not facts.exists:
+                note = f"table {table} does not exist now: not counted"
+                return facts, {c: CheckResult(None, note) for c in checks}
+            columns = dict(facts.columns)
+            aggregates: list[sql.Composable] = [sql.SQL("count(*)")]
+            counted: list[tuple[LiveCheck, int, str | None]] = []
+            skipped: dict[LiveCheck, CheckResult] = {}
+            for check in checks:
+                missing = [c for c in check.columns if c not in columns]
+                if missing and check.kind != "rows_present":
+                    skipped[check] = CheckResult(None, f"column {table}.{missing[0]} does not exist now: not counted")
+                    continue
+                expression, note = _aggregate(conn, check, columns, server_version)
+                if expression is None:
+                    skipped[check] = CheckResult(None, note)
+                    continue
+                counted.append((check, len(aggregates), note))
+                aggregates.append(expression)
+            query = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(aggregates), _identifier(table))
+            row = conn.execute(query).fetchone()
+    except errors.QueryCanceled:
+        note = f"counting {table} took longer than statement_timeout ({statement_timeout_ms} ms): not counted"
+        return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
+    except errors.LockNotAvailable:
+        note = f"{table} is locked by another session (lock_timeout {lock_timeout_ms} ms): not counted"
+        return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
+    except psycopg.Error as exc:
+        note = f"counting {table} failed: {exc.diag.message_primary or type(exc).__name__}"
+        return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
+    assert row is not None
+    results = dict(skipped)
+    for check, index, note in counted:
+        results[check] = CheckResult(int(row[index]), note)
+    return TableFacts(table, True, int(row[0]), facts.total_bytes, facts.columns), results
+
+
+class _read_only:
+    """A READ ONLY transaction with timeouts: live checks can neither write nor wait forever."""
+
+    def __init__(self, conn: psycopg.Connection, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
+        self._conn = conn
+        self._timeouts = (statement_timeout_ms, lock_timeout_ms)
+
+    def __enter__(self) -> None:
+        self._transaction = self._conn.transaction()
+        self._transaction.__enter__()
+        self._conn.execute("SET TRANSACTION READ ONLY")
+        self._conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                           [str(self._timeouts[0]), str(self._timeouts[1])])
+
+    def __exit__(self, *exc: object) -> None:
+        self._transaction.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def _identifier(table: TableName) -> sql.Identifier:
+    return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+
+
+def _regclass_text(table: TableName) -> str:
+    return sql.SQL("{}").format(_identifier(table)).as_string()
+
+
+def _table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
+    row = conn.execute(
+        "SELECT c.oid, pg_total_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
+        [_regclass_text(table)],
+    ).fetchone()
+    if row is None:
+        return TableFacts(table, False)
+    columns = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [row[0]],
+    ).fetchall()
+    return TableFacts(table, True, total_bytes=int(row[1]), columns=tuple((c[0], c[1]) for c in columns))
+
+
+def _aggregate(
+    conn: psycopg.Connection, check: LiveCheck, columns: dict[str, str], server_version: int
+) -> tuple[sql.Composable | None, str | None]:
+    cols = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in check.columns]
+    if check.kind in ("all_rows", "rows_present"):
+        return sql.SQL("count(*)"), None
+    if check.kind == "non_null_values":
+        return sql.SQL("count(*) FILTER (WHERE {} IS NOT NULL)").format(cols[0]), None
+    if check.kind == "nulls":
+        return sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(cols[0]), None
+    if check.kind in ("matching_rows", "violating"):
+        # The predicate is the migration's own SQL, deparsed by PostgreSQL's parser; the READ ONLY
+        # transaction guarantees that evaluating it cannot write.
+        predicate = sql.SQL(check.predicate or "true")
+        template = "count(*) FILTER (WHERE ({}))" if check.kind == "matching_rows" else "count(*) FILTER (WHERE NOT ({}))"
+        return sql.SQL(template).format(predicate), None
+    if check.kind == "duplicates":
+        all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)
+        return sql.SQL("count(*) FILTER (WHERE {all_set}) - count(DISTINCT ({tuple})) FILTER (WHERE {all_set})").format(
+            all_set=all_set, tuple=sql.SQL(", ").join(cols) if len(cols) > 1 else cols[0]
+        ), None
+    if check.kind == "orphans":
+        return _orphans(conn, check, cols)
+    if check.kind == "not_fitting":
+        return _not_fitting(check, cols[0], columns[check.columns[0]], server_version)
+    return None, f"no live check for {check.kind}"
+
+
+def _orphans(
+    conn: psycopg.Connection, check: LiveCheck, cols: list[sql.Composable]
+) -> tuple[sql.Composable | None, str | None]:
+    assert check.referenced_table is not None
+    referenced = list(check.referenced_columns)
+    if not referenced:
+        rows = conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary",
+            [_regclass_text(check.referenced_table)],
+        ).fetchall()
+        referenced = [r[0] for r in rows]
+    if len(referenced) != len(cols):
+        return None, f"cannot match the columns of {check.referenced_table}: not counted"
+    exists = conn.execute("SELECT to_regclass(%s)", [_regclass_text(check.referenced_table)]).fetchone()
+    if exists is None or exists[0] is None:
+        return None, f"referenced table {check.referenced_table} does not exist now: not counted"
+    all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("r.{} = {}").format(sql.Identifier(ref), col) for ref, col in zip(referenced, cols)
+    )
+    return sql.SQL("count(*) FILTER (WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS r WHERE {}))").format(
+        all_set, _identifier(check.referenced_table), match
+    ), None
+
+
+def _not_fitting(
+    check: LiveCheck, col: sql.Composable, current_type: str, server_version: int
+) -> tuple[sql.Composable | None, str | None]:
+    type_name = (check.type_name or "").lower()
+    mods = check.type_modifiers
+    if type_name in _TEXT_TYPES and mods:
+        return sql.SQL("count(*) FILTER (WHERE char_length({}::text) > {})").format(col, sql.Literal(mods[0])), None
+    if type_name == "numeric" and mods and _is_numeric(current_type):
+        precision, scale = mods[0], mods[1] if len(mods) > 1 else 0
+        limit = sql.Literal(10 ** (precision - scale))
+        return sql.SQL("count(*) FILTER (WHERE abs({}) >= {} - 0.5 * 10 ^ (-{}))").format(
+            col, limit, sql.Literal(scale)
+        ), None
+    if type_name in INTEGER_RANGES and _is_numeric(current_type):
+        low, high = INTEGER_RANGES[type_name]
+        return sql.SQL("count(*) FILTER (WHERE {} NOT BETWEEN {} AND {})").format(
+            col, sql.Literal(low), sql.Literal(high)
+        ), None
+    if server_version >= 160000:
+        declared = f"{type_name}({','.join(map(str, mods))})" if mods else type_name
+        return sql.SQL("count(*) FILTER (WHERE {c} IS NOT NULL AND NOT pg_input_is_valid({c}::text, {t}))").format(
+            c=col, t=sql.Literal(declared)
+        ), f"checked with the input function of {declared}"
+    return None, f"no live check for a change from {current_type} to {type_name} before PostgreSQL 16: review by hand"
+
+
+def _is_numeric(type_text: str) -> bool:
+    return type_text.split("(")[0] in ("smallint", "integer", "bigint", "numeric", "real", "double precision")

@@ -1,0 +1,21 @@
+"""Errors a user can meet. Each message says what is wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class RollbookError(Exception):
+    """Base class of every expected failure; the CLI prints the message without a traceback."""
+
+    exit_code = 1
+
+
+class BadInput(RollbookError):
+    """The request cannot be carried out as given (unknown revision, missing file, ...)."""
+
+    exit_code = 2
+
+
+class DatabaseUnreachable(RollbookError):
+    """The database could not be reached or refused the connection."""
+
+    exit_code = 3

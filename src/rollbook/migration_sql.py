@@ -1,0 +1,49 @@
+"""Alembic's offline rendering of one migration function to PostgreSQL SQL, without env.py or a database."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+
+from rollbook.migrations import MigrationProject
+
+Direction = Literal["upgrade", "downgrade"]
+
+
+@dataclass(frozen=True)
+class RenderedSQL:
+    """The SQL a migration function emits, or why offline rendering was impossible."""
+
+    revision: str
+    direction: Direction
+    sql: str | None
+    error: str | None = None
+
+
+class OfflineRenderer:
+    """Renders migration functions one at a time through a single offline MigrationContext."""
+
+    def __init__(self, project: MigrationProject) -> None:
+        self._project = project
+        self._context = MigrationContext.configure(
+            dialect_name="postgresql",
+            opts={"as_sql": True, "output_buffer": io.StringIO(), "literal_binds": True},
+        )
+
+    def render(self, revision: str, direction: Direction) -> RenderedSQL:
+        """Run `upgrade()` or `downgrade()` of `revision` in offline mode and capture what it emits."""
+        module = self._project.script(revision).module
+        buffer = io.StringIO()
+        self._context.impl.output_buffer = buffer
+        try:
+            with Operations.context(self._context):
+                getattr(module, direction)()
+        except Exception as exc:
+            # Typically the migration reads the database (op.get_bind().execute(...).fetchall()),
+            # which offline mode cannot answer; the caller falls back to reading the Python source.
+            return RenderedSQL(revision, direction, None, f"{type(exc).__name__}: {exc}")
+        return RenderedSQL(revision, direction, buffer.getvalue())

@@ -1,0 +1,109 @@
+"""What a migration function does to the schema and the data, one operation at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+
+class Risk(str, Enum):
+    """Risk levels of the rollback procedures, plus `unknown` for anything not understood."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    UNKNOWN = "unknown"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @classmethod
+    def worst(cls, risks: list[Risk]) -> Risk:
+        return max(risks, key=lambda r: r.rank, default=cls.LOW)
+
+
+_RANK = {Risk.LOW: 0, Risk.MEDIUM: 1, Risk.UNKNOWN: 2, Risk.HIGH: 3}
+
+
+@dataclass(frozen=True)
+class TableName:
+    schema: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+CheckKind = Literal[
+    "non_null_values",  # values in a column that is dropped
+    "all_rows",  # rows in a table that is dropped or truncated
+    "matching_rows",  # rows an UPDATE or DELETE touches
+    "not_fitting",  # values that do not fit a new column type
+    "nulls",  # NULLs in a column that becomes NOT NULL
+    "duplicates",  # rows that break a new unique constraint
+    "orphans",  # rows that break a new foreign key
+    "violating",  # rows that break a new check constraint
+    "rows_present",  # any row at all blocks the statement (NOT NULL column without default)
+]
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """A read-only count the planner runs against the live table to quantify an operation."""
+
+    kind: CheckKind
+    table: TableName
+    columns: tuple[str, ...] = ()
+    type_name: str | None = None
+    type_modifiers: tuple[int, ...] = ()
+    predicate: str | None = None
+    referenced_table: TableName | None = None
+    referenced_columns: tuple[str, ...] = ()
+
+    @property
+    def effect(self) -> Literal["lost", "blocks"]:
+        """Whether counted rows lose data, or make the statement fail."""
+        return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows") else "blocks"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One schema or data change made by a migration function."""
+
+    op: str
+    table: TableName | None
+    column: str | None
+    detail: str
+    statement: str
+    lock: str | None = None
+    rewrites_table: bool = False
+    check: LiveCheck | None = None
+    source: Literal["sql", "python"] = "sql"
+    risk: Risk = Risk.UNKNOWN
+    reason: str = ""
+    rows_affected: int | None = None
+    count_note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def understood(self) -> bool:
+        return self.op != "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "table": str(self.table) if self.table else None,
+            "column": self.column,
+            "risk": self.risk.value,
+            "rows_affected": self.rows_affected,
+            "effect": self.check.effect if self.check else None,
+            "detail": self.detail,
+            "reason": self.reason,
+            "count_note": self.count_note,
+            "lock": self.lock,
+            "rewrites_table": self.rewrites_table,
+            "statement": self.statement,
+            "source": self.source,
+        }

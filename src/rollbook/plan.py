@@ -1,0 +1,281 @@
+"""The downgrade plan: the path, every operation with its risk and live counts, and one verdict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
+from rollbook.database import DatabaseTarget, connect
+from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
+from rollbook.migration_sql import OfflineRenderer, RenderedSQL
+from rollbook.migrations import MigrationProject, RevisionInfo
+from rollbook.operations import Operation, Risk
+from rollbook.python_operations import operations_from_python
+from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, type_risk
+from rollbook.sql_operations import operations_from_sql
+from rollbook.status import read_current_revisions
+
+VERDICT_ORDER = ("safe", "loses_data", "review_by_hand", "do_not_downgrade")
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """Undoing one revision: what its upgrade did, what its downgrade will do, and the risk."""
+
+    revision: RevisionInfo
+    migration_type: str
+    risk: Risk
+    operations: tuple[Operation, ...]
+    upgrade_operations: tuple[Operation, ...]
+    downgrade_sql: str | None
+    render_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        seed = MIGRATION_TYPES.get(self.migration_type)
+        return {
+            **self.revision.to_dict(),
+            "migration_type": self.migration_type,
+            "risk": self.risk.value,
+            "seed_guidance": None if seed is None else {
+                "data_loss": seed.data_loss, "rollback_safety": seed.rollback_safety, "mitigation": seed.mitigation,
+            },
+            "operations": [op.to_dict() for op in self.operations],
+            "upgrade_operations": [{"op": op.op, "table": str(op.table) if op.table else None, "column": op.column}
+                                   for op in self.upgrade_operations],
+            "understood_from": "python source" if self.render_error else "offline SQL",
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for the whole path, with the reasons behind it and what to do."""
+
+    code: str
+    headline: str
+    reasons: tuple[str, ...]
+    advice: str
+
+
+@dataclass(frozen=True)
+class DowngradePlan:
+    """Everything a person needs to decide whether to run a downgrade."""
+
+    database: str
+    path: DowngradePath
+    steps: tuple[PlanStep, ...]
+    verdict: Verdict
+    tables: tuple[TableFacts, ...]
+    live_checks: bool
+
+    @property
+    def plan_hash(self) -> str:
+        """A digest of what the downgrade would do (path, files, operations), for approvals to name."""
+        shape = {
+            "current": list(self.path.current),
+            "target": self.path.target,
+            "steps": [
+                {"revision": s.revision.revision, "sha256": s.revision.sha256,
+                 "operations": [[op.op, str(op.table), op.column, op.statement] for op in s.operations]}
+                for s in self.steps
+            ],
+        }
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "current": self.path.start,
+            "current_revisions": list(self.path.current),
+            "target": self.path.target_label,
+            "requested_target": self.path.requested,
+            "verdict": self.verdict.code,
+            "verdict_headline": self.verdict.headline,
+            "verdict_reasons": list(self.verdict.reasons),
+            "advice": self.verdict.advice,
+            "plan_hash": self.plan_hash,
+            "live_checks": self.live_checks,
+            "steps": [step.to_dict() for step in self.steps],
+            "tables": [t.to_dict() for t in self.tables],
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"Database: {self.database}",
+            f"Downgrade {self.path.start} -> {self.path.target_label} ({len(self.steps)} step(s), "
+            f"requested '{self.path.requested}')",
+            "",
+        ]
+        for number, step in enumerate(self.steps, 1):
+            rev = step.revision
+            lines.append(f"{number}. {rev.revision} -> {rev.down_revision or 'base'}  {rev.message}")
+            lines.append(f"   file {rev.file}  sha256 {rev.sha256[:16]}")
+            lines.append(f"   type {step.migration_type}, risk {step.risk.value.upper()}"
+                         + ("  (read from Python source)" if step.render_error else ""))
+            for op in step.operations:
+                count = ""
+                if op.check is not None:
+                    if op.rows_affected is None:
+                        count = "  [not counted]"
+                    else:
+                        verb = "lost" if op.check.effect == "lost" else "blocking"
+                        count = f"  [{op.rows_affected} rows {verb}]"
+                lines.append(f"   - {op.risk.value.upper():7} {op.detail}{count}")
+                if op.lock:
+                    lines.append(f"     lock: {op.lock}{', rewrites the table' if op.rewrites_table else ''}")
+                if op.count_note:
+                    lines.append(f"     note: {op.count_note}")
+        lines += ["", f"Verdict: {self.verdict.headline}"]
+        lines += [f"  - {reason}" for reason in self.verdict.reasons]
+        lines.append(self.verdict.advice)
+        return "\n".join(lines)
+
+    def downgrade_sql(self) -> str:
+        """The SQL of the whole downgrade, one transaction per revision, version table included."""
+        parts = []
+        for step in self.steps:
+            rev = step.revision
+            parent = rev.down_revision
+            parts.append(f"-- Running downgrade {rev.revision} -> {parent or 'base'}\nBEGIN;\n")
+            parts.append((step.downgrade_sql or f"-- {step.render_error}: cannot be rendered offline\n").strip())
+            if parent and len(rev.down_revisions) == 1:
+                parts.append(f"\nUPDATE alembic_version SET version_num='{parent}' "
+                             f"WHERE alembic_version.version_num = '{rev.revision}';")
+            elif not parent:
+                parts.append(f"\nDELETE FROM alembic_version WHERE alembic_version.version_num = '{rev.revision}';")
+            else:
+                parts.append(f"\n-- merge revision: alembic_version gets {', '.join(rev.down_revisions)}")
+            parts.append("\nCOMMIT;\n\n")
+        return "".join(parts)
+
+
+def plan_downgrade(
+    target: DatabaseTarget, project: MigrationProject, requested: str, *, live_checks: bool = True,
+    statement_timeout_ms: int = 30_000,
+) -> DowngradePlan:
+    """Plan a downgrade of the database at `target` to `requested` (`-N`, a revision or prefix, `base`)."""
+    with connect(target) as conn:
+        current = read_current_revisions(conn, project)
+        path = resolve_downgrade_path(project, current, requested)
+        steps = analyse_steps(project, path)
+        counts = None
+        if live_checks:
+            counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
+    steps = _with_counts(steps, counts)
+    return DowngradePlan(
+        database=target.redacted,
+        path=path,
+        steps=steps,
+        verdict=judge(steps, live_checks),
+        tables=tuple(counts.tables.values()) if counts else (),
+        live_checks=live_checks,
+    )
+
+
+def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanStep, ...]:
+    """The operations and risk of every revision on the path, without touching the database."""
+    renderer = OfflineRenderer(project)
+    steps = []
+    for revision in path.steps:
+        info = project.info(revision)
+        upgrade = _operations(project, renderer.render(revision, "upgrade"))
+        rendered = renderer.render(revision, "downgrade")
+        downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
+        kind = migration_type(upgrade)
+        risk = Risk.worst([type_risk(kind), *(op.risk for op in downgrade)])
+        steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
+    return _mark_created_earlier(tuple(steps))
+
+
+def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
+    if rendered.sql is not None:
+        return operations_from_sql(rendered.sql) if rendered.sql.strip() else []
+    return operations_from_python(project.script(rendered.revision).path, rendered.direction, rendered.error or "")
+
+
+def _mark_created_earlier(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
+    """A check on a table or column that an earlier step re-creates counts zero rows: it comes back empty."""
+    created: dict[str, str] = {}
+    marked = []
+    for step in steps:
+        operations = []
+        for op in step.operations:
+            table_key, column_key = str(op.table), f"{op.table}.{op.column}"
+            source = created.get(column_key) if op.check and op.check.kind == "non_null_values" else None
+            source = source or (created.get(table_key) if op.check else None)
+            if source:
+                op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
+            operations.append(op)
+            if op.op == "create_table":
+                created[table_key] = step.revision.revision
+            elif op.op == "add_column":
+                created[column_key] = step.revision.revision
+        marked.append(replace(step, operations=tuple(operations)))
+    return tuple(marked)
+
+
+def _checks_to_run(steps: tuple[PlanStep, ...]) -> list:
+    return [op.check for step in steps for op in step.operations if op.check and op.count_note is None]
+
+
+def _with_counts(steps: tuple[PlanStep, ...], counts: LiveCounts | None) -> tuple[PlanStep, ...]:
+    if counts is None:
+        return steps
+    updated = []
+    for step in steps:
+        operations = []
+        for op in step.operations:
+            if op.check is not None and op.count_note is None and op.check in counts.checks:
+                result = counts.checks[op.check]
+                op = replace(op, rows_affected=result.rows, count_note=result.note)
+            operations.append(op)
+        updated.append(replace(step, operations=tuple(operations)))
+    return tuple(updated)
+
+
+def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
+    """The verdict for the whole path; anything not understood or not counted is never called safe."""
+    if not steps:
+        return Verdict("safe", "Nothing to do: the database is already at the target.", (), "No downgrade needed.")
+    high, blocking, unclear, lost = [], [], [], []
+    for step in steps:
+        rev = step.revision.revision
+        if step.risk == Risk.HIGH:
+            guidance = MIGRATION_TYPES.get(step.migration_type)
+            why = guidance.rollback_safety if guidance else next(
+                (op.reason for op in step.operations if op.risk == Risk.HIGH), "")
+            high.append(f"{rev} ({step.migration_type}) is HIGH risk: {why}")
+        for op in step.operations:
+            if op.risk == Risk.UNKNOWN:
+                unclear.append(f"{rev}: {op.detail}")
+            if op.check is None:
+                continue
+            if op.rows_affected is None:
+                why = op.count_note or "live checks were not run"
+                unclear.append(f"{rev}: {op.detail}: not counted ({why})")
+            elif op.rows_affected > 0 and op.check.effect == "blocks":
+                blocking.append(f"{rev}: {op.detail}: {op.rows_affected} row(s) would make it fail")
+            elif op.rows_affected > 0:
+                lost.append(f"{rev}: {op.detail}: {op.rows_affected} row(s) lost")
+    if high or blocking:
+        advice = ("Do not run this downgrade. Restore from a backup taken before the migration, or fix forward "
+                  "with a new migration.")
+        if blocking and not high:
+            advice = ("Do not run this downgrade as it stands: it would fail part-way. Fix the rows named above "
+                      "first, or restore from backup.")
+        return Verdict("do_not_downgrade", "DO NOT DOWNGRADE: restore from backup or fix forward.",
+                       tuple(high + blocking + unclear + lost), advice)
+    if unclear:
+        return Verdict("review_by_hand", "REVIEW BY HAND: rollbook could not understand or count everything.",
+                       tuple(unclear + lost), "Read the migration files named above and count the data by hand "
+                       "before deciding; until then treat this downgrade as destructive.")
+    if lost:
+        total = sum(op.rows_affected or 0 for s in steps for op in s.operations
+                    if op.check and op.check.effect == "lost")
+        return Verdict("loses_data", f"DOWNGRADE LOSES DATA: {total} row(s) or value(s) would be destroyed.",
+                       tuple(lost), "Downgrade only if this loss is acceptable, with a verified backup taken first; "
+                       "otherwise fix forward.")
+    return Verdict("safe", "SAFE TO DOWNGRADE: no step destroys data according to the live counts.", (),
+                   "Take and verify a backup anyway, then run the downgrade.")

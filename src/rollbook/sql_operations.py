@@ -1,0 +1,228 @@
+"""Reads rendered migration SQL with PostgreSQL's own parser (pglast) into operations."""
+
+from __future__ import annotations
+
+import pglast
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.stream import RawStream
+
+from rollbook.operations import LiveCheck, Operation, TableName
+
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
+SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+SHARE = "SHARE"
+ROW_EXCLUSIVE = "ROW EXCLUSIVE"
+
+# Objects whose DROP destroys no table data.
+_HARMLESS_DROPS = {
+    ObjectType.OBJECT_INDEX: "drop_index",
+    ObjectType.OBJECT_VIEW: "drop_view",
+    ObjectType.OBJECT_SEQUENCE: "drop_sequence",
+    ObjectType.OBJECT_TYPE: "drop_type",
+    ObjectType.OBJECT_FUNCTION: "drop_function",
+    ObjectType.OBJECT_TRIGGER: "drop_trigger",
+}
+
+
+def operations_from_sql(sql_text: str) -> list[Operation]:
+    """Every operation in `sql_text`; statements that cannot be parsed or classified become `unknown`."""
+    try:
+        statements = pglast.parse_sql(sql_text)
+    except pglast.parser.ParseError as exc:
+        return [Operation("unknown", None, None, f"SQL that PostgreSQL's parser rejects ({exc})", sql_text.strip())]
+    operations: list[Operation] = []
+    for raw in statements:
+        text = _statement_text(sql_text, raw)
+        operations.extend(_classify(raw.stmt, text))
+    return operations
+
+
+def _statement_text(sql_text: str, raw: ast.RawStmt) -> str:
+    start = raw.stmt_location or 0
+    end = start + raw.stmt_len if raw.stmt_len else len(sql_text)
+    return sql_text.encode()[start:end].decode(errors="replace").strip()
+
+
+def _table(range_var: ast.RangeVar) -> TableName:
+    return TableName(range_var.schemaname, range_var.relname)
+
+
+def _names(nodes: tuple | None) -> tuple[str, ...]:
+    return tuple(node.sval for node in nodes or ())
+
+
+def _deparse(node: ast.Node) -> str:
+    return RawStream()(node)
+
+
+def _classify(stmt: ast.Node, text: str) -> list[Operation]:
+    if isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
+        table = _table(stmt.relation)
+        return [_alter_table_command(table, cmd, text) for cmd in stmt.cmds]
+    if isinstance(stmt, ast.DropStmt):
+        return _drop(stmt, text)
+    if isinstance(stmt, ast.CreateStmt):
+        table = _table(stmt.relation)
+        return [Operation("create_table", table, None, f"creates table {table} (empty)", text, lock=None)]
+    if isinstance(stmt, ast.IndexStmt):
+        return [_create_index(stmt, text)]
+    if isinstance(stmt, ast.RenameStmt):
+        return [_rename(stmt, text)]
+    if isinstance(stmt, ast.UpdateStmt):
+        return [_update_or_delete("update", stmt, text)]
+    if isinstance(stmt, ast.DeleteStmt):
+        return [_update_or_delete("delete", stmt, text)]
+    if isinstance(stmt, ast.TruncateStmt):
+        return [
+            Operation("truncate", _table(rel), None, f"empties table {_table(rel)}", text, lock=ACCESS_EXCLUSIVE,
+                      check=LiveCheck("all_rows", _table(rel)))
+            for rel in stmt.relations
+        ]
+    if isinstance(stmt, ast.InsertStmt):
+        table = _table(stmt.relation)
+        return [Operation("insert", table, None, f"inserts rows into {table}", text, lock=ROW_EXCLUSIVE)]
+    if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
+        return [Operation("select", None, None, "reads data, changes nothing", text)]
+    if isinstance(stmt, (ast.CommentStmt, ast.VariableSetStmt)):
+        return [Operation("comment" if isinstance(stmt, ast.CommentStmt) else "set", None, None,
+                          "no effect on stored data", text)]
+    return [Operation("unknown", None, None, f"{type(stmt).__name__}: not understood, review by hand", text)]
+
+
+def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) -> Operation:
+    sub = cmd.subtype
+    column = cmd.name
+    if sub == AlterTableType.AT_DropColumn:
+        return Operation("drop_column", table, column, f"drops column {table}.{column} and every value in it", text,
+                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)))
+    if sub == AlterTableType.AT_AddColumn:
+        return _add_column(table, cmd.def_, text)
+    if sub == AlterTableType.AT_AlterColumnType:
+        type_name = cmd.def_.typeName
+        names = _names(type_name.names)
+        modifiers = tuple(m.val.ival for m in type_name.typmods or () if isinstance(m, ast.A_Const)
+                          and isinstance(m.val, ast.Integer))
+        shown = f"{names[-1]}({', '.join(map(str, modifiers))})" if modifiers else names[-1]
+        using = f" using {_deparse(cmd.def_.raw_default)}" if cmd.def_.raw_default else ""
+        return Operation("alter_column_type", table, column, f"changes {table}.{column} to {shown}{using}", text,
+                         lock=ACCESS_EXCLUSIVE, rewrites_table=True,
+                         check=LiveCheck("not_fitting", table, (column,), names[-1], modifiers),
+                         extra={"new_type": shown, "using": bool(using)})
+    if sub == AlterTableType.AT_SetNotNull:
+        return Operation("set_not_null", table, column, f"makes {table}.{column} NOT NULL (scans the table)", text,
+                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("nulls", table, (column,)))
+    if sub == AlterTableType.AT_DropNotNull:
+        return Operation("drop_not_null", table, column, f"allows NULL in {table}.{column}", text,
+                         lock=ACCESS_EXCLUSIVE)
+    if sub == AlterTableType.AT_ColumnDefault:
+        return Operation("alter_column_default", table, column, f"changes the default of {table}.{column}", text,
+                         lock=ACCESS_EXCLUSIVE)
+    if sub == AlterTableType.AT_AddConstraint:
+        return _add_constraint(table, cmd.def_, text)
+    if sub == AlterTableType.AT_DropConstraint:
+        return Operation("drop_constraint", table, None, f"drops constraint {cmd.name} of {table}", text,
+                         lock=ACCESS_EXCLUSIVE)
+    if sub == AlterTableType.AT_ValidateConstraint:
+        return Operation("validate_constraint", table, None, f"validates constraint {cmd.name} of {table}", text,
+                         lock=SHARE_UPDATE_EXCLUSIVE)
+    return Operation("unknown", table, column, f"ALTER TABLE {table}: subcommand {sub.name} not understood, "
+                     "review by hand", text, lock=ACCESS_EXCLUSIVE)
+
+
+def _add_column(table: TableName, column_def: ast.ColumnDef, text: str) -> Operation:
+    constraints = column_def.constraints or ()
+    not_null = any(c.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY) for c in constraints)
+    has_default = any(c.contype in (ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY,
+                                    ConstrType.CONSTR_GENERATED) for c in constraints)
+    type_names = _names(column_def.typeName.names)
+    serial = type_names[-1] in ("serial", "bigserial", "smallserial")
+    name = column_def.colname
+    detail = f"adds column {table}.{name}: it comes back EMPTY (NULL in every row)"
+    check = None
+    if not_null and not has_default and not serial:
+        detail = f"adds NOT NULL column {table}.{name} without a default: fails if {table} has any row"
+        check = LiveCheck("rows_present", table, (name,))
+    return Operation("add_column", table, name, detail, text, lock=ACCESS_EXCLUSIVE, check=check)
+
+
+def _add_constraint(table: TableName, constraint: ast.Constraint, text: str) -> Operation:
+    kind = constraint.contype
+    name = constraint.conname or "(unnamed)"
+    if kind in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
+        columns = _names(constraint.keys)
+        op = "add_unique" if kind == ConstrType.CONSTR_UNIQUE else "add_primary_key"
+        return Operation(op, table, ", ".join(columns), f"adds {op[4:].replace('_', ' ')} {name} on "
+                         f"{table} ({', '.join(columns)}): fails on duplicates", text, lock=ACCESS_EXCLUSIVE,
+                         check=LiveCheck("duplicates", table, columns))
+    if kind == ConstrType.CONSTR_FOREIGN:
+        columns = _names(constraint.fk_attrs)
+        referenced = _table(constraint.pktable)
+        ref_columns = _names(constraint.pk_attrs)
+        return Operation("add_foreign_key", table, ", ".join(columns),
+                         f"adds foreign key {name} {table} ({', '.join(columns)}) -> {referenced}: fails on orphans",
+                         text, lock=SHARE_ROW_EXCLUSIVE,
+                         check=LiveCheck("orphans", table, columns, referenced_table=referenced,
+                                         referenced_columns=ref_columns))
+    if kind == ConstrType.CONSTR_CHECK:
+        expression = _deparse(constraint.raw_expr)
+        return Operation("add_check", table, None, f"adds check {name} ({expression}) on {table}", text,
+                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("violating", table, predicate=expression))
+    return Operation("unknown", table, None, f"adds a {kind.name} constraint on {table}: review by hand", text,
+                     lock=ACCESS_EXCLUSIVE)
+
+
+def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
+    kind = stmt.removeType
+    operations = []
+    for obj in stmt.objects:
+        parts = _names(obj) if isinstance(obj, tuple) else ()
+        if kind == ObjectType.OBJECT_TABLE and parts:
+            table = TableName(parts[0] if len(parts) > 1 else None, parts[-1])
+            operations.append(Operation("drop_table", table, None, f"drops table {table} and all its rows", text,
+                                        lock=ACCESS_EXCLUSIVE, check=LiveCheck("all_rows", table)))
+        elif kind in _HARMLESS_DROPS:
+            label = ".".join(parts) if parts else "object"
+            lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else ACCESS_EXCLUSIVE
+            operations.append(Operation(_HARMLESS_DROPS[kind], None, None, f"drops {kind.name[7:].lower()} {label}",
+                                        text, lock=lock))
+        else:
+            operations.append(Operation("unknown", None, None, f"DROP {kind.name[7:]}: review by hand", text))
+    return operations
+
+
+def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
+    table = _table(stmt.relation)
+    columns = tuple(p.name or _deparse(p.expr) for p in stmt.indexParams)
+    lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else SHARE
+    if stmt.unique:
+        return Operation("create_unique_index", table, ", ".join(columns),
+                         f"creates unique index {stmt.idxname} on {table} ({', '.join(columns)}): fails on duplicates",
+                         text, lock=lock, check=LiveCheck("duplicates", table, columns) if all(
+                             p.name for p in stmt.indexParams) and not stmt.whereClause else None)
+    return Operation("create_index", table, ", ".join(columns),
+                     f"creates index {stmt.idxname} on {table} (blocks writes while it builds)", text, lock=lock)
+
+
+def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
+    if stmt.renameType == ObjectType.OBJECT_TABLE:
+        table = _table(stmt.relation)
+        return Operation("rename_table", table, None, f"renames table {table} to {stmt.newname}", text,
+                         lock=ACCESS_EXCLUSIVE)
+    if stmt.renameType == ObjectType.OBJECT_COLUMN:
+        table = _table(stmt.relation)
+        return Operation("rename_column", table, stmt.subname,
+                         f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
+    return Operation(f"rename_{stmt.renameType.name[7:].lower()}", None, None,
+                     f"renames {stmt.renameType.name[7:].lower()} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
+
+
+def _update_or_delete(op: str, stmt: ast.UpdateStmt | ast.DeleteStmt, text: str) -> Operation:
+    table = _table(stmt.relation)
+    joined = stmt.fromClause if op == "update" else stmt.usingClause
+    predicate = _deparse(stmt.whereClause) if stmt.whereClause is not None else "true"
+    where = f" where {predicate}" if stmt.whereClause is not None else " (every row)"
+    verb = "changes" if op == "update" else "deletes"
+    check = None if joined or stmt.withClause else LiveCheck("matching_rows", table, predicate=predicate)
+    return Operation(op, table, None, f"{verb} rows of {table}{where}", text, lock=ROW_EXCLUSIVE, check=check)

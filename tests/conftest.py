@@ -1,0 +1,90 @@
+"""Fixtures: one real PostgreSQL server per session, a fresh database per test.
+
+Set ROLLBOOK_TEST_DATABASE_URL to the URL of a role that may CREATE DATABASE and CREATE ROLE
+to run against an external server instead of the embedded one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pg import PgServer, app_password, database_name
+from sqlalchemy.engine import make_url
+
+from rollbook.database import DatabaseTarget
+from rollbook.demo import DEMO_CONFIG, install_demo
+from rollbook.embedded_server import start_embedded_server
+from rollbook.migrations import MigrationProject, load_project
+
+EXTERNAL_URL_VARIABLE = "ROLLBOOK_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """The session's server, with the `rollbook_app` login role created."""
+    external = os.environ.get(EXTERNAL_URL_VARIABLE)
+    if external:
+        admin_url = (
+            make_url(external)
+            .set(drivername="postgresql+psycopg")
+            .render_as_string(hide_password=False)
+        )
+        # Roles are cluster-wide: a unique name keeps concurrent sessions from clobbering it.
+        server = PgServer(
+            admin_url=admin_url,
+            app_user=f"rollbook_app_{secrets.token_hex(4)}",
+            app_password=app_password(),
+        )
+        server.create_app_role()
+        try:
+            yield server
+        finally:
+            try:
+                server.drop_app_role()
+            except psycopg.errors.DependentObjectsStillReferenced as error:
+                warnings.warn(f"{server.app_user} left on the external server: {error}")
+            server.close()
+        return
+
+    embedded = start_embedded_server(tmp_path_factory.mktemp("pg"))
+    server = PgServer(
+        admin_url=embedded.url(),
+        app_user="rollbook_app",
+        app_password=app_password(),
+        bin_dir=embedded.bin_dir,
+        embedded=embedded,
+    )
+    try:
+        server.create_app_role()
+        yield server
+    finally:
+        server.close()
+        embedded.stop(delete_data=True)
+
+
+@pytest.fixture
+def database_url(pg_server: PgServer) -> Iterator[str]:
+    """The admin URL of a fresh empty database, dropped after the test."""
+    url = pg_server.create_database()
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(database_name(url))
+
+
+@pytest.fixture
+def demo_url(database_url: str) -> str:
+    """A fresh database holding the bundled demo project at head, with its sample data."""
+    install_demo(DatabaseTarget.from_url(database_url))
+    return database_url
+
+
+@pytest.fixture
+def demo_project() -> MigrationProject:
+    """The bundled demo Alembic project."""
+    return load_project(DEMO_CONFIG)

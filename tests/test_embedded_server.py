@@ -1,0 +1,146 @@
+"""The embedded PostgreSQL server: real processes, real authentication, no leaks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg import PgServer, database_name, psycopg_kwargs, url_with
+
+from rollbook.embedded_server import start_embedded_server, stop_embedded_server
+
+
+def _alive(pid: int) -> bool:
+    # An exited but unreaped process (zombie) is gone for our purposes.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _start_in_child(base_dir: Path, *, tie_to_parent: bool, then: str) -> subprocess.Popen[str]:
+    """A child that starts a server in `base_dir`, prints the postmaster pid, then runs `then`."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from rollbook.embedded_server import start_embedded_server
+        server = start_embedded_server(Path({str(base_dir)!r}), tie_to_parent={tie_to_parent})
+        print(server.pid, flush=True)
+        {then}
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _read_pid(child: subprocess.Popen[str]) -> int:
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        child.wait(timeout=10)
+        assert child.stderr is not None
+        pytest.fail(f"child exited with {child.returncode}: {child.stderr.read()}")
+    return int(line)
+
+
+@pytest.fixture
+def embedded(pg_server: PgServer) -> PgServer:
+    if pg_server.embedded is None:
+        pytest.skip("running against an external server")
+    return pg_server
+
+
+def test_answers_over_tcp_with_the_password(embedded: PgServer) -> None:
+    with psycopg.connect(**psycopg_kwargs(embedded.admin_url)) as conn:
+        row = conn.execute("SELECT current_user, inet_server_addr()::text").fetchone()
+    assert row == ("postgres", "127.0.0.1/32")
+
+
+def test_wrong_password_is_refused(embedded: PgServer) -> None:
+    wrong = url_with(embedded.admin_url, password="not-the-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(**psycopg_kwargs(wrong))
+
+
+def test_password_is_not_in_repr(embedded: PgServer) -> None:
+    assert embedded.embedded is not None
+    assert embedded.embedded.superuser_password not in repr(embedded.embedded)
+
+
+def test_app_role_with_awkward_password_can_create(pg_server: PgServer, database_url: str) -> None:
+    app_url = pg_server.url(database_name(database_url), user=pg_server.app_user)
+    assert "%25" in app_url and "%40" in app_url and "%3A" in app_url
+    with psycopg.connect(**psycopg_kwargs(app_url)) as conn:
+        conn.execute("CREATE TABLE t (id int)")
+        assert conn.execute("SELECT current_user").fetchone() == (pg_server.app_user,)
+
+
+def test_server_dies_with_a_sigkilled_owner(tmp_path: Path) -> None:
+    child = _start_in_child(tmp_path, tie_to_parent=True, then="time.sleep(60)")
+    try:
+        pid = _read_pid(child)
+        assert _alive(pid)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=5)
+        assert _wait_gone(pid), f"postmaster {pid} outlived its SIGKILLed owner"
+    finally:
+        child.kill()
+        child.wait()
+        stop_embedded_server(tmp_path, delete_data=True)
+
+
+def test_detached_server_outlives_its_starter(tmp_path: Path) -> None:
+    child = _start_in_child(tmp_path, tie_to_parent=False, then="sys.exit(0)")
+    try:
+        pid = _read_pid(child)
+        assert child.wait(timeout=10) == 0
+        assert _alive(pid)
+        # Trust over the unix socket: the starter kept the password to itself.
+        with psycopg.connect(
+            host=str((tmp_path / "sock").resolve()), port=_port_of(tmp_path), user="postgres"
+        ) as conn:
+            assert conn.execute("SELECT pg_backend_pid() <> %s", (pid,)).fetchone() == (True,)
+        stop_embedded_server(tmp_path)
+        assert _wait_gone(pid)
+        stop_embedded_server(tmp_path)  # idempotent
+    finally:
+        stop_embedded_server(tmp_path, delete_data=True)
+    assert not (tmp_path / "data").exists()
+
+
+def _port_of(base_dir: Path) -> int:
+    # postmaster.pid line 4 is the port.
+    return int((base_dir / "data" / "postmaster.pid").read_text().splitlines()[3])
+
+
+def test_postgres_16_starts(tmp_path: Path) -> None:
+    server = start_embedded_server(tmp_path, major_version=16)
+    try:
+        with psycopg.connect(**psycopg_kwargs(server.url())) as conn:
+            version = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        assert version // 10000 == 16
+        assert server.bin_dir.name == "bin" and (server.bin_dir / "pg_dump").exists()
+        assert server.superuser_password not in server.log_path.read_text()
+    finally:
+        server.stop(delete_data=True)
+        server.stop()  # idempotent
+    assert not _alive(server.pid)
