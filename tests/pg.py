@@ -126,3 +126,22 @@ def url_with(url: str, **changes: Any) -> str:
     """`url` with some parts replaced (`URL.set` keywords)."""
     parsed: URL = make_url(url).set(**changes)
     return parsed.render_as_string(hide_password=False)
+
+
+def fingerprint(url: str) -> tuple[Any, ...]:
+    """The public schema's columns and a digest of every table's rows: equal before and after means unchanged."""
+    with psycopg.connect(**psycopg_kwargs(url)) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable "
+            "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2"
+        ).fetchall()
+        tables = sorted({c[0] for c in columns})
+        digests = [
+            conn.execute(
+                sql.SQL("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {} t").format(
+                    sql.Identifier(name)
+                )
+            ).fetchone()
+            for name in tables
+        ]
+    return tuple(columns), tuple(digests)

@@ -7,6 +7,8 @@ READ ONLY transaction under statement_timeout and lock_timeout, taking only ACCE
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,22 +120,16 @@ def _scan_table(
     return TableFacts(table, True, int(row[0]), facts.total_bytes, facts.columns), results
 
 
-class _read_only:
+@contextmanager
+def _read_only(conn: psycopg.Connection, statement_timeout_ms: int, lock_timeout_ms: int) -> Iterator[None]:
     """A READ ONLY transaction with timeouts: live checks can neither write nor wait forever."""
-
-    def __init__(self, conn: psycopg.Connection, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
-        self._conn = conn
-        self._timeouts = (statement_timeout_ms, lock_timeout_ms)
-
-    def __enter__(self) -> None:
-        self._transaction = self._conn.transaction()
-        self._transaction.__enter__()
-        self._conn.execute("SET TRANSACTION READ ONLY")
-        self._conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                           [str(self._timeouts[0]), str(self._timeouts[1])])
-
-    def __exit__(self, *exc: object) -> None:
-        self._transaction.__exit__(*exc)  # type: ignore[arg-type]
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+            [str(statement_timeout_ms), str(lock_timeout_ms)],
+        )
+        yield
 
 
 def _identifier(table: TableName) -> sql.Identifier:

@@ -45,8 +45,8 @@ class DatabaseTarget:
                 f"rollbook works with PostgreSQL only, but the URL names the '{parsed.get_backend_name()}' backend. "
                 "Use a postgresql:// or postgresql+psycopg:// URL."
             )
-        if parsed.get_driver_name() != "psycopg":
-            # SQLAlchemy 2 defaults postgresql:// to psycopg2; rollbook ships psycopg 3 only.
+        if parsed.drivername != "postgresql+psycopg":
+            # SQLAlchemy's default driver for postgresql:// differs between versions; rollbook ships psycopg 3.
             parsed = parsed.set(drivername="postgresql+psycopg")
         return cls(parsed)
 
@@ -111,4 +111,5 @@ def _unreachable_message(target: DatabaseTarget, exc: psycopg.OperationalError) 
         advice = "Check the database name in the URL."
     else:
         advice = "Check that the server is running, that host and port are right, and that it accepts connections."
-    return f"Cannot connect to {target.redacted}: {reason}. {advice} Nothing was changed."
+    reason = reason if reason.endswith(("?", ".")) else f"{reason}."
+    return f"Cannot connect to {target.redacted}: {reason} {advice} Nothing was changed."

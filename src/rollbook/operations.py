@@ -68,6 +68,9 @@ class LiveCheck:
         return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows") else "blocks"
 
 
+_LOSS_VERBS = {"update": "rewritten", "delete": "deleted"}
+
+
 @dataclass(frozen=True)
 class Operation:
     """One schema or data change made by a migration function."""
@@ -90,6 +93,17 @@ class Operation:
     @property
     def understood(self) -> bool:
         return self.op != "unknown"
+
+    def count_text(self) -> str | None:
+        """The live count in words ("5 values lost", "9 rows rewritten"); None without a check."""
+        if self.check is None:
+            return None
+        if self.rows_affected is None:
+            return "not counted"
+        noun = "values" if self.check.kind == "non_null_values" else "rows"
+        if self.check.effect == "blocks":
+            return f"{self.rows_affected} {noun} that would make it fail"
+        return f"{self.rows_affected} {noun} {_LOSS_VERBS.get(self.op, 'lost')}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -115,13 +115,7 @@ class DowngradePlan:
             lines.append(f"   type {step.migration_type}, risk {step.risk.value.upper()}"
                          + ("  (read from Python source)" if step.render_error else ""))
             for op in step.operations:
-                count = ""
-                if op.check is not None:
-                    if op.rows_affected is None:
-                        count = "  [not counted]"
-                    else:
-                        verb = "lost" if op.check.effect == "lost" else "blocking"
-                        count = f"  [{op.rows_affected} rows {verb}]"
+                count = f"  [{op.count_text()}]" if op.check else ""
                 lines.append(f"   - {op.risk.value.upper():7} {op.detail}{count}")
                 if op.lock:
                     lines.append(f"     lock: {op.lock}{', rewrites the table' if op.rewrites_table else ''}")
@@ -244,7 +238,7 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
         rev = step.revision.revision
         if step.risk == Risk.HIGH:
             guidance = MIGRATION_TYPES.get(step.migration_type)
-            why = guidance.rollback_safety if guidance else next(
+            why = f"{guidance.rollback_safety} {guidance.mitigation}" if guidance else next(
                 (op.reason for op in step.operations if op.risk == Risk.HIGH), "")
             high.append(f"{rev} ({step.migration_type}) is HIGH risk: {why}")
         for op in step.operations:
@@ -255,10 +249,8 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
             if op.rows_affected is None:
                 why = op.count_note or "live checks were not run"
                 unclear.append(f"{rev}: {op.detail}: not counted ({why})")
-            elif op.rows_affected > 0 and op.check.effect == "blocks":
-                blocking.append(f"{rev}: {op.detail}: {op.rows_affected} row(s) would make it fail")
             elif op.rows_affected > 0:
-                lost.append(f"{rev}: {op.detail}: {op.rows_affected} row(s) lost")
+                (blocking if op.check.effect == "blocks" else lost).append(f"{rev}: {op.detail}: {op.count_text()}")
     if high or blocking:
         advice = ("Do not run this downgrade. Restore from a backup taken before the migration, or fix forward "
                   "with a new migration.")

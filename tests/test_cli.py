@@ -1,0 +1,72 @@
+"""The `rollbook` command as a user runs it: a real process, real output, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROLLBOOK = shutil.which("rollbook", path=str(Path(sys.executable).parent)) or "rollbook"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ROLLBOOK, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_plan_json_contract(demo_url):
+    result = run("plan", "--target", "-1", "--json", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": ""})
+    assert result.returncode == 2  # no alembic.ini in the working directory: refused, not guessed
+    assert "No Alembic config at alembic.ini" in result.stderr
+
+    from rollbook.demo import DEMO_CONFIG
+
+    result = run("plan", "--target", "-1", "--json", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)})
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert {"current", "target", "verdict", "steps"} <= plan.keys()
+    step = plan["steps"][0]
+    assert {"revision", "down_revision", "file", "sha256", "migration_type", "risk", "operations"} <= step.keys()
+    operation = step["operations"][0]
+    assert {"op", "table", "column", "risk", "rows_affected", "detail"} <= operation.keys()
+    assert (step["migration_type"], step["risk"], operation["op"], operation["rows_affected"]) == (
+        "data_migration", "high", "update", 9)
+
+
+def test_sql_output_is_the_downgrade_from_the_current_revision(demo_url):
+    from rollbook.demo import DEMO_CONFIG
+
+    result = run("plan", "--target", "-2", "--sql", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.index("UPDATE users SET status = NULL") < result.stdout.index("CREATE TABLE old_sessions")
+    assert "version_num='0607bc5b8534'" in result.stdout
+
+
+def test_demo_up_exports_a_working_environment_and_down_stops_it(tmp_path):
+    env = {"ROLLBOOK_DEMO_DIR": str(tmp_path / "demo")}
+    up = run("demo", "up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+        assert set(exports) == {"DATABASE_URL", "ALEMBIC_CONFIG"}
+        shell = subprocess.run(["bash", "-c", f'eval "$1" && "{ROLLBOOK}" status --json', "_", up.stdout],
+                               capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+        assert json.loads(shell.stdout)["current"] == ["0607bc5b8536"], shell.stderr
+    finally:
+        down = run("demo", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    after = subprocess.run(["bash", "-c", f'eval "$1" && "{ROLLBOOK}" status', "_", up.stdout],
+                           capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    assert after.returncode == 3
+
+
+def test_guided_tour_plans_the_demo_and_leaves_no_server(tmp_path):
+    result = run("demo", env={"TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "The database is at head." in result.stdout
+    assert "== rollbook plan --target base ==" in result.stdout
+    assert "DO NOT DOWNGRADE" in result.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("rollbook-tour-")]
