@@ -11,27 +11,15 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
+from rollbook.database import DatabaseTarget
 from rollbook.embedded_server import EmbeddedServer
 
 DATABASE_PREFIX = "rbtest_"
 
 
 def psycopg_kwargs(url: str) -> dict[str, Any]:
-    """Connection arguments for psycopg from a SQLAlchemy URL (query options pass through)."""
-    parsed = make_url(url)
-    kwargs: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "host": parsed.host,
-            "port": parsed.port,
-            "user": parsed.username,
-            "password": parsed.password,
-            "dbname": parsed.database,
-        }.items()
-        if value is not None
-    }
-    kwargs.update(parsed.query)
-    return kwargs
+    """Connection arguments for psycopg from a SQLAlchemy URL, as rollbook itself derives them."""
+    return DatabaseTarget.from_url(url).connect_kwargs()
 
 
 @dataclass
