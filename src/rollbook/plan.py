@@ -121,6 +121,10 @@ class DowngradePlan:
                     lines.append(f"     lock: {op.lock}{', rewrites the table' if op.rewrites_table else ''}")
                 if op.count_note:
                     lines.append(f"     note: {op.count_note}")
+        if self.tables:
+            lines += ["", "Affected tables (live):"]
+            lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists else f"  {t.table}: not there now"
+                      for t in self.tables]
         lines += ["", f"Verdict: {self.verdict.headline}"]
         lines += [f"  - {reason}" for reason in self.verdict.reasons]
         lines.append(self.verdict.advice)
@@ -271,3 +275,16 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
                        "otherwise fix forward.")
     return Verdict("safe", "SAFE TO DOWNGRADE: no step destroys data according to the live counts.", (),
                    "Take and verify a backup anyway, then run the downgrade.")
+
+
+def _size(total_bytes: int | None) -> str:
+    if total_bytes is None:
+        return "size unknown"
+    if total_bytes < 1024:
+        return f"{total_bytes} bytes"
+    size, unit = total_bytes / 1024, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
