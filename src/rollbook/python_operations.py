@@ -12,11 +12,16 @@ import ast
 from dataclasses import replace
 from pathlib import Path
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
 from rollbook.operations import LiveCheck, Operation, TableName
 from rollbook.sql_operations import ACCESS_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, operations_from_sql
 
 _VARCHAR_TYPES = {"String", "VARCHAR", "Unicode", "CHAR", "NVARCHAR"}
 _INTEGER_TYPES = {"SmallInteger": "smallint", "SMALLINT": "smallint", "Integer": "integer", "INTEGER": "integer"}
+# Renders SQLAlchemy's `:name` bind parameters as `$1`, which PostgreSQL's parser reads.
+_POSITIONAL_PARAMETERS = postgresql.dialect(paramstyle="numeric_dollar")
 
 
 def operations_from_python(path: str | Path, function: str, render_error: str) -> list[Operation]:
@@ -72,7 +77,7 @@ class _FunctionReader(ast.NodeVisitor):
                 self.operations.extend(_op_call(name, node, text, self._batch_tables[owner]))
                 return
             if name in ("execute", "exec_driver_sql"):
-                self.operations.extend(_execute(node, text))
+                self.operations.extend(_execute(node, text, driver_sql=name == "exec_driver_sql"))
                 return
         self.generic_visit(node)
 
@@ -82,10 +87,12 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
     if batch_table is None and name not in ("execute", "bulk_insert", "get_bind", "get_context", "f",
                                             "inline_literal", "batch_alter_table"):
         table_arg_index = {"create_unique_constraint": 1, "create_check_constraint": 1, "create_primary_key": 1,
-                           "create_index": 1, "create_foreign_key": 1, "drop_constraint": 1}.get(name, 0)
+                           "create_index": 1, "drop_index": 1, "create_foreign_key": 1,
+                           "drop_constraint": 1}.get(name, 0)
         table_value = _literal(args[table_arg_index]) if len(args) > table_arg_index else _keyword(
             call, "table_name") or _keyword(call, "source_table")
-        schema = _keyword(call, "schema")
+        # create_foreign_key names its table's schema source_schema (and the other one referent_schema).
+        schema = _keyword(call, "source_schema" if name == "create_foreign_key" else "schema")
         table = TableName(schema, table_value) if isinstance(table_value, str) else None
         args = args[:table_arg_index] + args[table_arg_index + 1:]
     else:
@@ -127,9 +134,9 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
         referent = _literal(args[1]) if len(args) > 1 else _keyword(call, "referent_table")
         local = _string_list(args[2]) if len(args) > 2 else _string_list(_keyword_node(call, "local_cols"))
         remote = _string_list(args[3]) if len(args) > 3 else _string_list(_keyword_node(call, "remote_cols"))
-        check = (LiveCheck("orphans", table, tuple(local), referenced_table=TableName(None, referent),
-                           referenced_columns=tuple(remote)) if local and remote and isinstance(referent, str)
-                 else None)
+        referenced = TableName(_keyword(call, "referent_schema"), referent) if isinstance(referent, str) else None
+        check = (LiveCheck("orphans", table, tuple(local), referenced_table=referenced,
+                           referenced_columns=tuple(remote)) if local and remote and referenced else None)
         return [Operation("add_foreign_key", table, ", ".join(local or ()), f"adds foreign key on {table}: fails on "
                           "orphans", text, lock=SHARE_ROW_EXCLUSIVE, check=check)]
     if name == "create_check_constraint":
@@ -177,12 +184,16 @@ def _alter_column(table: TableName, args: list[ast.expr], call: ast.Call, text: 
     return operations or [Operation("unknown", table, column, "alter_column: review by hand", text)]
 
 
-def _execute(call: ast.Call, text: str) -> list[Operation]:
+def _execute(call: ast.Call, text: str, *, driver_sql: bool = False) -> list[Operation]:
     statement = call.args[0] if call.args else None
     if isinstance(statement, ast.Call) and _attribute_name(statement.func) == "text" and statement.args:
         statement = statement.args[0]
     sql_text = _literal(statement) if statement is not None else None
     if isinstance(sql_text, str):
+        if not driver_sql:
+            # op.execute() and Connection.execute() take SQLAlchemy text, where `:id` is a bind parameter
+            # (a per-row UPDATE ... WHERE id = :id); exec_driver_sql() passes the string to the driver as is.
+            sql_text = str(sa.text(sql_text).compile(dialect=_POSITIONAL_PARAMETERS))
         return operations_from_sql(sql_text)
     return [Operation("unknown", None, None, "executes SQL built at run time: review by hand", text)]
 

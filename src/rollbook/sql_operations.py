@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pglast
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.stream import RawStream
+from pglast.visitors import Visitor
 
 from rollbook.operations import LiveCheck, Operation, TableName
 
@@ -23,6 +24,8 @@ _HARMLESS_DROPS = {
     ObjectType.OBJECT_TYPE: "drop_type",
     ObjectType.OBJECT_FUNCTION: "drop_function",
     ObjectType.OBJECT_TRIGGER: "drop_trigger",
+    # Without CASCADE a schema can only be dropped once it is empty.
+    ObjectType.OBJECT_SCHEMA: "drop_schema",
 }
 
 
@@ -68,6 +71,8 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
         return [Operation("create_table", table, None, f"creates table {table} (empty)", text, lock=None)]
     if isinstance(stmt, ast.IndexStmt):
         return [_create_index(stmt, text)]
+    if isinstance(stmt, ast.CreateSchemaStmt):
+        return [Operation("create_schema", None, None, f"creates schema {stmt.schemaname} (empty)", text)]
     if isinstance(stmt, ast.RenameStmt):
         return [_rename(stmt, text)]
     if isinstance(stmt, ast.UpdateStmt):
@@ -175,6 +180,7 @@ def _add_constraint(table: TableName, constraint: ast.Constraint, text: str) -> 
 
 def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
     kind = stmt.removeType
+    noun = kind.name[7:].lower()
     operations = []
     for obj in stmt.objects:
         parts = _names(obj) if isinstance(obj, tuple) else ()
@@ -182,14 +188,29 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
             table = TableName(parts[0] if len(parts) > 1 else None, parts[-1])
             operations.append(Operation("drop_table", table, None, f"drops table {table} and all its rows", text,
                                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("all_rows", table)))
+        elif kind in _HARMLESS_DROPS and stmt.behavior == DropBehavior.DROP_CASCADE:
+            # CASCADE also drops what depends on the object: a type's columns, a schema's tables.
+            operations.append(Operation("unknown", None, None, f"drops {noun} {_object_label(obj)} with CASCADE, "
+                                        "and every object that depends on it, data included: review by hand", text))
         elif kind in _HARMLESS_DROPS:
-            label = ".".join(parts) if parts else "object"
             lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else ACCESS_EXCLUSIVE
-            operations.append(Operation(_HARMLESS_DROPS[kind], None, None, f"drops {kind.name[7:].lower()} {label}",
+            operations.append(Operation(_HARMLESS_DROPS[kind], None, None, f"drops {noun} {_object_label(obj)}",
                                         text, lock=lock))
         else:
             operations.append(Operation("unknown", None, None, f"DROP {kind.name[7:]}: review by hand", text))
     return operations
+
+
+def _object_label(obj: ast.Node | tuple) -> str:
+    if isinstance(obj, tuple):
+        return ".".join(_names(obj))
+    if isinstance(obj, ast.String):
+        return obj.sval
+    if isinstance(obj, ast.TypeName):
+        return ".".join(_names(obj.names))
+    if isinstance(obj, ast.ObjectWithArgs):
+        return ".".join(_names(obj.objname))
+    return "object"
 
 
 def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
@@ -224,5 +245,23 @@ def _update_or_delete(op: str, stmt: ast.UpdateStmt | ast.DeleteStmt, text: str)
     predicate = _deparse(stmt.whereClause) if stmt.whereClause is not None else "true"
     where = f" where {predicate}" if stmt.whereClause is not None else " (every row)"
     verb = "changes" if op == "update" else "deletes"
-    check = None if joined or stmt.withClause else LiveCheck("matching_rows", table, predicate=predicate)
+    countable = not (joined or stmt.withClause or _uses_parameters(stmt.whereClause))
+    check = LiveCheck("matching_rows", table, predicate=predicate) if countable else None
     return Operation(op, table, None, f"{verb} rows of {table}{where}", text, lock=ROW_EXCLUSIVE, check=check)
+
+
+class _ParameterFinder(Visitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_ParamRef(self, ancestors: object, node: ast.ParamRef) -> None:
+        self.found = True
+
+
+def _uses_parameters(node: ast.Node | None) -> bool:
+    """Whether `node` refers to a bind parameter ($1): its value exists only while the migration runs."""
+    if node is None:
+        return False
+    finder = _ParameterFinder()
+    finder(node)
+    return finder.found

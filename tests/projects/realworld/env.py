@@ -1,15 +1,9 @@
 """Alembic environment that ignores sqlalchemy.url and takes the URL from the app's settings."""
 
-from logging.config import fileConfig
-
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 import app_settings
-
-config = context.config
-if config.config_file_name is not None:
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = None
 
