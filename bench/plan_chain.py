@@ -226,6 +226,7 @@ def check_output(subject: Subject, stdout: str, revisions: int) -> None:
 
 
 def machine() -> dict[str, object]:
+    """The machine and software the numbers were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),

@@ -161,10 +161,11 @@ def _aggregate(
     cols = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in check.columns]
     if check.kind in ("all_rows", "rows_present"):
         return sql.SQL("count(*)"), None
+    # Plain count(col) skips NULLs without evaluating a FILTER per row: cheaper on big tables.
     if check.kind == "non_null_values":
-        return sql.SQL("count(*) FILTER (WHERE {} IS NOT NULL)").format(cols[0]), None
+        return sql.SQL("count({})").format(cols[0]), None
     if check.kind == "nulls":
-        return sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(cols[0]), None
+        return sql.SQL("count(*) - count({})").format(cols[0]), None
     if check.kind in ("matching_rows", "violating"):
         # The predicate is the migration's own SQL, deparsed by PostgreSQL's parser; the READ ONLY
         # transaction guarantees that evaluating it cannot write.
@@ -215,7 +216,11 @@ def _not_fitting(
     type_name = (check.type_name or "").lower()
     mods = check.type_modifiers
     if type_name in _TEXT_TYPES and mods:
-        return sql.SQL("count(*) FILTER (WHERE char_length({}::text) > {})").format(col, sql.Literal(mods[0])), None
+        # octet_length reads only the stored length; char_length (never larger) decodes the value, so it
+        # runs only for the few values long enough in bytes.
+        return sql.SQL("count(*) FILTER (WHERE octet_length({c}::text) > {n} AND char_length({c}::text) > {n})").format(
+            c=col, n=sql.Literal(mods[0])
+        ), None
     if type_name == "numeric" and mods and _is_numeric(current_type):
         precision, scale = mods[0], mods[1] if len(mods) > 1 else 0
         limit = sql.Literal(10 ** (precision - scale))
