@@ -111,6 +111,9 @@ def _scan_table(
         note = f"{table} is locked by another session (lock_timeout {lock_timeout_ms} ms): not counted"
         return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
     except psycopg.Error as exc:
+        if len(checks) > 1:
+            # One failing check (typically a migration's own predicate) must not hide the others' counts.
+            return _scan_each(conn, table, checks, server_version, statement_timeout_ms, lock_timeout_ms)
         note = f"counting {table} failed: {exc.diag.message_primary or type(exc).__name__}"
         return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
     assert row is not None
@@ -118,6 +121,18 @@ def _scan_table(
     for check, index, note in counted:
         results[check] = CheckResult(int(row[index]), note)
     return TableFacts(table, True, int(row[0]), facts.total_bytes, facts.columns), results
+
+
+def _scan_each(
+    conn: psycopg.Connection, table: TableName, checks: list[LiveCheck], server_version: int,
+    statement_timeout_ms: int, lock_timeout_ms: int,
+) -> tuple[TableFacts, dict[LiveCheck, CheckResult]]:
+    facts, results = TableFacts(table, True), {}
+    for check in checks:
+        check_facts, result = _scan_table(conn, table, [check], server_version, statement_timeout_ms, lock_timeout_ms)
+        facts = check_facts if check_facts.rows is not None else facts
+        results.update(result)
+    return facts, results
 
 
 @contextmanager
