@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,9 +26,10 @@ from pathlib import Path
 
 import psycopg
 
+from bench_support import embedded_database, machine, summarize
+
 from rollbook.data_loss import count_affected_rows
 from rollbook.database import DatabaseTarget, connect
-from rollbook.embedded_server import start_embedded_server
 from rollbook.operations import LiveCheck, TableName
 
 BAR = 1.3
@@ -82,14 +80,6 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def machine() -> dict[str, object]:
-    """The machine and software the numbers were measured on."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_at_end": os.getloadavg()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
@@ -97,11 +87,8 @@ def main() -> None:
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rollbook-bench-live-") as work:
-        server = start_embedded_server(Path(work) / "pg")
-        try:
-            with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
-            target = DatabaseTarget.from_url(server.url(DATABASE))
+        with embedded_database(Path(work), DATABASE) as url:
+            target = DatabaseTarget.from_url(url)
             with connect(target) as conn:
                 load_seconds, _ = timed(lambda: load_table(conn, options.rows))
                 settings = dict(conn.execute(
@@ -141,11 +128,8 @@ def main() -> None:
                 expected = expected_counts(options.rows)
                 if results["select_count_star"] != options.rows or results["count_affected_rows"] != expected:
                     raise RuntimeError(f"wrong counts: {results}")
-        finally:
-            server.stop(delete_data=True)
 
-    medians = {name: statistics.median(times) for name, times in samples.items()}
-    ratios = {name: medians[name] / medians["select_count_star"] for name in medians}
+    medians, ratios = summarize(samples, "select_count_star")
     ratio = ratios["count_affected_rows"]
     verdict = "PASS" if ratio <= BAR else "FAIL"
     print(f"{options.rows:,} rows, table {table_bytes / 2**20:.0f} MiB (loaded in {load_seconds:.1f} s), "

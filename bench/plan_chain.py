@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +33,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
-from rollbook.embedded_server import start_embedded_server
+from bench_support import embedded_database, machine, summarize
+
 
 BAR = 2.0
 DATABASE = "bench_chain"
@@ -225,14 +224,6 @@ def check_output(subject: Subject, stdout: str, revisions: int) -> None:
         raise RuntimeError(f"{subject.name} covered {found} revisions, expected {revisions}")
 
 
-def machine() -> dict[str, object]:
-    """The machine and software the numbers were measured on."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "alembic": alembic.__version__, "platform": platform.platform()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--revisions", type=int, default=300)
@@ -244,11 +235,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rollbook-bench-chain-") as work:
         work_dir = Path(work)
         ini = write_project(work_dir / "project", options.revisions)
-        server = start_embedded_server(work_dir / "pg")
-        try:
-            with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
-            url = server.url(DATABASE)
+        with embedded_database(work_dir, DATABASE) as url:
             migrate_to_head(ini, url, options.revisions)
 
             # Bytecode is cached as for a normal user, but in the temp dir: nothing written elsewhere.
@@ -270,12 +257,8 @@ def main() -> None:
             for _ in range(options.runs):  # interleaved, so drift hits every subject alike
                 for subject in subjects:
                     samples[subject.name].append(run_timed(subject.args, subject.env)[0])
-        finally:
-            server.stop(delete_data=True)
 
-    medians = {name: statistics.median(times) for name, times in samples.items()}
-    baseline = medians["alembic_offline_sql"]
-    ratios = {name: medians[name] / baseline for name in medians}
+    medians, ratios = summarize(samples, "alembic_offline_sql")
     verdict = "PASS" if ratios["rollbook_plan_live_checks"] <= BAR else "FAIL"
     print(f"{options.revisions} revisions, {options.runs} runs each (fresh processes), medians:")
     for name, times in samples.items():
@@ -289,7 +272,7 @@ def main() -> None:
         "benchmark": "plan_chain", "revisions": options.revisions, "runs": options.runs, "bar": BAR,
         "samples_seconds": samples, "median_seconds": medians,
         "min_seconds": {name: min(times) for name, times in samples.items()},
-        "ratio_to_alembic": ratios, "verdict": verdict, "machine": machine(),
+        "ratio_to_alembic": ratios, "verdict": verdict, "machine": machine(alembic=alembic.__version__),
     }, indent=2) + "\n")
     print(f"results written to {RESULTS}")
 

@@ -105,7 +105,7 @@ def test_missing_migration_file_for_the_current_revision(tmp_path, demo_url):
     status = rollbook("status", "--json", url=demo_url, config=ini)
     assert status.exit_code == 0
     assert json.loads(status.stdout)["missing_files"] == [HEAD]
-    assert_refused(rollbook("plan", url=demo_url, config=ini), 2, f"Can't locate the migration file", HEAD,
+    assert_refused(rollbook("plan", url=demo_url, config=ini), 2, "Can't locate the migration file", HEAD,
                    "git checkout")
     assert fingerprint(demo_url) == before
 
