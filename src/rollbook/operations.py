@@ -88,6 +88,9 @@ class Operation:
     reason: str = ""
     rows_affected: int | None = None
     count_note: str | None = None
+    # An earlier step of the same downgrade that changes this table's data first: the live count,
+    # taken on today's data, is then an estimate.
+    changed_earlier_by: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,6 +119,7 @@ class Operation:
             "detail": self.detail,
             "reason": self.reason,
             "count_note": self.count_note,
+            "changed_earlier_by": self.changed_earlier_by,
             "lock": self.lock,
             "rewrites_table": self.rewrites_table,
             "statement": self.statement,

@@ -121,6 +121,9 @@ class DowngradePlan:
                     lines.append(f"     lock: {op.lock}{', rewrites the table' if op.rewrites_table else ''}")
                 if op.count_note:
                     lines.append(f"     note: {op.count_note}")
+                if op.changed_earlier_by:
+                    lines.append(f"     note: counted on today's data; step {op.changed_earlier_by} changes "
+                                 f"{op.table} first")
         if self.tables:
             lines += ["", "Affected tables (live):"]
             lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists else f"  {t.table}: not there now"
@@ -184,7 +187,7 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
         kind = migration_type(upgrade)
         risk = Risk.worst([type_risk(kind), *(op.risk for op in downgrade)])
         steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
-    return _mark_created_earlier(tuple(steps))
+    return _account_for_earlier_steps(tuple(steps))
 
 
 def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
@@ -193,23 +196,37 @@ def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operat
     return operations_from_python(project.script(rendered.revision).path, rendered.direction, rendered.error or "")
 
 
-def _mark_created_earlier(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
-    """A check on a table or column that an earlier step re-creates counts zero rows: it comes back empty."""
+# Downgrade operations that change the rows of their table.
+_DATA_CHANGES = {"update", "delete", "insert", "truncate", "alter_column_type"}
+
+
+def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
+    """Mark checks whose table an earlier step of the same downgrade re-creates or changes.
+
+    A table or column re-created earlier comes back empty: its check counts zero rows. A table whose
+    rows an earlier step changes is counted on today's data, which the later step will not see.
+    """
     created: dict[str, str] = {}
+    changed: dict[str, str] = {}
     marked = []
     for step in steps:
         operations = []
         for op in step.operations:
             table_key, column_key = str(op.table), f"{op.table}.{op.column}"
-            source = created.get(column_key) if op.check and op.check.kind == "non_null_values" else None
-            source = source or (created.get(table_key) if op.check else None)
-            if source:
-                op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
+            if op.check:
+                source = created.get(column_key) if op.check.kind == "non_null_values" else None
+                source = source or created.get(table_key)
+                if source:
+                    op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
+                elif table_key in changed:
+                    op = replace(op, changed_earlier_by=changed[table_key])
             operations.append(op)
             if op.op == "create_table":
                 created[table_key] = step.revision.revision
             elif op.op == "add_column":
                 created[column_key] = step.revision.revision
+            elif op.op in _DATA_CHANGES:
+                changed.setdefault(table_key, step.revision.revision)
         marked.append(replace(step, operations=tuple(operations)))
     return tuple(marked)
 
@@ -253,8 +270,14 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
             if op.rows_affected is None:
                 why = op.count_note or "live checks were not run"
                 unclear.append(f"{rev}: {op.detail}: not counted ({why})")
+            elif op.rows_affected == 0 and op.changed_earlier_by:
+                unclear.append(f"{rev}: {op.detail}: 0 counted on today's data, but step {op.changed_earlier_by} "
+                               f"changes {op.table} first")
             elif op.rows_affected > 0:
-                (blocking if op.check.effect == "blocks" else lost).append(f"{rev}: {op.detail}: {op.count_text()}")
+                estimate = f" (on today's data; step {op.changed_earlier_by} changes it first)" if (
+                    op.changed_earlier_by) else ""
+                (blocking if op.check.effect == "blocks" else lost).append(
+                    f"{rev}: {op.detail}: {op.count_text()}{estimate}")
     if high or blocking:
         advice = ("Do not run this downgrade. Restore from a backup taken before the migration, or fix forward "
                   "with a new migration.")

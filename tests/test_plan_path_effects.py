@@ -1,0 +1,58 @@
+"""Multi-step downgrades: a later step runs on the data an earlier step left, not on today's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+
+from rollbook.database import DatabaseTarget, connect
+from rollbook.migrations import alembic_config_for, load_project
+from rollbook.plan import plan_downgrade
+
+REVISIONS = {
+    "aaaa00000001": (None, 'op.execute("CREATE TABLE accounts (id int PRIMARY KEY, flag text NOT NULL)")',
+                     'op.execute("DROP TABLE accounts")'),
+    "aaaa00000002": ("aaaa00000001", 'op.alter_column("accounts", "flag", nullable=True)',
+                     'op.alter_column("accounts", "flag", nullable=False)'),
+    "aaaa00000003": ("aaaa00000002", "op.execute(\"UPDATE accounts SET flag = 'x' WHERE flag IS NULL\")",
+                     "op.execute(\"UPDATE accounts SET flag = NULL WHERE flag = 'x'\")"),
+}
+
+
+def write_project(root: Path) -> Path:
+    (root / "versions").mkdir(parents=True)
+    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\npath_separator = os\n")
+    (root / "env.py").write_text(
+        "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"
+        "engine = create_engine(context.config.get_main_option('sqlalchemy.url'), poolclass=pool.NullPool)\n"
+        "with engine.connect() as connection:\n"
+        "    context.configure(connection=connection)\n"
+        "    with context.begin_transaction():\n"
+        "        context.run_migrations()\n"
+    )
+    for revision, (down, upgrade, downgrade) in REVISIONS.items():
+        (root / "versions" / f"{revision}.py").write_text(
+            f'"""{revision}"""\nfrom alembic import op\nrevision = "{revision}"\ndown_revision = {down!r}\n'
+            f"\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n"
+        )
+    return root / "alembic.ini"
+
+
+def test_a_count_an_earlier_step_invalidates_is_never_taken_at_face_value(tmp_path, database_url):
+    project = load_project(write_project(tmp_path / "project"))
+    target = DatabaseTarget.from_url(database_url)
+    command.upgrade(alembic_config_for(project, target), "aaaa00000002")
+    with connect(target) as conn:
+        conn.execute("INSERT INTO accounts VALUES (1, NULL), (2, 'y')")
+    command.upgrade(alembic_config_for(project, target), "head")
+
+    plan = plan_downgrade(target, project, "aaaa00000001")
+
+    set_not_null = next(op for op in plan.steps[1].operations if op.op == "set_not_null")
+    # Today no flag is NULL, but the data migration's downgrade nulls one before NOT NULL is set.
+    assert set_not_null.rows_affected == 0
+    assert set_not_null.changed_earlier_by == "aaaa00000003"
+    assert any("0 counted on today's data, but step aaaa00000003 changes accounts first" in reason
+               for reason in plan.verdict.reasons)
+    assert plan.verdict.code != "safe"
