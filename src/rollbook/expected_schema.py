@@ -1,0 +1,209 @@
+"""The schema a revision should produce, built in a scratch database, and the check of the live schema against it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from psycopg import sql
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError
+
+from rollbook.database import DatabaseTarget, connect
+from rollbook.errors import BadInput, RollbookError
+from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.scratch import scratch_database
+from rollbook.schema_snapshot import STATEMENT_TIMEOUT, compare_schemas, list_schemas, read_schema
+
+CheckStatus = Literal["passed", "failed", "not_checked"]
+
+
+class SchemaBuildFailed(RollbookError):
+    """The migrations could not build the target revision's schema in a scratch database."""
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """Whether the live schema equals the schema the target revision builds; "not_checked" is never a pass."""
+
+    status: CheckStatus
+    revision: str | None
+    differences: tuple[str, ...]
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def revision_label(self) -> str:
+        return self.revision or "base (no migrations: an empty schema)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "revision": self.revision,
+            "differences": list(self.differences),
+            "reason": self.reason,
+        }
+
+    def to_text(self) -> str:
+        lines = [f"Schema check against revision {self.revision_label}: {_HEADLINES[self.status]}", self.reason]
+        lines += [f"  - {difference}" for difference in self.differences]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        lines = [
+            f"**Schema check against revision `{self.revision_label}`: {_HEADLINES[self.status]}**",
+            "",
+            _md(self.reason),
+        ]
+        if self.differences:
+            lines.append("")
+            lines += [f"- {_md(difference)}" for difference in self.differences]
+        return "\n".join(lines)
+
+
+_HEADLINES: dict[str, str] = {
+    "passed": "PASSED",
+    "failed": "FAILED",
+    "not_checked": "NOT CHECKED",
+}
+
+
+def build_schema_at(project: MigrationProject, revision: str | None, scratch: DatabaseTarget) -> None:
+    """Run the project's upgrades from base to `revision` (None: none at all) in the empty `scratch` database.
+
+    Runs through rollbook's own engine and Alembic context, never the project's env.py: a real env.py
+    may ignore the URL it is given and migrate whatever database its settings name.
+    Raises SchemaBuildFailed, naming the revision whose upgrade failed.
+    """
+    if revision is None or revision == "base":
+        return
+    destination = _resolve(project, revision)  # an unknown revision is bad input, not a failed build
+    # Migrations that read `context.config` see the scratch URL, never the project's own.
+    config = alembic_config_for(project, scratch)
+    planned: list[str] = []
+    applied: list[str] = []
+
+    def upgrade(current: Any, context: Any) -> Any:
+        steps = project.scripts._upgrade_revs(destination, current)  # type: ignore[arg-type]
+        planned[:] = [step.revision.revision for step in steps]
+        return steps
+
+    def record(*, step: Any, **_: Any) -> None:
+        applied.extend(step.up_revision_ids)
+
+    engine = create_engine(scratch.sqlalchemy_url, poolclass=pool.NullPool)
+    try:
+        with EnvironmentContext(config, project.scripts, fn=upgrade, destination_rev=revision) as env:
+            with engine.connect() as connection:
+                if project.version_table_schema:
+                    # Usually the project's env.py (which is not run here) makes sure this schema exists.
+                    statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(project.version_table_schema))
+                    connection.exec_driver_sql(statement.as_string(None))
+                    connection.commit()
+                env.configure(
+                    connection=connection,
+                    version_table=project.version_table,
+                    version_table_schema=project.version_table_schema,
+                    transaction_per_migration=True,
+                    on_version_apply=[record],
+                )
+                with env.begin_transaction():
+                    env.run_migrations()
+    except Exception as exc:
+        failed = next((rev for rev in planned if rev not in applied), None)
+        where = f"the upgrade of revision {failed}" if failed else "preparing the migrations"
+        raise SchemaBuildFailed(
+            f"The expected schema of revision {_label(destination)} could not be built in a scratch database: {where} "
+            f"failed after {len(applied)} of {len(planned)} migration(s) with {type(exc).__name__}: "
+            f"{scratch.scrub(_first_line(exc))}. A migration that needs data, extensions or objects made "
+            "outside the migrations cannot be replayed on an empty database; compare the schema by hand."
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def check_schema_matches(target: DatabaseTarget, project: MigrationProject, revision: str | None) -> SchemaCheck:
+    """Compare the live schema of `target` with the schema `revision` builds from scratch.
+
+    The expected schema is built in a throwaway database on the same server (the role needs CREATEDB).
+    Compared: the schemas the build creates plus the live schemas holding tables, without the version table.
+    """
+    try:
+        resolved = _label(_resolve(project, revision)) if revision not in (None, "base") else None
+    except BadInput as exc:
+        return SchemaCheck("not_checked", revision, (), str(exc))
+    exclude = _version_table_exclusion(project)
+    try:
+        with scratch_database(target) as scratch:
+            build_schema_at(project, revision, scratch)
+            with connect(scratch) as conn:
+                expected = read_schema(conn, exclude=exclude)
+        with connect(target) as conn:
+            conn.execute(sql.SQL("SET statement_timeout = {}").format(STATEMENT_TIMEOUT))
+            live_schemas = list_schemas(conn, with_relations_only=True)
+            schemas = tuple(sorted(set(expected.schemas) | set(live_schemas)))
+            actual = read_schema(conn, schemas=schemas, exclude=exclude)
+    except RollbookError as exc:
+        return SchemaCheck("not_checked", resolved, (), str(exc))
+    except psycopg.Error as exc:
+        return SchemaCheck(
+            "not_checked", resolved, (),
+            f"The schemas could not be read: {type(exc).__name__}: {target.scrub(_first_line(exc))}",
+        )
+    difference = compare_schemas(expected, actual)
+    if difference.matches:
+        return SchemaCheck(
+            "passed", resolved, (),
+            f"The database's schema equals the schema the migrations build up to {resolved or 'base'} "
+            f"({expected.summary} compared in schema(s) {', '.join(schemas) or '(none)'}).",
+        )
+    return SchemaCheck(
+        "failed", resolved, difference.differences,
+        f"The database's schema differs from the schema the migrations build up to {resolved or 'base'}: "
+        f"{len(difference.differences)} difference(s), each naming what the target revision has and what "
+        "the database has.",
+    )
+
+
+def _resolve(project: MigrationProject, revision: str) -> tuple[str, ...]:
+    """The full revision id(s) `revision` names ("head", "heads", a prefix, an id)."""
+    try:
+        scripts = project.scripts.revision_map.get_revisions(revision)
+    except (RevisionError, CommandError) as exc:
+        raise BadInput(f"Revision {revision!r} is not in the project: {exc}. Use a revision id from "
+                       "`alembic history`.") from None
+    ids = [script.revision for script in scripts if script is not None]
+    if not ids:
+        raise BadInput(f"Revision {revision!r} names no revision of the project.")
+    return tuple(ids)
+
+
+def _label(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions)
+
+
+def _version_table_exclusion(project: MigrationProject) -> tuple[str, ...]:
+    if project.version_table_schema:
+        return (f"{project.version_table_schema}.{project.version_table}",)
+    # Without a schema Alembic puts it first on the search path, which may differ between databases.
+    return (project.version_table,)
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends the statement and its parameters: the driver's own message is enough.
+    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(source).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _md(text: str) -> str:
+    """Escape Markdown so identifiers like _old_ or *tmp* print as they are."""
+    return "".join(f"\\{char}" if char in "\\`*_{}[]<>#|" else char for char in text)
