@@ -1,0 +1,349 @@
+"""Running a planned downgrade: one revision per Alembic call, under a lock, every statement timed.
+
+The project's own env.py runs each step, as `alembic downgrade` would, so whatever it configures
+(search_path, schemas, version table) still applies. Around it rollbook adds what env.py cannot
+promise: a session advisory lock so two runs never interleave, lock and statement timeouts on every
+connection, a guard that refuses any connection to a database other than the one named, a timed
+log of every statement, and a check after each step, through rollbook's own connection, that the
+database named really moved one revision down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from alembic import command
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
+
+from rollbook import markdown
+from rollbook.database import DatabaseTarget, connect
+from rollbook.identity import DatabaseIdentity, read_identity
+from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.errors import RollbookError
+from rollbook.plan import DowngradePlan
+from rollbook.status import read_current_revisions
+
+# "rollbook" in ASCII: the session advisory lock every executing rollback run takes on its database.
+ROLLBACK_LOCK_KEY = 0x726F6C6C626F6F6B
+
+
+class ConcurrentRollback(RollbookError):
+    """Another rollback run holds the database's rollback lock."""
+
+    exit_code = 5
+
+
+class WrongDatabase(RollbookError):
+    """env.py connected to, or moved, a database other than the one rollbook was given."""
+
+    exit_code = 6
+
+
+class DatabaseMoved(RollbookError):
+    """The database is no longer at the revision the plan was made for."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class ExecutedStatement:
+    """One SQL statement sent by the migration, with how long it took and whether it failed."""
+
+    sql: str
+    seconds: float
+    failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sql": self.sql, "seconds": round(self.seconds, 6), "failed": self.failed}
+
+
+@dataclass(frozen=True)
+class StepExecution:
+    """Undoing one revision: done (committed), failed (its transaction rolled back) or not run."""
+
+    revision: str
+    down_to: str
+    outcome: str
+    seconds: float = 0.0
+    statements: tuple[ExecutedStatement, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision, "down_to": self.down_to, "outcome": self.outcome,
+            "seconds": round(self.seconds, 3), "error": self.error,
+            "statements": [s.to_dict() for s in self.statements],
+        }
+
+
+@dataclass(frozen=True)
+class DowngradeExecution:
+    """What the downgrade did, step by step, and where the database stands afterwards."""
+
+    database: str
+    revisions_before: tuple[str, ...]
+    revisions_after: tuple[str, ...]
+    target: str
+    steps: tuple[StepExecution, ...]
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+    seconds: float
+    failure: BaseException | None = field(default=None, repr=False, compare=False)
+    failed_statement: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failure is None and all(step.outcome == "done" for step in self.steps)
+
+    @property
+    def failed_step(self) -> StepExecution | None:
+        return next((step for step in self.steps if step.outcome == "failed"), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "revisions_before": list(self.revisions_before),
+            "revisions_after": list(self.revisions_after),
+            "target": self.target,
+            "succeeded": self.succeeded,
+            "lock_timeout_ms": self.lock_timeout_ms,
+            "statement_timeout_ms": self.statement_timeout_ms,
+            "seconds": round(self.seconds, 3),
+            "steps": [step.to_dict() for step in self.steps],
+        }
+
+    def to_text(self) -> str:
+        lines = [f"Downgrade of {self.database}: {_revs(self.revisions_before)} -> {_revs(self.revisions_after)} "
+                 f"(target {self.target}) in {self.seconds:.2f} s, lock_timeout {self.lock_timeout_ms} ms, "
+                 f"statement_timeout {self.statement_timeout_ms} ms"]
+        for step in self.steps:
+            lines.append(f"  {step.revision} -> {step.down_to}: {step.outcome.upper()} ({step.seconds:.3f} s)")
+            lines += [f"    {s.seconds * 1000:8.1f} ms  {'FAILED ' if s.failed else ''}{_one_line(s.sql)}"
+                      for s in step.statements]
+            if step.error:
+                lines.append(f"    error: {step.error}")
+        lines.append("SUCCEEDED" if self.succeeded else f"FAILED: the database is at {_revs(self.revisions_after)}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"**Downgrade** of `{self.database}`: `{_revs(self.revisions_before)}` → "
+                 f"`{_revs(self.revisions_after)}` (target `{self.target}`), {self.seconds:.2f} s; "
+                 f"lock_timeout {self.lock_timeout_ms} ms, statement_timeout {self.statement_timeout_ms} ms.", ""]
+        for step in self.steps:
+            lines.append(f"- `{step.revision}` → `{step.down_to}`: **{step.outcome}** ({step.seconds:.3f} s)")
+            if step.statements:
+                rows = [(f"{s.seconds * 1000:.1f}", ("**FAILED** " if s.failed else "") + markdown.code(_one_line(s.sql)))
+                        for s in step.statements]
+                lines += ["", markdown.table(["ms", "statement"], rows), ""]
+            if step.error:
+                lines.append(f"  - error: {step.error}")
+        verdict = ("**Succeeded.**" if self.succeeded
+                   else f"**Failed.** The database is at `{_revs(self.revisions_after)}`.")
+        return "\n".join([*lines, "", verdict])
+
+
+def execute_downgrade(
+    target: DatabaseTarget, project: MigrationProject, plan: DowngradePlan, *,
+    lock_timeout_ms: int, statement_timeout_ms: int, lock_wait_ms: int | None = None,
+) -> DowngradeExecution:
+    """Undo the plan's revisions one at a time, each in its own Alembic call and transaction.
+
+    A failure stops the run: the failing step's transaction rolls back, so the database stays at the
+    revision the previous step reached; the result says which, and carries the error for diagnosis.
+    """
+    with connect(target) as control, rollback_lock(control, lock_wait_ms or lock_timeout_ms):
+        identity = read_identity(control)
+        before = read_current_revisions(control, project)
+        if set(before) != set(plan.path.current):
+            raise DatabaseMoved(
+                f"{target.redacted} is at {_revs(before)}, but the plan was made at {_revs(plan.path.current)}: "
+                "someone migrated it since. Plan again and review the new plan; nothing was changed."
+            )
+        _refuse_merges(project, plan)
+        steps: list[StepExecution] = []
+        failure: BaseException | None = None
+        failed_statement = None
+        started = time.monotonic()
+        with _guarded_connections(identity, target, lock_timeout_ms, statement_timeout_ms) as log:
+            for revision in plan.path.steps:
+                down_to = project.info(revision).down_revision or "base"
+                if failure is not None:
+                    steps.append(StepExecution(revision, down_to, "not run"))
+                    continue
+                log.clear()
+                step_started = time.monotonic()
+                try:
+                    command.downgrade(alembic_config_for(project, target), down_to)
+                except Exception as exc:
+                    failure, failed_statement = exc, log.failed_sql
+                    steps.append(StepExecution(revision, down_to, "failed", time.monotonic() - step_started,
+                                               log.statements(), target.scrub(_error_text(exc))))
+                    continue
+                steps.append(StepExecution(revision, down_to, "done", time.monotonic() - step_started,
+                                           log.statements()))
+                now = read_current_revisions(control, project)
+                if revision in now:
+                    failure = WrongDatabase(_did_not_move(target, revision, now))
+                    steps[-1] = StepExecution(revision, down_to, "failed", steps[-1].seconds, steps[-1].statements,
+                                              str(failure))
+        after = read_current_revisions(control, project)
+    return DowngradeExecution(
+        database=target.redacted, revisions_before=before, revisions_after=after,
+        target=plan.path.target_label, steps=tuple(steps), lock_timeout_ms=lock_timeout_ms,
+        statement_timeout_ms=statement_timeout_ms, seconds=time.monotonic() - started,
+        failure=failure, failed_statement=failed_statement,
+    )
+
+
+@contextmanager
+def rollback_lock(conn: psycopg.Connection[Any], wait_ms: int) -> Iterator[None]:
+    """Hold the database's rollback lock; wait at most `wait_ms` for another run to release it."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", [str(wait_ms)])
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", [ROLLBACK_LOCK_KEY])
+    except psycopg.errors.LockNotAvailable:
+        holder = rollback_lock_holder(conn)
+        raise ConcurrentRollback(
+            f"Another rollback run is in progress on database {conn.info.dbname}"
+            f"{f' ({holder})' if holder else ''}; this run waited {wait_ms} ms for it and gave up. Let that run "
+            "finish and check its record, then plan again: the database may have moved. Nothing was changed."
+        ) from None
+    finally:
+        conn.execute("SELECT set_config('lock_timeout', '0', false)")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [ROLLBACK_LOCK_KEY])
+
+
+def rollback_lock_holder(conn: psycopg.Connection[Any]) -> str | None:
+    """Who holds the rollback lock on this database (pid, user, application, since when), if anyone."""
+    row = conn.execute(
+        "SELECT a.pid, a.usename, a.application_name, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        [ROLLBACK_LOCK_KEY >> 32, ROLLBACK_LOCK_KEY & 0xFFFFFFFF],
+    ).fetchone()
+    if row is None:
+        return None
+    pid, user, application, since = row
+    return f"pid {pid}, user {user}, application {application or '-'}, connected since {since:%Y-%m-%d %H:%M:%S %Z}"
+
+
+class _StatementLog:
+    """Statements seen on any SQLAlchemy engine while a step runs, with their durations."""
+
+    def __init__(self) -> None:
+        self._done: list[ExecutedStatement] = []
+        self.failed_sql: str | None = None
+
+    def clear(self) -> None:
+        self._done, self.failed_sql = [], None
+
+    def statements(self) -> tuple[ExecutedStatement, ...]:
+        return tuple(self._done)
+
+    def before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info["rollbook_started"] = time.monotonic()
+
+    def after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self._done.append(ExecutedStatement(statement.strip(), time.monotonic() - conn.info.pop("rollbook_started")))
+
+    def error(self, context: Any) -> None:
+        started = context.connection.info.pop("rollbook_started", None) if context.connection else None
+        if context.statement:
+            seconds = time.monotonic() - started if started else 0.0
+            self.failed_sql = context.statement.strip()
+            self._done.append(ExecutedStatement(self.failed_sql, seconds, failed=True))
+
+
+@contextmanager
+def _guarded_connections(
+    identity: DatabaseIdentity, target: DatabaseTarget, lock_timeout_ms: int, statement_timeout_ms: int,
+) -> Iterator[_StatementLog]:
+    """While active, every new SQLAlchemy connection must reach `identity`'s database and gets the timeouts.
+
+    The listeners are registered on the Pool and Engine classes because env.py builds its own engine.
+    """
+    log = _StatementLog()
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+                           "(SELECT oid FROM pg_database WHERE datname = current_database()), current_database()")
+            system_identifier, oid, name = cursor.fetchone()
+            if (system_identifier, oid) != identity.fingerprint:
+                raise WrongDatabase(
+                    f"The project's env.py connected to database {name} (system identifier {system_identifier}), "
+                    f"not to {target.redacted} ({identity.database}, system identifier {identity.system_identifier}) "
+                    "that this run was given. rollbook stopped before env.py ran any statement there. Make env.py "
+                    "use the URL Alembic passes it (config.get_main_option('sqlalchemy.url')) or point DATABASE_URL "
+                    "at the same database, then retry."
+                )
+            cursor.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                           [str(lock_timeout_ms), str(statement_timeout_ms)])
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+
+    listeners = [
+        (Pool, "connect", on_connect),
+        (Engine, "before_cursor_execute", log.before),
+        (Engine, "after_cursor_execute", log.after),
+        (Engine, "handle_error", log.error),
+    ]
+    for target_class, name, listener in listeners:
+        event.listen(target_class, name, listener)
+    try:
+        yield log
+    finally:
+        for target_class, name, listener in listeners:
+            event.remove(target_class, name, listener)
+
+
+def _refuse_merges(project: MigrationProject, plan: DowngradePlan) -> None:
+    for revision in plan.path.steps:
+        parents = project.info(revision).down_revisions
+        if len(parents) > 1:
+            raise RollbookError(
+                f"The downgrade path crosses the merge revision {revision} (parents {', '.join(parents)}). rollbook "
+                "executes one revision per step and does not undo merges: first roll back to the merge revision "
+                f"{revision}, then undo each branch by naming a revision on it. Nothing was changed."
+            )
+
+
+def _did_not_move(target: DatabaseTarget, revision: str, now: tuple[str, ...]) -> str:
+    return (
+        f"ALEMBIC REPORTED SUCCESS BUT {target.redacted} DID NOT MOVE: it is still at {_revs(now)}. The project's "
+        f"env.py must have run the downgrade of {revision} against another database. Find out which one (env.py, "
+        "its settings, DATABASE_URL) and check it now: it may have lost data. rollbook stopped."
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, psycopg.Error):
+        diag = orig.diag
+        return f"{type(orig).__name__} ({diag.sqlstate}): {diag.message_primary}" + (
+            f" DETAIL: {diag.message_detail}" if diag.message_detail else "")
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _one_line(sql: str) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _revs(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) or "base"
