@@ -84,8 +84,8 @@ def load_project(config_path: str | os.PathLike[str] | None = None) -> Migration
     path = Path(config_path or os.environ.get("ALEMBIC_CONFIG") or DEFAULT_CONFIG).expanduser()
     if not path.is_file():
         raise BadInput(
-            f"No Alembic config at {path}. Pass --config (or set ALEMBIC_CONFIG) to the project's alembic.ini, "
-            "or run rollbook from the folder that holds it."
+            f"No Alembic config at {path}. Name the project's alembic.ini (--config, the alembic_config "
+            "parameter of a runbook, or ALEMBIC_CONFIG), or run rollbook from the folder that holds it."
         )
     config = Config(str(path))
     try:

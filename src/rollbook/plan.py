@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+from rollbook import markdown
 from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
 from rollbook.database import DatabaseTarget, connect
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
@@ -131,7 +132,32 @@ class DowngradePlan:
         lines += ["", f"Verdict: {self.verdict.headline}"]
         lines += [f"  - {reason}" for reason in self.verdict.reasons]
         lines.append(self.verdict.advice)
+        lines.append(f"Plan hash (for approvals): {self.plan_hash}")
         return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        head = (f"**Downgrade** `{self.path.start}` → `{self.path.target_label}`: {len(self.steps)} step(s), "
+                f"requested `{markdown.cell(self.path.requested)}`, on `{self.database}`")
+        rows = []
+        for number, step in enumerate(self.steps, 1):
+            operations = "<br>".join(
+                f"{op.risk.value.upper()} {markdown.cell(op.detail)}"
+                + (f" **[{markdown.cell(op.count_text())}]**" if op.check else "")
+                + (f" ({markdown.cell(op.count_note)})" if op.count_note else "")
+                for op in step.operations) or "(nothing)"
+            rows.append((str(number), markdown.code(step.revision.revision), markdown.cell(step.revision.message),
+                         markdown.cell(step.migration_type), f"**{step.risk.value.upper()}**", operations))
+        parts = [head, markdown.table(["#", "revision", "message", "type", "risk", "downgrade operations"], rows)]
+        if self.tables:
+            parts.append("Affected tables now: " + ", ".join(
+                f"`{t.table}` {t.rows} rows ({_size(t.total_bytes)})" if t.exists else f"`{t.table}` (not there)"
+                for t in self.tables))
+        if not self.live_checks:
+            parts.append("Live checks were **not run**: no row was counted.")
+        parts.append(f"**Verdict: {markdown.cell(self.verdict.headline)}**")
+        parts.append("\n".join(f"- {markdown.cell(reason)}" for reason in self.verdict.reasons))
+        parts.append(f"{markdown.cell(self.verdict.advice)}\n\nPlan hash (approvals name it): `{self.plan_hash}`")
+        return "\n\n".join(p for p in parts if p)
 
     def downgrade_sql(self) -> str:
         """The SQL of the whole downgrade, one transaction per revision, version table included."""

@@ -55,6 +55,9 @@ class MigrationStatus:
             lines.append("The database is at head.")
         return "\n".join(lines)
 
+    def _repr_markdown_(self) -> str:
+        return "\n".join(f"    {line}" for line in self.to_text().splitlines())
+
 
 def read_current_revisions(conn: psycopg.Connection, project: MigrationProject) -> tuple[str, ...]:
     """The rows of the version table, read through rollbook's own connection (never through env.py)."""

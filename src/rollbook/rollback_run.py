@@ -1,0 +1,412 @@
+"""One run of the rollback runbook: each method is one section of the team's procedure.
+
+The runbook notebook calls these methods in order, one per cell; each returns a result that renders
+itself in the notebook. A refusal or a failure raises `RunbookStopped`, which carries the result to
+show, so the executed notebook ends at the step that stopped it and says why and what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rollbook import markdown
+from rollbook.backup import Backup, BackupVerification, take_backup, verify_backup
+from rollbook.database import DatabaseTarget, connect
+from rollbook.diagnosis import Diagnosis, diagnose_failure
+from rollbook.downgrade_execution import DowngradeExecution, execute_downgrade
+from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
+from rollbook.errors import RollbookError
+from rollbook.expected_schema import SchemaCheck, check_schema_matches
+from rollbook.health import HealthCheck, check_health
+from rollbook.migrations import MigrationProject, RevisionInfo, load_project
+from rollbook.plan import DowngradePlan, plan_downgrade
+from rollbook.policy import PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy, load_policy
+from rollbook.run_context import RunContext, describe_run
+from rollbook.runbook_parameters import RollbackParameters
+from rollbook.status import MigrationStatus, read_current_revisions, read_status
+from rollbook.table_counts import TableRowCounts, compare_counts, count_table_rows
+
+
+class RunbookStopped(RollbookError):
+    """The run stops here: refused by a rule or failed at a step; `result` is what to show for it."""
+
+    def __init__(self, message: str, *, outcome: str, step: str, result: Any = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.step = step
+        self.result = result
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class MigrationFiles:
+    """The migration files the downgrade would run, as a reviewer reads them."""
+
+    path: DowngradePath
+    files: tuple[tuple[RevisionInfo, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.path.target_label, "files": [info.to_dict() for info, _ in self.files]}
+
+    def _repr_markdown_(self) -> str:
+        if not self.files:
+            return f"The database is already at `{self.path.target_label}`: no migration file to review."
+        parts = [f"The downgrade from `{self.path.start}` to `{self.path.target_label}` runs "
+                 f"{len(self.files)} migration file(s), newest first:"]
+        for info, source in self.files:
+            parts += ["", f"**{info.revision}** {markdown.cell(info.message)}: `{info.file}`, "
+                          f"sha256 `{info.sha256}`", "", "```python", source.rstrip(), "```"]
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """The backup taken before any change, its verification, and the policy once it is known."""
+
+    backup: Backup | None
+    verification: BackupVerification | None
+    policy: PolicyDecision | None
+    skipped: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "skipped": self.skipped,
+            "backup": self.backup.to_dict() if self.backup else None,
+            "verification": self.verification.to_dict() if self.verification else None,
+            "policy": self.policy.to_dict() if self.policy else None,
+        }
+
+    def _repr_markdown_(self) -> str:
+        if self.skipped:
+            return f"**No backup taken**: {markdown.cell(self.skipped)}"
+        parts = [self.backup._repr_markdown_()] if self.backup else []
+        if self.verification:
+            parts.append(self.verification._repr_markdown_())
+        if self.policy:
+            parts.append(self.policy._repr_markdown_())
+        return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class DowngradeReport:
+    """The downgrade as executed (or, in a dry run, as it would be), and a diagnosis if it failed."""
+
+    execution: DowngradeExecution | None
+    dry_run_sql: str = ""
+    diagnosis: Diagnosis | None = None
+    next_steps: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "execution": self.execution.to_dict() if self.execution else None,
+            "dry_run": self.execution is None,
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "next_steps": list(self.next_steps),
+        }
+
+    def _repr_markdown_(self) -> str:
+        if self.execution is None:
+            return ("**Dry run**: the downgrade was not executed. These statements would run, one transaction "
+                    f"per revision:\n\n```sql\n{self.dry_run_sql.rstrip()}\n```")
+        parts = [self.execution._repr_markdown_()]
+        if self.diagnosis:
+            parts.append(self.diagnosis._repr_markdown_())
+        if self.next_steps:
+            parts.append("**What to do next**\n\n" + "\n".join(f"- {markdown.cell(s)}" for s in self.next_steps))
+        return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class VerificationCheck:
+    """One check after the downgrade: passed, failed, or not checked (never counted as passed)."""
+
+    name: str
+    status: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class RollbackVerification:
+    """Everything the procedure's "after rollback" section checks."""
+
+    checks: tuple[VerificationCheck, ...]
+    counts_table: str = ""
+    schema: SchemaCheck | None = None
+
+    @property
+    def failed(self) -> tuple[VerificationCheck, ...]:
+        return tuple(c for c in self.checks if c.status == "failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checks": [c.to_dict() for c in self.checks], "passed": not self.failed,
+                "schema": self.schema.to_dict() if self.schema else None}
+
+    def _repr_markdown_(self) -> str:
+        marks = {"passed": "✅ passed", "failed": "❌ **FAILED**", "not_checked": "⚪ not checked"}
+        rows = [(markdown.cell(c.name), marks.get(c.status, c.status), markdown.cell(c.detail)) for c in self.checks]
+        parts = [markdown.table(["check", "result", "detail"], rows)]
+        if self.schema and self.schema.differences:
+            parts.append(self.schema._repr_markdown_())
+        if self.counts_table:
+            parts.append("Critical tables:\n\n" + self.counts_table)
+        return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The run in a few lines: the outcome, the revisions, the plan, the backup and the checks."""
+
+    outcome: str
+    headline: str
+    facts: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "headline": self.headline, **self.facts}
+
+    def _repr_markdown_(self) -> str:
+        rows = [(markdown.cell(k), markdown.cell(v)) for k, v in self.facts.items() if v not in (None, "")]
+        return f"### {markdown.cell(self.headline)}\n\n" + markdown.table(["", ""], rows)
+
+
+@dataclass
+class RollbackRun:
+    """The state of one run as its sections execute; created by `RollbackRun.start`."""
+
+    parameters: RollbackParameters
+    target: DatabaseTarget = field(repr=False)
+    project: MigrationProject = field(repr=False)
+    rules: PolicyRules = field(repr=False)
+    context: RunContext
+    current: MigrationStatus | None = None
+    files: MigrationFiles | None = None
+    downgrade_plan: DowngradePlan | None = None
+    decision: PolicyDecision | None = None
+    counts_before: TableRowCounts | None = None
+    backup_report: BackupReport | None = None
+    downgrade_report: DowngradeReport | None = None
+    verification: RollbackVerification | None = None
+
+    @classmethod
+    def start(cls, parameters: RollbackParameters, *, runbook: str = "rollback") -> RollbackRun:
+        """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
+        target = DatabaseTarget.from_url(parameters.database_url or None)
+        project = load_project(parameters.alembic_config)
+        rules = load_policy(project.config_path.parent)
+        rules.for_environment(parameters.environment)
+        context = describe_run(
+            target, project, runbook=runbook, parameters=parameters.to_dict(), operator=parameters.operator,
+            operator_from=parameters.operator_from, environment=parameters.environment, ticket=parameters.ticket,
+            execute=parameters.execute,
+        )
+        return cls(parameters, target, project, rules, context)
+
+    def status(self) -> MigrationStatus:
+        """Check the current revision, read through rollbook's own connection."""
+        self.current = read_status(self.target, self.project)
+        return self.current
+
+    def migration_files(self) -> MigrationFiles:
+        """Resolve the downgrade path and show each migration file it would run, with its sha256."""
+        with connect(self.target) as conn:
+            current = read_current_revisions(conn, self.project)
+        path = resolve_downgrade_path(self.project, current, self.parameters.target_revision)
+        files = tuple((self.project.info(rev), Path(self.project.script(rev).path).read_text()) for rev in path.steps)
+        self.files = MigrationFiles(path, files)
+        return self.files
+
+    def plan(self) -> DowngradePlan:
+        """Assess the data-loss risk of every step and count, read-only, the rows it would destroy."""
+        self.downgrade_plan = plan_downgrade(self.target, self.project, self.parameters.target_revision,
+                                             statement_timeout_ms=self.parameters.statement_timeout_ms)
+        return self.downgrade_plan
+
+    def policy_gate(self) -> PolicyDecision:
+        """Apply the environment's rollback policy; a failed rule stops the run here."""
+        self.decision = evaluate_policy(self.rules, self._request(), self._plan(), backup_verified=None)
+        if self.decision.refused:
+            raise RunbookStopped(self.decision.refusal_message(), outcome="refused", step="policy gate",
+                                 result=self.decision, exit_code=4)
+        return self.decision
+
+    def count_critical_tables(self) -> TableRowCounts:
+        """Count the rows of the critical tables (default: the tables the plan touches) before any change."""
+        self.counts_before = count_table_rows(self.target, self._critical_tables(),
+                                              statement_timeout_ms=self.parameters.statement_timeout_ms)
+        return self.counts_before
+
+    def backup(self) -> BackupReport:
+        """Back up the database and verify the backup; no verified backup, no rollback."""
+        plan = self._plan()
+        if not self.parameters.execute:
+            self.backup_report = BackupReport(None, None, None, "dry run: no backup is written")
+            return self.backup_report
+        if not plan.steps:
+            self.backup_report = BackupReport(None, None, None, "nothing to roll back")
+            return self.backup_report
+        backup = take_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
+                             count_rows=self.parameters.verify_backup == "restore")
+        verification = verify_backup(backup, self.parameters.verify_backup, self.target)
+        decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=verification.passed)
+        self.decision = decision
+        self.backup_report = BackupReport(backup, verification, decision)
+        if not verification.passed:
+            raise RunbookStopped(
+                f"The backup {backup.path} could not be verified ({verification.detail}). No verified backup, "
+                "no rollback: fix the cause (disk, permissions, pg_restore) and run again. Nothing was changed.",
+                outcome="failed", step="backup", result=self.backup_report, exit_code=1)
+        if not decision.allowed:
+            raise RunbookStopped(decision.refusal_message() or decision.headline(), outcome="refused",
+                                 step="policy gate", result=self.backup_report, exit_code=4)
+        return self.backup_report
+
+    def downgrade(self) -> DowngradeReport:
+        """Run the downgrade under the rollback lock, one transaction per migration, every statement timed."""
+        plan = self._plan()
+        if not self.parameters.execute:
+            self.downgrade_report = DowngradeReport(None, plan.downgrade_sql())
+            return self.downgrade_report
+        if self.decision is None or not self.decision.allowed or self.backup_report is None:
+            raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
+                                 "verified; run the notebook's cells in order.", outcome="refused",
+                                 step="downgrade", exit_code=4)
+        execution = execute_downgrade(self.target, self.project, plan,
+                                      lock_timeout_ms=self.parameters.lock_timeout_ms,
+                                      statement_timeout_ms=self.parameters.statement_timeout_ms)
+        if execution.succeeded:
+            self.downgrade_report = DowngradeReport(execution)
+            return self.downgrade_report
+        failed = execution.failed_step
+        step = next((s for s in plan.steps if failed and s.revision.revision == failed.revision), None)
+        diagnosis = diagnose_failure(self.target, execution.failure or RollbookError("unknown failure"),
+                                     step=step, statement=execution.failed_statement, project=self.project)
+        self.downgrade_report = DowngradeReport(execution, diagnosis=diagnosis,
+                                                next_steps=self._after_failure(execution))
+        raise RunbookStopped(
+            f"The downgrade failed at {failed.revision if failed else 'an unknown step'}: "
+            f"{failed.error if failed else execution.failure}. The database is at "
+            f"{', '.join(execution.revisions_after) or 'base'}. {' '.join(self.downgrade_report.next_steps)}",
+            outcome="failed", step="downgrade", result=self.downgrade_report, exit_code=1)
+
+    def verify(self) -> RollbackVerification:
+        """Check the revision, the application's health, the schema and the critical tables."""
+        plan = self._plan()
+        if not self.parameters.execute:
+            self.verification = RollbackVerification(tuple(
+                VerificationCheck(name, "not_checked", "dry run: nothing was changed")
+                for name in ("revision", "application health", "schema", "critical tables")))
+            return self.verification
+        with connect(self.target) as conn:
+            now = read_current_revisions(conn, self.project)
+        expected = () if plan.path.target is None else (plan.path.target,)
+        revision = VerificationCheck(
+            "revision", "passed" if set(now) == set(expected) else "failed",
+            f"the database is at {', '.join(now) or 'base'}; the target is {plan.path.target_label}")
+        health = _from_health(check_health(self.parameters.health_url))
+        schema = check_schema_matches(self.target, self.project, plan.path.target)
+        after = count_table_rows(self.target, self._critical_tables(),
+                                 statement_timeout_ms=self.parameters.statement_timeout_ms)
+        tables = _critical_check(self.counts_before, after, plan)
+        self.verification = RollbackVerification(
+            (revision, health, VerificationCheck("schema", schema.status, _schema_detail(schema)), tables),
+            compare_counts(self.counts_before, after) if self.counts_before else "", schema)
+        if self.verification.failed:
+            names = ", ".join(c.name for c in self.verification.failed)
+            raise RunbookStopped(
+                f"The downgrade ran, but verification failed ({names}). If the application is broken, restore "
+                f"the backup taken in this run ({self._restore_hint()}) now, then fix forward with a new "
+                "migration instead of rolling back again.",
+                outcome="failed", step="verification", result=self.verification, exit_code=1)
+        return self.verification
+
+    def summary(self) -> RunSummary:
+        """The run in a few lines."""
+        plan = self._plan()
+        execution = self.downgrade_report.execution if self.downgrade_report else None
+        if not self.parameters.execute:
+            outcome, headline = "dry_run", (f"Dry run complete: a rollback to {plan.path.target_label} was planned "
+                                            "and allowed by the policy gate; nothing was changed.")
+        else:
+            outcome, headline = "succeeded", (f"Rolled back {plan.path.start} -> {plan.path.target_label} and "
+                                              "verified.")
+        backup = self.backup_report.backup if self.backup_report else None
+        facts = {
+            "database": self.context.database,
+            "environment": self.context.environment,
+            "operator": self.context.operator,
+            "approved by": self.parameters.approved_by,
+            "ticket": self.parameters.ticket,
+            "revision before": ", ".join(plan.path.current),
+            "revision after": ", ".join(execution.revisions_after) if execution else ", ".join(plan.path.current),
+            "plan": f"{plan.plan_hash[:12]} ({plan.verdict.code})",
+            "policy": self.decision.status if self.decision else "",
+            "backup": f"{backup.path} ({backup.size_bytes} bytes, sha256 {backup.sha256[:12]})" if backup else "",
+            "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
+            if self.verification else "",
+            "started": self.context.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        }
+        return RunSummary(outcome, headline, facts)
+
+    def _plan(self) -> DowngradePlan:
+        if self.downgrade_plan is None:
+            raise RollbookError("No plan yet: run the notebook's cells in order (the plan comes first).")
+        return self.downgrade_plan
+
+    def _request(self) -> RollbackRequest:
+        p = self.parameters
+        return RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
+                               approved_plan=p.approved_plan, deployed_at=p.deployed_at,
+                               accept_data_loss=p.accept_data_loss, execute=p.execute)
+
+    def _critical_tables(self) -> tuple[str, ...]:
+        if self.parameters.critical_tables:
+            return self.parameters.critical_tables
+        plan = self._plan()
+        return tuple(dict.fromkeys(str(t.table) for t in plan.tables if t.exists))
+
+    def _restore_hint(self) -> str:
+        backup = self.backup_report.backup if self.backup_report else None
+        if backup is None:
+            return "no backup was taken"
+        return f"pg_restore --clean --if-exists --single-transaction -d \"$DATABASE_URL\" {backup.path}"
+
+    def _after_failure(self, execution: DowngradeExecution) -> tuple[str, ...]:
+        at = ", ".join(execution.revisions_after) or "base"
+        return (
+            f"The database is at {at}: the failed step's transaction was rolled back, earlier steps stay done.",
+            "Retry: fix the cause named above, plan again from here and re-run.",
+            f"Restore: put the database back as it was before this run: {self._restore_hint()}.",
+            "Fix forward: leave the database at this revision and ship a new migration that repairs the problem.",
+        )
+
+
+def _from_health(check: HealthCheck) -> VerificationCheck:
+    return VerificationCheck("application health", check.status, check.detail)
+
+
+def _schema_detail(schema: SchemaCheck) -> str:
+    if schema.status == "passed":
+        return f"the live schema equals the schema migrations build at {schema.revision or 'base'}"
+    if schema.status == "failed":
+        return f"{len(schema.differences)} difference(s) from the schema of {schema.revision or 'base'}"
+    return schema.reason
+
+
+def _critical_check(before: TableRowCounts | None, after: TableRowCounts, plan: DowngradePlan) -> VerificationCheck:
+    if before is None:
+        return VerificationCheck("critical tables", "not_checked", "no counts were taken before the downgrade")
+    if not after.rows:
+        return VerificationCheck("critical tables", "not_checked", "no critical tables named and none touched")
+    dropped = {str(op.table) for step in plan.steps for op in step.operations if op.op == "drop_table"}
+    missing = [t for t, rows in after.rows.items() if rows is None and before.rows.get(t) is not None
+               and t not in dropped]
+    if missing:
+        return VerificationCheck("critical tables", "failed", f"missing after the downgrade: {', '.join(missing)}")
+    return VerificationCheck("critical tables", "passed",
+                             "; ".join(f"{t} {before.rows.get(t)} -> {rows}" for t, rows in after.rows.items()))
