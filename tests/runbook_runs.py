@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from rollbook.migrations import alembic_config_for, load_project
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 NARROW_EMAIL = "0607bc5b8533"
+MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]#|~])")
 
 
 @dataclass
@@ -35,12 +38,13 @@ class NotebookRun:
 
     @property
     def text(self) -> str:
-        """Everything the record shows: markdown, plain text, streams and errors of every output."""
+        """Everything the record shows (markdown as read, escapes removed), streams and errors of every output."""
         parts = []
         for cell in self.notebook.cells:
             for output in cell.get("outputs", []):
                 data = output.get("data", {})
-                parts += [data.get("text/markdown", ""), output.get("text", ""), output.get("evalue", "")]
+                parts += [html.unescape(MARKDOWN_ESCAPE.sub(r"\1", data.get("text/markdown", ""))), output.get("text", ""),
+                          output.get("evalue", "")]
         return "\n".join(part for part in parts if part)
 
     @property

@@ -82,8 +82,8 @@ def _scan_table(
     statement_timeout_ms: int, lock_timeout_ms: int,
 ) -> tuple[TableFacts, dict[LiveCheck, CheckResult]]:
     try:
-        with _read_only(conn, statement_timeout_ms, lock_timeout_ms):
-            facts = _table_facts(conn, table)
+        with read_only_transaction(conn, statement_timeout_ms, lock_timeout_ms):
+            facts = table_facts(conn, table)
             if not facts.exists:
                 note = f"table {table} does not exist now: not counted"
                 return facts, {c: CheckResult(None, note) for c in checks}
@@ -96,13 +96,13 @@ def _scan_table(
                 if missing and check.kind != "rows_present":
                     skipped[check] = CheckResult(None, f"column {table}.{missing[0]} does not exist now: not counted")
                     continue
-                expression, note = _aggregate(conn, check, columns, server_version)
+                expression, note = check_aggregate(conn, check, columns, server_version)
                 if expression is None:
                     skipped[check] = CheckResult(None, note)
                     continue
                 counted.append((check, len(aggregates), note))
                 aggregates.append(expression)
-            query = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(aggregates), _identifier(table))
+            query = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(aggregates), table_identifier(table))
             row = conn.execute(query).fetchone()
     except errors.QueryCanceled:
         note = f"counting {table} took longer than statement_timeout ({statement_timeout_ms} ms): not counted"
@@ -136,7 +136,7 @@ def _scan_each(
 
 
 @contextmanager
-def _read_only(conn: psycopg.Connection, statement_timeout_ms: int, lock_timeout_ms: int) -> Iterator[None]:
+def read_only_transaction(conn: psycopg.Connection, statement_timeout_ms: int, lock_timeout_ms: int) -> Iterator[None]:
     """A READ ONLY transaction with timeouts: live checks can neither write nor wait forever."""
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
@@ -147,15 +147,15 @@ def _read_only(conn: psycopg.Connection, statement_timeout_ms: int, lock_timeout
         yield
 
 
-def _identifier(table: TableName) -> sql.Identifier:
+def table_identifier(table: TableName) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
 
 
 def _regclass_text(table: TableName) -> str:
-    return sql.SQL("{}").format(_identifier(table)).as_string()
+    return sql.SQL("{}").format(table_identifier(table)).as_string()
 
 
-def _table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
+def table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
     row = conn.execute(
         "SELECT c.oid, pg_total_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
         [_regclass_text(table)],
@@ -170,7 +170,7 @@ def _table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
     return TableFacts(table, True, total_bytes=int(row[1]), columns=tuple((c[0], c[1]) for c in columns))
 
 
-def _aggregate(
+def check_aggregate(
     conn: psycopg.Connection, check: LiveCheck, columns: dict[str, str], server_version: int
 ) -> tuple[sql.Composable | None, str | None]:
     cols = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in check.columns]
@@ -221,7 +221,7 @@ def _orphans(
         sql.SQL("r.{} = {}").format(sql.Identifier(ref), col) for ref, col in zip(referenced, cols)
     )
     return sql.SQL("count(*) FILTER (WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS r WHERE {}))").format(
-        all_set, _identifier(check.referenced_table), match
+        all_set, table_identifier(check.referenced_table), match
     ), None
 
 

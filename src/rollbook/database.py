@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import psycopg
 from sqlalchemy.engine import URL, make_url
@@ -79,10 +80,11 @@ class DatabaseTarget:
         return {k: v for k, v in params.items() if v is not None}
 
     def scrub(self, text: str) -> str:
-        """Remove this target's password from a text that may echo it (driver errors, tracebacks)."""
-        password = self.url.password
+        """Remove this target's password, as typed or URL-encoded, from a text that may echo it."""
+        password = str(self.url.password or "")
         if password:
-            text = text.replace(str(password), "***")
+            for variant in sorted({password, quote(password, safe=""), quote_plus(password)}, key=len, reverse=True):
+                text = text.replace(variant, "***")
         return text
 
 

@@ -14,14 +14,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, quote_plus
 
 import psycopg
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 from psycopg import errors, sql
 
-from rollbook.data_loss import _aggregate, _identifier, _read_only, _table_facts, count_affected_rows
+from rollbook import markdown
+from rollbook.data_loss import (
+    check_aggregate,
+    count_affected_rows,
+    read_only_transaction,
+    table_facts,
+    table_identifier,
+)
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject
@@ -105,12 +111,12 @@ class Diagnosis:
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
-        lines = [f"**Rollback failed ({self.scenario.replace('_', ' ')})**: {_markdown(self.summary)}"]
+        lines = [f"**Rollback failed ({self.scenario.replace('_', ' ')})**: {markdown.prose(self.summary)}"]
         if self.facts:
-            lines += ["", "**What rollbook found**", ""] + [f"- {_markdown(fact)}" for fact in self.facts]
+            lines += ["", "**What rollbook found**", ""] + [f"- {markdown.prose(fact)}" for fact in self.facts]
         if self.advice:
             lines += ["", "**What to do next**", ""]
-            lines += [f"{n}. {_markdown(item)}" for n, item in enumerate(self.advice, 1)]
+            lines += [f"{n}. {markdown.prose(item)}" for n, item in enumerate(self.advice, 1)]
         return "\n".join(lines)
 
 
@@ -259,7 +265,7 @@ def _dependent_objects(
         for op in targets:
             assert op.table is not None
             column = op.column if op.op != "drop_table" else None
-            with _read_only(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
+            with read_only_transaction(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
                 found = _find_dependents(conn, op.table, column)
             what = f"{op.table}.{column}" if column else f"table {op.table}"
             dependents.extend(found)
@@ -429,7 +435,7 @@ def _offending_keys(
     conn: psycopg.Connection, check: LiveCheck, facts: list[str]
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The primary key columns and up to SHOWN_KEYS keys of the counted rows; never the values in the way."""
-    with _read_only(conn, COUNT_TIMEOUT_MS, LOCK_TIMEOUT_MS):
+    with read_only_transaction(conn, COUNT_TIMEOUT_MS, LOCK_TIMEOUT_MS):
         key = _primary_key(conn, check.table)
         if not key:
             facts.append(f"{check.table} has no primary key: its rows cannot be named, only counted.")
@@ -440,18 +446,18 @@ def _offending_keys(
             query = sql.SQL(
                 "SELECT {key} FROM {table} AS t WHERE ({cols}) IN (SELECT {plain} FROM {table} WHERE {set} "
                 "GROUP BY {plain} HAVING count(*) > 1) ORDER BY {key} LIMIT {n}"
-            ).format(key=key_cols, table=_identifier(check.table), plain=plain, n=sql.Literal(SHOWN_KEYS),
+            ).format(key=key_cols, table=table_identifier(check.table), plain=plain, n=sql.Literal(SHOWN_KEYS),
                      cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in check.columns),
                      set=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c))
                                                for c in check.columns))
         else:
-            columns = dict(_table_facts(conn, check.table).columns)
-            aggregate, _ = _aggregate(conn, check, columns, conn.info.server_version)
+            columns = dict(table_facts(conn, check.table).columns)
+            aggregate, _ = check_aggregate(conn, check, columns, conn.info.server_version)
             if aggregate is None:
                 return key, []
             # Grouping by the primary key makes the planner's aggregate count each row on its own.
             query = sql.SQL("SELECT {key} FROM {table} AS t GROUP BY {key} HAVING {agg} > 0 ORDER BY {key} LIMIT {n}"
-                            ).format(key=key_cols, table=_identifier(check.table), agg=aggregate,
+                            ).format(key=key_cols, table=table_identifier(check.table), agg=aggregate,
                                      n=sql.Literal(SHOWN_KEYS))
         rows = [tuple(row) for row in conn.execute(query).fetchall()]
     shown = [str(row[0]) if len(row) == 1 else "(" + ", ".join(map(str, row)) + ")" for row in rows]
@@ -472,7 +478,7 @@ def _primary_key(conn: psycopg.Connection, table: TableName) -> list[str]:
 
 def _fix_template(check: LiveCheck, key_columns: list[str], keys: list[tuple[Any, ...]]) -> str:
     """The seed's repair statement for this kind of check, with real identifiers and placeholders for values."""
-    table = _identifier(check.table)
+    table = table_identifier(check.table)
     column = sql.Identifier(check.columns[0]) if check.columns else sql.SQL("<column>")
     if check.kind == "not_fitting" and (check.type_name or "").lower() in ("varchar", "character varying") and (
             check.type_modifiers):
@@ -485,7 +491,7 @@ def _fix_template(check: LiveCheck, key_columns: list[str], keys: list[tuple[Any
         referenced = sql.Identifier(check.referenced_columns[0]) if check.referenced_columns else sql.SQL("<key>")
         return sql.SQL("UPDATE {t} SET {c} = NULL WHERE {c} IS NOT NULL AND NOT EXISTS "
                        "(SELECT 1 FROM {r} AS r WHERE r.{rc} = {t}.{c});").format(
-            t=table, c=column, r=_identifier(check.referenced_table), rc=referenced).as_string()
+            t=table, c=column, r=table_identifier(check.referenced_table), rc=referenced).as_string()
     if check.kind == "violating" and check.predicate:
         return sql.SQL("UPDATE {t} SET <column> = <value> WHERE NOT ({p});").format(
             t=table, p=sql.SQL(check.predicate)).as_string()
@@ -531,7 +537,7 @@ def _lock_timeout(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
     holders: list[int] = []
 
     def read(conn: psycopg.Connection) -> None:
-        with _read_only(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
+        with read_only_transaction(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
             rows = conn.execute(_LOCKS_QUERY, {"tables": [_regclass_text(t) for t in tables]}).fetchall()
         sessions: dict[int, list[Any]] = {}
         for row in rows:
@@ -581,7 +587,7 @@ def _statement_timeout(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
         if setting:
             facts.append(f"statement_timeout for a new session of this role and database: {setting[0]} (set by: "
                          f"{setting[1]}); the failing session may have set its own (SET, env.py, PGOPTIONS).")
-        with _read_only(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
+        with read_only_transaction(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
             for table in _tables_of(failure):
                 # Planner estimates from pg_class: they need no lock on the table, a size function would.
                 size = conn.execute(
@@ -657,7 +663,7 @@ def _database_revision_facts(target: DatabaseTarget, project: MigrationProject, 
 
     def read(conn: psycopg.Connection) -> None:
         table = sql.Identifier(*filter(None, (project.version_table_schema, project.version_table)))
-        with _read_only(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
+        with read_only_transaction(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
             versions = [r[0] for r in conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchall()]
         if revision in versions:
             facts.append(f"The database records revision {revision} in {project.version_table}: it was migrated "
@@ -782,7 +788,7 @@ def _with_catalog(target: DatabaseTarget, facts: list[str], read: Callable[[psyc
 
 
 def _regclass_text(table: TableName) -> str:
-    return _identifier(table).as_string()
+    return table_identifier(table).as_string()
 
 
 def _statement_text(statement: str | None) -> str:
@@ -792,32 +798,10 @@ def _statement_text(statement: str | None) -> str:
 
 
 def _scrubbed(target: DatabaseTarget, diagnosis: Diagnosis) -> Diagnosis:
-    """The diagnosis with the target's password removed from every line, raw or URL-encoded."""
-    password = str(target.url.password or "")
-
-    def scrub(text: str) -> str:
-        text = target.scrub(text)
-        for variant in {quote(password, safe=""), quote_plus(password)} - {password, ""}:
-            text = text.replace(variant, "***")
-        return text
-
+    """The diagnosis with the target's password removed from every line."""
+    scrub = target.scrub
     return Diagnosis(
         diagnosis.scenario, scrub(diagnosis.summary), tuple(map(scrub, diagnosis.facts)),
         tuple(map(scrub, diagnosis.advice)), diagnosis.sqlstate,
         scrub(diagnosis.revision) if diagnosis.revision else None,
     )
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\*_\[\]#|])")
-
-
-def _markdown(text: str) -> str:
-    """Text for a notebook: `code` spans kept, everything else escaped so names cannot turn into markup."""
-    parts = text.split("`")
-    out = []
-    for index, part in enumerate(parts):
-        if index % 2 and index < len(parts) - 1:
-            out.append(f"`{part}`")
-        else:
-            out.append(_MARKDOWN_SPECIAL.sub(r"\\\1", part).replace("<", "&lt;").replace(">", "&gt;"))
-    return "".join(out)

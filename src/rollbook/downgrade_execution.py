@@ -32,6 +32,7 @@ from rollbook.status import read_current_revisions
 
 # "rollbook" in ASCII: the session advisory lock every executing rollback run takes on its database.
 ROLLBACK_LOCK_KEY = 0x726F6C6C626F6F6B
+CLIENT_CHECK_INTERVAL_MS = 1000
 
 
 class ConcurrentRollback(RollbookError):
@@ -293,6 +294,11 @@ def _guarded_connections(
                 )
             cursor.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                            [str(lock_timeout_ms), str(statement_timeout_ms)])
+            if identity.major_version >= 14:
+                # If rollbook dies mid-statement (a killed kernel), the server notices within a second and
+                # rolls the step back, instead of finishing it for nobody and holding its locks meanwhile.
+                cursor.execute("SELECT set_config('client_connection_check_interval', %s, false)",
+                               [str(CLIENT_CHECK_INTERVAL_MS)])
         finally:
             cursor.close()
         dbapi_connection.commit()

@@ -13,6 +13,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import DBAPIError
 
+from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject, alembic_config_for
@@ -60,11 +61,11 @@ class SchemaCheck:
         lines = [
             f"**Schema check against revision `{self.revision_label}`: {_HEADLINES[self.status]}**",
             "",
-            _md(self.reason),
+            markdown.escape(self.reason),
         ]
         if self.differences:
             lines.append("")
-            lines += [f"- {_md(difference)}" for difference in self.differences]
+            lines += [f"- {markdown.escape(difference)}" for difference in self.differences]
         return "\n".join(lines)
 
 
@@ -202,8 +203,3 @@ def _first_line(exc: BaseException) -> str:
     source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = [line.strip() for line in str(source).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
-
-
-def _md(text: str) -> str:
-    """Escape Markdown so identifiers like _old_ or *tmp* print as they are."""
-    return "".join(f"\\{char}" if char in "\\`*_{}[]<>#|" else char for char in text)
