@@ -63,10 +63,22 @@ def test_demo_up_exports_a_working_environment_and_down_stops_it(tmp_path):
     assert after.returncode == 3
 
 
-def test_guided_tour_plans_the_demo_and_leaves_no_server(tmp_path):
-    result = run("demo", env={"TMPDIR": str(tmp_path)})
+def test_guided_tour_runs_the_runbook_twice_and_leaves_only_its_records(tmp_path):
+    cwd, archive = tmp_path / "cwd", tmp_path / "archive"
+    cwd.mkdir()
+    result = subprocess.run([ROLLBOOK, "demo"], capture_output=True, text=True, timeout=300, cwd=cwd,
+                            env={**os.environ, "TMPDIR": str(tmp_path), "ROLLBOOK_ARCHIVE": str(archive)})
     assert result.returncode == 0, result.stderr
     assert "The database is at head." in result.stdout
-    assert "== rollbook plan --target base ==" in result.stdout
-    assert "DO NOT DOWNGRADE" in result.stdout
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("rollbook-tour-")]
+    assert "verdict: refused at policy gate" in result.stdout
+    assert "policy risk: fail" in result.stdout
+    assert "verdict: succeeded" in result.stdout
+    assert "revision: 0607bc5b8536 -> 0607bc5b8535" in result.stdout
+    assert "schema: passed" in result.stdout
+    records = sorted(p.name for p in archive.glob("*.ipynb"))
+    assert len(records) == 2
+    assert "_rollback_refused_" in records[0] and "_rollback_succeeded_" in records[1]
+    assert list(cwd.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("rollbook-tour-", "rollbook-run-"))]
+    verify = run("archive", "verify", env={"ROLLBOOK_ARCHIVE": str(archive)})
+    assert verify.returncode == 0 and "hash chain intact" in verify.stdout

@@ -16,8 +16,6 @@ from rollbook.database import DatabaseTarget, connect
 from rollbook.demo_project import sample_data
 from rollbook.embedded_server import EmbeddedServer, start_embedded_server, stop_embedded_server
 from rollbook.migrations import alembic_config_for, load_project
-from rollbook.plan import DowngradePlan, plan_downgrade
-from rollbook.status import MigrationStatus, read_status
 
 DEMO_CONFIG = Path(__file__).parent / "demo_project" / "alembic.ini"
 FIRST_REVISION = "0607bc5b8530"
@@ -54,20 +52,6 @@ class DemoEnvironment:
         )
 
 
-@dataclass(frozen=True)
-class DemoTour:
-    """What the guided tour found: the demo's status and two plans over its sample data."""
-
-    status: MigrationStatus
-    plans: tuple[DowngradePlan, ...]
-
-    def to_text(self) -> str:
-        sections = ["== rollbook status ==", self.status.to_text()]
-        for plan in self.plans:
-            sections += ["", f"== rollbook plan --target {plan.path.requested} ==", plan.to_text()]
-        return "\n".join(sections)
-
-
 def demo_state_dir() -> Path:
     """Where `demo up` keeps its server: ROLLBOOK_DEMO_DIR, or a per-user folder in the temp dir."""
     configured = os.environ.get("ROLLBOOK_DEMO_DIR")
@@ -80,7 +64,7 @@ def demo_up(state_dir: Path | None = None) -> DemoEnvironment:
     demo_down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     server = start_embedded_server(state_dir, tie_to_parent=False)
-    database_url = _create_demo_database(server)
+    database_url = create_demo_database(server)
     return DemoEnvironment(database_url, DEMO_CONFIG, state_dir)
 
 
@@ -91,20 +75,7 @@ def demo_down(state_dir: Path | None = None) -> None:
         stop_embedded_server(state_dir, delete_data=True)
 
 
-def demo_tour(work_dir: Path) -> DemoTour:
-    """Start a throwaway server in `work_dir`, install the demo, and plan two rollbacks of it."""
-    server = start_embedded_server(work_dir)
-    try:
-        target = DatabaseTarget.from_url(_create_demo_database(server))
-        project = load_project(DEMO_CONFIG)
-        status = read_status(target, project)
-        plans = tuple(plan_downgrade(target, project, requested) for requested in ("-1", "base"))
-    finally:
-        server.stop(delete_data=True)
-    return DemoTour(status, plans)
-
-
-def _create_demo_database(server: EmbeddedServer) -> str:
+def create_demo_database(server: EmbeddedServer) -> str:
     with connect(DatabaseTarget.from_url(server.url())) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
     # The unix socket with trust authentication: the URL carries no password to print or record.

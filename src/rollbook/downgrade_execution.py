@@ -39,6 +39,7 @@ class ConcurrentRollback(RollbookError):
     """Another rollback run holds the database's rollback lock."""
 
     exit_code = 5
+    outcome = "refused"
 
 
 class WrongDatabase(RollbookError):
@@ -51,6 +52,7 @@ class DatabaseMoved(RollbookError):
     """The database is no longer at the revision the plan was made for."""
 
     exit_code = 5
+    outcome = "refused"
 
 
 @dataclass(frozen=True)

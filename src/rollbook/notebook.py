@@ -1,4 +1,4 @@
-"""The kernel side of a runbook: read papermill's parameters and show rollbook's errors as a reader needs them."""
+"""The kernel side of a runbook: read papermill's parameters, record the run, and show failures as a reader needs them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,19 @@ from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject, load_project
 from rollbook.rollback_run import RollbackRun
 from rollbook.run_context import RunContext, describe_run
+from rollbook.run_record import RecordView, RunRecorder
 from rollbook.runbook_parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
 
 _READ_ONLY_PARAMETERS = {"status": read_status_parameters, "plan": read_plan_parameters}
+
+
+@dataclass
+class _Session:
+    """What the error handler needs to file the record of a run that stops: its recorder, and its run."""
+
+    recorder: RunRecorder | None = None
+    run: RollbackRun | None = None
+    target: DatabaseTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -27,45 +37,80 @@ class ReadOnlyRunbook:
     target: DatabaseTarget = field(repr=False)
     project: MigrationProject = field(repr=False)
     context: RunContext
+    recorder: RunRecorder = field(repr=False)
+
+    def finish(self) -> RecordView:
+        """File the run's record in the archive and show it."""
+        self.recorder.finish("succeeded")
+        return self.recorder.view()
 
 
-def start_rollback_run(runbook: str = "rollback") -> RollbackRun:
+def start_rollback_run() -> RollbackRun:
     """Check the parameters papermill injected, then connect and record who, where and when."""
-    shell = _shell()
-    show_rollbook_errors_briefly(shell)
-    parameters = read_rollback_parameters(shell.user_ns, frozenset(shell.user_ns_hidden))
-    return RollbackRun.start(parameters, runbook=runbook)
+    shell, session = _shell(), _Session()
+    show_rollbook_errors_briefly(shell, session)
+    session.recorder = RunRecorder.begin("rollback")
+    with session.recorder.step("parameters"):
+        parameters = read_rollback_parameters(shell.user_ns, frozenset(shell.user_ns_hidden))
+    session.run = RollbackRun.start(parameters, session.recorder)
+    session.target = session.run.target
+    return session.run
 
 
 def open_read_only_runbook(runbook: str) -> ReadOnlyRunbook:
     """Check a read-only runbook's parameters (`status` or `plan`) and record who, where and when."""
-    shell = _shell()
-    show_rollbook_errors_briefly(shell)
-    parameters = _READ_ONLY_PARAMETERS[runbook](shell.user_ns, frozenset(shell.user_ns_hidden))
-    target = DatabaseTarget.from_url(parameters["database_url"] or None)
-    project = load_project(parameters["alembic_config"])
-    context = describe_run(target, project, runbook=runbook, parameters=parameters, operator=getpass.getuser(),
-                           operator_from="login name")
-    return ReadOnlyRunbook(parameters, target, project, context)
+    shell, session = _shell(), _Session()
+    show_rollbook_errors_briefly(shell, session)
+    recorder = session.recorder = RunRecorder.begin(runbook)
+    with recorder.step("who, where, when"):
+        parameters = _READ_ONLY_PARAMETERS[runbook](shell.user_ns, frozenset(shell.user_ns_hidden))
+        recorder.update(parameters=parameters)
+        target = session.target = DatabaseTarget.from_url(parameters["database_url"] or None)
+        recorder.update(database=target.redacted)
+        project = load_project(parameters["alembic_config"])
+        context = describe_run(target, project, runbook=runbook, parameters=parameters, operator=getpass.getuser(),
+                               operator_from="login name", run_id=recorder.run_id)
+        recorder.update(identity=context.identity.to_dict(), host=context.host, operator=context.operator)
+    return ReadOnlyRunbook(parameters, target, project, context, recorder)
 
 
-def show_rollbook_errors_briefly(shell: Any) -> None:
-    """Show an expected failure as its result and one message, not a traceback into rollbook's code.
+def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:
+    """When a cell fails: show what was refused or failed, file the run's record, and stop the notebook.
 
-    The cell still fails (papermill stops there and reports the error); the record shows what was
-    refused or what failed and what to do next.
+    rollbook's own errors show as their message, not a traceback into rollbook's code; anything else
+    keeps its traceback. The cell still fails, so papermill stops there and reports the error.
     """
 
     def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
         result = getattr(value, "result", None)
         if result is not None:
             display(result)
-        message = [f"{etype.__name__}: {value}"]
+        message = f"{etype.__name__}: {value}"
+        if session.target is not None:
+            message = session.target.scrub(message)
+        _file_stopped_run(session, value, message)
+        if issubclass(etype, RollbookError):
+            stb = [message]
+        else:
+            stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
         # IPython leaves showing the error to a custom handler; this is how ipykernel sends it to the notebook.
-        shell._showtraceback(etype, value, message)
-        return message
+        shell._showtraceback(etype, value, stb)
+        return stb
 
-    shell.set_custom_exc((RollbookError,), handler)
+    shell.set_custom_exc((Exception, KeyboardInterrupt), handler)
+
+
+def _file_stopped_run(session: _Session, error: BaseException, message: str) -> None:
+    recorder = session.recorder
+    if recorder is None or recorder.summary["outcome"] != "running":
+        return
+    outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else getattr(error, "outcome", "failed")
+    if session.run is not None:
+        revisions = session.run.revisions_now()
+        if revisions is not None:
+            recorder.update(revision_after=list(revisions))
+    recorder.finish(outcome, message=message, failed_step=getattr(error, "step", None) or recorder.stopped_at)
+    display(recorder.view())
 
 
 def _shell() -> Any:

@@ -39,9 +39,15 @@ INSTEAD = ("Instead of rolling back, restore from the backup taken before the mi
 
 
 class PolicyRefused(RollbookError):
-    """The rollback policy of this environment does not allow this rollback."""
+    """The rollback policy of this environment does not allow this rollback; `result` is the decision."""
 
     exit_code = 4
+    outcome = "refused"
+    step = "policy gate"
+
+    def __init__(self, message: str, decision: PolicyDecision | None = None) -> None:
+        super().__init__(message)
+        self.result = decision
 
 
 @dataclass(frozen=True)
@@ -331,13 +337,14 @@ class PolicyDecision:
     def enforce(self, *, final: bool = False) -> None:
         """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending."""
         if self.refused:
-            raise PolicyRefused(self.refusal_message())
+            raise PolicyRefused(self.refusal_message(), self)
         if final and not self.allowed:
             waiting = " ".join(_explain(r) for r in self.pending)
             raise PolicyRefused(
                 f"The rollback policy of {self.environment} ({self.rules_source}) has not yet allowed this "
                 f"rollback of plan {self.plan_hash[:SHORT_HASH]}: {waiting} Re-evaluate the policy once the "
-                "backup is verified; nothing was changed."
+                "backup is verified; nothing was changed.",
+                self,
             )
 
     def to_dict(self) -> dict[str, Any]:

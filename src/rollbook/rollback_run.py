@@ -7,12 +7,15 @@ show, so the executed notebook ends at the step that stopped it and says why and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rollbook import markdown
+from rollbook.archive import RECORD_MIME
 from rollbook.backup import Backup, BackupVerification, take_backup, verify_backup
 from rollbook.database import DatabaseTarget, connect
 from rollbook.diagnosis import Diagnosis, diagnose_failure
@@ -25,9 +28,26 @@ from rollbook.migrations import MigrationProject, RevisionInfo, load_project
 from rollbook.plan import DowngradePlan, plan_downgrade
 from rollbook.policy import PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy, load_policy
 from rollbook.run_context import RunContext, describe_run
+from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import RollbackParameters
 from rollbook.status import MigrationStatus, read_current_revisions, read_status
 from rollbook.table_counts import TableRowCounts, compare_counts, count_table_rows
+
+T = TypeVar("T")
+
+
+def recorded(step: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Record the method as one step of the run: its duration, and whether it was done, refused or failed."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @wraps(method)
+        def run_step(self: RollbackRun, *args: Any, **kwargs: Any) -> T:
+            with self.recorder.step(step):
+                return method(self, *args, **kwargs)
+
+        return run_step
+
+    return decorate
 
 
 class RunbookStopped(RollbookError):
@@ -95,22 +115,26 @@ class DowngradeReport:
     """The downgrade as executed (or, in a dry run, as it would be), and a diagnosis if it failed."""
 
     execution: DowngradeExecution | None
-    dry_run_sql: str = ""
+    skipped: str = ""
+    sql: str = ""
     diagnosis: Diagnosis | None = None
     next_steps: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "execution": self.execution.to_dict() if self.execution else None,
-            "dry_run": self.execution is None,
+            "skipped": self.skipped,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "next_steps": list(self.next_steps),
         }
 
     def _repr_markdown_(self) -> str:
         if self.execution is None:
-            return ("**Dry run**: the downgrade was not executed. These statements would run, one transaction "
-                    f"per revision:\n\n```sql\n{self.dry_run_sql.rstrip()}\n```")
+            text = f"**Not executed**: {markdown.prose(self.skipped)}."
+            if self.sql:
+                text += (" These statements would run, one transaction per revision:"
+                         f"\n\n```sql\n{self.sql.rstrip()}\n```")
+            return text
         parts = [self.execution._repr_markdown_()]
         if self.diagnosis:
             parts.append(self.diagnosis._repr_markdown_())
@@ -160,18 +184,20 @@ class RollbackVerification:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """The run in a few lines: the outcome, the revisions, the plan, the backup and the checks."""
+    """The run in a few lines, and the machine-readable record filed in the archive."""
 
     outcome: str
     headline: str
     facts: dict[str, Any]
+    record: dict[str, Any] = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "headline": self.headline, **self.facts}
 
-    def _repr_markdown_(self) -> str:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         rows = [(markdown.cell(k), markdown.cell(v)) for k, v in self.facts.items() if v not in (None, "")]
-        return f"### {markdown.cell(self.headline)}\n\n" + markdown.table(["", ""], rows)
+        text = f"### {markdown.prose(self.headline)}\n\n" + markdown.table(["", ""], rows)
+        return {RECORD_MIME: self.record, "text/markdown": text, "text/plain": self.headline}
 
 
 @dataclass
@@ -183,6 +209,7 @@ class RollbackRun:
     project: MigrationProject = field(repr=False)
     rules: PolicyRules = field(repr=False)
     context: RunContext
+    recorder: RunRecorder = field(repr=False)
     current: MigrationStatus | None = None
     files: MigrationFiles | None = None
     downgrade_plan: DowngradePlan | None = None
@@ -193,24 +220,42 @@ class RollbackRun:
     verification: RollbackVerification | None = None
 
     @classmethod
-    def start(cls, parameters: RollbackParameters, *, runbook: str = "rollback") -> RollbackRun:
+    def start(cls, parameters: RollbackParameters, recorder: RunRecorder) -> RollbackRun:
         """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
-        target = DatabaseTarget.from_url(parameters.database_url or None)
-        project = load_project(parameters.alembic_config)
-        rules = load_policy(project.config_path.parent)
-        rules.for_environment(parameters.environment)
-        context = describe_run(
-            target, project, runbook=runbook, parameters=parameters.to_dict(), operator=parameters.operator,
-            operator_from=parameters.operator_from, environment=parameters.environment, ticket=parameters.ticket,
-            execute=parameters.execute,
-        )
-        return cls(parameters, target, project, rules, context)
+        with recorder.step("who, where, when"):
+            recorder.update(parameters=parameters.to_dict(), environment=parameters.environment,
+                            operator=parameters.operator, approved_by=parameters.approved_by,
+                            ticket=parameters.ticket, execute=parameters.execute)
+            target = DatabaseTarget.from_url(parameters.database_url or None)
+            recorder.update(database=target.redacted)
+            project = load_project(parameters.alembic_config)
+            rules = load_policy(project.config_path.parent)
+            rules.for_environment(parameters.environment)
+            context = describe_run(
+                target, project, runbook=recorder.summary["runbook"], parameters=parameters.to_dict(),
+                operator=parameters.operator, operator_from=parameters.operator_from,
+                environment=parameters.environment, ticket=parameters.ticket, execute=parameters.execute,
+                run_id=recorder.run_id,
+            )
+            recorder.update(identity=context.identity.to_dict(), host=context.host)
+        return cls(parameters, target, project, rules, context, recorder)
 
+    def revisions_now(self) -> tuple[str, ...] | None:
+        """The database's revision(s) right now, or None if they cannot be read."""
+        try:
+            with connect(self.target) as conn:
+                return read_current_revisions(conn, self.project)
+        except Exception:
+            return None
+
+    @recorded("current revision")
     def status(self) -> MigrationStatus:
         """Check the current revision, read through rollbook's own connection."""
         self.current = read_status(self.target, self.project)
+        self.recorder.update(revision_before=list(self.current.current))
         return self.current
 
+    @recorded("migration files")
     def migration_files(self) -> MigrationFiles:
         """Resolve the downgrade path and show each migration file it would run, with its sha256."""
         with connect(self.target) as conn:
@@ -218,28 +263,38 @@ class RollbackRun:
         path = resolve_downgrade_path(self.project, current, self.parameters.target_revision)
         files = tuple((self.project.info(rev), Path(self.project.script(rev).path).read_text()) for rev in path.steps)
         self.files = MigrationFiles(path, files)
+        self.recorder.update(migration_files=[info.to_dict() for info, _ in files])
         return self.files
 
+    @recorded("plan")
     def plan(self) -> DowngradePlan:
         """Assess the data-loss risk of every step and count, read-only, the rows it would destroy."""
-        self.downgrade_plan = plan_downgrade(self.target, self.project, self.parameters.target_revision,
-                                             statement_timeout_ms=self.parameters.statement_timeout_ms)
-        return self.downgrade_plan
+        plan = plan_downgrade(self.target, self.project, self.parameters.target_revision,
+                              statement_timeout_ms=self.parameters.statement_timeout_ms)
+        self.downgrade_plan = plan
+        self.recorder.update(revision_before=list(plan.path.current), target=plan.path.target_label,
+                             plan_hash=plan.plan_hash, plan_verdict=plan.verdict.code,
+                             plan_steps=[{"revision": s.revision.revision, "migration_type": s.migration_type,
+                                          "risk": s.risk.value} for s in plan.steps])
+        return plan
 
+    @recorded("policy gate")
     def policy_gate(self) -> PolicyDecision:
         """Apply the environment's rollback policy; a failed rule stops the run here."""
         self.decision = evaluate_policy(self.rules, self._request(), self._plan(), backup_verified=None)
-        if self.decision.refused:
-            raise RunbookStopped(self.decision.refusal_message(), outcome="refused", step="policy gate",
-                                 result=self.decision, exit_code=4)
+        self.recorder.update(policy=self.decision.to_dict())
+        self.decision.enforce()
         return self.decision
 
+    @recorded("critical tables")
     def count_critical_tables(self) -> TableRowCounts:
         """Count the rows of the critical tables (default: the tables the plan touches) before any change."""
         self.counts_before = count_table_rows(self.target, self._critical_tables(),
                                               statement_timeout_ms=self.parameters.statement_timeout_ms)
+        self.recorder.update(critical_tables_before=self.counts_before.to_dict())
         return self.counts_before
 
+    @recorded("backup")
     def backup(self) -> BackupReport:
         """Back up the database and verify the backup; no verified backup, no rollback."""
         plan = self._plan()
@@ -251,10 +306,15 @@ class RollbackRun:
             return self.backup_report
         backup = take_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
                              count_rows=self.parameters.verify_backup == "restore")
+        self.recorder.update(backup={"path": str(backup.path), "size_bytes": backup.size_bytes,
+                                     "sha256": backup.sha256, "verified": None})
         verification = verify_backup(backup, self.parameters.verify_backup, self.target)
         decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=verification.passed)
         self.decision = decision
         self.backup_report = BackupReport(backup, verification, decision)
+        self.recorder.update(backup={**self.recorder.summary["backup"], "verified": verification.passed,
+                                     "verification": verification.method, "verification_detail": verification.detail},
+                             policy=decision.to_dict())
         if not verification.passed:
             raise RunbookStopped(
                 f"The backup {backup.path} could not be verified ({verification.detail}). No verified backup, "
@@ -265,11 +325,15 @@ class RollbackRun:
                                  step="policy gate", result=self.backup_report, exit_code=4)
         return self.backup_report
 
+    @recorded("downgrade")
     def downgrade(self) -> DowngradeReport:
         """Run the downgrade under the rollback lock, one transaction per migration, every statement timed."""
         plan = self._plan()
+        if not plan.steps:
+            self.downgrade_report = DowngradeReport(None, f"the database is already at {plan.path.target_label}")
+            return self.downgrade_report
         if not self.parameters.execute:
-            self.downgrade_report = DowngradeReport(None, plan.downgrade_sql())
+            self.downgrade_report = DowngradeReport(None, "dry run", plan.downgrade_sql())
             return self.downgrade_report
         if self.decision is None or not self.decision.allowed or self.backup_report is None:
             raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
@@ -278,6 +342,7 @@ class RollbackRun:
         execution = execute_downgrade(self.target, self.project, plan,
                                       lock_timeout_ms=self.parameters.lock_timeout_ms,
                                       statement_timeout_ms=self.parameters.statement_timeout_ms)
+        self.recorder.update(revision_after=list(execution.revisions_after), downgrade=execution.to_dict())
         if execution.succeeded:
             self.downgrade_report = DowngradeReport(execution)
             return self.downgrade_report
@@ -287,12 +352,14 @@ class RollbackRun:
                                      step=step, statement=execution.failed_statement, project=self.project)
         self.downgrade_report = DowngradeReport(execution, diagnosis=diagnosis,
                                                 next_steps=self._after_failure(execution))
+        self.recorder.update(diagnosis=diagnosis.to_dict())
         raise RunbookStopped(
             f"The downgrade failed at {failed.revision if failed else 'an unknown step'}: "
             f"{failed.error if failed else execution.failure}. The database is at "
             f"{', '.join(execution.revisions_after) or 'base'}. {' '.join(self.downgrade_report.next_steps)}",
             outcome="failed", step="downgrade", result=self.downgrade_report, exit_code=1)
 
+    @recorded("verification")
     def verify(self) -> RollbackVerification:
         """Check the revision, the application's health, the schema and the critical tables."""
         plan = self._plan()
@@ -315,6 +382,8 @@ class RollbackRun:
         self.verification = RollbackVerification(
             (revision, health, VerificationCheck("schema", schema.status, _schema_detail(schema)), tables),
             compare_counts(self.counts_before, after) if self.counts_before else "", schema)
+        self.recorder.update(revision_after=list(now), verification=self.verification.to_dict(),
+                             critical_tables_after=after.to_dict())
         if self.verification.failed:
             names = ", ".join(c.name for c in self.verification.failed)
             raise RunbookStopped(
@@ -325,17 +394,22 @@ class RollbackRun:
         return self.verification
 
     def summary(self) -> RunSummary:
-        """The run in a few lines."""
+        """The run in a few lines; files the run's record in the archive."""
         plan = self._plan()
         execution = self.downgrade_report.execution if self.downgrade_report else None
-        if not self.parameters.execute:
+        if not plan.steps:
+            outcome = "dry_run" if not self.parameters.execute else "succeeded"
+            headline = f"Nothing to do: the database is already at {plan.path.target_label}."
+        elif not self.parameters.execute:
             outcome, headline = "dry_run", (f"Dry run complete: a rollback to {plan.path.target_label} was planned "
                                             "and allowed by the policy gate; nothing was changed.")
         else:
             outcome, headline = "succeeded", (f"Rolled back {plan.path.start} -> {plan.path.target_label} and "
                                               "verified.")
         backup = self.backup_report.backup if self.backup_report else None
+        record = self.recorder.finish(outcome, message=headline)
         facts = {
+            "run": self.recorder.run_id,
             "database": self.context.database,
             "environment": self.context.environment,
             "operator": self.context.operator,
@@ -351,7 +425,7 @@ class RollbackRun:
             "started": self.context.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
-        return RunSummary(outcome, headline, facts)
+        return RunSummary(outcome, headline, facts, record)
 
     def _plan(self) -> DowngradePlan:
         if self.downgrade_plan is None:

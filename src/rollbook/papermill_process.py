@@ -1,0 +1,44 @@
+"""The process that runs papermill for `rollbook run`, in its own process group under the runner's watchdog.
+
+Its exit code tells the runner how papermill ended, which the executed notebook alone does not:
+0 completed, 10 a cell raised, 11 a cell timed out (interrupted), 12 the kernel died.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import papermill
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
+
+EXIT_CODES = {"completed": 0, "error": 10, "timeout": 11, "dead_kernel": 12}
+
+
+def run(spec_path: Path) -> str:
+    """Execute the notebook described by the JSON spec; return how it ended."""
+    spec = json.loads(spec_path.read_text())
+    config = Config()
+    # Unix sockets instead of TCP on localhost: no other user of the host can reach the kernel's traffic.
+    config.KernelManager.transport = "ipc"
+    try:
+        papermill.execute_notebook(
+            spec["input"], spec["output"], parameters=spec["parameters"], kernel_name="python3",
+            progress_bar=spec["progress"], execution_timeout=spec["cell_timeout"], cwd=spec["cwd"], config=config,
+            # Without these, a timed-out cell can be recorded as completed and a kernel can take seconds to stop.
+            interrupt_on_timeout=True, shutdown_kernel="immediate",
+        )
+    except PapermillExecutionError as error:
+        return "timeout" if error.ename == "KeyboardInterrupt" else "error"
+    except CellTimeoutError:
+        return "timeout"
+    except DeadKernelError:
+        return "dead_kernel"
+    return "completed"
+
+
+if __name__ == "__main__":
+    sys.exit(EXIT_CODES[run(Path(sys.argv[1]))])

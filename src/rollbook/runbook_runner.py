@@ -1,0 +1,199 @@
+"""`rollbook run`: a runbook executed by papermill under a watchdog, then reconciled, scrubbed and archived.
+
+The password never becomes a parameter: a database URL given with one is split, the URL goes to the
+notebook and the password to the kernel's environment (PGPASSWORD), where libpq, pg_dump and the
+project's env.py find it. Whatever papermill or the kernel leave behind, the record filed in the
+archive carries the truthful verdict and no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from papermill.iorw import load_notebook_node, write_ipynb
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from rollbook.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord
+from rollbook.database import DatabaseTarget, connect
+from rollbook.errors import BadInput, RollbookError
+from rollbook.migrations import load_project
+from rollbook.papermill_process import EXIT_CODES
+from rollbook.redaction import collect_secrets, redact_notebook
+from rollbook.run_record import RUN_ID_VARIABLE, new_run_id
+from rollbook.status import read_current_revisions
+from rollbook.verdict import RunVerdict, reconcile, recorded_summary
+
+BUNDLED_RUNBOOKS = Path(__file__).parent / "runbooks"
+KILL_GRACE_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class RunbookResult:
+    """The archived record of one run and its verdict."""
+
+    record: ArchivedRecord
+    verdict: RunVerdict
+    summary: dict[str, Any]
+    output: str | None
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
+
+    def report(self) -> str:
+        """The verdict, why (for a run that did not succeed), and where the record is."""
+        lines = [self.verdict.text]
+        if self.verdict.exit_code and self.summary.get("message"):
+            lines.append(str(self.summary["message"]))
+        return "\n".join([*lines, f"record: {self.record.path}"])
+
+
+def resolve_runbook(name: str) -> Path:
+    """A runbook given as a path to a notebook, or by the name of a bundled one (rollback, status, plan)."""
+    path = Path(name)
+    if path.suffix == ".ipynb" and path.is_file():
+        return path
+    bundled = BUNDLED_RUNBOOKS / f"{name}.ipynb"
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in BUNDLED_RUNBOOKS.glob("*.ipynb")))
+    raise BadInput(f"No runbook '{name}': give the path of a notebook, or one of the bundled runbooks: {known}.")
+
+
+def run_runbook(
+    runbook: str, parameters: Mapping[str, Any], *, archive: Archive, output: str | None = None,
+    cell_timeout_seconds: int = 3600, run_timeout_seconds: int = 4 * 3600, progress: bool = False,
+) -> RunbookResult:
+    """Run `runbook` with papermill, then file its reconciled, scrubbed record in `archive`."""
+    path = resolve_runbook(runbook)
+    _refuse_unknown_parameters(path, parameters)
+    archive.ensure_writable()
+    environment = dict(os.environ)
+    secrets = collect_secrets(environment, dict(parameters))
+    given = dict(parameters)
+    parameters = _password_to_environment(dict(parameters), environment)
+    run_id = new_run_id()
+    environment.update({RUN_ID_VARIABLE: run_id, ARCHIVE_VARIABLE: str(archive.root.resolve())})
+    with tempfile.TemporaryDirectory(prefix="rollbook-run-") as work:
+        executed = Path(work) / "executed.ipynb"
+        spec = Path(work) / "spec.json"
+        spec.write_text(json.dumps({
+            "input": str(path), "output": str(executed), "parameters": parameters, "progress": progress,
+            "cell_timeout": cell_timeout_seconds, "cwd": os.getcwd(),
+        }))
+        ending = _run_papermill(spec, environment, run_timeout_seconds)
+        notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
+    summary = archive.progress(run_id)
+    if summary is not None and summary.get("outcome") == "running":
+        summary["revision_after"] = _revisions_now(given)
+    record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets, run_id)
+    if output:
+        write_ipynb(notebook, output)
+    return RunbookResult(record, verdict, summary, output)
+
+
+def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
+    """`rollbook archive add`: file a notebook executed by plain papermill, reconciled with its run's summary."""
+    archive.ensure_writable()
+    try:
+        notebook = load_notebook_node(location)
+    except (OSError, ValueError) as error:
+        raise BadInput(f"Cannot read the executed notebook {location}: {error}. Give the path (or s3:// URL) "
+                       "of the notebook papermill wrote.") from None
+    recorded = recorded_summary(notebook)
+    run_id = (recorded or {}).get("run_id")
+    summary = (archive.filed_summary(run_id) or archive.progress(run_id) or recorded) if run_id else None
+    parameters = notebook.metadata.get("papermill", {}).get("parameters", {})
+    secrets = collect_secrets(os.environ, parameters)
+    record, summary, verdict, _ = _file(archive, notebook, summary, None, secrets, run_id or new_run_id())
+    return RunbookResult(record, verdict, summary, None)
+
+
+def _file(
+    archive: Archive, notebook: nbformat.NotebookNode, summary: dict[str, Any] | None, ending: str | None,
+    secrets: frozenset[str], run_id: str,
+) -> tuple[ArchivedRecord, dict[str, Any], RunVerdict, nbformat.NotebookNode]:
+    """Reconcile, scrub and chain a run's notebook (and its summary, if the run could not file it)."""
+    notebook, summary, verdict = reconcile(notebook, summary, ending)
+    summary.setdefault("run_id", run_id)
+    notebook = nbformat.from_dict(redact_notebook(notebook, secrets))
+    if archive.filed_summary(summary["run_id"]) is None:
+        archive.file_summary(summary, secrets=secrets)
+    record = archive.file_notebook(nbformat.writes(notebook).encode(), summary, secrets=secrets)
+    return record, summary, verdict, notebook
+
+
+def _refuse_unknown_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
+    declared = papermill.inspect_notebook(str(path))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise BadInput(
+            f"Unknown parameter(s) {', '.join(unknown)} for {path.name}, which takes: {', '.join(declared)}. "
+            "Correct the name and run again; nothing was started."
+        )
+
+
+def _password_to_environment(parameters: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+    """Move a password out of the database URL parameter into PGPASSWORD, where no notebook records it."""
+    url = parameters.get("database_url")
+    if not isinstance(url, str) or "@" not in url:
+        return parameters
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadInput("The database_url parameter could not be read as a URL: use "
+                       "postgresql+psycopg://USER@HOST:PORT/DATABASE.") from None
+    if parsed.password:
+        environment["PGPASSWORD"] = str(parsed.password)
+        parameters["database_url"] = parsed.set(password=None).render_as_string(hide_password=False)
+    return parameters
+
+
+def _run_papermill(spec: Path, environment: dict[str, str], run_timeout_seconds: int) -> str:
+    """Run papermill's process in its own process group; kill the whole group if the run outlives its limit."""
+    with subprocess.Popen([sys.executable, "-m", "rollbook.papermill_process", str(spec)], env=environment,
+                          start_new_session=True) as process:
+        try:
+            code = process.wait(timeout=run_timeout_seconds)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return "timeout"
+    endings = {value: key for key, value in EXIT_CODES.items()}
+    # Any other exit (papermill itself killed, a crash) leaves the kernel's fate unknown: treat it as dead.
+    return endings.get(code, "dead_kernel")
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=KILL_GRACE_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _revisions_now(parameters: Mapping[str, Any]) -> list[str] | None:
+    """Where the database stands after a run that did not finish, read through rollbook's own connection."""
+    try:
+        target = DatabaseTarget.from_url(parameters.get("database_url") or None)
+        config = parameters.get("alembic_config") or None
+        with connect(target) as conn:
+            return list(read_current_revisions(conn, load_project(config)))
+    except RollbookError:
+        return None

@@ -1,0 +1,123 @@
+"""The truthful verdict of a run, reconciled from its executed notebook, its summary and how papermill ended.
+
+papermill can leave every cell marked completed after a timeout or a dead kernel. A cell that never
+started has no execution count: it is marked not run here, the cell that was running when the run
+ended is marked as not finished, and the verdict comes from what the run itself recorded and from
+what the process that ran papermill saw, never from papermill's cell status alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import nbformat
+
+from rollbook.archive import RECORD_MIME
+from rollbook.run_record import RecordView
+
+RECORD_TAG = "rollbook-record"
+# How the papermill process ended, as the runner saw it; None when unknown (a notebook filed afterwards).
+ENDINGS = ("completed", "error", "timeout", "dead_kernel")
+EXIT_CODES = {"succeeded": 0, "dry_run": 0, "refused": 4, "failed": 1, "interrupted": 1, "timed_out": 1,
+              "kernel_died": 1, "incomplete": 1}
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    """What happened, in one line: succeeded, refused, failed at a step, timed out, or the kernel died."""
+
+    outcome: str
+    step: str | None
+    text: str
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.outcome, 1)
+
+
+def recorded_summary(notebook: nbformat.NotebookNode) -> dict[str, Any] | None:
+    """The last record summary the run displayed in its notebook, if any."""
+    found = None
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if RECORD_MIME in data:
+                found = data[RECORD_MIME]
+    return dict(found) if found else None
+
+
+def reconcile(
+    notebook: nbformat.NotebookNode, summary: dict[str, Any] | None, ending: str | None,
+) -> tuple[nbformat.NotebookNode, dict[str, Any], RunVerdict]:
+    """Mark cells that never ran, settle the verdict, and append the record cell carrying the summary."""
+    notebook = copy.deepcopy(notebook)
+    notebook.cells = [c for c in notebook.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
+    last_started = _mark_cells(notebook, ending)
+    summary = dict(summary or recorded_summary(notebook) or {})
+    verdict = _verdict(notebook, summary, ending, last_started)
+    if summary.get("outcome") in (None, "running", "interrupted") or verdict.outcome != summary.get("outcome"):
+        summary.update(outcome=verdict.outcome, failed_step=verdict.step, message=verdict.text)
+    summary["verdict"] = verdict.text
+    notebook.cells.append(_record_cell(summary))
+    return notebook, summary, verdict
+
+
+def _mark_cells(notebook: nbformat.NotebookNode, ending: str | None) -> int | None:
+    code = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code"]
+    started = [i for i in code if notebook.cells[i].get("execution_count") is not None]
+    last_started = started[-1] if started else None
+    for index in code:
+        cell = notebook.cells[index]
+        papermill = cell.metadata.setdefault("papermill", {})
+        if cell.get("execution_count") is None:
+            cell.metadata["rollbook"] = {"status": "not run"}
+            papermill["status"] = "pending"
+        elif index == last_started and ending in ("timeout", "dead_kernel"):
+            cell.metadata["rollbook"] = {"status": "did not finish"}
+            papermill["status"] = "failed"
+    return last_started
+
+
+def _verdict(
+    notebook: nbformat.NotebookNode, summary: dict[str, Any], ending: str | None, last_started: int | None,
+) -> RunVerdict:
+    step = _running_step(summary)
+    outcome = summary.get("outcome")
+    if ending == "dead_kernel":
+        where = f" during step {step}" if step else ""
+        return RunVerdict("kernel_died", step, f"kernel died{where}: the run did not finish")
+    if ending == "timeout" or (ending is None and outcome == "interrupted"):
+        where = f" in step {step}" if step else ""
+        return RunVerdict("timed_out", step, f"timed out{where}: the run was interrupted")
+    if outcome in ("succeeded", "dry_run") and ending in (None, "completed"):
+        return RunVerdict(outcome, None, "succeeded" if outcome == "succeeded" else "dry run completed")
+    if outcome in ("refused", "failed"):
+        stopped = summary.get("failed_step") or step
+        return RunVerdict(outcome, stopped, f"{outcome} at {stopped or 'an unknown step'}")
+    error_cell = next((i for i, c in enumerate(notebook.cells)
+                       if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+    if error_cell is not None:
+        return RunVerdict("failed", step, f"failed at cell {error_cell + 1}" + (f" (step {step})" if step else ""))
+    if ending == "completed" and last_started is not None and outcome not in ("running", None):
+        return RunVerdict(outcome, None, str(outcome))
+    return RunVerdict("incomplete", step, "incomplete: the notebook does not show the run's end"
+                      + (f" (last step {step})" if step else ""))
+
+
+def _running_step(summary: dict[str, Any]) -> str | None:
+    steps = summary.get("steps") or []
+    return next((s["step"] for s in reversed(steps) if s.get("status") != "done"), None)
+
+
+def _record_cell(summary: dict[str, Any]) -> nbformat.NotebookNode:
+    bundle = RecordView(summary)._repr_mimebundle_()
+    cell = nbformat.v4.new_code_cell(
+        source="# The record of this run, added by rollbook when it was filed in the archive.",
+        metadata={"tags": [RECORD_TAG], "rollbook": {"status": "record"}},
+        outputs=[nbformat.v4.new_output("display_data", data=bundle)],
+    )
+    # A fixed id: filing the same notebook twice gives the same bytes, so the archive files it once.
+    cell["id"] = RECORD_TAG
+    return cell
