@@ -30,7 +30,8 @@ class DatabaseTarget:
         text = url or os.environ.get("DATABASE_URL", "")
         if not text:
             raise BadInput(
-                "No database given. Pass --database-url or set DATABASE_URL to the database to roll back, "
+                "No database given. Pass --database-url (a runbook: the database_url parameter) or set DATABASE_URL to the "
+                "database to roll back, "
                 "for example postgresql+psycopg://app@db.internal/app (put the password in PGPASSWORD "
                 "or ~/.pgpass, not in the URL)."
             )

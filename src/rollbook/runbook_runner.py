@@ -91,7 +91,7 @@ def run_runbook(
         spec = Path(work) / "spec.json"
         spec.write_text(json.dumps({
             "input": str(path), "output": str(executed), "parameters": parameters, "progress": progress,
-            "cell_timeout": cell_timeout_seconds, "cwd": os.getcwd(),
+            "cell_timeout": cell_timeout_seconds, "cwd": os.getcwd(), "ipc_path": str(Path(work) / "kernel"),
         }))
         ending = _run_papermill(spec, environment, run_timeout_seconds)
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
@@ -100,8 +100,23 @@ def run_runbook(
         summary["revision_after"] = _revisions_now(given)
     record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets, run_id)
     if output:
-        write_ipynb(notebook, output)
+        _write_output(notebook, output, verdict, record)
     return RunbookResult(record, verdict, summary, output)
+
+
+class OutputNotWritten(RollbookError):
+    """The run is recorded in the archive, but its copy could not be written to the requested output."""
+
+
+def _write_output(notebook: nbformat.NotebookNode, output: str, verdict: RunVerdict, record: ArchivedRecord) -> None:
+    try:
+        write_ipynb(notebook, output)
+    # Each storage backend (local, s3://, gs://, ...) raises its own errors.
+    except Exception as error:
+        raise OutputNotWritten(
+            f"The run {verdict.text}; its record is filed at {record.path}, but it could not be written to {output}: "
+            f"{type(error).__name__}: {error}. Copy the record there once the location is reachable."
+        ) from None
 
 
 def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
@@ -109,7 +124,8 @@ def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
     archive.ensure_writable()
     try:
         notebook = load_notebook_node(location)
-    except (OSError, ValueError) as error:
+    # Each storage backend (local, s3://, gs://, ...) raises its own errors.
+    except Exception as error:
         raise BadInput(f"Cannot read the executed notebook {location}: {error}. Give the path (or s3:// URL) "
                        "of the notebook papermill wrote.") from None
     recorded = recorded_summary(notebook)
@@ -126,8 +142,7 @@ def _file(
     secrets: frozenset[str], run_id: str,
 ) -> tuple[ArchivedRecord, dict[str, Any], RunVerdict, nbformat.NotebookNode]:
     """Reconcile, scrub and chain a run's notebook (and its summary, if the run could not file it)."""
-    notebook, summary, verdict = reconcile(notebook, summary, ending)
-    summary.setdefault("run_id", run_id)
+    notebook, summary, verdict = reconcile(notebook, {"run_id": run_id, **(summary or {})}, ending)
     notebook = nbformat.from_dict(redact_notebook(notebook, secrets))
     if archive.filed_summary(summary["run_id"]) is None:
         archive.file_summary(summary, secrets=secrets)
@@ -157,7 +172,7 @@ def _password_to_environment(parameters: dict[str, Any], environment: dict[str, 
                        "postgresql+psycopg://USER@HOST:PORT/DATABASE.") from None
     if parsed.password:
         environment["PGPASSWORD"] = str(parsed.password)
-        parameters["database_url"] = parsed.set(password=None).render_as_string(hide_password=False)
+        parameters["database_url"] = parsed._replace(password=None).render_as_string(hide_password=False)
     return parameters
 
 

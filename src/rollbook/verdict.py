@@ -19,7 +19,7 @@ from rollbook.run_record import RecordView
 
 RECORD_TAG = "rollbook-record"
 # How the papermill process ended, as the runner saw it; None when unknown (a notebook filed afterwards).
-ENDINGS = ("completed", "error", "timeout", "dead_kernel")
+ENDINGS = ("completed", "error", "timeout", "dead_kernel", "not_started")
 EXIT_CODES = {"succeeded": 0, "dry_run": 0, "refused": 4, "failed": 1, "interrupted": 1, "timed_out": 1,
               "kernel_died": 1, "incomplete": 1}
 
@@ -55,7 +55,7 @@ def reconcile(
     notebook = copy.deepcopy(notebook)
     notebook.cells = [c for c in notebook.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
     last_started = _mark_cells(notebook, ending)
-    summary = dict(summary or recorded_summary(notebook) or {})
+    summary = {**(recorded_summary(notebook) or {}), **(summary or {})}
     verdict = _verdict(notebook, summary, ending, last_started)
     if summary.get("outcome") in (None, "running", "interrupted") or verdict.outcome != summary.get("outcome"):
         summary.update(outcome=verdict.outcome, failed_step=verdict.step, message=verdict.text)
@@ -85,6 +85,8 @@ def _verdict(
 ) -> RunVerdict:
     step = _running_step(summary)
     outcome = summary.get("outcome")
+    if ending == "not_started":
+        return RunVerdict("failed", None, "failed: the kernel did not start, so no step ran")
     if ending == "dead_kernel":
         where = f" during step {step}" if step else ""
         return RunVerdict("kernel_died", step, f"kernel died{where}: the run did not finish")

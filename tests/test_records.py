@@ -1,0 +1,272 @@
+"""Records of runs: `rollbook run` and plain papermill, truthful verdicts, no secrets, tamper evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import nbformat
+import psycopg
+from alembic import command
+from pg import fingerprint, psycopg_kwargs
+from runbook_runs import current_revision, demo_at, papermill
+from test_cli import ROLLBOOK
+
+from rollbook.archive import RECORD_MIME
+from rollbook.database import DatabaseTarget
+from rollbook.demo import DEMO_CONFIG
+from rollbook.migrations import alembic_config_for, load_project
+
+STAGING = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")
+
+
+def rollbook(tmp_path: Path, *args: str, url: str, config: Path | str = DEMO_CONFIG,
+             archive: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "DATABASE_URL": url, "ALEMBIC_CONFIG": str(config),
+                   "ROLLBOOK_ARCHIVE": str(archive or tmp_path / "archive"), **(env or {})}
+    return subprocess.run([ROLLBOOK, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=environment)
+
+
+def notebook_records(archive: Path) -> list[Path]:
+    return sorted(archive.glob("*.ipynb"))
+
+
+def record_summary(path: Path) -> dict:
+    notebook = nbformat.read(path, as_version=4)
+    summaries = [o["data"][RECORD_MIME] for c in notebook.cells for o in c.get("outputs", [])
+                 if RECORD_MIME in o.get("data", {})]
+    return summaries[-1]
+
+
+def slow_project(tmp_path: Path, url: str) -> Path:
+    """The demo plus a head revision whose downgrade takes a minute; the database is upgraded to it."""
+    project = tmp_path / "project"
+    shutil.copytree(Path(DEMO_CONFIG).parent, project, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "versions" / "0607bc5b8537_slow.py").write_text(
+        '"""Slow to undo."""\nfrom alembic import op\n\nrevision = "0607bc5b8537"\ndown_revision = "0607bc5b8536"\n'
+        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.execute('CREATE TABLE audit_trail (id int)')\n"
+        "\n\ndef downgrade():\n    op.execute('DROP TABLE audit_trail')\n    op.execute('SELECT pg_sleep(60)')\n")
+    command.upgrade(alembic_config_for(load_project(project / "alembic.ini"), DatabaseTarget.from_url(url)), "head")
+    return project / "alembic.ini"
+
+
+def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo_url):
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "backup_dir", str(tmp_path / "backups"),
+                      "-p", "ticket", "INC-7", "--execute", url=demo_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("succeeded")
+    [record] = notebook_records(tmp_path / "archive")
+    assert f"_{DatabaseTarget.from_url(demo_url).database}_rollback_succeeded_" in record.name
+    assert str(record.relative_to(tmp_path)) in result.stdout
+    summary = record_summary(record)
+    backup = next((tmp_path / "backups").glob("*.dump"))
+    assert summary["outcome"] == "succeeded"
+    assert summary["verdict"] == "succeeded"
+    assert summary["runbook"] == "rollback"
+    assert (summary["operator"], summary["ticket"], summary["environment"]) == ("alice", "INC-7", "staging")
+    assert summary["revision_before"] == ["0607bc5b8536"] and summary["revision_after"] == ["0607bc5b8535"]
+    assert summary["backup"]["path"] == str(backup) and summary["backup"]["verified"] is True
+    assert summary["identity"]["system_identifier"] and summary["plan_hash"]
+    assert summary["started_at"] and summary["finished_at"]
+    assert [s["step"] for s in summary["steps"]][-1] == "verification"
+    verify = rollbook(tmp_path, "archive", "verify", url=demo_url)
+    assert verify.returncode == 0, verify.stdout
+
+
+def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
+    before = fingerprint(demo_url)
+
+    result = rollbook(tmp_path, "run", "rollback", "-p", "environment", "production", "-p", "operator", "alice",
+                      "--execute", url=demo_url)
+
+    assert result.returncode == 4
+    assert result.stdout.startswith("refused at policy gate")
+    assert "Rule 'risk' fails" in result.stdout
+    [record] = notebook_records(tmp_path / "archive")
+    assert "_refused_" in record.name
+    summary = record_summary(record)
+    assert summary["outcome"] == "refused" and summary["failed_step"] == "policy gate"
+    assert fingerprint(demo_url) == before
+
+
+def test_a_failed_run_exits_1_and_names_the_step_and_the_revision(tmp_path, demo_url):
+    demo_at(demo_url, "0607bc5b8531")
+    with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as conn:
+        conn.execute("UPDATE users SET preferences = NULL")
+        conn.execute("CREATE VIEW user_theme AS SELECT id, preferences FROM users")
+
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "--execute", url=demo_url)
+
+    assert result.returncode == 1
+    assert result.stdout.startswith("failed at downgrade")
+    summary = record_summary(notebook_records(tmp_path / "archive")[0])
+    assert summary["outcome"] == "failed" and summary["failed_step"] == "downgrade"
+    assert summary["revision_after"] == ["0607bc5b8531"]
+    assert summary["diagnosis"]["scenario"] == "dependent_objects"
+
+
+def test_a_plain_papermill_run_records_itself_and_archive_add_files_its_notebook(tmp_path, demo_url):
+    archive = tmp_path / "archive"
+    run = papermill(tmp_path, "rollback", *STAGING, url=demo_url, env={"ROLLBOOK_ARCHIVE": str(archive)})
+    assert run.returncode == 0, run.error
+
+    [summary_record] = archive.glob("*.json")
+    recorded = json.loads(summary_record.read_text())
+    assert recorded["outcome"] == "dry_run" and recorded["runbook"] == "rollback"
+    assert not notebook_records(archive)
+
+    added = rollbook(tmp_path, "archive", "add", str(run.path), url=demo_url)
+
+    assert added.returncode == 0, added.stderr
+    [record] = notebook_records(archive)
+    assert record_summary(record)["run_id"] == recorded["run_id"]
+    listing = rollbook(tmp_path, "archive", "list", url=demo_url).stdout
+    assert listing.count(recorded["run_id"][-6:]) == 2
+    show = rollbook(tmp_path, "archive", "show", recorded["run_id"], url=demo_url)
+    assert show.returncode == 0 and "dry_run" in show.stdout
+    assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
+
+
+def test_no_password_reaches_the_archive_the_output_or_the_terminal_whatever_the_route(tmp_path, demo_url):
+    password = DatabaseTarget.from_url(demo_url).url.password
+    assert password
+    spellings = {password, quote(password, safe=""), quote_plus(password)}
+    # By rollbook run with the password in the URL parameter, with it in DATABASE_URL, and by plain papermill.
+    by_parameter = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "database_url",
+                            DatabaseTarget.from_url(demo_url).sqlalchemy_url, "--output", str(tmp_path / "out.ipynb"),
+                            url="")
+    by_environment = rollbook(tmp_path, "run", "plan", url=demo_url)
+    plain = papermill(tmp_path, "rollback", "-p", "database_url", DatabaseTarget.from_url(demo_url).sqlalchemy_url,
+                      url="", env={"ROLLBOOK_ARCHIVE": str(tmp_path / "archive")})
+    added = rollbook(tmp_path, "archive", "add", str(plain.path), url="")
+
+    assert by_parameter.returncode == 0, by_parameter.stdout + by_parameter.stderr
+    assert by_environment.returncode == 0, by_environment.stdout + by_environment.stderr
+    assert plain.returncode != 0 and "carries a password" in plain.error
+    assert added.returncode == 0, added.stderr
+    archived = [p for p in (tmp_path / "archive").rglob("*") if p.is_file()]
+    assert len(notebook_records(tmp_path / "archive")) == 3
+    for path in [*archived, tmp_path / "out.ipynb"]:
+        data = path.read_bytes()
+        assert not [s for s in spellings if s.encode() in data], path
+    for text in (by_parameter.stdout, by_parameter.stderr, by_environment.stdout, by_environment.stderr,
+                 added.stdout, added.stderr):
+        assert not [s for s in spellings if s in text]
+
+
+def test_an_edited_record_is_named_by_archive_verify(tmp_path, demo_url):
+    rollbook(tmp_path, "run", "status", url=demo_url)
+    [record] = notebook_records(tmp_path / "archive")
+    record.write_text(record.read_text().replace("0607bc5b8536", "0607bc5b8535"))
+
+    verify = rollbook(tmp_path, "archive", "verify", url=demo_url)
+
+    assert verify.returncode == 1
+    assert record.name in verify.stdout
+
+
+def test_an_unwritable_archive_is_refused_before_the_database_is_touched(tmp_path, demo_url):
+    before = fingerprint(demo_url)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "--execute", url=demo_url, archive=blocker / "records")
+
+    assert result.returncode == 2
+    assert str(blocker / "records") in result.stderr and "ROLLBOOK_ARCHIVE" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert fingerprint(demo_url) == before
+    assert not (tmp_path / "backups").exists()
+
+
+def test_a_cell_timeout_is_recorded_as_timed_out_at_its_step_with_the_revision(tmp_path, demo_url):
+    config = slow_project(tmp_path, demo_url)
+
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "--execute", "--cell-timeout", "5",
+                      url=demo_url, config=config)
+
+    assert result.returncode == 1
+    assert result.stdout.startswith("timed out in step downgrade")
+    [record] = notebook_records(tmp_path / "archive")
+    assert "_timed_out_" in record.name
+    summary = record_summary(record)
+    assert summary["outcome"] == "timed_out" and summary["failed_step"] == "downgrade"
+    assert summary["revision_after"] == ["0607bc5b8537"]
+    notebook = nbformat.read(record, as_version=4)
+    statuses = [c.metadata.get("rollbook", {}).get("status") for c in notebook.cells if c.cell_type == "code"]
+    assert "did not finish" in statuses and statuses.count("not run") >= 2
+    assert current_revision(demo_url) == ["0607bc5b8537"]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def test_a_killed_kernel_is_recorded_as_kernel_died_with_the_revision_the_database_is_at(tmp_path, demo_url):
+    config = slow_project(tmp_path, demo_url)
+    environment = {**os.environ, "DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(config),
+                   "ROLLBOOK_ARCHIVE": str(tmp_path / "archive")}
+    with subprocess.Popen([ROLLBOOK, "run", "rollback", *STAGING, "--execute"], cwd=tmp_path, env=environment,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as runner:
+        with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
+                                      "AND state = 'active'").fetchone():
+                assert time.monotonic() < deadline and runner.poll() is None
+                time.sleep(0.1)
+        kernels = [pid for pid in _descendants(runner.pid)
+                   if b"ipykernel" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert kernels
+        for pid in kernels:
+            os.kill(pid, signal.SIGKILL)
+        stdout, _ = runner.communicate(timeout=120)
+
+    assert runner.returncode == 1
+    assert stdout.startswith("kernel died during step downgrade")
+    [record] = notebook_records(tmp_path / "archive")
+    summary = record_summary(record)
+    assert summary["outcome"] == "kernel_died"
+    assert summary["revision_after"] == ["0607bc5b8537"]
+    assert current_revision(demo_url) == ["0607bc5b8537"]
+    assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
+
+
+def test_rollbook_run_refuses_unknown_parameters_before_starting(tmp_path, demo_url):
+    result = rollbook(tmp_path, "run", "rollback", "-p", "enviroment", "production", url=demo_url)
+
+    assert result.returncode == 2
+    assert "Unknown parameter(s) enviroment" in result.stderr
+    assert not (tmp_path / "archive").exists() or not notebook_records(tmp_path / "archive")
+
+
+def test_runs_finishing_together_are_all_archived_and_the_chain_holds(tmp_path, demo_url):
+    environment = {**os.environ, "DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG),
+                   "ROLLBOOK_ARCHIVE": str(tmp_path / "archive")}
+    runners = [subprocess.Popen([ROLLBOOK, "run", "status"], cwd=tmp_path, env=environment,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [r.communicate(timeout=120)[0] for r in runners]
+    assert [r.returncode for r in runners] == [0, 0, 0], outputs
+
+    assert len(notebook_records(tmp_path / "archive")) == 3
+    assert len(list((tmp_path / "archive").glob("*.json"))) == 3
+    assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
