@@ -73,7 +73,8 @@ def test_guided_tour_runs_the_runbook_twice_and_leaves_only_its_records(tmp_path
     assert "verdict: refused at policy gate" in result.stdout
     assert "policy risk: fail" in result.stdout
     assert "verdict: succeeded" in result.stdout
-    assert "revision: 0607bc5b8536 -> 0607bc5b8535" in result.stdout
+    assert "database moved 0607bc5b8536 -> 0607bc5b8535" in result.stdout
+    assert "database left at 0607bc5b8536" in result.stdout
     assert "schema: passed" in result.stdout
     records = sorted(p.name for p in archive.glob("*.ipynb"))
     assert len(records) == 2

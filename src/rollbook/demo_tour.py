@@ -33,11 +33,14 @@ class DemoTour:
                       for r in policy.get("results", []) if r["outcome"] == "fail"]
             backup = summary.get("backup")
             if backup:
-                lines.append(f"  backup: {backup['size_bytes']} bytes, sha256 {backup['sha256'][:16]}, "
-                             f"verified by {backup.get('verification')}: {backup.get('verified')}")
-            if summary.get("revision_after"):
-                lines.append(f"  revision: {', '.join(summary.get('revision_before') or [])} -> "
-                             f"{', '.join(summary['revision_after'])}")
+                verified = "verified" if backup.get("verified") else "NOT verified"
+                lines.append(f"  backup: {backup['size_bytes']} bytes, sha256 {backup['sha256'][:16]}, {verified} "
+                             f"({backup.get('verification')})")
+            before, after = summary.get("revision_before") or [], summary.get("revision_after") or []
+            if before and after and before != after:
+                lines.append(f"  database moved {', '.join(before)} -> {', '.join(after)}")
+            elif before:
+                lines.append(f"  database left at {', '.join(before)}")
             checks = (summary.get("verification") or {}).get("checks", [])
             lines += [f"  {c['name']}: {c['status']} ({c['detail']})" for c in checks]
         lines += ["", f"Both records are in {self.archive}: `rollbook archive list`, `rollbook archive show RUN_ID`, "
