@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import nbformat
 import psycopg
-from alembic import command
 from pg import fingerprint, psycopg_kwargs
-from runbook_runs import current_revision, demo_at, papermill
+from runbook_runs import (
+    current_revision,
+    demo_at,
+    kill_kernels,
+    papermill,
+    slow_project,
+    wait_for_sleeping_downgrade,
+)
 from test_cli import ROLLBOOK
 
 from rollbook.archive import RECORD_MIME
 from rollbook.database import DatabaseTarget
 from rollbook.demo import DEMO_CONFIG
-from rollbook.migrations import alembic_config_for, load_project
 
 STAGING = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")
 
@@ -43,18 +45,6 @@ def record_summary(path: Path) -> dict:
     summaries = [o["data"][RECORD_MIME] for c in notebook.cells for o in c.get("outputs", [])
                  if RECORD_MIME in o.get("data", {})]
     return summaries[-1]
-
-
-def slow_project(tmp_path: Path, url: str) -> Path:
-    """The demo plus a head revision whose downgrade takes a minute; the database is upgraded to it."""
-    project = tmp_path / "project"
-    shutil.copytree(Path(DEMO_CONFIG).parent, project, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "versions" / "0607bc5b8537_slow.py").write_text(
-        '"""Slow to undo."""\nfrom alembic import op\n\nrevision = "0607bc5b8537"\ndown_revision = "0607bc5b8536"\n'
-        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.execute('CREATE TABLE audit_trail (id int)')\n"
-        "\n\ndef downgrade():\n    op.execute('DROP TABLE audit_trail')\n    op.execute('SELECT pg_sleep(60)')\n")
-    command.upgrade(alembic_config_for(load_project(project / "alembic.ini"), DatabaseTarget.from_url(url)), "head")
-    return project / "alembic.ini"
 
 
 def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo_url):
@@ -206,39 +196,14 @@ def test_a_cell_timeout_is_recorded_as_timed_out_at_its_step_with_the_revision(t
     assert current_revision(demo_url) == ["0607bc5b8537"]
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 def test_a_killed_kernel_is_recorded_as_kernel_died_with_the_revision_the_database_is_at(tmp_path, demo_url):
     config = slow_project(tmp_path, demo_url)
     environment = {**os.environ, "DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(config),
                    "ROLLBOOK_ARCHIVE": str(tmp_path / "archive")}
     with subprocess.Popen([ROLLBOOK, "run", "rollback", *STAGING, "--execute"], cwd=tmp_path, env=environment,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as runner:
-        with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as watcher:
-            deadline = time.monotonic() + 60
-            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
-                                      "AND state = 'active'").fetchone():
-                assert time.monotonic() < deadline and runner.poll() is None
-                time.sleep(0.1)
-        kernels = [pid for pid in _descendants(runner.pid)
-                   if b"ipykernel" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        assert kernels
-        for pid in kernels:
-            os.kill(pid, signal.SIGKILL)
+        wait_for_sleeping_downgrade(demo_url, runner)
+        kill_kernels(runner.pid)
         stdout, _ = runner.communicate(timeout=120)
 
     assert runner.returncode == 1

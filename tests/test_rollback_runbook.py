@@ -8,7 +8,6 @@ import http.server
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,14 +20,21 @@ import nbformat
 import papermill as pm
 import psycopg
 import pytest
-from alembic import command
 from pg import fingerprint, psycopg_kwargs
-from runbook_runs import RUNBOOKS, current_revision, demo_at, papermill
+from runbook_runs import (
+    RUNBOOKS,
+    current_revision,
+    demo_at,
+    kill_kernels,
+    papermill,
+    slow_project,
+    wait_for_sleeping_downgrade,
+)
 
 from rollbook.database import DatabaseTarget
 from rollbook.demo import DEMO_CONFIG
 from rollbook.downgrade_execution import ROLLBACK_LOCK_KEY
-from rollbook.migrations import alembic_config_for, load_project
+from rollbook.migrations import load_project
 from rollbook.plan import plan_downgrade
 from rollbook.runbook_parameters import RUNBOOK_PARAMETERS
 
@@ -329,45 +335,20 @@ def test_a_password_passed_as_a_parameter_is_refused_without_repeating_it(tmp_pa
     assert secret not in run.error
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def test_a_kernel_killed_mid_downgrade_leaves_the_database_at_a_known_revision(tmp_path, demo_url):
-    project = tmp_path / "project"
-    shutil.copytree(Path(DEMO_CONFIG).parent, project, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "versions" / "0607bc5b8537_slow.py").write_text(
-        '"""Slow to undo."""\nfrom alembic import op\n\nrevision = "0607bc5b8537"\ndown_revision = "0607bc5b8536"\n'
-        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.execute('CREATE TABLE audit_trail (id int)')\n"
-        "\n\ndef downgrade():\n    op.execute('DROP TABLE audit_trail')\n    op.execute('SELECT pg_sleep(60)')\n")
-    config = project / "alembic.ini"
-    command.upgrade(alembic_config_for(load_project(config), DatabaseTarget.from_url(demo_url)), "head")
-    out = tmp_path / "killed.ipynb"
-    args = [sys.executable, "-m", "papermill", str(RUNBOOKS / "rollback.ipynb"), str(out), "--no-progress-bar",
-            *executed(tmp_path)]
+    config = slow_project(tmp_path, demo_url)
+    args = [sys.executable, "-m", "papermill", str(RUNBOOKS / "rollback.ipynb"), str(tmp_path / "killed.ipynb"),
+            "--no-progress-bar", *executed(tmp_path)]
     env = {**os.environ, "DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(config)}
-    with subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as runner:
-        with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as watcher:
-            deadline = time.monotonic() + 60
-            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
-                                      "AND state = 'active'").fetchone():
-                assert time.monotonic() < deadline and runner.poll() is None, runner.stderr.read().decode()
-                time.sleep(0.1)
-            for kernel in _children(runner.pid):
-                os.kill(kernel, signal.SIGKILL)
-            assert runner.wait(timeout=60) != 0
-            deadline = time.monotonic() + 10
-            while watcher.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%'").fetchone():
-                assert time.monotonic() < deadline, "the killed run's statement is still running"
-                time.sleep(0.2)
-            assert watcher.execute("SELECT pg_try_advisory_lock(%s)", [ROLLBACK_LOCK_KEY]).fetchone()[0]
-            assert watcher.execute("SELECT to_regclass('audit_trail') IS NOT NULL").fetchone()[0]
+    with subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as runner:
+        wait_for_sleeping_downgrade(demo_url, runner)
+        kill_kernels(runner.pid)
+        assert runner.wait(timeout=60) != 0
+    with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as watcher:
+        deadline = time.monotonic() + 10
+        while watcher.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%'").fetchone():
+            assert time.monotonic() < deadline, "the killed run's statement is still running"
+            time.sleep(0.2)
+        assert watcher.execute("SELECT pg_try_advisory_lock(%s)", [ROLLBACK_LOCK_KEY]).fetchone()[0]
+        assert watcher.execute("SELECT to_regclass('audit_trail') IS NOT NULL").fetchone()[0]
     assert current_revision(demo_url) == ["0607bc5b8537"]
