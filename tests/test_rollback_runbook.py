@@ -352,3 +352,14 @@ def test_a_kernel_killed_mid_downgrade_leaves_the_database_at_a_known_revision(t
         assert watcher.execute("SELECT pg_try_advisory_lock(%s)", [ROLLBACK_LOCK_KEY]).fetchone()[0]
         assert watcher.execute("SELECT to_regclass('audit_trail') IS NOT NULL").fetchone()[0]
     assert current_revision(demo_url) == ["0607bc5b8537"]
+
+
+def test_a_target_the_database_is_already_at_is_nothing_to_do(tmp_path, demo_url):
+    before = fingerprint(demo_url)
+
+    run = papermill(tmp_path, "rollback", *executed(tmp_path, "-r", "target_revision", "0607bc5b8536"), url=demo_url)
+
+    assert run.returncode == 0, run.error
+    assert "Nothing to do: the database is already at 0607bc5b8536" in run.text
+    assert fingerprint(demo_url) == before
+    assert not (tmp_path / "backups").exists()
