@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import http.server
 import os
 import re
@@ -219,7 +220,10 @@ def test_dependent_objects_fail_the_step_with_their_names_and_what_to_do_next(tm
     assert "user_theme" in run.text
     assert current_revision(demo_url) == ["0607bc5b8531"]
     backup = next((tmp_path / "backups").glob("*.dump"))
-    assert f"pg_restore --clean --if-exists --single-transaction -d \"$DATABASE_URL\" {backup}" in run.error
+    run_id = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())["run_id"]
+    assert f"rollbook run restore -r backup {run_id} -p restore_into database" in run.error
+    assert f"pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
+    assert str(backup) in run.error
     assert "Fix forward" in run.text
 
 

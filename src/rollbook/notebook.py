@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from IPython import get_ipython
 from IPython.display import display
 
+from rollbook.backup_run import BackupRun
 from rollbook.database import DatabaseTarget
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject, load_project
+from rollbook.rehearsal_run import RollbackTestRun
+from rollbook.restore_run import RestoreRun
 from rollbook.rollback_run import RollbackRun
 from rollbook.run_context import RunContext, describe_run
 from rollbook.run_record import RecordView, RunRecorder
 from rollbook.runbook_parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
+from rollbook.runbook_parameters import read_backup_parameters, read_restore_parameters, read_rollback_test_parameters
 
 _READ_ONLY_PARAMETERS = {"status": read_status_parameters, "plan": read_plan_parameters}
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -55,6 +62,38 @@ def start_rollback_run() -> RollbackRun:
     session.run = RollbackRun.start(parameters, session.recorder)
     session.target = session.run.target
     return session.run
+
+
+def start_backup_run() -> BackupRun:
+    """The backup runbook: check the parameters papermill injected, then connect and record who, where and when."""
+    return _start_run("backup", read_backup_parameters, BackupRun.start)
+
+
+def start_restore_run() -> RestoreRun:
+    """The restore runbook: check the parameters papermill injected, then connect and record who, where and when."""
+    return _start_run("restore", read_restore_parameters, RestoreRun.start)
+
+
+def start_rollback_test_run() -> RollbackTestRun:
+    """The rollback-test runbook: check its parameters, then record who, where and when."""
+    # The database named is never changed: a stopped run has no revision to record, hence no tracking.
+    return _start_run("rollback-test", read_rollback_test_parameters, RollbackTestRun.start, tracks_revisions=False)
+
+
+def _start_run(runbook: str, read: Callable[[dict[str, Any], frozenset[str]], P],
+               start: Callable[[P, RunRecorder], R], *, tracks_revisions: bool = True) -> R:
+    """Record the run from its first step on: its parameters, then whatever `start` connects and records."""
+    shell, session = _shell(), _Session()
+    show_rollbook_errors_briefly(shell, session)
+    recorder = session.recorder = RunRecorder.begin(runbook)
+    with recorder.step("parameters"):
+        parameters = read(shell.user_ns, frozenset(shell.user_ns_hidden))
+    run = start(parameters, recorder)
+    session.target = run.target  # type: ignore[attr-defined]
+    if tracks_revisions:
+        # A stopped run records where the database stands: any run with revisions_now() does.
+        session.run = run  # type: ignore[assignment]
+    return run
 
 
 def open_read_only_runbook(runbook: str) -> ReadOnlyRunbook:

@@ -326,18 +326,21 @@ class PolicyDecision:
         waiting = ", ".join(r.rule for r in self.pending)
         return f"PENDING: nothing fails so far; allowed only once {waiting} passes."
 
-    def refusal_message(self) -> str:
+    def refusal_message(self, instead: str = INSTEAD) -> str:
         """One paragraph: which rules failed, what would make each pass, and what to do instead."""
         if not self.refused:
             return ""
         parts = " ".join(_explain(r) for r in self.failed)
         return (f"The rollback policy of {self.environment} ({self.rules_source}) refuses this rollback of plan "
-                f"{self.plan_hash[:SHORT_HASH]}. {parts} {INSTEAD}")
+                f"{self.plan_hash[:SHORT_HASH]}. {parts} {instead}")
 
-    def enforce(self, *, final: bool = False) -> None:
-        """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending."""
+    def enforce(self, *, final: bool = False, instead: str = INSTEAD) -> None:
+        """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending.
+
+        `instead` is the refusal's last sentence, what to do instead (it can name the backup to restore).
+        """
         if self.refused:
-            raise PolicyRefused(self.refusal_message(), self)
+            raise PolicyRefused(self.refusal_message(instead), self)
         if final and not self.allowed:
             waiting = " ".join(_explain(r) for r in self.pending)
             raise PolicyRefused(

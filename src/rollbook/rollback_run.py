@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from rollbook import markdown
 from rollbook.archive import RECORD_MIME
+from rollbook.archived_backups import find_restore_point
 from rollbook.backup import Backup, BackupVerification, take_backup, verify_backup
 from rollbook.database import DatabaseTarget, connect
 from rollbook.diagnosis import Diagnosis, diagnose_failure
@@ -26,7 +27,7 @@ from rollbook.expected_schema import SchemaCheck, check_schema_matches
 from rollbook.health import HealthCheck, check_health
 from rollbook.migrations import MigrationProject, RevisionInfo, load_project
 from rollbook.plan import DowngradePlan, plan_downgrade
-from rollbook.policy import PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy, load_policy
+from rollbook.policy import INSTEAD, PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy, load_policy
 from rollbook.run_context import RunContext, describe_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import RollbackParameters
@@ -283,7 +284,7 @@ class RollbackRun:
         """Apply the environment's rollback policy; a failed rule stops the run here."""
         self.decision = evaluate_policy(self.rules, self._request(), self._plan(), backup_verified=None)
         self.recorder.update(policy=self.decision.to_dict())
-        self.decision.enforce()
+        self.decision.enforce(instead=self._instead())
         return self.decision
 
     @recorded("critical tables")
@@ -438,6 +439,18 @@ class RollbackRun:
                                approved_plan=p.approved_plan, deployed_at=p.deployed_at,
                                accept_data_loss=p.accept_data_loss, execute=p.execute)
 
+    def _instead(self) -> str:
+        """What to do instead of a refused rollback; a plan that says "restore from backup" names the backup."""
+        plan = self._plan()
+        if not self.decision or not self.decision.refused or plan.verdict.code != "do_not_downgrade":
+            return INSTEAD
+        try:
+            point = find_restore_point(self.recorder.archive, plan, self.project, self.context.identity)
+        except RollbookError:
+            return INSTEAD  # an unreadable archive must not hide the refusal itself
+        self.recorder.update(restore_point=point.to_dict())
+        return point.advice()
+
     def _critical_tables(self) -> tuple[str, ...]:
         if self.parameters.critical_tables:
             return self.parameters.critical_tables
@@ -448,7 +461,12 @@ class RollbackRun:
         backup = self.backup_report.backup if self.backup_report else None
         if backup is None:
             return "no backup was taken"
-        return f"pg_restore --clean --if-exists --single-transaction -d \"$DATABASE_URL\" {backup.path}"
+        # libpq takes postgresql://, not SQLAlchemy's postgresql+psycopg://; the password stays in PGPASSWORD.
+        libpq_url = self.target.url._replace(drivername="postgresql", password=None).render_as_string(
+            hide_password=False)
+        return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database "
+                f"-p accept_writes_since_backup True --execute, or by hand: pg_restore --clean --if-exists "
+                f"--single-transaction -d '{libpq_url}' {backup.path}")
 
     def _after_failure(self, execution: DowngradeExecution) -> tuple[str, ...]:
         at = ", ".join(execution.revisions_after) or "base"

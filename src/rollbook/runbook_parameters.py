@@ -47,8 +47,31 @@ STATUS_PARAMETERS: dict[str, Any] = {"database_url": "", "alembic_config": ""}
 PLAN_PARAMETERS: dict[str, Any] = {
     **STATUS_PARAMETERS, "target_revision": "-1", "statement_timeout": "30s", "live_checks": True,
 }
-RUNBOOK_PARAMETERS = {"rollback": ROLLBACK_PARAMETERS, "status": STATUS_PARAMETERS, "plan": PLAN_PARAMETERS}
+BACKUP_PARAMETERS: dict[str, Any] = {
+    **STATUS_PARAMETERS, "backup_dir": "backups", "verify_backup": "restore", "operator": "", "ticket": "",
+}
+RESTORE_PARAMETERS: dict[str, Any] = {
+    **STATUS_PARAMETERS,
+    "backup": "",
+    "restore_into": "new",
+    "new_database": "",
+    "environment": "development",
+    "operator": "",
+    "approved_by": "",
+    "approved_plan": "",
+    "ticket": "",
+    "accept_writes_since_backup": False,
+    "backup_dir": "backups",
+    "verify_backup": "list",
+    "lock_timeout": "5s",
+    "execute": False,
+}
+ROLLBACK_TEST_PARAMETERS: dict[str, Any] = {**STATUS_PARAMETERS, "rows_per_table": 3}
+RUNBOOK_PARAMETERS = {"rollback": ROLLBACK_PARAMETERS, "status": STATUS_PARAMETERS, "plan": PLAN_PARAMETERS,
+                      "backup": BACKUP_PARAMETERS, "restore": RESTORE_PARAMETERS,
+                      "rollback-test": ROLLBACK_TEST_PARAMETERS}
 VERIFY_METHODS = ("list", "restore")
+RESTORE_INTO = ("new", "database")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
 _UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
 
@@ -111,12 +134,7 @@ def read_rollback_parameters(namespace: Mapping[str, Any], hidden: frozenset[str
     strings = {name: _string(name, given[name]) for name in (
         "database_url", "alembic_config", "environment", "operator", "approved_by", "approved_plan", "ticket",
         "deployed_at", "backup_dir", "verify_backup", "health_url")}
-    if strings["verify_backup"] not in VERIFY_METHODS:
-        raise BadInput(f"verify_backup must be 'list' (pg_restore --list) or 'restore' (restore into a scratch "
-                       f"database and compare row counts), not '{strings['verify_backup']}'.")
-    operator, operator_from = strings["operator"], "parameter"
-    if not operator:
-        operator, operator_from = getpass.getuser(), "login name (no operator parameter given)"
+    operator, operator_from = _operator(strings["operator"])
     return RollbackParameters(
         database_url=strings["database_url"],
         alembic_config=strings["alembic_config"],
@@ -129,7 +147,7 @@ def read_rollback_parameters(namespace: Mapping[str, Any], hidden: frozenset[str
         ticket=strings["ticket"],
         deployed_at=parse_deployed_at(strings["deployed_at"]),
         backup_dir=Path(strings["backup_dir"] or ROLLBACK_PARAMETERS["backup_dir"]).expanduser(),
-        verify_backup=strings["verify_backup"],
+        verify_backup=_verify_method(strings["verify_backup"]),
         health_url=strings["health_url"],
         critical_tables=_table_list(given["critical_tables"]),
         lock_timeout_ms=parse_duration_ms("lock_timeout", given["lock_timeout"]),
@@ -157,6 +175,106 @@ def read_status_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] 
     return {name: _string(name, given[name]) for name in STATUS_PARAMETERS}
 
 
+@dataclass(frozen=True)
+class BackupParameters:
+    """The checked parameters of one pre-deploy backup run."""
+
+    database_url: str
+    alembic_config: str
+    backup_dir: Path
+    verify_backup: str
+    operator: str
+    operator_from: str
+    ticket: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
+                "backup_dir": str(self.backup_dir), "verify_backup": self.verify_backup, "operator": self.operator,
+                "ticket": self.ticket}
+
+
+def read_backup_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> BackupParameters:
+    """The backup runbook's parameters, checked like the rollback runbook's."""
+    given = runbook_values("backup", namespace, hidden)
+    strings = {name: _string(name, given[name]) for name in BACKUP_PARAMETERS}
+    operator, operator_from = _operator(strings["operator"])
+    return BackupParameters(
+        database_url=strings["database_url"], alembic_config=strings["alembic_config"],
+        backup_dir=Path(strings["backup_dir"] or BACKUP_PARAMETERS["backup_dir"]).expanduser(),
+        verify_backup=_verify_method(strings["verify_backup"]), operator=operator, operator_from=operator_from,
+        ticket=strings["ticket"],
+    )
+
+
+@dataclass(frozen=True)
+class RestoreParameters:
+    """The checked parameters of one restore run; holds no password."""
+
+    database_url: str
+    alembic_config: str
+    backup: str
+    restore_into: str
+    new_database: str
+    environment: str
+    operator: str
+    operator_from: str
+    approved_by: str
+    approved_plan: str
+    ticket: str
+    accept_writes_since_backup: bool
+    backup_dir: Path
+    verify_backup: str
+    lock_timeout_ms: int
+    execute: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
+            "backup": self.backup, "restore_into": self.restore_into, "new_database": self.new_database,
+            "environment": self.environment, "operator": self.operator, "approved_by": self.approved_by,
+            "approved_plan": self.approved_plan, "ticket": self.ticket,
+            "accept_writes_since_backup": self.accept_writes_since_backup, "backup_dir": str(self.backup_dir),
+            "verify_backup": self.verify_backup, "lock_timeout_ms": self.lock_timeout_ms, "execute": self.execute,
+        }
+
+
+def read_restore_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> RestoreParameters:
+    """The restore runbook's parameters; the backup is named by the run that took it (pass run ids with -r)."""
+    given = runbook_values("restore", namespace, hidden)
+    strings = {name: _string(name, given[name]) for name in (
+        "database_url", "alembic_config", "backup", "restore_into", "new_database", "environment", "operator",
+        "approved_by", "approved_plan", "ticket", "backup_dir", "verify_backup")}
+    if not strings["backup"]:
+        raise BadInput("Parameter backup is empty: name the backup to restore, by the run id of the run that took it "
+                       "(-r backup 20260113T140500Z-3f9a1c; `rollbook archive list` shows runs) or by its .dump file.")
+    if strings["restore_into"] not in RESTORE_INTO:
+        raise BadInput(f"restore_into must be 'new' (a new database next to this one, for comparison) or 'database' "
+                       f"(over the database itself), not '{strings['restore_into']}'.")
+    operator, operator_from = _operator(strings["operator"])
+    return RestoreParameters(
+        database_url=strings["database_url"], alembic_config=strings["alembic_config"], backup=strings["backup"],
+        restore_into=strings["restore_into"], new_database=strings["new_database"],
+        environment=strings["environment"], operator=operator, operator_from=operator_from,
+        approved_by=strings["approved_by"], approved_plan=strings["approved_plan"], ticket=strings["ticket"],
+        accept_writes_since_backup=_flag("accept_writes_since_backup", given["accept_writes_since_backup"]),
+        backup_dir=Path(strings["backup_dir"] or RESTORE_PARAMETERS["backup_dir"]).expanduser(),
+        verify_backup=_verify_method(strings["verify_backup"]),
+        lock_timeout_ms=parse_duration_ms("lock_timeout", given["lock_timeout"]),
+        execute=_flag("execute", given["execute"]),
+    )
+
+
+def read_rollback_test_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The rollback-test runbook's parameters: the server (any database on it) and the project."""
+    given = runbook_values("rollback-test", namespace, hidden)
+    rows = given["rows_per_table"]
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 100:
+        raise BadInput(f"rows_per_table must be a whole number from 0 to 100 (papermill: -p rows_per_table 3), "
+                       f"not {rows!r}.")
+    return {"database_url": _string("database_url", given["database_url"]),
+            "alembic_config": _string("alembic_config", given["alembic_config"]), "rows_per_table": rows}
+
+
 def runbook_values(runbook: str, namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
     """The runbook's parameters with papermill's values; unknown names and passwords are refused."""
     declared = RUNBOOK_PARAMETERS[runbook]
@@ -182,6 +300,19 @@ def parse_duration_ms(name: str, value: Any) -> int:
         raise BadInput(f"{name} must be a duration such as 500ms, 5s, 2min or 1h (a bare number is milliseconds), "
                        f"not {value!r}.")
     return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+
+
+def _operator(given: str) -> tuple[str, str]:
+    if given:
+        return given, "parameter"
+    return getpass.getuser(), "login name (no operator parameter given)"
+
+
+def _verify_method(method: str) -> str:
+    if method not in VERIFY_METHODS:
+        raise BadInput(f"verify_backup must be 'list' (pg_restore --list) or 'restore' (restore into a scratch "
+                       f"database and compare row counts), not '{method}'.")
+    return method
 
 
 def _user_values(namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:

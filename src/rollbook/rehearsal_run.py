@@ -1,0 +1,70 @@
+"""One run of the rollback-test runbook: the rehearsal on scratch databases, and its record."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from rollbook.database import DatabaseTarget
+from rollbook.migrations import MigrationProject, load_project
+from rollbook.rollback_rehearsal import RehearsalReport, rehearse_rollbacks
+from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
+from rollbook.run_context import RunContext, describe_run
+from rollbook.run_record import RunRecorder
+
+
+@dataclass
+class RollbackTestRun:
+    """The state of one rollback-test run; created by `RollbackTestRun.start`."""
+
+    parameters: dict[str, Any]
+    target: DatabaseTarget = field(repr=False)
+    project: MigrationProject = field(repr=False)
+    context: RunContext
+    recorder: RunRecorder = field(repr=False)
+    report: RehearsalReport | None = None
+
+    @classmethod
+    def start(cls, parameters: dict[str, Any], recorder: RunRecorder) -> RollbackTestRun:
+        """Connect to the database that names the server (it is not changed) and record who, where, when."""
+        with recorder.step("who, where, when"):
+            recorder.update(parameters=parameters)
+            target = DatabaseTarget.from_url(parameters["database_url"] or None)
+            recorder.update(database=target.redacted)
+            project = load_project(parameters["alembic_config"])
+            context = describe_run(target, project, runbook=recorder.summary["runbook"], parameters=parameters,
+                                   operator=getpass.getuser(), operator_from="login name", run_id=recorder.run_id)
+            recorder.update(identity=context.identity.to_dict(), host=context.host, operator=context.operator)
+        return cls(parameters, target, project, context, recorder)
+
+    @recorded("rollback test")
+    def rehearse(self) -> RehearsalReport:
+        """The team's test and every revision's round trip, on scratch databases next to the one named."""
+        self.report = rehearse_rollbacks(self.target, self.project, rows_per_table=self.parameters["rows_per_table"])
+        self.recorder.update(rollback_test=self.report.to_dict())
+        if not self.report.passed:
+            failed = ", ".join(t.revision.revision for t in self.report.failed) or "the team's test"
+            raise RunbookStopped(f"{self.report.headline()} Failing: {failed}. Fix the downgrade() of each (the "
+                                 "differences above name what it left behind or lost) and run the test again.",
+                                 outcome="failed", step="rollback test", result=self.report)
+        return self.report
+
+    def summary(self) -> RunSummary:
+        """The run in a few lines; files the run's record in the archive."""
+        report = self.report
+        if report is None:
+            raise RunbookStopped("The rollback test has not run: run the notebook's cells in order.",
+                                 outcome="failed", step="summary")
+        record = self.recorder.finish("succeeded", message=report.headline())
+        facts = {
+            "run": self.recorder.run_id,
+            "project": str(self.project.config_path),
+            "server": self.context.database,
+            "revisions": str(len(report.round_trips)),
+            "seconds": f"{report.seconds:.1f}",
+            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        }
+        return RunSummary("succeeded", report.headline(), facts, record)
+

@@ -1,0 +1,212 @@
+"""The rollback test (library, `rollbook test-rollback`, runbook, pytest plugin) against the real server."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg import psycopg_kwargs
+from test_records import notebook_records, record_summary, rollbook
+
+from rollbook.demo import DEMO_CONFIG
+from rollbook.errors import BadInput
+from rollbook.migrations import load_project
+from rollbook.rollback_rehearsal import linear_history
+from rollbook.scratch import SCRATCH_PREFIX
+
+pytest_plugins = ["pytester"]
+
+NO_OP = '''
+"""Add users.nickname; the downgrade forgets to undo it."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0607bc5b8537"
+down_revision = "0607bc5b8536"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("users", sa.Column("nickname", sa.String(50)))
+
+
+def downgrade():
+    pass
+'''
+FORGOTTEN_INDEX = '''
+"""Index users.name and add table tags; the downgrade drops the table but forgets the index."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0607bc5b8538"
+down_revision = "0607bc5b8537"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_index("ix_users_name", "users", ["name"])
+    op.create_table("tags", sa.Column("id", sa.Integer, primary_key=True), sa.Column("label", sa.String(20)))
+
+
+def downgrade():
+    op.drop_table("tags")
+'''
+
+
+FOLDERS = '''
+"""Folders and their files, deleted with their folder."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0607bc5b8539"
+down_revision = "0607bc5b8538"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("folders", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+    op.create_table("files", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("folder_id", sa.Integer, sa.ForeignKey("folders.id", ondelete="CASCADE")))
+
+
+def downgrade():
+    op.drop_table("files")
+    op.drop_table("folders")
+'''
+CASCADING_CLEANUP = '''
+"""Name every folder; the downgrade deletes the folders it named, and their files with them."""
+from alembic import op
+
+revision = "0607bc5b8540"
+down_revision = "0607bc5b8539"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("UPDATE folders SET name = 'rollbook seed' WHERE name IS NULL")
+
+
+def downgrade():
+    op.execute("DELETE FROM folders WHERE name LIKE 'rollbook seed%'")
+'''
+
+
+def demo_with(tmp_path: Path, **files: str) -> Path:
+    """A copy of the demo project with extra migration files; returns its alembic.ini."""
+    project = tmp_path / "project"
+    shutil.copytree(Path(DEMO_CONFIG).parent, project, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, source in files.items():
+        (project / "versions" / f"{name}.py").write_text(textwrap.dedent(source))
+    return project / "alembic.ini"
+
+
+def scratch_databases(url: str) -> int:
+    with psycopg.connect(**psycopg_kwargs(url)) as conn:
+        return conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+                            [SCRATCH_PREFIX + "%"]).fetchone()[0]
+
+
+def test_a_no_op_downgrade_a_forgotten_index_and_an_unplanned_loss_fail_naming_each(tmp_path, database_url):
+    config = demo_with(tmp_path, **{"0607bc5b8537_nickname": NO_OP, "0607bc5b8538_tags": FORGOTTEN_INDEX,
+                                    "0607bc5b8539_folders": FOLDERS, "0607bc5b8540_cleanup": CASCADING_CLEANUP})
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), url=database_url)
+
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    for revision, kind in (("0607bc5b8537", "add_column"), ("0607bc5b8538", "add_table"),
+                           ("0607bc5b8540", "data_migration")):
+        assert re.search(rf"{revision} +{kind} .* FAIL", out), revision
+    assert re.search(r"0607bc5b8536 +data_migration +high +passed +passed +passed +PASS", out)
+    assert re.search(r"0607bc5b8539 +add_table .* passed +PASS", out)
+    assert "column users.nickname: not expected (present in the database)" in out
+    assert "index ix_users_name on users: not expected (present in the database: btree (name))" in out
+    assert 'relation "ix_users_name" already exists' in out  # and upgrading again fails on it
+    # ON DELETE CASCADE: the downgrade's DELETE empties files too, which its plan does not count.
+    assert "files: 3 of its 3 rows changed or lost; the plan predicted 0" in out
+    assert out.rstrip().endswith("FAILED: 3 of 12 check(s) failed.")
+    assert scratch_databases(database_url) == 0
+
+
+@pytest.mark.parametrize("shape", ["two heads", "branch point"])
+def test_several_heads_or_a_branch_point_are_refused(tmp_path, shape):
+    down = "0607bc5b8536" if shape == "two heads" else "0607bc5b8535"
+    branch = f'''
+        """A second line of migrations."""
+        revision = "a1b2c3d4e5f6"
+        down_revision = "{down}"
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade():
+            pass
+
+
+        def downgrade():
+            pass
+        '''
+    files = {"a1b2c3d4e5f6_branch": branch}
+    if shape == "two heads":
+        files["0607bc5b8537_nickname"] = NO_OP
+    config = demo_with(tmp_path, **files)
+
+    with pytest.raises(BadInput, match="not a single line") as refused:
+        linear_history(load_project(config))
+    assert ("several heads" if shape == "two heads" else "a branch point: 0607bc5b8535 has 2 children") \
+        in str(refused.value)
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), url="postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 2 and "alembic merge heads" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_runbook_rolls_back_every_demo_revision_and_records_where_rows_were_lost(tmp_path, database_url):
+    run = rollbook(tmp_path, "run", "rollback-test", url=database_url)
+
+    assert run.returncode == 0, run.stdout
+    [record] = notebook_records(tmp_path / "archive")
+    summary = record_summary(record)
+    assert summary["outcome"] == "succeeded" and summary["runbook"] == "rollback-test"
+    report = summary["rollback_test"]
+    assert report["passed"] and report["team_test"]["status"] == "passed"
+    assert [(r["revision"], r["migration_type"], r["status"]) for r in report["revisions"]] == [
+        ("0607bc5b8530", "add_table", "PASS"), ("0607bc5b8531", "add_column", "PASS"),
+        ("0607bc5b8532", "drop_column", "PASS"), ("0607bc5b8533", "alter_column", "PASS"),
+        ("0607bc5b8534", "add_table", "PASS"), ("0607bc5b8535", "drop_table", "PASS"),
+        ("0607bc5b8536", "data_migration", "PASS")]
+    rows = {r["revision"]: r["rows_as_planned"]["detail"] for r in report["revisions"]}
+    assert "users.preferences: dropped, 3 values lost as predicted" in rows["0607bc5b8531"]
+    assert "user_preferences: dropped, 3 rows lost as predicted" in rows["0607bc5b8534"]
+    assert "users: all 3 rows kept" in rows["0607bc5b8536"]
+    assert "| `0607bc5b8536` |" in record.read_text()
+    assert scratch_databases(database_url) == 0
+    assert rollbook(tmp_path, "archive", "verify", url=database_url).returncode == 0
+
+
+def test_the_pytest_plugin_runs_only_when_a_project_opts_in(pytester, tmp_path, database_url):
+    pytester.makepyfile(test_app="def test_app():\n    pass\n")
+    server = f"--rollbook-database-url={database_url}"
+
+    off = pytester.runpytest(server, "-p", "no:cacheprovider")
+    off.assert_outcomes(passed=1)
+
+    pytester.makeini(f"[pytest]\nrollbook_rollback_test = true\nrollbook_alembic_config = {DEMO_CONFIG}\n")
+    on = pytester.runpytest(server, "-p", "no:cacheprovider", "-v")
+    on.assert_outcomes(passed=9)
+    on.stdout.fnmatch_lines(["*rollbook-rollback-test?team test? PASSED*",
+                             "*rollbook-rollback-test?0607bc5b8536? PASSED*"])
+    pytester.runpytest(server, "-p", "no:cacheprovider", "test_app.py").assert_outcomes(passed=1)
+    pytester.runpytest(server, "-p", "no:cacheprovider", "-m", "not rollbook").assert_outcomes(passed=1, deselected=8)
+
+    broken = demo_with(tmp_path, **{"0607bc5b8537_nickname": NO_OP})
+    pytester.makeini(f"[pytest]\nrollbook_rollback_test = true\nrollbook_alembic_config = {broken}\n")
+    failing = pytester.runpytest(server, "-p", "no:cacheprovider")
+    failing.assert_outcomes(passed=8, failed=2)  # the revision, and the team's test (the head's downgrade)
+    failing.stdout.fnmatch_lines(["*column users.nickname: not expected (present in the database)*"])
