@@ -222,7 +222,7 @@ def test_dependent_objects_fail_the_step_with_their_names_and_what_to_do_next(tm
     backup = next((tmp_path / "backups").glob("*.dump"))
     run_id = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())["run_id"]
     assert f"rollbook run restore -r backup {run_id} -p restore_into database" in run.error
-    assert f"pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
+    assert "pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
     assert str(backup) in run.error
     assert "Fix forward" in run.text
 

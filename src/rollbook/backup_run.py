@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 
 from rollbook import markdown
 from rollbook.archived_backups import RecordedBackup, take_recorded_backup
-from rollbook.database import DatabaseTarget, connect
-from rollbook.migrations import MigrationProject, load_project
+from rollbook.database import DatabaseTarget
+from rollbook.migrations import MigrationProject
 from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
-from rollbook.run_context import RunContext, describe_run
+from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import BackupParameters
-from rollbook.status import MigrationStatus, read_current_revisions, read_status
+from rollbook.status import MigrationStatus, read_revisions_or_none, read_status
 
 
 @dataclass
@@ -36,26 +36,15 @@ class BackupRun:
     @classmethod
     def start(cls, parameters: BackupParameters, recorder: RunRecorder) -> BackupRun:
         """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
-        with recorder.step("who, where, when"):
-            recorder.update(parameters=parameters.to_dict(), operator=parameters.operator, ticket=parameters.ticket)
-            target = DatabaseTarget.from_url(parameters.database_url or None)
-            recorder.update(database=target.redacted)
-            project = load_project(parameters.alembic_config)
-            context = describe_run(
-                target, project, runbook=recorder.summary["runbook"], parameters=parameters.to_dict(),
-                operator=parameters.operator, operator_from=parameters.operator_from, ticket=parameters.ticket,
-                run_id=recorder.run_id,
-            )
-            recorder.update(identity=context.identity.to_dict(), host=context.host)
-        return cls(parameters, target, project, context, recorder)
+        opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
+                          parameters=parameters.to_dict(), operator=parameters.operator,
+                          operator_from=parameters.operator_from, ticket=parameters.ticket,
+                          mode="a backup is written; the database is only read")
+        return cls(parameters, opened.target, opened.project, opened.context, recorder)
 
     def revisions_now(self) -> tuple[str, ...] | None:
         """The database's revision(s) right now, or None if they cannot be read."""
-        try:
-            with connect(self.target) as conn:
-                return read_current_revisions(conn, self.project)
-        except Exception:
-            return None
+        return read_revisions_or_none(self.target, self.project)
 
     @recorded("current revision")
     def status(self) -> MigrationStatus:

@@ -13,11 +13,11 @@ from IPython.display import display
 from rollbook.backup_run import BackupRun
 from rollbook.database import DatabaseTarget
 from rollbook.errors import RollbookError
-from rollbook.migrations import MigrationProject, load_project
+from rollbook.migrations import MigrationProject
 from rollbook.rehearsal_run import RollbackTestRun
 from rollbook.restore_run import RestoreRun
 from rollbook.rollback_run import RollbackRun
-from rollbook.run_context import RunContext, describe_run
+from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RecordView, RunRecorder
 from rollbook.runbook_parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
 from rollbook.runbook_parameters import read_backup_parameters, read_restore_parameters, read_rollback_test_parameters
@@ -101,16 +101,12 @@ def open_read_only_runbook(runbook: str) -> ReadOnlyRunbook:
     shell, session = _shell(), _Session()
     show_rollbook_errors_briefly(shell, session)
     recorder = session.recorder = RunRecorder.begin(runbook)
-    with recorder.step("who, where, when"):
+    with recorder.step("parameters"):
         parameters = _READ_ONLY_PARAMETERS[runbook](shell.user_ns, frozenset(shell.user_ns_hidden))
-        recorder.update(parameters=parameters)
-        target = session.target = DatabaseTarget.from_url(parameters["database_url"] or None)
-        recorder.update(database=target.redacted)
-        project = load_project(parameters["alembic_config"])
-        context = describe_run(target, project, runbook=runbook, parameters=parameters, operator=getpass.getuser(),
-                               operator_from="login name", run_id=recorder.run_id)
-        recorder.update(identity=context.identity.to_dict(), host=context.host, operator=context.operator)
-    return ReadOnlyRunbook(parameters, target, project, context, recorder)
+    opened = open_run(recorder, database_url=parameters["database_url"], alembic_config=parameters["alembic_config"],
+                      parameters=parameters, operator=getpass.getuser(), operator_from="login name")
+    session.target = opened.target
+    return ReadOnlyRunbook(parameters, opened.target, opened.project, opened.context, recorder)
 
 
 def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:

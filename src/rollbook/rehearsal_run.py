@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rollbook.database import DatabaseTarget
-from rollbook.migrations import MigrationProject, load_project
+from rollbook.migrations import MigrationProject
 from rollbook.rollback_rehearsal import RehearsalReport, rehearse_rollbacks
 from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
-from rollbook.run_context import RunContext, describe_run
+from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 
 
@@ -29,15 +29,11 @@ class RollbackTestRun:
     @classmethod
     def start(cls, parameters: dict[str, Any], recorder: RunRecorder) -> RollbackTestRun:
         """Connect to the database that names the server (it is not changed) and record who, where, when."""
-        with recorder.step("who, where, when"):
-            recorder.update(parameters=parameters)
-            target = DatabaseTarget.from_url(parameters["database_url"] or None)
-            recorder.update(database=target.redacted)
-            project = load_project(parameters["alembic_config"])
-            context = describe_run(target, project, runbook=recorder.summary["runbook"], parameters=parameters,
-                                   operator=getpass.getuser(), operator_from="login name", run_id=recorder.run_id)
-            recorder.update(identity=context.identity.to_dict(), host=context.host, operator=context.operator)
-        return cls(parameters, target, project, context, recorder)
+        opened = open_run(recorder, database_url=parameters["database_url"],
+                          alembic_config=parameters["alembic_config"], parameters=parameters,
+                          operator=getpass.getuser(), operator_from="login name",
+                          mode="read-only: scratch databases are created next to this one and dropped")
+        return cls(parameters, opened.target, opened.project, opened.context, recorder)
 
     @recorded("rollback test")
     def rehearse(self) -> RehearsalReport:

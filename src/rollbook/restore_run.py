@@ -8,16 +8,16 @@ database as it is; restoring into a new database changes nothing that exists and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from rollbook import markdown
 from rollbook.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
-from rollbook.database import DatabaseTarget, connect
+from rollbook.database import DatabaseTarget
 from rollbook.errors import BadInput
-from rollbook.migrations import MigrationProject, load_project
-from rollbook.policy import PolicyRules, RollbackRequest, load_policy
+from rollbook.migrations import MigrationProject
+from rollbook.policy import PolicyRules, RollbackRequest
 from rollbook.restore import (
     BackupCheck,
     RestoreDecision,
@@ -33,29 +33,10 @@ from rollbook.restore import (
     writes_since_backup,
 )
 from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
-from rollbook.run_context import RunContext, describe_run
+from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import RestoreParameters
-from rollbook.status import MigrationStatus, read_current_revisions, read_status
-
-# RunContext's view calls every runbook but the rollback read-only; a restore with execute is not.
-_READ_ONLY_MODE = "read-only: nothing is changed"
-
-
-@dataclass(frozen=True)
-class RestoreContext(RunContext):
-    """Who restores what, where and when; its mode says whether this run overwrites anything."""
-
-    into: str = "new"
-
-    def _repr_markdown_(self) -> str:
-        if not self.execute:
-            mode = "**DRY RUN**: nothing is restored, no backup is written, no database is created"
-        elif self.into == "database":
-            mode = "**EXECUTE**: this run replaces the database's contents with the backup's"
-        else:
-            mode = "**EXECUTE**: this run creates a new database from the backup; nothing existing is changed"
-        return super()._repr_markdown_().replace(_READ_ONLY_MODE, mode)
+from rollbook.status import MigrationStatus, read_revisions_or_none, read_status
 
 
 @dataclass(frozen=True)
@@ -79,7 +60,7 @@ class RestoreRun:
     target: DatabaseTarget = field(repr=False)
     project: MigrationProject = field(repr=False)
     rules: PolicyRules = field(repr=False)
-    context: RestoreContext
+    context: RunContext
     recorder: RunRecorder = field(repr=False)
     source: ArchivedBackup | None = None
     current: MigrationStatus | None = None
@@ -93,33 +74,23 @@ class RestoreRun:
     @classmethod
     def start(cls, parameters: RestoreParameters, recorder: RunRecorder) -> RestoreRun:
         """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
-        with recorder.step("who, where, when"):
-            recorder.update(parameters=parameters.to_dict(), environment=parameters.environment,
-                            operator=parameters.operator, approved_by=parameters.approved_by,
-                            ticket=parameters.ticket, execute=parameters.execute)
-            target = DatabaseTarget.from_url(parameters.database_url or None)
-            recorder.update(database=target.redacted)
-            project = load_project(parameters.alembic_config)
-            rules = load_policy(project.config_path.parent)
-            rules.for_environment(parameters.environment)
-            context = describe_run(
-                target, project, runbook=recorder.summary["runbook"], parameters=parameters.to_dict(),
-                operator=parameters.operator, operator_from=parameters.operator_from,
-                environment=parameters.environment, ticket=parameters.ticket, execute=parameters.execute,
-                run_id=recorder.run_id,
-            )
-            recorder.update(identity=context.identity.to_dict(), host=context.host)
-        restore_context = RestoreContext(**{f.name: getattr(context, f.name) for f in fields(context)},
-                                         into=parameters.restore_into)
-        return cls(parameters, target, project, rules, restore_context, recorder)
+        if not parameters.execute:
+            mode = "**DRY RUN**: nothing is restored, no backup is written, no database is created"
+        elif parameters.restore_into == "database":
+            mode = "**EXECUTE**: this run replaces the database's contents with the backup's"
+        else:
+            mode = "**EXECUTE**: this run creates a new database from the backup; nothing existing is changed"
+        opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
+                          parameters=parameters.to_dict(), operator=parameters.operator,
+                          operator_from=parameters.operator_from, mode=mode, gated=True,
+                          environment=parameters.environment, approved_by=parameters.approved_by,
+                          ticket=parameters.ticket, execute=parameters.execute)
+        assert opened.rules is not None
+        return cls(parameters, opened.target, opened.project, opened.rules, opened.context, recorder)
 
     def revisions_now(self) -> tuple[str, ...] | None:
         """The database's revision(s) right now, or None if they cannot be read."""
-        try:
-            with connect(self.target) as conn:
-                return read_current_revisions(conn, self.project)
-        except Exception:
-            return None
+        return read_revisions_or_none(self.target, self.project)
 
     @recorded("backup to restore")
     def check_backup(self) -> BackupCheck:

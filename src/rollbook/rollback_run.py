@@ -25,13 +25,13 @@ from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
 from rollbook.expected_schema import SchemaCheck, check_schema_matches
 from rollbook.health import HealthCheck, check_health
-from rollbook.migrations import MigrationProject, RevisionInfo, load_project
+from rollbook.migrations import MigrationProject, RevisionInfo
 from rollbook.plan import DowngradePlan, plan_downgrade
-from rollbook.policy import INSTEAD, PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy, load_policy
-from rollbook.run_context import RunContext, describe_run
+from rollbook.policy import INSTEAD, PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy
+from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import RollbackParameters
-from rollbook.status import MigrationStatus, read_current_revisions, read_status
+from rollbook.status import MigrationStatus, read_current_revisions, read_revisions_or_none, read_status
 from rollbook.table_counts import TableRowCounts, compare_counts, count_table_rows
 
 T = TypeVar("T")
@@ -223,31 +223,21 @@ class RollbackRun:
     @classmethod
     def start(cls, parameters: RollbackParameters, recorder: RunRecorder) -> RollbackRun:
         """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
-        with recorder.step("who, where, when"):
-            recorder.update(parameters=parameters.to_dict(), environment=parameters.environment,
-                            operator=parameters.operator, approved_by=parameters.approved_by,
-                            ticket=parameters.ticket, execute=parameters.execute)
-            target = DatabaseTarget.from_url(parameters.database_url or None)
-            recorder.update(database=target.redacted)
-            project = load_project(parameters.alembic_config)
-            rules = load_policy(project.config_path.parent)
-            rules.for_environment(parameters.environment)
-            context = describe_run(
-                target, project, runbook=recorder.summary["runbook"], parameters=parameters.to_dict(),
-                operator=parameters.operator, operator_from=parameters.operator_from,
-                environment=parameters.environment, ticket=parameters.ticket, execute=parameters.execute,
-                run_id=recorder.run_id,
-            )
-            recorder.update(identity=context.identity.to_dict(), host=context.host)
-        return cls(parameters, target, project, rules, context, recorder)
+        if not parameters.execute:
+            mode = "**DRY RUN**: nothing is changed, no backup is written, no lock is taken"
+        else:
+            mode = "**EXECUTE**: this run changes the database"
+        opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
+                          parameters=parameters.to_dict(), operator=parameters.operator,
+                          operator_from=parameters.operator_from, mode=mode, gated=True,
+                          environment=parameters.environment,
+                          approved_by=parameters.approved_by, ticket=parameters.ticket, execute=parameters.execute)
+        assert opened.rules is not None
+        return cls(parameters, opened.target, opened.project, opened.rules, opened.context, recorder)
 
     def revisions_now(self) -> tuple[str, ...] | None:
         """The database's revision(s) right now, or None if they cannot be read."""
-        try:
-            with connect(self.target) as conn:
-                return read_current_revisions(conn, self.project)
-        except Exception:
-            return None
+        return read_revisions_or_none(self.target, self.project)
 
     @recorded("current revision")
     def status(self) -> MigrationStatus:

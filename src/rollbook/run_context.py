@@ -11,7 +11,9 @@ from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.downgrade_execution import rollback_lock_holder
 from rollbook.identity import DatabaseIdentity, read_identity
-from rollbook.migrations import MigrationProject
+from rollbook.migrations import MigrationProject, load_project
+from rollbook.policy import PolicyRules, load_policy
+from rollbook.run_record import RunRecorder
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class RunContext:
     identity: DatabaseIdentity
     alembic_config: str
     execute: bool
+    mode: str
     parameters: dict[str, Any]
     other_run: str | None
 
@@ -38,17 +41,11 @@ class RunContext:
             "runbook": self.runbook, "run_id": self.run_id, "operator": self.operator, "operator_from": self.operator_from,
             "host": self.host, "started_at": self.started_at.isoformat(), "environment": self.environment,
             "ticket": self.ticket, "database": self.database, "identity": self.identity.to_dict(),
-            "alembic_config": self.alembic_config, "mode": "execute" if self.execute else "dry run",
+            "alembic_config": self.alembic_config, "mode": self.mode, "execute": self.execute,
             "parameters": self.parameters,
         }
 
     def _repr_markdown_(self) -> str:
-        if self.runbook != "rollback":
-            mode = "read-only: nothing is changed"
-        elif self.execute:
-            mode = "**EXECUTE**: this run changes the database"
-        else:
-            mode = "**DRY RUN**: nothing is changed, no backup is written, no lock is taken"
         rows = [
             ("run", markdown.code(self.run_id)),
             ("runbook", markdown.cell(self.runbook)),
@@ -65,7 +62,7 @@ class RunContext:
                                      f"{self.identity.system_identifier}, database {self.identity.database} "
                                      f"as {self.identity.user}")),
             ("Alembic project", markdown.code(self.alembic_config)),
-            ("mode", mode),
+            ("mode", self.mode),
         ]
         text = markdown.table(["", ""], rows)
         if self.other_run:
@@ -73,9 +70,52 @@ class RunContext:
         return text
 
 
+READ_ONLY = "read-only: nothing is changed"
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """What a run works on: its database, its Alembic project, its policy (if gated), and its opening facts."""
+
+    target: DatabaseTarget
+    project: MigrationProject
+    rules: PolicyRules | None  # None for a run no policy governs
+    context: RunContext
+
+
+def open_run(
+    recorder: RunRecorder, *, database_url: str, alembic_config: str, parameters: dict[str, Any], operator: str,
+    operator_from: str, mode: str = READ_ONLY, gated: bool = False, environment: str = "", approved_by: str = "",
+    ticket: str = "", execute: bool = False,
+) -> OpenedRun:
+    """The "who, where, when" step every runbook starts with: record the request, connect, name the database.
+
+    A `gated` run (one the policy gate governs) loads the team's policy too, so an unknown environment
+    stops the run here.
+    """
+    with recorder.step("who, where, when"):
+        recorder.update(parameters=parameters, operator=operator, environment=environment, approved_by=approved_by,
+                        ticket=ticket, execute=execute)
+        target = DatabaseTarget.from_url(database_url or None)
+        recorder.update(database=target.redacted)
+        project = load_project(alembic_config or None)
+        rules = None
+        if gated:
+            rules = load_policy(project.config_path.parent)
+            rules.for_environment(environment)
+        context = describe_run(
+            target, project, runbook=recorder.summary["runbook"], parameters=parameters, operator=operator,
+            operator_from=operator_from, run_id=recorder.run_id, environment=environment, ticket=ticket,
+            execute=execute, mode=mode,
+        )
+        recorder.update(identity=context.identity.to_dict(), host=context.host)
+    return OpenedRun(target, project, rules, context)
+
+
 def describe_run(
     target: DatabaseTarget, project: MigrationProject, *, runbook: str, parameters: dict[str, Any], operator: str,
     operator_from: str, run_id: str, environment: str = "", ticket: str = "", execute: bool = False,
+    mode: str = READ_ONLY,
 ) -> RunContext:
     """Connect (read-only) and record the database's identity and whether another rollback is running."""
     with connect(target) as conn:
@@ -84,6 +124,6 @@ def describe_run(
     return RunContext(
         runbook=runbook, run_id=run_id, operator=operator, operator_from=operator_from, host=socket.gethostname(),
         started_at=datetime.now(timezone.utc), environment=environment, ticket=ticket, database=target.redacted,
-        identity=identity, alembic_config=str(project.config_path), execute=execute, parameters=parameters,
+        identity=identity, alembic_config=str(project.config_path), execute=execute, mode=mode, parameters=parameters,
         other_run=other_run,
     )

@@ -74,6 +74,15 @@ def read_current_revisions(conn: psycopg.Connection, project: MigrationProject) 
     return tuple(row[0] for row in rows)
 
 
+def read_revisions_or_none(target: DatabaseTarget, project: MigrationProject) -> tuple[str, ...] | None:
+    """The database's revision(s) right now, or None if they cannot be read (for the record of a stopped run)."""
+    try:
+        with connect(target) as conn:
+            return read_current_revisions(conn, project)
+    except Exception:
+        return None
+
+
 def read_status(target: DatabaseTarget, project: MigrationProject) -> MigrationStatus:
     """Read the database's revision and compare it with the project's migration files."""
     with connect(target) as conn:
