@@ -6,17 +6,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from alembic.runtime.environment import EnvironmentContext
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from psycopg import sql
-from sqlalchemy import create_engine, pool
-from sqlalchemy.exc import DBAPIError
 
 from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.migrations import MigrationProject
+from rollbook.own_migrations import MigrationFailed, first_line, run_own_migrations
 from rollbook.scratch import scratch_database
 from rollbook.schema_snapshot import STATEMENT_TIMEOUT, compare_schemas, list_schemas, read_schema
 
@@ -86,49 +84,16 @@ def build_schema_at(project: MigrationProject, revision: str | None, scratch: Da
     if revision is None or revision == "base":
         return
     destination = _resolve(project, revision)  # an unknown revision is bad input, not a failed build
-    # Migrations that read `context.config` see the scratch URL, never the project's own.
-    config = alembic_config_for(project, scratch)
-    planned: list[str] = []
-    applied: list[str] = []
-
-    def upgrade(current: Any, context: Any) -> Any:
-        steps = project.scripts._upgrade_revs(destination, current)  # type: ignore[arg-type]
-        planned[:] = [step.revision.revision for step in steps]
-        return steps
-
-    def record(*, step: Any, **_: Any) -> None:
-        applied.extend(step.up_revision_ids)
-
-    engine = create_engine(scratch.sqlalchemy_url, poolclass=pool.NullPool)
     try:
-        with EnvironmentContext(config, project.scripts, fn=upgrade, destination_rev=revision) as env:
-            with engine.connect() as connection:
-                if project.version_table_schema:
-                    # Usually the project's env.py (which is not run here) makes sure this schema exists.
-                    statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(project.version_table_schema))
-                    connection.exec_driver_sql(statement.as_string(None))
-                    connection.commit()
-                env.configure(
-                    connection=connection,
-                    version_table=project.version_table,
-                    version_table_schema=project.version_table_schema,
-                    transaction_per_migration=True,
-                    on_version_apply=[record],
-                )
-                with env.begin_transaction():
-                    env.run_migrations()
-    except Exception as exc:
-        failed = next((rev for rev in planned if rev not in applied), None)
-        where = f"the upgrade of revision {failed}" if failed else "preparing the migrations"
+        run_own_migrations(project, scratch, destination, "upgrade")
+    except MigrationFailed as failure:
+        where = f"the upgrade of revision {failure.revision}" if failure.revision else "preparing the migrations"
         raise SchemaBuildFailed(
             f"The expected schema of revision {_label(destination)} could not be built in a scratch database: {where} "
-            f"failed after {len(applied)} of {len(planned)} migration(s) with {type(exc).__name__}: "
-            f"{scratch.scrub(_first_line(exc))}. A migration that needs data, extensions or objects made "
-            "outside the migrations cannot be replayed on an empty database; compare the schema by hand."
+            f"failed after {failure.applied} of {failure.planned} migration(s) with {failure.cause}. A migration that "
+            "needs data, extensions or objects made outside the migrations cannot be replayed on an empty database; "
+            "compare the schema by hand."
         ) from None
-    finally:
-        engine.dispose()
 
 
 def check_schema_matches(target: DatabaseTarget, project: MigrationProject, revision: str | None) -> SchemaCheck:
@@ -157,7 +122,7 @@ def check_schema_matches(target: DatabaseTarget, project: MigrationProject, revi
     except psycopg.Error as exc:
         return SchemaCheck(
             "not_checked", resolved, (),
-            f"The schemas could not be read: {type(exc).__name__}: {target.scrub(_first_line(exc))}",
+            f"The schemas could not be read: {type(exc).__name__}: {target.scrub(first_line(exc))}",
         )
     difference = compare_schemas(expected, actual)
     if difference.matches:
@@ -196,10 +161,3 @@ def _version_table_exclusion(project: MigrationProject) -> tuple[str, ...]:
         return (f"{project.version_table_schema}.{project.version_table}",)
     # Without a schema Alembic puts it first on the search path, which may differ between databases.
     return (project.version_table,)
-
-
-def _first_line(exc: BaseException) -> str:
-    # SQLAlchemy appends the statement and its parameters: the driver's own message is enough.
-    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = [line.strip() for line in str(source).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -28,23 +28,20 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 import psycopg
-from alembic.runtime.environment import EnvironmentContext
 from psycopg import sql
-from sqlalchemy import create_engine, pool
-from sqlalchemy.exc import DBAPIError
 
 from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.migrations import MigrationProject, RevisionInfo, alembic_config_for
+from rollbook.migrations import MigrationProject, RevisionInfo
 from rollbook.operations import Risk
+from rollbook.own_migrations import MigrationFailed, run_own_migrations
 from rollbook.plan import PlanStep, plan_downgrade
 from rollbook.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
 from rollbook.scratch import SCRATCH_PREFIX, scratch_database
 from rollbook.status import read_current_revisions
 
 Status = Literal["passed", "failed", "not_run", "not_checked"]
-Direction = Literal["upgrade", "downgrade"]
 ROWS_PER_TABLE = 3
 # Value comparison reads whole tables into memory: beyond this, only row counts are compared.
 MAX_ROWS_COMPARED = 20_000
@@ -81,10 +78,6 @@ SELECT k.conrelid, k.confrelid,
              JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
 FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = ANY(%s)
 """
-
-
-class MigrationFailed(RollbookError):
-    """A migration raised while the rehearsal ran it on a scratch database."""
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -251,7 +244,7 @@ def rehearse_rollbacks(
         for index, revision in enumerate(history):
             info = project.info(revision)
             try:
-                migrate(project, walk, revision, "upgrade")
+                run_own_migrations(project, walk, revision, "upgrade")
             except MigrationFailed as exc:
                 trips.append(_not_run(info, f"the upgrade to it failed: {exc}", failed=True))
                 trips += [_not_run(project.info(later), f"an earlier upgrade ({revision}) failed")
@@ -296,41 +289,6 @@ def linear_history(project: MigrationProject) -> tuple[str, ...]:
     return tuple(script.revision for script in reversed(scripts))
 
 
-def migrate(project: MigrationProject, target: DatabaseTarget, destination: str, direction: Direction) -> None:
-    """Upgrade or downgrade `target` to `destination` through rollbook's own Alembic context (never env.py)."""
-    config = alembic_config_for(project, target)
-    planned: list[str] = []
-
-    def steps(current: Any, context: Any) -> Any:
-        if direction == "upgrade":
-            found = project.scripts._upgrade_revs(destination, current)
-        else:
-            found = project.scripts._downgrade_revs(destination, current)
-        planned[:] = [step.revision.revision for step in found]
-        return found
-
-    engine = create_engine(target.sqlalchemy_url, poolclass=pool.NullPool)
-    try:
-        with EnvironmentContext(config, project.scripts, fn=steps, destination_rev=destination) as env:
-            with engine.connect() as connection:
-                if project.version_table_schema:
-                    # The project's env.py, which is not run here, usually makes sure this schema exists.
-                    statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(project.version_table_schema))
-                    connection.exec_driver_sql(statement.as_string(None))
-                    connection.commit()
-                env.configure(connection=connection, version_table=project.version_table,
-                              version_table_schema=project.version_table_schema, transaction_per_migration=True)
-                with env.begin_transaction():
-                    env.run_migrations()
-    except Exception as exc:
-        which = ", ".join(planned) or destination
-        raise MigrationFailed(f"{direction} of {which} raised {type(exc).__name__}: {target.scrub(_first_line(exc))}") \
-            from None
-    finally:
-        engine.dispose()
-
-
 def _round_trip(
     server: DatabaseTarget, walk: DatabaseTarget, project: MigrationProject, info: RevisionInfo,
     parent: str | None, schemas: dict[str | None, SchemaSnapshot], rows_per_table: int,
@@ -346,7 +304,7 @@ def _round_trip(
         with connect(copy) as conn:
             before = table_data(conn, project)
         try:
-            migrate(project, copy, parent_label, "downgrade")
+            run_own_migrations(project, copy, parent_label, "downgrade")
         except MigrationFailed as exc:
             blocking = _blocking(step)
             if not blocking:
@@ -369,7 +327,7 @@ def _round_trip(
     note = " (without seeded rows)"
     with copy_of(server, walk) as bare:
         try:
-            migrate(project, bare, parent_label, "downgrade")
+            run_own_migrations(project, bare, parent_label, "downgrade")
         except MigrationFailed as exc:
             down, up = (StepResult("failed", f"the downgrade to {parent_label} failed{note}: {exc}"),
                         StepResult("not_run", "the downgrade failed"))
@@ -390,7 +348,7 @@ def _up_again(copy: DatabaseTarget, project: MigrationProject, revision: str,
               schemas: dict[str | None, SchemaSnapshot], note: str = "") -> StepResult:
     """Upgrade again after the downgrade; the schema must equal the one the first upgrade built."""
     try:
-        migrate(project, copy, revision, "upgrade")
+        run_own_migrations(project, copy, revision, "upgrade")
     except MigrationFailed as exc:
         return StepResult("failed", f"upgrading again after the downgrade failed{note}: {exc}")
     return _schema_step(_schema(copy, project), schemas[revision], _revisions(copy, project), revision,
@@ -432,7 +390,7 @@ def _team_test(walk: DatabaseTarget, project: MigrationProject, history: tuple[s
     parent = history[-2] if len(history) > 1 else None
     lines = [f"✓ applied all migrations: current revision {', '.join(_revisions(walk, project) or ()) or 'base'}"]
     try:
-        migrate(project, walk, parent or "base", "downgrade")
+        run_own_migrations(project, walk, parent or "base", "downgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ rolling back one revision failed: {exc}"))
     down = _schema_step(_schema(walk, project), schemas[parent], _revisions(walk, project), parent,
@@ -441,7 +399,7 @@ def _team_test(walk: DatabaseTarget, project: MigrationProject, history: tuple[s
     if down.status != "passed":
         return TeamTest("failed", tuple(lines), down.differences)
     try:
-        migrate(project, walk, head, "upgrade")
+        run_own_migrations(project, walk, head, "upgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ re-applying the migration failed: {exc}"))
     up = _schema_step(_schema(walk, project), schemas[head], _revisions(walk, project), head,
@@ -781,12 +739,6 @@ def _parents(down_revision: Any) -> tuple[str, ...]:
 
 def _display(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
-
-
-def _first_line(exc: BaseException) -> str:
-    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = [line.strip() for line in str(source).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _since(started: float) -> float:

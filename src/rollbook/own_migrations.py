@@ -1,0 +1,84 @@
+"""Running a project's migrations through rollbook's own engine and Alembic context, never its env.py.
+
+Used on scratch databases only (expected schemas, rollback rehearsals): a real env.py may ignore the
+URL it is given and migrate whatever database its settings name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from alembic.runtime.environment import EnvironmentContext
+from psycopg import sql
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError
+
+from rollbook.database import DatabaseTarget
+from rollbook.errors import RollbookError
+from rollbook.migrations import MigrationProject, alembic_config_for
+
+Direction = Literal["upgrade", "downgrade"]
+
+
+class MigrationFailed(RollbookError):
+    """A migration raised while rollbook ran it; names the revision, how far the run got, and why."""
+
+    def __init__(self, message: str, *, revision: str | None, applied: int, planned: int, cause: str) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.applied = applied
+        self.planned = planned
+        self.cause = cause
+
+
+def run_own_migrations(
+    project: MigrationProject, target: DatabaseTarget, destination: str | tuple[str, ...], direction: Direction,
+) -> None:
+    """Upgrade or downgrade `target` to `destination`, one transaction per migration."""
+    # Migrations that read `context.config` see the target's URL, never the project's own.
+    config = alembic_config_for(project, target)
+    planned: list[str] = []
+    applied: list[str] = []
+
+    def steps(current: Any, context: Any) -> Any:
+        # Alembic's own `command.upgrade`/`downgrade` pick their steps with these two methods.
+        if direction == "upgrade":
+            found = project.scripts._upgrade_revs(destination, current)  # type: ignore[arg-type]
+        else:
+            found = project.scripts._downgrade_revs(destination, current)  # type: ignore[arg-type]
+        planned[:] = [step.revision.revision for step in found]
+        return found
+
+    def record(*, step: Any, **_: Any) -> None:
+        applied.extend(step.up_revision_ids)
+
+    engine = create_engine(target.sqlalchemy_url, poolclass=pool.NullPool)
+    try:
+        with EnvironmentContext(config, project.scripts, fn=steps, destination_rev=destination) as env:
+            with engine.connect() as connection:
+                if project.version_table_schema:
+                    # The project's env.py, which is not run here, usually makes sure this schema exists.
+                    statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(project.version_table_schema))
+                    connection.exec_driver_sql(statement.as_string(None))
+                    connection.commit()
+                env.configure(connection=connection, version_table=project.version_table,
+                              version_table_schema=project.version_table_schema, transaction_per_migration=True,
+                              on_version_apply=[record])
+                with env.begin_transaction():
+                    env.run_migrations()
+    except Exception as exc:
+        failed = next((rev for rev in planned if rev not in applied), None)
+        cause = f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
+        which = ", ".join(planned) or (destination if isinstance(destination, str) else ", ".join(destination))
+        raise MigrationFailed(f"{direction} of {which} raised {cause}", revision=failed, applied=len(applied),
+                              planned=len(planned), cause=cause) from None
+    finally:
+        engine.dispose()
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's own message: SQLAlchemy appends the statement and its parameters, which may hold data."""
+    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(source).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
