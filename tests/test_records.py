@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -53,6 +54,9 @@ def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("succeeded")
+    # Progress on the terminal: each step as it ends, long ones also as they start.
+    assert re.search(r"^  backup: done \([\d.]+ s\)$", result.stderr, re.M)
+    assert re.search(r"^  verification: done", result.stderr, re.M)
     [record] = notebook_records(tmp_path / "archive")
     assert f"_{DatabaseTarget.from_url(demo_url).database}_rollback_succeeded_" in record.name
     assert str(record.relative_to(tmp_path)) in result.stdout

@@ -43,6 +43,14 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _show_step(step: dict[str, Any]) -> None:
+    """Progress of a runbook run on stderr: each step as it starts and as it ends."""
+    if step.get("status") == "running":
+        click.echo(f"  {step['step']} ...", err=True)
+    else:
+        click.echo(f"  {step['step']}: {step['status']} ({step.get('seconds') or 0:.2f} s)", err=True)
+
+
 @click.group()
 @click.version_option(package_name="rollbook")
 def main() -> None:
@@ -136,7 +144,7 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
         parameters["execute"] = True
     result = run_runbook(runbook, parameters, archive=Archive.default(), output=output,
                          cell_timeout_seconds=cell_timeout, run_timeout_seconds=run_timeout,
-                         progress=sys.stderr.isatty())
+                         on_step=_show_step)
     click.echo(result.report())
     sys.exit(result.exit_code)
 
@@ -204,7 +212,7 @@ def demo(ctx: click.Context) -> None:
         from rollbook.demo_tour import demo_tour
 
         with tempfile.TemporaryDirectory(prefix="rollbook-tour-") as work_dir:
-            click.echo(demo_tour(Path(work_dir), Archive.default(), progress=sys.stderr.isatty()).to_text())
+            click.echo(demo_tour(Path(work_dir), Archive.default(), on_step=_show_step).to_text())
 
 
 @demo.command("up")

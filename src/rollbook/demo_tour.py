@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from rollbook.archive import Archive
 from rollbook.database import DatabaseTarget
@@ -48,7 +50,9 @@ class DemoTour:
         return "\n".join(lines)
 
 
-def demo_tour(work_dir: Path, archive: Archive, *, progress: bool = False) -> DemoTour:
+def demo_tour(
+    work_dir: Path, archive: Archive, *, on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> DemoTour:
     """Start a throwaway server in `work_dir`, install the demo, and run the rollback runbook on it twice.
 
     First as a production rollback, which the policy refuses (the head revision is a HIGH-risk data
@@ -64,9 +68,9 @@ def demo_tour(work_dir: Path, archive: Archive, *, progress: bool = False) -> De
         deployed = (datetime.now(timezone.utc) - timedelta(minutes=2)).isoformat()
         production = run_runbook("rollback", {**common, "environment": "production", "approved_by": "demo-lead",
                                               "deployed_at": deployed, "ticket": "DEMO-1"},
-                                 archive=archive, progress=progress)
+                                 archive=archive, on_step=on_step)
         staging = run_runbook("rollback", {**common, "environment": "staging", "accept_data_loss": True,
-                                           "ticket": "DEMO-2"}, archive=archive, progress=progress)
+                                           "ticket": "DEMO-2"}, archive=archive, on_step=on_step)
     finally:
         server.stop(delete_data=True)
     return DemoTour(status, (("production rollback (refused by the policy)", production),

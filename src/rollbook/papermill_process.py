@@ -29,7 +29,7 @@ def run(spec_path: Path) -> str:
     try:
         papermill.execute_notebook(
             spec["input"], spec["output"], parameters=spec["parameters"], kernel_name="python3",
-            progress_bar=spec["progress"], execution_timeout=spec["cell_timeout"], cwd=spec["cwd"], config=config,
+            progress_bar=False, execution_timeout=spec["cell_timeout"], cwd=spec["cwd"], config=config,
             # Without these, a timed-out cell can be recorded as completed and a kernel can take seconds to stop.
             interrupt_on_timeout=True, shutdown_kernel="immediate",
         )

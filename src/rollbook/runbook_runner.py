@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from rollbook.verdict import RunVerdict, reconcile, recorded_summary
 
 BUNDLED_RUNBOOKS = Path(__file__).parent / "runbooks"
 KILL_GRACE_SECONDS = 5
+WATCH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,14 @@ def resolve_runbook(name: str) -> Path:
 
 def run_runbook(
     runbook: str, parameters: Mapping[str, Any], *, archive: Archive, output: str | None = None,
-    cell_timeout_seconds: int = 3600, run_timeout_seconds: int = 4 * 3600, progress: bool = False,
+    cell_timeout_seconds: int = 3600, run_timeout_seconds: int = 4 * 3600,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunbookResult:
-    """Run `runbook` with papermill, then file its reconciled, scrubbed record in `archive`."""
+    """Run `runbook` with papermill, then file its reconciled, scrubbed record in `archive`.
+
+    `on_step` hears of each step of the run when it starts and when it ends, from the summary the
+    runbook keeps in the archive: how a terminal shows progress through long steps (backup, downgrade).
+    """
     path = resolve_runbook(runbook)
     _refuse_unknown_parameters(path, parameters)
     archive.ensure_writable()
@@ -90,10 +97,10 @@ def run_runbook(
         executed = Path(work) / "executed.ipynb"
         spec = Path(work) / "spec.json"
         spec.write_text(json.dumps({
-            "input": str(path), "output": str(executed), "parameters": parameters, "progress": progress,
+            "input": str(path), "output": str(executed), "parameters": parameters,
             "cell_timeout": cell_timeout_seconds, "cwd": os.getcwd(), "ipc_path": str(Path(work) / "kernel"),
         }))
-        ending = _run_papermill(spec, environment, run_timeout_seconds)
+        ending = _run_papermill(spec, environment, run_timeout_seconds, _StepWatcher(archive, run_id, on_step))
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
     summary = archive.progress(run_id)
     if summary is not None and summary.get("outcome") == "running":
@@ -176,15 +183,39 @@ def _password_to_environment(parameters: dict[str, Any], environment: dict[str, 
     return parameters
 
 
-def _run_papermill(spec: Path, environment: dict[str, str], run_timeout_seconds: int) -> str:
+class _StepWatcher:
+    """Reports each step of a run once when it starts and once when it ends, as the archive shows them."""
+
+    def __init__(self, archive: Archive, run_id: str, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+        self._archive, self._run_id, self._on_step = archive, run_id, on_step
+        self._seen: set[tuple[int, str]] = set()
+
+    def __call__(self) -> None:
+        if self._on_step is None:
+            return
+        summary = self._archive.progress(self._run_id) or self._archive.filed_summary(self._run_id) or {}
+        for number, step in enumerate(summary.get("steps") or []):
+            key = (number, step.get("status", ""))
+            if key not in self._seen:
+                self._seen.add(key)
+                self._on_step(step)
+
+
+def _run_papermill(spec: Path, environment: dict[str, str], run_timeout_seconds: int, watch: _StepWatcher) -> str:
     """Run papermill's process in its own process group; kill the whole group if the run outlives its limit."""
+    deadline = time.monotonic() + run_timeout_seconds
     with subprocess.Popen([sys.executable, "-m", "rollbook.papermill_process", str(spec)], env=environment,
                           start_new_session=True) as process:
-        try:
-            code = process.wait(timeout=run_timeout_seconds)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            return "timeout"
+        while True:
+            try:
+                code = process.wait(timeout=WATCH_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                watch()
+                if time.monotonic() > deadline:
+                    _kill_group(process)
+                    return "timeout"
+    watch()
     endings = {value: key for key, value in EXIT_CODES.items()}
     # Any other exit (papermill itself killed, a crash) leaves the kernel's fate unknown: treat it as dead.
     return endings.get(code, "dead_kernel")
