@@ -392,8 +392,10 @@ class RollbackRun:
             outcome = "dry_run" if not self.parameters.execute else "succeeded"
             headline = f"Nothing to do: the database is already at {plan.path.target_label}."
         elif not self.parameters.execute:
+            # In a dry run the backup rule stays pending: no rule failed, but the gate has not allowed anything.
             outcome, headline = "dry_run", (f"Dry run complete: a rollback to {plan.path.target_label} was planned "
-                                            "and allowed by the policy gate; nothing was changed.")
+                                            "and no rule of the policy gate failed (the backup rule is checked "
+                                            "only when a run executes); nothing was changed.")
         else:
             outcome, headline = "succeeded", (f"Rolled back {plan.path.start} -> {plan.path.target_label} and "
                                               "verified.")
