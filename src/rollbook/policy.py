@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
@@ -295,6 +295,10 @@ class PolicyDecision:
     results: tuple[RuleResult, ...]
     plan_hash: str
     evaluated_at: datetime
+    # The words for what the gate governs; a restore's decision (restore.RestoreDecision) sets its own.
+    subject: ClassVar[str] = "rollback"
+    hash_label: ClassVar[str] = "plan"
+    alternative: ClassVar[str] = INSTEAD
 
     @property
     def allowed(self) -> bool:
@@ -320,21 +324,21 @@ class PolicyDecision:
 
     def headline(self) -> str:
         if self.refused:
-            return f"REFUSED: the {self.environment} policy does not allow this rollback."
+            return f"REFUSED: the {self.environment} policy does not allow this {self.subject}."
         if self.allowed:
             return f"ALLOWED: every rule of the {self.environment} policy passes."
         waiting = ", ".join(r.rule for r in self.pending)
         return f"PENDING: nothing fails so far; allowed only once {waiting} passes."
 
-    def refusal_message(self, instead: str = INSTEAD) -> str:
+    def refusal_message(self, instead: str | None = None) -> str:
         """One paragraph: which rules failed, what would make each pass, and what to do instead."""
         if not self.refused:
             return ""
         parts = " ".join(_explain(r) for r in self.failed)
-        return (f"The rollback policy of {self.environment} ({self.rules_source}) refuses this rollback of plan "
-                f"{self.plan_hash[:SHORT_HASH]}. {parts} {instead}")
+        return (f"The {self.subject} policy of {self.environment} ({self.rules_source}) refuses this {self.subject} "
+                f"of {self.hash_label} {self.plan_hash[:SHORT_HASH]}. {parts} {instead or self.alternative}")
 
-    def enforce(self, *, final: bool = False, instead: str = INSTEAD) -> None:
+    def enforce(self, *, final: bool = False, instead: str | None = None) -> None:
         """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending.
 
         `instead` is the refusal's last sentence, what to do instead (it can name the backup to restore).
@@ -344,9 +348,9 @@ class PolicyDecision:
         if final and not self.allowed:
             waiting = " ".join(_explain(r) for r in self.pending)
             raise PolicyRefused(
-                f"The rollback policy of {self.environment} ({self.rules_source}) has not yet allowed this "
-                f"rollback of plan {self.plan_hash[:SHORT_HASH]}: {waiting} Re-evaluate the policy once the "
-                "backup is verified; nothing was changed.",
+                f"The {self.subject} policy of {self.environment} ({self.rules_source}) has not yet allowed this "
+                f"{self.subject} of {self.hash_label} {self.plan_hash[:SHORT_HASH]}: {waiting} Re-evaluate the "
+                "policy once the backup is verified; nothing was changed.",
                 self,
             )
 
@@ -362,7 +366,8 @@ class PolicyDecision:
         }
 
     def to_text(self) -> str:
-        lines = [f"Policy for {self.environment} ({self.rules_source}), plan {self.plan_hash[:SHORT_HASH]}:"]
+        lines = [f"Policy for {self.environment} ({self.rules_source}), {self.hash_label} "
+                 f"{self.plan_hash[:SHORT_HASH]}:"]
         width = max((len(r.rule) for r in self.results), default=0)
         for r in self.results:
             lines.append(f"  {r.outcome.upper():7} {r.rule:{width}}  {r.reason}")
@@ -370,7 +375,7 @@ class PolicyDecision:
                 lines.append(f"  {'':7} {'':{width}}  -> {r.remedy}")
         lines.append(self.headline())
         if self.refused:
-            lines.append(INSTEAD)
+            lines.append(self.alternative)
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -378,8 +383,8 @@ class PolicyDecision:
         rows = [(markdown.cell(r.rule), marks[r.outcome], markdown.cell(r.reason), markdown.cell(r.remedy) or "—")
                 for r in self.results]
         intro = (f"Policy for **{markdown.cell(self.environment)}** from {markdown.code(self.rules_source)}, "
-                 f"plan `{self.plan_hash[:SHORT_HASH]}`")
-        tail = f"**{markdown.cell(self.headline())}**" + (f" {INSTEAD}" if self.refused else "")
+                 f"{self.hash_label} `{self.plan_hash[:SHORT_HASH]}`")
+        tail = f"**{markdown.cell(self.headline())}**" + (f" {self.alternative}" if self.refused else "")
         return "\n\n".join([intro, markdown.table(["rule", "outcome", "reason", "what would make it pass"], rows),
                              tail]) + "\n"
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
@@ -37,7 +37,7 @@ from rollbook.identity import DatabaseIdentity, read_identity
 from rollbook.migrations import MigrationProject
 from rollbook.pg_tools import PgTool, find_pg_tool, libpq_environment
 from rollbook.plan import DowngradePlan, judge
-from rollbook.policy import PolicyDecision, PolicyRules, RollbackRequest, RuleResult, evaluate_policy
+from rollbook.policy import SHORT_HASH, PolicyDecision, PolicyRules, RollbackRequest, RuleResult, evaluate_policy
 from rollbook.rollback_run import VerificationCheck
 from rollbook.status import read_current_revisions
 
@@ -46,7 +46,6 @@ RESTORE_INTO = ("new", "database")
 MAX_XID_DISTANCE = 2**31 - 1_000_000
 CLIENT_CHECK_INTERVAL_MS = 1000
 STDERR_LINES = 12
-SHORT_HASH = 12
 RESTORE_INSTEAD = ("Instead, restore into a new database (restore_into new) and compare it with this one, or fix "
                    "forward with a new migration.")
 
@@ -460,44 +459,9 @@ class RestoreDecision(PolicyDecision):
     what they recommend instead of a rollback. Added: writes since the backup, and objects created since.
     """
 
-    def headline(self) -> str:
-        if self.refused:
-            return f"REFUSED: the {self.environment} policy does not allow this restore over the database."
-        if self.allowed:
-            return f"ALLOWED: every rule of the {self.environment} policy for a restore passes."
-        waiting = ", ".join(r.rule for r in self.pending)
-        return f"PENDING: nothing fails so far; allowed only once {waiting} passes."
-
-    def refusal_message(self, instead: str = RESTORE_INSTEAD) -> str:
-        if not self.refused:
-            return ""
-        parts = " ".join(_explain(r) for r in self.failed)
-        return (f"The {self.environment} policy ({self.rules_source}) refuses restore {self.plan_hash[:SHORT_HASH]} "
-                f"over the database. {parts} {instead} Nothing was restored; the database was not touched.")
-
-    def enforce(self, *, final: bool = False, instead: str = RESTORE_INSTEAD) -> None:
-        """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending."""
-        super().enforce(final=final, instead=instead)
-
-    def to_text(self) -> str:
-        lines = [f"Restore policy for {self.environment} ({self.rules_source}), restore {self.plan_hash[:SHORT_HASH]}:"]
-        width = max((len(r.rule) for r in self.results), default=0)
-        for r in self.results:
-            lines.append(f"  {r.outcome.upper():7} {r.rule:{width}}  {r.reason}")
-            if r.remedy:
-                lines.append(f"  {'':7} {'':{width}}  -> {r.remedy}")
-        lines.append(self.headline())
-        return "\n".join(lines)
-
-    def _repr_markdown_(self) -> str:
-        marks = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending"}
-        rows = [(markdown.cell(r.rule), marks[r.outcome], markdown.cell(r.reason), markdown.cell(r.remedy) or "—")
-                for r in self.results]
-        intro = (f"Policy for a restore in **{markdown.cell(self.environment)}** from "
-                 f"{markdown.code(self.rules_source)}, restore `{self.plan_hash[:SHORT_HASH]}`")
-        tail = f"**{markdown.cell(self.headline())}**" + (f" {RESTORE_INSTEAD}" if self.refused else "")
-        return "\n\n".join([intro, markdown.table(["rule", "outcome", "reason", "what would make it pass"], rows),
-                             tail]) + "\n"
+    subject: ClassVar[str] = "restore"
+    hash_label: ClassVar[str] = "restore plan"
+    alternative: ClassVar[str] = f"{RESTORE_INSTEAD} Nothing was restored; the database was not touched."
 
 
 def evaluate_restore_policy(
@@ -569,11 +533,6 @@ def _writes_rule(writes: WritesSinceBackup, accept: bool) -> RuleResult:
                       f"restoring would undo what changed since the backup ({writes.status}): {facts}",
                       "restore into a new database and compare first; pass accept_writes_since_backup if undoing "
                       "these changes is intended")
-
-
-def _explain(result: RuleResult) -> str:
-    remedy = f"; {result.remedy}" if result.remedy else ""
-    return f"Rule '{result.rule}' fails: {result.reason}{remedy}."
 
 
 # --- the restore --------------------------------------------------------------------------------------------
