@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rollbook.errors import BadInput, RollbookError
+from rollbook.file_digest import file_sha256
 from rollbook.redaction import find_secrets, redact_value
 
 RECORD_MIME = "application/vnd.rollbook.record+json"
@@ -495,7 +496,7 @@ class Archive:
             if not path.is_file():
                 problems.append(f"record {name} (entry #{seq}) is missing: it was deleted or renamed.")
                 continue
-            actual = _file_sha256(path)
+            actual = file_sha256(path)
             if actual != entry["sha256"]:
                 problems.append(f"record {name} (entry #{seq}) was changed after it was filed: its sha256 is "
                                 f"{actual[:16]}..., the manifest says {entry['sha256'][:16]}....")
@@ -736,11 +737,3 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import subprocess
@@ -20,8 +19,9 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
+from rollbook.file_digest import file_sha256
 from rollbook.identity import DatabaseIdentity, read_identity
-from rollbook.pg_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment
+from rollbook.pg_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
 from rollbook.scratch import ScratchUnavailable, scratch_database
 
 VERIFY_METHODS = ("list", "restore")
@@ -391,7 +391,7 @@ def _run_pg_dump(pg_dump: PgTool, env: dict[str, str], target: DatabaseTarget, p
         ) from None
     if completed.returncode == 0:
         return
-    stderr = _tail(target.scrub(completed.stderr))
+    stderr = stderr_tail(target.scrub(completed.stderr), STDERR_LINES)
     if completed.returncode < 0:
         what = f"pg_dump was stopped by signal {-completed.returncode}"
     else:
@@ -405,16 +405,12 @@ def _run_pg_dump(pg_dump: PgTool, env: dict[str, str], target: DatabaseTarget, p
 
 def _sync_and_hash(path: Path) -> tuple[int, str]:
     """Flush the archive to disk (a full disk can surface only here) and hash it."""
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+    size = path.stat().st_size
     if size == 0:
         raise OSError(errno.EIO, "pg_dump wrote an empty file")
-    return size, digest.hexdigest()
+    return size, file_sha256(path)
 
 
 def _publish(partial: Path, final: Path) -> Path:
@@ -481,15 +477,12 @@ def _advice(message: str, *, killed: bool = False) -> str:
 
 def _checksum_problem(backup: Backup) -> str | None:
     try:
-        digest = hashlib.sha256()
-        with backup.path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        sha256_now = file_sha256(backup.path)
     except OSError as exc:
         return f"The backup file {backup.path} cannot be read: {exc.strerror or exc}. It cannot be verified or used."
-    if digest.hexdigest() != backup.sha256:
+    if sha256_now != backup.sha256:
         return (
-            f"Checksum mismatch: {backup.path} now has sha256 {digest.hexdigest()}, but {backup.sha256} was "
+            f"Checksum mismatch: {backup.path} now has sha256 {sha256_now}, but {backup.sha256} was "
             "recorded when the backup was taken. The file changed since (corruption or tampering): do not restore "
             "from it; take a new backup."
         )
@@ -505,8 +498,8 @@ def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
     if completed.returncode != 0:
         return False, (
             f"pg_restore --list could not read {backup.path} (exit code {completed.returncode}): "
-            f"{_tail(completed.stderr) or 'no message'}. The archive is damaged or not a custom-format dump: "
-            "do not restore from it; take a new backup."
+            f"{stderr_tail(completed.stderr, STDERR_LINES) or 'no message'}. The archive is damaged or not a "
+            "custom-format dump: do not restore from it; take a new backup."
         ), 0
     entries = [line for line in completed.stdout.splitlines() if line.strip() and not line.startswith(";")]
     # Each entry reads "<id>; <oid> <oid> <type> <schema> <name> <owner>".
@@ -577,8 +570,8 @@ def _restore(pg_restore: PgTool, path: Path, scratch: DatabaseTarget) -> str | N
         return None
     return (
         f"pg_restore could not restore {path} into a scratch database (exit code {completed.returncode}): "
-        f"{_tail(scratch.scrub(completed.stderr)) or 'no message'}. A restore of this backup would fail the "
-        "same way: fix the cause, or take a new backup and verify it."
+        f"{stderr_tail(scratch.scrub(completed.stderr), STDERR_LINES) or 'no message'}. A restore of this backup "
+        "would fail the same way: fix the cause, or take a new backup and verify it."
     )
 
 
@@ -594,12 +587,6 @@ def _compare_rows(
 
 
 # --- rendering -------------------------------------------------------------------------------
-
-
-def _tail(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    # Messages continue after it with ". ": a trailing period would double.
-    return " ".join(lines[-STDERR_LINES:]).rstrip(".")
 
 
 def _one_line(text: str) -> str:

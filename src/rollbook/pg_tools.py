@@ -187,3 +187,10 @@ def _unavailable_message(name: str, server_major: int, configured: str | None, f
         f"Install postgresql-client-{server_major} (or newer), or set {PG_BIN_VARIABLE} to a folder holding "
         f"{name} {server_major} or newer{embedded}. Nothing was changed."
     )
+
+
+def stderr_tail(text: str, lines: int) -> str:
+    """The last `lines` non-empty lines of a tool's stderr, on one line, for a one-paragraph message."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    # Messages continue after it with ". ": a trailing period would double.
+    return " ".join(kept[-lines:]).rstrip(".")

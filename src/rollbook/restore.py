@@ -21,7 +21,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
@@ -33,9 +32,10 @@ from rollbook.database import DatabaseTarget, connect
 from rollbook.downgrade_execution import rollback_lock
 from rollbook.downgrade_path import DowngradePath
 from rollbook.errors import BadInput, RollbookError
+from rollbook.file_digest import file_sha256
 from rollbook.identity import DatabaseIdentity, read_identity
 from rollbook.migrations import MigrationProject
-from rollbook.pg_tools import PgTool, find_pg_tool, libpq_environment
+from rollbook.pg_tools import PgTool, find_pg_tool, libpq_environment, stderr_tail
 from rollbook.plan import DowngradePlan, judge
 from rollbook.policy import SHORT_HASH, PolicyDecision, PolicyRules, RollbackRequest, RuleResult, evaluate_policy
 from rollbook.rollback_run import VerificationCheck
@@ -154,14 +154,6 @@ def check_backup(backup: ArchivedBackup, database: DatabaseIdentity) -> BackupCh
             f"restoring it here would replace {database.database}'s data with {backup.database}'s. Name the "
             "database it was taken of.")
     return BackupCheck(backup, sha256_now, database, tuple(problems))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- writes since the backup --------------------------------------------------------------------------------
@@ -420,8 +412,8 @@ def _created_since(conn: psycopg.Connection[Any], pg_restore: PgTool, backup: Ar
                                capture_output=True, text=True, errors="replace", check=False)
     if completed.returncode != 0:
         raise BackupRefused(f"pg_restore --list cannot read {backup.path} (exit code {completed.returncode}): "
-                            f"{_tail(completed.stderr) or 'no message'}. The archive is damaged: do not restore from "
-                            "it. Nothing was restored; the database was not touched.")
+                            f"{stderr_tail(completed.stderr, STDERR_LINES) or 'no message'}. The archive is "
+                            "damaged: do not restore from it. Nothing was restored; the database was not touched.")
     entries = [line.split(";", 1)[1].strip().split(" ", 2)[-1] for line in completed.stdout.splitlines()
                if ";" in line and not line.startswith(";")]
     created = []
@@ -659,7 +651,7 @@ def _run_pg_restore(plan: RestorePlan, into: DatabaseTarget, lock_timeout_ms: in
         return f"{plan.pg_restore.path} could not be started: {exc.strerror or exc}."
     if completed.returncode == 0:
         return None
-    stderr = _tail(into.scrub(completed.stderr))
+    stderr = stderr_tail(into.scrub(completed.stderr), STDERR_LINES)
     what = (f"pg_restore was stopped by signal {-completed.returncode}" if completed.returncode < 0
             else f"pg_restore failed with exit code {completed.returncode}")
     return f"{what}{': ' + stderr if stderr else ''}. {_advice(stderr)}"
@@ -774,11 +766,6 @@ def _revisions(revisions: tuple[str, ...]) -> str:
 
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
-
-
-def _tail(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " ".join(lines[-STDERR_LINES:]).rstrip(".")
 
 
 def _since(started: float) -> float:
