@@ -325,10 +325,7 @@ class Archive:
                     if manifest.read(1) != b"\n":
                         # A torn last line (a crash mid-append) stays as it is, for verify to report.
                         line = b"\n" + line
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            _write_all(fd, line)
         finally:
             os.close(fd)
         if not existing:
@@ -701,13 +698,18 @@ def _reason(error: OSError) -> str:
     return f"{reason}: {error.filename}" if error.filename else reason
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write fewer) and fsync."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        _write_all(fd, data)
     finally:
         os.close(fd)
 
