@@ -128,7 +128,9 @@ def rollback_test(database_url: str | None, config_path: str, rows_per_table: in
 @reports_errors
 def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...], execute: bool,
         output: str | None, cell_timeout: int, run_timeout: int) -> None:
-    """Run RUNBOOK (rollback, status, plan, or a notebook's path) with papermill and archive its record.
+    """Run RUNBOOK with papermill and archive its record.
+
+    RUNBOOK is a bundled runbook (rollback, status, plan, backup, restore, rollback-test) or a notebook's path.
 
     A password in database_url is moved to the kernel's environment, never into the notebook. Exits
     0 when the run succeeded, 4 when it was refused, 1 when it failed, timed out or its kernel died.

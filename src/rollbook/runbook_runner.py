@@ -63,7 +63,7 @@ class RunbookResult:
 
 
 def resolve_runbook(name: str) -> Path:
-    """A runbook given as a path to a notebook, or by the name of a bundled one (rollback, status, plan)."""
+    """A runbook given as a path to a notebook, or by the name of a bundled one (runbooks/ in the repository)."""
     path = Path(name)
     if path.suffix == ".ipynb" and path.is_file():
         return path
