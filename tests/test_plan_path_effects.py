@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
+from alembic_projects import write_project
 
 from rollbook.database import DatabaseTarget, connect
 from rollbook.migrations import alembic_config_for, load_project
@@ -20,27 +19,8 @@ REVISIONS = {
 }
 
 
-def write_project(root: Path) -> Path:
-    (root / "versions").mkdir(parents=True)
-    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\npath_separator = os\n")
-    (root / "env.py").write_text(
-        "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"
-        "engine = create_engine(context.config.get_main_option('sqlalchemy.url'), poolclass=pool.NullPool)\n"
-        "with engine.connect() as connection:\n"
-        "    context.configure(connection=connection)\n"
-        "    with context.begin_transaction():\n"
-        "        context.run_migrations()\n"
-    )
-    for revision, (down, upgrade, downgrade) in REVISIONS.items():
-        (root / "versions" / f"{revision}.py").write_text(
-            f'"""{revision}"""\nfrom alembic import op\nrevision = "{revision}"\ndown_revision = {down!r}\n'
-            f"\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n"
-        )
-    return root / "alembic.ini"
-
-
 def test_a_count_an_earlier_step_invalidates_is_never_taken_at_face_value(tmp_path, database_url):
-    project = load_project(write_project(tmp_path / "project"))
+    project = load_project(write_project(tmp_path / "project", REVISIONS))
     target = DatabaseTarget.from_url(database_url)
     command.upgrade(alembic_config_for(project, target), "aaaa00000002")
     with connect(target) as conn:

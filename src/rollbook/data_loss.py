@@ -102,7 +102,8 @@ def _scan_table(
                     continue
                 counted.append((check, len(aggregates), note))
                 aggregates.append(expression)
-            query = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(aggregates), table_identifier(table))
+            # No alias: a migration's predicate may name the table ("WHERE users.status = 'x'").
+            query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(aggregates), table_identifier(table))
             row = conn.execute(query).fetchone()
     except errors.QueryCanceled:
         note = f"counting {table} took longer than statement_timeout ({statement_timeout_ms} ms): not counted"
@@ -151,6 +152,11 @@ def table_identifier(table: TableName) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
 
 
+def column_reference(table: TableName, column: str) -> sql.Identifier:
+    """`table.column` for a query that reads `table` without an alias, as the live checks do."""
+    return sql.Identifier(table.name, column)
+
+
 def _regclass_text(table: TableName) -> str:
     return sql.SQL("{}").format(table_identifier(table)).as_string()
 
@@ -173,7 +179,7 @@ def table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
 def check_aggregate(
     conn: psycopg.Connection, check: LiveCheck, columns: dict[str, str], server_version: int
 ) -> tuple[sql.Composable | None, str | None]:
-    cols = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in check.columns]
+    cols = [column_reference(check.table, c) for c in check.columns]
     if check.kind in ("all_rows", "rows_present"):
         return sql.SQL("count(*)"), None
     # Plain count(col) skips NULLs without evaluating a FILTER per row: cheaper on big tables.
@@ -181,11 +187,11 @@ def check_aggregate(
         return sql.SQL("count({})").format(cols[0]), None
     if check.kind == "nulls":
         return sql.SQL("count(*) - count({})").format(cols[0]), None
-    if check.kind in ("matching_rows", "violating"):
+    if check.kind in ("matching_rows", "referencing", "violating"):
         # The predicate is the migration's own SQL, deparsed by PostgreSQL's parser; the READ ONLY
         # transaction guarantees that evaluating it cannot write.
         predicate = sql.SQL(check.predicate or "true")
-        template = "count(*) FILTER (WHERE ({}))" if check.kind == "matching_rows" else "count(*) FILTER (WHERE NOT ({}))"
+        template = "count(*) FILTER (WHERE NOT ({}))" if check.kind == "violating" else "count(*) FILTER (WHERE ({}))"
         return sql.SQL(template).format(predicate), None
     if check.kind == "duplicates":
         all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)

@@ -23,6 +23,7 @@ from psycopg import errors, sql
 from rollbook import markdown
 from rollbook.data_loss import (
     check_aggregate,
+    column_reference,
     count_affected_rows,
     read_only_transaction,
     table_facts,
@@ -53,17 +54,18 @@ SHOWN_KEYS = 5
 SHOWN_SESSIONS = 10
 STATEMENT_CHARS = 300
 
-# SQLSTATEs whose rows can be counted with a planner check, and the check kind that counts them.
+# SQLSTATEs whose rows can be counted with a planner check, and the check kinds that count them.
 _DOES_NOT_FIT = {
-    errors.StringDataRightTruncation.sqlstate: "not_fitting",
-    errors.NumericValueOutOfRange.sqlstate: "not_fitting",
-    errors.InvalidTextRepresentation.sqlstate: "not_fitting",
+    errors.StringDataRightTruncation.sqlstate: ("not_fitting",),
+    errors.NumericValueOutOfRange.sqlstate: ("not_fitting",),
+    errors.InvalidTextRepresentation.sqlstate: ("not_fitting",),
 }
 _CONSTRAINTS = {
-    errors.NotNullViolation.sqlstate: "nulls",
-    errors.UniqueViolation.sqlstate: "duplicates",
-    errors.ForeignKeyViolation.sqlstate: "orphans",
-    errors.CheckViolation.sqlstate: "violating",
+    errors.NotNullViolation.sqlstate: ("nulls",),
+    errors.UniqueViolation.sqlstate: ("duplicates",),
+    # A new key finds orphans; a DELETE finds rows still referencing what it removes.
+    errors.ForeignKeyViolation.sqlstate: ("orphans", "referencing"),
+    errors.CheckViolation.sqlstate: ("violating",),
 }
 _DEPENDENT_OBJECTS = errors.DependentObjectsStillExist.sqlstate
 _FEATURE_NOT_SUPPORTED = errors.FeatureNotSupported.sqlstate
@@ -351,11 +353,11 @@ def _find_dependents(conn: psycopg.Connection, table: TableName, column: str | N
 
 def _rows_in_the_way(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
     fits = failure.sqlstate in _DOES_NOT_FIT
-    kind = _DOES_NOT_FIT.get(failure.sqlstate) or _CONSTRAINTS[failure.sqlstate]
+    kinds = _DOES_NOT_FIT.get(failure.sqlstate) or _CONSTRAINTS[failure.sqlstate]
     facts = _step_facts(failure)
     facts.append(f"PostgreSQL: {_message(failure.error)} (SQLSTATE {failure.sqlstate}); the failing row's "
                  "values are not shown.")
-    op = _failing_operation(failure, kind)
+    op = _failing_operation(failure, kinds)
     advice: list[str] = []
     if op is None or op.check is None:
         facts.append("rollbook could not tell which operation of the step failed, so the rows were not counted.")
@@ -392,21 +394,21 @@ def _rows_in_the_way(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
     return Diagnosis(scenario, summary, tuple(facts), tuple(advice), failure.sqlstate, failure.revision)
 
 
-def _failing_operation(failure: _Failure, kind: str) -> Operation | None:
+def _failing_operation(failure: _Failure, kinds: tuple[str, ...]) -> Operation | None:
     """The step's operation the failing statement performs, or the statement's own when there is no step."""
     diag = failure.error.diag
     where: list[tuple[TableName, str | None]] = [(op.table, op.column) for op in failure.statement_operations
                                                 if op.table is not None]
     if diag.table_name:
         where.append((TableName(diag.schema_name, diag.table_name), diag.column_name))
-    candidates = [op for op in (failure.step.operations if failure.step else ()) if op.check and op.check.kind == kind]
+    candidates = [op for op in (failure.step.operations if failure.step else ()) if op.check and op.check.kind in kinds]
     for table, column in where:
         for op in candidates:
             assert op.check is not None
             if _same_table(op.check.table, table) and (column is None or column in op.check.columns
                                                         or column == op.column or not op.check.columns):
                 return op
-    own = [op for op in failure.statement_operations if op.check and op.check.kind == kind]
+    own = [op for op in failure.statement_operations if op.check and op.check.kind in kinds]
     if own:
         return own[0]
     # Without a statement, a single candidate in the step can only be the one that failed.
@@ -428,6 +430,7 @@ def _kind_words(check: LiveCheck) -> str:
         "duplicates": f"repeat a ({columns}) key another row already has",
         "orphans": f"have a ({columns}) key missing from {check.referenced_table}",
         "violating": f"break the check ({check.predicate})",
+        "referencing": "still reference rows the DELETE removes",
     }.get(check.kind, "are in the way")
 
 
@@ -440,14 +443,14 @@ def _offending_keys(
         if not key:
             facts.append(f"{check.table} has no primary key: its rows cannot be named, only counted.")
             return [], []
-        key_cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in key)
+        key_cols = sql.SQL(", ").join(column_reference(check.table, c) for c in key)
         if check.kind == "duplicates":
             plain = sql.SQL(", ").join(sql.Identifier(c) for c in check.columns)
             query = sql.SQL(
-                "SELECT {key} FROM {table} AS t WHERE ({cols}) IN (SELECT {plain} FROM {table} WHERE {set} "
+                "SELECT {key} FROM {table} WHERE ({cols}) IN (SELECT {plain} FROM {table} WHERE {set} "
                 "GROUP BY {plain} HAVING count(*) > 1) ORDER BY {key} LIMIT {n}"
             ).format(key=key_cols, table=table_identifier(check.table), plain=plain, n=sql.Literal(SHOWN_KEYS),
-                     cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in check.columns),
+                     cols=sql.SQL(", ").join(column_reference(check.table, c) for c in check.columns),
                      set=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c))
                                                for c in check.columns))
         else:
@@ -456,7 +459,7 @@ def _offending_keys(
             if aggregate is None:
                 return key, []
             # Grouping by the primary key makes the planner's aggregate count each row on its own.
-            query = sql.SQL("SELECT {key} FROM {table} AS t GROUP BY {key} HAVING {agg} > 0 ORDER BY {key} LIMIT {n}"
+            query = sql.SQL("SELECT {key} FROM {table} GROUP BY {key} HAVING {agg} > 0 ORDER BY {key} LIMIT {n}"
                             ).format(key=key_cols, table=table_identifier(check.table), agg=aggregate,
                                      n=sql.Literal(SHOWN_KEYS))
         rows = [tuple(row) for row in conn.execute(query).fetchall()]

@@ -31,6 +31,9 @@ class OfflineRenderer:
         self._project = project
         self._context = MigrationContext.configure(
             dialect_name="postgresql",
+            # The default pyformat paramstyle doubles every % in the SQL (LIKE 'a%' becomes 'a%%'), which
+            # would change what the live checks count; Alembic's own offline template uses "named" too.
+            dialect_opts={"paramstyle": "named"},
             opts={"as_sql": True, "output_buffer": io.StringIO(), "literal_binds": True},
         )
 

@@ -46,7 +46,13 @@ CheckKind = Literal[
     "orphans",  # rows that break a new foreign key
     "violating",  # rows that break a new check constraint
     "rows_present",  # any row at all blocks the statement (NOT NULL column without default)
+    "referencing",  # rows whose foreign key (NO ACTION / RESTRICT) makes a DELETE fail
 ]
+
+# Operations that delete or rewrite rows of their table, directly or through a foreign key's action.
+ROW_CHANGES = frozenset({
+    "update", "delete", "truncate", "cascade_delete", "cascade_set_null", "cascade_set_default", "cascade_truncate",
+})
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,10 @@ class LiveCheck:
         return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows") else "blocks"
 
 
-_LOSS_VERBS = {"update": "rewritten", "delete": "deleted"}
+_LOSS_VERBS = {
+    "update": "rewritten", "delete": "deleted", "cascade_delete": "deleted", "cascade_set_null": "rewritten",
+    "cascade_set_default": "rewritten",
+}
 
 
 @dataclass(frozen=True)

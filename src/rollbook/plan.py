@@ -7,15 +7,18 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+import psycopg
+
 from rollbook import markdown
 from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
 from rollbook.database import DatabaseTarget, connect
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import Operation, Risk
+from rollbook.operations import ROW_CHANGES, Operation, Risk
 from rollbook.python_operations import operations_from_python
 from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, type_risk
+from rollbook.side_effects import read_data_dependencies, with_side_effects
 from rollbook.sql_operations import operations_from_sql
 from rollbook.status import read_current_revisions
 
@@ -187,6 +190,7 @@ def plan_downgrade(
         current = read_current_revisions(conn, project)
         path = resolve_downgrade_path(project, current, requested)
         steps = analyse_steps(project, path)
+        steps = _account_for_earlier_steps(with_foreign_keys_and_triggers(conn, steps))
         counts = None
         if live_checks:
             counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
@@ -202,7 +206,7 @@ def plan_downgrade(
 
 
 def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanStep, ...]:
-    """The operations and risk of every revision on the path, without touching the database."""
+    """The operations and risk of every revision on the path, as its migration file states them."""
     renderer = OfflineRenderer(project)
     steps = []
     for revision in path.steps:
@@ -213,7 +217,19 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
         kind = migration_type(upgrade)
         risk = Risk.worst([type_risk(kind), *(op.risk for op in downgrade)])
         steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
-    return _account_for_earlier_steps(tuple(steps))
+    return tuple(steps)
+
+
+def with_foreign_keys_and_triggers(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
+    """Each step with what its data changes set off elsewhere: foreign-key actions and triggers, from the catalog."""
+    tables = [op.table for step in steps for op in step.operations if op.table is not None]
+    dependencies = read_data_dependencies(conn, tables)
+    expanded = []
+    for step in steps:
+        operations = with_side_effects(list(step.operations), dependencies)
+        risk = Risk.worst([step.risk, *(op.risk for op in operations)])
+        expanded.append(replace(step, operations=tuple(operations), risk=risk))
+    return tuple(expanded)
 
 
 def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
@@ -223,7 +239,7 @@ def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operat
 
 
 # Downgrade operations that change the rows of their table.
-_DATA_CHANGES = {"update", "delete", "insert", "truncate", "alter_column_type"}
+_DATA_CHANGES = ROW_CHANGES | {"insert", "alter_column_type"}
 
 
 def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:

@@ -34,7 +34,7 @@ from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import Risk
+from rollbook.operations import ROW_CHANGES, Risk
 from rollbook.own_migrations import MigrationFailed, run_own_migrations
 from rollbook.plan import PlanStep, plan_downgrade
 from rollbook.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
@@ -652,14 +652,14 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
                 return StepResult("not_checked", f"the plan could not tell which tables it touches: {op.detail}")
             continue
         key = (op.table.schema or "public", op.table.name)
-        lossy = op.op in ("drop_table", "drop_column", "update", "delete", "truncate")
+        lossy = op.op in ("drop_table", "drop_column") or op.op in ROW_CHANGES
         if op.op == "unknown" or (lossy or op.check is not None) and op.rows_affected is None:
             unsure.add(key)
         elif op.op == "drop_table":
             dropped_tables[key] = op.rows_affected
         elif op.op == "drop_column" and op.column:
             dropped_columns[(key, op.column)] = op.rows_affected
-        elif op.op in ("update", "delete", "truncate"):
+        elif op.op in ROW_CHANGES:
             rewritten[key] = rewritten.get(key, 0) + (op.rows_affected or 0)
     findings, mismatches = [], []
     for key, was in sorted(before.items()):

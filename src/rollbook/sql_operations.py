@@ -80,10 +80,12 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.DeleteStmt):
         return [_update_or_delete("delete", stmt, text)]
     if isinstance(stmt, ast.TruncateStmt):
+        together = tuple(_table(rel) for rel in stmt.relations)
+        cascade = stmt.behavior == DropBehavior.DROP_CASCADE
         return [
-            Operation("truncate", _table(rel), None, f"empties table {_table(rel)}", text, lock=ACCESS_EXCLUSIVE,
-                      check=LiveCheck("all_rows", _table(rel)))
-            for rel in stmt.relations
+            Operation("truncate", table, None, f"empties table {table}", text, lock=ACCESS_EXCLUSIVE,
+                      check=LiveCheck("all_rows", table), extra={"cascade": cascade, "together": together})
+            for table in together
         ]
     if isinstance(stmt, ast.InsertStmt):
         table = _table(stmt.relation)
