@@ -97,6 +97,22 @@ def test_database_without_a_version_table(database_url):
         assert_refused(rollbook(*args, url=database_url), 2, "no alembic_version table", "right database")
 
 
+def test_a_version_table_env_py_computes_is_refused_until_alembic_ini_names_it(tmp_path, demo_url):
+    ini = copy_of_demo(tmp_path)
+    env_py = ini.parent / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "context.configure(", "context.configure(version_table=os.environ.get('VERSION_TABLE', 'alembic_version'), "))
+    before = fingerprint(demo_url)
+
+    assert_refused(rollbook("plan", url=demo_url, config=ini), 2, "passes version_table= to context.configure",
+                   "`version_table = <name>` in the [alembic] section")
+    ini.write_text(ini.read_text().replace("[alembic]\n", "[alembic]\nversion_table = alembic_version\n", 1))
+    planned = rollbook("plan", "--json", url=demo_url, config=ini)
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.stdout)["current"] == HEAD
+    assert fingerprint(demo_url) == before
+
+
 def test_missing_migration_file_for_the_current_revision(tmp_path, demo_url):
     ini = copy_of_demo(tmp_path)
     next((ini.parent / "versions").glob(f"{HEAD}_*.py")).unlink()

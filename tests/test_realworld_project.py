@@ -184,6 +184,9 @@ def test_project_has_no_sqlalchemy_url_yet_rollbook_reads_the_revision(
     plan = plan_downgrade(DatabaseTarget.from_url(head_url), project, "-1")
 
     assert plan.path.current == (HEAD,)
+    # env.py keeps the revision in schema_history, a module constant rollbook reads without running it.
+    assert project.version_table == "schema_history"
+    assert f"UPDATE schema_history SET version_num='{plan.steps[0].revision.down_revision}'" in plan.downgrade_sql()
     assert [step.revision.revision for step in plan.steps] == [HEAD]
     assert operations(plan.steps[0]) == EXPECTED_OPERATIONS[HEAD]
     assert plan.verdict.code == "do_not_downgrade"

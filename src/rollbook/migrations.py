@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from rollbook.database import DatabaseTarget
 from rollbook.errors import BadInput
 
 DEFAULT_CONFIG = "alembic.ini"
+_VERSION_TABLE_KEYS = ("version_table", "version_table_schema")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,52 @@ def load_project(config_path: str | os.PathLike[str] | None = None) -> Migration
             f"A migration file of the Alembic project at {path} fails to import: {type(exc).__name__}: {exc}. "
             "Fix or restore that file (git checkout) and retry; nothing was changed."
         ) from None
-    return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts)
+    version_table, version_table_schema = _version_table(config, Path(scripts.dir) / "env.py", path)
+    return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts,
+                            version_table=version_table, version_table_schema=version_table_schema)
+
+
+def _version_table(config: Config, env_py: Path, config_path: Path) -> tuple[str, str | None]:
+    """The version table the project's env.py configures, read without running it.
+
+    `version_table` / `version_table_schema` in alembic.ini's [alembic] section win; otherwise the
+    string literals (or module-level string constants) env.py passes to `context.configure`.
+    """
+    configured = {key: config.get_main_option(key) for key in _VERSION_TABLE_KEYS}
+    if not any(configured.values()):
+        configured = _configure_arguments(env_py, config_path)
+    return configured.get("version_table") or "alembic_version", configured.get("version_table_schema") or None
+
+
+def _configure_arguments(env_py: Path, config_path: Path) -> dict[str, str | None]:
+    try:
+        tree = ast.parse(env_py.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    constants = {
+        target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets if isinstance(target, ast.Name)
+    }
+    seen: dict[str, set[str | None]] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "configure"):
+            continue
+        for keyword in node.keywords:
+            if keyword.arg in _VERSION_TABLE_KEYS:
+                value = keyword.value
+                literal = value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else (
+                    constants.get(value.id) if isinstance(value, ast.Name) else None)
+                seen.setdefault(keyword.arg, set()).add(literal)
+    for key, values in seen.items():
+        if len(values) != 1 or None in values:
+            # Guessing would read another table's revision, and plan a downgrade of the wrong path.
+            raise BadInput(
+                f"{env_py} passes {key}= to context.configure with a value rollbook cannot read without running "
+                f"env.py. Put the same `{key} = <name>` in the [alembic] section of {config_path} (and "
+                "version_table_schema if it has one) and retry; nothing was changed."
+            )
+    return {key: values.pop() for key, values in seen.items()}
 
 
 def _as_tuple(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from rollbook import markdown
 from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
@@ -73,6 +75,7 @@ class DowngradePlan:
     verdict: Verdict
     tables: tuple[TableFacts, ...]
     live_checks: bool
+    version_table: str = "alembic_version"
 
     @property
     def plan_hash(self) -> str:
@@ -170,13 +173,14 @@ class DowngradePlan:
             parent = rev.down_revision
             parts.append(f"-- Running downgrade {rev.revision} -> {parent or 'base'}\nBEGIN;\n")
             parts.append((step.downgrade_sql or f"-- {step.render_error}: cannot be rendered offline\n").strip())
+            table = self.version_table
             if parent and len(rev.down_revisions) == 1:
-                parts.append(f"\nUPDATE alembic_version SET version_num='{parent}' "
-                             f"WHERE alembic_version.version_num = '{rev.revision}';")
+                parts.append(f"\nUPDATE {table} SET version_num='{parent}' "
+                             f"WHERE {table}.version_num = '{rev.revision}';")
             elif not parent:
-                parts.append(f"\nDELETE FROM alembic_version WHERE alembic_version.version_num = '{rev.revision}';")
+                parts.append(f"\nDELETE FROM {table} WHERE {table}.version_num = '{rev.revision}';")
             else:
-                parts.append(f"\n-- merge revision: alembic_version gets {', '.join(rev.down_revisions)}")
+                parts.append(f"\n-- merge revision: {table} gets {', '.join(rev.down_revisions)}")
             parts.append("\nCOMMIT;\n\n")
         return "".join(parts)
 
@@ -202,6 +206,7 @@ def plan_downgrade(
         verdict=judge(steps, live_checks),
         tables=tuple(counts.tables.values()) if counts else (),
         live_checks=live_checks,
+        version_table=_sql_name(project.version_table_schema, project.version_table),
     )
 
 
@@ -340,6 +345,12 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
                        "otherwise fix forward.")
     return Verdict("safe", "SAFE TO DOWNGRADE: no step destroys data according to the live counts.", (),
                    "Take and verify a backup anyway, then run the downgrade.")
+
+
+def _sql_name(*parts: str | None) -> str:
+    """`parts` joined as SQL, quoted only where PostgreSQL needs it, as Alembic writes them."""
+    return ".".join(p if re.fullmatch(r"[a-z_][a-z0-9_$]*", p) else sql.Identifier(p).as_string()
+                    for p in parts if p)
 
 
 def _size(total_bytes: int | None) -> str:

@@ -67,7 +67,9 @@ def read_current_revisions(conn: psycopg.Connection, project: MigrationProject) 
     if exists is None or exists[0] is None:
         raise BadInput(
             f"The database has no {name} table: Alembic has never migrated it, or its env.py uses another "
-            "version table. Check that the URL names the right database; there is nothing to roll back here."
+            "version table. Check that the URL names the right database; if env.py names its version table "
+            "in a way rollbook cannot read, put `version_table = <name>` in alembic.ini's [alembic] section. "
+            "Nothing was changed."
         )
     table = sql.Identifier(schema, project.version_table) if schema else sql.Identifier(project.version_table)
     rows = conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY version_num").format(table)).fetchall()
