@@ -33,7 +33,7 @@ from rollbook.policy import (
 
 NOW = datetime(2026, 1, 13, 14, 0, tzinfo=timezone.utc)
 RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "data written",
-         "rows that block the downgrade", "backup")
+         "what blocks the downgrade", "backup")
 
 
 @dataclass(frozen=True)
@@ -257,10 +257,10 @@ def test_staging_needs_accept_data_loss_for_a_high_risk_step(plans):
 def test_rows_that_would_make_the_downgrade_fail_refuse_it_everywhere(plans):
     for environment in ("production", "staging", "development"):
         decision = decide(plans.blocking, environment=environment, approved_plan="", accept_data_loss=True)
-        blocks = rule(decision, "rows that block the downgrade")
+        blocks = rule(decision, "what blocks the downgrade")
         assert blocks.outcome == "fail"
         assert f"{sample_data.LONG_EMAILS} rows that would make it fail" in blocks.reason
-        assert blocks.remedy == "fix those rows first and plan again, or restore from backup instead"
+        assert blocks.remedy == "fix those rows or objects first and plan again, or restore from backup instead"
         assert rule(decision, "risk").outcome == "pass"  # MEDIUM is not HIGH
 
 

@@ -95,16 +95,19 @@ def test_a_failed_run_exits_1_and_names_the_step_and_the_revision(tmp_path, demo
     demo_at(demo_url, "0607bc5b8531")
     with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as conn:
         conn.execute("UPDATE users SET preferences = NULL")
-        conn.execute("CREATE VIEW user_theme AS SELECT id, preferences FROM users")
-
-    result = rollbook(tmp_path, "run", "rollback", *STAGING, "--execute", url=demo_url)
+    # The plan sees no obstacle; at the downgrade another session holds a lock longer than lock_timeout.
+    with psycopg.connect(**psycopg_kwargs(demo_url)) as holder:
+        holder.execute("LOCK TABLE users IN SHARE MODE")
+        result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "lock_timeout", "300ms", "--execute",
+                          url=demo_url)
+        holder.rollback()
 
     assert result.returncode == 1
     assert result.stdout.startswith("failed at downgrade")
     summary = record_summary(notebook_records(tmp_path / "archive")[0])
     assert summary["outcome"] == "failed" and summary["failed_step"] == "downgrade"
     assert summary["revision_after"] == ["0607bc5b8531"]
-    assert summary["diagnosis"]["scenario"] == "dependent_objects"
+    assert summary["diagnosis"]["scenario"] == "lock_timeout"
 
 
 def test_a_plain_papermill_run_records_itself_and_archive_add_files_its_notebook(tmp_path, demo_url):

@@ -203,11 +203,11 @@ def test_data_that_would_not_fit_is_refused_before_the_downgrade_fails_on_it(tmp
 
     # The plan counts 3 emails too long for varchar(100): the gate refuses in every environment.
     refused = papermill(tmp_path, "rollback", *executed(tmp_path), url=demo_url)
-    assert refused.returncode != 0 and "Rule 'rows that block the downgrade' fails" in refused.error
+    assert refused.returncode != 0 and "Rule 'what blocks the downgrade' fails" in refused.error
     assert current_revision(demo_url) == ["0607bc5b8533"]
 
 
-def test_dependent_objects_fail_the_step_with_their_names_and_what_to_do_next(tmp_path, demo_url):
+def test_a_view_on_the_dropped_column_is_named_and_refused_before_any_backup_or_downgrade(tmp_path, demo_url):
     demo_at(demo_url, "0607bc5b8531")
     with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as conn:
         conn.execute("UPDATE users SET preferences = NULL")
@@ -216,15 +216,10 @@ def test_dependent_objects_fail_the_step_with_their_names_and_what_to_do_next(tm
     run = papermill(tmp_path, "rollback", *executed(tmp_path), url=demo_url)
 
     assert run.returncode != 0
-    assert "The downgrade failed at 0607bc5b8531" in run.error
-    assert "user_theme" in run.text
+    assert "Rule 'what blocks the downgrade' fails" in run.error
+    assert "fails: view user_theme depends on users.preferences; drop or change it first" in run.text
     assert current_revision(demo_url) == ["0607bc5b8531"]
-    backup = next((tmp_path / "backups").glob("*.dump"))
-    run_id = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())["run_id"]
-    assert f"rollbook run restore -r backup {run_id} -p restore_into database" in run.error
-    assert "pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
-    assert str(backup) in run.error
-    assert "Fix forward" in run.text
+    assert not list((tmp_path / "backups").glob("*.dump"))
 
 
 def test_a_lock_held_past_lock_timeout_names_its_holder(tmp_path, demo_url):
@@ -238,6 +233,12 @@ def test_a_lock_held_past_lock_timeout_names_its_holder(tmp_path, demo_url):
     assert "LockNotAvailable" in run.error
     assert "nightly-report" in run.text
     assert current_revision(demo_url) == ["0607bc5b8536"]
+    # What to do next: the backup this run took, and the two ways to restore it.
+    backup = next((tmp_path / "backups").glob("*.dump"))
+    run_id = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())["run_id"]
+    assert f"rollbook run restore -r backup {run_id} -p restore_into database" in run.error
+    assert "pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
+    assert str(backup) in run.error
 
 
 def test_another_run_holding_the_rollback_lock_makes_this_one_refuse(tmp_path, demo_url):

@@ -157,14 +157,15 @@ def column_reference(table: TableName, column: str) -> sql.Identifier:
     return sql.Identifier(table.name, column)
 
 
-def _regclass_text(table: TableName) -> str:
-    return sql.SQL("{}").format(table_identifier(table)).as_string()
+def regclass_text(table: TableName) -> str:
+    """The table's name as `to_regclass` and `::regclass` read it (quoted, schema-qualified if given)."""
+    return table_identifier(table).as_string()
 
 
 def table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
     row = conn.execute(
         "SELECT c.oid, pg_total_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
-        [_regclass_text(table)],
+        [regclass_text(table)],
     ).fetchone()
     if row is None:
         return TableFacts(table, False)
@@ -214,12 +215,12 @@ def _orphans(
         rows = conn.execute(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary",
-            [_regclass_text(check.referenced_table)],
+            [regclass_text(check.referenced_table)],
         ).fetchall()
         referenced = [r[0] for r in rows]
     if len(referenced) != len(cols):
         return None, f"cannot match the columns of {check.referenced_table}: not counted"
-    exists = conn.execute("SELECT to_regclass(%s)", [_regclass_text(check.referenced_table)]).fetchone()
+    exists = conn.execute("SELECT to_regclass(%s)", [regclass_text(check.referenced_table)]).fetchone()
     if exists is None or exists[0] is None:
         return None, f"referenced table {check.referenced_table} does not exist now: not counted"
     all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)

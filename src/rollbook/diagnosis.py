@@ -26,10 +26,12 @@ from rollbook.data_loss import (
     column_reference,
     count_affected_rows,
     read_only_transaction,
+    regclass_text,
     table_facts,
     table_identifier,
 )
 from rollbook.database import DatabaseTarget, connect
+from rollbook.dependent_objects import DEPENDENCY_OPS, DependentObject, find_dependent_objects
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject
 from rollbook.operations import LiveCheck, Operation, TableName
@@ -71,8 +73,6 @@ _DEPENDENT_OBJECTS = errors.DependentObjectsStillExist.sqlstate
 _FEATURE_NOT_SUPPORTED = errors.FeatureNotSupported.sqlstate
 _LOCK_NOT_AVAILABLE = errors.LockNotAvailable.sqlstate
 _QUERY_CANCELED = errors.QueryCanceled.sqlstate
-# Operations whose statement fails when other objects depend on what it drops or retypes.
-_DEPENDENCY_OPS = ("drop_column", "drop_table", "alter_column_type")
 _NOT_FOUND = ("No such revision", "No such branch")
 _MISSING_REVISION = re.compile(r"Can't locate revision identified by '([^']+)'")
 _PASSWORD_LITERAL = re.compile(r"(PASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
@@ -241,18 +241,11 @@ def _known_sqlstate(sqlstate: str) -> bool:
 # --- dependent objects ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Dependent:
-    description: str
-    drop: str | None
-    keep: str | None
-
-
 def _dependency_targets(failure: _Failure) -> list[Operation]:
     """The drops and type changes the failing statement makes, else those of the step."""
-    ops = [op for op in failure.statement_operations if op.op in _DEPENDENCY_OPS and op.table]
+    ops = [op for op in failure.statement_operations if op.op in DEPENDENCY_OPS and op.table]
     if not ops and failure.step:
-        ops = [op for op in failure.step.operations if op.op in _DEPENDENCY_OPS and op.table]
+        ops = [op for op in failure.step.operations if op.op in DEPENDENCY_OPS and op.table]
     return ops
 
 
@@ -260,7 +253,7 @@ def _dependent_objects(
     target: DatabaseTarget, failure: _Failure, *, require_dependents: bool = False
 ) -> Diagnosis | None:
     facts = _step_facts(failure)
-    dependents: list[_Dependent] = []
+    dependents: list[DependentObject] = []
     targets = _dependency_targets(failure)
 
     def read(conn: psycopg.Connection) -> None:
@@ -268,7 +261,7 @@ def _dependent_objects(
             assert op.table is not None
             column = op.column if op.op != "drop_table" else None
             with read_only_transaction(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
-                found = _find_dependents(conn, op.table, column)
+                found = find_dependent_objects(conn, op.table, column)
             what = f"{op.table}.{column}" if column else f"table {op.table}"
             dependents.extend(found)
             if found:
@@ -301,51 +294,6 @@ def _targets_text(ops: list[Operation]) -> str:
                                    else f"table {op.table}" for op in ops))
 
 
-_DEPENDENTS_QUERY = """
-WITH target AS (
-    SELECT c.oid, c.reltype, a.attnum
-    FROM pg_class c LEFT JOIN pg_attribute a
-      ON a.attrelid = c.oid AND a.attname = %(column)s AND NOT a.attisdropped
-    WHERE c.oid = to_regclass(%(table)s)
-)
-SELECT DISTINCT
-    CASE WHEN d.classid = 'pg_rewrite'::regclass THEN pg_describe_object('pg_class'::regclass, r.ev_class, 0)
-         ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END,
-    vn.nspname, vc.relname, vc.relkind, cn.nspname, cc.relname, con.conname
-FROM target t
-JOIN pg_depend d ON d.deptype = 'n' AND (
-        (d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid
-         AND (%(column)s::text IS NULL OR d.refobjsubid = t.attnum))
-     OR (%(column)s::text IS NULL AND d.refclassid = 'pg_type'::regclass AND d.refobjid = t.reltype))
-LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
-LEFT JOIN pg_class vc ON vc.oid = r.ev_class
-LEFT JOIN pg_namespace vn ON vn.oid = vc.relnamespace
-LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
-LEFT JOIN pg_class cc ON cc.oid = con.conrelid
-LEFT JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-WHERE r.ev_class IS DISTINCT FROM t.oid AND NOT (d.classid = 'pg_class'::regclass AND d.objid = t.oid)
-ORDER BY 1
-"""
-
-
-def _find_dependents(conn: psycopg.Connection, table: TableName, column: str | None) -> list[_Dependent]:
-    """Objects with a normal dependency (the kind DROP without CASCADE refuses) on a table or column."""
-    rows = conn.execute(_DEPENDENTS_QUERY, {"table": _regclass_text(table), "column": column}).fetchall()
-    dependents = []
-    for description, view_schema, view, view_kind, con_schema, con_table, constraint in rows:
-        drop = keep = None
-        if view:
-            name = sql.Identifier(view_schema, view).as_string()
-            drop = f"DROP {'MATERIALIZED VIEW' if view_kind == 'm' else 'VIEW'} {name}"
-            keep = sql.SQL("SELECT pg_get_viewdef({}::regclass, true)").format(sql.Literal(name)).as_string()
-        elif constraint:
-            drop = sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                sql.Identifier(con_schema, con_table), sql.Identifier(constraint)).as_string()
-            keep = sql.SQL("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {}::regclass "
-                           "AND conname = {}").format(
-                sql.Literal(sql.Identifier(con_schema, con_table).as_string()), sql.Literal(constraint)).as_string()
-        dependents.append(_Dependent(description, drop, keep))
-    return dependents
 
 
 # --- rows that do not fit or break a constraint -------------------------------------------------------------
@@ -474,7 +422,7 @@ def _primary_key(conn: psycopg.Connection, table: TableName) -> list[str]:
         "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
         "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary "
         "ORDER BY array_position(i.indkey::int2[], a.attnum)",
-        [_regclass_text(table)],
+        [regclass_text(table)],
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -541,7 +489,7 @@ def _lock_timeout(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
 
     def read(conn: psycopg.Connection) -> None:
         with read_only_transaction(conn, CATALOG_TIMEOUT_MS, LOCK_TIMEOUT_MS):
-            rows = conn.execute(_LOCKS_QUERY, {"tables": [_regclass_text(t) for t in tables]}).fetchall()
+            rows = conn.execute(_LOCKS_QUERY, {"tables": [regclass_text(t) for t in tables]}).fetchall()
         sessions: dict[int, list[Any]] = {}
         for row in rows:
             sessions.setdefault(row[0], []).append(row)
@@ -595,7 +543,7 @@ def _statement_timeout(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
                 # Planner estimates from pg_class: they need no lock on the table, a size function would.
                 size = conn.execute(
                     "SELECT reltuples::bigint, pg_size_pretty(relpages::bigint * current_setting('block_size')::bigint)"
-                    " FROM pg_class WHERE oid = to_regclass(%s)", [_regclass_text(table)]).fetchone()
+                    " FROM pg_class WHERE oid = to_regclass(%s)", [regclass_text(table)]).fetchone()
                 if size:
                     rows = f"about {size[0]} rows" if size[0] >= 0 else "row count unknown (never analyzed)"
                     facts.append(f"{table}: {rows}, {size[1]} on disk (planner statistics).")
@@ -788,10 +736,6 @@ def _with_catalog(target: DatabaseTarget, facts: list[str], read: Callable[[psyc
     except (RollbookError, psycopg.Error) as exc:
         reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.diag.message_primary else str(exc)
         facts.append(f"The catalog could not be read ({type(exc).__name__}): {reason}")
-
-
-def _regclass_text(table: TableName) -> str:
-    return table_identifier(table).as_string()
 
 
 def _statement_text(statement: str | None) -> str:

@@ -74,6 +74,9 @@ class LiveCheck:
         return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows") else "blocks"
 
 
+# Operations whose statement fails whatever the rows: an object in its way, a TRUNCATE that is refused.
+CERTAIN_FAILURES = frozenset({"dependent_object", "truncate_refused"})
+
 _LOSS_VERBS = {
     "update": "rewritten", "delete": "deleted", "cascade_delete": "deleted", "cascade_set_null": "rewritten",
     "cascade_set_default": "rewritten",
@@ -106,6 +109,13 @@ class Operation:
     def understood(self) -> bool:
         return self.op != "unknown"
 
+    @property
+    def fails(self) -> bool:
+        """Whether the statement is known to fail: an object in its way, or counted rows that break it."""
+        if self.op in CERTAIN_FAILURES:
+            return True
+        return self.check is not None and self.check.effect == "blocks" and (self.rows_affected or 0) > 0
+
     def count_text(self) -> str | None:
         """The live count in words ("5 values lost", "9 rows rewritten"); None without a check."""
         if self.check is None:
@@ -116,6 +126,11 @@ class Operation:
         if self.check.effect == "blocks":
             return f"{self.rows_affected} {noun} that would make it fail"
         return f"{self.rows_affected} {noun} {_LOSS_VERBS.get(self.op, 'lost')}"
+
+    def described(self) -> str:
+        """The detail, followed by the live count when there is a check."""
+        count = self.count_text()
+        return f"{self.detail}: {count}" if count else self.detail
 
     def to_dict(self) -> dict[str, Any]:
         return {

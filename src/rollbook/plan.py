@@ -14,10 +14,11 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
 from rollbook.database import DatabaseTarget, connect
+from rollbook.dependent_objects import DroppedSoFar, with_dependent_objects
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import ROW_CHANGES, Operation, Risk
+from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk
 from rollbook.python_operations import operations_from_python
 from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, type_risk
 from rollbook.side_effects import read_data_dependencies, with_side_effects
@@ -193,8 +194,7 @@ def plan_downgrade(
     with connect(target) as conn:
         current = read_current_revisions(conn, project)
         path = resolve_downgrade_path(project, current, requested)
-        steps = analyse_steps(project, path)
-        steps = _account_for_earlier_steps(with_foreign_keys_and_triggers(conn, steps))
+        steps = _account_for_earlier_steps(with_what_the_database_adds(conn, analyse_steps(project, path)))
         counts = None
         if live_checks:
             counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
@@ -225,13 +225,15 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
     return tuple(steps)
 
 
-def with_foreign_keys_and_triggers(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
-    """Each step with what its data changes set off elsewhere: foreign-key actions and triggers, from the catalog."""
+def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
+    """Each step with what the catalog adds to it: the foreign-key actions and triggers its data changes set
+    off, and the objects that stop what it drops or retypes."""
     tables = [op.table for step in steps for op in step.operations if op.table is not None]
     dependencies = read_data_dependencies(conn, tables)
+    dropped = DroppedSoFar()
     expanded = []
     for step in steps:
-        operations = with_side_effects(list(step.operations), dependencies)
+        operations = with_side_effects(with_dependent_objects(conn, list(step.operations), dropped), dependencies)
         risk = Risk.worst([step.risk, *(op.risk for op in operations)])
         expanded.append(replace(step, operations=tuple(operations), risk=risk))
     return tuple(expanded)
@@ -312,6 +314,8 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
         for op in step.operations:
             if op.risk == Risk.UNKNOWN:
                 unclear.append(f"{rev}: {op.detail}")
+            if op.op in CERTAIN_FAILURES:
+                blocking.append(f"{rev}: {op.detail}")
             if op.check is None:
                 continue
             if op.rows_affected is None:
@@ -329,8 +333,8 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
         advice = ("Do not run this downgrade. Restore from a backup taken before the migration, or fix forward "
                   "with a new migration.")
         if blocking and not high:
-            advice = ("Do not run this downgrade as it stands: it would fail part-way. Fix the rows named above "
-                      "first, or restore from backup.")
+            advice = ("Do not run this downgrade as it stands: it would fail part-way. Fix the rows or objects "
+                      "named above first, or restore from backup.")
         return Verdict("do_not_downgrade", "DO NOT DOWNGRADE: restore from backup or fix forward.",
                        tuple(high + blocking + unclear + lost), advice)
     if unclear:

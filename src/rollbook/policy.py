@@ -412,7 +412,7 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
         _approved_plan_rule(env, name, request, plan),
         _risk_rule(env, name, request, plan),
         _data_written_rule(env, name, request, plan),
-        _blocking_rows_rule(plan),
+        _blocking_rule(plan),
         _backup_rule(env, name, request, backup_verified),
     )
     return PolicyDecision(name, rules.source, results, plan.plan_hash, request.now)
@@ -582,15 +582,15 @@ def _data_written_rule(env: EnvironmentRules, name: str, request: RollbackReques
                       f"{facts}", "pass accept_data_loss if losing this data is acceptable; otherwise fix forward")
 
 
-def _blocking_rows_rule(plan: DowngradePlan) -> RuleResult:
-    blocking = [f"{step.revision.revision}: {op.detail}: {op.count_text()}"
-                for step in plan.steps for op in step.operations
-                if op.check is not None and op.check.effect == "blocks" and (op.rows_affected or 0) > 0]
+def _blocking_rule(plan: DowngradePlan) -> RuleResult:
+    blocking = [f"{step.revision.revision}: {op.described()}" for step in plan.steps for op in step.operations
+                if op.fails]
     if blocking:
-        return RuleResult("rows that block the downgrade", "fail",
+        return RuleResult("what blocks the downgrade", "fail",
                           f"the downgrade would fail part-way: {'; '.join(blocking)}",
-                          "fix those rows first and plan again, or restore from backup instead")
-    return RuleResult("rows that block the downgrade", "pass", "no counted row would make the downgrade fail")
+                          "fix those rows or objects first and plan again, or restore from backup instead")
+    return RuleResult("what blocks the downgrade", "pass",
+                      "no counted row and no object in the catalog would make the downgrade fail")
 
 
 def _backup_rule(env: EnvironmentRules, name: str, request: RollbackRequest,

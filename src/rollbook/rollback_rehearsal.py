@@ -364,9 +364,8 @@ def _plan_one_step(copy: DatabaseTarget, project: MigrationProject) -> tuple[Pla
 
 
 def _blocking(step: PlanStep | None) -> str:
-    """The rows the plan says would make the downgrade fail, in words; empty if it predicts none."""
-    return "; ".join(f"{op.detail}: {op.count_text()}" for op in (step.operations if step else ())
-                     if op.check and op.check.effect == "blocks" and (op.rows_affected or 0) > 0)
+    """What the plan says would make the downgrade fail (rows, objects), in words; empty if it predicts nothing."""
+    return "; ".join(op.described() for op in (step.operations if step else ()) if op.fails)
 
 
 def _schema_step(actual: SchemaSnapshot, expected: SchemaSnapshot, revisions: tuple[str, ...] | None,

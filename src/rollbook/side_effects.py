@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from rollbook.data_loss import column_reference, table_identifier
+from rollbook.data_loss import column_reference, regclass_text, table_identifier
 from rollbook.operations import LiveCheck, Operation, Risk, TableName
 
 ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
@@ -86,7 +86,7 @@ def read_data_dependencies(conn: psycopg.Connection, tables: Iterable[TableName]
     ).fetchall()
     oids = {}
     for table in dict.fromkeys(tables):
-        row = conn.execute("SELECT to_regclass(%s)::int8", [table_identifier(table).as_string()]).fetchone()
+        row = conn.execute("SELECT to_regclass(%s)::int8", [regclass_text(table)]).fetchone()
         if row is not None and row[0] is not None:
             oids[table] = int(row[0])
     return DataDependencies(

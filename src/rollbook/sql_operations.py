@@ -103,7 +103,8 @@ def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) ->
     column = cmd.name
     if sub == AlterTableType.AT_DropColumn:
         return Operation("drop_column", table, column, f"drops column {table}.{column} and every value in it", text,
-                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)))
+                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)),
+                         extra={"cascade": cmd.behavior == DropBehavior.DROP_CASCADE})
     if sub == AlterTableType.AT_AddColumn:
         return _add_column(table, cmd.def_, text)
     if sub == AlterTableType.AT_AlterColumnType:
@@ -130,7 +131,7 @@ def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) ->
         return _add_constraint(table, cmd.def_, text)
     if sub == AlterTableType.AT_DropConstraint:
         return Operation("drop_constraint", table, None, f"drops constraint {cmd.name} of {table}", text,
-                         lock=ACCESS_EXCLUSIVE)
+                         lock=ACCESS_EXCLUSIVE, extra={"name": cmd.name})
     if sub == AlterTableType.AT_ValidateConstraint:
         return Operation("validate_constraint", table, None, f"validates constraint {cmd.name} of {table}", text,
                          lock=SHARE_UPDATE_EXCLUSIVE)
@@ -189,7 +190,8 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
         if kind == ObjectType.OBJECT_TABLE and parts:
             table = TableName(parts[0] if len(parts) > 1 else None, parts[-1])
             operations.append(Operation("drop_table", table, None, f"drops table {table} and all its rows", text,
-                                        lock=ACCESS_EXCLUSIVE, check=LiveCheck("all_rows", table)))
+                                        lock=ACCESS_EXCLUSIVE, check=LiveCheck("all_rows", table),
+                                        extra={"cascade": stmt.behavior == DropBehavior.DROP_CASCADE}))
         elif kind in _HARMLESS_DROPS and stmt.behavior == DropBehavior.DROP_CASCADE:
             # CASCADE also drops what depends on the object: a type's columns, a schema's tables.
             operations.append(Operation("unknown", None, None, f"drops {noun} {_object_label(obj)} with CASCADE, "
@@ -197,7 +199,7 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
         elif kind in _HARMLESS_DROPS:
             lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else ACCESS_EXCLUSIVE
             operations.append(Operation(_HARMLESS_DROPS[kind], None, None, f"drops {noun} {_object_label(obj)}",
-                                        text, lock=lock))
+                                        text, lock=lock, extra={"name": _object_label(obj)}))
         else:
             operations.append(Operation("unknown", None, None, f"DROP {kind.name[7:]}: review by hand", text))
     return operations
