@@ -84,11 +84,10 @@ def read_data_dependencies(conn: psycopg.Connection, tables: Iterable[TableName]
         "SELECT t.tgname, t.tgrelid::int8, t.tgtype, t.tgfoid::regproc::text FROM pg_trigger t"
         " WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' ORDER BY t.tgname"
     ).fetchall()
-    oids = {}
-    for table in dict.fromkeys(tables):
-        row = conn.execute("SELECT to_regclass(%s)::int8", [regclass_text(table)]).fetchone()
-        if row is not None and row[0] is not None:
-            oids[table] = int(row[0])
+    names = list(dict.fromkeys(tables))
+    found = conn.execute("SELECT to_regclass(name)::int8 FROM unnest(%s::text[]) WITH ORDINALITY AS n(name, i) "
+                         "ORDER BY i", [[regclass_text(t) for t in names]]).fetchall()
+    oids = {table: int(row[0]) for table, row in zip(names, found) if row[0] is not None}
     return DataDependencies(
         tuple(ForeignKey(name, int(oid), _table_name(schema, relname, visible), tuple(cols), int(ref_oid),
                          _table_name(ref_schema, ref_name, ref_visible), tuple(ref_cols), action,
