@@ -142,6 +142,16 @@ def test_wrong_password_is_refused_without_echoing_it(pg_server, demo_url):
     assert "not-the-password" not in result.output
 
 
+def test_a_role_that_may_not_read_the_version_table_is_refused_clearly(pg_server, demo_url):
+    # The app role logs in, but was granted nothing on the demo's tables.
+    url = url_with(demo_url, username=pg_server.app_user, password=pg_server.app_password)
+    for args in (["status"], ["plan"]):
+        result = rollbook(*args, url=url)
+        assert_refused(result, 3, f"The role {pg_server.app_user} may not read alembic_version (permission denied)",
+                       "usually the role that runs the migrations")
+        assert pg_server.app_password not in result.output
+
+
 def test_password_with_percent_at_and_colon_works(pg_server, demo_url):
     import psycopg
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
 from rollbook.database import DatabaseTarget, connect
-from rollbook.errors import BadInput
+from rollbook.errors import BadInput, DatabaseUnreachable
 from rollbook.migrations import MigrationProject, RevisionInfo
 
 
@@ -72,7 +72,14 @@ def read_current_revisions(conn: psycopg.Connection, project: MigrationProject) 
             "Nothing was changed."
         )
     table = sql.Identifier(schema, project.version_table) if schema else sql.Identifier(project.version_table)
-    rows = conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY version_num").format(table)).fetchall()
+    try:
+        rows = conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY version_num").format(table)).fetchall()
+    except errors.InsufficientPrivilege:
+        raise DatabaseUnreachable(
+            f"The role {conn.info.user} may not read {name} (permission denied). Connect as a role that may read "
+            "the version table and the tables the downgrade touches, usually the role that runs the migrations. "
+            "Nothing was changed."
+        ) from None
     return tuple(row[0] for row in rows)
 
 
