@@ -1,6 +1,6 @@
 """A downgrade's DELETE or TRUNCATE: its own rows counted as written, and what it does to other tables.
 
-Foreign keys' actions are counted, triggers are named for review by hand.
+Foreign keys' actions are counted; triggers and rules are named for review by hand.
 """
 
 from __future__ import annotations
@@ -97,13 +97,14 @@ def test_a_percent_sign_in_the_migration_sql_is_counted_and_printed_as_written(t
     assert "WHERE name = '100%')" in plan.downgrade_sql()
 
 
-def test_rows_still_referencing_the_deleted_rows_are_counted_as_a_failure_and_triggers_are_named(
+def test_rows_still_referencing_the_deleted_rows_are_counted_as_a_failure_and_triggers_and_rules_named(
         tmp_path, database_url):
     extra = """
         CREATE TABLE holds (folder_id int REFERENCES folders);
         INSERT INTO holds VALUES (2), (3);
         CREATE FUNCTION forget_folder() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$;
         CREATE TRIGGER folders_audit AFTER DELETE ON folders FOR EACH ROW EXECUTE FUNCTION forget_folder();
+        CREATE RULE folders_hold AS ON DELETE TO folders DO ALSO INSERT INTO holds VALUES (NULL);
     """
     plan, config = planned(tmp_path, database_url, "DELETE FROM folders WHERE name LIKE 'seed%'", extra)
 
@@ -114,6 +115,7 @@ def test_rows_still_referencing_the_deleted_rows_are_counted_as_a_failure_and_tr
     reasons = "\n".join(plan.verdict.reasons)
     assert "holds_folder_id_fkey, ON DELETE NO ACTION): 1 rows that would make it fail" in reasons
     assert "fires trigger folders_audit on folders (AFTER DELETE, calls forget_folder)" in reasons
+    assert "is rewritten by rule folders_hold on folders (ON DELETE DO ALSO)" in reasons
 
     before = table_rows(database_url)
     with pytest.raises(Exception, match="holds_folder_id_fkey"):

@@ -2,7 +2,7 @@
 
 PostgreSQL carries out a foreign key's ON DELETE CASCADE, SET NULL or SET DEFAULT, refuses a DELETE
 that would leave referencing rows behind (NO ACTION, RESTRICT), empties every referencing table on
-TRUNCATE ... CASCADE, and fires the table's triggers. A plan that counted only the statement's own
+TRUNCATE ... CASCADE, fires the table's triggers and applies its rules. A plan that counted only the statement's own
 rows would call such a step cheaper than it is, so each of these becomes an operation of its own,
 with its own live count where one can be taken, and "review by hand" where it cannot.
 """
@@ -23,6 +23,7 @@ _EVENTS = {"insert": "INSERT", "update": "UPDATE", "delete": "DELETE", "truncate
 # pg_trigger.tgtype bits (PostgreSQL's trigger.h).
 _TYPE_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
 _BEFORE, _INSTEAD = 2, 64
+_RULE_EVENTS = {"2": "UPDATE", "3": "INSERT", "4": "DELETE"}
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,22 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """One enabled rule (CREATE RULE ... ON DELETE/UPDATE/INSERT) that rewrites a statement on its table."""
+
+    name: str
+    table_oid: int
+    event: str
+    instead: bool
+
+
+@dataclass(frozen=True)
 class DataDependencies:
-    """The foreign keys and triggers of a database, and how the plan's table names resolve in it."""
+    """The foreign keys, triggers and rules of a database, and how the plan's table names resolve in it."""
 
     foreign_keys: tuple[ForeignKey, ...]
     triggers: tuple[Trigger, ...]
+    rules: tuple[Rule, ...]
     oids: dict[TableName, int]
 
     def referencing(self, oid: int) -> list[ForeignKey]:
@@ -65,9 +77,12 @@ class DataDependencies:
     def triggers_on(self, oid: int, event: str) -> list[Trigger]:
         return [t for t in self.triggers if t.table_oid == oid and event in t.events]
 
+    def rules_on(self, oid: int, event: str) -> list[Rule]:
+        return [r for r in self.rules if r.table_oid == oid and r.event == event]
+
 
 def read_data_dependencies(conn: psycopg.Connection, tables: Iterable[TableName]) -> DataDependencies:
-    """Foreign keys and triggers from the catalog, and the oid of each of `tables` that exists now."""
+    """Foreign keys, triggers and rules from the catalog, and the oid of each of `tables` that exists now."""
     set_columns = _names_of("con.conrelid", "con.confdelsetcols") if conn.info.server_version >= 150000 else (
         "ARRAY[]::text[]")
     keys = conn.execute(
@@ -84,6 +99,10 @@ def read_data_dependencies(conn: psycopg.Connection, tables: Iterable[TableName]
         "SELECT t.tgname, t.tgrelid::int8, t.tgtype, t.tgfoid::regproc::text FROM pg_trigger t"
         " WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' ORDER BY t.tgname"
     ).fetchall()
+    rules = conn.execute(
+        "SELECT r.rulename, r.ev_class::int8, r.ev_type, r.is_instead FROM pg_rewrite r"
+        " WHERE r.ev_type IN ('2', '3', '4') AND r.ev_enabled <> 'D' ORDER BY r.rulename"
+    ).fetchall()
     names = list(dict.fromkeys(tables))
     found = conn.execute("SELECT to_regclass(name)::int8 FROM unnest(%s::text[]) WITH ORDINALITY AS n(name, i) "
                          "ORDER BY i", [[regclass_text(t) for t in names]]).fetchall()
@@ -97,6 +116,7 @@ def read_data_dependencies(conn: psycopg.Connection, tables: Iterable[TableName]
         tuple(Trigger(name, int(oid), frozenset(e for e, bit in _TYPE_BITS.items() if tgtype & bit),
                       "INSTEAD OF" if tgtype & _INSTEAD else "BEFORE" if tgtype & _BEFORE else "AFTER", function)
               for name, oid, tgtype, function in triggers),
+        tuple(Rule(name, int(oid), _RULE_EVENTS[ev_type], instead) for name, oid, ev_type, instead in rules),
         oids,
     )
 
@@ -235,7 +255,8 @@ def _after_truncate(dependencies: DataDependencies, oid: int, op: Operation) -> 
 def _triggers(
     dependencies: DataDependencies, oid: int, table: TableName, event: str, statement: str
 ) -> list[Operation]:
-    return [
+    """The triggers and rules `event` on `table` sets off: named, never counted."""
+    fired = [
         Operation(
             "trigger", table, None,
             f"fires trigger {t.name} on {table} ({t.timing} {event}, calls {t.function}): what it changes was not "
@@ -243,4 +264,13 @@ def _triggers(
             reason="A trigger can change or delete other rows and tables; rollbook does not read its code.",
         )
         for t in dependencies.triggers_on(oid, event)
+    ]
+    return fired + [
+        Operation(
+            "rule", table, None,
+            f"is rewritten by rule {r.name} on {table} (ON {event} DO {'INSTEAD' if r.instead else 'ALSO'}): what "
+            "it changes was not counted, review by hand", statement, risk=Risk.UNKNOWN,
+            reason="A rule can replace the statement or add others; rollbook does not read its actions.",
+        )
+        for r in dependencies.rules_on(oid, event)
     ]
