@@ -15,15 +15,8 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from rollbook.operations import LiveCheck, TableName
+from rollbook.operations import INTEGER_RANGES, LiveCheck, TableName
 
-INTEGER_RANGES = {
-    "int2": (-32768, 32767),
-    "smallint": (-32768, 32767),
-    "int4": (-2147483648, 2147483647),
-    "integer": (-2147483648, 2147483647),
-    "int": (-2147483648, 2147483647),
-}
 _TEXT_TYPES = ("varchar", "character varying", "bpchar", "char", "character")
 
 
@@ -203,6 +196,8 @@ def check_aggregate(
         return _orphans(conn, check, cols)
     if check.kind == "not_fitting":
         return _not_fitting(check, cols[0], columns[check.columns[0]], server_version)
+    if check.kind == "converted":
+        return _converted(check, cols[0], columns[check.columns[0]])
     return None, f"no live check for {check.kind}"
 
 
@@ -237,29 +232,66 @@ def _not_fitting(
 ) -> tuple[sql.Composable | None, str | None]:
     type_name = (check.type_name or "").lower()
     mods = check.type_modifiers
+    # With USING, the new type receives what the expression makes of each value, of a type only the
+    # server knows: only the checks that work on any type apply.
+    value = sql.SQL("({})").format(sql.SQL(check.predicate)) if check.predicate else col
+    numeric = _is_numeric(current_type) and not check.predicate
     if type_name in _TEXT_TYPES and mods:
         # octet_length reads only the stored length; char_length (never larger) decodes the value, so it
         # runs only for the few values long enough in bytes.
         return sql.SQL("count(*) FILTER (WHERE octet_length({c}::text) > {n} AND char_length({c}::text) > {n})").format(
-            c=col, n=sql.Literal(mods[0])
+            c=value, n=sql.Literal(mods[0])
         ), None
-    if type_name == "numeric" and mods and _is_numeric(current_type):
-        precision, scale = mods[0], mods[1] if len(mods) > 1 else 0
-        limit = sql.Literal(10 ** (precision - scale))
-        return sql.SQL("count(*) FILTER (WHERE abs({}) >= {} - 0.5 * 10 ^ (-{}))").format(
-            col, limit, sql.Literal(scale)
-        ), None
-    if type_name in INTEGER_RANGES and _is_numeric(current_type):
-        low, high = INTEGER_RANGES[type_name]
-        return sql.SQL("count(*) FILTER (WHERE {} NOT BETWEEN {} AND {})").format(
-            col, sql.Literal(low), sql.Literal(high)
-        ), None
+    if type_name == "numeric" and mods and numeric:
+        return sql.SQL("count(*) FILTER (WHERE NOT {})").format(_fits_numeric(value, mods)), None
+    if type_name in INTEGER_RANGES and numeric:
+        return sql.SQL("count(*) FILTER (WHERE NOT {})").format(_fits_integer(value, type_name, current_type)), None
     if server_version >= 160000:
         declared = f"{type_name}({','.join(map(str, mods))})" if mods else type_name
         return sql.SQL("count(*) FILTER (WHERE {c} IS NOT NULL AND NOT pg_input_is_valid({c}::text, {t}))").format(
-            c=col, t=sql.Literal(declared)
+            c=value, t=sql.Literal(declared)
         ), f"checked with the input function of {declared}"
     return None, f"no live check for a change from {current_type} to {type_name} before PostgreSQL 16: review by hand"
+
+
+def _fits_numeric(value: sql.Composable, mods: tuple[int, ...]) -> sql.Composable:
+    """True where `value`, rounded to the new scale, stays below 10^(precision - scale)."""
+    precision, scale = mods[0], mods[1] if len(mods) > 1 else 0
+    return sql.SQL("(abs({}) < {} - 0.5 * 10 ^ (-{}))").format(
+        value, sql.Literal(10 ** (precision - scale)), sql.Literal(scale))
+
+
+def _fits_integer(value: sql.Composable, type_name: str, current_type: str) -> sql.Composable:
+    """True where `value`, rounded as the cast to an integer type rounds it, is in that type's range."""
+    low, high = INTEGER_RANGES[type_name]
+    rounded = value if current_type in INTEGER_RANGES else sql.SQL("round({}::numeric)").format(value)
+    return sql.SQL("({} BETWEEN {} AND {})").format(rounded, sql.Literal(low), sql.Literal(high))
+
+
+def _converted(
+    check: LiveCheck, col: sql.Composable, current_type: str
+) -> tuple[sql.Composable | None, str | None]:
+    """Values the type change keeps, but not as they were: rewritten by USING, or rounded to fit."""
+    type_name = (check.type_name or "").lower()
+    value = sql.SQL("({})").format(sql.SQL(check.predicate)) if check.predicate else col
+    changed: list[sql.Composable] = []
+    if check.predicate:
+        changed.append(sql.SQL("{} IS DISTINCT FROM {}").format(value, col))
+    rounds = (type_name == "numeric" and check.type_modifiers) or type_name in INTEGER_RANGES
+    if rounds:
+        if not check.predicate and not _is_numeric(current_type):
+            return None, f"no live check for how {current_type} values become {type_name}: review by hand"
+        if type_name == "numeric":
+            scale = check.type_modifiers[1] if len(check.type_modifiers) > 1 else 0
+            fits = _fits_numeric(value, check.type_modifiers)
+        else:
+            scale, fits = 0, _fits_integer(value, type_name, "" if check.predicate else current_type)
+        changed.append(sql.SQL("({fits} AND {v}::numeric <> round({v}::numeric, {s}))").format(
+            fits=fits, v=value, s=sql.Literal(scale)))
+    # A cast to a text type fails rather than cut a value; other types (a timestamp's precision) may round.
+    note = None if rounds or type_name in _TEXT_TYPES or type_name == "text" else (
+        f"values the USING expression changes; rounding by {type_name} afterwards is not counted")
+    return sql.SQL("count(*) FILTER (WHERE {})").format(sql.SQL(" OR ").join(changed)), note
 
 
 def _is_numeric(type_text: str) -> bool:

@@ -47,12 +47,23 @@ CheckKind = Literal[
     "violating",  # rows that break a new check constraint
     "rows_present",  # any row at all blocks the statement (NOT NULL column without default)
     "referencing",  # rows whose foreign key (NO ACTION / RESTRICT) makes a DELETE fail
+    "converted",  # values a type change rounds or rewrites without failing
 ]
 
-# Operations that delete or rewrite rows of their table, directly or through a foreign key's action.
+# Operations that delete or rewrite rows of their table, directly, through a foreign key's action, or by
+# converting values to a new type.
 ROW_CHANGES = frozenset({
     "update", "delete", "truncate", "cascade_delete", "cascade_set_null", "cascade_set_default", "cascade_truncate",
+    "convert_values",
 })
+
+# The values each integer type holds, by the names a type change may use for it.
+INTEGER_RANGES = {
+    **dict.fromkeys(("int2", "smallint"), (-32768, 32767)),
+    **dict.fromkeys(("int4", "integer", "int"), (-2147483648, 2147483647)),
+    **dict.fromkeys(("int8", "bigint"), (-9223372036854775808, 9223372036854775807)),
+}
+INTEGER_TYPES = frozenset(INTEGER_RANGES)
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ class LiveCheck:
     @property
     def effect(self) -> Literal["lost", "blocks"]:
         """Whether counted rows lose data, or make the statement fail."""
-        return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows") else "blocks"
+        return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows", "converted") else "blocks"
 
 
 # Operations whose statement fails whatever the rows: an object in its way, a TRUNCATE that is refused.
@@ -79,7 +90,7 @@ CERTAIN_FAILURES = frozenset({"dependent_object", "truncate_refused"})
 
 _LOSS_VERBS = {
     "update": "rewritten", "delete": "deleted", "cascade_delete": "deleted", "cascade_set_null": "rewritten",
-    "cascade_set_default": "rewritten",
+    "cascade_set_default": "rewritten", "convert_values": "changed",
 }
 
 
@@ -122,7 +133,7 @@ class Operation:
             return None
         if self.rows_affected is None:
             return "not counted"
-        noun = "values" if self.check.kind == "non_null_values" else "rows"
+        noun = "values" if self.check.kind in ("non_null_values", "converted") else "rows"
         if self.check.effect == "blocks":
             return f"{self.rows_affected} {noun} that would make it fail"
         return f"{self.rows_affected} {noun} {_LOSS_VERBS.get(self.op, 'lost')}"

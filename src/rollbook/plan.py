@@ -245,18 +245,20 @@ def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operat
     return operations_from_python(project.script(rendered.revision).path, rendered.direction, rendered.error or "")
 
 
-# Downgrade operations that change the rows of their table.
-_DATA_CHANGES = ROW_CHANGES | {"insert", "alter_column_type"}
+# Downgrade operations that change what a later count of their table would see: every row, or one column.
+_TABLE_CHANGES = (ROW_CHANGES - {"convert_values"}) | {"insert"}
+_COLUMN_CHANGES = {"alter_column_type", "convert_values"}
 
 
 def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
-    """Mark checks whose table an earlier step of the same downgrade re-creates or changes.
+    """Mark checks whose table an earlier statement of the same downgrade re-creates or changes.
 
-    A table or column re-created earlier comes back empty: its check counts zero rows. A table whose
-    rows an earlier step changes is counted on today's data, which the later step will not see.
+    A table or column re-created earlier comes back empty: its check counts zero rows. A table (or,
+    after a type change, a column) that an earlier statement changes is counted on today's data, which
+    the later statement will not see.
     """
     created: dict[str, str] = {}
-    changed: dict[str, str] = {}
+    changed: dict[str, tuple[str, str]] = {}  # table or table.column -> (revision, statement) that changes it
     marked = []
     for step in steps:
         operations = []
@@ -265,17 +267,20 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
             if op.check:
                 source = created.get(column_key) if op.check.kind == "non_null_values" else None
                 source = source or created.get(table_key)
+                earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in op.check.columns))
+                           if key in changed and changed[key][1] != op.statement]
                 if source:
                     op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
-                elif table_key in changed:
-                    op = replace(op, changed_earlier_by=changed[table_key])
+                elif earlier:
+                    op = replace(op, changed_earlier_by=earlier[0][0])
             operations.append(op)
             if op.op == "create_table":
                 created[table_key] = step.revision.revision
             elif op.op == "add_column":
                 created[column_key] = step.revision.revision
-            elif op.op in _DATA_CHANGES:
-                changed.setdefault(table_key, step.revision.revision)
+            elif op.op in _TABLE_CHANGES or op.op in _COLUMN_CHANGES:
+                key = table_key if op.op in _TABLE_CHANGES else column_key
+                changed.setdefault(key, (step.revision.revision, op.statement))
         marked.append(replace(step, operations=tuple(operations)))
     return tuple(marked)
 

@@ -8,13 +8,17 @@ from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
-from rollbook.operations import LiveCheck, Operation, TableName
+from rollbook.operations import INTEGER_TYPES, LiveCheck, Operation, TableName
 
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
 SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
 SHARE = "SHARE"
 ROW_EXCLUSIVE = "ROW EXCLUSIVE"
+
+# The parser's internal names of common types, as people write them.
+_SQL_TYPE_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real",
+                   "float8": "double precision", "bool": "boolean"}
 
 # Objects whose DROP destroys no table data.
 _HARMLESS_DROPS = {
@@ -63,7 +67,7 @@ def _deparse(node: ast.Node) -> str:
 def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
         table = _table(stmt.relation)
-        return [_alter_table_command(table, cmd, text) for cmd in stmt.cmds]
+        return [op for cmd in stmt.cmds for op in _alter_table_command(table, cmd, text)]
     if isinstance(stmt, ast.DropStmt):
         return _drop(stmt, text)
     if isinstance(stmt, ast.CreateStmt):
@@ -98,7 +102,40 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     return [Operation("unknown", None, None, f"{type(stmt).__name__}: not understood, review by hand", text)]
 
 
-def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) -> Operation:
+def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) -> list[Operation]:
+    if cmd.subtype == AlterTableType.AT_AlterColumnType:
+        return _alter_column_type(table, cmd, text)
+    return [_other_alter_table_command(table, cmd, text)]
+
+
+def _alter_column_type(table: TableName, cmd: ast.AlterTableCmd, text: str) -> list[Operation]:
+    """The type change, counted for values that make it fail, and, where it can round or rewrite values
+    without failing (a USING expression, a numeric scale, an integer type), for the values it changes."""
+    column = cmd.name
+    type_name = cmd.def_.typeName
+    names = _names(type_name.names)
+    modifiers = tuple(m.val.ival for m in type_name.typmods or () if isinstance(m, ast.A_Const)
+                      and isinstance(m.val, ast.Integer))
+    name = _SQL_TYPE_NAMES.get(names[-1], names[-1])
+    shown = f"{name}({', '.join(map(str, modifiers))})" if modifiers else name
+    using = _deparse(cmd.def_.raw_default) if cmd.def_.raw_default else None
+    operations = [Operation(
+        "alter_column_type", table, column, f"changes {table}.{column} to {shown}"
+        + (f" using {using}" if using else ""), text, lock=ACCESS_EXCLUSIVE, rewrites_table=True,
+        check=LiveCheck("not_fitting", table, (column,), names[-1], modifiers, predicate=using),
+        extra={"new_type": shown, "using": bool(using)},
+    )]
+    if using or (names[-1] == "numeric" and modifiers) or names[-1] in INTEGER_TYPES:
+        how = f"rewrites the values of {table}.{column} with {using}" if using else (
+            f"rounds the values of {table}.{column} that {shown} cannot hold exactly")
+        operations.append(Operation(
+            "convert_values", table, column, how, text,
+            check=LiveCheck("converted", table, (column,), names[-1], modifiers, predicate=using),
+        ))
+    return operations
+
+
+def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) -> Operation:
     sub = cmd.subtype
     column = cmd.name
     if sub == AlterTableType.AT_DropColumn:
@@ -107,17 +144,6 @@ def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) ->
                          extra={"cascade": cmd.behavior == DropBehavior.DROP_CASCADE})
     if sub == AlterTableType.AT_AddColumn:
         return _add_column(table, cmd.def_, text)
-    if sub == AlterTableType.AT_AlterColumnType:
-        type_name = cmd.def_.typeName
-        names = _names(type_name.names)
-        modifiers = tuple(m.val.ival for m in type_name.typmods or () if isinstance(m, ast.A_Const)
-                          and isinstance(m.val, ast.Integer))
-        shown = f"{names[-1]}({', '.join(map(str, modifiers))})" if modifiers else names[-1]
-        using = f" using {_deparse(cmd.def_.raw_default)}" if cmd.def_.raw_default else ""
-        return Operation("alter_column_type", table, column, f"changes {table}.{column} to {shown}{using}", text,
-                         lock=ACCESS_EXCLUSIVE, rewrites_table=True,
-                         check=LiveCheck("not_fitting", table, (column,), names[-1], modifiers),
-                         extra={"new_type": shown, "using": bool(using)})
     if sub == AlterTableType.AT_SetNotNull:
         return Operation("set_not_null", table, column, f"makes {table}.{column} NOT NULL (scans the table)", text,
                          lock=ACCESS_EXCLUSIVE, check=LiveCheck("nulls", table, (column,)))

@@ -1,0 +1,57 @@
+"""A type change that succeeds can still change values: rounded to a smaller scale or to an integer, or
+rewritten by its USING expression. The plan counts those values, and the downgrade changes exactly them."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic_projects import write_project
+
+from rollbook.database import DatabaseTarget, connect
+from rollbook.migrations import alembic_config_for, load_project
+from rollbook.plan import plan_downgrade
+
+SCHEMA = "CREATE TABLE prices (id int PRIMARY KEY, amount numeric(12,4), qty numeric(8,2), email text)"
+NARROWING = ("ALTER TABLE prices ALTER COLUMN amount TYPE numeric(10,2), ALTER COLUMN qty TYPE integer, "
+             "ALTER COLUMN email TYPE varchar(20) USING left(email, 20)")
+REVISIONS = {
+    "dddd00000001": (None, f"op.execute({SCHEMA!r})", 'op.execute("DROP TABLE prices")'),
+    "dddd00000002": ("dddd00000001", 'op.execute("COMMENT ON TABLE prices IS \'widened\'")', f"op.execute({NARROWING!r})"),
+}
+ROWS = """
+INSERT INTO prices VALUES
+  (1, 1.234, 1.5, 'short@x.io'),
+  (2, 2.5, 2, 'a-very-long-address@example.com'),
+  (3, 3.0001, 3.25, NULL),
+  (4, NULL, NULL, 'another-long-address@example.com'),
+  (5, 7, 7, 'ok@x.io')
+"""
+
+
+def test_rounded_and_rewritten_values_are_counted_exactly_as_the_downgrade_changes_them(tmp_path, database_url):
+    project = load_project(write_project(tmp_path / "project", REVISIONS))
+    target = DatabaseTarget.from_url(database_url)
+    config = alembic_config_for(project, target)
+    command.upgrade(config, "head")
+    with connect(target) as conn:
+        conn.execute(ROWS)
+        before = conn.execute("SELECT id, amount::text, qty::text, email FROM prices ORDER BY id").fetchall()
+
+    plan = plan_downgrade(target, project, "-1")
+
+    counted = {(op.op, op.column): op.rows_affected for op in plan.steps[0].operations}
+    assert counted == {
+        ("alter_column_type", "amount"): 0, ("convert_values", "amount"): 2,  # 1.234 and 3.0001
+        ("alter_column_type", "qty"): 0, ("convert_values", "qty"): 2,  # 1.5 and 3.25
+        ("alter_column_type", "email"): 0, ("convert_values", "email"): 2,  # cut to 20 characters by USING
+    }
+    assert plan.verdict.code == "loses_data"
+    assert plan.verdict.reasons[1] == (
+        "dddd00000002: rounds the values of prices.qty that integer cannot hold exactly: 2 values changed")
+
+    command.downgrade(config, "-1")
+    with connect(target) as conn:
+        after = conn.execute("SELECT id, amount::numeric(12,4)::text, qty::numeric(8,2)::text, email FROM prices "
+                             "ORDER BY id").fetchall()
+    changed = {column: sum(1 for old, new in zip(before, after) if old[i] != new[i])
+               for i, column in enumerate(("id", "amount", "qty", "email")) if i}
+    assert changed == {"amount": 2, "qty": 2, "email": 2}
