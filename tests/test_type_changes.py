@@ -1,8 +1,11 @@
-"""A type change that succeeds can still change values: rounded to a smaller scale or to an integer, or
-rewritten by its USING expression. The plan counts those values, and the downgrade changes exactly them."""
+"""Type changes the plan must count right: one that succeeds can still change values (rounded to a
+smaller scale or to an integer, rewritten by USING), and one to an enum the downgrade re-creates
+fails on values the new labels lack, although today's type still has them."""
 
 from __future__ import annotations
 
+import pytest
+import sqlalchemy.exc
 from alembic import command
 from alembic_projects import write_project
 
@@ -55,3 +58,33 @@ def test_rounded_and_rewritten_values_are_counted_exactly_as_the_downgrade_chang
     changed = {column: sum(1 for old, new in zip(before, after) if old[i] != new[i])
                for i, column in enumerate(("id", "amount", "qty", "email")) if i}
     assert changed == {"amount": 2, "qty": 2, "email": 2}
+
+
+ENUM_REVISIONS = {
+    "eeee00000001": (None, "op.execute(\"CREATE TYPE status AS ENUM ('new', 'paid'); CREATE TABLE bills (id int, s status)\")",
+                     'op.execute("DROP TABLE bills; DROP TYPE status")'),
+    "eeee00000002": ("eeee00000001", "op.execute(\"ALTER TYPE status ADD VALUE 'refunded'\")",
+                     "op.execute(\"ALTER TYPE status RENAME TO status_old; CREATE TYPE status AS ENUM ('new', 'paid'); "
+                     "ALTER TABLE bills ALTER COLUMN s TYPE status USING s::text::status; DROP TYPE status_old\")"),
+}
+
+
+def test_an_enum_recreated_without_a_value_counts_the_rows_holding_it_against_the_new_labels(tmp_path, database_url):
+    project = load_project(write_project(tmp_path / "project", ENUM_REVISIONS))
+    target = DatabaseTarget.from_url(database_url)
+    config = alembic_config_for(project, target)
+    command.upgrade(config, "head")
+    with connect(target) as conn:
+        conn.execute("INSERT INTO bills VALUES (1, 'new'), (2, 'refunded'), (3, 'refunded'), (4, NULL)")
+
+    plan = plan_downgrade(target, project, "-1")
+
+    step = plan.steps[0]
+    assert step.migration_type == "add_enum_value"
+    [retype] = [op for op in step.operations if op.op == "alter_column_type"]
+    # Today's status still has 'refunded': only the labels the downgrade creates tell the truth.
+    assert retype.rows_affected == 2 and retype.fails
+    assert retype.count_note == "checked against the labels of status as this downgrade creates it"
+    assert plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.DataError, match="invalid input value for enum status"):
+        command.downgrade(config, "-1")

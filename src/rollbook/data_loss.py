@@ -236,6 +236,10 @@ def _not_fitting(
     # server knows: only the checks that work on any type apply.
     value = sql.SQL("({})").format(sql.SQL(check.predicate)) if check.predicate else col
     numeric = _is_numeric(current_type) and not check.predicate
+    if check.allowed_values:
+        return sql.SQL("count(*) FILTER (WHERE {v} IS NOT NULL AND {v}::text NOT IN ({labels}))").format(
+            v=value, labels=sql.SQL(", ").join(map(sql.Literal, check.allowed_values))
+        ), f"checked against the labels of {type_name} as this downgrade creates it"
     if type_name in _TEXT_TYPES and mods:
         # octet_length reads only the stored length; char_length (never larger) decodes the value, so it
         # runs only for the few values long enough in bytes.
@@ -288,8 +292,8 @@ def _converted(
             scale, fits = 0, _fits_integer(value, type_name, "" if check.predicate else current_type)
         changed.append(sql.SQL("({fits} AND {v}::numeric <> round({v}::numeric, {s}))").format(
             fits=fits, v=value, s=sql.Literal(scale)))
-    # A cast to a text type fails rather than cut a value; other types (a timestamp's precision) may round.
-    note = None if rounds or type_name in _TEXT_TYPES or type_name == "text" else (
+    # A cast to a text type or an enum fails rather than change a value; others (a timestamp's precision) may round.
+    note = None if rounds or type_name in _TEXT_TYPES or type_name == "text" or check.allowed_values else (
         f"values the USING expression changes; rounding by {type_name} afterwards is not counted")
     return sql.SQL("count(*) FILTER (WHERE {})").format(sql.SQL(" OR ").join(changed)), note
 

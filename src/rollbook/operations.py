@@ -78,6 +78,8 @@ class LiveCheck:
     predicate: str | None = None
     referenced_table: TableName | None = None
     referenced_columns: tuple[str, ...] = ()
+    # The labels of an enum type the downgrade itself creates before this check's statement.
+    allowed_values: tuple[str, ...] = ()
 
     @property
     def effect(self) -> Literal["lost", "blocks"]:

@@ -259,6 +259,7 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
     """
     created: dict[str, str] = {}
     changed: dict[str, tuple[str, str]] = {}  # table or table.column -> (revision, statement) that changes it
+    types: dict[str, tuple[str, tuple[str, ...]]] = {}  # type created -> (revision, enum labels)
     marked = []
     for step in steps:
         operations = []
@@ -269,12 +270,20 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
                 source = source or created.get(table_key)
                 earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in op.check.columns))
                            if key in changed and changed[key][1] != op.statement]
+                new_type = types.get(op.check.type_name or "") if op.check.kind in ("not_fitting", "converted") else None
                 if source:
                     op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
+                elif new_type and new_type[1]:
+                    op = replace(op, check=replace(op.check, allowed_values=new_type[1]))
+                elif new_type:
+                    op = replace(op, count_note=f"type {op.check.type_name} is created by step {new_type[0]} of this "
+                                 "downgrade, so today's values cannot be checked against it: not counted")
                 elif earlier:
                     op = replace(op, changed_earlier_by=earlier[0][0])
             operations.append(op)
-            if op.op == "create_table":
+            if op.op == "create_type":
+                types[op.extra["name"]] = (step.revision.revision, tuple(op.extra.get("labels", ())))
+            elif op.op == "create_table":
                 created[table_key] = step.revision.revision
             elif op.op == "add_column":
                 created[column_key] = step.revision.revision

@@ -62,6 +62,7 @@ _TYPE_OF_UPGRADE = (
     ("alter_column", {"alter_column_type", "set_not_null", "drop_not_null", "alter_column_default"}),
     ("add_table", {"create_table"}),
     ("add_column", {"add_column"}),
+    ("add_enum_value", {"add_enum_value"}),
     ("add_constraint", {"add_unique", "add_primary_key", "add_foreign_key", "add_check", "create_unique_index"}),
     ("add_index", {"create_index"}),
     ("drop_constraint", {"drop_constraint", "drop_index"}),

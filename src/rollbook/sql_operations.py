@@ -75,6 +75,17 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
         return [Operation("create_table", table, None, f"creates table {table} (empty)", text, lock=None)]
     if isinstance(stmt, ast.IndexStmt):
         return [_create_index(stmt, text)]
+    if isinstance(stmt, ast.CreateEnumStmt):
+        name, labels = _names(stmt.typeName)[-1], _names(stmt.vals)
+        return [Operation("create_type", None, None, f"creates enum type {name} ({', '.join(labels)})", text,
+                          extra={"name": name, "labels": labels})]
+    if isinstance(stmt, ast.AlterEnumStmt) and stmt.newVal and not stmt.oldVal:
+        name = _names(stmt.typeName)[-1]
+        return [Operation("add_enum_value", None, None, f"adds value {stmt.newVal} to enum type {name}", text,
+                          extra={"name": name})]
+    if isinstance(stmt, (ast.CreateDomainStmt, ast.CompositeTypeStmt)):
+        name = _names(stmt.domainname)[-1] if isinstance(stmt, ast.CreateDomainStmt) else stmt.typevar.relname
+        return [Operation("create_type", None, None, f"creates type {name}", text, extra={"name": name})]
     if isinstance(stmt, ast.CreateSchemaStmt):
         return [Operation("create_schema", None, None, f"creates schema {stmt.schemaname} (empty)", text)]
     if isinstance(stmt, ast.RenameStmt):
