@@ -187,11 +187,18 @@ def check_aggregate(
         predicate = sql.SQL(check.predicate or "true")
         template = "count(*) FILTER (WHERE NOT ({}))" if check.kind == "violating" else "count(*) FILTER (WHERE ({}))"
         return sql.SQL(template).format(predicate), None
-    if check.kind == "duplicates":
-        all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)
-        return sql.SQL("count(*) FILTER (WHERE {all_set}) - count(DISTINCT ({tuple})) FILTER (WHERE {all_set})").format(
-            all_set=all_set, tuple=sql.SQL(", ").join(cols) if len(cols) > 1 else cols[0]
-        ), None
+    if check.kind in ("duplicates", "primary_key"):
+        keys = [sql.SQL("({})").format(sql.SQL(k)) for k in check.keys] or cols
+        # NULLs never collide in a unique index (a key with one is not compared); a primary key refuses them.
+        counted = [sql.SQL("{} IS NOT NULL").format(k) for k in keys]
+        if check.predicate:
+            counted.append(sql.SQL("({})").format(sql.SQL(check.predicate)))
+        where = sql.SQL(" AND ").join(counted)
+        duplicates = sql.SQL("count(*) FILTER (WHERE {where}) - count(DISTINCT ({tuple})) FILTER (WHERE {where})").format(
+            where=where, tuple=sql.SQL(", ").join(keys))
+        if check.kind == "primary_key":
+            return sql.SQL("{} + count(*) FILTER (WHERE NOT ({}))").format(duplicates, where), None
+        return duplicates, None
     if check.kind == "orphans":
         return _orphans(conn, check, cols)
     if check.kind == "not_fitting":

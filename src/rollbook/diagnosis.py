@@ -63,8 +63,8 @@ _DOES_NOT_FIT = {
     errors.InvalidTextRepresentation.sqlstate: ("not_fitting",),
 }
 _CONSTRAINTS = {
-    errors.NotNullViolation.sqlstate: ("nulls",),
-    errors.UniqueViolation.sqlstate: ("duplicates",),
+    errors.NotNullViolation.sqlstate: ("nulls", "primary_key"),
+    errors.UniqueViolation.sqlstate: ("duplicates", "primary_key"),
     # A new key finds orphans; a DELETE finds rows still referencing what it removes.
     errors.ForeignKeyViolation.sqlstate: ("orphans", "referencing"),
     errors.CheckViolation.sqlstate: ("violating",),
@@ -375,7 +375,8 @@ def _kind_words(check: LiveCheck) -> str:
         return f"have a value in {columns} that does not fit {declared}"
     return {
         "nulls": f"have NULL in {columns}",
-        "duplicates": f"repeat a ({columns}) key another row already has",
+        "duplicates": f"repeat a ({columns or ', '.join(check.keys)}) key another row already has",
+        "primary_key": f"have a NULL in ({columns}) or repeat a key another row already has",
         "orphans": f"have a ({columns}) key missing from {check.referenced_table}",
         "violating": f"break the check ({check.predicate})",
         "referencing": "still reference rows the DELETE removes",
@@ -392,7 +393,7 @@ def _offending_keys(
             facts.append(f"{check.table} has no primary key: its rows cannot be named, only counted.")
             return [], []
         key_cols = sql.SQL(", ").join(column_reference(check.table, c) for c in key)
-        if check.kind == "duplicates":
+        if check.kind == "duplicates" and check.columns and not check.predicate:
             plain = sql.SQL(", ").join(sql.Identifier(c) for c in check.columns)
             query = sql.SQL(
                 "SELECT {key} FROM {table} WHERE ({cols}) IN (SELECT {plain} FROM {table} WHERE {set} "
@@ -446,10 +447,11 @@ def _fix_template(check: LiveCheck, key_columns: list[str], keys: list[tuple[Any
     if check.kind == "violating" and check.predicate:
         return sql.SQL("UPDATE {t} SET <column> = <value> WHERE NOT ({p});").format(
             t=table, p=sql.SQL(check.predicate)).as_string()
-    if check.kind == "duplicates":
-        return sql.SQL("SELECT {c}, count(*) FROM {t} GROUP BY {c} HAVING count(*) > 1; -- then update or delete "
-                       "all but one row of each").format(
-            t=table, c=sql.SQL(", ").join(sql.Identifier(c) for c in check.columns)).as_string()
+    if check.kind in ("duplicates", "primary_key"):
+        keys = [sql.Identifier(c) for c in check.columns] or [sql.SQL(k) for k in check.keys]
+        where = sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
+        return sql.SQL("SELECT {c}, count(*) FROM {t}{w} GROUP BY {c} HAVING count(*) > 1; -- then update or delete "
+                       "all but one row of each").format(t=table, w=where, c=sql.SQL(", ").join(keys)).as_string()
     where: sql.Composable = sql.SQL("<the rows counted above>")
     if keys:
         # Only the keys shown above: the template says so with a trailing "...".

@@ -42,7 +42,8 @@ CheckKind = Literal[
     "matching_rows",  # rows an UPDATE or DELETE touches
     "not_fitting",  # values that do not fit a new column type
     "nulls",  # NULLs in a column that becomes NOT NULL
-    "duplicates",  # rows that break a new unique constraint
+    "duplicates",  # rows that break a new unique constraint or index (partial: `predicate`; expressions: `keys`)
+    "primary_key",  # rows that break a new primary key: a NULL in the key, or a repeated key
     "orphans",  # rows that break a new foreign key
     "violating",  # rows that break a new check constraint
     "rows_present",  # any row at all blocks the statement (NOT NULL column without default)
@@ -80,6 +81,8 @@ class LiveCheck:
     referenced_columns: tuple[str, ...] = ()
     # The labels of an enum type the downgrade itself creates before this check's statement.
     allowed_values: tuple[str, ...] = ()
+    # The SQL of each element of a unique index on expressions (instead of `columns`).
+    keys: tuple[str, ...] = ()
 
     @property
     def effect(self) -> Literal["lost", "blocks"]:

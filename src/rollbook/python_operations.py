@@ -126,10 +126,10 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
         return [Operation("rename_table", table, None, f"renames table {table}", text, lock=ACCESS_EXCLUSIVE)]
     if name in ("create_unique_constraint", "create_primary_key"):
         columns = _string_list(args[1]) if len(args) > 1 else _string_list(_keyword_node(call, "columns"))
-        op = "add_unique" if name == "create_unique_constraint" else "add_primary_key"
-        return [Operation(op, table, ", ".join(columns or ()), f"adds {op[4:]} on {table}: fails on duplicates", text,
-                          lock=ACCESS_EXCLUSIVE, check=LiveCheck("duplicates", table, tuple(columns)) if columns
-                          else None)]
+        op, kind, fails = ("add_unique", "duplicates", "duplicates") if name == "create_unique_constraint" else (
+            "add_primary_key", "primary_key", "NULLs and duplicates")
+        return [Operation(op, table, ", ".join(columns or ()), f"adds {op[4:]} on {table}: fails on {fails}", text,
+                          lock=ACCESS_EXCLUSIVE, check=LiveCheck(kind, table, tuple(columns)) if columns else None)]
     if name == "create_foreign_key":
         referent = _literal(args[1]) if len(args) > 1 else _keyword(call, "referent_table")
         local = _string_list(args[2]) if len(args) > 2 else _string_list(_keyword_node(call, "local_cols"))

@@ -197,10 +197,13 @@ def _add_constraint(table: TableName, constraint: ast.Constraint, text: str) -> 
     name = constraint.conname or "(unnamed)"
     if kind in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
         columns = _names(constraint.keys)
-        op = "add_unique" if kind == ConstrType.CONSTR_UNIQUE else "add_primary_key"
-        return Operation(op, table, ", ".join(columns), f"adds {op[4:].replace('_', ' ')} {name} on "
-                         f"{table} ({', '.join(columns)}): fails on duplicates", text, lock=ACCESS_EXCLUSIVE,
-                         check=LiveCheck("duplicates", table, columns))
+        if kind == ConstrType.CONSTR_UNIQUE:
+            return Operation("add_unique", table, ", ".join(columns), f"adds unique {name} on {table} "
+                             f"({', '.join(columns)}): fails on duplicates", text, lock=ACCESS_EXCLUSIVE,
+                             check=LiveCheck("duplicates", table, columns))
+        return Operation("add_primary_key", table, ", ".join(columns), f"adds primary key {name} on {table} "
+                         f"({', '.join(columns)}): fails on NULLs and duplicates", text, lock=ACCESS_EXCLUSIVE,
+                         check=LiveCheck("primary_key", table, columns))
     if kind == ConstrType.CONSTR_FOREIGN:
         columns = _names(constraint.fk_attrs)
         referenced = _table(constraint.pktable)
@@ -259,10 +262,15 @@ def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
     columns = tuple(p.name or _deparse(p.expr) for p in stmt.indexParams)
     lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else SHARE
     if stmt.unique:
+        where = _deparse(stmt.whereClause) if stmt.whereClause is not None else None
+        expressions = not all(p.name for p in stmt.indexParams)
+        check = LiveCheck("duplicates", table, () if expressions else columns, predicate=where,
+                          keys=tuple(_deparse(p.expr) if p.expr else p.name for p in stmt.indexParams)
+                          if expressions else ())
+        partial = f" where {where}" if where else ""
         return Operation("create_unique_index", table, ", ".join(columns),
-                         f"creates unique index {stmt.idxname} on {table} ({', '.join(columns)}): fails on duplicates",
-                         text, lock=lock, check=LiveCheck("duplicates", table, columns) if all(
-                             p.name for p in stmt.indexParams) and not stmt.whereClause else None)
+                         f"creates unique index {stmt.idxname} on {table} ({', '.join(columns)}){partial}: fails on "
+                         "duplicates", text, lock=lock, check=check)
     return Operation("create_index", table, ", ".join(columns),
                      f"creates index {stmt.idxname} on {table} (blocks writes while it builds)", text, lock=lock)
 

@@ -1,0 +1,57 @@
+"""Keys a downgrade restores: the rows that would make them fail are counted, for a partial unique index on an
+expression and for a primary key (NULLs included), and the counts hold when the downgrade runs."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy.exc
+from alembic import command
+from alembic_projects import write_project
+
+from rollbook.database import DatabaseTarget, connect
+from rollbook.migrations import alembic_config_for, load_project
+from rollbook.plan import plan_downgrade
+
+RESTORE_KEYS = ("CREATE UNIQUE INDEX ux_live_email ON accounts (lower(email)) WHERE deleted_at IS NULL; "
+                "ALTER TABLE accounts ADD PRIMARY KEY (id)")
+REVISIONS = {
+    "ffff00000001": (None, 'op.execute("CREATE TABLE accounts (id int, email text, deleted_at timestamptz)")',
+                     'op.execute("DROP TABLE accounts")'),
+    "ffff00000002": ("ffff00000001", 'op.execute("COMMENT ON TABLE accounts IS \'keys dropped for an import\'")',
+                     f"op.execute({RESTORE_KEYS!r})"),
+}
+ROWS = """
+INSERT INTO accounts VALUES
+  (1, 'Ann@example.com', NULL),
+  (2, 'ann@example.com', NULL),      -- the same live address as row 1, once lower-cased
+  (2, 'ann@example.com', now()),     -- repeats id 2; a deleted row is outside the index
+  (NULL, 'bob@example.com', NULL),   -- no id
+  (5, NULL, NULL)
+"""
+
+
+def test_partial_expression_index_and_primary_key_count_exactly_what_makes_them_fail(tmp_path, database_url):
+    project = load_project(write_project(tmp_path / "project", REVISIONS))
+    target = DatabaseTarget.from_url(database_url)
+    config = alembic_config_for(project, target)
+    command.upgrade(config, "head")
+    with connect(target) as conn:
+        conn.execute(ROWS)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    counted = {op.op: op.rows_affected for op in plan.steps[0].operations}
+    assert counted == {"create_unique_index": 1, "add_primary_key": 2}
+    assert plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="ux_live_email"):
+        command.downgrade(config, "-1")
+
+    with connect(target) as conn:
+        conn.execute("DELETE FROM accounts WHERE id IS NULL OR (id = 2 AND deleted_at IS NOT NULL)")
+        conn.execute("UPDATE accounts SET email = 'ann.b@example.com' WHERE id = 2")
+
+    fixed = plan_downgrade(target, project, "-1")
+
+    assert {op.op: op.rows_affected for op in fixed.steps[0].operations} == {
+        "create_unique_index": 0, "add_primary_key": 0}
+    command.downgrade(config, "-1")
