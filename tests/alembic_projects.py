@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+
+from rollbook.database import DatabaseTarget, connect
+from rollbook.migrations import MigrationProject, alembic_config_for, load_project
+
 ENV_PY = (
     "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"
     "engine = create_engine(context.config.get_main_option('sqlalchemy.url'), poolclass=pool.NullPool)\n"
@@ -25,3 +31,17 @@ def write_project(root: Path, revisions: dict[str, tuple[str | None, str, str]])
             f"\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n"
         )
     return root / "alembic.ini"
+
+
+def project_at_head(
+    root: Path, database_url: str, revisions: dict[str, tuple[str | None, str, str]], rows: str = ""
+) -> tuple[MigrationProject, DatabaseTarget, Config]:
+    """A project written under `root`, its database upgraded to head and then given `rows` (SQL)."""
+    project = load_project(write_project(root, revisions))
+    target = DatabaseTarget.from_url(database_url)
+    config = alembic_config_for(project, target)
+    command.upgrade(config, "head")
+    if rows:
+        with connect(target) as conn:
+            conn.execute(rows)
+    return project, target, config

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy.exc
 from alembic import command
-from alembic_projects import write_project
+from alembic_projects import project_at_head
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.migrations import alembic_config_for, load_project
+from rollbook.database import connect
 from rollbook.plan import plan_downgrade
 
 RESTORE_KEYS = ("CREATE UNIQUE INDEX ux_live_email ON accounts (lower(email)) WHERE deleted_at IS NULL; "
@@ -31,12 +30,7 @@ INSERT INTO accounts VALUES
 
 
 def test_partial_expression_index_and_primary_key_count_exactly_what_makes_them_fail(tmp_path, database_url):
-    project = load_project(write_project(tmp_path / "project", REVISIONS))
-    target = DatabaseTarget.from_url(database_url)
-    config = alembic_config_for(project, target)
-    command.upgrade(config, "head")
-    with connect(target) as conn:
-        conn.execute(ROWS)
+    project, target, config = project_at_head(tmp_path / "project", database_url, REVISIONS, ROWS)
 
     plan = plan_downgrade(target, project, "-1")
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy.exc
 from alembic import command
-from alembic_projects import write_project
+from alembic_projects import project_at_head
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.migrations import alembic_config_for, load_project
 from rollbook.plan import DowngradePlan, plan_downgrade
 
 REVISIONS = {
@@ -22,23 +18,12 @@ REVISIONS = {
 }
 
 
-def at_head(tmp_path: Path, database_url: str, revisions: dict = REVISIONS, extra_sql: str = ""):
-    project = load_project(write_project(tmp_path / "project", revisions))
-    target = DatabaseTarget.from_url(database_url)
-    config = alembic_config_for(project, target)
-    command.upgrade(config, "head")
-    if extra_sql:
-        with connect(target) as conn:
-            conn.execute(extra_sql)
-    return project, target, config
-
-
 def blockers(plan: DowngradePlan) -> list[str]:
     return [op.detail for step in plan.steps for op in step.operations if op.op == "dependent_object"]
 
 
 def test_a_view_the_downgrade_does_not_drop_is_named_and_the_downgrade_really_fails(tmp_path, database_url):
-    project, target, config = at_head(tmp_path, database_url, extra_sql=(
+    project, target, config = project_at_head(tmp_path / "project", database_url, REVISIONS, (
         "CREATE VIEW motto_report AS SELECT motto FROM teams"))
     command.downgrade(config, "cccc00000002")  # the project's own view goes; the one added by hand stays
 
@@ -52,7 +37,7 @@ def test_a_view_the_downgrade_does_not_drop_is_named_and_the_downgrade_really_fa
 
 
 def test_a_view_an_earlier_step_drops_is_not_in_the_way(tmp_path, database_url):
-    project, target, config = at_head(tmp_path, database_url)
+    project, target, config = project_at_head(tmp_path / "project", database_url, REVISIONS)
 
     plan = plan_downgrade(target, project, "cccc00000001")
 
@@ -69,7 +54,7 @@ def test_another_tables_foreign_key_blocks_a_table_drop_unless_dropped_first(tmp
                          'CONSTRAINT players_team_fk REFERENCES teams)")',
                          'op.execute("DROP TABLE players")'),
     }
-    project, target, _ = at_head(tmp_path, database_url, revisions, extra_sql=(
+    project, target, _ = project_at_head(tmp_path / "project", database_url, revisions, (
         "CREATE TABLE fans (team_id int CONSTRAINT fans_team_fk REFERENCES teams)"))
 
     plan = plan_downgrade(target, project, "base")
@@ -83,7 +68,7 @@ def test_drop_cascade_names_what_it_drops_too_without_calling_it_a_failure(tmp_p
         "cccc00000001": (None, 'op.execute("CREATE TABLE teams (id int PRIMARY KEY, motto text)")',
                          'op.execute("DROP TABLE teams CASCADE")'),
     }
-    project, target, _ = at_head(tmp_path, database_url, revisions, extra_sql=(
+    project, target, _ = project_at_head(tmp_path / "project", database_url, revisions, (
         "CREATE VIEW motto_report AS SELECT motto FROM teams"))
 
     plan = plan_downgrade(target, project, "base")

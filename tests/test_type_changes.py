@@ -4,16 +4,12 @@ fails on values the new labels lack, although today's type still has them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy.exc
 from alembic import command
-from alembic.config import Config
-from alembic_projects import write_project
+from alembic_projects import project_at_head
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.migrations import MigrationProject, alembic_config_for, load_project
+from rollbook.database import connect
 from rollbook.plan import plan_downgrade
 
 SCHEMA = "CREATE TABLE prices (id int PRIMARY KEY, amount numeric(12,4), qty numeric(8,2), email text)"
@@ -33,21 +29,8 @@ INSERT INTO prices VALUES
 """
 
 
-def at_head_with(
-    tmp_path: Path, database_url: str, revisions: dict, rows: str
-) -> tuple[MigrationProject, DatabaseTarget, Config]:
-    """A database at the head of `revisions`, holding `rows`; the project, the target and an Alembic config."""
-    project = load_project(write_project(tmp_path / "project", revisions))
-    target = DatabaseTarget.from_url(database_url)
-    config = alembic_config_for(project, target)
-    command.upgrade(config, "head")
-    with connect(target) as conn:
-        conn.execute(rows)
-    return project, target, config
-
-
 def test_rounded_and_rewritten_values_are_counted_exactly_as_the_downgrade_changes_them(tmp_path, database_url):
-    project, target, config = at_head_with(tmp_path, database_url, REVISIONS, ROWS)
+    project, target, config = project_at_head(tmp_path / "project", database_url, REVISIONS, ROWS)
     with connect(target) as conn:
         before = conn.execute("SELECT id, amount::text, qty::text, email FROM prices ORDER BY id").fetchall()
 
@@ -82,7 +65,7 @@ ENUM_REVISIONS = {
 
 
 def test_an_enum_recreated_without_a_value_counts_the_rows_holding_it_against_the_new_labels(tmp_path, database_url):
-    project, target, config = at_head_with(tmp_path, database_url, ENUM_REVISIONS,
+    project, target, config = project_at_head(tmp_path / "project", database_url, ENUM_REVISIONS,
                                            "INSERT INTO bills VALUES (1, 'new'), (2, 'refunded'), (3, 'refunded'), (4, NULL)")
 
     plan = plan_downgrade(target, project, "-1")
