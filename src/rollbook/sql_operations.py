@@ -134,7 +134,6 @@ def _alter_column_type(table: TableName, cmd: ast.AlterTableCmd, text: str) -> l
         "alter_column_type", table, column, f"changes {table}.{column} to {shown}"
         + (f" using {using}" if using else ""), text, lock=ACCESS_EXCLUSIVE, rewrites_table=True,
         check=LiveCheck("not_fitting", table, (column,), names[-1], modifiers, predicate=using),
-        extra={"new_type": shown, "using": bool(using)},
     )]
     if using or (names[-1] == "numeric" and modifiers) or names[-1] in INTEGER_TYPES:
         how = f"rewrites the values of {table}.{column} with {using}" if using else (
