@@ -145,6 +145,55 @@ def test_a_no_op_downgrade_a_forgotten_index_and_an_unplanned_loss_fail_naming_e
     assert scratch_databases(database_url) == 0
 
 
+BALANCE = '''
+"""Add users.balance."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0607bc5b8537"
+down_revision = "0607bc5b8536"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("users", sa.Column("balance", sa.Numeric(10, 2)))
+
+
+def downgrade():
+    op.drop_column("users", "balance")
+'''
+WIDER_BALANCE = '''
+"""Keep users.balance to four decimals; the downgrade rounds it back to two."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0607bc5b8538"
+down_revision = "0607bc5b8537"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.alter_column("users", "balance", type_=sa.Numeric(12, 4), existing_type=sa.Numeric(10, 2))
+
+
+def downgrade():
+    op.alter_column("users", "balance", type_=sa.Numeric(10, 2), existing_type=sa.Numeric(12, 4))
+'''
+
+
+def test_a_scale_change_that_rounds_no_value_passes_although_every_value_is_written_differently(
+        tmp_path, database_url):
+    # 5.0000 in numeric(12,4) comes back as 5.00 in numeric(10,2): the same value, as the plan says.
+    config = demo_with(tmp_path, **{"0607bc5b8537_balance": BALANCE, "0607bc5b8538_wider": WIDER_BALANCE})
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), url=database_url)
+
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"0607bc5b8538 +alter_column .* PASS", result.stdout)
+
+
 @pytest.mark.parametrize("shape", ["two heads", "branch point"])
 def test_several_heads_or_a_branch_point_are_refused(tmp_path, shape):
     down = "0607bc5b8536" if shape == "two heads" else "0607bc5b8535"

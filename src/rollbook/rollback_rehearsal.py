@@ -625,14 +625,19 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
     for oid, schema, name in conn.execute(_TABLES_SQL).fetchall():
         if (schema, name) in versions:
             continue
-        columns = [row[0] for row in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            [oid]).fetchall()]
+        described = conn.execute(
+            "SELECT attname, atttypid = 'numeric'::regtype FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum", [oid]).fetchall()
+        columns = [row[0] for row in described]
         table = sql.Identifier(schema, name)
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
         rows: list[tuple[str | None, ...]] = []
         if count <= MAX_ROWS_COMPARED and columns:
-            listed = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
+            # A numeric's text carries its scale (5.0000 in numeric(12,4), 5.00 in numeric(10,2)): compared
+            # without trailing zeros, a type change shows only the values it really changed.
+            numeric = "trim_scale({})::text" if conn.info.server_version >= 130000 else "{}::text"
+            listed = sql.SQL(", ").join(sql.SQL(numeric if is_numeric else "{}::text").format(sql.Identifier(c))
+                                        for c, is_numeric in described)
             rows = [tuple(row) for row in conn.execute(sql.SQL("SELECT {} FROM {}").format(listed, table)).fetchall()]
         data[(schema, name)] = TableData(tuple(columns), tuple(rows), int(count))
     return data
