@@ -1,5 +1,6 @@
-"""Keys a downgrade restores: the rows that would make them fail are counted, for a partial unique index on an
-expression and for a primary key (NULLs included), and the counts hold when the downgrade runs."""
+"""Keys a downgrade restores or inserts into: the rows that would make it fail are counted (for a partial
+unique index on an expression, a primary key, NULLs included, and rows an INSERT brings back), and the
+counts hold when the downgrade runs."""
 
 from __future__ import annotations
 
@@ -48,4 +49,31 @@ def test_partial_expression_index_and_primary_key_count_exactly_what_makes_them_
 
     assert {op.op: op.rows_affected for op in fixed.steps[0].operations} == {
         "create_unique_index": 0, "add_primary_key": 0}
+    command.downgrade(config, "-1")
+
+
+PLAN_REVISIONS = {
+    "ffff00000011": (None, 'op.execute("CREATE TABLE plans (id serial PRIMARY KEY, code text UNIQUE, name text)")',
+                     'op.execute("DROP TABLE plans")'),
+    "ffff00000012": ("ffff00000011", "op.execute(\"DELETE FROM plans WHERE code IN ('free', 'pro')\")",
+                     "op.execute(\"INSERT INTO plans (code, name) VALUES ('free', 'Free'), ('pro', 'Pro')\")"),
+}
+
+
+def test_rows_a_downgrade_inserts_are_counted_when_their_key_is_taken(tmp_path, database_url):
+    # Since the upgrade removed the 'pro' plan, somebody created it again.
+    project, target, config = project_at_head(tmp_path / "project", database_url, PLAN_REVISIONS,
+                                              "INSERT INTO plans (code, name) VALUES ('pro', 'Pro (new)')")
+
+    plan = plan_downgrade(target, project, "-1")
+
+    [insert] = plan.steps[0].operations
+    assert insert.rows_affected == 1 and insert.fails
+    assert plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="plans_code_key"):
+        command.downgrade(config, "-1")
+
+    with connect(target) as conn:
+        conn.execute("DELETE FROM plans")
+    assert plan_downgrade(target, project, "-1").steps[0].operations[0].rows_affected == 0
     command.downgrade(config, "-1")

@@ -205,6 +205,8 @@ def check_aggregate(
         return _not_fitting(check, cols[0], columns[check.columns[0]], server_version)
     if check.kind == "converted":
         return _converted(check, cols[0], columns[check.columns[0]])
+    if check.kind == "conflicting_inserts":
+        return _conflicting_inserts(conn, check, columns)
     return None, f"no live check for {check.kind}"
 
 
@@ -232,6 +234,32 @@ def _orphans(
     return sql.SQL("count(*) FILTER (WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS r WHERE {}))").format(
         all_set, table_identifier(check.referenced_table), match
     ), None
+
+
+def _conflicting_inserts(
+    conn: psycopg.Connection, check: LiveCheck, columns: dict[str, str]
+) -> tuple[sql.Composable | None, str | None]:
+    """Rows of the INSERT's VALUES whose key, under a unique index of the table, an existing row already has."""
+    inserted = list(check.columns) or list(columns)  # INSERT without a column list fills them in table order
+    keys = [tuple(row[0]) for row in conn.execute(
+        "SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n)"
+        " FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL"
+        " AND NOT 0 = ANY(i.indkey::int2[])", [regclass_text(check.table)]).fetchall()]
+    # A unique column the INSERT leaves out gets its default (usually a fresh sequence value): no clash there.
+    keys = [key for key in keys if set(key) <= set(inserted)]
+    if not keys:
+        return sql.SQL("0"), None
+    values = sql.SQL("({}) AS v({})").format(
+        sql.SQL(check.predicate or ""), sql.SQL(", ").join(sql.Identifier(f"v{i}") for i in range(len(inserted))))
+    clashes = sql.SQL(" OR ").join(
+        sql.SQL("EXISTS (SELECT 1 FROM {t} AS existing WHERE {match})").format(
+            t=table_identifier(check.table), match=sql.SQL(" AND ").join(
+                sql.SQL("existing.{c} = v.{v}::{type}").format(
+                    c=sql.Identifier(c), v=sql.Identifier(f"v{inserted.index(c)}"), type=sql.SQL(columns[c]))
+                for c in key))
+        for key in keys)
+    return sql.SQL("(SELECT count(*) FROM {} WHERE {})").format(values, clashes), None
 
 
 def _not_fitting(

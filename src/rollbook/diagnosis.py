@@ -64,7 +64,7 @@ _DOES_NOT_FIT = {
 }
 _CONSTRAINTS = {
     errors.NotNullViolation.sqlstate: ("nulls", "primary_key"),
-    errors.UniqueViolation.sqlstate: ("duplicates", "primary_key"),
+    errors.UniqueViolation.sqlstate: ("duplicates", "primary_key", "conflicting_inserts"),
     # A new key finds orphans; a DELETE finds rows still referencing what it removes.
     errors.ForeignKeyViolation.sqlstate: ("orphans", "referencing"),
     errors.CheckViolation.sqlstate: ("violating",),
@@ -377,6 +377,7 @@ def _kind_words(check: LiveCheck) -> str:
         "nulls": f"have NULL in {columns}",
         "duplicates": f"repeat a ({columns or ', '.join(check.keys)}) key another row already has",
         "primary_key": f"have a NULL in ({columns}) or repeat a key another row already has",
+        "conflicting_inserts": "would be inserted with a key a row of the table already has",
         "orphans": f"have a ({columns}) key missing from {check.referenced_table}",
         "violating": f"break the check ({check.predicate})",
         "referencing": "still reference rows the DELETE removes",
@@ -387,6 +388,9 @@ def _offending_keys(
     conn: psycopg.Connection, check: LiveCheck, facts: list[str]
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The primary key columns and up to SHOWN_KEYS keys of the counted rows; never the values in the way."""
+    if check.kind == "conflicting_inserts":
+        # The counted rows are the INSERT's own, not yet in the table: there are no keys to show.
+        return [], []
     with read_only_transaction(conn, COUNT_TIMEOUT_MS, LOCK_TIMEOUT_MS):
         key = _primary_key(conn, check.table)
         if not key:

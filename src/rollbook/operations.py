@@ -49,6 +49,7 @@ CheckKind = Literal[
     "rows_present",  # any row at all blocks the statement (NOT NULL column without default)
     "referencing",  # rows whose foreign key (NO ACTION / RESTRICT) makes a DELETE fail
     "converted",  # values a type change rounds or rewrites without failing
+    "conflicting_inserts",  # rows of an INSERT ... VALUES whose unique key a row already has (`predicate`: VALUES)
 ]
 
 # Operations that delete or rewrite rows of their table, directly, through a foreign key's action, or by

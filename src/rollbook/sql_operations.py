@@ -103,8 +103,7 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
             for table in together
         ]
     if isinstance(stmt, ast.InsertStmt):
-        table = _table(stmt.relation)
-        return [Operation("insert", table, None, f"inserts rows into {table}", text, lock=ROW_EXCLUSIVE)]
+        return [_insert(stmt, text)]
     if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
         return [Operation("select", None, None, "reads data, changes nothing", text)]
     if isinstance(stmt, (ast.CommentStmt, ast.VariableSetStmt)):
@@ -285,6 +284,18 @@ def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
                          f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
     return Operation(f"rename_{stmt.renameType.name[7:].lower()}", None, None,
                      f"renames {stmt.renameType.name[7:].lower()} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
+
+
+def _insert(stmt: ast.InsertStmt, text: str) -> Operation:
+    table = _table(stmt.relation)
+    values = stmt.selectStmt.valuesLists if isinstance(stmt.selectStmt, ast.SelectStmt) else None
+    if not values or stmt.onConflictClause is not None or stmt.withClause is not None:
+        # INSERT ... SELECT, or ON CONFLICT: which rows arrive, or what happens to a clash, is not known here.
+        return Operation("insert", table, None, f"inserts rows into {table}", text, lock=ROW_EXCLUSIVE)
+    columns = tuple(target.name for target in stmt.cols or ())
+    return Operation("insert", table, None, f"inserts {len(values)} row(s) into {table}: fails on a key another row "
+                     "already has", text, lock=ROW_EXCLUSIVE,
+                     check=LiveCheck("conflicting_inserts", table, columns, predicate=_deparse(stmt.selectStmt)))
 
 
 def _update_or_delete(op: str, stmt: ast.UpdateStmt | ast.DeleteStmt, text: str) -> Operation:
