@@ -38,6 +38,16 @@ def archived(taken: RecordedBackup, run_id: str = "20260113T140500Z-aaaaaa") -> 
     return backup
 
 
+def backed_up_then_deployed(url: str, project, folder: Path, revision: str):
+    """The demo at `revision`, backed up (its fingerprint then), then deployed to head: (target, backup, fingerprint)."""
+    demo_at(url, revision)
+    target = DatabaseTarget.from_url(url)
+    at_backup = fingerprint(url)
+    backup = archived(take_recorded_backup(target, folder, revisions=(revision,), verify="list"))
+    command.upgrade(alembic_config_for(project, target), "head")
+    return target, backup, at_backup
+
+
 def identity(url: str):
     with connect(DatabaseTarget.from_url(url)) as conn:
         return read_identity(conn)
@@ -105,11 +115,7 @@ def test_a_changed_file_or_a_backup_of_another_database_is_refused_before_anythi
 
 
 def test_a_restore_over_the_database_undoes_the_deploy_and_is_verified(demo_url, demo_project, tmp_path):
-    demo_at(demo_url, BEFORE_BACKFILL)
-    target = DatabaseTarget.from_url(demo_url)
-    before = fingerprint(demo_url)
-    backup = archived(take_recorded_backup(target, tmp_path, revisions=(BEFORE_BACKFILL,), verify="list"))
-    command.upgrade(alembic_config_for(demo_project, target), "head")
+    target, backup, before = backed_up_then_deployed(demo_url, demo_project, tmp_path, BEFORE_BACKFILL)
 
     plan = plan_restore(target, backup, demo_project, into="database")
     assert plan.created_since == () and plan.revisions_now == ("0607bc5b8536",)
@@ -129,11 +135,7 @@ def test_a_restore_over_the_database_undoes_the_deploy_and_is_verified(demo_url,
 def test_a_restore_into_a_new_database_leaves_the_original_alone_and_holds_the_backup(
     pg_server, demo_url, demo_project, tmp_path
 ):
-    demo_at(demo_url, BEFORE_BACKFILL)
-    target = DatabaseTarget.from_url(demo_url)
-    at_backup = fingerprint(demo_url)
-    backup = archived(take_recorded_backup(target, tmp_path, revisions=(BEFORE_BACKFILL,), verify="list"))
-    command.upgrade(alembic_config_for(demo_project, target), "head")
+    target, backup, at_backup = backed_up_then_deployed(demo_url, demo_project, tmp_path, BEFORE_BACKFILL)
     deployed = fingerprint(demo_url)
 
     assert plan_restore(target, backup, demo_project).destination.startswith(f"{target.database}_restored_")
@@ -153,10 +155,7 @@ def test_a_restore_into_a_new_database_leaves_the_original_alone_and_holds_the_b
 
 
 def test_objects_created_since_the_backup_are_refused_before_pg_restore_runs(demo_url, demo_project, tmp_path):
-    demo_at(demo_url, BEFORE_USER_PREFERENCES)
-    target = DatabaseTarget.from_url(demo_url)
-    backup = archived(take_recorded_backup(target, tmp_path, revisions=(BEFORE_USER_PREFERENCES,), verify="list"))
-    command.upgrade(alembic_config_for(demo_project, target), "head")
+    target, backup, _ = backed_up_then_deployed(demo_url, demo_project, tmp_path, BEFORE_USER_PREFERENCES)
     after_deploy = fingerprint(demo_url)
 
     plan = plan_restore(target, backup, demo_project, into="database")
@@ -180,10 +179,7 @@ def _pg_restore_of(path: Path) -> int | None:
 
 
 def test_a_restore_killed_halfway_leaves_the_database_as_it_was(demo_url, demo_project, tmp_path):
-    demo_at(demo_url, BEFORE_BACKFILL)
-    target = DatabaseTarget.from_url(demo_url)
-    backup = archived(take_recorded_backup(target, tmp_path, revisions=(BEFORE_BACKFILL,), verify="list"))
-    command.upgrade(alembic_config_for(demo_project, target), "head")
+    target, backup, _ = backed_up_then_deployed(demo_url, demo_project, tmp_path, BEFORE_BACKFILL)
     deployed = fingerprint(demo_url)
     plan = plan_restore(target, backup, demo_project, into="database")
     result = {}
