@@ -18,7 +18,7 @@ from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
 from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import BackupParameters
-from rollbook.status import MigrationStatus, read_revisions_or_none, read_status
+from rollbook.status import MigrationStatus, read_status
 
 
 @dataclass
@@ -41,10 +41,6 @@ class BackupRun:
                           operator_from=parameters.operator_from, ticket=parameters.ticket,
                           mode="a backup is written; the database is only read")
         return cls(parameters, opened.target, opened.project, opened.context, recorder)
-
-    def revisions_now(self) -> tuple[str, ...] | None:
-        """The database's revision(s) right now, or None if they cannot be read."""
-        return read_revisions_or_none(self.target, self.project)
 
     @recorded("current revision")
     def status(self) -> MigrationStatus:

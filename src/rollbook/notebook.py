@@ -19,6 +19,7 @@ from rollbook.restore_run import RestoreRun
 from rollbook.rollback_run import RollbackRun
 from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RecordView, RunRecorder
+from rollbook.status import read_revisions_or_none
 from rollbook.runbook_parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
 from rollbook.runbook_parameters import read_backup_parameters, read_restore_parameters, read_rollback_test_parameters
 
@@ -29,11 +30,12 @@ R = TypeVar("R")
 
 @dataclass
 class _Session:
-    """What the error handler needs to file the record of a run that stops: its recorder, and its run."""
+    """What the error handler needs to file the record of a run that stops: its recorder, its database, and
+    the project whose version table says where that database stands (for runs that can move it)."""
 
     recorder: RunRecorder | None = None
-    run: RollbackRun | None = None
     target: DatabaseTarget | None = None
+    project: MigrationProject | None = None
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,7 @@ class ReadOnlyRunbook:
 
 def start_rollback_run() -> RollbackRun:
     """Check the parameters papermill injected, then connect and record who, where and when."""
-    shell, session = _shell(), _Session()
-    show_rollbook_errors_briefly(shell, session)
-    session.recorder = RunRecorder.begin("rollback")
-    with session.recorder.step("parameters"):
-        parameters = read_rollback_parameters(shell.user_ns, frozenset(shell.user_ns_hidden))
-    session.run = RollbackRun.start(parameters, session.recorder)
-    session.target = session.run.target
-    return session.run
+    return _start_run("rollback", read_rollback_parameters, RollbackRun.start)
 
 
 def start_backup_run() -> BackupRun:
@@ -91,8 +86,8 @@ def _start_run(runbook: str, read: Callable[[dict[str, Any], frozenset[str]], P]
     run = start(parameters, recorder)
     session.target = run.target  # type: ignore[attr-defined]
     if tracks_revisions:
-        # A stopped run records where the database stands: any run with revisions_now() does.
-        session.run = run  # type: ignore[assignment]
+        # A stopped run that can move the database records where it stands.
+        session.project = run.project  # type: ignore[attr-defined]
     return run
 
 
@@ -140,8 +135,8 @@ def _file_stopped_run(session: _Session, error: BaseException, message: str) -> 
     if recorder is None or recorder.summary["outcome"] != "running":
         return
     outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else getattr(error, "outcome", "failed")
-    if session.run is not None:
-        revisions = session.run.revisions_now()
+    if session.target is not None and session.project is not None:
+        revisions = read_revisions_or_none(session.target, session.project)
         if revisions is not None:
             recorder.update(revision_after=list(revisions))
     recorder.finish(outcome, message=message, failed_step=getattr(error, "step", None) or recorder.stopped_at)

@@ -36,7 +36,7 @@ from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
 from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import RestoreParameters
-from rollbook.status import MigrationStatus, read_revisions_or_none, read_status
+from rollbook.status import MigrationStatus, read_status
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,6 @@ class RestoreRun:
                           ticket=parameters.ticket, execute=parameters.execute)
         assert opened.rules is not None
         return cls(parameters, opened.target, opened.project, opened.rules, opened.context, recorder)
-
-    def revisions_now(self) -> tuple[str, ...] | None:
-        """The database's revision(s) right now, or None if they cannot be read."""
-        return read_revisions_or_none(self.target, self.project)
 
     @recorded("backup to restore")
     def check_backup(self) -> BackupCheck:

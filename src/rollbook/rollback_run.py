@@ -31,7 +31,7 @@ from rollbook.policy import INSTEAD, PolicyDecision, PolicyRules, RollbackReques
 from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
 from rollbook.runbook_parameters import RollbackParameters
-from rollbook.status import MigrationStatus, read_current_revisions, read_revisions_or_none, read_status
+from rollbook.status import MigrationStatus, read_current_revisions, read_status
 from rollbook.table_counts import TableRowCounts, compare_counts, count_table_rows
 
 T = TypeVar("T")
@@ -234,10 +234,6 @@ class RollbackRun:
                           approved_by=parameters.approved_by, ticket=parameters.ticket, execute=parameters.execute)
         assert opened.rules is not None
         return cls(parameters, opened.target, opened.project, opened.rules, opened.context, recorder)
-
-    def revisions_now(self) -> tuple[str, ...] | None:
-        """The database's revision(s) right now, or None if they cannot be read."""
-        return read_revisions_or_none(self.target, self.project)
 
     @recorded("current revision")
     def status(self) -> MigrationStatus:
