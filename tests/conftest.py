@@ -6,8 +6,10 @@ to run against an external server instead of the embedded one.
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -88,3 +90,24 @@ def demo_url(database_url: str) -> str:
 def demo_project() -> MigrationProject:
     """The bundled demo Alembic project."""
     return load_project(DEMO_CONFIG)
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    """An application's health endpoint: /health answers 200, anything else 503."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[str]:
+    """The base URL of a local application whose /health answers 200."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()

@@ -19,6 +19,7 @@ from rollbook.archive import (
     RECORD_MIME,
     Archive,
     ArchiveUnavailable,
+    RecordNotFiled,
     entry_hash,
 )
 from rollbook.errors import BadInput, RollbookError
@@ -354,8 +355,10 @@ def test_an_unwritable_folder_is_refused_with_a_helpful_message_and_nothing_is_c
     with pytest.raises(ArchiveUnavailable, match="cannot be written"):
         Archive(blocker).ensure_writable()
     # Filing into it fails the same way, and says what to do with the run's record.
-    with pytest.raises(ArchiveUnavailable, match="rollbook archive add"):
+    # A run that has ended is not a bad input: filing it fails as a failure (exit 1), saying what to do.
+    with pytest.raises(RecordNotFiled, match="rollbook archive add") as not_filed:
         archive.file_summary(make_summary())
+    assert not_filed.value.exit_code == 1
     with pytest.raises(ArchiveUnavailable, match="could not be saved"):
         archive.write_progress(make_summary())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -48,9 +49,10 @@ def record_summary(path: Path) -> dict:
     return summaries[-1]
 
 
-def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo_url):
+def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo_url, health_server):
     result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "backup_dir", str(tmp_path / "backups"),
-                      "-p", "ticket", "INC-7", "--execute", url=demo_url)
+                      "-p", "ticket", "INC-7", "-p", "health_url", f"{health_server}/health", "--execute",
+                      url=demo_url)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("succeeded")
@@ -73,6 +75,21 @@ def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo
     assert [s["step"] for s in summary["steps"]][-1] == "verification"
     verify = rollbook(tmp_path, "archive", "verify", url=demo_url)
     assert verify.returncode == 0, verify.stdout
+
+
+def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tmp_path, demo_url):
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "backup_dir", str(tmp_path / "backups"),
+                      "--execute", url=demo_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("succeeded, not fully verified\n")
+    assert "application health not checked (no health_url given" in result.stdout
+    [record] = notebook_records(tmp_path / "archive")
+    summary = record_summary(record)
+    assert summary["outcome"] == "succeeded_unverified"
+    assert summary["verification"]["passed"] is False
+    assert summary["verification"]["not_checked"] == ["application health"]
+    assert "and verified" not in summary["message"]
 
 
 def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
@@ -242,3 +259,22 @@ def test_runs_finishing_together_are_all_archived_and_the_chain_holds(tmp_path, 
     assert len(notebook_records(tmp_path / "archive")) == 3
     assert len(list((tmp_path / "archive").glob("*.json"))) == 3
     assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
+
+
+def test_rollbook_run_exits_2_for_bad_input_and_3_for_an_unreachable_database(tmp_path, demo_url):
+    before = fingerprint(demo_url)
+    unknown = rollbook(tmp_path, "run", "rollback", "-r", "target_revision", "nosuchrev", *STAGING, "--execute",
+                       url=demo_url)
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert unknown.stdout.startswith("refused (bad input) at ") and "nosuchrev" in unknown.stdout
+    assert record_summary(notebook_records(tmp_path / "archive")[-1])["outcome"] == "bad_input"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    nowhere = f"postgresql+psycopg://app@127.0.0.1:{closed_port}/app"
+    unreachable = rollbook(tmp_path, "run", "rollback", *STAGING, "--execute", url=nowhere,
+                           archive=tmp_path / "archive-2")
+    assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
+    assert unreachable.stdout.startswith("refused (database unavailable) at who, where, when")
+    assert fingerprint(demo_url) == before

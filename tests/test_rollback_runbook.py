@@ -5,14 +5,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import http.server
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -101,7 +99,9 @@ def test_an_executed_run_moves_the_database_exactly_to_the_target_and_verifies_i
 
     assert run.returncode == 0, run.error or run.stderr
     assert current_revision(demo_url) == [parent]
-    assert f"Rolled back {revision} -> {parent} and verified" in run.text
+    # No health URL: the run must not call itself verified, and says which check it could not run.
+    assert f"Rolled back {revision} -> {parent}, not fully verified: application health not checked" in run.text
+    assert "and verified" not in run.text
     assert "| revision | ✅ passed |" in run.text
     assert "| schema | ✅ passed |" in run.text
     assert "| application health | ⚪ not checked |" in run.text
@@ -252,29 +252,12 @@ def test_another_run_holding_the_rollback_lock_makes_this_one_refuse(tmp_path, d
     assert fingerprint(demo_url) == before
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/health" else 503)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def health_server():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
 def test_a_healthy_application_passes_and_a_failing_one_fails_verification(tmp_path, demo_url, health_server):
     run = papermill(tmp_path, "rollback", *executed(tmp_path, "-p", "health_url", f"{health_server}/health"),
                     url=demo_url)
     assert run.returncode == 0, run.error
     assert "| application health | ✅ passed |" in run.text
+    assert "Rolled back 0607bc5b8536 -> 0607bc5b8535 and verified" in run.text
 
     down = papermill(tmp_path, "rollback", *executed(tmp_path, "-p", "health_url", f"{health_server}/broken"),
                      url=demo_url)

@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rollbook.errors import BadInput, RollbookError
+from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
 from rollbook.redaction import find_secrets, redact_value
 
@@ -66,14 +67,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class ArchiveUnavailable(RollbookError):
     """The archive folder cannot be created or written."""
 
-    exit_code = 2
-    outcome = "refused"
+    outcome = Outcome.BAD_INPUT
+
+
+class RecordNotFiled(RollbookError):
+    """A run ended but its record could not be filed (a full or unwritable archive): the run is not a bad input."""
 
 
 class SecretInRecord(RollbookError):
     """A record still holds a secret after redaction; it was not filed."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ class Archive:
                 self._append(entry)
             self._drop_progress(run_id)
         except OSError as error:
-            raise ArchiveUnavailable(
+            raise RecordNotFiled(
                 f"The {kind} record of run {run_id} could not be filed in {self.root} ({_reason(error)}). The run "
                 f"has ended; its last state is in {self.root / IN_PROGRESS} if that could be written. Make the "
                 "folder writable, then file the executed notebook with `rollbook archive add`."

@@ -21,6 +21,7 @@ from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.file_digest import file_sha256
 from rollbook.identity import DatabaseIdentity, read_identity
+from rollbook.parent_death import end_with_parent
 from rollbook.pg_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
 from rollbook.scratch import ScratchUnavailable, scratch_database
 
@@ -382,7 +383,8 @@ def _run_pg_dump(pg_dump: PgTool, env: dict[str, str], target: DatabaseTarget, p
     ]
     try:
         completed = subprocess.run(
-            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False
+            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+            preexec_fn=end_with_parent,  # a dead kernel leaves no pg_dump writing for nobody
         )
     except OSError as exc:
         raise BackupFailed(
@@ -494,6 +496,7 @@ def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
     completed = subprocess.run(
         [str(pg_restore.path), "--list", str(backup.path)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+        preexec_fn=end_with_parent,
     )
     if completed.returncode != 0:
         return False, (
@@ -564,7 +567,7 @@ def _restore(pg_restore: PgTool, path: Path, scratch: DatabaseTarget) -> str | N
         [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password",
          f"--dbname={scratch.database}", str(path)],
         env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        errors="replace", check=False,
+        errors="replace", check=False, preexec_fn=end_with_parent,
     )
     if completed.returncode == 0:
         return None

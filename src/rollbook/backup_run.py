@@ -14,6 +14,7 @@ from rollbook import markdown
 from rollbook.archived_backups import RecordedBackup, take_recorded_backup
 from rollbook.database import DatabaseTarget
 from rollbook.migrations import MigrationProject
+from rollbook.outcomes import Outcome
 from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
 from rollbook.run_context import RunContext, open_run
 from rollbook.run_record import RunRecorder
@@ -60,19 +61,19 @@ class BackupRun:
             raise RunbookStopped(
                 f"The backup {self.taken.backup.path} could not be verified ({self.taken.verification.detail}). Do "
                 "not deploy on the strength of it: fix the cause and take the backup again. The archive will not "
-                "offer it for a restore.", outcome="failed", step="backup", result=self.taken)
+                "offer it for a restore.", outcome=Outcome.FAILED, step="backup", result=self.taken)
         return self.taken
 
     def summary(self) -> RunSummary:
         """The run in a few lines; files the run's record in the archive."""
         if self.taken is None:
-            raise RunbookStopped("No backup was taken: run the notebook's cells in order.", outcome="failed",
+            raise RunbookStopped("No backup was taken: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
                                  step="summary")
         backup = self.taken.backup
         revision = ", ".join(backup.revisions) or "base"
         headline = (f"Backed up {backup.identity.database} at revision {revision} to {backup.path}, verified by "
                     f"{self.taken.verification.method}.")
-        record = self.recorder.finish("succeeded", message=headline)
+        record = self.recorder.finish(Outcome.SUCCEEDED, message=headline)
         facts = {
             "run": self.recorder.run_id,
             "database": self.context.database,
@@ -85,4 +86,4 @@ class BackupRun:
             "restore it with": markdown.code(f"rollbook run restore -r backup {self.recorder.run_id}"),
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
-        return RunSummary("succeeded", headline, facts, record)
+        return RunSummary(Outcome.SUCCEEDED, headline, facts, record)

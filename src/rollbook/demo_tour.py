@@ -13,6 +13,7 @@ from rollbook.database import DatabaseTarget
 from rollbook.demo import DEMO_CONFIG, create_demo_database
 from rollbook.embedded_server import start_embedded_server
 from rollbook.migrations import load_project
+from rollbook.outcomes import Outcome
 from rollbook.runbook_runner import RunbookResult, run_runbook
 from rollbook.status import MigrationStatus, read_status
 
@@ -45,7 +46,7 @@ class DemoTour:
                 lines.append(f"  database left at {', '.join(before)}")
             checks = (summary.get("verification") or {}).get("checks", [])
             lines += [f"  {c['name']}: {c['status']} ({c['detail']})" for c in checks]
-        lines += ["", f"Both records are in {self.archive}: `rollbook archive list`, `rollbook archive show RUN_ID`, "
+        lines += ["", f"The records are in {self.archive}: `rollbook archive list`, `rollbook archive show RUN_ID`, "
                       "`rollbook archive verify`."]
         return "\n".join(lines)
 
@@ -66,12 +67,14 @@ def demo_tour(
         common = {"database_url": url, "alembic_config": str(DEMO_CONFIG), "operator": "demo-operator",
                   "backup_dir": str(work_dir / "backups"), "execute": True}
         deployed = (datetime.now(timezone.utc) - timedelta(minutes=2)).isoformat()
-        production = run_runbook("rollback", {**common, "environment": "production", "approved_by": "demo-lead",
-                                              "deployed_at": deployed, "ticket": "DEMO-1"},
-                                 archive=archive, on_step=on_step)
-        staging = run_runbook("rollback", {**common, "environment": "staging", "accept_data_loss": True,
-                                           "ticket": "DEMO-2"}, archive=archive, on_step=on_step)
+        runs = [("production rollback (refused by the policy)", run_runbook(
+            "rollback", {**common, "environment": "production", "approved_by": "demo-lead", "deployed_at": deployed,
+                         "ticket": "DEMO-1"}, archive=archive, on_step=on_step))]
+        # An operator who stopped the tour meant it: the next run does not start.
+        if runs[-1][1].verdict.outcome is not Outcome.INTERRUPTED:
+            runs.append(("staging rollback (executed)", run_runbook(
+                "rollback", {**common, "environment": "staging", "accept_data_loss": True, "ticket": "DEMO-2"},
+                archive=archive, on_step=on_step)))
     finally:
         server.stop(delete_data=True)
-    return DemoTour(status, (("production rollback (refused by the policy)", production),
-                             ("staging rollback (executed)", staging)), archive.root)
+    return DemoTour(status, tuple(runs), archive.root)

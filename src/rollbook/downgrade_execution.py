@@ -27,6 +27,7 @@ from rollbook.database import DatabaseTarget, connect
 from rollbook.identity import DatabaseIdentity, read_identity
 from rollbook.migrations import MigrationProject, alembic_config_for
 from rollbook.errors import RollbookError
+from rollbook.outcomes import Outcome
 from rollbook.plan import DowngradePlan
 from rollbook.status import read_current_revisions
 
@@ -38,21 +39,17 @@ CLIENT_CHECK_INTERVAL_MS = 1000
 class ConcurrentRollback(RollbookError):
     """Another rollback run holds the database's rollback lock."""
 
-    exit_code = 5
-    outcome = "refused"
+    outcome = Outcome.UNAVAILABLE
 
 
 class WrongDatabase(RollbookError):
     """env.py connected to, or moved, a database other than the one rollbook was given."""
 
-    exit_code = 6
-
 
 class DatabaseMoved(RollbookError):
-    """The database is no longer at the revision the plan was made for."""
+    """The database is no longer at the revision the plan was made for: what the run was given is stale."""
 
-    exit_code = 5
-    outcome = "refused"
+    outcome = Outcome.BAD_INPUT
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from rollbook.rehearsal_run import RollbackTestRun
 from rollbook.restore_run import RestoreRun
 from rollbook.rollback_run import RollbackRun
 from rollbook.run_context import RunContext, open_run
-from rollbook.run_record import RecordView, RunRecorder
+from rollbook.outcomes import Outcome
+from rollbook.run_record import RecordView, RunRecorder, outcome_of_error
 from rollbook.status import read_revisions_or_none
 from rollbook.runbook_parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
 from rollbook.runbook_parameters import read_backup_parameters, read_restore_parameters, read_rollback_test_parameters
@@ -50,7 +51,7 @@ class ReadOnlyRunbook:
 
     def finish(self) -> RecordView:
         """File the run's record in the archive and show it."""
-        self.recorder.finish("succeeded")
+        self.recorder.finish(Outcome.SUCCEEDED)
         return self.recorder.view()
 
 
@@ -132,9 +133,9 @@ def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:
 
 def _file_stopped_run(session: _Session, error: BaseException, message: str) -> None:
     recorder = session.recorder
-    if recorder is None or recorder.summary["outcome"] != "running":
+    if recorder is None or recorder.summary["outcome"] != Outcome.RUNNING:
         return
-    outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else getattr(error, "outcome", "failed")
+    outcome = outcome_of_error(error)
     if session.target is not None and session.project is not None:
         revisions = read_revisions_or_none(session.target, session.project)
         if revisions is not None:

@@ -1,26 +1,69 @@
 """The process that runs papermill for `rollbook run`, in its own process group under the runner's watchdog.
 
-Its exit code tells the runner how papermill ended, which the executed notebook alone does not:
-0 completed, 10 a cell raised, 11 a cell timed out (interrupted), 12 the kernel died, 13 no kernel started.
+It writes how papermill ended (completed, error, timeout, interrupted, dead_kernel, not_started) into
+the file the spec names, which the executed notebook alone does not tell.
+
+Stopping: SIGTERM, SIGINT or SIGHUP (forwarded by `rollbook run`, or sent by the kernel when
+`rollbook run` dies) creates the run's stop file, so no further step starts, and interrupts the
+kernel, so the running step stops: a downgrade step's transaction rolls back, pg_dump is stopped and
+its partial file removed, and the runbook files its record as interrupted. papermill runs in a worker
+thread so that nbclient installs no signal handlers of its own (they would shut the kernel down
+instead of interrupting it).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import papermill
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
 
-EXIT_CODES = {"completed": 0, "error": 10, "timeout": 11, "dead_kernel": 12, "not_started": 13}
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+JOIN_SECONDS = 0.2
 
 
-def run(spec_path: Path) -> str:
-    """Execute the notebook described by the JSON spec; return how it ended."""
-    spec = json.loads(spec_path.read_text())
+class _StopRequest:
+    """The operator's request to stop: the stop file for steps yet to start, SIGINT for the one running."""
+
+    def __init__(self, stop_file: Path) -> None:
+        self.stop_file = stop_file
+        self.requested = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            return  # one interrupt only: a second one could land in the handler filing the record
+        self.requested = True
+        self.stop_file.touch()
+        for pid in _kernel_pids():
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+
+def _kernel_pids() -> list[int]:
+    """This process's children: the kernel (papermill starts nothing else)."""
+    me = str(os.getpid())
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
+                children.append(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue
+    return children
+
+
+def _execute(spec: dict[str, Any]) -> str:
     config = Config()
     # Unix sockets in the run's private folder instead of TCP on localhost: no other user of the host can
     # reach the kernel, and runs started at the same moment cannot cross their messages.
@@ -46,5 +89,25 @@ def run(spec_path: Path) -> str:
     return "completed"
 
 
+def run(spec_path: Path) -> str:
+    """Execute the notebook described by the JSON spec, stopping it on a signal; return how it ended."""
+    spec = json.loads(spec_path.read_text())
+    stop = _StopRequest(Path(spec["stop_file"]))
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop.handle)
+    if os.getppid() != spec["parent_pid"]:
+        # `rollbook run` died before the parent-death signal was armed: stop at once.
+        stop.handle(signal.SIGTERM, None)
+    endings: list[str] = []
+    worker = threading.Thread(target=lambda: endings.append(_execute(spec)), daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(JOIN_SECONDS)  # short joins: the main thread must stay free to run the signal handler
+    ending = endings[0] if endings else "error"
+    return "interrupted" if stop.requested and ending != "completed" else ending
+
+
 if __name__ == "__main__":
-    sys.exit(EXIT_CODES[run(Path(sys.argv[1]))])
+    spec_file = Path(sys.argv[1])
+    how = run(spec_file)
+    Path(json.loads(spec_file.read_text())["ending_file"]).write_text(how)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
+from rollbook.outcomes import Outcome as RunOutcome
 from rollbook.operations import Risk
 from rollbook.plan import DowngradePlan
 
@@ -41,8 +42,7 @@ INSTEAD = ("Instead of rolling back, restore from the backup taken before the mi
 class PolicyRefused(RollbookError):
     """The rollback policy of this environment does not allow this rollback; `result` is the decision."""
 
-    exit_code = 4
-    outcome = "refused"
+    outcome = RunOutcome.REFUSED
     step = "policy gate"
 
     def __init__(self, message: str, decision: PolicyDecision | None = None) -> None:

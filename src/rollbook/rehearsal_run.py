@@ -9,6 +9,7 @@ from typing import Any
 
 from rollbook.database import DatabaseTarget
 from rollbook.migrations import MigrationProject
+from rollbook.outcomes import Outcome
 from rollbook.rollback_rehearsal import RehearsalReport, rehearse_rollbacks
 from rollbook.rollback_run import RunbookStopped, RunSummary, recorded
 from rollbook.run_context import RunContext, open_run
@@ -44,7 +45,7 @@ class RollbackTestRun:
             failed = ", ".join(t.revision.revision for t in self.report.failed) or "the team's test"
             raise RunbookStopped(f"{self.report.headline()} Failing: {failed}. Fix the downgrade() of each (the "
                                  "differences above name what it left behind or lost) and run the test again.",
-                                 outcome="failed", step="rollback test", result=self.report)
+                                 outcome=Outcome.FAILED, step="rollback test", result=self.report)
         return self.report
 
     def summary(self) -> RunSummary:
@@ -52,8 +53,8 @@ class RollbackTestRun:
         report = self.report
         if report is None:
             raise RunbookStopped("The rollback test has not run: run the notebook's cells in order.",
-                                 outcome="failed", step="summary")
-        record = self.recorder.finish("succeeded", message=report.headline())
+                                 outcome=Outcome.BAD_INPUT, step="summary")
+        record = self.recorder.finish(Outcome.SUCCEEDED, message=report.headline())
         facts = {
             "run": self.recorder.run_id,
             "project": str(self.project.config_path),
@@ -62,5 +63,5 @@ class RollbackTestRun:
             "seconds": f"{report.seconds:.1f}",
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
-        return RunSummary("succeeded", report.headline(), facts, record)
+        return RunSummary(Outcome.SUCCEEDED, report.headline(), facts, record)
 

@@ -32,9 +32,11 @@ from rollbook.database import DatabaseTarget, connect
 from rollbook.downgrade_execution import rollback_lock
 from rollbook.downgrade_path import DowngradePath
 from rollbook.errors import BadInput, RollbookError
+from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
 from rollbook.identity import DatabaseIdentity, read_identity
 from rollbook.migrations import MigrationProject
+from rollbook.parent_death import end_with_parent
 from rollbook.pg_tools import PgTool, find_pg_tool, libpq_environment, stderr_tail
 from rollbook.plan import DowngradePlan, judge
 from rollbook.policy import SHORT_HASH, PolicyDecision, PolicyRules, RollbackRequest, RuleResult, evaluate_policy
@@ -84,8 +86,7 @@ class BackupRefused(BadInput):
 class RestoreRefused(RollbookError):
     """Restoring over the database would destroy writes or leave objects the backup does not know."""
 
-    exit_code = 4
-    outcome = "refused"
+    outcome = Outcome.REFUSED
 
 
 # --- the backup file and where it came from -----------------------------------------------------------------
@@ -409,7 +410,8 @@ def plan_restore(
 def _created_since(conn: psycopg.Connection[Any], pg_restore: PgTool, backup: ArchivedBackup) -> tuple[str, ...]:
     """Relations in the database that the backup does not hold: pg_restore --clean would leave them in place."""
     completed = subprocess.run([str(pg_restore.path), "--list", str(backup.path)], stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True, errors="replace", check=False)
+                               capture_output=True, text=True, errors="replace", check=False,
+                               preexec_fn=end_with_parent)
     if completed.returncode != 0:
         raise BackupRefused(f"pg_restore --list cannot read {backup.path} (exit code {completed.returncode}): "
                             f"{stderr_tail(completed.stderr, STDERR_LINES) or 'no message'}. The archive is "
@@ -645,8 +647,10 @@ def _run_pg_restore(plan: RestorePlan, into: DatabaseTarget, lock_timeout_ms: in
         options.append(f"-c client_connection_check_interval={CLIENT_CHECK_INTERVAL_MS}")
     env["PGOPTIONS"] = " ".join(o for o in options if o)
     try:
+        # A dead kernel must not leave pg_restore to commit a restore nobody watches.
         completed = subprocess.run([str(plan.pg_restore.path), *plan.arguments], env=env, stdin=subprocess.DEVNULL,
-                                   capture_output=True, text=True, errors="replace", check=False)
+                                   capture_output=True, text=True, errors="replace", check=False,
+                                   preexec_fn=end_with_parent)
     except OSError as exc:
         return f"{plan.pg_restore.path} could not be started: {exc.strerror or exc}."
     if completed.returncode == 0:

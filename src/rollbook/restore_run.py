@@ -17,6 +17,7 @@ from rollbook.archived_backups import ArchivedBackup, RecordedBackup, find_backu
 from rollbook.database import DatabaseTarget
 from rollbook.errors import BadInput
 from rollbook.migrations import MigrationProject
+from rollbook.outcomes import Outcome
 from rollbook.policy import PolicyRules, RollbackRequest
 from rollbook.restore import (
     BackupCheck,
@@ -97,7 +98,7 @@ class RestoreRun:
         self.recorder.update(backup_check=check.to_dict())
         if not check.passed:
             raise RunbookStopped(f"{' '.join(check.problems)} Nothing was restored; the database was not touched.",
-                                 outcome="refused", step="backup to restore", result=check, exit_code=2)
+                                 outcome=Outcome.BAD_INPUT, step="backup to restore", result=check)
         return check
 
     @recorded("current revision")
@@ -157,7 +158,7 @@ class RestoreRun:
             raise RunbookStopped(
                 f"The backup of the database as it is ({taken.backup.path}) could not be verified "
                 f"({taken.verification.detail}). No verified backup, no restore over the database: fix the cause and "
-                "run again. Nothing was restored.", outcome="failed", step="safety backup", result=taken)
+                "run again. Nothing was restored.", outcome=Outcome.FAILED, step="safety backup", result=taken)
         self.decision.enforce(final=True)
         return taken
 
@@ -170,8 +171,8 @@ class RestoreRun:
         if plan.into == "database" and (self.decision is None or not self.decision.allowed
                                         or self.safety_backup is None):
             raise RunbookStopped("A restore over the database runs only after the policy gate allowed it and the "
-                                 "safety backup was verified: run the notebook's cells in order.", outcome="refused",
-                                 step="restore", exit_code=4)
+                                 "safety backup was verified: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
+                                 step="restore")
         self.execution = restore_backup(self.target, plan, self.project, writes=self.writes,
                                         accept_writes_since_backup=self.parameters.accept_writes_since_backup,
                                         lock_timeout_ms=self.parameters.lock_timeout_ms)
@@ -179,7 +180,7 @@ class RestoreRun:
         if plan.into == "database" and self.execution.revisions_after is not None:
             self.recorder.update(revision_after=list(self.execution.revisions_after))
         if not self.execution.succeeded:
-            raise RunbookStopped(f"The restore failed: {self.execution.detail}", outcome="failed", step="restore",
+            raise RunbookStopped(f"The restore failed: {self.execution.detail}", outcome=Outcome.FAILED, step="restore",
                                  result=self.execution)
         return self.execution
 
@@ -194,7 +195,7 @@ class RestoreRun:
             names = ", ".join(c.name for c in self.verification.failed)
             raise RunbookStopped(
                 f"The restore ran, but verification failed ({names}): the restored database does not hold what the "
-                "backup's record says it held. Check it before the application uses it.", outcome="failed",
+                "backup's record says it held. Check it before the application uses it.", outcome=Outcome.FAILED,
                 step="verification", result=self.verification)
         return self.verification
 
@@ -202,10 +203,10 @@ class RestoreRun:
         """The run in a few lines; files the run's record in the archive."""
         plan, source = self._plan(), self._source()
         if self.execution is None:
-            outcome, headline = "dry_run", (f"Dry run complete: restoring {source.path} {_where(plan)} was planned; "
+            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: restoring {source.path} {_where(plan)} was planned; "
                                             "nothing was changed.")
         else:
-            outcome, headline = "succeeded", (f"Restored {source.path} (revision {source.revision_label}) "
+            outcome, headline = Outcome.SUCCEEDED, (f"Restored {source.path} (revision {source.revision_label}) "
                                               f"{_where(plan)} and verified.")
         record = self.recorder.finish(outcome, message=headline)
         facts = {
@@ -241,13 +242,13 @@ class RestoreRun:
 
     def _source(self) -> ArchivedBackup:
         if self.source is None:
-            raise RunbookStopped("No backup checked yet: run the notebook's cells in order.", outcome="failed",
+            raise RunbookStopped("No backup checked yet: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
                                  step="backup to restore")
         return self.source
 
     def _plan(self) -> RestorePlan:
         if self.restore_plan is None:
-            raise RunbookStopped("No restore plan yet: run the notebook's cells in order.", outcome="failed",
+            raise RunbookStopped("No restore plan yet: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
                                  step="restore plan")
         return self.restore_plan
 

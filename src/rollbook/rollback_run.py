@@ -26,6 +26,7 @@ from rollbook.errors import RollbookError
 from rollbook.expected_schema import SchemaCheck, check_schema_matches
 from rollbook.health import HealthCheck, check_health
 from rollbook.migrations import MigrationProject, RevisionInfo
+from rollbook.outcomes import Outcome
 from rollbook.plan import DowngradePlan, plan_downgrade
 from rollbook.policy import INSTEAD, PolicyDecision, PolicyRules, RollbackRequest, evaluate_policy
 from rollbook.run_context import RunContext, open_run
@@ -54,12 +55,11 @@ def recorded(step: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 class RunbookStopped(RollbookError):
     """The run stops here: refused by a rule or failed at a step; `result` is what to show for it."""
 
-    def __init__(self, message: str, *, outcome: str, step: str, result: Any = None, exit_code: int = 1) -> None:
+    def __init__(self, message: str, *, outcome: Outcome, step: str, result: Any = None) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.step = step
         self.result = result
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,22 @@ class RollbackVerification:
     def failed(self) -> tuple[VerificationCheck, ...]:
         return tuple(c for c in self.checks if c.status == "failed")
 
+    @property
+    def not_checked(self) -> tuple[VerificationCheck, ...]:
+        return tuple(c for c in self.checks if c.status == "not_checked")
+
+    @property
+    def passed(self) -> bool:
+        """Verified means every check ran and passed: a check that could not run is not a pass."""
+        return all(c.status == "passed" for c in self.checks)
+
+    def unverified_text(self) -> str:
+        """The checks that could not run, with why: what "not fully verified" leaves open."""
+        return "; ".join(f"{c.name} not checked ({c.detail})" for c in self.not_checked)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"checks": [c.to_dict() for c in self.checks], "passed": not self.failed,
+        return {"checks": [c.to_dict() for c in self.checks], "passed": self.passed,
+                "failed": [c.name for c in self.failed], "not_checked": [c.name for c in self.not_checked],
                 "schema": self.schema.to_dict() if self.schema else None}
 
     def _repr_markdown_(self) -> str:
@@ -306,10 +320,10 @@ class RollbackRun:
             raise RunbookStopped(
                 f"The backup {backup.path} could not be verified ({verification.detail}). No verified backup, "
                 "no rollback: fix the cause (disk, permissions, pg_restore) and run again. Nothing was changed.",
-                outcome="failed", step="backup", result=self.backup_report, exit_code=1)
+                outcome=Outcome.FAILED, step="backup", result=self.backup_report)
         if not decision.allowed:
-            raise RunbookStopped(decision.refusal_message() or decision.headline(), outcome="refused",
-                                 step="policy gate", result=self.backup_report, exit_code=4)
+            raise RunbookStopped(decision.refusal_message() or decision.headline(), outcome=Outcome.REFUSED,
+                                 step="policy gate", result=self.backup_report)
         return self.backup_report
 
     @recorded("downgrade")
@@ -324,8 +338,8 @@ class RollbackRun:
             return self.downgrade_report
         if self.decision is None or not self.decision.allowed or self.backup_report is None:
             raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
-                                 "verified; run the notebook's cells in order.", outcome="refused",
-                                 step="downgrade", exit_code=4)
+                                 "verified; run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
+                                 step="downgrade")
         execution = execute_downgrade(self.target, self.project, plan,
                                       lock_timeout_ms=self.parameters.lock_timeout_ms,
                                       statement_timeout_ms=self.parameters.statement_timeout_ms)
@@ -344,7 +358,7 @@ class RollbackRun:
             f"The downgrade failed at {failed.revision if failed else 'an unknown step'}: "
             f"{failed.error if failed else execution.failure}. The database is at "
             f"{', '.join(execution.revisions_after) or 'base'}. {' '.join(self.downgrade_report.next_steps)}",
-            outcome="failed", step="downgrade", result=self.downgrade_report, exit_code=1)
+            outcome=Outcome.FAILED, step="downgrade", result=self.downgrade_report)
 
     @recorded("verification")
     def verify(self) -> RollbackVerification:
@@ -377,7 +391,7 @@ class RollbackRun:
                 f"The downgrade ran, but verification failed ({names}). If the application is broken, restore "
                 f"the backup taken in this run ({self._restore_hint()}) now, then fix forward with a new "
                 "migration instead of rolling back again.",
-                outcome="failed", step="verification", result=self.verification, exit_code=1)
+                outcome=Outcome.FAILED, step="verification", result=self.verification)
         return self.verification
 
     def summary(self) -> RunSummary:
@@ -385,16 +399,19 @@ class RollbackRun:
         plan = self._plan()
         execution = self.downgrade_report.execution if self.downgrade_report else None
         if not plan.steps:
-            outcome = "dry_run" if not self.parameters.execute else "succeeded"
+            outcome = Outcome.DRY_RUN if not self.parameters.execute else Outcome.SUCCEEDED
             headline = f"Nothing to do: the database is already at {plan.path.target_label}."
         elif not self.parameters.execute:
             # In a dry run the backup rule stays pending: no rule failed, but the gate has not allowed anything.
-            outcome, headline = "dry_run", (f"Dry run complete: a rollback to {plan.path.target_label} was planned "
+            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: a rollback to {plan.path.target_label} was planned "
                                             "and no rule of the policy gate failed (the backup rule is checked "
                                             "only when a run executes); nothing was changed.")
+        elif self.verification is not None and not self.verification.passed:
+            outcome, headline = Outcome.SUCCEEDED_UNVERIFIED, (
+                f"Rolled back {plan.path.start} -> {plan.path.target_label}, not fully verified: "
+                f"{self.verification.unverified_text()}.")
         else:
-            outcome, headline = "succeeded", (f"Rolled back {plan.path.start} -> {plan.path.target_label} and "
-                                              "verified.")
+            outcome, headline = Outcome.SUCCEEDED, f"Rolled back {plan.path.start} -> {plan.path.target_label} and verified."
         backup = self.backup_report.backup if self.backup_report else None
         record = self.recorder.finish(outcome, message=headline)
         facts = {
@@ -484,9 +501,17 @@ def _critical_check(before: TableRowCounts | None, after: TableRowCounts, plan: 
     if not after.rows:
         return VerificationCheck("critical tables", "not_checked", "no critical tables named and none touched")
     dropped = {str(op.table) for step in plan.steps for op in step.operations if op.op == "drop_table"}
-    missing = [t for t, rows in after.rows.items() if rows is None and before.rows.get(t) is not None
-               and t not in dropped]
+    # A table the downgrade drops is expected to be gone; any other missing count is a failure, never a pass.
+    missing = [t for t, rows in after.rows.items() if rows is None and t not in dropped]
     if missing:
         return VerificationCheck("critical tables", "failed", f"missing after the downgrade: {', '.join(missing)}")
     return VerificationCheck("critical tables", "passed",
-                             "; ".join(f"{t} {before.rows.get(t)} -> {rows}" for t, rows in after.rows.items()))
+                             "; ".join(_count_change(t, before.rows.get(t), rows) for t, rows in after.rows.items()))
+
+
+def _count_change(table: str, before: int | None, after: int | None) -> str:
+    if after is None:
+        return f"{table} dropped by the downgrade, as planned ({before} rows before)"
+    if before is None:
+        return f"{table} re-created by the downgrade ({after} rows)"
+    return f"{table} {before} -> {after}"

@@ -17,16 +17,33 @@ from typing import Any
 
 from rollbook import markdown
 from rollbook.archive import RECORD_MIME, Archive
+from rollbook.errors import RunInterrupted
+from rollbook.outcomes import Outcome
 from rollbook.redaction import collect_secrets, redact_value
 
 RUN_ID_VARIABLE = "ROLLBOOK_RUN_ID"
-OUTCOMES = ("running", "succeeded", "dry_run", "refused", "failed", "interrupted", "timed_out", "kernel_died")
+# A file whose existence means the operator asked the run to stop: `rollbook run` names it, its papermill
+# process creates it on a signal. A kernel between two cells ignores SIGINT, so the next step must look.
+STOP_FILE_VARIABLE = "ROLLBOOK_STOP_FILE"
 
 
 def new_run_id(now: datetime | None = None) -> str:
     """A run id that sorts by start time: 20261124T123456Z-3f9a1c."""
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def stop_requested() -> bool:
+    """Whether the operator asked this run to stop (see STOP_FILE_VARIABLE)."""
+    stop_file = os.environ.get(STOP_FILE_VARIABLE)
+    return bool(stop_file) and os.path.exists(stop_file)
+
+
+def outcome_of_error(error: BaseException) -> Outcome:
+    """How a run that stopped on `error` ended: an interrupt, or once a stop was asked for, is interrupted."""
+    if isinstance(error, KeyboardInterrupt) or stop_requested():
+        return Outcome.INTERRUPTED
+    return Outcome(getattr(error, "outcome", Outcome.FAILED))
 
 
 class RunRecorder:
@@ -43,7 +60,7 @@ class RunRecorder:
             "runbook": runbook,
             "started_at": started.isoformat(),
             "finished_at": None,
-            "outcome": "running",
+            "outcome": Outcome.RUNNING,
             "failed_step": None,
             "message": None,
             "database": None,
@@ -73,16 +90,21 @@ class RunRecorder:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        """Record one step: done, or the outcome of the exception that stopped it."""
+        """Record one step: done, or the outcome of the exception that stopped it.
+
+        A step never starts once the operator asked the run to stop: it is recorded as interrupted.
+        """
         started = time.monotonic()
         # Saved as running first: if the kernel dies now, the archive shows which step it died in.
-        entry: dict[str, Any] = {"step": name, "status": "running", "seconds": None}
+        entry: dict[str, Any] = {"step": name, "status": Outcome.RUNNING, "seconds": None}
         self.summary["steps"].append(entry)
         self.save()
         try:
+            if stop_requested():
+                raise RunInterrupted(f"The operator stopped the run before step {name} started.")
             yield
         except BaseException as exc:
-            entry["status"] = getattr(exc, "outcome", "failed")
+            entry["status"] = outcome_of_error(exc)
             raise
         else:
             entry["status"] = "done"
@@ -90,7 +112,7 @@ class RunRecorder:
             entry["seconds"] = round(time.monotonic() - started, 3)
             self.save()
 
-    def finish(self, outcome: str, *, message: str | None = None, failed_step: str | None = None) -> dict[str, Any]:
+    def finish(self, outcome: Outcome, *, message: str | None = None, failed_step: str | None = None) -> dict[str, Any]:
         """Close the record with its outcome and file it in the archive's manifest."""
         self.summary.update(outcome=outcome, message=redact_value(message, self.secrets), failed_step=failed_step,
                             finished_at=datetime.now(timezone.utc).isoformat())

@@ -14,10 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import nbformat
@@ -26,18 +29,22 @@ from papermill.iorw import load_notebook_node, write_ipynb
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from rollbook.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord
+from rollbook.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord, RecordNotFiled
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import load_project
-from rollbook.papermill_process import EXIT_CODES
+from rollbook.papermill_process import STOP_SIGNALS
+from rollbook.parent_death import end_with_parent
 from rollbook.redaction import collect_secrets, redact_notebook
-from rollbook.run_record import RUN_ID_VARIABLE, new_run_id
+from rollbook.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
+from rollbook.outcomes import ExitCode, Outcome
 from rollbook.status import read_current_revisions
 from rollbook.verdict import RunVerdict, reconcile, recorded_summary
 
 BUNDLED_RUNBOOKS = Path(__file__).parent / "runbooks"
 KILL_GRACE_SECONDS = 5
+# How long a stopped run may take to roll its step back and file its record before its processes are killed.
+STOP_GRACE_SECONDS = 60
 WATCH_SECONDS = 0.5
 
 
@@ -51,14 +58,18 @@ class RunbookResult:
     output: str | None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         return self.verdict.exit_code
 
     def report(self) -> str:
         """The verdict, why (for a run that did not succeed), and where the record is."""
         lines = [self.verdict.text]
-        if self.verdict.exit_code and self.summary.get("message"):
-            lines.append(str(self.summary["message"]))
+        message = self.summary.get("message")
+        if self.verdict.outcome not in (Outcome.SUCCEEDED, Outcome.DRY_RUN) and message and message != self.verdict.text:
+            lines.append(str(message))
+        after = self.summary.get("revision_after")
+        if self.verdict.exit_code and after is not None:
+            lines.append(f"the database is at {', '.join(after) or 'base'} (read after the run stopped)")
         return "\n".join([*lines, f"record: {self.record.path}"])
 
 
@@ -96,14 +107,17 @@ def run_runbook(
     with tempfile.TemporaryDirectory(prefix="rollbook-run-") as work:
         executed = Path(work) / "executed.ipynb"
         spec = Path(work) / "spec.json"
+        stop_file = Path(work) / "stop"
+        environment[STOP_FILE_VARIABLE] = str(stop_file)
         spec.write_text(json.dumps({
             "input": str(path), "output": str(executed), "parameters": parameters,
             "cell_timeout": cell_timeout_seconds, "cwd": os.getcwd(), "ipc_path": str(Path(work) / "kernel"),
+            "stop_file": str(stop_file), "ending_file": str(Path(work) / "ending"), "parent_pid": os.getpid(),
         }))
         ending = _run_papermill(spec, environment, run_timeout_seconds, _StepWatcher(archive, run_id, on_step))
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
     summary = archive.progress(run_id)
-    if summary is not None and summary.get("outcome") == "running":
+    if summary is not None and summary.get("outcome") == Outcome.RUNNING:
         summary["revision_after"] = _revisions_now(given)
     record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets, run_id)
     if output:
@@ -151,10 +165,26 @@ def _file(
     """Reconcile, scrub and chain a run's notebook (and its summary, if the run could not file it)."""
     notebook, summary, verdict = reconcile(notebook, {"run_id": run_id, **(summary or {})}, ending)
     notebook = nbformat.from_dict(redact_notebook(notebook, secrets))
-    if archive.filed_summary(summary["run_id"]) is None:
-        archive.file_summary(summary, secrets=secrets)
-    record = archive.file_notebook(nbformat.writes(notebook).encode(), summary, secrets=secrets)
+    try:
+        if archive.filed_summary(summary["run_id"]) is None:
+            archive.file_summary(summary, secrets=secrets)
+        record = archive.file_notebook(nbformat.writes(notebook).encode(), summary, secrets=secrets)
+    except RecordNotFiled as error:
+        raise RecordNotFiled(f"The run {verdict.text}. {error} {_keep_unfiled(notebook, summary['run_id'])}") from None
     return record, summary, verdict, notebook
+
+
+def _keep_unfiled(notebook: nbformat.NotebookNode, run_id: str) -> str:
+    """Keep a notebook the archive could not take where the operator can find it; say where."""
+    name = f"rollbook-unfiled-{run_id}.ipynb"
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            with open(folder / name, "x", encoding="utf-8") as kept:
+                kept.write(nbformat.writes(notebook))
+        except OSError:
+            continue
+        return f"The executed notebook (scrubbed of secrets) is kept at {folder / name}."
+    return "The executed notebook could not be kept anywhere either: the disk may be full."
 
 
 def _refuse_unknown_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
@@ -202,23 +232,56 @@ class _StepWatcher:
 
 
 def _run_papermill(spec: Path, environment: dict[str, str], run_timeout_seconds: int, watch: _StepWatcher) -> str:
-    """Run papermill's process in its own process group; kill the whole group if the run outlives its limit."""
+    """Run papermill's process in its own process group, under a watchdog; pass the operator's stop on to it.
+
+    SIGINT, SIGTERM and SIGHUP to this process are forwarded as one stop request: the run stops before its
+    next step, its running step is interrupted, and this process waits for the record before it returns.
+    If this process is SIGKILLed instead, papermill's process gets SIGTERM from the kernel (parent death).
+    """
     deadline = time.monotonic() + run_timeout_seconds
     with subprocess.Popen([sys.executable, "-m", "rollbook.papermill_process", str(spec)], env=environment,
-                          start_new_session=True) as process:
-        while True:
-            try:
-                code = process.wait(timeout=WATCH_SECONDS)
-                break
-            except subprocess.TimeoutExpired:
-                watch()
-                if time.monotonic() > deadline:
-                    _kill_group(process)
-                    return "timeout"
+                          start_new_session=True, preexec_fn=end_with_parent) as process:
+        with _forwarding_stop_signals(process) as stopping:
+            while True:
+                try:
+                    process.wait(timeout=WATCH_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    watch()
+                    if stopping and time.monotonic() > stopping[0] + STOP_GRACE_SECONDS:
+                        _kill_group(process)
+                        return "interrupted"
+                    if time.monotonic() > deadline:
+                        _kill_group(process)
+                        return "timeout"
     watch()
-    endings = {value: key for key, value in EXIT_CODES.items()}
-    # Any other exit (papermill itself killed, a crash) leaves the kernel's fate unknown: treat it as dead.
-    return endings.get(code, "dead_kernel")
+    ending_file = Path(json.loads(spec.read_text())["ending_file"])
+    # No ending written (papermill itself killed, a crash) leaves the kernel's fate unknown: treat it as dead.
+    return ending_file.read_text() if ending_file.exists() else "dead_kernel"
+
+
+@contextmanager
+def _forwarding_stop_signals(process: subprocess.Popen[bytes]) -> Iterator[list[float]]:
+    """While active, a stop signal to this process becomes SIGTERM to `process`; yields when it was first asked."""
+    stopping: list[float] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopping  # signal handlers can only be set from the main thread; a caller elsewhere owns signals
+        return
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if not stopping:
+            stopping.append(time.monotonic())
+        try:
+            process.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
+    try:
+        yield stopping
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

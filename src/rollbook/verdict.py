@@ -15,26 +15,26 @@ from typing import Any
 import nbformat
 
 from rollbook.archive import RECORD_MIME
+from rollbook.outcomes import ExitCode, Outcome, outcome_of
 from rollbook.run_record import RecordView
 
 RECORD_TAG = "rollbook-record"
 # How the papermill process ended, as the runner saw it; None when unknown (a notebook filed afterwards).
-ENDINGS = ("completed", "error", "timeout", "dead_kernel", "not_started")
-EXIT_CODES = {"succeeded": 0, "dry_run": 0, "refused": 4, "failed": 1, "interrupted": 1, "timed_out": 1,
-              "kernel_died": 1, "incomplete": 1}
+ENDINGS = ("completed", "error", "timeout", "interrupted", "dead_kernel", "not_started")
+_STOPPED_WORDS = {Outcome.BAD_INPUT: "refused (bad input)", Outcome.UNAVAILABLE: "refused (database unavailable)"}
 
 
 @dataclass(frozen=True)
 class RunVerdict:
-    """What happened, in one line: succeeded, refused, failed at a step, timed out, or the kernel died."""
+    """What happened, in one line: succeeded, refused, failed at a step, interrupted, timed out, or the kernel died."""
 
-    outcome: str
+    outcome: Outcome
     step: str | None
     text: str
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_CODES.get(self.outcome, 1)
+    def exit_code(self) -> ExitCode:
+        return self.outcome.exit_code
 
 
 def recorded_summary(notebook: nbformat.NotebookNode) -> dict[str, Any] | None:
@@ -57,7 +57,7 @@ def reconcile(
     last_started = _mark_cells(notebook, ending)
     summary = {**(recorded_summary(notebook) or {}), **(summary or {})}
     verdict = _verdict(notebook, summary, ending, last_started)
-    if summary.get("outcome") in (None, "running", "interrupted") or verdict.outcome != summary.get("outcome"):
+    if summary.get("outcome") in (None, Outcome.RUNNING) or verdict.outcome != summary.get("outcome"):
         summary.update(outcome=verdict.outcome, failed_step=verdict.step, message=verdict.text)
     summary["verdict"] = verdict.text
     notebook.cells.append(_record_cell(summary))
@@ -84,27 +84,34 @@ def _verdict(
     notebook: nbformat.NotebookNode, summary: dict[str, Any], ending: str | None, last_started: int | None,
 ) -> RunVerdict:
     step = _running_step(summary)
-    outcome = summary.get("outcome")
+    recorded = summary.get("outcome")
+    outcome = outcome_of(recorded)
+    where = f" in step {step}" if step else ""
     if ending == "not_started":
-        return RunVerdict("failed", None, "failed: the kernel did not start, so no step ran")
-    if ending == "dead_kernel":
-        where = f" during step {step}" if step else ""
-        return RunVerdict("kernel_died", step, f"kernel died{where}: the run did not finish")
-    if ending == "timeout" or (ending is None and outcome == "interrupted"):
-        where = f" in step {step}" if step else ""
-        return RunVerdict("timed_out", step, f"timed out{where}: the run was interrupted")
-    if outcome in ("succeeded", "dry_run") and ending in (None, "completed"):
-        return RunVerdict(outcome, None, "succeeded" if outcome == "succeeded" else "dry run completed")
-    if outcome in ("refused", "failed"):
+        return RunVerdict(Outcome.FAILED, None, "failed: the kernel did not start, so no step ran")
+    if ending == "interrupted" or (ending is None and outcome is Outcome.INTERRUPTED):
         stopped = summary.get("failed_step") or step
-        return RunVerdict(outcome, stopped, f"{outcome} at {stopped or 'an unknown step'}")
+        return RunVerdict(Outcome.INTERRUPTED, stopped,
+                          "interrupted" + (f" in step {stopped}" if stopped else "") + ": the operator stopped the run")
+    if ending == "dead_kernel":
+        return RunVerdict(Outcome.KERNEL_DIED, step, "kernel died" + (f" during step {step}" if step else "")
+                          + ": the run did not finish")
+    if ending == "timeout" or (ending is None and outcome is Outcome.TIMED_OUT):
+        return RunVerdict(Outcome.TIMED_OUT, step, f"timed out{where}: the run was interrupted")
+    if outcome.succeeded and ending in (None, "completed"):
+        texts = {Outcome.SUCCEEDED: "succeeded", Outcome.DRY_RUN: "dry run completed",
+                 Outcome.SUCCEEDED_UNVERIFIED: "succeeded, not fully verified"}
+        return RunVerdict(outcome, None, texts[outcome])
+    if recorded is not None and outcome not in (Outcome.RUNNING, Outcome.INCOMPLETE) and not outcome.succeeded:
+        stopped = summary.get("failed_step") or step
+        return RunVerdict(outcome, stopped, f"{_STOPPED_WORDS.get(outcome, outcome.value.replace('_', ' '))} at "
+                          f"{stopped or 'an unknown step'}")
     error_cell = next((i for i, c in enumerate(notebook.cells)
                        if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
     if error_cell is not None:
-        return RunVerdict("failed", step, f"failed at cell {error_cell + 1}" + (f" (step {step})" if step else ""))
-    if ending == "completed" and last_started is not None and outcome not in ("running", None):
-        return RunVerdict(outcome, None, str(outcome))
-    return RunVerdict("incomplete", step, "incomplete: the notebook does not show the run's end"
+        return RunVerdict(Outcome.FAILED, step,
+                          f"failed at cell {error_cell + 1}" + (f" (step {step})" if step else ""))
+    return RunVerdict(Outcome.INCOMPLETE, step, "incomplete: the notebook does not show the run's end"
                       + (f" (last step {step})" if step else ""))
 
 
