@@ -262,7 +262,7 @@ class RollbackRun:
         self.recorder.update(revision_before=list(plan.path.current), target=plan.path.target_label,
                              plan_hash=plan.plan_hash, plan_verdict=plan.verdict.code,
                              plan_steps=[{"revision": s.revision.revision, "migration_type": s.migration_type,
-                                          "risk": s.risk.value} for s in plan.steps])
+                                          "risk": s.risk.value, "atomic": s.atomic} for s in plan.steps])
         return plan
 
     @recorded("policy gate")
