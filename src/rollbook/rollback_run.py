@@ -336,14 +336,14 @@ class RollbackRun:
         failed = execution.failed_step
         step = next((s for s in plan.steps if failed and s.revision.revision == failed.revision), None)
         diagnosis = diagnose_failure(self.target, execution.failure or RollbookError("unknown failure"),
-                                     step=step, statement=execution.failed_statement, project=self.project)
+                                     step=step, statement=execution.failed_statement, project=self.project,
+                                     left_changed=failed.left_changed if failed else None)
         self.downgrade_report = DowngradeReport(execution, diagnosis=diagnosis,
                                                 next_steps=self._after_failure(execution))
         self.recorder.update(diagnosis=diagnosis.to_dict())
         raise RunbookStopped(
             f"The downgrade failed at {failed.revision if failed else 'an unknown step'}: "
-            f"{failed.error if failed else execution.failure}. The database is at "
-            f"{', '.join(execution.revisions_after) or 'base'}. {' '.join(self.downgrade_report.next_steps)}",
+            f"{failed.error if failed else execution.failure}. {' '.join(self.downgrade_report.next_steps)}",
             outcome="failed", step="downgrade", result=self.downgrade_report, exit_code=1)
 
     @recorded("verification")
@@ -452,15 +452,27 @@ class RollbackRun:
         # libpq takes postgresql://, not SQLAlchemy's postgresql+psycopg://; the password stays in PGPASSWORD.
         libpq_url = self.target.url._replace(drivername="postgresql", password=None).render_as_string(
             hide_password=False)
-        return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database "
-                f"-p accept_writes_since_backup True --execute, or by hand: pg_restore --clean --if-exists "
+        # No opt-in is pre-filled: the restore runbook refuses to undo rows written since the backup unless the
+        # person restoring decides that losing them is intended.
+        return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database --execute (it "
+                "refuses if rows were written since the backup; accept_writes_since_backup overrides that, and "
+                "undoes those writes), or by hand: pg_restore --clean --if-exists "
                 f"--single-transaction -d '{libpq_url}' {backup.path}")
 
     def _after_failure(self, execution: DowngradeExecution) -> tuple[str, ...]:
         at = ", ".join(execution.revisions_after) or "base"
+        failed = execution.failed_step
+        left = failed.left_changed if failed else None
+        if left is None:
+            state = ("rollbook could not tell what the failed step left changed: check by hand before anything "
+                     "else; earlier steps stay done.")
+        else:
+            state = f"{left.describe()} Earlier steps stay done."
         return (
-            f"The database is at {at}: the failed step's transaction was rolled back, earlier steps stay done.",
-            "Retry: fix the cause named above, plan again from here and re-run.",
+            f"The database is at {at} (its version table says so). {state}",
+            "Retry: fix the cause named above, plan again from here and re-run" + (
+                "." if left is not None and left.rolled_back else
+                ", but only once what the failed step left changed is restored or finished by hand."),
             f"Restore: put the database back as it was before this run: {self._restore_hint()}.",
             "Fix forward: leave the database at this revision and ship a new migration that repairs the problem.",
         )
