@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from rollbook import markdown
 from rollbook.archive import RECORD_MIME
-from rollbook.archived_backups import find_restore_point
-from rollbook.backup import Backup, BackupVerification, take_backup, verify_backup
+from rollbook.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
+from rollbook.backup import Backup
 from rollbook.database import DatabaseTarget, connect
 from rollbook.diagnosis import Diagnosis, diagnose_failure
 from rollbook.downgrade_execution import DowngradeExecution, execute_downgrade
@@ -85,27 +85,28 @@ class MigrationFiles:
 
 @dataclass(frozen=True)
 class BackupReport:
-    """The backup taken before any change, its verification, and the policy once it is known."""
+    """The backup taken before any change (recorded as the backup runbook records one) and the policy once known."""
 
-    backup: Backup | None
-    verification: BackupVerification | None
+    taken: RecordedBackup | None
     policy: PolicyDecision | None
     skipped: str = ""
+
+    @property
+    def backup(self) -> Backup | None:
+        return self.taken.backup if self.taken else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "skipped": self.skipped,
-            "backup": self.backup.to_dict() if self.backup else None,
-            "verification": self.verification.to_dict() if self.verification else None,
+            "backup": self.taken.record_facts() if self.taken else None,
+            "verification": self.taken.verification.to_dict() if self.taken else None,
             "policy": self.policy.to_dict() if self.policy else None,
         }
 
     def _repr_markdown_(self) -> str:
         if self.skipped:
             return f"**No backup taken**: {markdown.cell(self.skipped)}"
-        parts = [self.backup._repr_markdown_()] if self.backup else []
-        if self.verification:
-            parts.append(self.verification._repr_markdown_())
+        parts = [self.taken._repr_markdown_()] if self.taken else []
         if self.policy:
             parts.append(self.policy._repr_markdown_())
         return "\n\n".join(parts)
@@ -286,25 +287,23 @@ class RollbackRun:
         """Back up the database and verify the backup; no verified backup, no rollback."""
         plan = self._plan()
         if not self.parameters.execute:
-            self.backup_report = BackupReport(None, None, None, "dry run: no backup is written")
+            self.backup_report = BackupReport(None, None, "dry run: no backup is written")
             return self.backup_report
         if not plan.steps:
-            self.backup_report = BackupReport(None, None, None, "nothing to roll back")
+            self.backup_report = BackupReport(None, None, "nothing to roll back")
             return self.backup_report
-        backup = take_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
-                             count_rows=self.parameters.verify_backup == "restore")
-        self.recorder.update(backup={"path": str(backup.path), "size_bytes": backup.size_bytes,
-                                     "sha256": backup.sha256, "verified": None})
-        verification = verify_backup(backup, self.parameters.verify_backup, self.target)
+        # Row counts and the write horizon, as the backup runbook records them: restoring this backup later can
+        # then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
+        taken = take_recorded_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
+                                     verify=self.parameters.verify_backup)
+        verification = taken.verification
         decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=verification.passed)
         self.decision = decision
-        self.backup_report = BackupReport(backup, verification, decision)
-        self.recorder.update(backup={**self.recorder.summary["backup"], "verified": verification.passed,
-                                     "verification": verification.method, "verification_detail": verification.detail},
-                             policy=decision.to_dict())
+        self.backup_report = BackupReport(taken, decision)
+        self.recorder.update(backup=taken.record_facts(), policy=decision.to_dict())
         if not verification.passed:
             raise RunbookStopped(
-                f"The backup {backup.path} could not be verified ({verification.detail}). No verified backup, "
+                f"The backup {taken.backup.path} could not be verified ({verification.detail}). No verified backup, "
                 "no rollback: fix the cause (disk, permissions, pg_restore) and run again. Nothing was changed.",
                 outcome="failed", step="backup", result=self.backup_report, exit_code=1)
         if not decision.allowed:
