@@ -4,16 +4,14 @@ told truthfully when they fail half-way."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from alembic_projects import project_at_head, write_project
+from alembic_projects import project_at_head
 from pg import psycopg_kwargs
 from runbook_runs import current_revision, papermill
 
-from rollbook.database import DatabaseTarget
 from rollbook.downgrade_execution import execute_downgrade
 from rollbook.operations import AFTER_COMMIT
 from rollbook.plan import plan_downgrade
@@ -86,9 +84,9 @@ NOW = datetime(2026, 1, 13, 14, 0, tzinfo=timezone.utc)
 
 
 def decide(plan, environment: str, accept_data_loss: bool):
-    request = RollbackRequest(environment=environment, operator="bob", approved_by="alice", approved_plan=plan.plan_hash,
-                              deployed_at=NOW - timedelta(minutes=2), accept_data_loss=accept_data_loss, execute=True,
-                              now=NOW)
+    request = RollbackRequest(environment=environment, operator="bob", approved_by="alice",
+                              approved_plan=plan.plan_hash, deployed_at=NOW - timedelta(minutes=2),
+                              accept_data_loss=accept_data_loss, execute=True, now=NOW)
     return evaluate_policy(default_policy(), request, plan, backup_verified=True)
 
 
