@@ -67,6 +67,9 @@ def test_a_failing_step_rolls_back_alone_and_the_database_stays_at_a_known_revis
     assert "StringDataRightTruncation" in failed.error
     assert failed.statements[-1].failed and "ALTER TABLE users" in failed.statements[-1].sql
     assert result.failed_statement == failed.statements[-1].sql
+    # The schema, compared with the snapshot taken before the step, shows the rollback; only then is it claimed.
+    assert failed.left_changed.compared and failed.left_changed.rolled_back
+    assert failed.left_changed.describe().startswith("The failed step's transaction was rolled back")
 
 
 def test_a_second_run_waits_a_bounded_time_then_refuses_and_changes_nothing(demo_url, demo_project):

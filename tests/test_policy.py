@@ -32,8 +32,8 @@ from rollbook.policy import (
 )
 
 NOW = datetime(2026, 1, 13, 14, 0, tzinfo=timezone.utc)
-RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "data written",
-         "what blocks the downgrade", "backup")
+RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "atomic steps",
+         "data written", "what blocks the downgrade", "backup")
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,26 @@ def test_a_dry_run_plans_the_restore_and_a_truncated_backup_is_refused(demo_url,
     assert truncated.stdout.startswith("refused (bad input) at backup to restore") and "was changed since" in truncated.stdout
     assert fingerprint(demo_url) == before
     assert len(list((tmp_path / "backups").iterdir())) == 1  # no backup of the database was taken either
+
+
+def test_a_backup_the_rollback_runbook_took_restores_without_the_opt_in_when_nothing_was_written(demo_url, tmp_path):
+    # Undoing 0607bc5b8531 drops users.preferences: no row is inserted, updated or deleted.
+    demo_at(demo_url, "0607bc5b8531")
+    rolled_back = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "accept_data_loss", "True", "--execute",
+                           url=demo_url)
+    assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
+    [summary_file] = (tmp_path / "archive").glob("*_rollback_succeeded_*.json")
+    recorded = json.loads(summary_file.read_text())
+    backup, run_id = recorded["backup"], recorded["run_id"]
+    # Recorded as the backup runbook records a backup: every table's rows, and the write horizon.
+    assert backup["rows_counted"] and {r["table"]: r["rows"] for r in backup["table_rows"]}["public.users"] == 12
+    assert backup["write_horizon"].isdigit() and backup["verified"] is True
+
+    dry = rollbook(tmp_path, "run", "restore", "-r", "backup", run_id, "-p", "restore_into", "database", *STAGING,
+                   url=demo_url)
+
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    summary = record_summary(notebook_records(tmp_path / "archive")[-1])
+    assert summary["outcome"] == "dry_run" and summary["writes_since_backup"]["status"] == "none"
+    writes = next(r for r in summary["policy"]["results"] if r["rule"] == "writes since the backup")
+    assert writes["outcome"] == "pass"

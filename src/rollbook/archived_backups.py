@@ -97,7 +97,7 @@ class ArchivedBackup:
     pg_dump_major: int | None
     verified: bool
     verification: str
-    # None when the run did not record them (the rollback runbook keeps no counts in its record).
+    # None when the run did not record them (records filed before every runbook kept row counts).
     table_rows: tuple[tuple[str, int], ...] | None
     write_horizon: str | None
 

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from rollbook.data_loss import (
 )
 from rollbook.database import DatabaseTarget, connect
 from rollbook.dependent_objects import DEPENDENCY_OPS, DependentObject, find_dependent_objects
+from rollbook.downgrade_execution import LeftChanged
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject
 from rollbook.operations import LiveCheck, Operation, TableName
@@ -79,8 +80,16 @@ _PASSWORD_LITERAL = re.compile(r"(PASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
 
 _RESTORE = ("Or restore the backup taken in this run (pg_restore), which is safer when you are unsure, and fix "
             "forward with a new migration instead of rolling back.")
-_CHECK_STATUS = ("Before retrying, check where the database is now (rollbook status): PostgreSQL rolled back the "
-                 "failing revision's transaction, but revisions before it may already be undone.")
+# What to check before a retry depends on what the failed step left behind (downgrade_execution.LeftChanged).
+_CHECK_ROLLED_BACK = ("Before retrying, check where the database is now (rollbook status): the failed step's "
+                      "transaction was rolled back, but revisions before it may already be undone.")
+_CHECK_UNKNOWN = ("Before retrying, check where the database is now (rollbook status) and whether the failed step "
+                  "left changes: a step that does not run as one transaction keeps what it committed, and "
+                  "revisions before it may already be undone.")
+_DO_NOT_RETRY = ("Do not simply retry: the failed step may have left changes (see above) while the version table "
+                 "still names its revision, so a retry would run its whole downgrade() again over them. Restore the "
+                 "backup taken in this run, or finish or undo those changes by hand after a review; then check "
+                 "where the database is (rollbook status).")
 
 
 @dataclass(frozen=True)
@@ -139,15 +148,27 @@ class _Failure:
 
 def diagnose_failure(
     target: DatabaseTarget, error: BaseException, *, step: PlanStep | None, statement: str | None,
-    project: MigrationProject | None = None,
+    project: MigrationProject | None = None, left_changed: LeftChanged | None = None,
 ) -> Diagnosis:
-    """Explain a failed rollback step: which recovery scenario it is, the facts, and what to do next."""
+    """Explain a failed rollback step: which recovery scenario it is, the facts, and what to do next.
+
+    `left_changed` is what the step left behind, from the execution; without it the diagnosis does not
+    claim that the step was rolled back.
+    """
     try:
         diagnosis = _diagnose(target, error, step, statement, project)
     except Exception as exc:  # noqa: BLE001 - a diagnosis must never hide the failure it explains
         diagnosis = _unknown_error(target, error, step, statement, f"rollbook's diagnosis itself failed "
                                    f"({type(exc).__name__}): the facts below come from the error alone")
-    return _scrubbed(target, diagnosis)
+    return _scrubbed(target, _with_what_the_step_left(diagnosis, left_changed))
+
+
+def _with_what_the_step_left(diagnosis: Diagnosis, left_changed: LeftChanged | None) -> Diagnosis:
+    """The state the failed step left goes first among the facts; what to check before a retry goes last."""
+    if left_changed is None:
+        return replace(diagnosis, advice=(*diagnosis.advice, _CHECK_UNKNOWN))
+    check = _CHECK_ROLLED_BACK if left_changed.rolled_back else _DO_NOT_RETRY
+    return replace(diagnosis, facts=(left_changed.describe(), *diagnosis.facts), advice=(*diagnosis.advice, check))
 
 
 def _diagnose(
@@ -283,7 +304,7 @@ def _dependent_objects(
     ]
     advice += [f"Keep the definition first: `{d.keep}`, then `{d.drop}`." if d.keep else f"`{d.drop}`"
                for d in dict.fromkeys(dependents) if d.drop]
-    advice += [_RESTORE, _CHECK_STATUS]
+    advice.append(_RESTORE)
     summary = (f"The downgrade cannot drop or change {_targets_text(targets)} because other objects depend on it."
                if targets else "The downgrade cannot drop an object because other objects depend on it.")
     return Diagnosis("dependent_objects", summary, tuple(facts), tuple(advice), failure.sqlstate, failure.revision)
@@ -334,7 +355,6 @@ def _rows_in_the_way(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
                       f"runs it; it changes data, so take a backup and have it reviewed): `{template}`")
     advice.append("Option B (safer): restore from the backup taken in this run, and fix forward with a new "
                   "migration instead of rolling back.")
-    advice.append(_CHECK_STATUS)
     what = "Data in the database does not fit the schema the downgrade restores" if fits else (
         "Data in the database breaks a constraint the downgrade restores")
     summary = f"{what}" + (f": {op.detail}." if op else ".")
@@ -523,7 +543,7 @@ def _lock_timeout(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
                       "back its work.")
     else:
         advice.append("Retry the rollback: nobody holds the lock now. Run it when the application is quiet.")
-    advice += [_CHECK_STATUS, _RESTORE]
+    advice.append(_RESTORE)
     summary = (f"The downgrade could not lock {', '.join(map(str, tables)) or 'a table'} in time: "
                "another session holds a conflicting lock.")
     return Diagnosis("lock_timeout", summary, tuple(facts), tuple(advice), failure.sqlstate, failure.revision)
@@ -558,7 +578,6 @@ def _statement_timeout(target: DatabaseTarget, failure: _Failure) -> Diagnosis:
     advice = [
         "Retry when the database is quiet with a longer statement_timeout for the rollback session only (for example "
         "PGOPTIONS='-c statement_timeout=30min'), knowing it holds its lock for as long as it runs.",
-        _CHECK_STATUS,
         _RESTORE,
     ]
     summary = "A downgrade statement took longer than statement_timeout and was cancelled."
@@ -707,7 +726,6 @@ def _unknown_error(
     advice = (
         "Read the error and the failing statement above; fix the cause and retry the rollback.",
         _RESTORE,
-        _CHECK_STATUS,
     )
     return Diagnosis("unknown", "The rollback failed for a reason rollbook does not recognise.", tuple(facts), advice,
                      db_error.sqlstate if db_error is not None else None, step.revision.revision if step else None)

@@ -6,6 +6,10 @@ promise: a session advisory lock so two runs never interleave, lock and statemen
 connection, a guard that refuses any connection to a database other than the one named, a timed
 log of every statement, and a check after each step, through rollbook's own connection, that the
 database named really moved one revision down.
+
+Before each step rollbook also reads the schema (a few catalog queries). When a step fails, the
+schema after it is compared with that snapshot: only an unchanged schema lets the record say the
+step was rolled back, and anything a non-atomic step left done is named.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rollbook.migrations import MigrationProject, alembic_config_for
 from rollbook.errors import RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.plan import DowngradePlan
+from rollbook.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
 from rollbook.status import read_current_revisions
 
 # "rollbook" in ASCII: the session advisory lock every executing rollback run takes on its database.
@@ -65,8 +70,45 @@ class ExecutedStatement:
 
 
 @dataclass(frozen=True)
+class LeftChanged:
+    """What a failed step left changed: the schema after it compared with a snapshot taken just before it."""
+
+    compared: bool
+    changes: tuple[str, ...] = ()
+    # Whether the plan found the step's downgrade() to run in one transaction.
+    atomic: bool = True
+    why_not_compared: str = ""
+
+    @property
+    def rolled_back(self) -> bool:
+        """Known to be undone: the step ran in one transaction and the schema is as it was before it."""
+        return self.compared and self.atomic and not self.changes
+
+    def describe(self) -> str:
+        """One honest sentence (or two) about the state the failed step left behind."""
+        snapshot = "compared with a snapshot taken just before the step"
+        if self.rolled_back:
+            return f"The failed step's transaction was rolled back: the schema is as it was before it ({snapshot})."
+        if self.compared and self.changes:
+            why = ": it did not run as one transaction" if not self.atomic else ""
+            return (f"The failed step was NOT rolled back entirely{why}. {snapshot.capitalize()}, it left changed: "
+                    f"{'; '.join(self.changes)}.")
+        if self.compared:
+            return (f"The schema is as it was before the failed step ({snapshot}), but the step did not run as one "
+                    "transaction: rows it changed before a COMMIT may stay changed. Check them by hand.")
+        part = "; it did not run as one transaction, so part of it may stay done" if not self.atomic else ""
+        return (f"rollbook could not compare the schema with the state before the failed step "
+                f"({self.why_not_compared}){part}: check by hand what it left changed.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"compared": self.compared, "rolled_back": self.rolled_back, "atomic": self.atomic,
+                "changes": list(self.changes), "why_not_compared": self.why_not_compared,
+                "description": self.describe()}
+
+
+@dataclass(frozen=True)
 class StepExecution:
-    """Undoing one revision: done (committed), failed (its transaction rolled back) or not run."""
+    """Undoing one revision: done (committed), failed (with what it left changed) or not run."""
 
     revision: str
     down_to: str
@@ -74,12 +116,14 @@ class StepExecution:
     seconds: float = 0.0
     statements: tuple[ExecutedStatement, ...] = ()
     error: str | None = None
+    left_changed: LeftChanged | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "revision": self.revision, "down_to": self.down_to, "outcome": self.outcome,
             "seconds": round(self.seconds, 3), "error": self.error,
             "statements": [s.to_dict() for s in self.statements],
+            "left_changed": self.left_changed.to_dict() if self.left_changed else None,
         }
 
 
@@ -129,6 +173,8 @@ class DowngradeExecution:
                       for s in step.statements]
             if step.error:
                 lines.append(f"    error: {step.error}")
+            if step.left_changed:
+                lines.append(f"    {step.left_changed.describe()}")
         lines.append("SUCCEEDED" if self.succeeded else f"FAILED: the database is at {_revs(self.revisions_after)}")
         return "\n".join(lines)
 
@@ -144,6 +190,8 @@ class DowngradeExecution:
                 lines += ["", markdown.table(["ms", "statement"], rows), ""]
             if step.error:
                 lines.append(f"  - error: {step.error}")
+            if step.left_changed:
+                lines.append(f"  - **{markdown.prose(step.left_changed.describe())}**")
         verdict = ("**Succeeded.**" if self.succeeded
                    else f"**Failed.** The database is at `{_revs(self.revisions_after)}`.")
         return "\n".join([*lines, "", verdict])
@@ -156,7 +204,8 @@ def execute_downgrade(
     """Undo the plan's revisions one at a time, each in its own Alembic call and transaction.
 
     A failure stops the run: the failing step's transaction rolls back, so the database stays at the
-    revision the previous step reached; the result says which, and carries the error for diagnosis.
+    revision the previous step reached; the result says which, carries the error for diagnosis, and
+    says what the failed step left changed (a step that is not atomic keeps what it committed).
     """
     with connect(target) as control, rollback_lock(control, lock_wait_ms or lock_timeout_ms):
         identity = read_identity(control)
@@ -167,6 +216,7 @@ def execute_downgrade(
                 "someone migrated it since. Plan again and review the new plan; nothing was changed."
             )
         _refuse_merges(project, plan)
+        atomic = {step.revision.revision: step.atomic for step in plan.steps}
         steps: list[StepExecution] = []
         failure: BaseException | None = None
         failed_statement = None
@@ -178,13 +228,15 @@ def execute_downgrade(
                     steps.append(StepExecution(revision, down_to, "not run"))
                     continue
                 log.clear()
+                before_step = _schema_or_reason(control)
                 step_started = time.monotonic()
                 try:
                     command.downgrade(alembic_config_for(project, target), down_to)
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql
                     steps.append(StepExecution(revision, down_to, "failed", time.monotonic() - step_started,
-                                               log.statements(), target.scrub(_error_text(exc))))
+                                               log.statements(), target.scrub(_error_text(exc)),
+                                               _left_changed(control, before_step, atomic.get(revision, False))))
                     continue
                 steps.append(StepExecution(revision, down_to, "done", time.monotonic() - step_started,
                                            log.statements()))
@@ -315,6 +367,22 @@ def _guarded_connections(
     finally:
         for target_class, name, listener in listeners:
             event.remove(target_class, name, listener)
+
+
+def _schema_or_reason(conn: psycopg.Connection[Any]) -> SchemaSnapshot | str:
+    """The schema now, or why it could not be read (a failed read must not stop the rollback)."""
+    try:
+        return read_schema(conn)
+    except psycopg.Error as exc:
+        return f"the catalog could not be read: {exc.diag.message_primary or type(exc).__name__}"
+
+
+def _left_changed(conn: psycopg.Connection[Any], before: SchemaSnapshot | str, atomic: bool) -> LeftChanged:
+    after = _schema_or_reason(conn)
+    if isinstance(before, str) or isinstance(after, str):
+        reason = before if isinstance(before, str) else after
+        return LeftChanged(False, atomic=atomic, why_not_compared=str(reason))
+    return LeftChanged(True, compare_schemas(before, after, BEFORE_AND_AFTER_STEP).differences, atomic)
 
 
 def _refuse_merges(project: MigrationProject, plan: DowngradePlan) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
 
@@ -120,6 +120,9 @@ class Operation:
     # An earlier step of the same downgrade that changes this table's data first: the live count,
     # taken on today's data, is then an estimate.
     changed_earlier_by: str | None = None
+    # Why this statement keeps its step from running as one transaction (a COMMIT, CREATE INDEX
+    # CONCURRENTLY, ...); None when it runs inside the step's transaction.
+    not_atomic_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -163,6 +166,32 @@ class Operation:
             "changed_earlier_by": self.changed_earlier_by,
             "lock": self.lock,
             "rewrites_table": self.rewrites_table,
+            "not_atomic_reason": self.not_atomic_reason,
             "statement": self.statement,
             "source": self.source,
         }
+
+
+# Transaction control inside a migration function: the statements between them run in autocommit.
+COMMIT, BEGIN = "commit", "begin"
+AFTER_COMMIT = ("runs after a COMMIT, outside the step's transaction: it is committed on its own the moment it "
+                "succeeds")
+
+
+def with_autocommit_marked(operations: list[Operation]) -> list[Operation]:
+    """Mark each operation between a COMMIT and the next BEGIN as running outside the step's transaction.
+
+    That is where Alembic's `autocommit_block()` puts its statements (it renders as COMMIT ... BEGIN),
+    and where anything after an explicit COMMIT runs.
+    """
+    marked = []
+    committed = False
+    for op in operations:
+        if op.op == COMMIT:
+            committed = True
+        elif op.op == BEGIN:
+            committed = False
+        elif committed and op.not_atomic_reason is None:
+            op = replace(op, not_atomic_reason=AFTER_COMMIT)
+        marked.append(op)
+    return marked

@@ -18,7 +18,7 @@ from rollbook.dependent_objects import DroppedSoFar, with_dependent_objects
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk
+from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk, with_autocommit_marked
 from rollbook.python_operations import operations_from_python
 from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, type_risk
 from rollbook.side_effects import read_data_dependencies, with_side_effects
@@ -40,12 +40,31 @@ class PlanStep:
     downgrade_sql: str | None
     render_error: str | None
 
+    @property
+    def not_atomic_reasons(self) -> tuple[str, ...]:
+        """Why the downgrade does not run as one transaction, one reason per kind of statement; empty if it does."""
+        return tuple(dict.fromkeys(op.not_atomic_reason for op in self.operations if op.not_atomic_reason))
+
+    @property
+    def atomic(self) -> bool:
+        """Whether the whole downgrade() runs in one transaction, so that a failure undoes all of it."""
+        return not self.not_atomic_reasons
+
+    def atomicity_text(self) -> str:
+        """'NOT ATOMIC: why; what a failure leaves', or '' for an atomic step."""
+        if self.atomic:
+            return ""
+        return (f"NOT ATOMIC: {'; '.join(self.not_atomic_reasons)}. If this step fails part-way, what ran before "
+                f"the failure stays done while the version table still names {self.revision.revision}.")
+
     def to_dict(self) -> dict[str, Any]:
         seed = MIGRATION_TYPES.get(self.migration_type)
         return {
             **self.revision.to_dict(),
             "migration_type": self.migration_type,
             "risk": self.risk.value,
+            "atomic": self.atomic,
+            "not_atomic_reasons": list(self.not_atomic_reasons),
             "seed_guidance": None if seed is None else {
                 "data_loss": seed.data_loss, "rollback_safety": seed.rollback_safety, "mitigation": seed.mitigation,
             },
@@ -122,11 +141,15 @@ class DowngradePlan:
             lines.append(f"   file {rev.file}  sha256 {rev.sha256[:16]}")
             lines.append(f"   type {step.migration_type}, risk {step.risk.value.upper()}"
                          + ("  (read from Python source)" if step.render_error else ""))
+            if not step.atomic:
+                lines.append(f"   {step.atomicity_text()}")
             for op in step.operations:
                 count = f"  [{op.count_text()}]" if op.check else ""
                 lines.append(f"   - {op.risk.value.upper():7} {op.detail}{count}")
                 if op.lock:
                     lines.append(f"     lock: {op.lock}{', rewrites the table' if op.rewrites_table else ''}")
+                if op.not_atomic_reason:
+                    lines.append(f"     not atomic: {op.not_atomic_reason}")
                 if op.count_note:
                     lines.append(f"     note: {op.count_note}")
                 if op.changed_earlier_by:
@@ -151,10 +174,14 @@ class DowngradePlan:
                 f"{op.risk.value.upper()} {markdown.cell(op.detail)}"
                 + (f" **[{markdown.cell(op.count_text())}]**" if op.check else "")
                 + (f" ({markdown.cell(op.count_note)})" if op.count_note else "")
+                + (" *(not atomic)*" if op.not_atomic_reason else "")
                 for op in step.operations) or "(nothing)"
+            risk = f"**{step.risk.value.upper()}**" + ("" if step.atomic else "<br>**NOT ATOMIC**")
             rows.append((str(number), markdown.code(step.revision.revision), markdown.cell(step.revision.message),
-                         markdown.cell(step.migration_type), f"**{step.risk.value.upper()}**", operations))
+                         markdown.cell(step.migration_type), risk, operations))
         parts = [head, markdown.table(["#", "revision", "message", "type", "risk", "downgrade operations"], rows)]
+        parts += [f"Step {number} `{step.revision.revision}` is **{markdown.cell(step.atomicity_text())}**"
+                  for number, step in enumerate(self.steps, 1) if not step.atomic]
         if self.tables:
             parts.append("Affected tables now: " + ", ".join(
                 f"`{t.table}` {t.rows} rows ({_size(t.total_bytes)})" if t.exists else f"`{t.table}` (not there)"
@@ -241,8 +268,9 @@ def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep,
 
 def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
     if rendered.sql is not None:
-        return operations_from_sql(rendered.sql) if rendered.sql.strip() else []
-    return operations_from_python(project.script(rendered.revision).path, rendered.direction, rendered.error or "")
+        return with_autocommit_marked(operations_from_sql(rendered.sql)) if rendered.sql.strip() else []
+    return with_autocommit_marked(operations_from_python(project.script(rendered.revision).path, rendered.direction,
+                                                         rendered.error or ""))
 
 
 # Downgrade operations that change what a later count of their table would see: every row, or one column.
@@ -318,6 +346,9 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
     if not steps:
         return Verdict("safe", "Nothing to do: the database is already at the target.", (), "No downgrade needed.")
     high, blocking, unclear, lost = [], [], [], []
+    # Not a verdict of its own: a step that is not atomic loses nothing by itself, but the policy gate treats
+    # it like a HIGH-risk step, and every verdict says so.
+    not_atomic = [f"{step.revision.revision} is {step.atomicity_text()}" for step in steps if not step.atomic]
     for step in steps:
         rev = step.revision.revision
         if step.risk == Risk.HIGH:
@@ -350,18 +381,18 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
             advice = ("Do not run this downgrade as it stands: it would fail part-way. Fix the rows or objects "
                       "named above first, or restore from backup.")
         return Verdict("do_not_downgrade", "DO NOT DOWNGRADE: restore from backup or fix forward.",
-                       tuple(high + blocking + unclear + lost), advice)
+                       tuple(high + blocking + unclear + not_atomic + lost), advice)
     if unclear:
         return Verdict("review_by_hand", "REVIEW BY HAND: rollbook could not understand or count everything.",
-                       tuple(unclear + lost), "Read the migration files named above and count the data by hand "
-                       "before deciding; until then treat this downgrade as destructive.")
+                       tuple(unclear + not_atomic + lost), "Read the migration files named above and count the data "
+                       "by hand before deciding; until then treat this downgrade as destructive.")
     if lost:
         total = sum(op.rows_affected or 0 for s in steps for op in s.operations
                     if op.check and op.check.effect == "lost")
         return Verdict("loses_data", f"DOWNGRADE LOSES DATA: {total} row(s) or value(s) would be destroyed.",
-                       tuple(lost), "Downgrade only if this loss is acceptable, with a verified backup taken first; "
-                       "otherwise fix forward.")
-    return Verdict("safe", "SAFE TO DOWNGRADE: no step destroys data according to the live counts.", (),
+                       tuple(not_atomic + lost), "Downgrade only if this loss is acceptable, with a verified backup "
+                       "taken first; otherwise fix forward.")
+    return Verdict("safe", "SAFE TO DOWNGRADE: no step destroys data according to the live counts.", tuple(not_atomic),
                    "Take and verify a backup anyway, then run the downgrade.")
 
 

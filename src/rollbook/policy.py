@@ -411,6 +411,7 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
         _approver_rule(env, name, request),
         _approved_plan_rule(env, name, request, plan),
         _risk_rule(env, name, request, plan),
+        _atomic_rule(env, name, request, plan),
         _data_written_rule(env, name, request, plan),
         _blocking_rule(plan),
         _backup_rule(env, name, request, backup_verified),
@@ -544,6 +545,28 @@ def _risk_rule(env: EnvironmentRules, name: str, request: RollbackRequest, plan:
     return RuleResult("risk", "fail", f"HIGH-risk step(s) need accept_data_loss in {name}: {listed}",
                       "pass accept_data_loss if losing this data is acceptable; otherwise restore from backup "
                       "or fix forward")
+
+
+def _atomic_rule(env: EnvironmentRules, name: str, request: RollbackRequest, plan: DowngradePlan) -> RuleResult:
+    # A step that fails half-way outside a transaction leaves changes no rollback undoes: as bad as a HIGH risk,
+    # so the same setting (allow_high_risk) governs it.
+    steps = [f"{s.revision.revision} ({'; '.join(s.not_atomic_reasons)})" for s in plan.steps if not s.atomic]
+    if not steps:
+        return RuleResult("atomic steps", "pass", "every step runs in one transaction: a failure undoes all of it")
+    listed = "; ".join(steps)
+    if env.allow_high_risk == "never":
+        override = " (accept_data_loss does not override this)" if request.accept_data_loss else ""
+        return RuleResult("atomic steps", "fail", f"{name} allows no step that runs outside one transaction, which "
+                          f"a failure would leave half-done{override}: {listed}",
+                          f"no request can make this pass in {name}: restore from the backup taken before the "
+                          "migration, or fix forward with a new migration")
+    if request.accept_data_loss:
+        return RuleResult("atomic steps", "pass", f"step(s) that run outside one transaction accepted with "
+                          f"accept_data_loss: {listed}")
+    return RuleResult("atomic steps", "fail", f"step(s) that run outside one transaction, which a failure would "
+                      f"leave half-done, need accept_data_loss in {name}: {listed}",
+                      "pass accept_data_loss if a half-done step is acceptable (the backup taken first restores "
+                      "it); otherwise restore from backup or fix forward")
 
 
 def _data_written_rule(env: EnvironmentRules, name: str, request: RollbackRequest,

@@ -3,7 +3,9 @@
 Migrations that query the database (op.get_bind().execute(...)) cannot run offline. Their Alembic
 operations are still visible in the source: each `op.<name>(...)` call (and `batch_op.<name>(...)`
 inside `op.batch_alter_table`) becomes an operation; SQL given as a string literal goes through the
-SQL reader; anything else that touches the database is `unknown`.
+SQL reader; anything else that touches the database is `unknown`. An `autocommit_block()` becomes the
+COMMIT and BEGIN Alembic's offline rendering shows around it, so both readers mark the same steps as
+not atomic.
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from rollbook.operations import LiveCheck, Operation, TableName
-from rollbook.sql_operations import ACCESS_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, operations_from_sql
+from rollbook.operations import BEGIN, COMMIT, LiveCheck, Operation, TableName
+from rollbook.sql_operations import (
+    ACCESS_EXCLUSIVE,
+    COMMIT_REASON,
+    OUTSIDE_TRANSACTION,
+    SHARE,
+    SHARE_ROW_EXCLUSIVE,
+    SHARE_UPDATE_EXCLUSIVE,
+    operations_from_sql,
+)
 
 _VARCHAR_TYPES = {"String", "VARCHAR", "Unicode", "CHAR", "NVARCHAR"}
 _INTEGER_TYPES = {"SmallInteger": "smallint", "SMALLINT": "smallint", "Integer": "integer", "INTEGER": "integer"}
@@ -54,6 +64,13 @@ class _FunctionReader(ast.NodeVisitor):
         self._batch_tables: dict[str, TableName] = {}
 
     def visit_With(self, node: ast.With) -> None:
+        autocommit = next((item.context_expr for item in node.items if isinstance(item.context_expr, ast.Call)
+                           and _attribute_name(item.context_expr.func) == "autocommit_block"), None)
+        if autocommit is not None:
+            text = ast.get_source_segment(self.source, autocommit) or "autocommit_block()"
+            self.operations.append(Operation(COMMIT, None, None, "autocommit_block(): commits the step's transaction "
+                                             "part-way and runs the block outside any transaction", text,
+                                             not_atomic_reason=COMMIT_REASON))
         for item in node.items:
             call = item.context_expr
             if (isinstance(call, ast.Call) and _attribute_name(call.func) == "batch_alter_table"
@@ -64,6 +81,9 @@ class _FunctionReader(ast.NodeVisitor):
                     self._batch_tables[item.optional_vars.id] = TableName(schema, table)
         for statement in node.body:
             self.visit(statement)
+        if autocommit is not None:
+            self.operations.append(Operation(BEGIN, None, None, "autocommit_block() ends: a new transaction starts",
+                                             text))
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -79,6 +99,12 @@ class _FunctionReader(ast.NodeVisitor):
             if name in ("execute", "exec_driver_sql"):
                 self.operations.extend(_execute(node, text, driver_sql=name == "exec_driver_sql"))
                 return
+        if isinstance(func, ast.Attribute) and func.attr == "commit":
+            # op.get_bind().commit(), connection.commit(): the step's transaction ends here.
+            self.operations.append(Operation(COMMIT, None, None, "commits the step's transaction part-way",
+                                             ast.get_source_segment(self.source, node) or "commit()",
+                                             not_atomic_reason=COMMIT_REASON))
+            return
         self.generic_visit(node)
 
 
@@ -147,12 +173,19 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
     if name == "drop_constraint":
         return [Operation("drop_constraint", table, None, f"drops a constraint of {table}", text,
                           lock=ACCESS_EXCLUSIVE)]
+    concurrently = _keyword(call, "postgresql_concurrently") is True
     if name == "create_index":
         unique = _keyword(call, "unique") is True
         return [Operation("create_unique_index" if unique else "create_index", table, None,
-                          f"creates {'unique ' if unique else ''}index on {table}", text, lock=SHARE)]
+                          f"creates {'unique ' if unique else ''}index on {table}", text,
+                          lock=SHARE_UPDATE_EXCLUSIVE if concurrently else SHARE,
+                          not_atomic_reason=OUTSIDE_TRANSACTION.format("CREATE INDEX CONCURRENTLY")
+                          if concurrently else None)]
     if name == "drop_index":
-        return [Operation("drop_index", table, None, "drops an index", text, lock=ACCESS_EXCLUSIVE)]
+        return [Operation("drop_index", table, None, "drops an index", text,
+                          lock=SHARE_UPDATE_EXCLUSIVE if concurrently else ACCESS_EXCLUSIVE,
+                          not_atomic_reason=OUTSIDE_TRANSACTION.format("DROP INDEX CONCURRENTLY")
+                          if concurrently else None)]
     if name == "bulk_insert":
         return [Operation("insert", None, None, "inserts rows", text)]
     return [Operation("unknown", table, None, f"op.{name}: not understood, review by hand", text)]

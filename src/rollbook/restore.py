@@ -285,8 +285,7 @@ def writes_since_backup(
 
 def _usable_horizon(conn: psycopg.Connection[Any], recorded: str | None) -> tuple[int | None, str]:
     if not recorded or not recorded.isdigit():
-        return None, "the backup's record has no write horizon (only backups taken by the backup and restore " \
-                     "runbooks record one)"
+        return None, "the backup's record has no write horizon (records filed before every runbook kept one lack it)"
     current = conn.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())::text").fetchone()
     distance = int(current[0]) - int(recorded) if current else MAX_XID_DISTANCE + 1
     xid = int(recorded) % 2**32

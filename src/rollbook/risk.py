@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from rollbook.operations import Operation, Risk
+from rollbook.operations import BEGIN, COMMIT, Operation, Risk
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ _MEDIUM_OPS = {
     "create_unique_index", "insert",
 }
 _HIGH_OPS = {"update", "delete", "truncate"}
+_MAINTENANCE_OPS = {"vacuum", "analyze", "reindex"}
 
 
 def migration_type(upgrade_ops: list[Operation]) -> str:
@@ -143,4 +144,9 @@ def _risk_of(
         return Risk.MEDIUM, "Fails, or changes data, when existing rows do not satisfy the new definition."
     if op.op == "unknown":
         return Risk.UNKNOWN, "Not understood: review by hand."
+    if op.op in (COMMIT, BEGIN):
+        # The step's atomicity is judged on its own (PlanStep.atomic): the policy treats it like a HIGH risk.
+        return Risk.LOW, "Transaction control: removes no data, but the step no longer runs as one transaction."
+    if op.op in _MAINTENANCE_OPS:
+        return Risk.LOW, "Maintenance: changes no stored data and no schema."
     return Risk.LOW, "Changes the schema only; no stored data is removed."

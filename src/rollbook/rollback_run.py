@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from rollbook import markdown
 from rollbook.archive import RECORD_MIME
-from rollbook.archived_backups import find_restore_point
-from rollbook.backup import Backup, BackupVerification, take_backup, verify_backup
+from rollbook.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
+from rollbook.backup import Backup
 from rollbook.database import DatabaseTarget, connect
 from rollbook.diagnosis import Diagnosis, diagnose_failure
 from rollbook.downgrade_execution import DowngradeExecution, execute_downgrade
@@ -85,27 +85,28 @@ class MigrationFiles:
 
 @dataclass(frozen=True)
 class BackupReport:
-    """The backup taken before any change, its verification, and the policy once it is known."""
+    """The backup taken before any change (recorded as the backup runbook records one) and the policy once known."""
 
-    backup: Backup | None
-    verification: BackupVerification | None
+    taken: RecordedBackup | None
     policy: PolicyDecision | None
     skipped: str = ""
+
+    @property
+    def backup(self) -> Backup | None:
+        return self.taken.backup if self.taken else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "skipped": self.skipped,
-            "backup": self.backup.to_dict() if self.backup else None,
-            "verification": self.verification.to_dict() if self.verification else None,
+            "backup": self.taken.record_facts() if self.taken else None,
+            "verification": self.taken.verification.to_dict() if self.taken else None,
             "policy": self.policy.to_dict() if self.policy else None,
         }
 
     def _repr_markdown_(self) -> str:
         if self.skipped:
             return f"**No backup taken**: {markdown.cell(self.skipped)}"
-        parts = [self.backup._repr_markdown_()] if self.backup else []
-        if self.verification:
-            parts.append(self.verification._repr_markdown_())
+        parts = [self.taken._repr_markdown_()] if self.taken else []
         if self.policy:
             parts.append(self.policy._repr_markdown_())
         return "\n\n".join(parts)
@@ -276,7 +277,7 @@ class RollbackRun:
         self.recorder.update(revision_before=list(plan.path.current), target=plan.path.target_label,
                              plan_hash=plan.plan_hash, plan_verdict=plan.verdict.code,
                              plan_steps=[{"revision": s.revision.revision, "migration_type": s.migration_type,
-                                          "risk": s.risk.value} for s in plan.steps])
+                                          "risk": s.risk.value, "atomic": s.atomic} for s in plan.steps])
         return plan
 
     @recorded("policy gate")
@@ -300,25 +301,23 @@ class RollbackRun:
         """Back up the database and verify the backup; no verified backup, no rollback."""
         plan = self._plan()
         if not self.parameters.execute:
-            self.backup_report = BackupReport(None, None, None, "dry run: no backup is written")
+            self.backup_report = BackupReport(None, None, "dry run: no backup is written")
             return self.backup_report
         if not plan.steps:
-            self.backup_report = BackupReport(None, None, None, "nothing to roll back")
+            self.backup_report = BackupReport(None, None, "nothing to roll back")
             return self.backup_report
-        backup = take_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
-                             count_rows=self.parameters.verify_backup == "restore")
-        self.recorder.update(backup={"path": str(backup.path), "size_bytes": backup.size_bytes,
-                                     "sha256": backup.sha256, "verified": None})
-        verification = verify_backup(backup, self.parameters.verify_backup, self.target)
+        # Row counts and the write horizon, as the backup runbook records them: restoring this backup later can
+        # then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
+        taken = take_recorded_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
+                                     verify=self.parameters.verify_backup)
+        verification = taken.verification
         decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=verification.passed)
         self.decision = decision
-        self.backup_report = BackupReport(backup, verification, decision)
-        self.recorder.update(backup={**self.recorder.summary["backup"], "verified": verification.passed,
-                                     "verification": verification.method, "verification_detail": verification.detail},
-                             policy=decision.to_dict())
+        self.backup_report = BackupReport(taken, decision)
+        self.recorder.update(backup=taken.record_facts(), policy=decision.to_dict())
         if not verification.passed:
             raise RunbookStopped(
-                f"The backup {backup.path} could not be verified ({verification.detail}). No verified backup, "
+                f"The backup {taken.backup.path} could not be verified ({verification.detail}). No verified backup, "
                 "no rollback: fix the cause (disk, permissions, pg_restore) and run again. Nothing was changed.",
                 outcome=Outcome.FAILED, step="backup", result=self.backup_report)
         if not decision.allowed:
@@ -350,14 +349,14 @@ class RollbackRun:
         failed = execution.failed_step
         step = next((s for s in plan.steps if failed and s.revision.revision == failed.revision), None)
         diagnosis = diagnose_failure(self.target, execution.failure or RollbookError("unknown failure"),
-                                     step=step, statement=execution.failed_statement, project=self.project)
+                                     step=step, statement=execution.failed_statement, project=self.project,
+                                     left_changed=failed.left_changed if failed else None)
         self.downgrade_report = DowngradeReport(execution, diagnosis=diagnosis,
                                                 next_steps=self._after_failure(execution))
         self.recorder.update(diagnosis=diagnosis.to_dict())
         raise RunbookStopped(
             f"The downgrade failed at {failed.revision if failed else 'an unknown step'}: "
-            f"{failed.error if failed else execution.failure}. The database is at "
-            f"{', '.join(execution.revisions_after) or 'base'}. {' '.join(self.downgrade_report.next_steps)}",
+            f"{failed.error if failed else execution.failure}. {' '.join(self.downgrade_report.next_steps)}",
             outcome=Outcome.FAILED, step="downgrade", result=self.downgrade_report)
 
     @recorded("verification")
@@ -469,15 +468,27 @@ class RollbackRun:
         # libpq takes postgresql://, not SQLAlchemy's postgresql+psycopg://; the password stays in PGPASSWORD.
         libpq_url = self.target.url._replace(drivername="postgresql", password=None).render_as_string(
             hide_password=False)
-        return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database "
-                f"-p accept_writes_since_backup True --execute, or by hand: pg_restore --clean --if-exists "
+        # No opt-in is pre-filled: the restore runbook refuses to undo rows written since the backup unless the
+        # person restoring decides that losing them is intended.
+        return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database --execute (it "
+                "refuses if rows were written since the backup; accept_writes_since_backup overrides that, and "
+                "undoes those writes), or by hand: pg_restore --clean --if-exists "
                 f"--single-transaction -d '{libpq_url}' {backup.path}")
 
     def _after_failure(self, execution: DowngradeExecution) -> tuple[str, ...]:
         at = ", ".join(execution.revisions_after) or "base"
+        failed = execution.failed_step
+        left = failed.left_changed if failed else None
+        if left is None:
+            state = ("rollbook could not tell what the failed step left changed: check by hand before anything "
+                     "else; earlier steps stay done.")
+        else:
+            state = f"{left.describe()} Earlier steps stay done."
         return (
-            f"The database is at {at}: the failed step's transaction was rolled back, earlier steps stay done.",
-            "Retry: fix the cause named above, plan again from here and re-run.",
+            f"The database is at {at} (its version table says so). {state}",
+            "Retry: fix the cause named above, plan again from here and re-run" + (
+                "." if left is not None and left.rolled_back else
+                ", but only once what the failed step left changed is restored or finished by hand."),
             f"Restore: put the database back as it was before this run: {self._restore_hint()}.",
             "Fix forward: leave the database at this revision and ship a new migration that repairs the problem.",
         )

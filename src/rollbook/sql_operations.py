@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pglast
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
+from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType, TransactionStmtKind
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
-from rollbook.operations import INTEGER_TYPES, LiveCheck, Operation, TableName
+from rollbook.operations import BEGIN, COMMIT, INTEGER_TYPES, LiveCheck, Operation, TableName
 
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
@@ -19,6 +19,12 @@ ROW_EXCLUSIVE = "ROW EXCLUSIVE"
 # The parser's internal names of common types, as people write them.
 _SQL_TYPE_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real",
                    "float8": "double precision", "bool": "boolean"}
+
+# Statements PostgreSQL refuses inside a transaction block: they run, and commit, on their own.
+OUTSIDE_TRANSACTION = ("{} cannot run inside a transaction: it runs and commits on its own, apart from the step's "
+                       "transaction")
+COMMIT_REASON = ("COMMIT part-way through the step: what ran before it stays done even if a later statement fails, "
+                 "while the version table still names the revision")
 
 # Objects whose DROP destroys no table data.
 _HARMLESS_DROPS = {
@@ -106,10 +112,34 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
         return [_insert(stmt, text)]
     if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
         return [Operation("select", None, None, "reads data, changes nothing", text)]
+    if isinstance(stmt, ast.TransactionStmt):
+        return [_transaction_control(stmt, text)]
+    if isinstance(stmt, ast.VacuumStmt):
+        if stmt.is_vacuumcmd:
+            return [Operation("vacuum", None, None, "vacuums tables (changes no stored data)", text,
+                              lock=SHARE_UPDATE_EXCLUSIVE, not_atomic_reason=OUTSIDE_TRANSACTION.format("VACUUM"))]
+        return [Operation("analyze", None, None, "updates planner statistics (changes no stored data)", text,
+                          lock=SHARE_UPDATE_EXCLUSIVE)]
+    if isinstance(stmt, ast.ReindexStmt):
+        concurrent = any(option.defname == "concurrently" for option in stmt.params or ())
+        return [Operation("reindex", None, None, f"rebuilds index(es) {'concurrently ' if concurrent else ''}"
+                          "(changes no stored data)", text, lock=SHARE_UPDATE_EXCLUSIVE if concurrent else SHARE,
+                          not_atomic_reason=OUTSIDE_TRANSACTION.format("REINDEX CONCURRENTLY") if concurrent else None)]
     if isinstance(stmt, (ast.CommentStmt, ast.VariableSetStmt)):
         return [Operation("comment" if isinstance(stmt, ast.CommentStmt) else "set", None, None,
                           "no effect on stored data", text)]
     return [Operation("unknown", None, None, f"{type(stmt).__name__}: not understood, review by hand", text)]
+
+
+def _transaction_control(stmt: ast.TransactionStmt, text: str) -> Operation:
+    if stmt.kind == TransactionStmtKind.TRANS_STMT_COMMIT:
+        return Operation(COMMIT, None, None, "commits the step's transaction part-way", text,
+                         not_atomic_reason=COMMIT_REASON)
+    if stmt.kind in (TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START):
+        return Operation(BEGIN, None, None, "starts a new transaction", text)
+    # ROLLBACK, savepoints, two-phase commit: what they undo depends on what ran before; a person must judge.
+    return Operation("unknown", None, None, f"transaction control {stmt.kind.name[11:]}: not understood, review by "
+                     "hand", text)
 
 
 def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) -> list[Operation]:
@@ -237,7 +267,9 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
         elif kind in _HARMLESS_DROPS:
             lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else ACCESS_EXCLUSIVE
             operations.append(Operation(_HARMLESS_DROPS[kind], None, None, f"drops {noun} {_object_label(obj)}",
-                                        text, lock=lock, extra={"name": _object_label(obj)}))
+                                        text, lock=lock, extra={"name": _object_label(obj)},
+                                        not_atomic_reason=OUTSIDE_TRANSACTION.format("DROP INDEX CONCURRENTLY")
+                                        if stmt.concurrent else None))
         else:
             operations.append(Operation("unknown", None, None, f"DROP {kind.name[7:]}: review by hand", text))
     return operations
@@ -259,6 +291,8 @@ def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
     table = _table(stmt.relation)
     columns = tuple(p.name or _deparse(p.expr) for p in stmt.indexParams)
     lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else SHARE
+    not_atomic = (f"{OUTSIDE_TRANSACTION.format('CREATE INDEX CONCURRENTLY')}; a failed build leaves an INVALID "
+                  "index behind" if stmt.concurrent else None)
     if stmt.unique:
         where = _deparse(stmt.whereClause) if stmt.whereClause is not None else None
         expressions = not all(p.name for p in stmt.indexParams)
@@ -268,9 +302,11 @@ def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
         partial = f" where {where}" if where else ""
         return Operation("create_unique_index", table, ", ".join(columns),
                          f"creates unique index {stmt.idxname} on {table} ({', '.join(columns)}){partial}: fails on "
-                         "duplicates", text, lock=lock, check=check)
+                         "duplicates", text, lock=lock, check=check, not_atomic_reason=not_atomic)
+    blocks = "builds without blocking writes" if stmt.concurrent else "blocks writes while it builds"
     return Operation("create_index", table, ", ".join(columns),
-                     f"creates index {stmt.idxname} on {table} (blocks writes while it builds)", text, lock=lock)
+                     f"creates index {stmt.idxname} on {table} ({blocks})", text, lock=lock,
+                     not_atomic_reason=not_atomic)
 
 
 def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
