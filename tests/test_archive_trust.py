@@ -186,7 +186,9 @@ def rechain(archive: Archive, edit_seq: int) -> None:
     """What anyone can do with the documented format: edit a record, then recompute every sha256 and hash."""
     entries = [json.loads(line) for line in archive.manifest_path.read_text().splitlines()]
     record = archive.root / entries[edit_seq - 1]["file"]
-    record.write_text(record.read_text().replace('"alice"', '"mallory"'))
+    original = record.read_text()
+    record.write_text(original.replace('"succeeded"', '"refused"'))
+    assert record.read_text() != original
     previous = None
     for entry in entries:
         if entry["seq"] >= edit_seq:
@@ -250,17 +252,16 @@ def test_an_unsigned_archive_fails_when_signatures_are_required(tmp_path: Path, 
     assert verify.stdout.count("is not signed: it was filed without a signing key") == 2
 
 
-AUDITOR = """
-set -eu
-cd "$ARCHIVE"
-n=$(tail -n 1 manifest.jsonl | grep -o '"seq":[0-9]*' | cut -d: -f2)
-line=$(grep -F "\\"seq\\":$n," manifest.jsonl)
-who=$(ssh-keygen -Y find-principals -f "$ALLOWED" -s "signatures/$n.sig")
-printf '%s\\n' "$line" | ssh-keygen -Y verify -f "$ALLOWED" -I "$who" -n rollbook-record -s "signatures/$n.sig"
-file=$(printf '%s' "$line" | grep -o '"file":"[^"]*"' | cut -d'"' -f4)
-sha=$(printf '%s' "$line" | grep -o '"sha256":"[0-9a-f]*"' | cut -d'"' -f4)
-echo "$sha  $file" | sha256sum --check
-"""
+RECORDS_PAGE = Path(__file__).parent.parent / "docs" / "records.md"
+
+
+def auditor_script(allowed: Path, head: str) -> str:
+    """The commands docs/records.md gives an auditor, with the file and head filled in."""
+    page = RECORDS_PAGE.read_text()
+    section = page[page.index("## Check the archive without rollbook"):]
+    script = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    script = re.sub(r"^ALLOWED=.*$", f"ALLOWED={allowed}", script, count=1, flags=re.M)
+    return re.sub(r"^HEAD=.*$", f"HEAD={head}", script, count=1, flags=re.M)
 
 
 def test_a_real_run_is_signed_through_rollbook_toml_and_an_auditor_checks_it_with_plain_ssh_keygen(
@@ -271,7 +272,7 @@ def test_a_real_run_is_signed_through_rollbook_toml_and_an_auditor_checks_it_wit
     shutil.copy(keys["alice"], project / "rollbook-signing")
     (project / "rollbook.toml").write_text('[archive]\nsigning_key = "rollbook-signing"\n'
                                            f'allowed_signers = "{keys["allowed"]}"\n')
-    archive = tmp_path / "records"
+    archive = tmp_path / "rollback-records"  # the folder the auditor's commands name
 
     run = rollbook(project, "run", "status", archive=archive, DATABASE_URL=demo_url, ALEMBIC_CONFIG=str(DEMO_CONFIG))
 
@@ -283,12 +284,22 @@ def test_a_real_run_is_signed_through_rollbook_toml_and_an_auditor_checks_it_wit
     assert f"2 of 2 entries carry a good signature by a key of {keys['allowed']} ({IDENTITY}: 2)" in verify.stdout
     assert "it is the newest entry" in verify.stdout
     # The commands docs/records.md gives an auditor: stock OpenSSH and coreutils, no rollbook.
-    auditor = subprocess.run(["bash", "-c", AUDITOR], capture_output=True, text=True, timeout=60,
-                             env={"PATH": os.environ["PATH"], "ARCHIVE": str(archive),
-                                  "ALLOWED": str(keys["allowed"])})
-    assert auditor.returncode == 0, auditor.stderr
-    assert f'Good "rollbook-record" signature for {IDENTITY}' in auditor.stdout + auditor.stderr
-    assert ": OK" in auditor.stdout
+    auditor = subprocess.run(["bash", "-c", auditor_script(keys["allowed"], head)], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+    assert auditor.returncode == 0, auditor.stdout + auditor.stderr
+    said = auditor.stdout + auditor.stderr
+    assert said.count(f'Good "rollbook-record" signature for {IDENTITY}') == 2
+    assert said.count(": OK") == 2 and "does not chain" not in said
+    assert auditor.stdout.splitlines()[0] == "2"  # the head's line: the newest
+    # The same commands catch a re-chained record and a head that is no longer in the chain.
+    rechain(Archive(archive), edit_seq=2)
+    tampered = subprocess.run(["bash", "-c", auditor_script(keys["allowed"], head)], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+    assert tampered.returncode != 0 and tampered.stdout == ""
+    rest = auditor_script(keys["allowed"], Archive(archive).head())
+    resigned = subprocess.run(["bash", "-c", rest], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={"PATH": os.environ["PATH"]})
+    assert resigned.returncode != 0 and "Signature verification failed" in resigned.stdout + resigned.stderr
 
 
 # -- refusing before anything runs ---------------------------------------------------------------------------
