@@ -27,7 +27,7 @@ module never rewrites or deletes a record or a manifest line. What each check pr
 - the signatures (record_signing: each manifest line signed with an SSH key kept outside the folder) show
   an entry edited or re-chained by someone without the key;
 - neither sees the newest entries removed with their files, or the folder swapped for an older copy:
-  only a head hash kept elsewhere does. Every filing returns the new head for the caller to show, and
+  only a head hash kept elsewhere does. `head()` gives it for the caller to show after each filing, and
   `verify(head=...)` says whether a head noted earlier is still an entry of the chain, and which.
 """
 
