@@ -39,6 +39,7 @@ from mkdocs.structure.toc import AnchorLink, get_toc
 from rollbook import markdown
 from rollbook.archive import Archive, ArchivedRecord, ArchiveVerification
 from rollbook.pictures import recorded_path_picture, timeline_picture
+from rollbook.record_signing import RecordSigning
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 RUNBOOKS_INDEX = "runbooks/index.md"
@@ -309,7 +310,7 @@ def _runbook_link(match: re.Match[str], page: Page) -> str:
 
 def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...]]:
     """Each run of the archive (its notebook if filed, else its summary), oldest first, and the verification."""
-    archive = Archive(root)
+    archive = Archive(root, RecordSigning.configured())  # signatures checked as `rollbook archive verify` does
     verification = archive.verify()
     runs: dict[str, list[ArchivedRecord]] = {}
     for record in archive.records():
@@ -354,6 +355,8 @@ def archive_index(inputs: SiteInputs) -> str:
                   "is intact and every record matches its sha256.")
         if verification.head:
             banner += f" Head entry hash: `{verification.head}`."
+        if verification.signatures:
+            banner += f" Signatures: {markdown.cell(verification.signatures)}"
     else:
         banner = ('!!! failure "The manifest does not verify"\n\n    The archive was changed outside rollbook:\n\n'
                   + "\n".join(f"    - {markdown.cell(p)}" for p in verification.problems))

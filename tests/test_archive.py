@@ -189,7 +189,7 @@ def test_verify_passes_on_a_clean_archive(archive: Archive, filed: list[str]) ->
     assert result.ok and result.problems == () and result.entries == 4
     assert result.head == json.loads(manifest_lines(archive)[-1])["entry_hash"]
     assert "hash chain intact" in result.to_text() and result.head in result.to_text()
-    assert Archive(archive.root / "never-used").verify().ok
+    assert result.head_seq == 4 and result.head == archive.head()
 
 
 def problems_of(archive: Archive) -> str:
@@ -368,7 +368,9 @@ def test_ensure_writable_creates_the_folder(archive: Archive) -> None:
     archive.ensure_writable()
     assert archive.root.is_dir()
     assert sorted(p.name for p in archive.root.iterdir()) == [".in-progress"]
-    assert archive.verify().ok and archive.records() == ()
+    assert archive.records() == () and archive.head() is None
+    # Nothing filed yet is not "verified": an emptied archive looks just the same.
+    assert archive.verify().problems[0].startswith(f"no record is filed in {archive.root}")
     assert "No records" in archive.listing()
 
 
@@ -383,7 +385,9 @@ def test_reading_a_missing_archive_says_so(tmp_path: Path) -> None:
         archive = Archive(root)
         assert archive.records() == ()
         assert "no archive at" in archive.listing()
-        assert archive.verify().ok and archive.verify().entries == 0
+        verification = archive.verify()
+        assert not verification.ok and verification.entries == 0 and archive.head() is None
+        assert verification.problems[0].startswith(f"there is no archive folder at {root}")
         with pytest.raises(BadInput):
             archive.find("1")
 

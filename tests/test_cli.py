@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rollbook.archive import Archive
+
 ROLLBOOK = shutil.which("rollbook", path=str(Path(sys.executable).parent)) or "rollbook"
 
 
@@ -83,3 +85,4 @@ def test_guided_tour_runs_the_runbook_twice_and_leaves_only_its_records(tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("rollbook-tour-", "rollbook-run-"))]
     verify = run("archive", "verify", env={"ROLLBOOK_ARCHIVE": str(archive)})
     assert verify.returncode == 0 and "hash chain intact" in verify.stdout
+    assert result.stderr.splitlines()[-1] == f"archive head: {Archive(archive).head()}"

@@ -23,7 +23,7 @@ from runbook_runs import (
 )
 from test_cli import ROLLBOOK
 
-from rollbook.archive import RECORD_MIME
+from rollbook.archive import RECORD_MIME, Archive
 from rollbook.database import DatabaseTarget
 from rollbook.demo import DEMO_CONFIG
 
@@ -177,7 +177,9 @@ def test_no_password_reaches_the_archive_the_output_or_the_terminal_whatever_the
 
 
 def test_an_edited_record_is_named_by_archive_verify(tmp_path, demo_url):
-    rollbook(tmp_path, "run", "status", url=demo_url)
+    run = rollbook(tmp_path, "run", "status", url=demo_url)
+    # The run ends with the archive's head, to be kept outside the archive.
+    assert run.stderr.splitlines()[-1] == f"archive head: {Archive(tmp_path / 'archive').head()}"
     [record] = notebook_records(tmp_path / "archive")
     record.write_text(record.read_text().replace("0607bc5b8536", "0607bc5b8535"))
 

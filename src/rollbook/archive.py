@@ -5,6 +5,7 @@ Layout of the folder (ROLLBOOK_ARCHIVE, default ./rollback-records):
     20261124T123456Z_app_rollback_refused_3f9a1c.json    a run's summary, filed when the run ended
     20261124T123456Z_app_rollback_refused_3f9a1c.ipynb   the same run's executed notebook, filed after it
     manifest.jsonl                                        one entry per record, each chained to the one before
+    signatures/<seq>.sig                                  the SSH signature of manifest entry #seq (when a key is set)
     .in-progress/<run_id>.json                            a running run's latest summary (replaced each step)
     .manifest.lock                                        serialises appends across processes
 
@@ -19,9 +20,15 @@ in UTF-8. The listing fields are in the entry so that `archive list` reads one f
 are covered by the chain as well.
 
 Records are written (atomically, never over an existing file) before their entry is appended, and this
-module never rewrites or deletes a record or a manifest line. The chain proves that nothing was edited,
-removed, reordered or inserted before the last entry; truncating the newest entries together with their
-files can only be seen against a copy of the head hash kept elsewhere, which `verify` prints for that.
+module never rewrites or deletes a record or a manifest line. What each check proves, and what it cannot:
+
+- the chain shows a record edited, deleted, reordered or inserted before the last entry, by someone who
+  did not recompute the hashes; anyone can recompute them, so on its own it proves nothing against intent;
+- the signatures (record_signing: each manifest line signed with an SSH key kept outside the folder) show
+  an entry edited or re-chained by someone without the key;
+- neither sees the newest entries removed with their files, or the folder swapped for an older copy:
+  only a head hash kept elsewhere does. `head()` gives it for the caller to show after each filing, and
+  `verify(head=...)` says whether a head noted earlier is still an entry of the chain, and which.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import secrets as token_source
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,7 @@ from urllib.parse import urlsplit
 from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
+from rollbook.record_signing import RecordSigning, SignatureCheck, SigningUnavailable
 from rollbook.redaction import find_secrets, redact_value
 
 RECORD_MIME = "application/vnd.rollbook.record+json"
@@ -53,6 +61,7 @@ DEFAULT_ARCHIVE = Path("rollback-records")
 MANIFEST = "manifest.jsonl"
 LOCK_FILE = ".manifest.lock"
 IN_PROGRESS = ".in-progress"
+SIGNATURES = "signatures"
 GENESIS = "0" * 64
 KINDS = ("summary", "notebook")
 LISTING_FIELDS = ("started_at", "finished_at", "runbook", "database", "outcome", "operator", "approved_by",
@@ -114,25 +123,41 @@ class ArchiveVerification:
     entries: int
     head: str | None = None
     in_progress: tuple[str, ...] = ()
+    head_seq: int | None = None
+    # What the signature check found, or why it did not run: never read as "verified" unless it ran.
+    signatures: str = ""
+    # Where the head hash the caller kept stands in the chain, when it is an entry of it.
+    head_given: str = ""
 
     def to_text(self) -> str:
         if self.ok:
             lines = [f"{self.root}: {self.entries} record(s), hash chain intact, every record matches its sha256."]
-            if self.head:
-                lines.append(f"head entry_hash: {self.head} (keep a copy elsewhere to detect a truncated archive)")
         else:
             lines = [f"{self.root}: {len(self.problems)} problem(s) in {self.entries} manifest entr"
                      f"{'y' if self.entries == 1 else 'ies'}:"]
             lines += [f"- {problem}" for problem in self.problems]
-            lines.append("The archive was changed outside rollbook. Keep it as it is, compare it with a backup copy "
-                         "(or the head hash noted for the last run), and restore the named records from there.")
+        if self.signatures:
+            lines.append(f"Signatures: {self.signatures}")
+        if self.head_given:
+            lines.append(f"Head given: {self.head_given}")
+        if self.head:
+            lines.append(f"archive head: {self.head} (entry #{self.head_seq})")
+            if self.ok and not self.head_given:
+                lines.append("Only a head kept outside this folder shows newer entries removed or the folder swapped "
+                             "for an older copy: keep this one (in the ticket, a chat message, a CI log) and check "
+                             "it later with `rollbook archive verify --head HASH`.")
+        if not self.ok:
+            lines.append("The archive was changed outside rollbook, or is not the archive you meant. Keep it as it "
+                         "is, compare it with a backup copy (or the head hash noted for the last run), and restore "
+                         "the named records from there.")
         if self.in_progress:
             lines.append(f"Not filed yet (running, or stopped before filing): {', '.join(self.in_progress)}.")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"root": str(self.root), "ok": self.ok, "problems": list(self.problems), "entries": self.entries,
-                "head": self.head, "in_progress": list(self.in_progress)}
+                "head": self.head, "head_seq": self.head_seq, "signatures": self.signatures,
+                "head_given": self.head_given, "in_progress": list(self.in_progress)}
 
 
 @dataclass(frozen=True)
@@ -140,19 +165,26 @@ class Archive:
     """The folder of run records and its manifest."""
 
     root: Path
+    # How entries are signed and signatures checked; by default neither (see record_signing).
+    signing: RecordSigning = field(default_factory=RecordSigning)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
     @classmethod
     def default(cls, environ: Mapping[str, str] | None = None) -> Archive:
-        """The archive named by ROLLBOOK_ARCHIVE, or ./rollback-records."""
+        """The archive named by ROLLBOOK_ARCHIVE (or ./rollback-records), signed as the settings say."""
         environ = os.environ if environ is None else environ
-        return cls(Path(environ.get(ARCHIVE_VARIABLE) or DEFAULT_ARCHIVE))
+        return cls(default_root(environ), RecordSigning.configured(environ))
 
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST
+
+    def ensure_ready(self) -> None:
+        """Refuse before a run starts unless its records can be filed: the folder writable, the key able to sign."""
+        self.ensure_writable()
+        self.signing.ensure_can_sign()
 
     def ensure_writable(self) -> None:
         """Create the folder if needed and prove it can be written; refuse before anything else happens."""
@@ -270,7 +302,9 @@ class Archive:
                     "prev": last["entry_hash"] if last else GENESIS, **about,
                 }
                 entry["entry_hash"] = entry_hash(entry)
-                self._append(entry)
+                line = _canonical(entry) + b"\n"
+                self._write_signature(entry["seq"], line)
+                self._append(line)
             self._drop_progress(run_id)
         except OSError as error:
             raise RecordNotFiled(
@@ -315,8 +349,27 @@ class Archive:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def _append(self, entry: dict[str, Any]) -> None:
-        line = _canonical(entry) + b"\n"
+    def _write_signature(self, seq: int, line: bytes) -> None:
+        """Sign a manifest line before it is appended, so no entry is ever there without its signature.
+
+        A signature left by a filing that crashed before its append names a seq not in the manifest; the
+        next filing takes that seq and replaces it. Without a key, or if the key stopped signing since the
+        run began, the entry is filed unsigned (losing the record would be worse) and `verify` says so.
+        """
+        if self.signing.key is None:
+            return
+        try:
+            signature = self.signing.sign(line)
+        except SigningUnavailable:
+            return
+        folder = self.root / SIGNATURES
+        folder.mkdir(exist_ok=True)
+        temporary = folder / f"{_TEMP_PREFIX}{token_source.token_hex(8)}"
+        _write_durably(temporary, signature)
+        os.replace(temporary, folder / f"{seq}.sig")
+        _fsync_directory(folder)
+
+    def _append(self, line: bytes) -> None:
         existing = self.manifest_path.exists()
         fd = os.open(self.manifest_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -345,6 +398,16 @@ class Archive:
         )
 
     # -- reading -------------------------------------------------------------------------------------------
+
+    def head(self) -> str | None:
+        """The entry_hash of the newest manifest entry: what to keep outside the folder; None if nothing is filed."""
+        entries = _lenient_entries(self._manifest_bytes())
+        return max(entries, key=lambda entry: entry["seq"])["entry_hash"] if entries else None
+
+    def knows_run(self, run_id: str) -> bool:
+        """Whether a runbook of this archive started the run: it has an in-progress summary or a filed record."""
+        return (self.root / IN_PROGRESS / f"{_safe(run_id, 80)}.json").is_file() or any(
+            entry["run_id"] == run_id for entry in _lenient_entries(self._manifest_bytes()))
 
     def records(self) -> tuple[ArchivedRecord, ...]:
         """Every manifest entry, plus runs not filed yet (kind "in progress"), sorted by start time."""
@@ -463,24 +526,75 @@ class Archive:
 
     # -- verification --------------------------------------------------------------------------------------
 
-    def verify(self) -> ArchiveVerification:
-        """Check the hash chain and every record; name what was edited, deleted, reordered or inserted."""
-        problems: list[str] = []
+    def verify(self, head: str | None = None) -> ArchiveVerification:
+        """Check the archive: its hash chain, every record, the signatures, and that `head` is an entry of it.
+
+        `head` is an entry_hash kept outside the folder (printed by an earlier filing). A missing folder,
+        an archive with no entry, and a `head` that is not in the chain are failures, named.
+        """
+        wanted = _given_head(head)
         if not self.root.is_dir():
-            return ArchiveVerification(self.root, True, (), 0)
-        entries = _strict_entries(self._manifest_bytes(), problems)
+            return ArchiveVerification(self.root, False, (
+                f"there is no archive folder at {self.root}. Set ROLLBOOK_ARCHIVE to the folder the runs filed their "
+                "records in; if it was this one, the archive was deleted or moved: restore it from a copy.",), 0)
+        problems: list[str] = []
+        raw = self._manifest_bytes()
+        entries = _strict_entries(raw, problems)
+        if not entries:
+            problems.append(f"no record is filed in {self.root} ({MANIFEST} is missing or holds no entry). If runs "
+                            "were recorded here, the archive was emptied: restore it from a copy. A new archive "
+                            "verifies once its first run is filed.")
         _check_entries(entries, problems)
         referenced = self._check_records(entries, problems)
         for child in sorted(self.root.iterdir()):
-            if child.name in (MANIFEST, LOCK_FILE, IN_PROGRESS) or child.name.startswith(_TEMP_PREFIX):
+            if child.name in (MANIFEST, LOCK_FILE, IN_PROGRESS, SIGNATURES) or child.name.startswith(_TEMP_PREFIX):
                 continue
             if child.name not in referenced:
                 problems.append(f"{child.name} is in the archive folder but not in the manifest: it was inserted "
                                 "by hand, its manifest entry was deleted, or a filing was cut short by a crash.")
-        head = max(entries, key=lambda item: item[1]["seq"])[1]["entry_hash"] if entries else None
+        signatures = self._check_signatures(entries, raw.split(b"\n"), problems)
+        newest = max(entries, key=lambda item: item[1]["seq"])[1] if entries else None
+        head_given = _place_head(wanted, entries, newest, problems) if wanted else ""
         filed = {entry["run_id"] for _, entry in entries}
         unfiled = tuple(r.run_id for r in self._in_progress() if r.run_id not in filed)
-        return ArchiveVerification(self.root, not problems, tuple(problems), len(entries), head, unfiled)
+        return ArchiveVerification(
+            self.root, not problems, tuple(problems), len(entries), newest["entry_hash"] if newest else None, unfiled,
+            newest["seq"] if newest else None, signatures, head_given,
+        )
+
+    def _check_signatures(self, entries: list[tuple[int, dict[str, Any]]], lines: list[bytes],
+                          problems: list[str]) -> str:
+        """Each entry's signature against the allowed signers; a sentence saying what was (or was not) checked."""
+        signed = {(line, entry["seq"]): self.root / SIGNATURES / f"{entry['seq']}.sig" for line, entry in entries}
+        present = sum(path.is_file() for path in signed.values())
+        if self.signing.allowed_signers is None:
+            if not entries:
+                return ""
+            return (f"not checked: no allowed signers file is configured (ROLLBOOK_ALLOWED_SIGNERS, or "
+                    f"`allowed_signers` in [archive] of rollbook.toml); {present} of {len(entries)} entries carry "
+                    "a signature.")
+        signers: dict[str, int] = defaultdict(int)
+        for line, entry in entries:
+            path = signed[(line, entry["seq"])]
+            which = f"entry #{entry['seq']} ({entry['file']})"
+            if not path.is_file():
+                problems.append(f"{which} is not signed: it was filed without a signing key, or its signature "
+                                f"({SIGNATURES}/{path.name}) was deleted.")
+                continue
+            found: SignatureCheck = self.signing.check(lines[line - 1] + b"\n", path.read_bytes())
+            if found.status == "good":
+                signers[found.signer or "?"] += 1
+            elif found.status == "unknown signer":
+                problems.append(f"{which} is signed by a key that is not in {self.signing.allowed_signers}: it "
+                                "was signed by someone not allowed to, or that key was removed from the file.")
+            else:
+                problems.append(f"{which}: its signature does not match the entry: the entry was edited, "
+                                "re-chained or replaced after it was signed.")
+        if not signers:
+            return f"none good, checked against {self.signing.allowed_signers}." if entries else ""
+        who = ", ".join(f"{name}: {count}" for name, count in sorted(signers.items()))
+        return (f"{sum(signers.values())} of {len(entries)} entries carry a good signature by a key of "
+                f"{self.signing.allowed_signers} ({who}).")
 
     def _check_records(self, entries: list[tuple[int, dict[str, Any]]], problems: list[str]) -> set[str]:
         referenced = set()
@@ -500,6 +614,39 @@ class Archive:
                 problems.append(f"record {name} (entry #{seq}) was changed after it was filed: its sha256 is "
                                 f"{actual[:16]}..., the manifest says {entry['sha256'][:16]}....")
         return referenced
+
+
+def default_root(environ: Mapping[str, str] | None = None) -> Path:
+    """The archive folder: ROLLBOOK_ARCHIVE, or ./rollback-records."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ARCHIVE_VARIABLE) or DEFAULT_ARCHIVE)
+
+
+def _given_head(head: str | None) -> str | None:
+    if head is None:
+        return None
+    wanted = head.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", wanted):
+        raise BadInput("--head takes the 64 hexadecimal characters printed as `archive head: ...` by a filing or by "
+                       "`rollbook archive head`; check the copy you kept. Nothing was checked.")
+    return wanted
+
+
+def _place_head(wanted: str, entries: list[tuple[int, dict[str, Any]]], newest: dict[str, Any] | None,
+                problems: list[str]) -> str:
+    """Where a head kept elsewhere stands in the chain; a problem if it is not an entry of it."""
+    found = [entry for _, entry in entries if entry["entry_hash"] == wanted]
+    if not found:
+        now = f"its head is now entry #{newest['seq']}, {newest['entry_hash']}" if newest else "it holds no entry"
+        problems.append(f"the head {wanted} is not an entry of this archive's chain ({now}): newer entries were "
+                        "removed (the archive was truncated), the entries were rewritten and their hashes "
+                        "recomputed, or the folder was replaced by another copy.")
+        return ""
+    entry = found[0]
+    after = sum(1 for _, other in entries if other["seq"] > entry["seq"])
+    later = ("it is the newest entry" if after == 0
+             else f"{after} entr{'y was' if after == 1 else 'ies were'} filed after it")
+    return f"{wanted} is entry #{entry['seq']} ({entry['file']}); {later}."
 
 
 def record_name(summary: Mapping[str, Any]) -> str:

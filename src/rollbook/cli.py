@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from rollbook.archive import Archive, default_root
 from rollbook.database import DatabaseTarget
 from rollbook.demo import demo_down, demo_up
 from rollbook.errors import RollbookError
@@ -41,6 +42,41 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(exc.exit_code)
 
     return wrapper
+
+
+def prints_archive_head(func: Callable[..., Any]) -> Callable[..., Any]:
+    """After a command that files records, print `archive head: HASH` as the last line on stderr.
+
+    Printed when the command filed something (the head moved) or succeeded, whatever it printed before
+    (an error message included), so the head can be kept outside the archive: in the ticket, a chat
+    message, a CI log. Put it above `reports_errors`, so that the head comes after any error message.
+    """
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        archive = Archive(default_root())  # reading the head needs no signing settings
+        before = _head_or_none(archive)
+        succeeded = False
+        try:
+            result = func(*args, **kwargs)
+            succeeded = True
+            return result
+        except SystemExit as stop:
+            succeeded = stop.code in (None, 0)
+            raise
+        finally:
+            after = _head_or_none(archive)
+            if after is not None and (after != before or succeeded):
+                click.echo(f"archive head: {after}", err=True)
+
+    return wrapper
+
+
+def _head_or_none(archive: Archive) -> str | None:
+    try:
+        return archive.head()
+    except RollbookError:
+        return None  # an unreadable archive: the command itself says so
 
 
 def _show_step(step: dict[str, Any]) -> None:
@@ -125,6 +161,7 @@ def rollback_test(database_url: str | None, config_path: str, rows_per_table: in
               "interrupted.")
 @click.option("--timeout", "run_timeout", default=4 * 3600, show_default=True,
               help="Seconds the whole run may take before papermill and its kernel are killed.")
+@prints_archive_head
 @reports_errors
 def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...], execute: bool,
         output: str | None, cell_timeout: int, run_timeout: int) -> None:
@@ -134,11 +171,11 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
 
     A password in database_url is moved to the kernel's environment, never into the notebook. Exits
     0 when the run succeeded, 4 when it was refused, 1 when it failed, timed out or its kernel died.
+    The last line on stderr is the archive's new head (`archive head: HASH`): keep it outside the archive.
     """
     # Imported here: papermill takes a third of a second to import, which status and plan do not need.
     from papermill.cli import _resolve_type  # `-p` guesses types exactly as papermill's own -p does
 
-    from rollbook.archive import Archive
     from rollbook.runbook_runner import run_runbook
 
     parameters = {name: _resolve_type(value) for name, value in typed} | dict(raw)
@@ -160,8 +197,6 @@ def archive() -> None:
 @reports_errors
 def archive_list() -> None:
     """Every record, oldest first: when, database, runbook, outcome, operator, approver."""
-    from rollbook.archive import Archive
-
     click.echo(Archive.default().listing())
 
 
@@ -170,28 +205,48 @@ def archive_list() -> None:
 @reports_errors
 def archive_show(ref: str) -> None:
     """The summary of one record (a run id or a unique prefix, a file name, or a manifest number)."""
-    from rollbook.archive import Archive
-
     click.echo(Archive.default().show(ref))
 
 
 @archive.command("verify")
+@click.option("--head", "head", metavar="HASH",
+              help="A head printed by an earlier filing (`archive head: HASH`): fail unless it is an entry of the chain.")
 @reports_errors
-def archive_verify() -> None:
-    """Check the manifest's hash chain and every record; names what was edited, deleted, reordered or inserted."""
-    from rollbook.archive import Archive
+def archive_verify(head: str | None) -> None:
+    """Check the archive: hash chain, every record's sha256, signatures, and a head kept elsewhere.
 
-    result = Archive.default().verify()
+    Fails (exit 1), naming the cause, on a missing or empty archive, a record or entry changed, deleted,
+    reordered or inserted, an unsigned or wrongly signed entry (when an allowed signers file is set), and
+    a --head that is not an entry of the chain (the archive truncated, re-chained or replaced). Without
+    an allowed signers file, signatures are reported as not checked.
+    """
+    result = Archive.default().verify(head)
     click.echo(result.to_text())
     sys.exit(0 if result.ok else 1)
 
 
+@archive.command("head")
+@reports_errors
+def archive_head() -> None:
+    """Print the archive's head: the hash of its newest manifest entry, to keep outside the archive."""
+    head = Archive(default_root()).head()
+    if head is None:
+        click.echo(f"rollbook: no record is filed in {default_root()}, so it has no head. Check ROLLBOOK_ARCHIVE.",
+                   err=True)
+        sys.exit(1)
+    click.echo(head)
+
+
 @archive.command("add")
 @click.argument("notebook")
+@prints_archive_head
 @reports_errors
 def archive_add(notebook: str) -> None:
-    """File a notebook executed by plain papermill: reconciled, scrubbed, chained, matched to its summary."""
-    from rollbook.archive import Archive
+    """File a notebook executed by plain papermill: reconciled, scrubbed, chained, matched to its summary.
+
+    Only a run that a runbook of this archive started (its in-progress summary is there, or it is filed
+    already) is filed; anything else is refused with exit 2.
+    """
     from rollbook.runbook_runner import archive_executed_notebook
 
     result = archive_executed_notebook(notebook, Archive.default())
@@ -210,11 +265,19 @@ def demo(ctx: click.Context) -> None:
     archive; the server and the backups are deleted afterwards.
     """
     if ctx.invoked_subcommand is None:
-        from rollbook.archive import Archive
-        from rollbook.demo_tour import demo_tour
+        _demo_tour()
 
-        with tempfile.TemporaryDirectory(prefix="rollbook-tour-") as work_dir:
-            click.echo(demo_tour(Path(work_dir), Archive.default(), on_step=_show_step).to_text())
+
+@prints_archive_head
+@reports_errors
+def _demo_tour() -> None:
+    """The guided tour; a function of its own so that only it (not `demo up`) ends with the archive head."""
+    from rollbook.demo_tour import demo_tour
+
+    with tempfile.TemporaryDirectory(prefix="rollbook-tour-") as work_dir:
+        tour = demo_tour(Path(work_dir), Archive.default(), on_step=_show_step)
+    click.echo(tour.to_text())
+    sys.exit(tour.exit_code)
 
 
 @demo.command("up")

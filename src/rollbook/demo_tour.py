@@ -13,7 +13,7 @@ from rollbook.database import DatabaseTarget
 from rollbook.demo import DEMO_CONFIG, create_demo_database
 from rollbook.embedded_server import start_embedded_server
 from rollbook.migrations import load_project
-from rollbook.outcomes import Outcome
+from rollbook.outcomes import ExitCode, Outcome
 from rollbook.runbook_runner import RunbookResult, run_runbook
 from rollbook.status import MigrationStatus, read_status
 
@@ -25,6 +25,12 @@ class DemoTour:
     status: MigrationStatus
     runs: tuple[tuple[str, RunbookResult], ...]
     archive: Path
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 if the operator stopped the tour (its last run was interrupted), else 0: a refusal is part of the tour."""
+        last = self.runs[-1][1].verdict.outcome
+        return last.exit_code if last is Outcome.INTERRUPTED else ExitCode.OK
 
     def to_text(self) -> str:
         lines = ["== rollbook status ==", self.status.to_text()]

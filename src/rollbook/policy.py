@@ -8,7 +8,6 @@ no destructive step. Teams override the rules in `rollbook.toml` or `[tool.rollb
 from __future__ import annotations
 
 import string
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome as RunOutcome
 from rollbook.operations import Risk
 from rollbook.plan import DowngradePlan
+from rollbook.project_config import find_settings
 
 HighRiskRule = Literal["never", "with_accept_data_loss"]
 DataWrittenRule = Literal["never", "with_accept_data_loss", "always"]
@@ -29,8 +29,6 @@ Outcome = Literal["pass", "fail", "pending"]
 HIGH_RISK_CHOICES: tuple[str, ...] = ("never", "with_accept_data_loss")
 DATA_WRITTEN_CHOICES: tuple[str, ...] = ("never", "with_accept_data_loss", "always")
 DEFAULTS_SOURCE = "defaults (the team's rollback procedure)"
-CONFIG_FILE = "rollbook.toml"
-PYPROJECT_FILE = "pyproject.toml"
 # A plan hash prefix shorter than this could name more than one plan.
 MIN_PLAN_PREFIX = 8
 SHORT_HASH = 12
@@ -125,26 +123,11 @@ def load_policy(start: Path) -> PolicyRules:
     Folders are searched from `start` upwards, stopping at the repository root; rollbook.toml wins over
     pyproject.toml in the same folder. Without either, the defaults apply.
     """
-    folder = start if start.is_dir() else start.parent
-    for candidate in (folder.resolve(), *folder.resolve().parents):
-        config = candidate / CONFIG_FILE
-        if config.is_file():
-            document = _read_toml(config)
-            _refuse_misplaced_environments(config, document, "[policy.{}]")
-            return _rules_from(config, document.get("policy", {}), "[policy]")
-        pyproject = candidate / PYPROJECT_FILE
-        if pyproject.is_file():
-            tool = _read_toml(pyproject).get("tool", {})
-            if isinstance(tool, dict) and "rollbook" in tool:
-                section = tool["rollbook"]
-                if not isinstance(section, dict):
-                    raise BadInput(f"{pyproject}: [tool.rollbook] must be a table. Fix the file and retry.")
-                _refuse_misplaced_environments(pyproject, section, "[tool.rollbook.policy.{}]")
-                return _rules_from(pyproject, section.get("policy", {}), "[tool.rollbook.policy]")
-        # A project's policy never comes from a folder above its repository.
-        if (candidate / ".git").exists() or (candidate / ".hg").exists():
-            break
-    return default_policy()
+    settings = find_settings(start)
+    if settings is None:
+        return default_policy()
+    _refuse_misplaced_environments(settings.path, settings.table, settings.section("policy.{}"))
+    return _rules_from(settings.path, settings.table.get("policy", {}), settings.section("policy"))
 
 
 def _refuse_misplaced_environments(path: Path, table: dict[str, Any], expected: str) -> None:
@@ -153,16 +136,6 @@ def _refuse_misplaced_environments(path: Path, table: dict[str, Any], expected: 
     if misplaced:
         raise BadInput(f"{path}: the rules of '{misplaced[0]}' must be in the table {expected.format(misplaced[0])}, "
                        "not at this level, or rollbook would ignore them. Move them there and retry.")
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path} is not valid TOML ({exc}). Fix the file and retry; nothing was changed.") from None
-    except OSError as exc:
-        raise BadInput(f"{path} cannot be read ({exc.strerror}). Check its permissions and retry.") from None
 
 
 def _rules_from(path: Path, table: Any, where: str) -> PolicyRules:

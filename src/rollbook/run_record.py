@@ -70,9 +70,9 @@ class RunRecorder:
 
     @classmethod
     def begin(cls, runbook: str, archive: Archive | None = None) -> RunRecorder:
-        """Start recording; refuses before anything else if the archive folder cannot be written."""
+        """Start recording; refuses before anything else if the archive folder cannot be written or signed in."""
         archive = archive or Archive.default()
-        archive.ensure_writable()
+        archive.ensure_ready()
         recorder = cls(runbook, archive)
         recorder.save()
         return recorder

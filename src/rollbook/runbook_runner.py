@@ -29,15 +29,15 @@ from papermill.iorw import load_notebook_node, write_ipynb
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from rollbook.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord, RecordNotFiled
+from rollbook.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRecord, RecordNotFiled
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import load_project
 from rollbook.papermill_process import STOP_SIGNALS
 from rollbook.parent_death import end_with_parent
 from rollbook.redaction import collect_secrets, redact_notebook
-from rollbook.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
 from rollbook.outcomes import ExitCode, Outcome
+from rollbook.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
 from rollbook.status import read_current_revisions
 from rollbook.verdict import RunVerdict, reconcile, recorded_summary
 
@@ -97,7 +97,7 @@ def run_runbook(
     """
     path = resolve_runbook(runbook)
     _refuse_unknown_parameters(path, parameters)
-    archive.ensure_writable()
+    archive.ensure_ready()
     environment = dict(os.environ)
     secrets = collect_secrets(environment, dict(parameters))
     given = dict(parameters)
@@ -141,8 +141,12 @@ def _write_output(notebook: nbformat.NotebookNode, output: str, verdict: RunVerd
 
 
 def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
-    """`rollbook archive add`: file a notebook executed by plain papermill, reconciled with its run's summary."""
-    archive.ensure_writable()
+    """`rollbook archive add`: file a notebook executed by plain papermill, reconciled with its run's summary.
+
+    Only a run that a runbook of this archive started is filed (its in-progress summary is there, or it
+    is filed already): a notebook made up or brought from elsewhere would be a record nobody recorded.
+    """
+    archive.ensure_ready()
     try:
         notebook = load_notebook_node(location)
     # Each storage backend (local, s3://, gs://, ...) raises its own errors.
@@ -151,10 +155,20 @@ def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
                        "of the notebook papermill wrote.") from None
     recorded = recorded_summary(notebook)
     run_id = (recorded or {}).get("run_id")
-    summary = (archive.filed_summary(run_id) or archive.progress(run_id) or recorded) if run_id else None
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise BadInput(f"The notebook {location} carries no rollbook record (no run id), so no runbook recorded it: "
+                       "only a notebook executed from one of rollbook's runbooks can be filed. Nothing was filed.")
+    if not archive.knows_run(run_id):
+        raise BadInput(
+            f"The notebook {location} records run {run_id}, which no runbook of the archive {archive.root} started "
+            f"(there is no {IN_PROGRESS}/{run_id}.json and no record of it there). A run is filed only in the "
+            "archive it recorded itself in: check ROLLBOOK_ARCHIVE (the runbook wrote to the ROLLBOOK_ARCHIVE of "
+            "its kernel). Nothing was filed."
+        )
+    summary = archive.filed_summary(run_id) or archive.progress(run_id) or recorded
     parameters = notebook.metadata.get("papermill", {}).get("parameters", {})
     secrets = collect_secrets(os.environ, parameters)
-    record, summary, verdict, _ = _file(archive, notebook, summary, None, secrets, run_id or new_run_id())
+    record, summary, verdict, _ = _file(archive, notebook, summary, None, secrets, run_id)
     return RunbookResult(record, verdict, summary, None)
 
 
