@@ -320,7 +320,7 @@ class RollbackRun:
             self.downgrade_report = DowngradeReport(None, f"the database is already at {plan.path.target_label}")
             return self.downgrade_report
         if not self.parameters.execute:
-            self.downgrade_report = DowngradeReport(None, "dry run", plan.downgrade_sql())
+            self.downgrade_report = DowngradeReport(None, "dry run", plan.downgrade_sql_or_why_not())
             return self.downgrade_report
         if self.decision is None or not self.decision.allowed or self.backup_report is None:
             raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
