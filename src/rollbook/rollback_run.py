@@ -449,9 +449,7 @@ class RollbackRun:
         backup = self.backup_report.backup if self.backup_report else None
         if backup is None:
             return "no backup was taken"
-        # libpq takes postgresql://, not SQLAlchemy's postgresql+psycopg://; the password stays in PGPASSWORD.
-        libpq_url = self.target.url._replace(drivername="postgresql", password=None).render_as_string(
-            hide_password=False)
+        libpq_url = self.target.libpq_url_without_secrets
         return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database "
                 f"-p accept_writes_since_backup True --execute, or by hand: pg_restore --clean --if-exists "
                 f"--single-transaction -d '{libpq_url}' {backup.path}")
