@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, unquote_plus
 
@@ -40,8 +40,10 @@ _ADVICE = ("Percent-encode the password ('@' is %40, ':' %3A, '/' %2F, '%' %25),
 # scheme://user:SECRET@ -- the secret runs to the last '@' before a '/', whitespace or a quote.
 _TEXT_USERINFO = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>`]*:)(?P<secret>[^\s/'\"<>`]+)@")
 # password=SECRET or sslpassword=SECRET, as a libpq keyword (quoted or not) or a URL query parameter.
+# libpq allows spaces around '=', but in free text "password= next words" is prose (or a mask the
+# search index dropped), so only the unspaced form is read there; the exact parser reads the rest.
 _TEXT_KEYWORD = re.compile(
-    r"(?P<prefix>(?<![\w-])(?:ssl)?password\s*=\s*)(?P<secret>'(?:\\.|[^'\\])*'|[^\s&'\"<>`\\,;)]+)")
+    r"(?P<prefix>(?<![\w-])(?:ssl)?password=)(?P<secret>'(?:\\.|[^'\\])*'|[^\s&'\"<>`\\,;)]+)")
 _TEXT_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://(?P<rest>[^\s'\"<>`]+)")
 
 
@@ -55,11 +57,8 @@ class ConnectionString:
 
     kind: Literal["url", "keywords", "other"]
     without_secrets: str
-    password: str | None = None
-    sslpassword: str | None = None
-
-    def __repr__(self) -> str:
-        return f"ConnectionString({self.kind!r}, {self.without_secrets!r}, secrets={len(self.secrets)})"
+    password: str | None = field(default=None, repr=False)
+    sslpassword: str | None = field(default=None, repr=False)
 
     @property
     def secrets(self) -> tuple[str, ...]:
