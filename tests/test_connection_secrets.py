@@ -210,3 +210,21 @@ def test_free_text_secrets_are_found_masked_and_reported_in_every_form():
     assert secret_leaks(masked) == []
     leaks = secret_leaks(text)
     assert len(leaks) == 3 and not [s for s in ("p@ss", "q w", "k3y") if s in " ".join(leaks)]
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql://app@db:5433/app?password=Pw%40x-1&sslpassword=Key-2&sslmode=prefer",
+    "host=db port=5433 dbname=app user=app password='Pw@x-1' sslpassword=Key-2 sslmode=prefer",
+])
+def test_a_target_connects_with_every_secret_and_shows_none(text):
+    from rollbook.database import DatabaseTarget
+
+    target = DatabaseTarget.from_url(text)
+
+    assert {k: target.connect_kwargs()[k] for k in ("host", "port", "user", "dbname", "password", "sslpassword",
+                                                    "sslmode")} == {
+        "host": "db", "port": 5433, "user": "app", "dbname": "app", "password": "Pw@x-1", "sslpassword": "Key-2",
+        "sslmode": "prefer"}
+    assert target.redacted == "postgresql+psycopg://app:***@db:5433/app?sslmode=prefer"
+    assert target.libpq_url_without_secrets == "postgresql://app@db:5433/app?sslmode=prefer"
+    assert target.scrub("auth failed for Pw@x-1 (Pw%40x-1), key Key-2") == "auth failed for *** (***), key ***"

@@ -75,7 +75,8 @@ class DatabaseTarget:
     @property
     def libpq_url_without_secrets(self) -> str:
         """A postgresql:// URL that psql or pg_restore take, with no secret: they read PGPASSWORD or ~/.pgpass."""
-        shareable = self.url.set(drivername="postgresql", password=None).difference_update_query(SECRET_KEYWORDS)
+        # URL.set ignores None, so it cannot remove a password: _replace can.
+        shareable = self.url._replace(drivername="postgresql", password=None).difference_update_query(SECRET_KEYWORDS)
         return shareable.render_as_string(hide_password=False)
 
     @property
