@@ -7,7 +7,8 @@
 - `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
 - Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`) become tables
   generated from the code, so the reference cannot drift from the program.
-- No page or file of the site may contain a URL with a password: the build fails if one does.
+- No page or file of the site may contain a connection-string secret (a URL's password, `?password=`,
+  `password=` or `sslpassword=` keywords): the build fails if one does.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mkdocs.structure.toc import AnchorLink, get_toc
 
 from rollbook import markdown
 from rollbook.archive import Archive, ArchivedRecord, ArchiveVerification
+from rollbook.connection_secrets import secret_leaks
 from rollbook.pictures import recorded_path_picture, timeline_picture
 from rollbook.record_signing import RecordSigning
 
@@ -47,9 +49,6 @@ ARCHIVE_INDEX = "archive/index.md"
 # The procedure's order; runbooks added later follow, by name.
 RUNBOOK_ORDER = ("status", "plan", "backup", "rollback", "restore", "rollback-test")
 _RUNBOOK_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\(runbook:(?P<name>[A-Za-z0-9_.-]+)(?P<anchor>#[^)\s]*)?\)")
-# scheme://user:password@ with a password that is not rollbook's mask (***).
-_URL_WITH_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>`]*:(?P<password>[^\s@/'\"<>`]+)@")
-_MASKS = {"***", "%2A%2A%2A"}
 _SCANNED = {".html", ".json", ".ipynb", ".xml", ".txt", ".md", ".jsonl", ".svg", ".js", ".css"}
 _ID = re.compile(r'\bid="([^"]+)"')
 _FIRST_CODE_CELL = re.compile(r'<div[^>]*class="jp-Cell jp-CodeCell')
@@ -179,7 +178,7 @@ def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -
 
 
 def on_post_page(output: str, page: Page, config: MkDocsConfig) -> str:
-    leaks = url_password_leaks(output)
+    leaks = secret_leaks(output)
     if leaks:
         # Raised before the page is written, so the password never reaches the site folder.
         raise PluginError(f"The page built from {page.file.src_uri} contains {', '.join(leaks)}. Nothing may publish a "
@@ -197,7 +196,7 @@ def on_post_build(config: MkDocsConfig) -> None:
         for name in leaked:
             (site / name).unlink()
         described = "; ".join(f"{name}: {', '.join(leaks)}" for name, leaks in leaked.items())
-        raise PluginError(f"The built site contained a URL with a password ({described}). Those files were deleted "
+        raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were deleted "
                           "and the build fails: find where the password came from, scrub it, and build again.")
 
 
@@ -495,17 +494,11 @@ def policy_defaults() -> str:
 # -- secrets ----------------------------------------------------------------------------------------------------
 
 
-def url_password_leaks(text: str) -> list[str]:
-    """Each URL in `text` that carries a password, described without the password."""
-    return [f"a URL with a {len(m['password'])}-character password at character {m.start()}"
-            for m in _URL_WITH_PASSWORD.finditer(text) if m["password"] not in _MASKS and set(m["password"]) != {"*"}]
-
-
 def scan_site(site: Path) -> Iterator[tuple[Path, list[str]]]:
-    """Every text file of the built site (pages, search index, copied records) that holds a URL password."""
+    """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret."""
     for path in sorted(site.rglob("*")):
         if path.is_file() and path.suffix in _SCANNED:
-            leaks = url_password_leaks(path.read_text(encoding="utf-8", errors="replace"))
+            leaks = secret_leaks(path.read_text(encoding="utf-8", errors="replace"))
             if leaks:
                 yield path, leaks
 

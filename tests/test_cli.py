@@ -86,3 +86,27 @@ def test_guided_tour_runs_the_runbook_twice_and_leaves_only_its_records(tmp_path
     verify = run("archive", "verify", env={"ROLLBOOK_ARCHIVE": str(archive)})
     assert verify.returncode == 0 and "hash chain intact" in verify.stdout
     assert result.stderr.splitlines()[-1] == f"archive head: {Archive(archive).head()}"
+
+
+def test_sql_output_refuses_a_downgrade_it_cannot_render_and_writes_no_partial_script(tmp_path, database_url):
+    from alembic_projects import project_at_head
+
+    revisions = {
+        "a1": (None, "op.execute('CREATE TABLE counted (id int)')", "op.execute('DROP TABLE counted')"),
+        "a2": ("a1", "op.execute('INSERT INTO counted VALUES (1)')",
+               "op.get_bind().exec_driver_sql('DELETE FROM counted WHERE id = 1')"),
+        "a3": ("a2", "pass", "pass"),
+    }
+    project, _, _ = project_at_head(tmp_path, database_url, revisions)
+    env = {"DATABASE_URL": database_url, "ALEMBIC_CONFIG": str(project.config_path)}
+
+    refused = run("plan", "--target", "base", "--sql", env=env)
+    empty = run("plan", "--target", "a2", "--sql", env=env)
+
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stdout == ""  # nothing a pipe into psql could run: no UPDATE of alembic_version past a2
+    assert refused.stderr.startswith("rollbook: The downgrade of a2 (") and "Traceback" not in refused.stderr
+    assert "cannot be rendered offline" in refused.stderr and "none was written" in refused.stderr
+    assert empty.returncode == 0, empty.stderr
+    assert "-- downgrade() of a3 is empty: only the version table changes" in empty.stdout
+    assert "UPDATE alembic_version SET version_num='a2' WHERE alembic_version.version_num = 'a3';" in empty.stdout

@@ -14,7 +14,8 @@ import pytest
 
 from rollbook.archive import RECORD_MIME, Archive, SecretInRecord
 from rollbook.errors import RollbookError
-from rollbook.redaction import collect_secrets, find_secrets, redact_notebook, redact_text, url_passwords
+from rollbook.connection_secrets import secrets_in_text
+from rollbook.redaction import collect_secrets, find_secrets, redact_notebook, redact_text
 
 # Characters that URLs, JSON and HTML each spell differently.
 PASSWORD = 'S3cr@t&<pw>/x"9'
@@ -92,10 +93,10 @@ def test_collect_secrets_finds_url_passwords_secret_variables_and_their_encoding
     assert not {"abc", "false", "/root", "/usr/bin:/bin", "0002", "app"} & secrets
 
 
-def test_url_passwords_reads_urls_both_ways_and_ignores_masked_ones() -> None:
-    assert url_passwords("postgresql://u:p%40ss@h/db") == {"p%40ss"}
-    assert url_passwords("https://x:tok123@host:8080/a and redis://:abcd@h") == {"tok123", "abcd"}
-    assert url_passwords("postgresql://u:***@h/db https://host/path@x http://host:8080/") == set()
+def test_secrets_in_text_reads_urls_both_ways_and_ignores_masked_ones() -> None:
+    assert secrets_in_text("postgresql://u:p%40ss@h/db") == {"p@ss", "p%40ss"}
+    assert secrets_in_text("https://x:tok123@host:8080/a and redis://:abcd@h") == {"tok123", "abcd"}
+    assert secrets_in_text("postgresql://u:***@h/db https://host/path@x http://host:8080/") == set()
 
 
 def test_redact_notebook_scrubs_every_string_and_masks_any_url_password() -> None:

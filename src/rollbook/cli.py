@@ -22,7 +22,7 @@ from rollbook.status import read_status
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
-    help="Database to inspect; put the password in PGPASSWORD or ~/.pgpass rather than the URL.",
+    help="Database to inspect: a URL or libpq keyword string; put the password in PGPASSWORD or ~/.pgpass, not in it.",
 )
 config_option = click.option(
     "--config", "config_path", envvar="ALEMBIC_CONFIG", show_envvar=True, default="alembic.ini",

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import psycopg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from rollbook.connection_secrets import SECRET_KEYWORDS, split_connection_string
 from rollbook.errors import BadInput, DatabaseUnreachable
+from rollbook.redaction import redact_text, with_encodings
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -25,8 +27,12 @@ class DatabaseTarget:
     url: URL = field(repr=False)
 
     @classmethod
-    def from_url(cls, url: str | None) -> DatabaseTarget:
-        """Parse a URL given on the command line or taken from DATABASE_URL."""
+    def from_url(cls, url: str | None, *, source: str = "--database-url (or DATABASE_URL)") -> DatabaseTarget:
+        """Parse a URL or libpq keyword string given as `source` (an option or parameter), else DATABASE_URL.
+
+        The password may be in the userinfo, in `?password=` or a `password=` keyword; an `sslpassword`
+        is kept for libpq. None of them is ever shown: see `redacted`.
+        """
         text = url or os.environ.get("DATABASE_URL", "")
         if not text:
             raise BadInput(
@@ -35,13 +41,22 @@ class DatabaseTarget:
                 "for example postgresql+psycopg://app@db.internal/app (put the password in PGPASSWORD "
                 "or ~/.pgpass, not in the URL)."
             )
-        try:
-            parsed = make_url(text)
-        except ArgumentError:
-            raise BadInput(
-                "The database URL could not be read. Use the form postgresql+psycopg://USER@HOST:PORT/DATABASE; "
-                "a password containing '@', ':', '/' or '%' must be percent-encoded (%40, %3A, %2F, %25)."
-            ) from None
+        source = source if url else "DATABASE_URL"
+        connection = split_connection_string(text, source=source)
+        if connection.kind == "keywords":
+            parsed = _url_from_keywords(connection.keywords())
+        else:
+            try:
+                parsed = make_url(connection.without_secrets)
+            except ArgumentError:
+                raise BadInput(
+                    f"The database URL in {source} could not be read. Use the form "
+                    "postgresql+psycopg://USER@HOST:PORT/DATABASE or libpq keywords (host=HOST dbname=DATABASE); "
+                    "a password containing '@', ':', '/' or '%' must be percent-encoded (%40, %3A, %2F, %25)."
+                ) from None
+            parsed = parsed.set(password=connection.password)
+            if connection.sslpassword is not None:
+                parsed = parsed.update_query_dict({"sslpassword": connection.sslpassword})
         if parsed.get_backend_name() != "postgresql":
             raise BadInput(
                 f"rollbook works with PostgreSQL only, but the URL names the '{parsed.get_backend_name()}' backend. "
@@ -54,8 +69,22 @@ class DatabaseTarget:
 
     @property
     def redacted(self) -> str:
-        """The URL with its password masked: safe for messages, records and logs."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL with its password masked and its sslpassword left out: safe for messages, records and logs."""
+        return self.url.difference_update_query(SECRET_KEYWORDS).render_as_string(hide_password=True)
+
+    @property
+    def libpq_url_without_secrets(self) -> str:
+        """A postgresql:// URL that psql or pg_restore take, with no secret: they read PGPASSWORD or ~/.pgpass."""
+        # URL.set ignores None, so it cannot remove a password: _replace can.
+        shareable = self.url._replace(drivername="postgresql", password=None).difference_update_query(SECRET_KEYWORDS)
+        return shareable.render_as_string(hide_password=False)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The password and sslpassword this target connects with, if the URL carried them."""
+        query = self.url.query
+        values = (self.url.password, query.get("sslpassword"))
+        return tuple(str(value) for value in values if isinstance(value, str) and value)
 
     @property
     def database(self) -> str:
@@ -81,12 +110,19 @@ class DatabaseTarget:
         return {k: v for k, v in params.items() if v is not None}
 
     def scrub(self, text: str) -> str:
-        """Remove this target's password, as typed or URL-encoded, from a text that may echo it."""
-        password = str(self.url.password or "")
-        if password:
-            for variant in sorted({password, quote(password, safe=""), quote_plus(password)}, key=len, reverse=True):
-                text = text.replace(variant, "***")
-        return text
+        """Remove this target's secrets, in any spelling, and any connection-string secret from a text that may echo them."""
+        return redact_text(text, with_encodings(self.secrets))
+
+
+def _url_from_keywords(keywords: dict[str, str]) -> URL:
+    """A SQLAlchemy URL for libpq keywords; a socket directory or a list of hosts or ports stays a query parameter."""
+    simple = {name: keywords.pop(name) for name in ("host", "port") if name in keywords
+              and not re.search(r"[/,]", keywords[name]) and (name != "port" or keywords[name].isdigit())}
+    return URL.create(
+        "postgresql+psycopg", username=keywords.pop("user", None), password=keywords.pop("password", None),
+        host=simple.get("host"), port=int(simple["port"]) if "port" in simple else None,
+        database=keywords.pop("dbname", None), query=keywords,
+    )
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
 from rollbook.database import DatabaseTarget, connect
 from rollbook.dependent_objects import DroppedSoFar, with_dependent_objects
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
+from rollbook.errors import RollbookError
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
 from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk, with_autocommit_marked
@@ -26,6 +27,10 @@ from rollbook.sql_operations import operations_from_sql
 from rollbook.status import read_current_revisions
 
 VERDICT_ORDER = ("safe", "loses_data", "review_by_hand", "do_not_downgrade")
+
+
+class DowngradeNotRenderable(RollbookError):
+    """A step of the downgrade cannot be rendered offline, so no complete SQL script exists (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -194,13 +199,21 @@ class DowngradePlan:
         return "\n\n".join(p for p in parts if p)
 
     def downgrade_sql(self) -> str:
-        """The SQL of the whole downgrade, one transaction per revision, version table included."""
+        """The SQL of the whole downgrade, one transaction per revision, version table included.
+
+        Raises DowngradeNotRenderable when a step cannot be rendered offline: a script that skipped
+        its work would still move the version table, so no partial script is ever returned.
+        """
+        for step in self.steps:
+            if step.render_error is not None:
+                raise DowngradeNotRenderable(self._not_renderable_message(step))
         parts = []
         for step in self.steps:
             rev = step.revision
             parent = rev.down_revision
             parts.append(f"-- Running downgrade {rev.revision} -> {parent or 'base'}\nBEGIN;\n")
-            parts.append((step.downgrade_sql or f"-- {step.render_error}: cannot be rendered offline\n").strip())
+            parts.append((step.downgrade_sql or f"-- downgrade() of {rev.revision} is empty: only the version "
+                                                "table changes\n").strip())
             table = self.version_table
             if parent and len(rev.down_revisions) == 1:
                 parts.append(f"\nUPDATE {table} SET version_num='{parent}' "
@@ -211,6 +224,20 @@ class DowngradePlan:
                 parts.append(f"\n-- merge revision: {table} gets {', '.join(rev.down_revisions)}")
             parts.append("\nCOMMIT;\n\n")
         return "".join(parts)
+
+    def downgrade_sql_or_why_not(self) -> str:
+        """The downgrade's SQL for a notebook to show, or one SQL comment saying why no complete script exists."""
+        try:
+            return self.downgrade_sql()
+        except DowngradeNotRenderable as reason:
+            return f"-- No SQL script: {reason}\n"
+
+    def _not_renderable_message(self, step: PlanStep) -> str:
+        rev = step.revision
+        return (f"The downgrade of {rev.revision} ({rev.file}) cannot be rendered offline ({step.render_error}). "
+                f"A script without it would still move {self.version_table} to {rev.down_revision or 'base'}, so "
+                "none was written. Run the downgrade through Alembic online (rollbook run rollback), which "
+                "executes that step as its Python source says.")
 
 
 def plan_downgrade(

@@ -112,7 +112,8 @@ def _report(config: pytest.Config) -> RehearsalReport:
             if not url:
                 raise RollbookError("The rollback test needs a PostgreSQL server: pass --rollbook-database-url (or set "
                                     "DATABASE_URL) to a database on a server where the role may create databases.")
-            found = rehearse_rollbacks(DatabaseTarget.from_url(url), load_project(_config_path(config)))
+            target = DatabaseTarget.from_url(url, source="--rollbook-database-url (or DATABASE_URL)")
+            found = rehearse_rollbacks(target, load_project(_config_path(config)))
         except RollbookError as exc:
             found = exc
         config.stash[_REPORT] = found

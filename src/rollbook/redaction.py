@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import html
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-MASK = "***"
+from rollbook.connection_secrets import MASK, mask_secrets_in_text, secrets_in_text
+
 # Shorter values are not treated as secrets: scrubbing "abc" from every string would mangle the record
 # and hide nothing an attacker could not guess.
 MIN_SECRET_LENGTH = 4
@@ -23,17 +23,9 @@ SECRET_NAME_PARTS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY
 # Values of secret-looking variables that are settings, not secrets (TOKENIZERS_PARALLELISM=false).
 _NOT_SECRETS = frozenset({"true", "false", "yes", "no", "none", "null", "on", "off"})
 
-# scheme://user:password@ : the password stops at '@', '/', whitespace or a quote. An unencoded '@' or
-# '/' inside a password ends the match early; collect_secrets also reads such URLs the other ways.
-_URL_PASSWORD = re.compile(
-    r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>`]*:)(?P<password>[^\s@/'\"<>`]+)@"
-)
-_URL_REST = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://(?P<rest>[^\s'\"<>`]+)")
-_SQLALCHEMY_USERINFO = re.compile(r"(?P<user>[^:/@]*):(?P<password>[^@]*)@")
-
 
 def collect_secrets(environ: Mapping[str, str], parameters: Mapping[str, Any]) -> frozenset[str]:
-    """Every secret a run could leak: URL passwords, PGPASSWORD, secret-named variables and parameters.
+    """Every secret a run could leak: connection-string secrets, PGPASSWORD, secret-named variables and parameters.
 
     Each is returned with its percent-decoded and percent-encoded forms. Values shorter than
     MIN_SECRET_LENGTH characters and boolean-looking values are skipped.
@@ -42,38 +34,24 @@ def collect_secrets(environ: Mapping[str, str], parameters: Mapping[str, Any]) -
     for name, value in environ.items():
         if not isinstance(value, str):
             continue
-        found.update(url_passwords(value))
+        found.update(secrets_in_text(value))
         if name.upper() == "PGPASSWORD" or _secret_name(name):
             found.add(value)
     for name, value in _walk_items(parameters):
         if isinstance(value, str):
-            found.update(url_passwords(value))
+            found.update(secrets_in_text(value))
             if name is not None and _secret_name(name):
                 found.add(value)
-    return frozenset(v for s in found for v in _encodings(s) if _worth_scrubbing(v))
+    return with_encodings(found)
 
 
-def url_passwords(text: str) -> set[str]:
-    """The passwords of the URLs in `text`, read both the way SQLAlchemy and the way urllib split them.
-
-    The two differ when a password holds an unencoded '@' or '/': both readings are kept, so the
-    password is scrubbed whichever way the URL was understood when it leaked.
-    """
-    passwords: set[str] = set()
-    for match in _URL_REST.finditer(text):
-        rest = match.group("rest")
-        sqlalchemy_style = _SQLALCHEMY_USERINFO.match(rest)
-        if sqlalchemy_style:
-            passwords.add(sqlalchemy_style.group("password"))
-        netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-        userinfo = netloc.rpartition("@")[0]
-        if ":" in userinfo:
-            passwords.add(userinfo.partition(":")[2])
-    return {p for p in passwords if p and set(p) != {"*"}}
+def with_encodings(secrets: Iterable[str]) -> frozenset[str]:
+    """The secrets as typed, percent-decoded and percent-encoded (a URL may carry any), those worth scrubbing."""
+    return frozenset(form for secret in secrets for form in _encodings(secret) if _worth_scrubbing(form))
 
 
 def redact_text(text: str, secrets: frozenset[str]) -> str:
-    """`text` with every secret (in any spelling) replaced by *** and every URL password masked."""
+    """`text` with every secret (in any spelling) and every connection-string secret replaced by ***."""
     return str(_redact(text, _variants_longest_first(secrets)))
 
 
@@ -83,7 +61,7 @@ def redact_value(value: Any, secrets: frozenset[str]) -> Any:
 
 
 def redact_notebook(notebook: Mapping[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
-    """A deep copy of a notebook with every secret and URL password replaced by ***, wherever it is.
+    """A deep copy of a notebook with every secret and connection-string secret replaced by ***, wherever it is.
 
     Cell sources, outputs of every kind (streams, tracebacks, text, HTML, JSON data), cell and
     notebook metadata (papermill's parameters included) are all plain strings in a JSON tree, so the
@@ -189,7 +167,7 @@ def _redact(value: Any, variants: tuple[str, ...]) -> Any:
         for variant in variants:
             if variant in value:
                 value = value.replace(variant, MASK)
-        return _URL_PASSWORD.sub(lambda m: f"{m.group('prefix')}{MASK}@", value)
+        return mask_secrets_in_text(value)
     if isinstance(value, Mapping):
         return {_redact(key, variants) if isinstance(key, str) else key: _redact(item, variants)
                 for key, item in value.items()}

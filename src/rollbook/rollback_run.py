@@ -333,7 +333,7 @@ class RollbackRun:
             self.downgrade_report = DowngradeReport(None, f"the database is already at {plan.path.target_label}")
             return self.downgrade_report
         if not self.parameters.execute:
-            self.downgrade_report = DowngradeReport(None, "dry run", plan.downgrade_sql())
+            self.downgrade_report = DowngradeReport(None, "dry run", plan.downgrade_sql_or_why_not())
             return self.downgrade_report
         if self.decision is None or not self.decision.allowed or self.backup_report is None:
             raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
@@ -465,9 +465,7 @@ class RollbackRun:
         backup = self.backup_report.backup if self.backup_report else None
         if backup is None:
             return "no backup was taken"
-        # libpq takes postgresql://, not SQLAlchemy's postgresql+psycopg://; the password stays in PGPASSWORD.
-        libpq_url = self.target.url._replace(drivername="postgresql", password=None).render_as_string(
-            hide_password=False)
+        libpq_url = self.target.libpq_url_without_secrets
         # No opt-in is pre-filled: the restore runbook refuses to undo rows written since the backup unless the
         # person restoring decides that losing them is intended.
         return (f"rollbook run restore -r backup {self.recorder.run_id} -p restore_into database --execute (it "

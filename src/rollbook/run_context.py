@@ -96,7 +96,7 @@ def open_run(
     with recorder.step("who, where, when"):
         recorder.update(parameters=parameters, operator=operator, environment=environment, approved_by=approved_by,
                         ticket=ticket, execute=execute)
-        target = DatabaseTarget.from_url(database_url or None)
+        target = DatabaseTarget.from_url(database_url or None, source="the database_url parameter")
         recorder.update(database=target.redacted)
         project = load_project(alembic_config or None)
         rules = None

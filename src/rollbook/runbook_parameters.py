@@ -17,9 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
+from rollbook.connection_secrets import UnreadableConnectionString, split_connection_string
 from rollbook.errors import BadInput
 from rollbook.policy import parse_deployed_at
 
@@ -363,16 +361,17 @@ def _table_list(value: Any) -> tuple[str, ...]:
 
 
 def _refuse_password(name: str, value: Any) -> None:
-    if not isinstance(value, str) or "@" not in value:
+    if not isinstance(value, str):
         return
+    already_written = (f"papermill has already written the {name} parameter into this output notebook: delete that "
+                       "file (or scrub it) and do not share it.")
     try:
-        password = make_url(value).password
-    except ArgumentError:
-        password = "@" in value.split("//", 1)[-1].split("/", 1)[0] and ":" in value.split("//", 1)[-1].split("@")[0]
-    if password:
+        connection = split_connection_string(value, source=f"the {name} parameter")
+    except UnreadableConnectionString as unreadable:
+        raise SecretInParameters(f"{already_written[0].upper()}{already_written[1:]} {unreadable}") from None
+    if connection.secrets:
         raise SecretInParameters(
-            f"The {name} parameter carries a password. papermill has already written it into this output "
-            "notebook: delete that file (or scrub it) and do not share it. Pass the password another way: "
-            "PGPASSWORD or ~/.pgpass with a URL that has no password, or DATABASE_URL in the environment with "
-            f"{name} left empty. Nothing was changed."
+            f"The {name} parameter carries a password. {already_written[0].upper()}{already_written[1:]} Pass the "
+            "password another way: PGPASSWORD or ~/.pgpass with a URL that has no password, or DATABASE_URL in the "
+            f"environment with {name} left empty. Nothing was changed."
         )

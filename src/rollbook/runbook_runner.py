@@ -1,8 +1,8 @@
 """`rollbook run`: a runbook executed by papermill under a watchdog, then reconciled, scrubbed and archived.
 
 The password never becomes a parameter: a database URL given with one is split, the URL goes to the
-notebook and the password to the kernel's environment (PGPASSWORD), where libpq, pg_dump and the
-project's env.py find it. Whatever papermill or the kernel leave behind, the record filed in the
+notebook and the password to the kernel's environment (PGPASSWORD; an sslpassword takes the whole
+URL into DATABASE_URL), where libpq, pg_dump and the project's env.py find it. Whatever papermill or the kernel leave behind, the record filed in the
 archive carries the truthful verdict and no secret.
 """
 
@@ -26,10 +26,8 @@ from typing import Any
 import nbformat
 import papermill
 from papermill.iorw import load_notebook_node, write_ipynb
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from rollbook.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRecord, RecordNotFiled
+from rollbook.connection_secrets import split_connection_string
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import load_project
@@ -101,7 +99,7 @@ def run_runbook(
     environment = dict(os.environ)
     secrets = collect_secrets(environment, dict(parameters))
     given = dict(parameters)
-    parameters = _password_to_environment(dict(parameters), environment)
+    parameters = _secrets_to_environment(dict(parameters), environment)
     run_id = new_run_id()
     environment.update({RUN_ID_VARIABLE: run_id, ARCHIVE_VARIABLE: str(archive.root.resolve())})
     with tempfile.TemporaryDirectory(prefix="rollbook-run-") as work:
@@ -211,19 +209,24 @@ def _refuse_unknown_parameters(path: Path, parameters: Mapping[str, Any]) -> Non
         )
 
 
-def _password_to_environment(parameters: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
-    """Move a password out of the database URL parameter into PGPASSWORD, where no notebook records it."""
+def _secrets_to_environment(parameters: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+    """Move the secrets of the database_url parameter into the kernel's environment, where no notebook records them.
+
+    An unreadable connection string, as a parameter or in DATABASE_URL, is refused before anything starts.
+    """
     url = parameters.get("database_url")
-    if not isinstance(url, str) or "@" not in url:
+    if not isinstance(url, str) or not url:
+        split_connection_string(environment.get("DATABASE_URL", ""), source="DATABASE_URL")
         return parameters
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise BadInput("The database_url parameter could not be read as a URL: use "
-                       "postgresql+psycopg://USER@HOST:PORT/DATABASE.") from None
-    if parsed.password:
-        environment["PGPASSWORD"] = str(parsed.password)
-        parameters["database_url"] = parsed._replace(password=None).render_as_string(hide_password=False)
+    connection = split_connection_string(url, source="the database_url parameter")
+    if connection.sslpassword is not None:
+        # libpq reads no environment variable for sslpassword: the kernel reads the whole string from
+        # DATABASE_URL instead, which reaches the runbook when database_url is empty.
+        environment["DATABASE_URL"] = url
+        parameters["database_url"] = ""
+    elif connection.password is not None:
+        environment["PGPASSWORD"] = connection.password
+        parameters["database_url"] = connection.without_secrets
     return parameters
 
 
