@@ -7,11 +7,13 @@ import os
 import re
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import nbformat
 import psycopg
+import pytest
 from pg import fingerprint, psycopg_kwargs
 from runbook_runs import (
     current_revision,
@@ -21,6 +23,7 @@ from runbook_runs import (
     slow_project,
     wait_for_sleeping_downgrade,
 )
+from sqlalchemy.engine import make_url
 from test_cli import ROLLBOOK
 
 from rollbook.archive import RECORD_MIME, Archive
@@ -280,3 +283,31 @@ def test_rollbook_run_exits_2_for_bad_input_and_3_for_an_unreachable_database(tm
     assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
     assert unreachable.stdout.startswith("refused (database unavailable) at who, where, when")
     assert fingerprint(demo_url) == before
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: room for a run's summaries, not for its executed notebook (needs root to mount)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_archive_after_the_database_changed_exits_1_and_keeps_the_notebook(tmp_path, demo_url, tiny_filesystem):
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "backup_dir", str(tmp_path / "backups"),
+                      "--execute", url=demo_url, archive=tiny_filesystem / "archive")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert current_revision(demo_url) == ["0607bc5b8535"]  # the rollback itself happened
+    assert "could not be filed" in result.stderr and "Traceback" not in result.stderr
+    [kept] = tmp_path.glob("rollbook-unfiled-*.ipynb")
+    assert f"kept at {kept}" in result.stderr
+    assert record_summary(kept)["outcome"] == "succeeded_unverified"
+    assert make_url(demo_url).password not in kept.read_text()

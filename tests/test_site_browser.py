@@ -118,7 +118,8 @@ def test_a_reader_follows_the_navigation_to_a_runbook_and_sees_its_code_paramete
 def test_the_archive_lists_the_demo_runs_and_a_record_shows_its_outputs_and_pictures(page, demo_site):
     manifest = [json.loads(line) for line in (demo_site.archive / "manifest.jsonl").read_text().splitlines()]
     runs = {entry["run_id"]: entry["outcome"] for entry in manifest}
-    assert sorted(runs.values()) == ["refused", "succeeded"]
+    # The demo has no application to ask for its health: its rollback is honestly not fully verified.
+    assert sorted(runs.values()) == ["refused", "succeeded_unverified"]
 
     page.goto(demo_site.base_url)
     nav = page.locator("nav.md-nav--primary")
@@ -137,10 +138,11 @@ def test_the_archive_lists_the_demo_runs_and_a_record_shows_its_outputs_and_pict
     shot(page, "03-archive")
 
     succeeded.locator("a").first.click()
-    expect(page.locator("h1").first).to_contain_text("rollback · succeeded")
+    expect(page.locator("h1").first).to_contain_text("rollback · succeeded, not fully verified")
     outputs = page.locator(".jp-OutputArea-output")
     assert outputs.count() >= 10
-    expect(page.get_by_text("Rolled back 0607bc5b8536 -> 0607bc5b8535 and verified").first).to_be_visible()
+    expect(page.get_by_text("Rolled back 0607bc5b8536 -> 0607bc5b8535, not fully verified: application health "
+                            "not checked").first).to_be_visible()
     path = page.locator("figure.rollbook-downgrade-path svg")
     expect(path).to_be_visible()
     expect(path).to_contain_text("0607bc5b8536")
