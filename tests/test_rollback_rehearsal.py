@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import textwrap
@@ -268,3 +269,29 @@ def test_the_pytest_plugin_runs_only_when_a_project_opts_in(pytester, tmp_path, 
     failing = pytester.runpytest(server, "-p", "no:cacheprovider")
     failing.assert_outcomes(passed=8, failed=2)  # the revision, and the team's test (the head's downgrade)
     failing.stdout.fnmatch_lines(["*column users.nickname: not expected (present in the database)*"])
+
+
+def test_a_revision_that_only_applies_together_with_the_next_does_not_hide_the_later_ones(tmp_path, database_url):
+    """r2 leaves an orphan that a deferred foreign key rejects at commit, and r3 adds the missing parent:
+    applied one at a time r2 fails, in one `alembic upgrade` (one transaction) the line applies cleanly."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE parent (id int PRIMARY KEY)')", "op.execute('DROP TABLE parent')"),
+        "r2": ("r1", "op.execute('CREATE TABLE child (id int, parent_id int REFERENCES parent DEFERRABLE INITIALLY "
+                     "DEFERRED); INSERT INTO child VALUES (1, 1)')", "op.execute('DROP TABLE child')"),
+        "r3": ("r2", "op.execute('INSERT INTO parent VALUES (1)')", "pass"),
+        "r4": ("r3", "op.execute('CREATE TABLE notes (id int)')", "op.execute('DROP TABLE notes')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    trips = {trip["revision"]: trip for trip in report["revisions"]}
+    assert trips["r1"]["passed"]
+    assert not trips["r2"]["passed"] and "the upgrade to it failed" in trips["r2"]["downgrade"]["detail"]
+    assert trips["r3"]["downgrade"]["status"] == "not_checked"  # the schema r2 builds on its own is unknown
+    assert trips["r4"]["passed"], trips["r4"]  # rehearsed, not hidden behind r2
+    assert "r2 failed when applied on its own" in " ".join(report["team_test"]["lines"])
+    assert scratch_databases(database_url) == 0

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -233,32 +233,72 @@ def _word(step: StepResult) -> str:
 def rehearse_rollbacks(
     server: DatabaseTarget, project: MigrationProject, *, rows_per_table: int = ROWS_PER_TABLE,
 ) -> RehearsalReport:
-    """Run the team's rollback test and every revision's round trip on scratch databases next to `server`."""
+    """Run the team's rollback test and every revision's round trip on scratch databases next to `server`.
+
+    A revision whose upgrade fails on its own does not hide the rest: the walk goes on from a fresh
+    scratch database brought, in one transaction from base (as Alembic's default env.py runs
+    `alembic upgrade`), to the first later revision such an upgrade reaches.
+    """
     started = time.monotonic()
     history = linear_history(project)
     trips: list[RoundTrip] = []
     team: TeamTest | None = None
-    with scratch_database(server) as walk:
+    with ExitStack() as databases:
+        walk = databases.enter_context(scratch_database(server))
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
         previous: str | None = None
-        for index, revision in enumerate(history):
-            info = project.info(revision)
+        broken: list[str] = []
+        index = 0
+        while index < len(history):
+            revision = history[index]
             try:
                 run_own_migrations(project, walk, revision, "upgrade")
             except MigrationFailed as exc:
-                trips.append(_not_run(info, f"the upgrade to it failed: {exc}", failed=True))
-                trips += [_not_run(project.info(later), f"an earlier upgrade ({revision}) failed")
-                          for later in history[index + 1:]]
-                break
+                broken.append(revision)
+                trips.append(_not_run(project.info(revision), f"the upgrade to it failed: {exc}", failed=True))
+                reached, at, why = _reach_in_one_transaction(server, project, history, index, databases)
+                stop = len(history) if at is None else at
+                trips += [_not_run(project.info(later), why, failed=True) for later in history[index + 1:stop]]
+                if reached is None or at is None:
+                    break
+                # Its round trip goes down to the revision before it, whose schema never built on its own.
+                walk, revision, index, previous = reached, history[at], at, history[at - 1]
             schemas[revision] = _schema(walk, project)
-            trips.append(_round_trip(server, walk, project, info, previous, schemas, rows_per_table))
+            trips.append(_round_trip(server, walk, project, project.info(revision), previous, schemas,
+                                     rows_per_table))
             previous = revision
-        else:
+            index += 1
+        if not broken:
             team = _team_test(walk, project, history, schemas)
     if team is None:
-        team = TeamTest("not_run", ("not run: the migrations could not all be applied",))
+        team = TeamTest("not_run", (f"not run: the upgrade of {', '.join(broken)} failed when applied on its own, so "
+                                    "the migrations could not all be applied one after another",))
     return RehearsalReport(str(project.config_path), server.redacted, team, tuple(trips),
                            round(time.monotonic() - started, 3))
+
+
+def _reach_in_one_transaction(
+    server: DatabaseTarget, project: MigrationProject, history: tuple[str, ...], failed_at: int, databases: ExitStack,
+) -> tuple[DatabaseTarget | None, int | None, str]:
+    """A fresh database at the first revision after `history[failed_at]` that one upgrade from base reaches.
+
+    Returns the database, that revision's index, and why the revisions skipped over were not rehearsed.
+    """
+    why = f"an earlier upgrade ({history[failed_at]}) failed"
+    for index in range(failed_at + 1, len(history)):
+        attempt = ExitStack()
+        fresh = attempt.enter_context(scratch_database(server))
+        try:
+            run_own_migrations(project, fresh, history[index], "upgrade", one_transaction=True)
+        except MigrationFailed as exc:
+            attempt.close()
+            if exc.revision is not None and history.index(exc.revision) <= failed_at:
+                # The same prefix fails in one transaction too: no later revision can be reached.
+                return None, None, f"{why}, in one transaction from base as well: {exc}"
+            continue
+        databases.enter_context(attempt)
+        return fresh, index, f"{why} and is applied only together with {history[index]}, in one upgrade"
+    return None, None, f"{why}, and no later revision could be reached in one upgrade from base"
 
 
 def linear_history(project: MigrationProject) -> tuple[str, ...]:
@@ -340,6 +380,8 @@ def _round_trip(
 def _after_down(copy: DatabaseTarget, project: MigrationProject, parent: str | None,
                 schemas: dict[str | None, SchemaSnapshot], note: str = "") -> StepResult:
     """The revision and schema after the downgrade, against the schema the parent revision builds."""
+    if parent not in schemas:
+        return StepResult("not_checked", f"the schema {parent} builds is unknown: its upgrade failed{note}")
     return _schema_step(_schema(copy, project), schemas[parent], _revisions(copy, project), parent,
                         f"the schema {parent or 'base'} builds", note)
 
