@@ -295,3 +295,27 @@ def test_a_revision_that_only_applies_together_with_the_next_does_not_hide_the_l
     assert trips["r4"]["passed"], trips["r4"]  # rehearsed, not hidden behind r2
     assert "r2 failed when applied on its own" in " ".join(report["team_test"]["lines"])
     assert scratch_databases(database_url) == 0
+
+
+def test_tables_whose_foreign_keys_point_at_each_other_are_all_seeded(tmp_path, database_url):
+    """Prefect's shape: flow_run.state_id -> flow_run_state, flow_run_state.flow_run_id (NOT NULL) -> flow_run."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE flow_run (id int PRIMARY KEY, state_id int); "
+                     "CREATE TABLE flow_run_state (id int PRIMARY KEY, flow_run_id int NOT NULL "
+                     "REFERENCES flow_run ON DELETE CASCADE); ALTER TABLE flow_run ADD FOREIGN KEY (state_id) "
+                     "REFERENCES flow_run_state ON DELETE SET NULL')",
+               "op.execute('DROP TABLE flow_run, flow_run_state CASCADE')"),
+        "r2": ("r1", "op.execute('ALTER TABLE flow_run_state ADD COLUMN name text')",
+               "op.execute('ALTER TABLE flow_run_state DROP COLUMN name')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)
+    [r2] = [trip for trip in report["revisions"] if trip["revision"] == "r2"]
+    assert {s["table"]: s["rows"] for s in r2["seeded"]} == {"flow_run": 3, "flow_run_state": 3}
+    # The dropped column's values were lost where the plan said, and counted: the state rows were there.
+    assert r2["rows_as_planned"]["status"] == "passed", r2["rows_as_planned"]

@@ -525,19 +525,46 @@ def seed_rows(conn: psycopg.Connection[Any], project: MigrationProject, count: i
         keys[relid].append((parent, list(own), list(referenced)))
     names = {oid: (schema, name) for oid, schema, name in tables}
     seeded, notes = [], []
-    for oid in _parents_first(oids, keys):
+    left_null: list[tuple[int, tuple[int, list[str], list[str]]]] = []
+    for oid in _parents_first(oids, keys, columns):
         schema, name = names[oid]
-        inserted, note = _seed_table(conn, schema, name, columns[oid], keys[oid], names, count)
+        inserted, note, waiting = _seed_table(conn, schema, name, columns[oid], keys[oid], names, count)
         seeded.append((_display(schema, name), inserted))
+        left_null += [(oid, key) for key in waiting] if inserted else []
         if note:
             notes.append(f"{_display(schema, name)}: {note}")
+    # Foreign keys in a cycle (flow_run.state_id -> flow_run_state.flow_run_id -> flow_run): the nullable
+    # side went in as NULL, its parent is seeded now, so the reference is filled in afterwards.
+    for oid, key in left_null:
+        note = _point_at_parent(conn, names[oid], key, names)
+        if note:
+            notes.append(f"{_display(*names[oid])}: {note}")
     return tuple(seeded), tuple(notes)
+
+
+def _point_at_parent(conn: psycopg.Connection[Any], table: tuple[str, str], key: tuple[int, list[str], list[str]],
+                     names: dict[int, tuple[str, str]]) -> str:
+    """Fill a foreign key seeded as NULL (its parent had no rows yet) with a row of its parent; a note if refused."""
+    parent, own, other = key
+    targets = sql.SQL(", ").join(map(sql.Identifier, own))
+    statement = sql.SQL("UPDATE {} SET " + ("({}) = " if len(own) > 1 else "{} = ") + "(SELECT {} FROM {} LIMIT 1) "
+                        "WHERE {}").format(
+        sql.Identifier(*table), targets, sql.SQL(", ").join(map(sql.Identifier, other)), sql.Identifier(*names[parent]),
+        sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(sql.Identifier(column)) for column in own))
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        return f"its reference to {_display(*names[parent])} stayed NULL: {exc.diag.message_primary or type(exc).__name__}"
+    return ""
 
 
 def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: list[_Column],
                 keys: list[tuple[int, list[str], list[str]]], names: dict[int, tuple[str, str]], count: int,
-                ) -> tuple[int, str]:
+                ) -> tuple[int, str, list[tuple[int, list[str], list[str]]]]:
+    """Seed one table: rows inserted, a note if some were not, and the foreign keys left NULL for now."""
     referenced: dict[str, list[Any]] = {}
+    waiting = []
     for parent, own, other in keys:
         if parent not in names:
             continue
@@ -545,6 +572,8 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
         found = conn.execute(sql.SQL("SELECT {} FROM {} LIMIT {}").format(
             sql.SQL(", ").join(map(sql.Identifier, other)), sql.Identifier(parent_schema, parent_name),
             sql.Literal(count))).fetchall()
+        if not found:
+            waiting.append((parent, own, other))
         for position, column in enumerate(own):
             referenced[column] = [row[position] for row in found]
     inserted, problem = 0, ""
@@ -556,7 +585,7 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             if column.name in referenced:
                 choices = referenced[column.name]
                 if not choices and column.not_null:
-                    return inserted, f"not seeded: no row in the table its column {column.name} refers to"
+                    return inserted, f"not seeded: no row in the table its column {column.name} refers to", []
                 values[column.name] = choices[(k - 1) % len(choices)] if choices else None
                 continue
             value = made_up_value(column.type_name, column.type_type, column.category, column.typmod,
@@ -564,7 +593,7 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             if value is not None:
                 values[column.name] = value
             elif column.not_null and not column.has_default:
-                return inserted, f"not seeded: no value can be made up for {column.name} ({column.type_name})"
+                return inserted, f"not seeded: no value can be made up for {column.name} ({column.type_name})", []
         statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
             sql.Identifier(schema, name), sql.SQL(", ").join(map(sql.Identifier, values)),
             sql.SQL(", ").join(sql.Placeholder() for _ in values)) if values else \
@@ -575,7 +604,7 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             inserted += 1
         except psycopg.Error as exc:
             problem = problem or f"a row was rejected: {exc.diag.message_primary or type(exc).__name__}"
-    return inserted, problem
+    return inserted, problem, waiting
 
 
 def made_up_value(type_name: str, type_type: str, category: str, typmod: int, enum_label: str | None,
@@ -621,16 +650,25 @@ def made_up_value(type_name: str, type_type: str, category: str, typmod: int, en
     return values.get(type_name)
 
 
-def _parents_first(oids: list[int], keys: dict[int, list[tuple[int, list[str], list[str]]]]) -> list[int]:
+def _parents_first(oids: list[int], keys: dict[int, list[tuple[int, list[str], list[str]]]],
+                   columns: dict[int, list[_Column]]) -> list[int]:
+    """Tables ordered so that a table comes after the parents its NOT NULL foreign keys need.
+
+    Only required references order the tables: a nullable one in a cycle is seeded as NULL and filled in
+    once its parent has rows, so tables whose keys point at each other are all seeded.
+    """
     ordered: list[int] = []
     visiting: set[int] = set()
 
+    def required(oid: int, own: list[str]) -> bool:
+        return any(c.not_null for c in columns.get(oid, []) if c.name in own)
+
     def visit(oid: int) -> None:
         if oid in ordered or oid in visiting:
-            return  # done, or a cycle: its rows may be rejected, which is reported
+            return  # done, or a cycle of NOT NULL keys: its rows may be rejected, which is reported
         visiting.add(oid)
-        for parent, _, _ in keys.get(oid, []):
-            if parent != oid and parent in keys:
+        for parent, own, _ in keys.get(oid, []):
+            if parent != oid and parent in keys and required(oid, own):
                 visit(parent)
         visiting.discard(oid)
         ordered.append(oid)
