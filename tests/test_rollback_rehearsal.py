@@ -319,3 +319,26 @@ def test_tables_whose_foreign_keys_point_at_each_other_are_all_seeded(tmp_path, 
     assert {s["table"]: s["rows"] for s in r2["seeded"]} == {"flow_run": 3, "flow_run_state": 3}
     # The dropped column's values were lost where the plan said, and counted: the state rows were there.
     assert r2["rows_as_planned"]["status"] == "passed", r2["rows_as_planned"]
+
+
+def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_re_created(tmp_path, database_url):
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE a (id int, nick text)')", "op.execute('DROP TABLE a')"),
+        "r2": ("r1", "op.execute('ALTER TABLE a RENAME COLUMN nick TO nickname')",
+               "op.execute('ALTER TABLE a RENAME COLUMN nickname TO nick')"),
+        "r3": ("r2", "op.execute('ALTER TABLE a RENAME TO accounts')", "op.execute('ALTER TABLE accounts RENAME TO a')"),
+        "r4": ("r3", "op.execute('ALTER TABLE accounts ADD COLUMN note text')",
+               "op.execute('DROP TABLE accounts; CREATE TABLE accounts (id int, nickname text)')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    trips = {trip["revision"]: trip for trip in json.loads(result.stdout)["revisions"]}
+    for revision in ("r2", "r3", "r4"):
+        assert trips[revision]["rows_as_planned"]["status"] == "passed", trips[revision]["rows_as_planned"]
+    assert "all 3 rows kept" in trips["r2"]["rows_as_planned"]["detail"]
+    assert "accounts (renamed to a): all 3 rows kept" in trips["r3"]["rows_as_planned"]["detail"]
+    assert "dropped and re-created, 3 rows lost as predicted" in trips["r4"]["rows_as_planned"]["detail"]
+    assert result.returncode == 0, result.stdout

@@ -689,6 +689,10 @@ class TableData:
     rows: tuple[tuple[str | None, ...], ...]
     count: int
 
+    def renamed(self, names: dict[str, str]) -> TableData:
+        """The same data with columns renamed (old name -> new name), as a downgrade's renames leave it."""
+        return TableData(tuple(names.get(c, c) for c in self.columns), self.rows, self.count) if names else self
+
     def values(self, column: str) -> int:
         index = self.columns.index(column)
         return sum(1 for row in self.rows if row[index] is not None)
@@ -730,6 +734,10 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
     dropped_columns: dict[tuple[tuple[str, str], str], int | None] = {}
     rewritten: dict[tuple[str, str], int | None] = {}
     unsure: set[tuple[str, str]] = set()
+    # Renames keep their rows: a table or column is followed to its new name, not counted as lost.
+    renamed_tables: dict[tuple[str, str], tuple[str, str]] = {}
+    renamed_columns: dict[tuple[tuple[str, str], str], str] = {}
+    recreated: set[tuple[str, str]] = set()
     for op in step.operations:
         if op.table is None:
             if op.op == "unknown":
@@ -741,23 +749,34 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             unsure.add(key)
         elif op.op == "drop_table":
             dropped_tables[key] = op.rows_affected
+        elif op.op == "create_table" and key in dropped_tables:
+            recreated.add(key)
         elif op.op == "drop_column" and op.column:
             dropped_columns[(key, op.column)] = op.rows_affected
         elif op.op in ROW_CHANGES:
             rewritten[key] = rewritten.get(key, 0) + (op.rows_affected or 0)
+        elif op.op == "rename_table" and op.extra.get("new_name"):
+            renamed_tables[key] = (key[0], str(op.extra["new_name"]))
+        elif op.op == "rename_column" and op.column and op.extra.get("new_name"):
+            renamed_columns[(key, op.column)] = str(op.extra["new_name"])
     findings, mismatches = [], []
     for key, was in sorted(before.items()):
         table = _display(*key)
         now = after.get(key)
+        if key in renamed_tables:
+            table, now = f"{table} (renamed to {_display(*renamed_tables[key])})", after.get(renamed_tables[key])
         if key in unsure:
             findings.append(f"{table}: not checked (the plan did not count it)")
             continue
         if key in dropped_tables:
-            if now is not None:
+            if now is not None and key not in recreated:
                 mismatches.append(f"{table}: the plan said the downgrade drops it, but it is still there")
             elif dropped_tables[key] != was.count:
                 mismatches.append(f"{table}: dropped with {was.count} rows; the plan predicted "
                                   f"{dropped_tables[key]} lost")
+            elif key in recreated:
+                findings.append(f"{table}: dropped and re-created, {was.count} rows lost as predicted "
+                                f"({now.count if now else 0} rows in the new table)")
             else:
                 findings.append(f"{table}: dropped, {was.count} rows lost as predicted")
             continue
@@ -765,6 +784,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             if was.count:
                 mismatches.append(f"{table}: dropped with {was.count} rows, which the plan did not predict")
             continue
+        was = was.renamed({old: new for (table_key, old), new in renamed_columns.items() if table_key == key})
         for column in was.columns:
             planned = dropped_columns.get((key, column), "kept")
             if column in now.columns:
