@@ -30,6 +30,9 @@ class CorpusProject:
     # What a user must configure for rollbook (shown in the corpus README).
     user_notes: str = ""
     extra_requirements: tuple[str, ...] = ()
+    # Python printing the folder rollbook runs in, for an alembic.ini whose script_location is relative
+    # to the current folder (as the project's own code runs Alembic); empty: the project's work folder.
+    run_from: str = ""
 
 
 PROJECTS: tuple[CorpusProject, ...] = (
@@ -55,8 +58,8 @@ PROJECTS: tuple[CorpusProject, ...] = (
         name="mlflow",
         requirement="mlflow-skinny==3.17.0",
         extra_requirements=("psycopg2-binary",),
-        locate_config=("import mlflow.store.db_migrations as m, pathlib; "
-                       "print(pathlib.Path(m.__file__).parent.parent / 'db_migrations' / 'alembic.ini')"),
+        locate_config=("import mlflow, pathlib; "
+                       "print(pathlib.Path(mlflow.__file__).parent / 'store' / 'db_migrations' / 'alembic.ini')"),
         upgrade=("mlflow", "db", "upgrade", "{url}"),
         driver="postgresql+psycopg2",
         seed_sql=(
@@ -69,7 +72,9 @@ PROJECTS: tuple[CorpusProject, ...] = (
             "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
             "SELECT 'loss', random(), g, md5((g % 100 + 1)::text), g, false FROM generate_series(1, 1000) g",
         ),
+        run_from="import mlflow, pathlib; print(pathlib.Path(mlflow.__file__).parent.parent)",
         user_notes=("base tables come from metadata.create_all before the first revision (a starting schema "
-                    "is needed to rebuild targets); relative script_location: run from the package folder"),
+                    "is needed to rebuild targets); alembic.ini's script_location is relative: run rollbook from "
+                    "the folder that holds the mlflow package"),
     ),
 )

@@ -93,8 +93,7 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
     if upgrade.returncode != 0:
         result["summary"] = "the project's own upgrade to head failed"
         return {**result, "timings": timings}
-    config = subprocess.run([str(venv / "bin" / "python"), "-c", project.locate_config], capture_output=True,
-                            text=True, check=True, env=env).stdout.strip()
+    config = python_says(venv, project.locate_config, env)
     seed_notes = seed(url, project)
     rollbook_env = {**env, "DATABASE_URL": project_url, "ALEMBIC_CONFIG": config,
                     "ROLLBOOK_ARCHIVE": str(work / "archive")}
@@ -108,7 +107,8 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
                      str(work / "backups"), "--execute"],
         "rehearsal": [rollbook, "test-rollback", "--json"],
     }
-    outputs = {name: timed(timings, name, command, rollbook_env, work) for name, command in commands.items()}
+    cwd = Path(python_says(venv, project.run_from, env)) if project.run_from else work
+    outputs = {name: timed(timings, name, command, rollbook_env, cwd) for name, command in commands.items()}
     plan = parse_json(outputs["plan"].stdout)
     rehearsal = parse_json(outputs["rehearsal"].stdout)
     findings = compare(plan, rehearsal)
@@ -132,6 +132,12 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
                          f"{result['rollback']!r}, {len(findings['false_fails'])} false fails, "
                          f"{len(findings['false_safe'])} false safe, {len(internal)} internal error texts")
     return result
+
+
+def python_says(venv: Path, code: str, env: dict[str, str]) -> str:
+    """What `code`, run by the project's Python, prints (a path)."""
+    return subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
 
 
 def prepare_virtualenv(project: CorpusProject, work: Path, timings: dict[str, float]) -> Path:
