@@ -12,9 +12,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
+from alembic_projects import project_at_head
 from psycopg import sql
 from pg import PgServer, database_name, psycopg_kwargs, url_with
 
+from rollbook.database import connect
 from rollbook.embedded_server import (
     EmbeddedServerError,
     start_embedded_server,
@@ -171,6 +174,45 @@ def test_app_role_can_create_the_extensions_real_histories_use(
             "SELECT extname FROM pg_extension WHERE extname = %s", (extension,)
         ).fetchone()
     assert installed == (extension,)
+
+
+# Prefect's shape: a history that creates pg_trgm and a trigram index on a name column.
+PG_TRGM_HISTORY = {
+    "a1": (
+        None,
+        'op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm"); '
+        'op.create_table("flow", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))',
+        'op.drop_table("flow")',
+    ),
+    "a2": (
+        "a1",
+        'op.create_index("trgm_ix_flow_name", "flow", ["name"], postgresql_using="gin", '
+        'postgresql_ops={"name": "gin_trgm_ops"})',
+        'op.drop_index("trgm_ix_flow_name", table_name="flow")',
+    ),
+}
+
+
+def test_a_history_that_creates_pg_trgm_upgrades_and_rolls_back(
+    embedded: PgServer, database_url: str, tmp_path: Path
+) -> None:
+    history = {
+        revision: (down, f"import sqlalchemy as sa; {upgrade}", downgrade)
+        for revision, (down, upgrade, downgrade) in PG_TRGM_HISTORY.items()
+    }
+    _, target, config = project_at_head(
+        tmp_path, database_url, history, rows="INSERT INTO flow (name) VALUES ('nightly-etl')"
+    )
+    index_query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'trgm_ix_flow_name'"
+    with connect(target) as conn:
+        assert "gin_trgm_ops" in conn.execute(index_query).fetchone()[0]
+        similar = conn.execute("SELECT name FROM flow WHERE name % 'nightly etl'").fetchall()
+    assert similar == [("nightly-etl",)]
+
+    command.downgrade(config, "a1")
+    with connect(target) as conn:
+        assert conn.execute(index_query).fetchone() is None
+        assert conn.execute("SELECT count(*) FROM flow").fetchone() == (1,)
 
 
 def test_ships_client_tools_of_its_own_version(embedded: PgServer) -> None:
