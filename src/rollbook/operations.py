@@ -172,6 +172,10 @@ class Operation:
         }
 
 
+# Marks (in `extra`) the first operation of a function read from its Python source because it could not be
+# rendered offline: it says so, and is not itself something the function does.
+RENDER_FALLBACK = "render_fallback"
+
 # Transaction control inside a migration function: the statements between them run in autocommit.
 COMMIT, BEGIN = "commit", "begin"
 AFTER_COMMIT = ("runs after a COMMIT, outside the step's transaction: it is committed on its own the moment it "

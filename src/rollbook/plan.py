@@ -21,7 +21,7 @@ from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
 from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk, with_autocommit_marked
 from rollbook.python_operations import operations_from_python
-from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, type_risk
+from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, step_risk
 from rollbook.side_effects import read_data_dependencies, with_side_effects
 from rollbook.sql_operations import operations_from_sql
 from rollbook.status import read_current_revisions
@@ -274,7 +274,7 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
         rendered = renderer.render(revision, "downgrade")
         downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
         kind = migration_type(upgrade)
-        risk = Risk.worst([type_risk(kind), *(op.risk for op in downgrade)])
+        risk = step_risk(kind, downgrade)
         steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
     return tuple(steps)
 
@@ -379,9 +379,15 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
     for step in steps:
         rev = step.revision.revision
         if step.risk == Risk.HIGH:
+            empty = next((op for op in step.operations if op.op == "no_op_downgrade"), None)
             guidance = MIGRATION_TYPES.get(step.migration_type)
-            why = f"{guidance.rollback_safety} {guidance.mitigation}" if guidance else next(
-                (op.reason for op in step.operations if op.risk == Risk.HIGH), "")
+            if empty is not None:
+                # The procedures' words for the type describe what a downgrade does; this one does nothing.
+                why = f"{empty.detail}. {empty.reason}"
+            elif guidance and guidance.risk == Risk.HIGH:
+                why = f"{guidance.rollback_safety} {guidance.mitigation}"
+            else:
+                why = next((op.reason for op in step.operations if op.risk == Risk.HIGH), "")
             high.append(f"{rev} ({step.migration_type}) is HIGH risk: {why}")
         for op in step.operations:
             if op.risk == Risk.UNKNOWN:

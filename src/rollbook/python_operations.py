@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from rollbook.operations import BEGIN, COMMIT, LiveCheck, Operation, TableName
+from rollbook.operations import BEGIN, COMMIT, RENDER_FALLBACK, LiveCheck, Operation, TableName
 from rollbook.sql_operations import (
     ACCESS_EXCLUSIVE,
     COMMIT_REASON,
@@ -51,7 +51,7 @@ def operations_from_python(path: str | Path, function: str, render_error: str) -
                 "unknown", None, None,
                 f"{function}() cannot be rendered offline ({render_error}): it depends on live data; the "
                 "operations below were read from its source, review its logic by hand",
-                ast.get_source_segment(source, node) or "",
+                ast.get_source_segment(source, node) or "", extra={RENDER_FALLBACK: True},
             )
             return [replace(op, source="python") for op in [data_dependent, *reader.operations]]
     return [Operation("unknown", None, None, f"no {function}() function found", "", source="python")]
