@@ -12,14 +12,22 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
+from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
 from rollbook.database import DatabaseTarget, connect
 from rollbook.dependent_objects import DroppedSoFar, with_dependent_objects
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk, with_autocommit_marked
+from rollbook.operations import (
+    CERTAIN_FAILURES,
+    ROW_CHANGES,
+    Operation,
+    Risk,
+    TableName,
+    type_widening,
+    with_autocommit_marked,
+)
 from rollbook.python_operations import operations_from_python
 from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, step_risk
 from rollbook.side_effects import read_data_dependencies, with_side_effects
@@ -248,7 +256,8 @@ def plan_downgrade(
     with connect(target) as conn:
         current = read_current_revisions(conn, project)
         path = resolve_downgrade_path(project, current, requested)
-        steps = _account_for_earlier_steps(with_what_the_database_adds(conn, analyse_steps(project, path)))
+        steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, analyse_steps(project, path)))
+        steps = _account_for_earlier_steps(steps)
         counts = None
         if live_checks:
             counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
@@ -291,6 +300,50 @@ def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep,
         risk = Risk.worst([step.risk, *(op.risk for op in operations)])
         expanded.append(replace(step, operations=tuple(operations), risk=risk))
     return tuple(expanded)
+
+
+def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
+    """Each type change that keeps every value (varchar(255) to varchar, integer to bigint) made LOW, with no
+    count: it can neither fail nor change a value, whatever the rows and the server version.
+
+    The type a column has when its change runs is the one an earlier change of this downgrade gave it, or
+    else today's type in the catalog.
+    """
+    types: dict[tuple[str, str], str] = {}
+    catalog: dict[TableName, dict[str, str]] = {}
+    recognised = []
+    for step in steps:
+        operations: list[Operation] = []
+        widened: set[str] = set()
+        for op in step.operations:
+            check = op.check
+            if op.op == "convert_values" and op.statement in widened:
+                continue  # a widening changes no value
+            if op.op != "alter_column_type" or op.table is None or check is None or not check.type_name:
+                operations.append(op)
+                continue
+            key = (str(op.table), op.column or "")
+            if op.table not in catalog:
+                catalog[op.table] = dict(table_facts(conn, op.table).columns)
+            current = types.get(key) or catalog[op.table].get(op.column or "")
+            mods = check.type_modifiers
+            types[key] = f"{check.type_name}({','.join(map(str, mods))})" if mods else check.type_name
+            widening = None if check.predicate or current is None else type_widening(current, check.type_name, mods)
+            if widening is None:
+                operations.append(op)
+                continue
+            widened.add(op.statement)
+            in_place = widening == "in_place"
+            operations.append(replace(
+                op, check=None, rewrites_table=not in_place, risk=Risk.LOW,
+                detail=f"{op.detail}: a widening from {current}, every value fits"
+                + ("" if in_place else " (rewrites the table)"),
+                reason="A widening type change: every value fits the new type, so it can neither fail nor change "
+                       "a value. " + ("PostgreSQL changes only the catalog; the table is not rewritten." if in_place
+                                      else "It rewrites the table under an ACCESS EXCLUSIVE lock.")))
+        recognised.append(replace(step, operations=tuple(operations),
+                                  risk=step_risk(step.migration_type, list(operations))))
+    return tuple(recognised)
 
 
 def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:

@@ -42,11 +42,11 @@ def operations_from_python(path: str | Path, function: str, render_error: str) -
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
+    helpers = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == function:
-            reader = _FunctionReader(source)
-            for statement in node.body:
-                reader.visit(statement)
+            reader = _FunctionReader(source, helpers)
+            reader.read_function(node)
             data_dependent = Operation(
                 "unknown", None, None,
                 f"{function}() cannot be rendered offline ({render_error}): it depends on live data; the "
@@ -57,20 +57,84 @@ def operations_from_python(path: str | Path, function: str, render_error: str) -
     return [Operation("unknown", None, None, f"no {function}() function found", "", source="python")]
 
 
+# What PostgreSQL is called where a migration branches on the dialect (`dialect.name == "postgresql"`).
+_POSTGRESQL = "postgresql"
+LOOP_NOTE = "runs once per pass of a Python loop: how many times, and on which rows, is known only at run time"
+
+
 class _FunctionReader(ast.NodeVisitor):
-    def __init__(self, source: str) -> None:
+    """Reads the operations of one function, following calls to the module's own helper functions and only
+    the branches a PostgreSQL database takes."""
+
+    def __init__(self, source: str, helpers: dict[str, ast.FunctionDef]) -> None:
         self.source = source
         self.operations: list[Operation] = []
         self._batch_tables: dict[str, TableName] = {}
+        self._helpers = helpers
+        self._reading: list[str] = []
+        self._loops = 0
+        # Names bound to the dialect's name, or to a test of it (`is_pg = bind.dialect.name == "postgresql"`).
+        self._dialect_names: set[str] = set()
+        self._dialect_tests: dict[str, bool] = {}
+
+    def read_function(self, node: ast.FunctionDef) -> None:
+        """Read the body of `node`; a helper that calls itself is read once."""
+        if node.name in self._reading:
+            return
+        self._reading.append(node.name)
+        for statement in node.body:
+            self.visit(statement)
+        self._reading.pop()
+
+    def _add(self, operations: list[Operation]) -> None:
+        if self._loops:
+            # A statement in a loop runs an unknown number of times: no single count describes it.
+            operations = [replace(op, detail=f"{op.detail} ({LOOP_NOTE})",
+                                  check=op.check if op.op in ("drop_column", "drop_table") else None)
+                          for op in operations]
+        self.operations.extend(operations)
+
+    def visit_For(self, node: ast.For | ast.While | ast.AsyncFor) -> None:
+        self.visit(node.iter) if isinstance(node, (ast.For, ast.AsyncFor)) else self.visit(node.test)
+        self._loops += 1
+        for statement in node.body:
+            self.visit(statement)
+        self._loops -= 1
+        for statement in node.orelse:
+            self.visit(statement)
+
+    visit_While = visit_For
+    visit_AsyncFor = visit_For
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        test = _dialect_test(node.value, self._dialect_names, self._dialect_tests)
+        for name in names:
+            self._dialect_names.discard(name)
+            self._dialect_tests.pop(name, None)
+            if _is_dialect_name(node.value, self._dialect_names):
+                self._dialect_names.add(name)
+            elif test is not None:
+                self._dialect_tests[name] = test
+        self.generic_visit(node)
+
+    def visit_If(self, node: ast.If) -> None:
+        taken = _dialect_test(node.test, self._dialect_names, self._dialect_tests)
+        if taken is None:
+            self.generic_visit(node)
+            return
+        # A branch for another database (MySQL, SQLite) never runs on PostgreSQL.
+        for statement in node.body if taken else node.orelse:
+            self.visit(statement)
 
     def visit_With(self, node: ast.With) -> None:
         autocommit = next((item.context_expr for item in node.items if isinstance(item.context_expr, ast.Call)
                            and _attribute_name(item.context_expr.func) == "autocommit_block"), None)
         if autocommit is not None:
             text = ast.get_source_segment(self.source, autocommit) or "autocommit_block()"
-            self.operations.append(Operation(COMMIT, None, None, "autocommit_block(): commits the step's transaction "
-                                             "part-way and runs the block outside any transaction", text,
-                                             not_atomic_reason=COMMIT_REASON))
+            self._add([Operation(COMMIT, None, None, "autocommit_block(): commits the step's transaction "
+                                 "part-way and runs the block outside any transaction", text,
+                                 not_atomic_reason=COMMIT_REASON)])
         for item in node.items:
             call = item.context_expr
             if (isinstance(call, ast.Call) and _attribute_name(call.func) == "batch_alter_table"
@@ -82,8 +146,7 @@ class _FunctionReader(ast.NodeVisitor):
         for statement in node.body:
             self.visit(statement)
         if autocommit is not None:
-            self.operations.append(Operation(BEGIN, None, None, "autocommit_block() ends: a new transaction starts",
-                                             text))
+            self._add([Operation(BEGIN, None, None, "autocommit_block() ends: a new transaction starts", text)])
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -91,21 +154,54 @@ class _FunctionReader(ast.NodeVisitor):
             owner, name = func.value.id, func.attr
             text = ast.get_source_segment(self.source, node) or name
             if owner == "op":
-                self.operations.extend(_op_call(name, node, text, None))
+                self._add(_op_call(name, node, text, None))
                 return
             if owner in self._batch_tables:
-                self.operations.extend(_op_call(name, node, text, self._batch_tables[owner]))
+                self._add(_op_call(name, node, text, self._batch_tables[owner]))
                 return
             if name in ("execute", "exec_driver_sql"):
-                self.operations.extend(_execute(node, text, driver_sql=name == "exec_driver_sql"))
+                self._add(_execute(node, text, driver_sql=name == "exec_driver_sql"))
                 return
         if isinstance(func, ast.Attribute) and func.attr == "commit":
             # op.get_bind().commit(), connection.commit(): the step's transaction ends here.
-            self.operations.append(Operation(COMMIT, None, None, "commits the step's transaction part-way",
-                                             ast.get_source_segment(self.source, node) or "commit()",
-                                             not_atomic_reason=COMMIT_REASON))
+            self._add([Operation(COMMIT, None, None, "commits the step's transaction part-way",
+                                 ast.get_source_segment(self.source, node) or "commit()",
+                                 not_atomic_reason=COMMIT_REASON)])
             return
         self.generic_visit(node)
+        if isinstance(func, ast.Name) and func.id in self._helpers:
+            # A helper defined in the same file (`_drop_old_columns()`): its operations are this function's.
+            self.read_function(self._helpers[func.id])
+
+
+def _is_dialect_name(node: ast.expr, dialect_names: set[str]) -> bool:
+    """`<anything>.dialect.name`, or a name bound to one."""
+    if isinstance(node, ast.Name):
+        return node.id in dialect_names
+    return (isinstance(node, ast.Attribute) and node.attr == "name" and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "dialect")
+
+
+def _dialect_test(node: ast.expr, dialect_names: set[str], dialect_tests: dict[str, bool]) -> bool | None:
+    """Whether `node` is true on PostgreSQL, when it only tests the dialect's name; None for any other test."""
+    if isinstance(node, ast.Name):
+        return dialect_tests.get(node.id)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _dialect_test(node.operand, dialect_names, dialect_tests)
+        return None if inner is None else not inner
+    if isinstance(node, ast.BoolOp):
+        parts = [_dialect_test(value, dialect_names, dialect_tests) for value in node.values]
+        if None in parts:
+            return None
+        return all(parts) if isinstance(node.op, ast.And) else any(parts)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and _is_dialect_name(node.left, dialect_names):
+        compared = _literal(node.comparators[0])
+        operator = node.ops[0]
+        if isinstance(compared, str) and isinstance(operator, (ast.Eq, ast.NotEq)):
+            return (compared == _POSTGRESQL) == isinstance(operator, ast.Eq)
+        if isinstance(compared, (tuple, list, set)) and isinstance(operator, (ast.In, ast.NotIn)):
+            return (_POSTGRESQL in compared) == isinstance(operator, ast.In)
+    return None
 
 
 def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None) -> list[Operation]:
