@@ -215,3 +215,26 @@ def test_a_table_the_upgrade_creates_is_recognised_with_or_without_its_public_sc
     [drop] = assess_downgrade_operations(upgrade, sql_ops("DROP TABLE spans"))
     assert drop.risk == Risk.LOW
     assert drop.reason == "The table was created by this migration; rows written to it since are lost."
+
+
+def test_a_loop_over_names_the_source_spells_lists_each_operation(tmp_path):
+    path = migration_file(tmp_path, '''
+        from alembic import op
+
+        OLD_COLUMNS = ("source_type", "source")
+
+        def downgrade():
+            for column in OLD_COLUMNS:
+                op.drop_column("model_versions", column)
+            for table, column in [("runs", "lifecycle"), ("experiments", "lifecycle")]:
+                with op.batch_alter_table(table) as batch_op:
+                    batch_op.drop_column(column)
+            for column in computed_columns():
+                op.drop_column("runs", column)
+        ''')
+    operations = operations_from_python(path, "downgrade", "offline")
+    assert [(op.op, str(op.table), op.column) for op in operations[1:]] == [
+        ("drop_column", "model_versions", "source_type"), ("drop_column", "model_versions", "source"),
+        ("drop_column", "runs", "lifecycle"), ("drop_column", "experiments", "lifecycle"),
+        ("unknown", "runs", None)]
+    assert operations[-1].detail.startswith("drops a column of runs whose name is computed at run time")

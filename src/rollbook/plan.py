@@ -302,6 +302,10 @@ def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep,
     return tuple(expanded)
 
 
+# Operations after which a column's type is no longer today's: it is dropped or made anew.
+_RESHAPES = frozenset({"add_column", "drop_column", "create_table", "drop_table", "rename_column", "rename_table"})
+
+
 def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
     """Each type change that keeps every value (varchar(255) to varchar, integer to bigint) made LOW, with no
     count: it can neither fail nor change a value, whatever the rows and the server version.
@@ -310,6 +314,7 @@ def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, .
     else today's type in the catalog.
     """
     types: dict[tuple[str, str], str] = {}
+    reshaped: set[tuple[str, str]] = set()
     catalog: dict[TableName, dict[str, str]] = {}
     recognised = []
     for step in steps:
@@ -319,13 +324,17 @@ def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, .
             check = op.check
             if op.op == "convert_values" and op.statement in widened:
                 continue  # a widening changes no value
+            if op.op in _RESHAPES and op.table is not None:
+                # Re-created by this downgrade: neither today's type nor a tracked change says what it will be.
+                reshaped.add((str(op.table), op.column or ""))
             if op.op != "alter_column_type" or op.table is None or check is None or not check.type_name:
                 operations.append(op)
                 continue
             key = (str(op.table), op.column or "")
             if op.table not in catalog:
                 catalog[op.table] = dict(table_facts(conn, op.table).columns)
-            current = types.get(key) or catalog[op.table].get(op.column or "")
+            unknowable = key in reshaped or (str(op.table), "") in reshaped
+            current = None if unknowable else types.get(key) or catalog[op.table].get(op.column or "")
             mods = check.type_modifiers
             types[key] = f"{check.type_name}({','.join(map(str, mods))})" if mods else check.type_name
             widening = None if check.predicate or current is None else type_widening(current, check.type_name, mods)

@@ -11,6 +11,7 @@ not atomic.
 from __future__ import annotations
 
 import ast
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,9 +44,11 @@ def operations_from_python(path: str | Path, function: str, render_error: str) -
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
     helpers = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    constants = {node.targets[0].id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == function:
-            reader = _FunctionReader(source, helpers)
+            reader = _FunctionReader(source, helpers, constants)
             reader.read_function(node)
             data_dependent = Operation(
                 "unknown", None, None,
@@ -66,8 +69,9 @@ class _FunctionReader(ast.NodeVisitor):
     """Reads the operations of one function, following calls to the module's own helper functions and only
     the branches a PostgreSQL database takes."""
 
-    def __init__(self, source: str, helpers: dict[str, ast.FunctionDef]) -> None:
+    def __init__(self, source: str, helpers: dict[str, ast.FunctionDef], constants: dict[str, ast.expr]) -> None:
         self.source = source
+        self._constants = constants
         self.operations: list[Operation] = []
         self._batch_tables: dict[str, TableName] = {}
         self._helpers = helpers
@@ -95,7 +99,17 @@ class _FunctionReader(ast.NodeVisitor):
         self.operations.extend(operations)
 
     def visit_For(self, node: ast.For | ast.While | ast.AsyncFor) -> None:
-        self.visit(node.iter) if isinstance(node, (ast.For, ast.AsyncFor)) else self.visit(node.test)
+        if isinstance(node, ast.While):
+            self.visit(node.test)
+        else:
+            self.visit(node.iter)
+            values = self._literal_values(node.iter)
+            if values is not None and _names_in(node.target):
+                # `for column in ("a", "b"): op.drop_column("t", column)`: each pass is read with its value.
+                for value in values:
+                    for statement in node.body:
+                        self.visit(_Substituted(_names_in(node.target), value).visit(copy.deepcopy(statement)))
+                return
         self._loops += 1
         for statement in node.body:
             self.visit(statement)
@@ -105,6 +119,13 @@ class _FunctionReader(ast.NodeVisitor):
 
     visit_While = visit_For
     visit_AsyncFor = visit_For
+
+    def _literal_values(self, node: ast.expr) -> list[object] | None:
+        """The values a loop runs over, when the source spells them (a literal, or a module constant)."""
+        if isinstance(node, ast.Name) and node.id in self._constants:
+            node = self._constants[node.id]
+        value = _literal(node)
+        return list(value) if isinstance(value, (list, tuple, set)) else None
 
     def visit_Assign(self, node: ast.Assign) -> None:
         names = [t.id for t in node.targets if isinstance(t, ast.Name)]
@@ -174,6 +195,29 @@ class _FunctionReader(ast.NodeVisitor):
             self.read_function(self._helpers[func.id])
 
 
+def _names_in(target: ast.expr) -> list[str]:
+    """The names a loop binds (`column`, or `table, column`); empty for anything else."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, ast.Tuple) and all(isinstance(e, ast.Name) for e in target.elts):
+        return [e.id for e in target.elts]  # type: ignore[attr-defined]
+    return []
+
+
+class _Substituted(ast.NodeTransformer):
+    """A statement of a loop's body with the loop's names replaced by one pass's values."""
+
+    def __init__(self, names: list[str], value: object) -> None:
+        values = (value,) if len(names) == 1 else value
+        self._values = dict(zip(names, values)) if isinstance(values, (tuple, list)) and len(values) == len(
+            names) else {}
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if isinstance(node.ctx, ast.Load) and node.id in self._values:
+            return ast.copy_location(ast.Constant(self._values[node.id]), node)
+        return node
+
+
 def _is_dialect_name(node: ast.expr, dialect_names: set[str]) -> bool:
     """`<anything>.dialect.name`, or a name bound to one."""
     if isinstance(node, ast.Name):
@@ -228,6 +272,9 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
                           text)]
     if name == "drop_column":
         column = _literal(args[0]) if args else _keyword(call, "column_name")
+        if not isinstance(column, str):
+            return [Operation("unknown", table, None, f"drops a column of {table} whose name is computed at run time: "
+                              "review by hand", text)]
         return [Operation("drop_column", table, column, f"drops column {table}.{column} and every value in it", text,
                           lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)))]
     if name == "add_column":
