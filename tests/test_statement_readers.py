@@ -238,3 +238,66 @@ def test_a_loop_over_names_the_source_spells_lists_each_operation(tmp_path):
         ("drop_column", "runs", "lifecycle"), ("drop_column", "experiments", "lifecycle"),
         ("unknown", "runs", None)]
     assert operations[-1].detail.startswith("drops a column of runs whose name is computed at run time")
+
+
+def test_a_loop_over_a_dict_the_function_spells_lists_every_column_it_drops(tmp_path):
+    # MLflow's shape: about twenty columns dropped through nested loops over a dict, on PostgreSQL's branch.
+    path = migration_file(tmp_path, '''
+        from alembic import op
+
+        def downgrade():
+            columns_by_table = {"spans": ["model_name", "total_cost"], "trace_info": ["session_id"]}
+            if op.get_bind().dialect.name == "sqlite":
+                pass
+            else:
+                for table_name, columns in columns_by_table.items():
+                    for column in columns:
+                        op.drop_column(table_name, column)
+        ''')
+    operations = operations_from_python(path, "downgrade", "offline")
+    assert [(op.op, str(op.table), op.column) for op in operations[1:]] == [
+        ("drop_column", "spans", "model_name"), ("drop_column", "spans", "total_cost"),
+        ("drop_column", "trace_info", "session_id")]
+
+
+def test_helpers_that_return_a_column_or_a_batch_are_read_in_place(tmp_path):
+    path = migration_file(tmp_path, '''
+        import sqlalchemy as sa
+        from alembic import op
+
+        def _workspace_column():
+            """The column every table gets."""
+            return sa.Column("workspace", sa.String(63), nullable=False, server_default="default")
+
+        def _with_batch(table_name):
+            return op.batch_alter_table(table_name, recreate="auto")
+
+        def upgrade():
+            with _with_batch("experiments") as batch_op:
+                batch_op.add_column(_workspace_column())
+        ''')
+    operations = operations_from_python(path, "upgrade", "offline")
+    assert [(op.op, str(op.table), op.column) for op in operations[1:]] == [("add_column", "experiments", "workspace")]
+
+
+def test_a_table_named_by_an_imported_models_attribute_is_read_from_the_module(tmp_path):
+    class SqlLatestMetric:  # stands for MLflow's model class, imported by the migration
+        __tablename__ = "latest_metrics"
+
+    path = migration_file(tmp_path, '''
+        from alembic import op
+
+        def upgrade():
+            op.create_table(SqlLatestMetric.__tablename__)
+        ''')
+    operations = operations_from_python(path, "upgrade", "offline", {"SqlLatestMetric": SqlLatestMetric, "op": None})
+    assert [(op.op, str(op.table)) for op in operations[1:]] == [("create_table", "latest_metrics")]
+
+
+def test_a_drop_is_not_said_to_destroy_older_data_when_the_upgrade_could_not_be_read_in_full():
+    upgrade = [Operation("unknown", None, None, "executes SQL built at run time: review by hand", "")]
+    [drop] = assess_downgrade_operations(upgrade, sql_ops("ALTER TABLE spans DROP COLUMN total_cost"))
+    assert drop.risk == Risk.UNKNOWN
+    assert drop.reason.startswith("upgrade() could not be read in full, so whether it created this column is not known")
+    [known] = assess_downgrade_operations(sql_ops("SELECT 1"), sql_ops("ALTER TABLE spans DROP COLUMN total_cost"))
+    assert known.risk == Risk.HIGH

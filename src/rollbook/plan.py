@@ -358,8 +358,9 @@ def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, .
 def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
     if rendered.sql is not None:
         return with_autocommit_marked(operations_from_sql(rendered.sql)) if rendered.sql.strip() else []
-    return with_autocommit_marked(operations_from_python(project.script(rendered.revision).path, rendered.direction,
-                                                         rendered.error or ""))
+    script = project.script(rendered.revision)
+    return with_autocommit_marked(operations_from_python(script.path, rendered.direction, rendered.error or "",
+                                                         vars(script.module)))
 
 
 # Downgrade operations that change what a later count of their table would see: every row, or one column.

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import inspect
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -35,14 +37,20 @@ _INTEGER_TYPES = {"SmallInteger": "smallint", "SMALLINT": "smallint", "Integer":
 _POSITIONAL_PARAMETERS = postgresql.dialect(paramstyle="numeric_dollar")
 
 
-def operations_from_python(path: str | Path, function: str, render_error: str) -> list[Operation]:
+def operations_from_python(
+    path: str | Path, function: str, render_error: str, namespace: dict[str, Any] | None = None
+) -> list[Operation]:
     """The operations of `function` (upgrade or downgrade) in the migration file at `path`.
 
-    The first operation is always `unknown`: a function that cannot run offline depends on live data,
-    and what it does with that data is for a person to judge.
+    `namespace`, the imported module's globals, names what the source spells as attributes of what it
+    imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is always
+    `unknown`: a function that cannot run offline depends on live data, and what it does with that data
+    is for a person to judge.
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
+    if namespace:
+        tree = _ModuleAttributes(namespace).visit(tree)
     helpers = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     constants = {node.targets[0].id: node.value for node in tree.body if isinstance(node, ast.Assign)
                  and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
@@ -72,6 +80,7 @@ class _FunctionReader(ast.NodeVisitor):
     def __init__(self, source: str, helpers: dict[str, ast.FunctionDef], constants: dict[str, ast.expr]) -> None:
         self.source = source
         self._constants = constants
+        self._locals: dict[str, ast.expr] = {}
         self.operations: list[Operation] = []
         self._batch_tables: dict[str, TableName] = {}
         self._helpers = helpers
@@ -108,7 +117,8 @@ class _FunctionReader(ast.NodeVisitor):
                 # `for column in ("a", "b"): op.drop_column("t", column)`: each pass is read with its value.
                 for value in values:
                     for statement in node.body:
-                        self.visit(_Substituted(_names_in(node.target), value).visit(copy.deepcopy(statement)))
+                        self.visit(_Substituted(_pass_values(_names_in(node.target), value)).visit(
+                            copy.deepcopy(statement)))
                 return
         self._loops += 1
         for statement in node.body:
@@ -121,14 +131,26 @@ class _FunctionReader(ast.NodeVisitor):
     visit_AsyncFor = visit_For
 
     def _literal_values(self, node: ast.expr) -> list[object] | None:
-        """The values a loop runs over, when the source spells them (a literal, or a module constant)."""
-        if isinstance(node, ast.Name) and node.id in self._constants:
-            node = self._constants[node.id]
+        """The values a loop runs over, when the source spells them: a literal, a name bound to one in this
+        function or the module, or `.items()`, `.keys()`, `.values()` of such a dict."""
+        method = None
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.args
+                and node.func.attr in ("items", "keys", "values")):
+            method, node = node.func.attr, node.func.value
+        if isinstance(node, ast.Name):
+            node = self._locals.get(node.id) or self._constants.get(node.id) or node
         value = _literal(node)
-        return list(value) if isinstance(value, (list, tuple, set)) else None
+        if isinstance(value, dict):
+            return list(getattr(value, method or "keys")())
+        return list(value) if isinstance(value, (list, tuple, set)) and method is None else None
 
     def visit_Assign(self, node: ast.Assign) -> None:
         names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        for name in names:
+            # A literal a later loop may run over (`columns_by_table = {"spans": [...], ...}`).
+            self._locals.pop(name, None)
+            if _literal(node.value) is not None:
+                self._locals[name] = node.value
         test = _dialect_test(node.value, self._dialect_names, self._dialect_tests)
         for name in names:
             self._dialect_names.discard(name)
@@ -157,7 +179,7 @@ class _FunctionReader(ast.NodeVisitor):
                                  "part-way and runs the block outside any transaction", text,
                                  not_atomic_reason=COMMIT_REASON)])
         for item in node.items:
-            call = item.context_expr
+            call = self._inlined(item.context_expr)
             if (isinstance(call, ast.Call) and _attribute_name(call.func) == "batch_alter_table"
                     and isinstance(item.optional_vars, ast.Name)):
                 table = _literal(call.args[0]) if call.args else _keyword(call, "table_name")
@@ -169,11 +191,26 @@ class _FunctionReader(ast.NodeVisitor):
         if autocommit is not None:
             self._add([Operation(BEGIN, None, None, "autocommit_block() ends: a new transaction starts", text)])
 
+    def _inlined(self, node: ast.expr) -> ast.expr:
+        """A call of one of the file's helpers that only returns an expression (`_workspace_column()`,
+        `_with_batch("runs")`), replaced by that expression with the call's arguments in it; else `node`."""
+        helper = self._helpers.get(node.func.id) if isinstance(node, ast.Call) and isinstance(
+            node.func, ast.Name) else None
+        if helper is None:
+            return node
+        body = [s for s in helper.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+            return node
+        arguments = {parameter.arg: _literal(argument) for parameter, argument in zip(helper.args.args, node.args)}
+        return _Substituted(arguments).visit(copy.deepcopy(body[0].value))
+
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
             owner, name = func.value.id, func.attr
             text = ast.get_source_segment(self.source, node) or name
+            node = ast.copy_location(ast.Call(func=func, args=[self._inlined(a) for a in node.args],
+                                              keywords=node.keywords), node)
             if owner == "op":
                 self._add(_op_call(name, node, text, None))
                 return
@@ -204,13 +241,46 @@ def _names_in(target: ast.expr) -> list[str]:
     return []
 
 
-class _Substituted(ast.NodeTransformer):
-    """A statement of a loop's body with the loop's names replaced by one pass's values."""
+class _ModuleAttributes(ast.NodeTransformer):
+    """Attributes of the module's imports that hold a name (`SqlLatestMetric.__tablename__`), as constants.
 
-    def __init__(self, names: list[str], value: object) -> None:
-        values = (value,) if len(names) == 1 else value
-        self._values = dict(zip(names, values)) if isinstance(values, (tuple, list)) and len(values) == len(
-            names) else {}
+    Read with getattr_static: no property or descriptor of the project's code runs.
+    """
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self._namespace = namespace
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+        value = self._resolve(node)
+        if isinstance(value, str):
+            return ast.copy_location(ast.Constant(value), node)
+        self.generic_visit(node)
+        return node
+
+    def _resolve(self, node: ast.expr) -> object:
+        if isinstance(node, ast.Name):
+            return self._namespace.get(node.id, _UNRESOLVED)
+        if isinstance(node, ast.Attribute):
+            owner = self._resolve(node.value)
+            if owner is not _UNRESOLVED:
+                return inspect.getattr_static(owner, node.attr, _UNRESOLVED)
+        return _UNRESOLVED
+
+
+_UNRESOLVED = object()
+
+
+def _pass_values(names: list[str], value: object) -> dict[str, object]:
+    """What each name a loop binds holds in the pass over `value` (unpacked for `for table, column in ...`)."""
+    values = (value,) if len(names) == 1 else value
+    return dict(zip(names, values)) if isinstance(values, (tuple, list)) and len(values) == len(names) else {}
+
+
+class _Substituted(ast.NodeTransformer):
+    """A copy of source with some names replaced by the values they hold (a loop's pass, a helper's arguments)."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self._values = values
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
         if isinstance(node.ctx, ast.Load) and node.id in self._values:

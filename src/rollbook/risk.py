@@ -169,9 +169,16 @@ def assess_downgrade_operations(upgrade_ops: list[Operation], downgrade_ops: lis
     dropped_columns = {(table_key(o.table), o.column) for o in upgrade_ops if o.op == "drop_column"}
     created_tables = {table_key(o.table) for o in upgrade_ops if o.op == "create_table"}
     dropped_tables = {table_key(o.table) for o in upgrade_ops if o.op == "drop_table"}
+    # Part of upgrade() could not be read (a column list computed at run time): what it added is not all known.
+    partly_read = any(o.op == "unknown" and not o.extra.get(RENDER_FALLBACK) for o in upgrade_ops)
     assessed = []
     for op in downgrade_ops:
         risk, reason = _risk_of(op, added_columns, dropped_columns, created_tables, dropped_tables)
+        if partly_read and op.op in ("drop_column", "drop_table") and risk == Risk.HIGH:
+            what = "column" if op.op == "drop_column" else "table"
+            risk, reason = Risk.UNKNOWN, (
+                f"upgrade() could not be read in full, so whether it created this {what} is not known: if the "
+                f"{what} existed before this migration, dropping it destroys older data. Review upgrade() by hand.")
         assessed.append(replace(op, risk=risk, reason=reason))
     if upgrade_ops and not downgrade_ops:
         assessed.append(_empty_downgrade(upgrade_ops))
