@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rollbook.operations import Operation, Risk, type_widening
+from rollbook.operations import RENDER_FALLBACK, Operation, Risk, type_widening
 from rollbook.python_operations import LOOP_NOTE, operations_from_python
 from rollbook.risk import assess_downgrade_operations, migration_type, step_risk
 from rollbook.sql_operations import operations_from_sql
@@ -301,3 +301,15 @@ def test_a_drop_is_not_said_to_destroy_older_data_when_the_upgrade_could_not_be_
     assert drop.reason.startswith("upgrade() could not be read in full, so whether it created this column is not known")
     [known] = assess_downgrade_operations(sql_ops("SELECT 1"), sql_ops("ALTER TABLE spans DROP COLUMN total_cost"))
     assert known.risk == Risk.HIGH
+
+
+def test_an_empty_downgrade_after_an_upgrade_read_from_source_or_seen_doing_nothing_is_for_review():
+    fallback = Operation("unknown", None, None, "upgrade() cannot be rendered offline", "",
+                         extra={RENDER_FALLBACK: True})
+    [read_from_source] = assess_downgrade_operations([fallback, *sql_ops("UPDATE runs SET a = 1 WHERE b")], [])
+    assert read_from_source.risk == Risk.UNKNOWN
+    assert read_from_source.detail.startswith("downgrade() does nothing; upgrade(), read from its Python source, "
+                                              "appears to change only rows")
+    # Nothing but a COMMIT was seen (an ORM session does the work): nothing is claimed about it.
+    [unseen] = assess_downgrade_operations([fallback, *sql_ops("COMMIT")], [])
+    assert unseen.risk == Risk.UNKNOWN and "could not be read" in unseen.detail

@@ -204,12 +204,19 @@ def _empty_downgrade(upgrade_ops: list[Operation]) -> Operation:
             "downgrade() does nothing although upgrade() changes the schema: the version would move back "
             "while the schema stays as it is", "", risk=Risk.UNKNOWN,
             reason="An empty downgrade leaves the database out of step with its revision: review by hand.")
-    if any(op.op == "unknown" for op in read):
+    if any(op.op == "unknown" for op in read) or not any(op.op in DATA_OPS for op in read):
         return Operation(
             "no_op_downgrade", None, None,
             "downgrade() does nothing, and part of what upgrade() does could not be read: if it changes only rows, "
             "they stay as upgrade() left them; if it changes the schema, the schema stays out of step", "",
             risk=Risk.UNKNOWN, reason="What upgrade() does is not fully known: review it by hand.")
+    if len(read) < len(upgrade_ops):
+        # Read from Python source: calls that are not Alembic operations or SQL (an ORM session) stay unseen.
+        return Operation(
+            "no_op_downgrade", None, None,
+            "downgrade() does nothing; upgrade(), read from its Python source, appears to change only rows, which "
+            "stay as upgrade() left them", "", risk=Risk.UNKNOWN,
+            reason="Confirm by hand that upgrade() changes no schema: its source was read, not rendered.")
     return Operation(
         "no_op_downgrade", None, None,
         "downgrade() does nothing: upgrade() changes only rows, so the schema is already right for the older "
