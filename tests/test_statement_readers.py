@@ -313,3 +313,18 @@ def test_an_empty_downgrade_after_an_upgrade_read_from_source_or_seen_doing_noth
     # Nothing but a COMMIT was seen (an ORM session does the work): nothing is claimed about it.
     [unseen] = assess_downgrade_operations([fallback, *sql_ops("COMMIT")], [])
     assert unseen.risk == Risk.UNKNOWN and "could not be read" in unseen.detail
+
+
+def test_a_column_built_first_and_added_after_keeps_its_name(tmp_path):
+    path = migration_file(tmp_path, '''
+        import sqlalchemy as sa
+        from alembic import op
+
+        def downgrade():
+            column = sa.Column("dimension_attributes", sa.JSON(), nullable=True)
+            op.add_column("spans", column)
+            op.add_column("spans", make_column())
+        ''')
+    _, named, computed = operations_from_python(path, "downgrade", "offline")
+    assert (named.op, named.column) == ("add_column", "dimension_attributes")
+    assert computed.detail == "adds a column to spans whose definition is computed at run time: it comes back EMPTY"

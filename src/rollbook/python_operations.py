@@ -149,7 +149,8 @@ class _FunctionReader(ast.NodeVisitor):
         for name in names:
             # A literal a later loop may run over (`columns_by_table = {"spans": [...], ...}`).
             self._locals.pop(name, None)
-            if _literal(node.value) is not None:
+            if _literal(node.value) is not None or (isinstance(node.value, ast.Call)
+                                                   and _attribute_name(node.value.func) == "Column"):
                 self._locals[name] = node.value
         test = _dialect_test(node.value, self._dialect_names, self._dialect_tests)
         for name in names:
@@ -194,6 +195,8 @@ class _FunctionReader(ast.NodeVisitor):
     def _inlined(self, node: ast.expr) -> ast.expr:
         """A call of one of the file's helpers that only returns an expression (`_workspace_column()`,
         `_with_batch("runs")`), replaced by that expression with the call's arguments in it; else `node`."""
+        if isinstance(node, ast.Name) and isinstance(self._locals.get(node.id), ast.Call):
+            return self._locals[node.id]  # `column = sa.Column("x", ...)`, then `op.add_column("t", column)`
         helper = self._helpers.get(node.func.id) if isinstance(node, ast.Call) and isinstance(
             node.func, ast.Name) else None
         if helper is None:
@@ -349,6 +352,9 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
                           lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)))]
     if name == "add_column":
         column = _column_name(args[0]) if args else None
+        if column is None:
+            return [Operation("add_column", table, None, f"adds a column to {table} whose definition is computed at "
+                              "run time: it comes back EMPTY", text, lock=ACCESS_EXCLUSIVE)]
         not_null = _column_not_null(args[0]) if args else False
         check = LiveCheck("rows_present", table, (column,)) if not_null else None
         detail = (f"adds NOT NULL column {table}.{column} without a default: fails if {table} has any row" if not_null
