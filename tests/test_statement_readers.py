@@ -328,3 +328,23 @@ def test_a_column_built_first_and_added_after_keeps_its_name(tmp_path):
     _, named, computed = operations_from_python(path, "downgrade", "offline")
     assert (named.op, named.column) == ("add_column", "dimension_attributes")
     assert computed.detail == "adds a column to spans whose definition is computed at run time: it comes back EMPTY"
+
+
+def test_sql_held_by_a_name_or_an_f_string_of_constants_is_read(tmp_path):
+    path = migration_file(tmp_path, '''
+        import sqlalchemy as sa
+        from alembic import op
+
+        INDEX_NAME = "ix_flow_run__state_type"
+
+        def upgrade():
+            conn = op.get_bind()
+            backfill = "UPDATE flow_run SET state_name = 'Done' WHERE state_name IS NULL"
+            conn.execute(sa.text(backfill))
+            op.execute(f"CREATE INDEX {INDEX_NAME} ON flow_run (state_type)")
+            op.execute(f"REINDEX INDEX {computed()}")
+        ''')
+    _, update, index, unknown = operations_from_python(path, "upgrade", "offline")
+    assert (update.op, str(update.table)) == ("update", "flow_run")
+    assert index.detail == "creates index ix_flow_run__state_type on flow_run (blocks writes while it builds)"
+    assert unknown.op == "unknown"

@@ -192,6 +192,11 @@ class _FunctionReader(ast.NodeVisitor):
         if autocommit is not None:
             self._add([Operation(BEGIN, None, None, "autocommit_block() ends: a new transaction starts", text)])
 
+    def _literal_names(self) -> dict[str, object]:
+        bound = {**self._constants, **self._locals}
+        values = {name: _literal(value) for name, value in bound.items()}
+        return {name: value for name, value in values.items() if isinstance(value, (str, int, float, tuple))}
+
     def _inlined(self, node: ast.expr) -> ast.expr:
         """A call of one of the file's helpers that only returns an expression (`_workspace_column()`,
         `_with_batch("runs")`), replaced by that expression with the call's arguments in it; else `node`."""
@@ -214,6 +219,8 @@ class _FunctionReader(ast.NodeVisitor):
             text = ast.get_source_segment(self.source, node) or name
             node = ast.copy_location(ast.Call(func=func, args=[self._inlined(a) for a in node.args],
                                               keywords=node.keywords), node)
+            # Names bound to a literal (`sql = "UPDATE ..."`, a module's `INDEX_NAME = "ix"`) read as their value.
+            node = _Substituted(self._literal_names()).visit(copy.deepcopy(node))
             if owner == "op":
                 self._add(_op_call(name, node, text, None))
                 return
@@ -289,6 +296,18 @@ class _Substituted(ast.NodeTransformer):
         if isinstance(node.ctx, ast.Load) and node.id in self._values:
             return ast.copy_location(ast.Constant(self._values[node.id]), node)
         return node
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.expr:
+        """An f-string whose every placeholder is now a plain value, as the string it makes."""
+        self.generic_visit(node)
+        parts = []
+        for value in node.values:
+            if isinstance(value, ast.FormattedValue) and value.conversion == -1 and value.format_spec is None:
+                value = value.value
+            if not isinstance(value, ast.Constant) or not isinstance(value.value, (str, int, float)):
+                return node
+            parts.append(str(value.value))
+        return ast.copy_location(ast.Constant("".join(parts)), node)
 
 
 def _is_dialect_name(node: ast.expr, dialect_names: set[str]) -> bool:
