@@ -6,6 +6,11 @@ inside `op.batch_alter_table`) becomes an operation; SQL given as a string liter
 SQL reader; anything else that touches the database is `unknown`. An `autocommit_block()` becomes the
 COMMIT and BEGIN Alembic's offline rendering shows around it, so both readers mark the same steps as
 not atomic.
+
+The source is read as it runs on PostgreSQL: only the PostgreSQL branch of a dialect test, the file's
+own helpers as part of the function that calls them, a loop over names the source spells once per
+name, and names bound to literals as their values. A statement in any other loop runs an unknown
+number of times: it says so and carries no count.
 """
 
 from __future__ import annotations
@@ -261,7 +266,7 @@ class _ModuleAttributes(ast.NodeTransformer):
         self._namespace = namespace
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
-        value = self._resolve(node)
+        value = self._resolve(node) if isinstance(node.ctx, ast.Load) else _UNRESOLVED
         if isinstance(value, str):
             return ast.copy_location(ast.Constant(value), node)
         self.generic_visit(node)
