@@ -1,8 +1,10 @@
 """Running migrations where no asyncio event loop runs, yet stoppable from the caller's thread.
 
-A Jupyter kernel runs an event loop in its main thread, so an async env.py (Alembic's `-t async`
-template, Prefect) fails there: `asyncio.run()` refuses to start inside a running loop. Each step
-therefore runs in a worker thread of its own, where env.py starts its loop as it does under `alembic`.
+A Jupyter kernel runs an event loop in its main thread, so an async env.py fails there: Alembic's
+`-t async` template calls `asyncio.run()`, which refuses to start inside a running loop. Each step
+therefore runs in a thread where no loop runs, as under `alembic`. That thread is an anyio worker
+thread of a loop running in a thread of rollbook's: Prefect's env.py, written to run from Prefect's
+own CLI, calls back into that loop (`anyio.from_thread.run`) and fails anywhere else.
 
 Signals reach only the main thread: a KeyboardInterrupt (the kernel interrupted by a stop request)
 lands there while it waits. The worker's statements are then cancelled server-side, the worker is
@@ -15,6 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import psycopg
 
 Result = TypeVar("Result")
@@ -56,7 +60,7 @@ class BackendPids:
 
 
 def run_outside_event_loop(work: Callable[[], Result], *, cancel: Callable[[], None]) -> Result:
-    """Run `work` in a new thread with no event loop and return its result or raise its exception.
+    """Run `work` where no event loop runs (an anyio worker thread) and return its result or raise its exception.
 
     A KeyboardInterrupt while waiting calls `cancel` (repeatedly, until the worker ends), waits for
     the worker, then is raised again: the step's transaction is rolled back before the caller goes on.
@@ -66,7 +70,7 @@ def run_outside_event_loop(work: Callable[[], Result], *, cancel: Callable[[], N
 
     def worker() -> None:
         try:
-            outcome["result"] = work()
+            outcome["result"] = anyio.run(anyio.to_thread.run_sync, work)
         except BaseException as exc:  # handed over to the caller's thread as is
             outcome["error"] = exc
         finally:

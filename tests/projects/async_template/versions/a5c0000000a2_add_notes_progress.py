@@ -18,8 +18,11 @@ depends_on: Union[str, Sequence[str], None] = None
 
 def upgrade() -> None:
     op.add_column("notes", sa.Column("progress", sa.Text(), nullable=True))
-    # Written for asyncpg, whose SQL has no '%' placeholders: both '%' are literal.
+    # Written for asyncpg, whose SQL has no '%' placeholders: every '%' is literal, '%I' included.
     op.get_bind().exec_driver_sql("UPDATE notes SET progress = '100%' WHERE body LIKE 'done:%'")
+    op.get_bind().exec_driver_sql(
+        "DO $$ BEGIN EXECUTE format('COMMENT ON COLUMN %I.%I IS %L', 'notes', 'progress', 'how far, as 100%'); END $$"
+    )
 
 
 def downgrade() -> None:
