@@ -89,6 +89,31 @@ def test_the_rehearsal_replays_migrations_under_the_driver_the_url_names(tmp_pat
     assert "only '%s', '%b', '%t' are allowed as placeholders" in under_psycopg.stdout
 
 
+def test_the_demo_is_rolled_back_through_the_runbook_under_psycopg2(tmp_path, demo_url):
+    result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "backup_dir", str(tmp_path / "backups"),
+                      "--execute", url=with_driver(demo_url, "psycopg2"))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert current_revision(demo_url) == ["0607bc5b8535"]
+    [summary_file] = (tmp_path / "archive").glob("*.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["database"].startswith("postgresql+psycopg2://")
+    assert {c["name"]: c["status"] for c in summary["verification"]["checks"]}["schema"] == "passed"
+
+
+def test_plan_and_its_sql_under_asyncpg_render_the_async_env_py_offline(tmp_path, database_url):
+    url = with_driver(database_url, "asyncpg")
+    upgrade_to_head(CONFIG, url)
+
+    planned = rollbook(tmp_path, "plan", "--target", "-1", "--json", url=url, config=CONFIG)
+    script = rollbook(tmp_path, "plan", "--target", "-1", "--sql", url=url, config=CONFIG)
+
+    assert planned.returncode == 0, planned.stderr
+    assert [step["revision"] for step in json.loads(planned.stdout)["steps"]] == [TAGS]
+    assert script.returncode == 0, script.stderr
+    assert "DROP TABLE tags" in script.stdout
+
+
 def recording_project(root: Path, driver: str) -> Path:
     """Two revisions; undoing the second records the session settings the step's connection runs with."""
     config = write_project(root, {
@@ -117,6 +142,26 @@ def test_the_connection_guard_speaks_every_driver(tmp_path, database_url, driver
     assert current_revision(database_url) == ["b0000001"]
     assert rows(database_url, "SELECT lock_timeout, statement_timeout FROM seen") == [("1234ms", "5678ms")]
     assert any("CREATE TABLE seen" in s.sql for s in result.steps[0].statements)
+
+
+def test_an_env_py_that_calls_back_into_an_anyio_loop_like_prefects_runs(tmp_path, database_url):
+    # Prefect's env.py runs its coroutine with anyio.from_thread.run: it expects to be called, as
+    # Prefect's CLI calls it, from a worker thread of a running anyio loop (else NoEventLoopError).
+    url = with_driver(database_url, "asyncpg")
+    config = recording_project(tmp_path / "project", "asyncpg")
+    upgrade_to_head(config, url)
+    env_py = config.parent / "env.py"
+    env_py.write_text(env_py.read_text().replace("asyncio.run(run_async_migrations())",
+                                                 "anyio.from_thread.run(run_async_migrations)")
+                      .replace("import asyncio", "import anyio.from_thread"))
+    target, project = DatabaseTarget.from_url(url), load_project(config)
+
+    result = execute_downgrade(target, project, plan_downgrade(target, project, "-1"),
+                               lock_timeout_ms=1234, statement_timeout_ms=5678)
+
+    assert result.succeeded, result.to_text()
+    assert current_revision(database_url) == ["b0000001"]
+    assert rows(database_url, "SELECT lock_timeout, statement_timeout FROM seen") == [("1234ms", "5678ms")]
 
 
 def test_an_async_env_py_connecting_elsewhere_is_stopped_before_any_statement(pg_server, tmp_path, database_url):
