@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -227,7 +228,7 @@ def test_an_async_step_stopped_with_ctrl_c_is_cancelled_and_rolled_back(tmp_path
                                    "AND state = 'active'").fetchone():
                     break
                 assert process.poll() is None, process.communicate()
-                subprocess.run(["sleep", "0.1"], check=True)
+                time.sleep(0.1)
         os.killpg(process.pid, signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:
