@@ -145,6 +145,22 @@ def test_the_connection_guard_speaks_every_driver(tmp_path, database_url, driver
     assert any("CREATE TABLE seen" in s.sql for s in result.steps[0].statements)
 
 
+def test_an_asyncpg_url_with_options_of_its_own_serves_env_py_and_rollbook_s_own_connection(tmp_path, database_url):
+    # prepared_statement_cache_size is asyncpg's (libpq refuses it); asyncpg spells sslmode `ssl`.
+    url = with_driver(database_url, "asyncpg") + "?prepared_statement_cache_size=0&ssl=disable"
+    config = recording_project(tmp_path / "project", "asyncpg")
+    upgrade_to_head(config, url)
+    target, project = DatabaseTarget.from_url(url), load_project(config)
+    assert target.connect_kwargs()["sslmode"] == "disable"
+    assert "prepared_statement_cache_size" not in target.connect_kwargs()
+
+    result = execute_downgrade(target, project, plan_downgrade(target, project, "-1"),
+                               lock_timeout_ms=1234, statement_timeout_ms=5678)
+
+    assert result.succeeded, result.to_text()
+    assert current_revision(database_url) == ["b0000001"]
+
+
 def test_an_env_py_that_calls_back_into_an_anyio_loop_like_prefects_runs(tmp_path, database_url):
     # Prefect's env.py runs its coroutine with anyio.from_thread.run: it expects to be called, as
     # Prefect's CLI calls it, from a worker thread of a running anyio loop (else NoEventLoopError).

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -114,13 +115,30 @@ class DatabaseTarget:
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "rollbook",
         }
-        params.update({k: v for k, v in self.url.query.items() if isinstance(v, str)})
+        params.update(self._libpq_options())
         return {k: v for k, v in params.items() if v is not None}
+
+    def _libpq_options(self) -> dict[str, str]:
+        """The URL's query options as libpq (rollbook's connection, pg_dump) takes them."""
+        options = {k: v for k, v in self.url.query.items() if isinstance(v, str)}
+        if self.url.get_driver_name() in _LIBPQ_DRIVERS:
+            return options
+        # asyncpg and pg8000 take options of their own (prepared_statement_cache_size, ...) that libpq
+        # refuses; asyncpg spells sslmode `ssl`.
+        known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+        libpq = {k: v for k, v in options.items() if k in known}
+        if options.get("ssl") in _SSL_MODES:
+            libpq.setdefault("sslmode", options["ssl"])
+        return libpq
 
     def scrub(self, text: str) -> str:
         """Remove this target's secrets, in any spelling, and any connection-string secret from a text that may echo them."""
         return redact_text(text, with_encodings(self.secrets))
 
+
+# Drivers built on libpq: their URL options are libpq's, as rollbook's own connection and pg_dump take them.
+_LIBPQ_DRIVERS = {"psycopg", "psycopg_async", "psycopg2", "psycopg2cffi"}
+_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 
 # The package to install for a driver whose PyPI name differs from the name in the URL.
 _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg_async": "psycopg[binary]", "psycopg2": "psycopg2-binary",
