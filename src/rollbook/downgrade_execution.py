@@ -353,10 +353,8 @@ def _guarded_connections(
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("SELECT (SELECT system_identifier::text FROM pg_control_system()), "
-                           "(SELECT oid FROM pg_database WHERE datname = current_database()), current_database(), "
-                           "pg_backend_pid()")
-            system_identifier, oid, name, pid = cursor.fetchone()
-            backends.add(int(pid))
+                           "(SELECT oid FROM pg_database WHERE datname = current_database()), current_database()")
+            system_identifier, oid, name = cursor.fetchone()
             if (system_identifier, oid) != identity.fingerprint:
                 raise WrongDatabase(
                     f"The project's env.py connected to database {name} (system identifier {system_identifier}), "
@@ -368,6 +366,7 @@ def _guarded_connections(
             cursor.execute(set_settings)
         finally:
             cursor.close()
+        backends.record(dbapi_connection)
         dbapi_connection.commit()
 
     listeners = [

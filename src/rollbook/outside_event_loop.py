@@ -29,24 +29,33 @@ WAIT_SECONDS = 0.2
 
 
 class BackendPids:
-    """The server processes of connections a migration opened: what to cancel when the run is stopped."""
+    """The server processes of connections a migration opened: what to cancel when the run is stopped.
+
+    Each is known by its pid and start time: a pid the server reused for another session after the
+    migration's connection closed is never cancelled.
+    """
+
+    # Driver-neutral SQL (no parameters): this backend's pid and start time, the start time as text.
+    IDENTITY_SQL = ("SELECT pg_backend_pid(), (SELECT backend_start::text FROM pg_stat_activity "
+                    "WHERE pid = pg_backend_pid())")
 
     def __init__(self) -> None:
-        self._pids: set[int] = set()
+        self._backends: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
         # Set by the first cancel: a connection opened after it belongs to a run that was stopped.
         self.stopped = False
 
-    def add(self, pid: int) -> None:
+    def add(self, pid: int, started: str) -> None:
         with self._lock:
-            self._pids.add(pid)
+            self._backends.add((pid, started))
 
     def record(self, dbapi_connection: Any, connection_record: Any = None) -> None:
-        """A Pool "connect" listener: note the new connection's backend pid (plain SQL, any driver)."""
+        """A Pool "connect" listener: note the new connection's backend (plain SQL, any driver)."""
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("SELECT pg_backend_pid()")
-            self.add(int(cursor.fetchone()[0]))
+            cursor.execute(self.IDENTITY_SQL)
+            pid, started = cursor.fetchone()
+            self.add(int(pid), str(started))
         finally:
             cursor.close()
 
@@ -54,9 +63,13 @@ class BackendPids:
         """Cancel whatever statement each recorded backend runs, through rollbook's own connection."""
         self.stopped = True
         with self._lock:
-            pids = sorted(self._pids)
-        for pid in pids:
-            conn.execute("SELECT pg_cancel_backend(%s)", [pid])
+            backends = sorted(self._backends)
+        if backends:
+            conn.execute(
+                "SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a "
+                "JOIN unnest(%s::int[], %s::timestamptz[]) AS r(pid, started) "
+                "ON a.pid = r.pid AND a.backend_start = r.started",
+                [[pid for pid, _ in backends], [started for _, started in backends]])
 
 
 def run_outside_event_loop(work: Callable[[], Result], *, cancel: Callable[[], None]) -> Result:
