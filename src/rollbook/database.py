@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from rollbook.connection_secrets import SECRET_KEYWORDS, split_connection_string
 from rollbook.errors import BadInput, DatabaseUnreachable
@@ -62,9 +63,12 @@ class DatabaseTarget:
                 f"rollbook works with PostgreSQL only, but the URL names the '{parsed.get_backend_name()}' backend. "
                 "Use a postgresql:// or postgresql+psycopg:// URL."
             )
-        if parsed.drivername != "postgresql+psycopg":
+        if parsed.drivername == "postgresql":
             # SQLAlchemy's default driver for postgresql:// differs between versions; rollbook ships psycopg 3.
             parsed = parsed.set(drivername="postgresql+psycopg")
+        # A driver the user named stays: env.py and the rehearsal's replays run migrations under the driver
+        # their users run them with (asyncpg, psycopg2, pg8000 treat '%' and types differently).
+        _require_driver(parsed, source)
         return cls(parsed)
 
     @property
@@ -92,8 +96,13 @@ class DatabaseTarget:
 
     @property
     def sqlalchemy_url(self) -> str:
-        """The full URL for SQLAlchemy and Alembic; never display it."""
+        """The full URL for SQLAlchemy and Alembic, with the driver the user named; never display it."""
         return self.url.render_as_string(hide_password=False)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the URL names an asyncio driver (asyncpg, psycopg_async): engines need create_async_engine."""
+        return bool(self.url.get_dialect().is_async)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """libpq connection parameters; unset ones fall back to PG* variables and ~/.pgpass as usual."""
@@ -106,12 +115,54 @@ class DatabaseTarget:
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "rollbook",
         }
-        params.update({k: v for k, v in self.url.query.items() if isinstance(v, str)})
+        params.update(self._libpq_options())
         return {k: v for k, v in params.items() if v is not None}
+
+    def _libpq_options(self) -> dict[str, str]:
+        """The URL's query options as libpq (rollbook's connection, pg_dump) takes them."""
+        options = {k: v for k, v in self.url.query.items() if isinstance(v, str)}
+        if self.url.get_driver_name() in _LIBPQ_DRIVERS:
+            return options
+        # asyncpg and pg8000 take options of their own (prepared_statement_cache_size, ...) that libpq
+        # refuses; asyncpg spells sslmode `ssl`.
+        known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+        libpq = {k: v for k, v in options.items() if k in known}
+        if options.get("ssl") in _SSL_MODES:
+            libpq.setdefault("sslmode", options["ssl"])
+        return libpq
 
     def scrub(self, text: str) -> str:
         """Remove this target's secrets, in any spelling, and any connection-string secret from a text that may echo them."""
         return redact_text(text, with_encodings(self.secrets))
+
+
+# Drivers built on libpq: their URL options are libpq's, as rollbook's own connection and pg_dump take them.
+_LIBPQ_DRIVERS = {"psycopg", "psycopg_async", "psycopg2", "psycopg2cffi"}
+_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+# The package to install for a driver whose PyPI name differs from the name in the URL.
+_DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg_async": "psycopg[binary]", "psycopg2": "psycopg2-binary",
+                    "psycopg2cffi": "psycopg2cffi"}
+
+
+def _require_driver(url: URL, source: str) -> None:
+    """Refuse a URL whose driver SQLAlchemy does not know or that is not installed where rollbook runs."""
+    driver = url.get_driver_name()
+    try:
+        url.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise BadInput(
+            f"The database URL in {source} names the driver '{driver}', which SQLAlchemy does not know for "
+            "PostgreSQL. Use one it supports (postgresql+psycopg://, postgresql+asyncpg://, postgresql+psycopg2://, "
+            "postgresql+pg8000://). Nothing was changed."
+        ) from None
+    except ImportError:
+        package = _DRIVER_PACKAGES.get(driver, driver)
+        raise BadInput(
+            f"The database URL in {source} names the driver '{driver}', which is not installed where rollbook "
+            f"runs. Install it into the same environment as rollbook (pip install '{package}'), or name an "
+            "installed driver (postgresql+psycopg://). Nothing was changed."
+        ) from None
 
 
 def _url_from_keywords(keywords: dict[str, str]) -> URL:

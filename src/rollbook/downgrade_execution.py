@@ -7,6 +7,9 @@ connection, a guard that refuses any connection to a database other than the one
 log of every statement, and a check after each step, through rollbook's own connection, that the
 database named really moved one revision down.
 
+Each step runs in a worker thread where no event loop runs (see `outside_event_loop`), so an async
+env.py works as under `alembic`; stopping the run cancels the step's statements server-side.
+
 Before each step rollbook also reads the schema (a few catalog queries). When a step fails, the
 schema after it is compared with that snapshot: only an unchanged schema lets the record say the
 step was rolled back, and anything a non-atomic step left done is named.
@@ -22,6 +25,7 @@ from typing import Any
 
 import psycopg
 from alembic import command
+from psycopg import sql
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
@@ -32,6 +36,7 @@ from rollbook.identity import DatabaseIdentity, read_identity
 from rollbook.migrations import MigrationProject, alembic_config_for
 from rollbook.errors import RollbookError
 from rollbook.outcomes import Outcome
+from rollbook.outside_event_loop import BackendPids, run_outside_event_loop
 from rollbook.plan import DowngradePlan
 from rollbook.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
 from rollbook.status import read_current_revisions
@@ -221,7 +226,7 @@ def execute_downgrade(
         failure: BaseException | None = None
         failed_statement = None
         started = time.monotonic()
-        with _guarded_connections(identity, target, lock_timeout_ms, statement_timeout_ms) as log:
+        with _guarded_connections(identity, target, lock_timeout_ms, statement_timeout_ms) as (log, backends):
             for revision in plan.path.steps:
                 down_to = project.info(revision).down_revision or "base"
                 if failure is not None:
@@ -230,8 +235,10 @@ def execute_downgrade(
                 log.clear()
                 before_step = _schema_or_reason(control)
                 step_started = time.monotonic()
+                config = alembic_config_for(project, target)
                 try:
-                    command.downgrade(alembic_config_for(project, target), down_to)
+                    run_outside_event_loop(lambda: command.downgrade(config, down_to),
+                                           cancel=lambda: backends.cancel_all(control))
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql
                     steps.append(StepExecution(revision, down_to, "failed", time.monotonic() - step_started,
@@ -322,14 +329,27 @@ class _StatementLog:
 @contextmanager
 def _guarded_connections(
     identity: DatabaseIdentity, target: DatabaseTarget, lock_timeout_ms: int, statement_timeout_ms: int,
-) -> Iterator[_StatementLog]:
+) -> Iterator[tuple[_StatementLog, BackendPids]]:
     """While active, every new SQLAlchemy connection must reach `identity`'s database and gets the timeouts.
 
     The listeners are registered on the Pool and Engine classes because env.py builds its own engine.
+    Their SQL has no parameters, so every driver runs it alike (asyncpg rejects '%s', psycopg2 needs it);
+    the connections' backend pids are kept so that a stopped run can cancel what they run.
     """
     log = _StatementLog()
+    backends = BackendPids()
+    settings = {"lock_timeout": lock_timeout_ms, "statement_timeout": statement_timeout_ms}
+    if identity.major_version >= 14:
+        # If rollbook dies mid-statement (a killed kernel), the server notices within a second and
+        # rolls the step back, instead of finishing it for nobody and holding its locks meanwhile.
+        settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL_MS
+    set_settings = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(str(int(value))))
+        for name, value in settings.items())).as_string(None)
 
     def on_connect(dbapi_connection: Any, record: Any) -> None:
+        if backends.stopped:
+            raise RollbookError("The run was stopped: rollbook refused a new connection of the project's env.py.")
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("SELECT (SELECT system_identifier::text FROM pg_control_system()), "
@@ -343,15 +363,10 @@ def _guarded_connections(
                     "use the URL Alembic passes it (config.get_main_option('sqlalchemy.url')) or point DATABASE_URL "
                     "at the same database, then retry."
                 )
-            cursor.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                           [str(lock_timeout_ms), str(statement_timeout_ms)])
-            if identity.major_version >= 14:
-                # If rollbook dies mid-statement (a killed kernel), the server notices within a second and
-                # rolls the step back, instead of finishing it for nobody and holding its locks meanwhile.
-                cursor.execute("SELECT set_config('client_connection_check_interval', %s, false)",
-                               [str(CLIENT_CHECK_INTERVAL_MS)])
+            cursor.execute(set_settings)
         finally:
             cursor.close()
+        backends.record(dbapi_connection)
         dbapi_connection.commit()
 
     listeners = [
@@ -363,7 +378,7 @@ def _guarded_connections(
     for target_class, name, listener in listeners:
         event.listen(target_class, name, listener)
     try:
-        yield log
+        yield log, backends
     finally:
         for target_class, name, listener in listeners:
             event.remove(target_class, name, listener)

@@ -1,21 +1,28 @@
 """Running a project's migrations through rollbook's own engine and Alembic context, never its env.py.
 
 Used on scratch databases only (expected schemas, rollback rehearsals): a real env.py may ignore the
-URL it is given and migrate whatever database its settings name.
+URL it is given and migrate whatever database its settings name. The engine uses the driver the
+user's URL names, so migrations behave as for their users ('%' in `exec_driver_sql` is literal under
+asyncpg and pg8000, a placeholder under psycopg); an async driver runs as Alembic's async template
+runs it, `run_sync` inside `asyncio.run`, in a thread where no event loop runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
 from alembic.runtime.environment import EnvironmentContext
 from psycopg import sql
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from rollbook.database import DatabaseTarget
+from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.outside_event_loop import BackendPids, run_outside_event_loop
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -57,10 +64,10 @@ def run_own_migrations(
     def record(*, step: Any, **_: Any) -> None:
         applied.extend(step.up_revision_ids)
 
-    engine = create_engine(target.sqlalchemy_url, poolclass=pool.NullPool)
     try:
         with EnvironmentContext(config, project.scripts, fn=steps, destination_rev=destination) as env:
-            with engine.connect() as connection:
+
+            def migrate(connection: Connection) -> None:
                 if project.version_table_schema:
                     # The project's env.py, which is not run here, usually makes sure this schema exists.
                     statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
@@ -73,14 +80,42 @@ def run_own_migrations(
                               on_version_apply=[record])
                 with env.begin_transaction():
                     env.run_migrations()
+
+            if target.is_async:
+                _migrate_with_async_driver(target, migrate)
+            else:
+                engine = create_engine(target.sqlalchemy_url, poolclass=pool.NullPool)
+                try:
+                    with engine.connect() as connection:
+                        migrate(connection)
+                finally:
+                    engine.dispose()
     except Exception as exc:
         failed = next((rev for rev in planned if rev not in applied), None)
         cause = f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
         which = ", ".join(planned) or (destination if isinstance(destination, str) else ", ".join(destination))
         raise MigrationFailed(f"{direction} of {which} raised {cause}", revision=failed, applied=len(applied),
                               planned=len(planned), cause=cause) from None
-    finally:
-        engine.dispose()
+
+
+def _migrate_with_async_driver(target: DatabaseTarget, migrate: Callable[[Connection], None]) -> None:
+    """Run `migrate` on a connection of an async engine, as Alembic's async env.py template does."""
+    backends = BackendPids()
+
+    async def on_async_connection() -> None:
+        engine = create_async_engine(target.sqlalchemy_url, poolclass=pool.NullPool)
+        event.listen(engine.sync_engine, "connect", backends.record)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(migrate)
+        finally:
+            await engine.dispose()
+
+    def cancel() -> None:
+        with connect(target) as conn:
+            backends.cancel_all(conn)
+
+    run_outside_event_loop(lambda: asyncio.run(on_async_connection()), cancel=cancel)
 
 
 def first_line(exc: BaseException) -> str:
