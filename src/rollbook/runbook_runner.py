@@ -30,7 +30,7 @@ from rollbook.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRec
 from rollbook.connection_secrets import split_connection_string
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.migrations import load_project
+from rollbook.migrations import load_project, parse_x_args
 from rollbook.papermill_process import STOP_SIGNALS
 from rollbook.parent_death import end_with_parent
 from rollbook.redaction import collect_secrets, redact_notebook
@@ -319,7 +319,8 @@ def _revisions_now(parameters: Mapping[str, Any]) -> list[str] | None:
     try:
         target = DatabaseTarget.from_url(parameters.get("database_url") or None)
         config = parameters.get("alembic_config") or None
+        project = load_project(config, parse_x_args(parameters.get("alembic_x_args"), "Parameter alembic_x_args"))
         with connect(target) as conn:
-            return list(read_current_revisions(conn, load_project(config)))
+            return list(read_current_revisions(conn, project))
     except RollbookError:
         return None
