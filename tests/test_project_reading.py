@@ -19,6 +19,7 @@ from pg import fingerprint, psycopg_kwargs
 
 from rollbook.cli import main
 from rollbook.database import DatabaseTarget
+from rollbook.env_py_settings import EnvPyReader
 from rollbook.migrations import alembic_config_for, load_project
 
 PROJECTS = Path(__file__).parent / "projects"
@@ -231,3 +232,34 @@ def test_a_tenant_rollback_is_planned_counted_and_verified(tmp_path, two_tenants
     result = rollback_tenant(tmp_path, two_tenants_at_head, "acme")
 
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("context.script.version_locations = [str(Path(__file__).parent / 'versions' / 'pg')]", ("{root}/versions/pg",)),
+    ("HERE = os.path.dirname(os.path.abspath(__file__))\n"
+     "config.set_main_option('version_locations', f'{HERE}/a {HERE}/b')", ("{root}/a", "{root}/b")),
+    ("x = context.get_x_argument(as_dictionary=True)\n"
+     "context.script.version_locations = [os.path.join(os.path.dirname(__file__), x.get('dialect', 'pg'))]",
+     ("{root}/sqlite",)),
+])
+def test_version_locations_env_py_computes_are_evaluated_without_running_it(tmp_path, source, expected):
+    env_py = tmp_path / "env.py"
+    env_py.write_text(f"import os\nfrom pathlib import Path\nfrom alembic import context\nconfig = context.config\n"
+                      f"{source}\n")
+
+    found = EnvPyReader(env_py, ["dialect=sqlite"]).version_locations()
+
+    assert found.readable and found.value == tuple(path.format(root=tmp_path) for path in expected)
+
+
+@pytest.mark.parametrize("source", [
+    "context.script.version_locations = [settings.versions_dir]",
+    "context.script.version_locations = [os.environ['VERSIONS']]",
+    "d = 'a'\nd = 'b'\ncontext.script.version_locations = [d]",  # which assignment wins depends on running it
+    "context.script.version_locations = ['a']\ncontext.script.version_locations = ['b']",
+])
+def test_version_locations_rollbook_cannot_be_sure_of_are_unreadable(tmp_path, source):
+    env_py = tmp_path / "env.py"
+    env_py.write_text(f"import os\nfrom alembic import context\n{source}\n")
+
+    assert not EnvPyReader(env_py, []).version_locations().readable

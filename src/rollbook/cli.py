@@ -142,7 +142,8 @@ def plan(database_url: str | None, config_path: str, x_args: tuple[str, ...], ta
 @click.option("--rows-per-table", default=3, show_default=True, help="Rows seeded into every table before a downgrade.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
-def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str, ...], rows_per_table: int, as_json: bool) -> None:
+def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str, ...], rows_per_table: int,
+                  as_json: bool) -> None:
     """Roll back every migration on scratch databases: the team's test, then each revision's round trip.
 
     Each downgrade must bring back the schema of the revision before, lose rows only where its plan

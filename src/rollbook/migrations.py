@@ -98,9 +98,7 @@ class MigrationProject:
         raise BadInput(
             f"The database is at revision {', '.join(current)}, but rollbook finds no migration file at all in "
             f"{searched}. The files are probably elsewhere (many env.py files set version_locations at run time). "
-            f"Name the folders that hold them: `version_locations = %(here)s/<folder>` in the [alembic] section of "
-            f"{self.config_path}, or `version_locations = [\"<folder>\", ...]` in the [project] table of "
-            "rollbook.toml ([tool.rollbook.project] in pyproject.toml) next to it; nothing was changed."
+            f"{_name_the_folders(self.config_path)}"
         )
 
 
@@ -221,10 +219,7 @@ def _version_locations(config: Config, config_path: Path, env_py: EnvPyReader) -
         # Without them rollbook would see no migrations and blame deleted files.
         raise BadInput(
             f"The project's env.py sets version_locations at run time with a value rollbook cannot read without "
-            f"running it, so rollbook cannot find the migration files. Name the folders: `version_locations = "
-            f"%(here)s/<folder>` in the [alembic] section of {config_path} (with `path_separator = os` for several), "
-            "or `version_locations = [\"<folder>\", ...]` in the [project] table of rollbook.toml "
-            "([tool.rollbook.project] in pyproject.toml) next to it; nothing was changed."
+            f"running it, so rollbook cannot find the migration files. {_name_the_folders(config_path)}"
         )
     return tuple(found.value)
 
@@ -252,6 +247,14 @@ def _version_table(config: Config, env_py: EnvPyReader, config_path: Path) -> tu
                 )
         configured = {key: setting.value for key, setting in found.items()}
     return configured.get("version_table") or "alembic_version", configured.get("version_table_schema") or None
+
+
+def _name_the_folders(config_path: Path) -> str:
+    """The two places that name the folders of revision files, for a message."""
+    return (f"Name the folders that hold them: `version_locations = %(here)s/<folder>` in the [alembic] section of "
+            f"{config_path} (with `path_separator = os` for several), or `version_locations = [\"<folder>\", ...]` "
+            "in the [project] table of rollbook.toml ([tool.rollbook.project] in pyproject.toml) next to it; "
+            "nothing was changed.")
 
 
 def _missing_x_argument(key: str, what: str) -> BadInput:

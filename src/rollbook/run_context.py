@@ -84,9 +84,9 @@ class OpenedRun:
 
 
 def open_run(
-    recorder: RunRecorder, *, database_url: str, alembic_config: str, alembic_x_args: tuple[str, ...] = (), parameters: dict[str, Any], operator: str,
-    operator_from: str, mode: str = READ_ONLY, gated: bool = False, environment: str = "", approved_by: str = "",
-    ticket: str = "", execute: bool = False,
+    recorder: RunRecorder, *, database_url: str, alembic_config: str, alembic_x_args: tuple[str, ...] = (),
+    parameters: dict[str, Any], operator: str, operator_from: str, mode: str = READ_ONLY, gated: bool = False,
+    environment: str = "", approved_by: str = "", ticket: str = "", execute: bool = False,
 ) -> OpenedRun:
     """The "who, where, when" step every runbook starts with: record the request, connect, name the database.
 

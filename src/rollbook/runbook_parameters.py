@@ -195,7 +195,8 @@ class BackupParameters:
 
     def to_dict(self) -> dict[str, Any]:
         return {"database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
-                "alembic_x_args": list(self.alembic_x_args), "backup_dir": str(self.backup_dir), "verify_backup": self.verify_backup, "operator": self.operator,
+                "alembic_x_args": list(self.alembic_x_args),
+                "backup_dir": str(self.backup_dir), "verify_backup": self.verify_backup, "operator": self.operator,
                 "ticket": self.ticket}
 
 
@@ -237,7 +238,8 @@ class RestoreParameters:
     def to_dict(self) -> dict[str, Any]:
         return {
             "database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
-            "alembic_x_args": list(self.alembic_x_args), "backup": self.backup, "restore_into": self.restore_into, "new_database": self.new_database,
+            "alembic_x_args": list(self.alembic_x_args),
+            "backup": self.backup, "restore_into": self.restore_into, "new_database": self.new_database,
             "environment": self.environment, "operator": self.operator, "approved_by": self.approved_by,
             "approved_plan": self.approved_plan, "ticket": self.ticket,
             "accept_writes_since_backup": self.accept_writes_since_backup, "backup_dir": str(self.backup_dir),
