@@ -263,3 +263,19 @@ def test_version_locations_rollbook_cannot_be_sure_of_are_unreadable(tmp_path, s
     env_py.write_text(f"import os\nfrom alembic import context\n{source}\n")
 
     assert not EnvPyReader(env_py, []).version_locations().readable
+
+
+def test_run_takes_x_arguments_as_the_alembic_x_args_parameter(tmp_path, database_url, monkeypatch):
+    upgraded(TENANTS / "alembic.ini", database_url, "tenant=globex")
+    monkeypatch.chdir(tmp_path)
+    env = {"DATABASE_URL": database_url, "ALEMBIC_CONFIG": str(TENANTS / "alembic.ini"),
+           "ROLLBOOK_ARCHIVE": str(tmp_path / "archive")}
+
+    given = CliRunner().invoke(main, ["run", "status", "-x", "tenant=globex"], env=env)
+    [record] = (tmp_path / "archive").glob("*status*.ipynb")
+    not_a_list = CliRunner().invoke(main, ["run", "status", "-p", "alembic_x_args", "3"], env=env)
+
+    assert given.exit_code == 0, given.output
+    assert ACCOUNTS_PLAN in record.read_text() and '"tenant=globex"' in record.read_text()
+    assert not_a_list.exit_code == 2, not_a_list.output
+    assert "alembic_x_args must be KEY=VALUE arguments" in not_a_list.output and "Traceback" not in not_a_list.output
