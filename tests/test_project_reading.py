@@ -156,7 +156,7 @@ def test_a_relative_script_location_says_it_is_read_from_the_current_folder(tmp_
     from_its_folder = rollbook("status", url=database_url, config=ini, cwd=tmp_path, monkeypatch=monkeypatch)
 
     assert_refused(refused, "relative `script_location = split_versions`", f"current folder ({elsewhere})",
-                   f"run rollbook from {tmp_path}", "%(here)s/split_versions")
+                   f"run rollbook from {tmp_path}", "write `script_location = %(here)s` in alembic.ini")
     assert "Please use the 'init' command" not in refused.output
     assert from_its_folder.exit_code == 0 and f"Current database revision:  {FLOW_TAGS}" in from_its_folder.stdout
 

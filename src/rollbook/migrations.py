@@ -131,9 +131,14 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
     except CommandError as exc:
         raise BadInput(f"The Alembic project at {path} cannot be read: {exc}. Fix alembic.ini and retry.") from None
     except Exception as exc:
+        advice = "Fix or restore that file (git checkout) and retry"
+        if isinstance(exc, ModuleNotFoundError):
+            advice = (f"If {exc.name} is a package the project needs, run rollbook in the project's own environment "
+                      f"(pip install rollbook there; this one is {sys.executable}) or put the folder that holds it on "
+                      "PYTHONPATH; otherwise fix or restore that file (git checkout) and retry")
         raise BadInput(
             f"A migration file of the Alembic project at {path} fails to import: {type(exc).__name__}: {exc}. "
-            "Fix or restore that file (git checkout) and retry; nothing was changed."
+            f"{advice}; nothing was changed."
         ) from None
     version_table, version_table_schema = _version_table(config, env_py, path)
     return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts,
@@ -186,10 +191,13 @@ def _check_script_location(config: Config, config_path: Path) -> None:
     base = next((folder for folder in (config_folder, *config_folder.parents) if (folder / location).is_dir()), None)
     hint = (f"run rollbook from {base} (cd there first)" if base is not None
             else "run rollbook from the folder the path is relative to")
+    # %(here)s is alembic.ini's folder: the same scripts folder, written from there.
+    from_here = Path(os.path.relpath(base / location, config_folder)).as_posix() if base is not None else location
+    here_location = "%(here)s" if from_here == "." else f"%(here)s/{from_here}"
     raise BadInput(
         f"{config_path} has the relative `script_location = {location}`, which Alembic reads relative to the "
         f"current folder ({Path.cwd()}), not to alembic.ini's folder: there is no {resolved}. Either {hint}, or "
-        f"write `script_location = %(here)s/{location}` in alembic.ini so it is read from alembic.ini's folder; "
+        f"write `script_location = {here_location}` in alembic.ini so it is read from alembic.ini's folder; "
         "nothing was changed."
     )
 
