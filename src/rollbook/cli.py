@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -33,6 +34,14 @@ x_arg_option = click.option(
     "-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
     help="An argument for env.py's context.get_x_argument(), as `alembic -x` passes it (repeatable).",
 )
+
+
+def _project_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
+    """While the project's migrations load and render, its prints and stdout logging go to stderr.
+
+    stdout then carries only what rollbook prints (JSON, SQL), which a pipe, `jq` or psql reads whole.
+    """
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,7 +115,8 @@ def main() -> None:
 @reports_errors
 def status(database_url: str | None, config_path: str, x_args: tuple[str, ...], as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
-    result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, x_args))
+    with _project_output_to_stderr():
+        result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, x_args))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
 
 
@@ -121,13 +131,15 @@ def status(database_url: str | None, config_path: str, x_args: tuple[str, ...], 
 @click.option("--no-live-checks", is_flag=True, help="Do not count rows in the database.")
 @click.option("--statement-timeout", default=30_000, show_default=True, help="Per-table limit of a live count, ms.")
 @reports_errors
-def plan(database_url: str | None, config_path: str, x_args: tuple[str, ...], target: str, as_json: bool, as_sql: bool,
-         no_live_checks: bool, statement_timeout: int) -> None:
+def plan(database_url: str | None, config_path: str, x_args: tuple[str, ...], target: str, as_json: bool,
+         as_sql: bool, no_live_checks: bool, statement_timeout: int) -> None:
     """Plan a downgrade: path, operations, risk, rows each step would destroy, and a verdict."""
-    result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, x_args), target,
-                            live_checks=not no_live_checks, statement_timeout_ms=statement_timeout)
-    if as_sql:
-        click.echo(result.downgrade_sql(), nl=False)
+    with _project_output_to_stderr():
+        result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, x_args), target,
+                                live_checks=not no_live_checks, statement_timeout_ms=statement_timeout)
+        output = result.downgrade_sql() if as_sql else None
+    if output is not None:
+        click.echo(output, nl=False)
     elif as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -152,8 +164,9 @@ def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str,
     """
     from rollbook.rollback_rehearsal import rehearse_rollbacks
 
-    report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), _project(config_path, x_args),
-                                rows_per_table=rows_per_table)
+    with _project_output_to_stderr():
+        report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), _project(config_path, x_args),
+                                    rows_per_table=rows_per_table)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     sys.exit(0 if report.passed else 1)
 

@@ -160,6 +160,7 @@ class Operation:
             "risk": self.risk.value,
             "rows_affected": self.rows_affected,
             "effect": self.check.effect if self.check else None,
+            "fails": self.fails,
             "detail": self.detail,
             "reason": self.reason,
             "count_note": self.count_note,

@@ -313,11 +313,12 @@ def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
     if stmt.renameType == ObjectType.OBJECT_TABLE:
         table = _table(stmt.relation)
         return Operation("rename_table", table, None, f"renames table {table} to {stmt.newname}", text,
-                         lock=ACCESS_EXCLUSIVE)
+                         lock=ACCESS_EXCLUSIVE, extra={"new_name": stmt.newname})
     if stmt.renameType == ObjectType.OBJECT_COLUMN:
         table = _table(stmt.relation)
         return Operation("rename_column", table, stmt.subname,
-                         f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
+                         f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE,
+                         extra={"new_name": stmt.newname})
     return Operation(f"rename_{stmt.renameType.name[7:].lower()}", None, None,
                      f"renames {stmt.renameType.name[7:].lower()} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
 
