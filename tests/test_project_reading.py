@@ -22,6 +22,8 @@ from rollbook.database import DatabaseTarget
 from rollbook.env_py_settings import EnvPyReader
 from rollbook.migrations import alembic_config_for, load_project
 
+pytest_plugins = ["pytester"]
+
 PROJECTS = Path(__file__).parent / "projects"
 SPLIT = PROJECTS / "split_versions"
 TENANTS = PROJECTS / "multi_tenant"
@@ -279,3 +281,19 @@ def test_run_takes_x_arguments_as_the_alembic_x_args_parameter(tmp_path, databas
     assert ACCOUNTS_PLAN in record.read_text() and '"tenant=globex"' in record.read_text()
     assert not_a_list.exit_code == 2, not_a_list.output
     assert "alembic_x_args must be KEY=VALUE arguments" in not_a_list.output and "Traceback" not in not_a_list.output
+
+
+def test_the_pytest_plugin_passes_x_arguments_to_the_project(pytester, database_url):
+    pytester.makepyfile(test_app="def test_app():\n    pass\n")
+    ini = f"[pytest]\nrollbook_rollback_test = true\nrollbook_alembic_config = {TENANTS / 'alembic.ini'}\n"
+    server = f"--rollbook-database-url={database_url}"
+
+    pytester.makeini(ini)
+    without = pytester.runpytest(server, "-p", "no:cacheprovider")
+    pytester.makeini(ini + "rollbook_alembic_x_args = tenant=acme\n")
+    given = pytester.runpytest(server, "-p", "no:cacheprovider", "-v")
+
+    without.assert_outcomes(passed=1, failed=1)
+    without.stdout.fnmatch_lines(["*reads the -x argument 'tenant'*"])
+    given.assert_outcomes(passed=4)  # the app's test, the team's test and one item per revision
+    given.stdout.fnmatch_lines([f"*rollbook-rollback-test?{ACCOUNTS_PLAN}? PASSED*"])
