@@ -297,3 +297,27 @@ def test_the_pytest_plugin_passes_x_arguments_to_the_project(pytester, database_
     without.stdout.fnmatch_lines(["*reads the -x argument 'tenant'*"])
     given.assert_outcomes(passed=4)  # the app's test, the team's test and one item per revision
     given.stdout.fnmatch_lines([f"*rollbook-rollback-test?{ACCOUNTS_PLAN}? PASSED*"])
+
+
+@pytest.mark.parametrize("argument", ["url=postgresql://app:s3cret-pw@db/app", "db_password=s3cret-pw"])
+def test_an_x_argument_carrying_a_password_is_refused_before_any_notebook_records_it(tmp_path, database_url,
+                                                                                     monkeypatch, argument):
+    monkeypatch.chdir(tmp_path)
+    env = {"DATABASE_URL": database_url, "ALEMBIC_CONFIG": str(TENANTS / "alembic.ini"),
+           "ROLLBOOK_ARCHIVE": str(tmp_path / "archive")}
+
+    result = CliRunner().invoke(main, ["run", "status", "-x", "tenant=acme", "-x", argument], env=env)
+
+    assert_refused(result, "carry a password", "nothing was started")
+    assert "s3cret-pw" not in result.output
+    assert not list(tmp_path.rglob("*.ipynb"))
+
+
+def test_the_runbook_refuses_an_x_argument_carrying_a_password(tmp_path, database_url):
+    from runbook_runs import papermill
+
+    run = papermill(tmp_path, "status", "-p", "alembic_x_args", "tenant=acme,db_password=s3cret-pw",
+                    url=database_url, config=TENANTS / "alembic.ini")
+
+    assert run.returncode != 0
+    assert "db_password in alembic_x_args carry a password" in run.error and "delete that file" in run.error

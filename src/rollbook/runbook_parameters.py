@@ -11,16 +11,17 @@ from __future__ import annotations
 import getpass
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rollbook.connection_secrets import UnreadableConnectionString, split_connection_string
+from rollbook.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.errors import BadInput
 from rollbook.migrations import parse_x_args
 from rollbook.policy import parse_deployed_at
+from rollbook.redaction import SECRET_NAME_PARTS
 
 # The parameters cell of runbooks/rollback.ipynb must declare exactly these (a test compares them).
 ROLLBACK_PARAMETERS: dict[str, Any] = {
@@ -365,8 +366,28 @@ def _flag(name: str, value: Any) -> bool:
     raise BadInput(f"Parameter {name} must be True or False (papermill: -p {name} True), not {value!r}.")
 
 
+def x_arguments_with_secrets(arguments: Sequence[str]) -> tuple[str, ...]:
+    """The keys of `-x KEY=VALUE` arguments that carry a secret: a password in a connection string, or a
+    secret-named key (`db_password=...`). A runbook's parameters are written into its notebook."""
+    keys = []
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if secrets_in_text(value) or (value and any(part in key.upper() for part in SECRET_NAME_PARTS)):
+            keys.append(key)
+    return tuple(keys)
+
+
 def _x_args(given: Mapping[str, Any]) -> tuple[str, ...]:
-    return parse_x_args(given["alembic_x_args"], "Parameter alembic_x_args")
+    arguments = parse_x_args(given["alembic_x_args"], "Parameter alembic_x_args")
+    with_secrets = x_arguments_with_secrets(arguments)
+    if with_secrets:
+        raise SecretInParameters(
+            f"The -x argument(s) {', '.join(with_secrets)} in alembic_x_args carry a password, and papermill has "
+            "already written the parameter into this output notebook: delete that file (or scrub it) and do not "
+            "share it. Give env.py its secrets another way (PGPASSWORD, ~/.pgpass, or an environment variable it "
+            "reads). Nothing was changed."
+        )
+    return arguments
 
 
 def _table_list(value: Any) -> tuple[str, ...]:

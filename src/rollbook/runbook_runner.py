@@ -34,6 +34,7 @@ from rollbook.migrations import load_project, parse_x_args
 from rollbook.papermill_process import STOP_SIGNALS
 from rollbook.parent_death import end_with_parent
 from rollbook.redaction import collect_secrets, redact_notebook
+from rollbook.runbook_parameters import x_arguments_with_secrets
 from rollbook.outcomes import ExitCode, Outcome
 from rollbook.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
 from rollbook.status import read_current_revisions
@@ -206,6 +207,14 @@ def _refuse_unknown_parameters(path: Path, parameters: Mapping[str, Any]) -> Non
         raise BadInput(
             f"Unknown parameter(s) {', '.join(unknown)} for {path.name}, which takes: {', '.join(declared)}. "
             "Correct the name and run again; nothing was started."
+        )
+    # Unlike database_url's password, nothing can carry an -x argument's secret to env.py outside the notebook.
+    with_secrets = x_arguments_with_secrets(parse_x_args(parameters.get("alembic_x_args"), "alembic_x_args"))
+    if with_secrets:
+        raise BadInput(
+            f"The -x argument(s) {', '.join(with_secrets)} carry a password, which the runbook's notebook would "
+            "record. Give env.py its secrets another way (PGPASSWORD, ~/.pgpass, or an environment variable it "
+            "reads); nothing was started."
         )
 
 
