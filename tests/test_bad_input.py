@@ -178,7 +178,7 @@ def test_migration_file_that_fails_to_import(tmp_path, demo_url):
     add_revision(ini, "badbadbad001", HEAD, body="pass\nimport module_that_does_not_exist")
     before = fingerprint(demo_url)
     assert_refused(rollbook("plan", url=demo_url, config=ini), 2, "fails to import", "module_that_does_not_exist",
-                   "git checkout")
+                   "git checkout", "the project's own environment", "PYTHONPATH")
     assert fingerprint(demo_url) == before
 
 

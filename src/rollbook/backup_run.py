@@ -38,6 +38,7 @@ class BackupRun:
     def start(cls, parameters: BackupParameters, recorder: RunRecorder) -> BackupRun:
         """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
         opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
+                          alembic_x_args=parameters.alembic_x_args,
                           parameters=parameters.to_dict(), operator=parameters.operator,
                           operator_from=parameters.operator_from, ticket=parameters.ticket,
                           mode="a backup is written; the database is only read")

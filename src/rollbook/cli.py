@@ -17,7 +17,7 @@ from rollbook.archive import Archive, default_root
 from rollbook.database import DatabaseTarget
 from rollbook.demo import demo_down, demo_up
 from rollbook.errors import RollbookError
-from rollbook.migrations import load_project
+from rollbook.migrations import MigrationProject, load_project, parse_x_args
 from rollbook.plan import plan_downgrade
 from rollbook.status import read_status
 
@@ -28,6 +28,11 @@ database_option = click.option(
 config_option = click.option(
     "--config", "config_path", envvar="ALEMBIC_CONFIG", show_envvar=True, default="alembic.ini",
     show_default=True, help="The Alembic project's alembic.ini.",
+)
+
+x_arg_option = click.option(
+    "-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
+    help="An argument for env.py's context.get_x_argument(), as `alembic -x` passes it (repeatable).",
 )
 
 
@@ -105,18 +110,20 @@ def main() -> None:
 @main.command()
 @database_option
 @config_option
+@x_arg_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
-def status(database_url: str | None, config_path: str, as_json: bool) -> None:
+def status(database_url: str | None, config_path: str, x_args: tuple[str, ...], as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
     with _project_output_to_stderr():
-        result = read_status(DatabaseTarget.from_url(database_url), load_project(config_path))
+        result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, x_args))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
 
 
 @main.command()
 @database_option
 @config_option
+@x_arg_option
 @click.option("--target", "-t", default="-1", show_default=True,
               help="Where to go: -N steps, a revision id or unique prefix, or 'base'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -124,11 +131,11 @@ def status(database_url: str | None, config_path: str, as_json: bool) -> None:
 @click.option("--no-live-checks", is_flag=True, help="Do not count rows in the database.")
 @click.option("--statement-timeout", default=30_000, show_default=True, help="Per-table limit of a live count, ms.")
 @reports_errors
-def plan(database_url: str | None, config_path: str, target: str, as_json: bool, as_sql: bool,
-         no_live_checks: bool, statement_timeout: int) -> None:
+def plan(database_url: str | None, config_path: str, x_args: tuple[str, ...], target: str, as_json: bool,
+         as_sql: bool, no_live_checks: bool, statement_timeout: int) -> None:
     """Plan a downgrade: path, operations, risk, rows each step would destroy, and a verdict."""
     with _project_output_to_stderr():
-        result = plan_downgrade(DatabaseTarget.from_url(database_url), load_project(config_path), target,
+        result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, x_args), target,
                                 live_checks=not no_live_checks, statement_timeout_ms=statement_timeout)
         output = result.downgrade_sql() if as_sql else None
     if output is not None:
@@ -143,10 +150,12 @@ def plan(database_url: str | None, config_path: str, target: str, as_json: bool,
 @click.option("--database-url", envvar="DATABASE_URL", show_envvar=True,
               help="A database on the server to test on: scratch databases are made next to it; it is not changed.")
 @config_option
+@x_arg_option
 @click.option("--rows-per-table", default=3, show_default=True, help="Rows seeded into every table before a downgrade.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
-def rollback_test(database_url: str | None, config_path: str, rows_per_table: int, as_json: bool) -> None:
+def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str, ...], rows_per_table: int,
+                  as_json: bool) -> None:
     """Roll back every migration on scratch databases: the team's test, then each revision's round trip.
 
     Each downgrade must bring back the schema of the revision before, lose rows only where its plan
@@ -156,7 +165,7 @@ def rollback_test(database_url: str | None, config_path: str, rows_per_table: in
     from rollbook.rollback_rehearsal import rehearse_rollbacks
 
     with _project_output_to_stderr():
-        report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), load_project(config_path),
+        report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), _project(config_path, x_args),
                                     rows_per_table=rows_per_table)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     sys.exit(0 if report.passed else 1)
@@ -168,6 +177,8 @@ def rollback_test(database_url: str | None, config_path: str, rows_per_table: in
               help="A parameter, its type guessed as papermill's -p does (True/False, numbers).")
 @click.option("-r", "--raw", "raw", nargs=2, multiple=True, metavar="NAME VALUE",
               help="A parameter kept as text: use it for revision ids.")
+@click.option("-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
+              help="An argument for env.py's context.get_x_argument() (repeatable; sets alembic_x_args).")
 @click.option("--execute", is_flag=True, help="Really roll back (sets the runbook's execute parameter).")
 @click.option("--output", "-o", help="Also write the record to this path or s3:// URL.")
 @click.option("--cell-timeout", default=3600, show_default=True, help="Seconds one cell may run before it is "
@@ -176,7 +187,8 @@ def rollback_test(database_url: str | None, config_path: str, rows_per_table: in
               help="Seconds the whole run may take before papermill and its kernel are killed.")
 @prints_archive_head
 @reports_errors
-def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...], execute: bool,
+def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...], x_args: tuple[str, ...],
+        execute: bool,
         output: str | None, cell_timeout: int, run_timeout: int) -> None:
     """Run RUNBOOK with papermill and archive its record.
 
@@ -192,6 +204,8 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
     from rollbook.runbook_runner import run_runbook
 
     parameters = {name: _resolve_type(value) for name, value in typed} | dict(raw)
+    if x_args:
+        parameters["alembic_x_args"] = list(parse_x_args(list(x_args), "--x-arg"))
     if execute:
         parameters["execute"] = True
     result = run_runbook(runbook, parameters, archive=Archive.default(), output=output,
@@ -199,6 +213,10 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
                          on_step=_show_step)
     click.echo(result.report())
     sys.exit(result.exit_code)
+
+
+def _project(config_path: str, x_args: tuple[str, ...]) -> MigrationProject:
+    return load_project(config_path, parse_x_args(list(x_args), "--x-arg"))
 
 
 @main.group()

@@ -34,6 +34,7 @@ def resolve_downgrade_path(project: MigrationProject, current: tuple[str, ...], 
             "The database has no applied revision (its version table is empty): there is nothing to roll back. "
             "Check that the URL names the right database."
         )
+    project.refuse_if_no_migrations(current)
     missing = [rev for rev in current if not project.has_file(rev)]
     if missing:
         raise BadInput(

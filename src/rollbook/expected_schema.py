@@ -81,9 +81,8 @@ def build_schema_at(project: MigrationProject, revision: str | None, scratch: Da
     may ignore the URL it is given and migrate whatever database its settings name.
     Raises SchemaBuildFailed, naming the revision whose upgrade failed.
     """
-    if revision is None or revision == "base":
-        return
-    destination = _resolve(project, revision)  # an unknown revision is bad input, not a failed build
+    # At base no migration runs, but Alembic's version table schema exists, as in a database downgraded to base.
+    destination = "base" if revision in (None, "base") else _resolve(project, revision)  # unknown: bad input
     try:
         run_own_migrations(project, scratch, destination, "upgrade")
     except MigrationFailed as failure:

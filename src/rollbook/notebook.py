@@ -100,6 +100,7 @@ def open_read_only_runbook(runbook: str) -> ReadOnlyRunbook:
     with recorder.step("parameters"):
         parameters = _READ_ONLY_PARAMETERS[runbook](shell.user_ns, frozenset(shell.user_ns_hidden))
     opened = open_run(recorder, database_url=parameters["database_url"], alembic_config=parameters["alembic_config"],
+                      alembic_x_args=parameters["alembic_x_args"],
                       parameters=parameters, operator=getpass.getuser(), operator_from="login name")
     session.target = opened.target
     return ReadOnlyRunbook(parameters, opened.target, opened.project, opened.context, recorder)

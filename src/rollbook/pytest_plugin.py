@@ -24,6 +24,7 @@ import pytest
 from rollbook.errors import RollbookError
 
 if TYPE_CHECKING:
+    from rollbook.migrations import MigrationProject
     from rollbook.rollback_rehearsal import RehearsalReport
 
 MARKER = "rollbook"
@@ -41,6 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   help="rollbook: add the rollback test of the Alembic project (one item per revision).")
     parser.addini("rollbook_alembic_config", default="alembic.ini",
                   help="rollbook: the Alembic project's alembic.ini, relative to the rootdir.")
+    parser.addini("rollbook_alembic_x_args", type="args", default=[],
+                  help="rollbook: -x arguments (KEY=VALUE) for env.py's context.get_x_argument(), space-separated.")
     parser.addoption("--rollbook-database-url", default=None,
                      help="rollbook: a database on the server to run the rollback test on (default: DATABASE_URL); "
                           "scratch databases are created next to it, it is not changed.")
@@ -56,11 +59,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not config.getini("rollbook_rollback_test") or _chosen_tests(config):
         return
     # Imported only now: projects that have not opted in do not pay for Alembic and SQLAlchemy at start-up.
-    from rollbook.migrations import load_project
     from rollbook.rollback_rehearsal import linear_history
 
     try:
-        names = [TEAM_TEST, *linear_history(load_project(_config_path(config)))]
+        names = [TEAM_TEST, *linear_history(_project(config))]
     except RollbookError as exc:
         config.stash[_REPORT] = exc
         names = [TEAM_TEST]
@@ -102,7 +104,6 @@ class RollbackTestItem(pytest.Item):
 def _report(config: pytest.Config) -> RehearsalReport:
     """The session's rehearsal, run on first use; a refusal is raised by every item."""
     from rollbook.database import DatabaseTarget
-    from rollbook.migrations import load_project
     from rollbook.rollback_rehearsal import rehearse_rollbacks
 
     found = config.stash.get(_REPORT, None)
@@ -113,7 +114,7 @@ def _report(config: pytest.Config) -> RehearsalReport:
                 raise RollbookError("The rollback test needs a PostgreSQL server: pass --rollbook-database-url (or set "
                                     "DATABASE_URL) to a database on a server where the role may create databases.")
             target = DatabaseTarget.from_url(url, source="--rollbook-database-url (or DATABASE_URL)")
-            found = rehearse_rollbacks(target, load_project(_config_path(config)))
+            found = rehearse_rollbacks(target, _project(config))
         except RollbookError as exc:
             found = exc
         config.stash[_REPORT] = found
@@ -122,8 +123,11 @@ def _report(config: pytest.Config) -> RehearsalReport:
     return found
 
 
-def _config_path(config: pytest.Config) -> Path:
-    return config.rootpath / str(config.getini("rollbook_alembic_config"))
+def _project(config: pytest.Config) -> MigrationProject:
+    from rollbook.migrations import load_project, parse_x_args
+
+    x_args = parse_x_args(list(config.getini("rollbook_alembic_x_args")), "rollbook_alembic_x_args")
+    return load_project(config.rootpath / str(config.getini("rollbook_alembic_config")), x_args)
 
 
 def _chosen_tests(config: pytest.Config) -> bool:

@@ -31,7 +31,8 @@ class RollbackTestRun:
     def start(cls, parameters: dict[str, Any], recorder: RunRecorder) -> RollbackTestRun:
         """Connect to the database that names the server (it is not changed) and record who, where, when."""
         opened = open_run(recorder, database_url=parameters["database_url"],
-                          alembic_config=parameters["alembic_config"], parameters=parameters,
+                          alembic_config=parameters["alembic_config"],
+                          alembic_x_args=parameters["alembic_x_args"], parameters=parameters,
                           operator=getpass.getuser(), operator_from="login name",
                           mode="read-only: scratch databases are created next to this one and dropped")
         return cls(parameters, opened.target, opened.project, opened.context, recorder)

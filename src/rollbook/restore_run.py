@@ -82,6 +82,7 @@ class RestoreRun:
         else:
             mode = "**EXECUTE**: this run creates a new database from the backup; nothing existing is changed"
         opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
+                          alembic_x_args=parameters.alembic_x_args,
                           parameters=parameters.to_dict(), operator=parameters.operator,
                           operator_from=parameters.operator_from, mode=mode, gated=True,
                           environment=parameters.environment, approved_by=parameters.approved_by,

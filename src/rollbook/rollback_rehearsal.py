@@ -245,6 +245,8 @@ def rehearse_rollbacks(
     team: TeamTest | None = None
     with ExitStack() as databases:
         walk = databases.enter_context(scratch_database(server))
+        # Base as a downgrade leaves it: no migration, but the version table's schema (version_table_schema) exists.
+        run_own_migrations(project, walk, "base", "upgrade")
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
         previous: str | None = None
         broken: list[str] = []

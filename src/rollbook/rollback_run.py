@@ -243,6 +243,7 @@ class RollbackRun:
         else:
             mode = "**EXECUTE**: this run changes the database"
         opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
+                          alembic_x_args=parameters.alembic_x_args,
                           parameters=parameters.to_dict(), operator=parameters.operator,
                           operator_from=parameters.operator_from, mode=mode, gated=True,
                           environment=parameters.environment,

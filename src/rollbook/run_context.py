@@ -84,9 +84,9 @@ class OpenedRun:
 
 
 def open_run(
-    recorder: RunRecorder, *, database_url: str, alembic_config: str, parameters: dict[str, Any], operator: str,
-    operator_from: str, mode: str = READ_ONLY, gated: bool = False, environment: str = "", approved_by: str = "",
-    ticket: str = "", execute: bool = False,
+    recorder: RunRecorder, *, database_url: str, alembic_config: str, alembic_x_args: tuple[str, ...] = (),
+    parameters: dict[str, Any], operator: str, operator_from: str, mode: str = READ_ONLY, gated: bool = False,
+    environment: str = "", approved_by: str = "", ticket: str = "", execute: bool = False,
 ) -> OpenedRun:
     """The "who, where, when" step every runbook starts with: record the request, connect, name the database.
 
@@ -98,7 +98,7 @@ def open_run(
                         ticket=ticket, execute=execute)
         target = DatabaseTarget.from_url(database_url or None, source="the database_url parameter")
         recorder.update(database=target.redacted)
-        project = load_project(alembic_config or None)
+        project = load_project(alembic_config or None, alembic_x_args)
         rules = None
         if gated:
             rules = load_policy(project.config_path.parent)

@@ -11,20 +11,23 @@ from __future__ import annotations
 import getpass
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rollbook.connection_secrets import UnreadableConnectionString, split_connection_string
+from rollbook.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.errors import BadInput
+from rollbook.migrations import parse_x_args
 from rollbook.policy import parse_deployed_at
+from rollbook.redaction import SECRET_NAME_PARTS
 
 # The parameters cell of runbooks/rollback.ipynb must declare exactly these (a test compares them).
 ROLLBACK_PARAMETERS: dict[str, Any] = {
     "database_url": "",
     "alembic_config": "",
+    "alembic_x_args": "",
     "target_revision": "-1",
     "environment": "development",
     "operator": "",
@@ -41,7 +44,7 @@ ROLLBACK_PARAMETERS: dict[str, Any] = {
     "accept_data_loss": False,
     "execute": False,
 }
-STATUS_PARAMETERS: dict[str, Any] = {"database_url": "", "alembic_config": ""}
+STATUS_PARAMETERS: dict[str, Any] = {"database_url": "", "alembic_config": "", "alembic_x_args": ""}
 PLAN_PARAMETERS: dict[str, Any] = {
     **STATUS_PARAMETERS, "target_revision": "-1", "statement_timeout": "30s", "live_checks": True,
 }
@@ -84,6 +87,7 @@ class RollbackParameters:
 
     database_url: str
     alembic_config: str
+    alembic_x_args: tuple[str, ...]
     target_revision: str
     environment: str
     operator: str
@@ -105,6 +109,7 @@ class RollbackParameters:
         return {
             "database_url": self.database_url or "(from DATABASE_URL)",
             "alembic_config": self.alembic_config,
+            "alembic_x_args": list(self.alembic_x_args),
             "target_revision": self.target_revision,
             "environment": self.environment,
             "operator": self.operator,
@@ -136,6 +141,7 @@ def read_rollback_parameters(namespace: Mapping[str, Any], hidden: frozenset[str
     return RollbackParameters(
         database_url=strings["database_url"],
         alembic_config=strings["alembic_config"],
+        alembic_x_args=_x_args(given),
         target_revision=_revision(given["target_revision"]),
         environment=strings["environment"],
         operator=operator,
@@ -161,6 +167,7 @@ def read_plan_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = 
     return {
         "database_url": _string("database_url", given["database_url"]),
         "alembic_config": _string("alembic_config", given["alembic_config"]),
+        "alembic_x_args": _x_args(given),
         "target_revision": _revision(given["target_revision"]),
         "statement_timeout_ms": parse_duration_ms("statement_timeout", given["statement_timeout"]),
         "live_checks": _flag("live_checks", given["live_checks"]),
@@ -170,7 +177,8 @@ def read_plan_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = 
 def read_status_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The status runbook's parameters."""
     given = runbook_values("status", namespace, hidden)
-    return {name: _string(name, given[name]) for name in STATUS_PARAMETERS}
+    return {"database_url": _string("database_url", given["database_url"]),
+            "alembic_config": _string("alembic_config", given["alembic_config"]), "alembic_x_args": _x_args(given)}
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,7 @@ class BackupParameters:
 
     database_url: str
     alembic_config: str
+    alembic_x_args: tuple[str, ...]
     backup_dir: Path
     verify_backup: str
     operator: str
@@ -187,6 +196,7 @@ class BackupParameters:
 
     def to_dict(self) -> dict[str, Any]:
         return {"database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
+                "alembic_x_args": list(self.alembic_x_args),
                 "backup_dir": str(self.backup_dir), "verify_backup": self.verify_backup, "operator": self.operator,
                 "ticket": self.ticket}
 
@@ -194,10 +204,10 @@ class BackupParameters:
 def read_backup_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> BackupParameters:
     """The backup runbook's parameters, checked like the rollback runbook's."""
     given = runbook_values("backup", namespace, hidden)
-    strings = {name: _string(name, given[name]) for name in BACKUP_PARAMETERS}
+    strings = {name: _string(name, given[name]) for name in BACKUP_PARAMETERS if name != "alembic_x_args"}
     operator, operator_from = _operator(strings["operator"])
     return BackupParameters(
-        database_url=strings["database_url"], alembic_config=strings["alembic_config"],
+        database_url=strings["database_url"], alembic_config=strings["alembic_config"], alembic_x_args=_x_args(given),
         backup_dir=Path(strings["backup_dir"] or BACKUP_PARAMETERS["backup_dir"]).expanduser(),
         verify_backup=_verify_method(strings["verify_backup"]), operator=operator, operator_from=operator_from,
         ticket=strings["ticket"],
@@ -210,6 +220,7 @@ class RestoreParameters:
 
     database_url: str
     alembic_config: str
+    alembic_x_args: tuple[str, ...]
     backup: str
     restore_into: str
     new_database: str
@@ -228,6 +239,7 @@ class RestoreParameters:
     def to_dict(self) -> dict[str, Any]:
         return {
             "database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
+            "alembic_x_args": list(self.alembic_x_args),
             "backup": self.backup, "restore_into": self.restore_into, "new_database": self.new_database,
             "environment": self.environment, "operator": self.operator, "approved_by": self.approved_by,
             "approved_plan": self.approved_plan, "ticket": self.ticket,
@@ -250,7 +262,8 @@ def read_restore_parameters(namespace: Mapping[str, Any], hidden: frozenset[str]
                        f"(over the database itself), not '{strings['restore_into']}'.")
     operator, operator_from = _operator(strings["operator"])
     return RestoreParameters(
-        database_url=strings["database_url"], alembic_config=strings["alembic_config"], backup=strings["backup"],
+        database_url=strings["database_url"], alembic_config=strings["alembic_config"], alembic_x_args=_x_args(given),
+        backup=strings["backup"],
         restore_into=strings["restore_into"], new_database=strings["new_database"],
         environment=strings["environment"], operator=operator, operator_from=operator_from,
         approved_by=strings["approved_by"], approved_plan=strings["approved_plan"], ticket=strings["ticket"],
@@ -270,7 +283,8 @@ def read_rollback_test_parameters(namespace: Mapping[str, Any], hidden: frozense
         raise BadInput(f"rows_per_table must be a whole number from 0 to 100 (papermill: -p rows_per_table 3), "
                        f"not {rows!r}.")
     return {"database_url": _string("database_url", given["database_url"]),
-            "alembic_config": _string("alembic_config", given["alembic_config"]), "rows_per_table": rows}
+            "alembic_config": _string("alembic_config", given["alembic_config"]), "alembic_x_args": _x_args(given),
+            "rows_per_table": rows}
 
 
 def runbook_values(runbook: str, namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
@@ -350,6 +364,30 @@ def _flag(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise BadInput(f"Parameter {name} must be True or False (papermill: -p {name} True), not {value!r}.")
+
+
+def x_arguments_with_secrets(arguments: Sequence[str]) -> tuple[str, ...]:
+    """The keys of `-x KEY=VALUE` arguments that carry a secret: a password in a connection string, or a
+    secret-named key (`db_password=...`). A runbook's parameters are written into its notebook."""
+    keys = []
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if secrets_in_text(value) or (value and any(part in key.upper() for part in SECRET_NAME_PARTS)):
+            keys.append(key)
+    return tuple(keys)
+
+
+def _x_args(given: Mapping[str, Any]) -> tuple[str, ...]:
+    arguments = parse_x_args(given["alembic_x_args"], "Parameter alembic_x_args")
+    with_secrets = x_arguments_with_secrets(arguments)
+    if with_secrets:
+        raise SecretInParameters(
+            f"The -x argument(s) {', '.join(with_secrets)} in alembic_x_args carry a password, and papermill has "
+            "already written the parameter into this output notebook: delete that file (or scrub it) and do not "
+            "share it. Give env.py its secrets another way (PGPASSWORD, ~/.pgpass, or an environment variable it "
+            "reads). Nothing was changed."
+        )
+    return arguments
 
 
 def _table_list(value: Any) -> tuple[str, ...]:

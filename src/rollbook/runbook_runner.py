@@ -30,10 +30,11 @@ from rollbook.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRec
 from rollbook.connection_secrets import split_connection_string
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.migrations import load_project
+from rollbook.migrations import load_project, parse_x_args
 from rollbook.papermill_process import STOP_SIGNALS
 from rollbook.parent_death import end_with_parent
 from rollbook.redaction import collect_secrets, redact_notebook
+from rollbook.runbook_parameters import x_arguments_with_secrets
 from rollbook.outcomes import ExitCode, Outcome
 from rollbook.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
 from rollbook.status import read_current_revisions
@@ -207,6 +208,14 @@ def _refuse_unknown_parameters(path: Path, parameters: Mapping[str, Any]) -> Non
             f"Unknown parameter(s) {', '.join(unknown)} for {path.name}, which takes: {', '.join(declared)}. "
             "Correct the name and run again; nothing was started."
         )
+    # Unlike database_url's password, nothing can carry an -x argument's secret to env.py outside the notebook.
+    with_secrets = x_arguments_with_secrets(parse_x_args(parameters.get("alembic_x_args"), "alembic_x_args"))
+    if with_secrets:
+        raise BadInput(
+            f"The -x argument(s) {', '.join(with_secrets)} carry a password, which the runbook's notebook would "
+            "record. Give env.py its secrets another way (PGPASSWORD, ~/.pgpass, or an environment variable it "
+            "reads); nothing was started."
+        )
 
 
 def _secrets_to_environment(parameters: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
@@ -319,7 +328,8 @@ def _revisions_now(parameters: Mapping[str, Any]) -> list[str] | None:
     try:
         target = DatabaseTarget.from_url(parameters.get("database_url") or None)
         config = parameters.get("alembic_config") or None
+        project = load_project(config, parse_x_args(parameters.get("alembic_x_args"), "Parameter alembic_x_args"))
         with connect(target) as conn:
-            return list(read_current_revisions(conn, load_project(config)))
+            return list(read_current_revisions(conn, project))
     except RollbookError:
         return None

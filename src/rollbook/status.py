@@ -96,6 +96,7 @@ def read_status(target: DatabaseTarget, project: MigrationProject) -> MigrationS
     """Read the database's revision and compare it with the project's migration files."""
     with connect(target) as conn:
         current = read_current_revisions(conn, project)
+    project.refuse_if_no_migrations(current)
     missing = tuple(rev for rev in current if not project.has_file(rev))
     heads = project.heads()
     return MigrationStatus(
