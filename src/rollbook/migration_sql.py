@@ -10,6 +10,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
 from rollbook.migrations import MigrationProject
+from rollbook.naming_convention import read_naming_convention
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -34,7 +35,9 @@ class OfflineRenderer:
             # The default pyformat paramstyle doubles every % in the SQL (LIKE 'a%' becomes 'a%%'), which
             # would change what the live checks count; Alembic's own offline template uses "named" too.
             dialect_opts={"paramstyle": "named"},
-            opts={"as_sql": True, "output_buffer": io.StringIO(), "literal_binds": True},
+            # Objects are named with the convention env.py's target_metadata gives them.
+            opts={"as_sql": True, "output_buffer": io.StringIO(), "literal_binds": True,
+                  "target_metadata": read_naming_convention(project).metadata()},
         )
 
     def render(self, revision: str, direction: Direction) -> RenderedSQL:

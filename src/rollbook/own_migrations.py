@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from rollbook.database import DatabaseTarget
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.naming_convention import read_naming_convention
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -34,9 +35,13 @@ class MigrationFailed(RollbookError):
 def run_own_migrations(
     project: MigrationProject, target: DatabaseTarget, destination: str | tuple[str, ...], direction: Direction,
 ) -> None:
-    """Upgrade or downgrade `target` to `destination`, one transaction per migration."""
+    """Upgrade or downgrade `target` to `destination`, one transaction per migration.
+
+    Objects are named with the naming convention of the project's target_metadata, as env.py would.
+    """
     # Migrations that read `context.config` see the target's URL, never the project's own.
     config = alembic_config_for(project, target)
+    target_metadata = read_naming_convention(project).metadata()
     planned: list[str] = []
     applied: list[str] = []
 
@@ -64,7 +69,7 @@ def run_own_migrations(
                     connection.commit()
                 env.configure(connection=connection, version_table=project.version_table,
                               version_table_schema=project.version_table_schema, transaction_per_migration=True,
-                              on_version_apply=[record])
+                              on_version_apply=[record], target_metadata=target_metadata)
                 with env.begin_transaction():
                     env.run_migrations()
     except Exception as exc:
