@@ -11,6 +11,7 @@ from alembic.util import CommandError
 from psycopg import sql
 
 from rollbook import markdown
+from rollbook.base_schema import create_base_schema
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject
@@ -103,8 +104,10 @@ def build_schema_at(project: MigrationProject, revision: str | None, scratch: Da
 
     Runs through rollbook's own engine and Alembic context, never the project's env.py: a real env.py
     may ignore the URL it is given and migrate whatever database its settings name.
+    The project's starting schema (`base_schema` in its settings), if any, is created first.
     Raises SchemaBuildFailed, naming the revision whose upgrade failed.
     """
+    create_base_schema(project, scratch)
     if revision is None or revision == "base":
         return
     destination = _resolve(project, revision)  # an unknown revision is bad input, not a failed build

@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
+from rollbook.base_schema import create_base_schema
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject, RevisionInfo
@@ -239,6 +240,7 @@ def rehearse_rollbacks(
     trips: list[RoundTrip] = []
     team: TeamTest | None = None
     with scratch_database(server) as walk:
+        create_base_schema(project, walk)  # tables a project makes with create_all before its first migration
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
         previous: str | None = None
         for index, revision in enumerate(history):
