@@ -131,3 +131,31 @@ def test_a_generated_column_reading_a_dropped_column_is_named_and_the_drop_reall
                               "drop or change it first"]
     with pytest.raises(sqlalchemy.exc.InternalError, match="other objects depend on it"):
         command.downgrade(config, "-1")
+
+
+def test_a_foreign_key_a_python_read_step_drops_is_not_in_the_way_whatever_the_source_order(tmp_path, database_url):
+    """MLflow's shape: a SQLite-only branch drops the column before the PostgreSQL path drops the foreign key."""
+    downgrade = (
+        "bind = op.get_bind()\n"
+        "    bind.execute(sa.text('SELECT 1')).fetchall()  # reads the database: rendered from its source\n"
+        "    if bind.dialect.name == 'sqlite':\n"
+        "        with op.batch_alter_table('teams') as batch_op:\n"
+        "            batch_op.drop_column('code')\n"
+        "        return\n"
+        "    op.drop_constraint('fk_players_team_code', 'players', type_='foreignkey')\n"
+        "    op.drop_column('teams', 'code')"
+    )
+    revisions = {
+        "gggg00000001": (None, 'op.execute("CREATE TABLE teams (id int PRIMARY KEY)")', 'op.execute("DROP TABLE teams")'),
+        "gggg00000002": ("gggg00000001",
+                         'op.execute("ALTER TABLE teams ADD COLUMN code text UNIQUE; CREATE TABLE players (id int, '
+                         'team_code text CONSTRAINT fk_players_team_code REFERENCES teams (code))")',
+                         f"import sqlalchemy as sa\n    {downgrade}"),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert plan.steps[0].operations[0].source == "python"
+    assert blockers(plan) == []
+    command.downgrade(config, "-1")

@@ -112,6 +112,13 @@ def with_dependent_objects(
     conn: psycopg.Connection, operations: list[Operation], dropped: DroppedSoFar
 ) -> list[Operation]:
     """`operations`, each drop or type change followed by the objects that make it fail (or that CASCADE drops)."""
+    # Operations read from Python source come in source order, branches and helpers included, not in the order
+    # they run (MLflow drops its foreign keys after a SQLite-only branch that drops the same columns): for
+    # those, whatever the step drops anywhere may be dropped first.
+    dropped_in_source = DroppedSoFar()
+    for op in operations:
+        if op.source == "python":
+            dropped_in_source.record(op)
     expanded = []
     for op in operations:
         expanded.append(op)
@@ -119,7 +126,7 @@ def with_dependent_objects(
             column = None if op.op == "drop_table" else op.column
             what = f"{op.table}.{column}" if column else f"table {op.table}"
             for dependent in find_dependent_objects(conn, op.table, column):
-                if dropped.covers(dependent):
+                if dropped.covers(dependent) or (op.source == "python" and dropped_in_source.covers(dependent)):
                     continue
                 if op.extra.get("cascade"):
                     expanded.append(Operation(
