@@ -80,3 +80,31 @@ def test_an_env_py_that_computes_target_metadata_falls_back_to_the_default_and_s
     assert convention.convention is None
     assert "env.py computes target_metadata (make_metadata())" in convention.note
     assert 'Set target_metadata = "module:attribute" in the [project] table of rollbook.toml' in convention.note
+
+
+def project_with_env_py(root: Path, env_py: str) -> Path:
+    (root / "versions").mkdir(parents=True)
+    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\npath_separator = os\n")
+    (root / "env.py").write_text(env_py)
+    return root / "alembic.ini"
+
+
+def test_a_metadata_written_in_env_py_gives_its_literal_convention(tmp_path):
+    config = project_with_env_py(tmp_path / "project", (
+        "import sqlalchemy as sa\nCONVENTION = {'ck': 'ck_%(table_name)s_%(constraint_name)s'}\n"
+        "target_metadata = sa.MetaData(naming_convention=CONVENTION)\n"))
+
+    convention = read_naming_convention(load_project(config))
+
+    assert convention.convention == {"ck": "ck_%(table_name)s_%(constraint_name)s"}
+    assert convention.source == "MetaData(...) in env.py"
+
+
+def test_target_metadata_set_inside_a_function_is_named_as_unreadable(tmp_path):
+    config = project_with_env_py(tmp_path / "project", (
+        "def run():\n    target_metadata = load()\n    return target_metadata\n"))
+
+    convention = read_naming_convention(load_project(config))
+
+    assert convention.convention is None
+    assert "inside a function or a condition, not at module level" in (convention.problem or "")

@@ -32,7 +32,7 @@ from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput
 from rollbook.migrations import MigrationProject
 from rollbook.own_migrations import first_line
-from rollbook.project_config import find_settings
+from rollbook.project_config import project_setting
 
 SETTING = "base_schema"
 _MODULE_ATTRIBUTE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -75,17 +75,14 @@ class BaseSchema:
 
 def read_base_schema(project: MigrationProject) -> BaseSchema | None:
     """The starting schema the project's settings name, or None; BadInput if it names nothing usable."""
-    settings = find_settings(project.config_path.parent)
-    section = settings.table.get("project", {}) if settings else {}
-    value = section.get(SETTING) if isinstance(section, dict) else None
-    if value is None:
+    setting = project_setting(project.config_path.parent, SETTING)
+    if setting is None:
         return None
-    assert settings is not None
-    where = f"{SETTING} in {settings.section('project')} of {settings.path}"
+    value, where = setting.value, setting.where
     if not isinstance(value, str) or not value.strip():
         raise BadInput(f"{where} must be a path to a .sql file or \"module:attribute\", not {value!r}. Fix the "
                        "setting and retry; nothing was changed.")
-    path = settings.path.parent / value
+    path = setting.folder / value
     if not _MODULE_ATTRIBUTE.match(value) or path.is_file():
         if not path.is_file():
             raise BadInput(f"{where} names {value!r}, but {path} is not a file. Write the starting schema there "

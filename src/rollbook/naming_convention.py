@@ -32,7 +32,7 @@ from sqlalchemy import MetaData
 
 from rollbook.errors import BadInput
 from rollbook.migrations import MigrationProject
-from rollbook.project_config import find_settings
+from rollbook.project_config import project_setting
 
 SETTING = "target_metadata"
 
@@ -67,13 +67,9 @@ def read_naming_convention(project: MigrationProject) -> NamingConvention:
     Raises BadInput when the settings name an object that cannot be imported; anything env.py does
     that cannot be read gives the default convention with the reason in `problem`.
     """
-    settings = find_settings(project.config_path.parent)
-    section = settings.table.get("project", {}) if settings else {}
-    configured = section.get(SETTING) if isinstance(section, dict) else None
+    configured = project_setting(project.config_path.parent, SETTING)
     if configured is not None:
-        assert settings is not None
-        where = f"{SETTING} in {settings.section('project')} of {settings.path}"
-        return _from_setting(configured, where)
+        return _from_setting(configured.value, configured.where)
     env_py = Path(project.scripts.dir) / "env.py"
     try:
         return _from_env_py(env_py)
@@ -101,7 +97,8 @@ def _from_setting(value: object, where: str) -> NamingConvention:
 
 def _from_env_py(env_py: Path) -> NamingConvention:
     try:
-        tree = ast.parse(env_py.read_text())
+        source = env_py.read_text()
+        tree = ast.parse(source)
     except (OSError, SyntaxError, ValueError) as exc:
         raise _Unreadable(f"{env_py} cannot be read: {exc}") from None
     assigned = {
@@ -110,6 +107,8 @@ def _from_env_py(env_py: Path) -> NamingConvention:
         for target in statement.targets if isinstance(target, ast.Name)
     }
     value = assigned.get(SETTING)
+    if value is None and SETTING in source:
+        raise _Unreadable("env.py sets target_metadata inside a function or a condition, not at module level")
     if value is None:
         return NamingConvention(None, "env.py sets no target_metadata")
     if isinstance(value, ast.Constant) and value.value is None:
