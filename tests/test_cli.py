@@ -110,3 +110,31 @@ def test_sql_output_refuses_a_downgrade_it_cannot_render_and_writes_no_partial_s
     assert empty.returncode == 0, empty.stderr
     assert "-- downgrade() of a3 is empty: only the version table changes" in empty.stdout
     assert "UPDATE alembic_version SET version_num='a2' WHERE alembic_version.version_num = 'a3';" in empty.stdout
+
+
+def test_a_project_that_prints_or_logs_to_stdout_leaves_json_and_sql_clean(tmp_path, demo_url):
+    """A migration module that prints and logs to stdout on import (as some real histories do)."""
+    from rollbook.demo import DEMO_CONFIG
+
+    project = tmp_path / "project"
+    shutil.copytree(DEMO_CONFIG.parent, project, ignore=shutil.ignore_patterns("__pycache__"))
+    noisy = project / "versions" / "0607bc5b8536_noisy_helpers.py"
+    original = next((project / "versions").glob("0607bc5b8536_*.py"))
+    noisy.write_text(
+        "import logging, sys\nlogging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True)\n"
+        "logging.getLogger('app').info('configuring the app')\nprint('hello from the migrations')\n"
+        + original.read_text())
+    original.unlink()
+    env = {"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(project / "alembic.ini")}
+
+    status = run("status", "--json", env=env)
+    plan = run("plan", "--target", "-1", "--json", env=env)
+    sql = run("plan", "--target", "-1", "--sql", env=env)
+
+    assert json.loads(status.stdout)["current"] == ["0607bc5b8536"], status.stdout
+    assert json.loads(plan.stdout)["steps"][0]["revision"] == "0607bc5b8536", plan.stdout
+    assert sql.returncode == 0, sql.stderr
+    assert "hello" not in sql.stdout and "configuring" not in sql.stdout
+    assert sql.stdout.startswith("-- Running downgrade 0607bc5b8536 -> 0607bc5b8535\nBEGIN;"), sql.stdout
+    assert "INFO" not in sql.stdout
+    assert "hello from the migrations" in status.stderr and "configuring the app" in status.stderr

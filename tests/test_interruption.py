@@ -166,3 +166,25 @@ def test_a_plain_papermill_run_stopped_with_ctrl_c_leaves_a_known_revision_and_s
     stopped = [s for s in summary["steps"] if s["status"] != "done"]
     assert [s["step"] for s in stopped] == ["downgrade"], summary["steps"]
     assert summary["outcome"] in ("running", "interrupted")
+
+
+def test_a_run_stopped_while_its_kernel_starts_is_recorded_as_interrupted_without_a_traceback(tmp_path, slow_database):
+    url, config = slow_database
+    process = subprocess.Popen(
+        [ROLLBOOK, "run", "rollback", "-p", "environment", "staging", "-p", "operator", "alice", "--execute"],
+        env=_run_environment(tmp_path, url, config), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )
+    marker = str(tmp_path / "archive")
+    deadline = time.monotonic() + 60
+    while not any("ipykernel" in command for command in _processes_of(marker)):
+        assert time.monotonic() < deadline and process.poll() is None, "no kernel started"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=90)
+
+    _none_left(marker)
+    assert process.returncode == 1, stderr
+    assert stdout.startswith("interrupted in step parameters: the operator stopped the run"), stdout
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert current_revision(url) == [SLOW_REVISION]

@@ -111,8 +111,10 @@ EXPECTED_STEPS = {
     HEAD: ("alter_column", Risk.MEDIUM, "do_not_downgrade"),
     RELAX_CONSTRAINTS: ("alter_column", Risk.MEDIUM, "do_not_downgrade"),
     EXPIRE_ORDERS: ("data_migration", Risk.HIGH, "do_not_downgrade"),
-    EMAIL_DOMAIN: ("data_migration", Risk.HIGH, "do_not_downgrade"),
-    CUSTOMER_REQUIRED: ("alter_column", Risk.MEDIUM, "safe"),
+    # The upgrade backfills only the column it adds; the downgrade rewrites older data (customers.email).
+    EMAIL_DOMAIN: ("add_column", Risk.HIGH, "do_not_downgrade"),
+    # Its downgrade only allows NULL again: nothing can fail or be lost.
+    CUSTOMER_REQUIRED: ("alter_column", Risk.LOW, "safe"),
     EXTERNAL_REF: ("add_column", Risk.LOW, "loses_data"),
     BASE_SCHEMA: ("add_table", Risk.LOW, "loses_data"),
 }
@@ -200,8 +202,9 @@ def test_plan_to_base_walks_every_revision_newest_first(base_plan: DowngradePlan
     assert base_plan.steps[-1].revision.file == f"versions/{BASE_SCHEMA}_create_customers_orders_invoices.py"
     assert base_plan.verdict.code == "do_not_downgrade"
     reasons = "\n".join(base_plan.verdict.reasons)
-    for high in (EXPIRE_ORDERS, EMAIL_DOMAIN):
-        assert f"{high} (data_migration) is HIGH risk" in reasons
+    assert f"{EXPIRE_ORDERS} (data_migration) is HIGH risk" in reasons
+    assert (f"{EMAIL_DOMAIN} (add_column) is HIGH risk: Data migration: rows are rewritten or removed and the change "
+            "may not be reversible.") in reasons
     blocking = [(step.revision.revision, op) for step in base_plan.steps for op in step.operations
                 if op.check and op.check.effect == "blocks"]
     assert len(blocking) == 6
@@ -258,7 +261,7 @@ def test_downgrade_of_a_not_null_upgrade_is_safe(database_url: str, project: Mig
     (step,) = plan.steps
     assert operations(step) == [("drop_not_null", "orders", "customer_id", None)]
     assert step.operations[0].statement == "ALTER TABLE orders ALTER COLUMN customer_id DROP NOT NULL"
-    assert (step.migration_type, step.risk) == ("alter_column", Risk.MEDIUM)
+    assert (step.migration_type, step.risk) == ("alter_column", Risk.LOW)  # allowing NULL again can neither fail nor lose a value
     assert plan.verdict.code == "safe"
 
 
@@ -282,9 +285,11 @@ def test_get_bind_data_migration_is_read_from_python_and_never_safe(database_url
     assert operations(step) == [("unknown", None, None, None), ("select", None, None, None),
                                 ("update", "customers", None, None), ("drop_index", "customers", None, None),
                                 ("drop_column", "customers", "email_domain", 3)]
-    # Its upgrade rewrites rows one by one: a data migration, HIGH risk by the procedures.
+    # Its upgrade fills only the column it adds (an add_column); its downgrade rewrites customers.email row by
+    # row: older data changed, HIGH risk.
     assert [op.op for op in step.upgrade_operations] == ["unknown", "add_column", "create_index", "select", "update"]
-    assert (step.migration_type, step.risk) == ("data_migration", Risk.HIGH)
+    assert (step.migration_type, step.risk) == ("add_column", Risk.HIGH)
+    assert step.operations[2].reason == "Data migration: rows are rewritten or removed and the change may not be reversible."
     assert plan.verdict.code == "do_not_downgrade"
     assert any("review its logic by hand" in reason for reason in plan.verdict.reasons)
     assert plan_downgrade(target, project, "-1", live_checks=False).verdict.code == "do_not_downgrade"

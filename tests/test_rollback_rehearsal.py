@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import textwrap
@@ -268,3 +269,76 @@ def test_the_pytest_plugin_runs_only_when_a_project_opts_in(pytester, tmp_path, 
     failing = pytester.runpytest(server, "-p", "no:cacheprovider")
     failing.assert_outcomes(passed=8, failed=2)  # the revision, and the team's test (the head's downgrade)
     failing.stdout.fnmatch_lines(["*column users.nickname: not expected (present in the database)*"])
+
+
+def test_a_revision_that_only_applies_together_with_the_next_does_not_hide_the_later_ones(tmp_path, database_url):
+    """r2 leaves an orphan that a deferred foreign key rejects at commit, and r3 adds the missing parent:
+    applied one at a time r2 fails, in one `alembic upgrade` (one transaction) the line applies cleanly."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE parent (id int PRIMARY KEY)')", "op.execute('DROP TABLE parent')"),
+        "r2": ("r1", "op.execute('CREATE TABLE child (id int, parent_id int REFERENCES parent DEFERRABLE INITIALLY "
+                     "DEFERRED); INSERT INTO child VALUES (1, 1)')", "op.execute('DROP TABLE child')"),
+        "r3": ("r2", "op.execute('INSERT INTO parent VALUES (1)')", "pass"),
+        "r4": ("r3", "op.execute('CREATE TABLE notes (id int)')", "op.execute('DROP TABLE notes')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    trips = {trip["revision"]: trip for trip in report["revisions"]}
+    assert trips["r1"]["passed"]
+    assert not trips["r2"]["passed"] and "the upgrade to it failed" in trips["r2"]["downgrade"]["detail"]
+    assert trips["r3"]["downgrade"]["status"] == "not_checked"  # the schema r2 builds on its own is unknown
+    assert trips["r4"]["passed"], trips["r4"]  # rehearsed, not hidden behind r2
+    assert "r2 failed when applied on its own" in " ".join(report["team_test"]["lines"])
+    assert scratch_databases(database_url) == 0
+
+
+def test_tables_whose_foreign_keys_point_at_each_other_are_all_seeded(tmp_path, database_url):
+    """Prefect's shape: flow_run.state_id -> flow_run_state, flow_run_state.flow_run_id (NOT NULL) -> flow_run."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE flow_run (id int PRIMARY KEY, state_id int); "
+                     "CREATE TABLE flow_run_state (id int PRIMARY KEY, flow_run_id int NOT NULL "
+                     "REFERENCES flow_run ON DELETE CASCADE); ALTER TABLE flow_run ADD FOREIGN KEY (state_id) "
+                     "REFERENCES flow_run_state ON DELETE SET NULL')",
+               "op.execute('DROP TABLE flow_run, flow_run_state CASCADE')"),
+        "r2": ("r1", "op.execute('ALTER TABLE flow_run_state ADD COLUMN name text')",
+               "op.execute('ALTER TABLE flow_run_state DROP COLUMN name')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)
+    [r2] = [trip for trip in report["revisions"] if trip["revision"] == "r2"]
+    assert {s["table"]: s["rows"] for s in r2["seeded"]} == {"flow_run": 3, "flow_run_state": 3}
+    # The dropped column's values were lost where the plan said, and counted: the state rows were there.
+    assert r2["rows_as_planned"]["status"] == "passed", r2["rows_as_planned"]
+
+
+def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_re_created(tmp_path, database_url):
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE a (id int, nick text)')", "op.execute('DROP TABLE a')"),
+        "r2": ("r1", "op.execute('ALTER TABLE a RENAME COLUMN nick TO nickname')",
+               "op.execute('ALTER TABLE a RENAME COLUMN nickname TO nick')"),
+        "r3": ("r2", "op.execute('ALTER TABLE a RENAME TO accounts')", "op.execute('ALTER TABLE accounts RENAME TO a')"),
+        "r4": ("r3", "op.execute('ALTER TABLE accounts ADD COLUMN note text')",
+               "op.execute('DROP TABLE accounts; CREATE TABLE accounts (id int, nickname text)')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    trips = {trip["revision"]: trip for trip in json.loads(result.stdout)["revisions"]}
+    for revision in ("r2", "r3", "r4"):
+        assert trips[revision]["rows_as_planned"]["status"] == "passed", trips[revision]["rows_as_planned"]
+    assert "all 3 rows kept" in trips["r2"]["rows_as_planned"]["detail"]
+    assert "accounts (renamed to a): all 3 rows kept" in trips["r3"]["rows_as_planned"]["detail"]
+    assert "dropped and re-created, 3 rows lost as predicted" in trips["r4"]["rows_as_planned"]["detail"]
+    assert result.returncode == 0, result.stdout

@@ -18,10 +18,8 @@ schema check and the rehearsal's databases.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +58,7 @@ class BaseSchema:
                 return
             engine = create_engine(scratch.sqlalchemy_url, poolclass=pool.NullPool)
             try:
-                with engine.begin() as connection, contextlib.redirect_stdout(sys.stderr):
+                with engine.begin() as connection:
                     metadata = _metadata_of(self.creator)
                     if metadata is not None:
                         metadata.create_all(connection)
@@ -91,8 +89,7 @@ def read_base_schema(project: MigrationProject) -> BaseSchema | None:
         return BaseSchema(f"{where}: {value}", sql_file=path)
     module_name, attribute = value.split(":")
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # a chatty import must not pollute JSON on stdout
-            found: Any = importlib.import_module(module_name)
+        found: Any = importlib.import_module(module_name)
         for name in attribute.split("."):
             found = getattr(found, name)
     except Exception as exc:  # an application module may raise anything while it loads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -28,6 +29,14 @@ config_option = click.option(
     "--config", "config_path", envvar="ALEMBIC_CONFIG", show_envvar=True, default="alembic.ini",
     show_default=True, help="The Alembic project's alembic.ini.",
 )
+
+
+def _project_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
+    """While the project's migrations load and render, its prints and stdout logging go to stderr.
+
+    stdout then carries only what rollbook prints (JSON, SQL), which a pipe, `jq` or psql reads whole.
+    """
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,7 +109,8 @@ def main() -> None:
 @reports_errors
 def status(database_url: str | None, config_path: str, as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
-    result = read_status(DatabaseTarget.from_url(database_url), load_project(config_path))
+    with _project_output_to_stderr():
+        result = read_status(DatabaseTarget.from_url(database_url), load_project(config_path))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
 
 
@@ -117,10 +127,12 @@ def status(database_url: str | None, config_path: str, as_json: bool) -> None:
 def plan(database_url: str | None, config_path: str, target: str, as_json: bool, as_sql: bool,
          no_live_checks: bool, statement_timeout: int) -> None:
     """Plan a downgrade: path, operations, risk, rows each step would destroy, and a verdict."""
-    result = plan_downgrade(DatabaseTarget.from_url(database_url), load_project(config_path), target,
-                            live_checks=not no_live_checks, statement_timeout_ms=statement_timeout)
-    if as_sql:
-        click.echo(result.downgrade_sql(), nl=False)
+    with _project_output_to_stderr():
+        result = plan_downgrade(DatabaseTarget.from_url(database_url), load_project(config_path), target,
+                                live_checks=not no_live_checks, statement_timeout_ms=statement_timeout)
+        output = result.downgrade_sql() if as_sql else None
+    if output is not None:
+        click.echo(output, nl=False)
     elif as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -143,8 +155,9 @@ def rollback_test(database_url: str | None, config_path: str, rows_per_table: in
     """
     from rollbook.rollback_rehearsal import rehearse_rollbacks
 
-    report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), load_project(config_path),
-                                rows_per_table=rows_per_table)
+    with _project_output_to_stderr():
+        report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), load_project(config_path),
+                                    rows_per_table=rows_per_table)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     sys.exit(0 if report.passed else 1)
 

@@ -108,13 +108,31 @@ def _scan_table(
         if len(checks) > 1:
             # One failing check (typically a migration's own predicate) must not hide the others' counts.
             return _scan_each(conn, table, checks, server_version, statement_timeout_ms, lock_timeout_ms)
-        note = f"counting {table} failed: {exc.diag.message_primary or type(exc).__name__}"
-        return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
+        return TableFacts(table, True), {c: CheckResult(None, count_failure_note(table, exc)) for c in checks}
     assert row is not None
     results = dict(skipped)
     for check, index, note in counted:
         results[check] = CheckResult(int(row[index]), note)
     return TableFacts(table, True, int(row[0]), facts.total_bytes, facts.columns), results
+
+
+# Why PostgreSQL refused a count, by the class of its SQLSTATE, in a reader's words.
+_COUNT_FAILURES = {
+    "42": "the migration's condition names a column, table or function that does not exist now, or needs values "
+          "that exist only while the migration runs",
+    "22": "a value in the table cannot be evaluated by the migration's condition",
+    "25": "the migration's condition would write, and live checks only read",
+    "08": "the connection was lost",
+    "53": "the server ran out of resources",
+    "57": "the server cancelled it",
+}
+
+
+def count_failure_note(table: TableName, exc: psycopg.Error) -> str:
+    """Why a count of `table` failed, in words; PostgreSQL's own message stays out of the plan."""
+    sqlstate = exc.sqlstate or ""
+    why = _COUNT_FAILURES.get(sqlstate[:2], "PostgreSQL refused the count")
+    return f"{table} could not be counted ({why}): not counted, review by hand"
 
 
 def _scan_each(

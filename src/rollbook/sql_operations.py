@@ -36,6 +36,9 @@ _HARMLESS_DROPS = {
     ObjectType.OBJECT_TYPE: "drop_type",
     ObjectType.OBJECT_FUNCTION: "drop_function",
     ObjectType.OBJECT_TRIGGER: "drop_trigger",
+    ObjectType.OBJECT_POLICY: "drop_policy",
+    # Without CASCADE PostgreSQL refuses while a column, index or view still uses the extension's objects.
+    ObjectType.OBJECT_EXTENSION: "drop_extension",
     # Without CASCADE a schema can only be dropped once it is empty.
     ObjectType.OBJECT_SCHEMA: "drop_schema",
 }
@@ -116,7 +119,43 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.InsertStmt):
         return [_insert(stmt, text)]
     if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
-        return [Operation("select", None, None, "reads data, changes nothing", text)]
+        return [_select(stmt, text)]
+    if isinstance(stmt, (ast.CreateSeqStmt, ast.AlterSeqStmt)):
+        name = stmt.sequence.relname
+        if isinstance(stmt, ast.CreateSeqStmt):
+            return [Operation("create_sequence", None, None, f"creates sequence {name} (no table rows)", text,
+                              extra={"name": name})]
+        return [Operation("alter_sequence", None, None, f"changes sequence {name} (its next values or owner; no "
+                          "table rows)", text, lock=ROW_EXCLUSIVE, extra={"name": name})]
+    if isinstance(stmt, ast.CreateExtensionStmt):
+        return [Operation("create_extension", None, None, f"creates extension {stmt.extname} (adds types and "
+                          "functions; no table rows)", text, extra={"name": stmt.extname})]
+    if isinstance(stmt, (ast.CreatePolicyStmt, ast.AlterPolicyStmt)):
+        table = _table(stmt.table)
+        verb = "creates" if isinstance(stmt, ast.CreatePolicyStmt) else "changes"
+        return [Operation("policy", table, None, f"{verb} row-level security policy {stmt.policy_name} on {table}: "
+                          "changes which rows a role sees or writes, not the rows stored", text, lock=ACCESS_EXCLUSIVE,
+                          extra={"name": stmt.policy_name})]
+    if isinstance(stmt, (ast.GrantStmt, ast.GrantRoleStmt, ast.AlterDefaultPrivilegesStmt)):
+        verb = "grants" if getattr(stmt, "is_grant", True) else "revokes"
+        return [Operation("privileges", None, None, f"{verb} privileges (who may read or write; no stored data "
+                          "changes)", text)]
+    if isinstance(stmt, ast.AlterOwnerStmt):
+        return [Operation("privileges", None, None, "changes an owner (no stored data changes)", text)]
+    if isinstance(stmt, ast.CreateFunctionStmt):
+        name = ".".join(_names(stmt.funcname))
+        kind = "procedure" if stmt.is_procedure else "function"
+        return [Operation("create_function", None, None, f"{'creates or replaces' if stmt.replace else 'creates'} "
+                          f"{kind} {name} (its body runs only when something calls it)", text, extra={"name": name})]
+    if isinstance(stmt, ast.CreateTrigStmt):
+        table = _table(stmt.relation)
+        function = ".".join(_names(stmt.funcname))
+        return [Operation("create_trigger", table, None, f"creates trigger {stmt.trigname} on {table}: later writes "
+                          f"to {table} run {function}()", text, lock=SHARE_ROW_EXCLUSIVE,
+                          extra={"name": stmt.trigname})]
+    if isinstance(stmt, ast.DoStmt):
+        return [Operation("unknown", None, None, "runs a DO block of procedural code: what it changes is known "
+                          "only when it runs, review by hand", text)]
     if isinstance(stmt, ast.TransactionStmt):
         return [_transaction_control(stmt, text)]
     if isinstance(stmt, ast.VacuumStmt):
@@ -132,7 +171,8 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
                           not_atomic_reason=OUTSIDE_TRANSACTION.format("REINDEX CONCURRENTLY") if concurrent else None)]
     if isinstance(stmt, (ast.CommentStmt, ast.VariableSetStmt)):
         return [Operation("comment" if isinstance(stmt, ast.CommentStmt) else "set", None, None,
-                          "no effect on stored data", text)]
+                          "changes a comment (no effect on stored data)" if isinstance(stmt, ast.CommentStmt) else
+                          "changes a session setting (no effect on stored data)", text)]
     return [Operation("unknown", None, None, f"{type(stmt).__name__}: not understood, review by hand", text)]
 
 
@@ -206,8 +246,31 @@ def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: s
     if sub == AlterTableType.AT_ValidateConstraint:
         return Operation("validate_constraint", table, None, f"validates constraint {cmd.name} of {table}", text,
                          lock=SHARE_UPDATE_EXCLUSIVE)
+    if sub in _ROW_SECURITY:
+        return Operation("policy", table, None, f"{_ROW_SECURITY[sub]} row-level security on {table}: changes which "
+                         "rows a role sees or writes, not the rows stored", text, lock=ACCESS_EXCLUSIVE)
+    if sub in _TRIGGER_SWITCHES:
+        return Operation("trigger_switch", table, None, f"{_TRIGGER_SWITCHES[sub]} trigger(s) {cmd.name or ''} on "
+                         f"{table}", text, lock=SHARE_ROW_EXCLUSIVE)
+    if sub in (AlterTableType.AT_AddIdentity, AlterTableType.AT_SetIdentity, AlterTableType.AT_DropIdentity):
+        return Operation("alter_column_default", table, column, f"changes the identity (generated values) of "
+                         f"{table}.{column}", text, lock=ACCESS_EXCLUSIVE)
+    if sub == AlterTableType.AT_ChangeOwner:
+        return Operation("privileges", table, None, f"changes the owner of {table}", text, lock=ACCESS_EXCLUSIVE)
     return Operation("unknown", table, column, f"ALTER TABLE {table}: subcommand {sub.name} not understood, "
                      "review by hand", text, lock=ACCESS_EXCLUSIVE)
+
+
+_ROW_SECURITY = {
+    AlterTableType.AT_EnableRowSecurity: "enables", AlterTableType.AT_DisableRowSecurity: "disables",
+    AlterTableType.AT_ForceRowSecurity: "forces", AlterTableType.AT_NoForceRowSecurity: "stops forcing",
+}
+_TRIGGER_SWITCHES = {
+    **dict.fromkeys((AlterTableType.AT_EnableTrig, AlterTableType.AT_EnableTrigAll, AlterTableType.AT_EnableTrigUser,
+                     AlterTableType.AT_EnableAlwaysTrig, AlterTableType.AT_EnableReplicaTrig), "enables"),
+    **dict.fromkeys((AlterTableType.AT_DisableTrig, AlterTableType.AT_DisableTrigAll,
+                     AlterTableType.AT_DisableTrigUser), "disables"),
+}
 
 
 def _add_column(table: TableName, column_def: ast.ColumnDef, text: str) -> Operation:
@@ -322,17 +385,76 @@ def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
     if stmt.renameType == ObjectType.OBJECT_TABLE:
         table = _table(stmt.relation)
         return Operation("rename_table", table, None, f"renames table {table} to {stmt.newname}", text,
-                         lock=ACCESS_EXCLUSIVE)
+                         lock=ACCESS_EXCLUSIVE, extra={"new_name": stmt.newname})
     if stmt.renameType == ObjectType.OBJECT_COLUMN:
         table = _table(stmt.relation)
         return Operation("rename_column", table, stmt.subname,
-                         f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
+                         f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE,
+                         extra={"new_name": stmt.newname})
     return Operation(f"rename_{stmt.renameType.name[7:].lower()}", None, None,
                      f"renames {stmt.renameType.name[7:].lower()} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
 
 
+# Functions a SELECT calls to move a sequence: the only writes rendered migrations make through a SELECT.
+_SEQUENCE_FUNCTIONS = {"setval": "moves", "nextval": "advances"}
+# Functions that only compute or read: a SELECT calling nothing else changes nothing.
+_READ_ONLY_FUNCTIONS = frozenset({
+    "count", "max", "min", "sum", "avg", "now", "lower", "upper", "length", "char_length", "octet_length",
+    "pg_get_serial_sequence", "current_setting", "to_regclass", "current_schema", "array_agg", "string_agg",
+    "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object", "concat", "format", "substring", "trim",
+    "replace", "to_char", "date_trunc", "date_part", "extract", "gen_random_uuid", "version", "currval", "abs",
+    "round", "greatest", "least", "bool_or", "bool_and", "split_part", "coalesce", "left", "right",
+})
+
+
+def _select(stmt: ast.SelectStmt, text: str) -> Operation:
+    calls = _function_calls(stmt)
+    sequence_calls = [call for call in calls if _names(call.funcname)[-1] in _SEQUENCE_FUNCTIONS]
+    if sequence_calls:
+        call = sequence_calls[0]
+        verb = _SEQUENCE_FUNCTIONS[_names(call.funcname)[-1]]
+        name = _sequence_label(call.args[0] if call.args else None)
+        return Operation("set_sequence", None, None, f"{verb} sequence {name}: no table row changes; new rows take "
+                         "their ids from where it then stands", text, extra={"name": name})
+    others = sorted({_names(call.funcname)[-1] for call in calls} - _READ_ONLY_FUNCTIONS)
+    # `SELECT migrate_rows()`: a call with no table read is run for what it does, not for what it returns.
+    if others and not stmt.fromClause:
+        return Operation("unknown", None, None, f"a SELECT that calls {', '.join(others)}(): what that function "
+                         "changes is known only when it runs, review by hand", text)
+    return Operation("select", None, None, "reads data, changes nothing", text)
+
+
+def _sequence_label(node: ast.Node | None) -> str:
+    """'t_id_seq', or 'of t.id' for pg_get_serial_sequence('t', 'id'), as a sequence argument names it."""
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+        return node.val.sval
+    if isinstance(node, ast.FuncCall) and _names(node.funcname)[-1] == "pg_get_serial_sequence" and all(
+            isinstance(a, ast.A_Const) and isinstance(a.val, ast.String) for a in node.args or ()):
+        return "of " + ".".join(a.val.sval for a in node.args)
+    return _deparse(node) if node is not None else "(computed at run time)"
+
+
+class _FunctionCallFinder(Visitor):
+    def __init__(self) -> None:
+        self.calls: list[ast.FuncCall] = []
+
+    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
+        self.calls.append(node)
+
+
+def _function_calls(node: ast.Node) -> list[ast.FuncCall]:
+    finder = _FunctionCallFinder()
+    finder(node)
+    return finder.calls
+
+
 def _insert(stmt: ast.InsertStmt, text: str) -> Operation:
     table = _table(stmt.relation)
+    if _uses_parameters(stmt.selectStmt):
+        # Values bound when the migration runs, often once per row of a Python loop: how many rows arrive
+        # and which keys they carry exist only then.
+        return Operation("insert", table, None, f"inserts rows into {table} with values bound at run time (how "
+                         "many is known only then)", text, lock=ROW_EXCLUSIVE)
     values = stmt.selectStmt.valuesLists if isinstance(stmt.selectStmt, ast.SelectStmt) else None
     if not values or stmt.onConflictClause is not None or stmt.withClause is not None:
         # INSERT ... SELECT, or ON CONFLICT: which rows arrive, or what happens to a clash, is not known here.
@@ -351,7 +473,9 @@ def _update_or_delete(op: str, stmt: ast.UpdateStmt | ast.DeleteStmt, text: str)
     verb = "changes" if op == "update" else "deletes"
     countable = not (joined or stmt.withClause or _uses_parameters(stmt.whereClause))
     check = LiveCheck("matching_rows", table, predicate=predicate) if countable else None
-    return Operation(op, table, None, f"{verb} rows of {table}{where}", text, lock=ROW_EXCLUSIVE, check=check)
+    set_columns = tuple(target.name for target in stmt.targetList or ()) if op == "update" else ()
+    return Operation(op, table, None, f"{verb} rows of {table}{where}", text, lock=ROW_EXCLUSIVE, check=check,
+                     extra={"set_columns": set_columns})
 
 
 class _ParameterFinder(Visitor):
