@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
+from runbook_runs import current_revision, papermill
 
 from rollbook.database import DatabaseTarget
 from rollbook.errors import BadInput
@@ -108,3 +109,16 @@ def test_target_metadata_set_inside_a_function_is_named_as_unreadable(tmp_path):
 
     assert convention.convention is None
     assert "inside a function or a condition, not at module level" in (convention.problem or "")
+
+
+def test_the_rollback_runbook_verifies_a_project_with_a_naming_convention(conventions_at_head, tmp_path, database_url):
+    project, _, _ = conventions_at_head
+
+    run = papermill(tmp_path, "rollback", "-p", "environment", "staging", "-p", "operator", "alice",
+                    "-p", "accept_data_loss", "True", "-p", "execute", "True",
+                    "-p", "backup_dir", str(tmp_path / "backups"), url=database_url, config=project.config_path,
+                    env={"CONVENTIONS_DB_URL": database_url})
+
+    assert run.returncode == 0, run.error or run.stderr
+    assert current_revision(database_url) == ["a1b2c3d4e5f6"]
+    assert "| schema | ✅ passed |" in run.text
