@@ -94,4 +94,5 @@ def test_a_starting_schema_that_names_nothing_usable_is_bad_input(createall_at_h
     assert phrase in result.stderr and "Traceback" not in result.stderr
     assert "base_schema in [project] of" in result.stderr
     with psycopg.connect(**psycopg_kwargs(database_url)) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'rollbook_scratch_%'").fetchone()[0] == 0
+        scratch = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'rollbook_scratch_%'").fetchone()
+        assert scratch == (0,)

@@ -121,7 +121,8 @@ def test_dropping_a_column_its_own_tables_check_and_index_use_is_not_blocked(tmp
 def test_a_generated_column_reading_a_dropped_column_is_named_and_the_drop_really_fails(tmp_path, database_url):
     revisions = {
         **OWN_OBJECTS,
-        "dddd00000002": ("dddd00000001", 'op.execute("SELECT 1")', 'op.execute("ALTER TABLE spans DROP COLUMN start_ns")'),
+        "dddd00000002": ("dddd00000001", 'op.execute("SELECT 1")',
+                         'op.execute("ALTER TABLE spans DROP COLUMN start_ns")'),
     }
     project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
 
@@ -146,7 +147,8 @@ def test_a_foreign_key_a_python_read_step_drops_is_not_in_the_way_whatever_the_s
         "    op.drop_column('teams', 'code')"
     )
     revisions = {
-        "gggg00000001": (None, 'op.execute("CREATE TABLE teams (id int PRIMARY KEY)")', 'op.execute("DROP TABLE teams")'),
+        "gggg00000001": (None, 'op.execute("CREATE TABLE teams (id int PRIMARY KEY)")',
+                         'op.execute("DROP TABLE teams")'),
         "gggg00000002": ("gggg00000001",
                          'op.execute("ALTER TABLE teams ADD COLUMN code text UNIQUE; CREATE TABLE players (id int, '
                          'team_code text CONSTRAINT fk_players_team_code REFERENCES teams (code))")',

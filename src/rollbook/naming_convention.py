@@ -2,7 +2,8 @@
 
 Alembic names what `op.create_check_constraint`, `op.f()`, `sa.CheckConstraint(name=...)` and friends
 create with the naming convention of the `target_metadata` that env.py passes to `context.configure`
-(`ck_%(table_name)s_%(constraint_name)s` makes "no_self_reference" into "ck_block_document_reference__no_self_reference").
+(`ck_%(table_name)s__%(constraint_name)s` makes "no_self_reference" into
+"ck_block_document_reference__no_self_reference").
 rollbook renders and replays migrations without env.py (a real env.py may migrate whatever database its
 settings name), so it passes the same convention itself. Where it comes from, in order:
 
@@ -154,7 +155,8 @@ def _literal_or_imported(node: ast.expr, assigned: dict[str, ast.expr],
         dotted = _dotted(node)
         root = dotted.split(".")[0] if dotted else ""
         if root not in imports:
-            raise _Unreadable(f"env.py's naming_convention ({ast.unparse(node)}) is not a literal or an import") from None
+            raise _Unreadable(f"env.py's naming_convention ({ast.unparse(node)}) is not a literal or an "
+                              "import") from None
         module_name, attribute = imports[root]
         value = _attribute(_import(module_name), [*([attribute] if attribute else []), *dotted.split(".")[1:]])
     if not isinstance(value, Mapping):
