@@ -85,3 +85,15 @@ def test_dropping_the_same_index_twice_fails_the_second_time(tmp_path, database_
 
     assert [detail.split(";")[0] for detail in failures(plan)] == [
         "fails: index ix_orders_note is dropped by an earlier statement of this downgrade"]
+
+
+def test_objects_in_a_schema_env_py_may_select_are_not_called_missing(tmp_path, database_url):
+    """Multi-tenant projects migrate a schema their env.py selects: rollbook's search path does not see it."""
+    revisions = with_step("CREATE INDEX ix_orders_customer ON orders (customer)",
+                          "DROP INDEX ix_orders_customer; ALTER TABLE orders DROP COLUMN note")
+    project, target, _ = project_at_head(tmp_path / "project", database_url, revisions,
+                                         "CREATE SCHEMA tenant_a; ALTER TABLE orders SET SCHEMA tenant_a")
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert failures(plan) == []

@@ -5,7 +5,8 @@ a constraint differently from the migrations: `DROP INDEX ix_old` then fails wit
 the middle of the rollback. The planner looks each dropped table, column, index and constraint up in
 the live catalog, unless the statement says IF EXISTS or an earlier statement of the same downgrade
 creates it. Names an earlier statement renames, or that a statement rollbook did not understand may
-have touched, are not looked up: an unsure "fails" would be a false one.
+have touched, are not looked up, and an unqualified table or index found in another schema (the one
+a multi-tenant env.py selects) is taken to be there: an unsure "fails" would be a false one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ _COLUMN_EXISTS = ("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) A
                   "AND attnum > 0 AND NOT attisdropped")
 _CONSTRAINT_EXISTS = "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s"
 _INDEX_EXISTS = "SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('i', 'I')"
+# An unqualified name found in no schema on rollbook's search path may be in the schema the project's
+# env.py selects (multi-tenant projects set search_path from -x arguments): then nothing is claimed.
+_IN_ANY_SCHEMA = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s "
+                  "AND c.relkind = ANY(%s) AND n.nspname NOT IN ('pg_catalog', 'information_schema')")
 
 
 @dataclass
@@ -95,13 +100,19 @@ def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> 
     if key in names.created or names.knows_nothing_about(op):
         return None
     if kind == "index":
-        index = sql.Identifier(*op.extra["name"].split(".")).as_string()
-        return None if _exists(conn, _INDEX_EXISTS, index) else f"index {op.extra['name']} does not exist"
+        parts = op.extra["name"].split(".")
+        if _exists(conn, _INDEX_EXISTS, sql.Identifier(*parts).as_string()) or (
+                len(parts) == 1 and _exists(conn, _IN_ANY_SCHEMA, parts[0], ["i", "I"])):
+            return None
+        return f"index {op.extra['name']} does not exist"
     assert op.table is not None  # every table, column and constraint drop names its table
     if ("table", str(op.table)) in names.dropped:
         return f"table {op.table} is dropped by an earlier statement of this downgrade"
     if not _exists(conn, _TABLE_EXISTS, regclass_text(op.table)):
-        return None if op.extra.get("table_if_exists") else f"table {op.table} does not exist"
+        if op.extra.get("table_if_exists") or (
+                op.table.schema is None and _exists(conn, _IN_ANY_SCHEMA, op.table.name, ["r", "p", "f"])):
+            return None
+        return f"table {op.table} does not exist"
     if kind == "column" and not _exists(conn, _COLUMN_EXISTS, regclass_text(op.table), op.column):
         return f"column {op.table}.{op.column} does not exist"
     if kind == "constraint" and not _exists(conn, _CONSTRAINT_EXISTS, regclass_text(op.table), op.extra["name"]):
@@ -122,6 +133,6 @@ def _object_key(op: Operation, kind: str | None) -> tuple[str, str] | None:
     return (kind, f"{op.table}.{op.extra['name']}") if op.extra.get("name") else None
 
 
-def _exists(conn: psycopg.Connection, query: str, *parameters: str | None) -> bool:
+def _exists(conn: psycopg.Connection, query: str, *parameters: str | list[str] | None) -> bool:
     return conn.execute(query, parameters).fetchone() is not None
 
