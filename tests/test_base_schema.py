@@ -8,7 +8,6 @@ could run. `base_schema` in the project's settings names that starting schema.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 

@@ -13,7 +13,7 @@ from alembic_projects import project_at_head
 from pg import psycopg_kwargs
 from runbook_runs import current_revision, papermill
 
-from rollbook.database import DatabaseTarget, connect
+from rollbook.database import connect
 from rollbook.expected_schema import check_schema_matches
 from rollbook.plan import plan_downgrade
 from rollbook.schema_snapshot import read_schema
