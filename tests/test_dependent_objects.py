@@ -77,3 +77,87 @@ def test_drop_cascade_names_what_it_drops_too_without_calling_it_a_failure(tmp_p
     assert cascade.detail == ("also drops view motto_report, which depends on table teams (CASCADE); "
                               "the downgrade does not re-create it")
     assert blockers(plan) == []
+
+
+# A shape from real histories (MLflow's spans.duration_ns; any table with a CHECK): the table's own
+# CHECK constraints, generated columns, defaults, indexes and serial sequence depend on it in the
+# catalog, and DROP TABLE drops them all with it.
+OWN_OBJECTS = {
+    "dddd00000001": (None, 'op.execute("CREATE TABLE spans (id serial PRIMARY KEY, start_ns bigint NOT NULL, '
+                     "end_ns bigint, a int, b int, created timestamptz DEFAULT now(), "
+                     "duration_ns bigint GENERATED ALWAYS AS (end_ns - start_ns) STORED, "
+                     "CONSTRAINT ck_spans_a_ne_b CHECK (a <> b)); "
+                     'CREATE INDEX ix_spans_start ON spans (start_ns)")',
+                     'op.execute("DROP TABLE spans")'),
+}
+
+
+def test_a_tables_own_check_generated_column_default_and_index_never_block_dropping_it(tmp_path, database_url):
+    project, target, config = project_at_head(tmp_path / "project", database_url, OWN_OBJECTS, (
+        "INSERT INTO spans (start_ns, end_ns, a, b) VALUES (1, 5, 1, 2)"))
+
+    plan = plan_downgrade(target, project, "base")
+
+    assert blockers(plan) == []
+    assert plan.verdict.code == "loses_data"
+    command.downgrade(config, "base")
+
+
+def test_dropping_a_column_its_own_tables_check_and_index_use_is_not_blocked(tmp_path, database_url):
+    revisions = {
+        **OWN_OBJECTS,
+        "dddd00000002": ("dddd00000001", 'op.execute("ALTER TABLE spans ADD COLUMN c int CHECK (c > 0); '
+                         'CREATE INDEX ix_spans_c ON spans (c)")',
+                         'op.execute("ALTER TABLE spans DROP COLUMN c")'),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert blockers(plan) == []
+    command.downgrade(config, "-1")
+
+
+def test_a_generated_column_reading_a_dropped_column_is_named_and_the_drop_really_fails(tmp_path, database_url):
+    revisions = {
+        **OWN_OBJECTS,
+        "dddd00000002": ("dddd00000001", 'op.execute("SELECT 1")',
+                         'op.execute("ALTER TABLE spans DROP COLUMN start_ns")'),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert blockers(plan) == ["fails: generated column duration_ns of table spans depends on spans.start_ns; "
+                              "drop or change it first"]
+    with pytest.raises(sqlalchemy.exc.InternalError, match="other objects depend on it"):
+        command.downgrade(config, "-1")
+
+
+def test_a_foreign_key_a_python_read_step_drops_is_not_in_the_way_whatever_the_source_order(tmp_path, database_url):
+    """MLflow's shape: a SQLite-only branch drops the column before the PostgreSQL path drops the foreign key."""
+    downgrade = (
+        "bind = op.get_bind()\n"
+        "    bind.execute(sa.text('SELECT 1')).fetchall()  # reads the database: rendered from its source\n"
+        "    if bind.dialect.name == 'sqlite':\n"
+        "        with op.batch_alter_table('teams') as batch_op:\n"
+        "            batch_op.drop_column('code')\n"
+        "        return\n"
+        "    op.drop_constraint('fk_players_team_code', 'players', type_='foreignkey')\n"
+        "    op.drop_column('teams', 'code')"
+    )
+    revisions = {
+        "gggg00000001": (None, 'op.execute("CREATE TABLE teams (id int PRIMARY KEY)")',
+                         'op.execute("DROP TABLE teams")'),
+        "gggg00000002": ("gggg00000001",
+                         'op.execute("ALTER TABLE teams ADD COLUMN code text UNIQUE; CREATE TABLE players (id int, '
+                         'team_code text CONSTRAINT fk_players_team_code REFERENCES teams (code))")',
+                         f"import sqlalchemy as sa\n    {downgrade}"),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert plan.steps[0].operations[0].source == "python"
+    assert blockers(plan) == []
+    command.downgrade(config, "-1")

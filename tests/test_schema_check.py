@@ -314,6 +314,6 @@ def test_schema_check_result_views_agree():
     check = SchemaCheck("failed", "abc", ("table _tmp_: missing (the target revision has it)",), "1 difference")
     assert check.to_dict() == {"status": "failed", "revision": "abc",
                                "differences": ["table _tmp_: missing (the target revision has it)"],
-                               "reason": "1 difference"}
+                               "reason": "1 difference", "drift": []}
     assert "- table \\_tmp\\_: missing" in check._repr_markdown_()
     assert not check.passed

@@ -28,6 +28,8 @@ WITH target AS (
 )
 SELECT DISTINCT
     CASE WHEN d.classid = 'pg_rewrite'::regclass THEN pg_describe_object('pg_class'::regclass, r.ev_class, 0)
+         -- pg_describe_object calls a generated column's expression its "default value".
+         WHEN ad.oid IS NOT NULL THEN 'generated ' || pg_describe_object('pg_class'::regclass, ad.adrelid, ad.adnum)
          ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END,
     vn.nspname, vc.relname, vc.relkind, cn.nspname, cc.relname, con.conname
 FROM target t
@@ -41,7 +43,12 @@ LEFT JOIN pg_namespace vn ON vn.oid = vc.relnamespace
 LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
 LEFT JOIN pg_class cc ON cc.oid = con.conrelid
 LEFT JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+-- The table's own rules, constraints, defaults and generated columns go with the table, and its constraints
+-- with a column they use: they never block the drop. A generated column does block dropping a column it reads.
 WHERE r.ev_class IS DISTINCT FROM t.oid AND NOT (d.classid = 'pg_class'::regclass AND d.objid = t.oid)
+  AND con.conrelid IS DISTINCT FROM t.oid
+  AND (%(column)s::text IS NOT NULL OR ad.adrelid IS DISTINCT FROM t.oid)
 ORDER BY 1
 """
 
@@ -105,6 +112,13 @@ def with_dependent_objects(
     conn: psycopg.Connection, operations: list[Operation], dropped: DroppedSoFar
 ) -> list[Operation]:
     """`operations`, each drop or type change followed by the objects that make it fail (or that CASCADE drops)."""
+    # Operations read from Python source come in source order, branches and helpers included, not in the order
+    # they run (MLflow drops its foreign keys after a SQLite-only branch that drops the same columns): for
+    # those, whatever the step drops anywhere may be dropped first.
+    dropped_in_source = DroppedSoFar()
+    for op in operations:
+        if op.source == "python":
+            dropped_in_source.record(op)
     expanded = []
     for op in operations:
         expanded.append(op)
@@ -112,7 +126,7 @@ def with_dependent_objects(
             column = None if op.op == "drop_table" else op.column
             what = f"{op.table}.{column}" if column else f"table {op.table}"
             for dependent in find_dependent_objects(conn, op.table, column):
-                if dropped.covers(dependent):
+                if dropped.covers(dependent) or (op.source == "python" and dropped_in_source.covers(dependent)):
                     continue
                 if op.extra.get("cascade"):
                     expanded.append(Operation(

@@ -146,6 +146,8 @@ class DowngradeExecution:
     seconds: float
     failure: BaseException | None = field(default=None, repr=False, compare=False)
     failed_statement: str | None = None
+    # The schema under the rollback lock just before the first step: the baseline of the schema check.
+    schema_before: SchemaSnapshot | None = field(default=None, repr=False, compare=False)
 
     @property
     def succeeded(self) -> bool:
@@ -225,6 +227,7 @@ def execute_downgrade(
         steps: list[StepExecution] = []
         failure: BaseException | None = None
         failed_statement = None
+        schema_before: SchemaSnapshot | None = None
         started = time.monotonic()
         with _guarded_connections(identity, target, lock_timeout_ms, statement_timeout_ms) as (log, backends):
             for revision in plan.path.steps:
@@ -234,6 +237,8 @@ def execute_downgrade(
                     continue
                 log.clear()
                 before_step = _schema_or_reason(control)
+                if not steps and isinstance(before_step, SchemaSnapshot):
+                    schema_before = before_step
                 step_started = time.monotonic()
                 config = alembic_config_for(project, target)
                 try:
@@ -257,7 +262,7 @@ def execute_downgrade(
         database=target.redacted, revisions_before=before, revisions_after=after,
         target=plan.path.target_label, steps=tuple(steps), lock_timeout_ms=lock_timeout_ms,
         statement_timeout_ms=statement_timeout_ms, seconds=time.monotonic() - started,
-        failure=failure, failed_statement=failed_statement,
+        failure=failure, failed_statement=failed_statement, schema_before=schema_before,
     )
 
 

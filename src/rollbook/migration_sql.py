@@ -10,6 +10,7 @@ from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
 
 from rollbook.migrations import MigrationProject
+from rollbook.naming_convention import read_naming_convention
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -39,6 +40,8 @@ class OfflineRenderer:
             dialect_opts={"paramstyle": "named"},
             output_buffer=io.StringIO(),
             literal_binds=True,
+            # Objects are named with the convention env.py's target_metadata gives them.
+            target_metadata=read_naming_convention(project).metadata(),
         )
         self._context = self._environment.get_context()
 

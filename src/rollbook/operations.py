@@ -134,8 +134,9 @@ class LiveCheck:
         return "lost" if self.kind in ("non_null_values", "all_rows", "matching_rows", "converted") else "blocks"
 
 
-# Operations whose statement fails whatever the rows: an object in its way, a TRUNCATE that is refused.
-CERTAIN_FAILURES = frozenset({"dependent_object", "truncate_refused"})
+# Operations whose statement fails whatever the rows: an object in its way, an object to drop that does not
+# exist, a TRUNCATE that is refused.
+CERTAIN_FAILURES = frozenset({"dependent_object", "missing_object", "truncate_refused"})
 
 _LOSS_VERBS = {
     "update": "rewritten", "delete": "deleted", "cascade_delete": "deleted", "cascade_set_null": "rewritten",

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import RollbookError
 from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.naming_convention import read_naming_convention
 from rollbook.outside_event_loop import BackendPids, run_outside_event_loop
 
 Direction = Literal["upgrade", "downgrade"]
@@ -45,10 +46,12 @@ def run_own_migrations(
     """Upgrade or downgrade `target` to `destination`, one transaction per migration.
 
     With `one_transaction`, every migration runs in a single transaction, as Alembic's default env.py
-    runs `alembic upgrade head`: some histories only apply cleanly that way.
+    runs `alembic upgrade head`: some histories only apply cleanly that way. Objects are named with the
+    naming convention of the project's target_metadata, as env.py would.
     """
     # Migrations that read `context.config` see the target's URL, never the project's own.
     config = alembic_config_for(project, target)
+    target_metadata = read_naming_convention(project).metadata()
     planned: list[str] = []
     applied: list[str] = []
 
@@ -77,7 +80,7 @@ def run_own_migrations(
                 env.configure(connection=connection, version_table=project.version_table,
                               version_table_schema=project.version_table_schema,
                               transaction_per_migration=not one_transaction,
-                              on_version_apply=[record])
+                              on_version_apply=[record], target_metadata=target_metadata)
                 with env.begin_transaction():
                     env.run_migrations()
 

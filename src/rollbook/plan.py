@@ -15,6 +15,7 @@ from rollbook import markdown
 from rollbook.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
 from rollbook.database import DatabaseTarget, connect
 from rollbook.dependent_objects import DroppedSoFar, with_dependent_objects
+from rollbook.missing_objects import NamesSoFar, with_missing_objects
 from rollbook.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
 from rollbook.migration_sql import OfflineRenderer, RenderedSQL
@@ -290,13 +291,15 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
 
 def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
     """Each step with what the catalog adds to it: the foreign-key actions and triggers its data changes set
-    off, and the objects that stop what it drops or retypes."""
+    off, the objects that stop what it drops or retypes, and the objects it drops that do not exist."""
     tables = [op.table for step in steps for op in step.operations if op.table is not None]
     dependencies = read_data_dependencies(conn, tables)
     dropped = DroppedSoFar()
+    names = NamesSoFar()
     expanded = []
     for step in steps:
-        operations = with_side_effects(with_dependent_objects(conn, list(step.operations), dropped), dependencies)
+        checked = with_missing_objects(conn, list(step.operations), names)
+        operations = with_side_effects(with_dependent_objects(conn, checked, dropped), dependencies)
         risk = Risk.worst([step.risk, *(op.risk for op in operations)])
         expanded.append(replace(step, operations=tuple(operations), risk=risk))
     return tuple(expanded)

@@ -64,3 +64,28 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path} is not valid TOML ({exc}). Fix the file and retry; nothing was changed.") from None
     except OSError as exc:
         raise BadInput(f"{path} cannot be read ({exc.strerror}). Check its permissions and retry.") from None
+
+
+@dataclass(frozen=True)
+class ProjectSetting:
+    """One key of the `[project]` table, how a message names it, and the folder relative paths start from."""
+
+    value: Any
+    where: str  # e.g. "base_schema in [project] of /srv/app/rollbook.toml"
+    folder: Path
+
+
+def project_setting(start: Path, key: str) -> ProjectSetting | None:
+    """`key` of the `[project]` table (`[tool.rollbook.project]` in pyproject.toml) of the nearest settings
+    file from `start` upwards; None when it is not set."""
+    settings = find_settings(start)
+    if settings is None:
+        return None
+    section = settings.table.get("project", {})
+    if not isinstance(section, dict):
+        raise BadInput(f"{settings.path}: {settings.section('project')} must be a table. Fix the file and retry; "
+                       "nothing was changed.")
+    if key not in section:
+        return None
+    return ProjectSetting(section[key], f"{key} in {settings.section('project')} of {settings.path}",
+                          settings.path.parent)

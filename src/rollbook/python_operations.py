@@ -414,8 +414,9 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
         return [Operation("add_check", table, None, f"adds check constraint on {table}", text, lock=ACCESS_EXCLUSIVE,
                           check=check)]
     if name == "drop_constraint":
+        constraint = _literal(args[0]) if args else _keyword(call, "constraint_name")
         return [Operation("drop_constraint", table, None, f"drops a constraint of {table}", text,
-                          lock=ACCESS_EXCLUSIVE)]
+                          lock=ACCESS_EXCLUSIVE, extra={"name": constraint} if isinstance(constraint, str) else {})]
     concurrently = _keyword(call, "postgresql_concurrently") is True
     if name == "create_index":
         unique = _keyword(call, "unique") is True

@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
+from rollbook.base_schema import create_base_schema
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject, RevisionInfo
@@ -245,6 +246,7 @@ def rehearse_rollbacks(
     team: TeamTest | None = None
     with ExitStack() as databases:
         walk = databases.enter_context(scratch_database(server))
+        create_base_schema(project, walk)  # tables a project makes with create_all before its first migration
         # Base as a downgrade leaves it: no migration, but the version table's schema (version_table_schema) exists.
         run_own_migrations(project, walk, "base", "upgrade")
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
@@ -290,6 +292,7 @@ def _reach_in_one_transaction(
     for index in range(failed_at + 1, len(history)):
         attempt = ExitStack()
         fresh = attempt.enter_context(scratch_database(server))
+        create_base_schema(project, fresh)
         try:
             run_own_migrations(project, fresh, history[index], "upgrade", one_transaction=True)
         except MigrationFailed as exc:

@@ -191,7 +191,7 @@ class RollbackVerification:
         marks = {"passed": "✅ passed", "failed": "❌ **FAILED**", "not_checked": "⚪ not checked"}
         rows = [(markdown.cell(c.name), marks.get(c.status, c.status), markdown.cell(c.detail)) for c in self.checks]
         parts = [markdown.table(["check", "result", "detail"], rows)]
-        if self.schema and self.schema.differences:
+        if self.schema and (self.schema.differences or self.schema.drift):
             parts.append(self.schema._repr_markdown_())
         if self.counts_table:
             parts.append("Critical tables:\n\n" + self.counts_table)
@@ -376,7 +376,11 @@ class RollbackRun:
             "revision", "passed" if set(now) == set(expected) else "failed",
             f"the database is at {', '.join(now) or 'base'}; the target is {plan.path.target_label}")
         health = _from_health(check_health(self.parameters.health_url))
-        schema = check_schema_matches(self.target, self.project, plan.path.target)
+        execution = self.downgrade_report.execution if self.downgrade_report else None
+        # Against the schema before the rollback: drift that was already there is named, not blamed on it.
+        schema = check_schema_matches(self.target, self.project, plan.path.target,
+                                      before=execution.schema_before if execution else None,
+                                      start=plan.path.start)
         after = count_table_rows(self.target, self._critical_tables(),
                                  statement_timeout_ms=self.parameters.statement_timeout_ms)
         tables = _critical_check(self.counts_before, after, plan)
@@ -498,10 +502,15 @@ def _from_health(check: HealthCheck) -> VerificationCheck:
 
 
 def _schema_detail(schema: SchemaCheck) -> str:
+    drift = f"; {len(schema.drift)} difference(s) already there before the rollback (drift, listed below)" \
+        if schema.drift else ""
+    if schema.status == "passed" and schema.drift:
+        return (f"the rollback changed the schema exactly as the migrations do down to {schema.revision or 'base'}"
+                f"{drift}")
     if schema.status == "passed":
         return f"the live schema equals the schema migrations build at {schema.revision or 'base'}"
     if schema.status == "failed":
-        return f"{len(schema.differences)} difference(s) from the schema of {schema.revision or 'base'}"
+        return f"{len(schema.differences)} difference(s) from the schema of {schema.revision or 'base'}{drift}"
     return schema.reason
 
 

@@ -2,7 +2,9 @@
 
 Used after a rollback: the live schema must equal the schema the target revision's migrations build.
 Used when a downgrade step fails: the live schema against a snapshot taken just before the step
-names what the step left changed.
+names what the step left changed. With a snapshot taken before the rollback, `apply_change` gives the
+schema the rollback should leave: the database as it was, changed only where the migrations change it,
+so drift that was already there is neither required nor blamed on the rollback.
 What is compared: schemas, tables (and views, materialized views, foreign tables), columns (type,
 nullability, default, identity, generated, collation), indexes, constraints, standalone sequences and
 enum types. Not compared: column order (a downgrade that re-adds a column puts it last), owners,
@@ -12,7 +14,7 @@ grants, comments, triggers, functions, statistics and storage parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -257,6 +259,10 @@ class SchemaSnapshot:
     sequences: tuple[SequenceInfo, ...] = ()
     enums: tuple[EnumInfo, ...] = ()
 
+    def without_tables(self, exclude: tuple[str, ...]) -> SchemaSnapshot:
+        """The snapshot without the tables `exclude` names, as `read_schema(exclude=...)` would have read it."""
+        return replace(self, tables=tuple(t for t in self.tables if not _excluded(t.schema, t.name, exclude)))
+
     def table(self, name: str) -> TableInfo | None:
         """The table called `name` ("users" for public.users, or "schema.table")."""
         return next((t for t in self.tables if name in (t.display_name, f"{t.schema}.{t.name}")), None)
@@ -317,6 +323,10 @@ class ComparisonWords:
 # The expected side is what the target revision builds; the actual side the live database.
 TARGET_AND_DATABASE = ComparisonWords("missing", "the target revision has it", "not expected",
                                       "present in the database", "expected", "found")
+# The expected side is what the starting revision builds; the actual side the database before the rollback.
+START_AND_DATABASE_BEFORE = ComparisonWords("missing", "the migrations build it at the starting revision",
+                                            "not made by the migrations", "in the database before the rollback",
+                                            "built by the migrations", "in the database before the rollback")
 # The expected side is a snapshot taken just before a downgrade step; the actual side the database after it.
 BEFORE_AND_AFTER_STEP = ComparisonWords("dropped", "it was there before the step", "created",
                                         "new since the step began", "before the step", "now")
@@ -384,10 +394,8 @@ def _read(conn: psycopg.Connection[Any], schemas: tuple[str, ...] | None, exclud
         names = list(list_schemas(conn))
     else:
         names = [row[0] for row in conn.execute(_EXISTING_SCHEMAS_SQL, [list(schemas)]).fetchall()]
-    excluded = set(exclude)
     relations = [
-        row for row in conn.execute(_RELATIONS_SQL, [names]).fetchall()
-        if row[2] not in excluded and f"{row[1]}.{row[2]}" not in excluded
+        row for row in conn.execute(_RELATIONS_SQL, [names]).fetchall() if not _excluded(row[1], row[2], exclude)
     ]
     oids = [row[0] for row in relations]
 
@@ -437,6 +445,10 @@ def _read(conn: psycopg.Connection[Any], schemas: tuple[str, ...] | None, exclud
         key=lambda e: (e.schema, e.name),
     ))
     return SchemaSnapshot(schemas=tuple(names), tables=tables, sequences=sequences, enums=enums)
+
+
+def _excluded(schema: str, name: str, exclude: tuple[str, ...]) -> bool:
+    return name in exclude or f"{schema}.{name}" in exclude
 
 
 def _normalise_default(default: str | None, own_sequences: Iterable[str]) -> str | None:
@@ -503,6 +515,63 @@ def compare_schemas(
             differences.append(f"enum type {name}: labels {_labels(want_enum.labels)} {words.expected}, "
                                f"{_labels(have_enum.labels)} {words.found}")
     return SchemaDifference(tuple(differences))
+
+
+def apply_change(before: SchemaSnapshot, start: SchemaSnapshot, target: SchemaSnapshot) -> SchemaSnapshot:
+    """`before` changed the way the migrations change `start` into `target`, and nowhere else.
+
+    Each object (schema, table, column, index, constraint, sequence, enum type) that the migrations leave
+    as it is keeps the database's own version, drift included; each one they change, create or drop
+    takes its state at `target`.
+    """
+    tables = _merge(_by_key(before.tables), _by_key(start.tables), _by_key(target.tables), _merge_table)
+    return SchemaSnapshot(
+        schemas=tuple(sorted(_merge({n: n for n in before.schemas}, {n: n for n in start.schemas},
+                                    {n: n for n in target.schemas}).values())),
+        tables=tuple(tables[key] for key in sorted(tables)),
+        sequences=tuple(v for _, v in sorted(_merge(_by_key(before.sequences), _by_key(start.sequences),
+                                                     _by_key(target.sequences)).items())),
+        enums=tuple(v for _, v in sorted(_merge(_by_key(before.enums), _by_key(start.enums),
+                                                 _by_key(target.enums)).items())),
+    )
+
+
+def _by_key(items: Iterable[Any]) -> dict[Any, Any]:
+    return {(item.schema, item.name): item for item in items}
+
+
+def _merge(ours: dict[Any, Any], base: dict[Any, Any], theirs: dict[Any, Any],
+           both_changed: Callable[[Any, Any, Any], Any] | None = None) -> dict[Any, Any]:
+    """A three-way merge by key: what the migrations (base -> theirs) leave alone keeps the database's (ours)."""
+    merged = {}
+    for key in ours.keys() | base.keys() | theirs.keys():
+        mine, old, new = ours.get(key), base.get(key), theirs.get(key)
+        if old == new:
+            value = mine
+        elif both_changed is not None and None not in (mine, old, new):
+            value = both_changed(mine, old, new)
+        else:
+            value = new
+        if value is not None:
+            merged[key] = value
+    return merged
+
+
+def _merge_table(mine: TableInfo, old: TableInfo, new: TableInfo) -> TableInfo:
+    def by_name(items: Iterable[Any]) -> dict[str, Any]:
+        return {item.name: item for item in items}
+
+    def merged(attribute: str) -> tuple[Any, ...]:
+        values = _merge(by_name(getattr(mine, attribute)), by_name(getattr(old, attribute)),
+                        by_name(getattr(new, attribute)))
+        return tuple(values[name] for name in sorted(values))
+
+    return TableInfo(
+        schema=mine.schema, name=mine.name,
+        kind=mine.kind if old.kind == new.kind else new.kind,
+        columns=merged("columns"), indexes=merged("indexes"), constraints=merged("constraints"),
+        definition=mine.definition if old.definition == new.definition else new.definition,
+    )
 
 
 def _compare_names(kind: str, expected: set[str], actual: set[str], words: ComparisonWords) -> list[str]:

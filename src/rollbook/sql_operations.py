@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pglast
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType, TransactionStmtKind
@@ -76,7 +78,10 @@ def _deparse(node: ast.Node) -> str:
 def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
         table = _table(stmt.relation)
-        return [op for cmd in stmt.cmds for op in _alter_table_command(table, cmd, text)]
+        operations = [op for cmd in stmt.cmds for op in _alter_table_command(table, cmd, text)]
+        # ALTER TABLE IF EXISTS does nothing when the table is missing: none of its drops can fail for that.
+        return [replace(op, extra={**op.extra, "table_if_exists": True}) for op in operations] if stmt.missing_ok \
+            else operations
     if isinstance(stmt, ast.DropStmt):
         return _drop(stmt, text)
     if isinstance(stmt, ast.CreateStmt):
@@ -220,7 +225,7 @@ def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: s
     if sub == AlterTableType.AT_DropColumn:
         return Operation("drop_column", table, column, f"drops column {table}.{column} and every value in it", text,
                          lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)),
-                         extra={"cascade": cmd.behavior == DropBehavior.DROP_CASCADE})
+                         extra={"cascade": cmd.behavior == DropBehavior.DROP_CASCADE, "if_exists": cmd.missing_ok})
     if sub == AlterTableType.AT_AddColumn:
         return _add_column(table, cmd.def_, text)
     if sub == AlterTableType.AT_SetNotNull:
@@ -233,10 +238,11 @@ def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: s
         return Operation("alter_column_default", table, column, f"changes the default of {table}.{column}", text,
                          lock=ACCESS_EXCLUSIVE)
     if sub == AlterTableType.AT_AddConstraint:
-        return _add_constraint(table, cmd.def_, text)
+        added = _add_constraint(table, cmd.def_, text)
+        return replace(added, extra={**added.extra, "name": cmd.def_.conname})
     if sub == AlterTableType.AT_DropConstraint:
         return Operation("drop_constraint", table, None, f"drops constraint {cmd.name} of {table}", text,
-                         lock=ACCESS_EXCLUSIVE, extra={"name": cmd.name})
+                         lock=ACCESS_EXCLUSIVE, extra={"name": cmd.name, "if_exists": cmd.missing_ok})
     if sub == AlterTableType.AT_ValidateConstraint:
         return Operation("validate_constraint", table, None, f"validates constraint {cmd.name} of {table}", text,
                          lock=SHARE_UPDATE_EXCLUSIVE)
@@ -322,7 +328,8 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
             table = TableName(parts[0] if len(parts) > 1 else None, parts[-1])
             operations.append(Operation("drop_table", table, None, f"drops table {table} and all its rows", text,
                                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("all_rows", table),
-                                        extra={"cascade": stmt.behavior == DropBehavior.DROP_CASCADE}))
+                                        extra={"cascade": stmt.behavior == DropBehavior.DROP_CASCADE,
+                                               "if_exists": stmt.missing_ok}))
         elif kind in _HARMLESS_DROPS and stmt.behavior == DropBehavior.DROP_CASCADE:
             # CASCADE also drops what depends on the object: a type's columns, a schema's tables.
             operations.append(Operation("unknown", None, None, f"drops {noun} {_object_label(obj)} with CASCADE, "
@@ -330,7 +337,8 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
         elif kind in _HARMLESS_DROPS:
             lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else ACCESS_EXCLUSIVE
             operations.append(Operation(_HARMLESS_DROPS[kind], None, None, f"drops {noun} {_object_label(obj)}",
-                                        text, lock=lock, extra={"name": _object_label(obj)},
+                                        text, lock=lock,
+                                        extra={"name": _object_label(obj), "if_exists": stmt.missing_ok},
                                         not_atomic_reason=OUTSIDE_TRANSACTION.format("DROP INDEX CONCURRENTLY")
                                         if stmt.concurrent else None))
         else:
@@ -365,11 +373,12 @@ def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
         partial = f" where {where}" if where else ""
         return Operation("create_unique_index", table, ", ".join(columns),
                          f"creates unique index {stmt.idxname} on {table} ({', '.join(columns)}){partial}: fails on "
-                         "duplicates", text, lock=lock, check=check, not_atomic_reason=not_atomic)
+                         "duplicates", text, lock=lock, check=check, not_atomic_reason=not_atomic,
+                         extra={"name": stmt.idxname})
     blocks = "builds without blocking writes" if stmt.concurrent else "blocks writes while it builds"
     return Operation("create_index", table, ", ".join(columns),
                      f"creates index {stmt.idxname} on {table} ({blocks})", text, lock=lock,
-                     not_atomic_reason=not_atomic)
+                     not_atomic_reason=not_atomic, extra={"name": stmt.idxname})
 
 
 def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
