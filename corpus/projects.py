@@ -16,7 +16,8 @@ class CorpusProject:
 
     name: str
     requirement: str
-    # Python run in the project's virtualenv that prints the path of its alembic.ini.
+    # Python run in the project's virtualenv that prints the path of the alembic.ini to use ({work}: the
+    # project's work folder, where a copy with the settings a user adds may be written).
     locate_config: str
     # The command its users run to migrate a new database to head: {url} is a SQLAlchemy URL with the
     # project's own driver, {libpq_url} a plain postgresql:// URL; run in the project's virtualenv.
@@ -30,38 +31,51 @@ class CorpusProject:
     # What a user must configure for rollbook (shown in the corpus README).
     user_notes: str = ""
     extra_requirements: tuple[str, ...] = ()
-    # Python printing the folder rollbook runs in, for an alembic.ini whose script_location is relative
-    # to the current folder (as the project's own code runs Alembic); empty: the project's work folder.
-    run_from: str = ""
+    # rollbook.toml written next to the alembic.ini copy in the work folder: what a user of the project sets.
+    settings: str = ""
 
 
 PROJECTS: tuple[CorpusProject, ...] = (
     CorpusProject(
         name="prefect",
         requirement="prefect==3.9.1",
-        locate_config=("import prefect, pathlib; "
-                       "print(pathlib.Path(prefect.__file__).parent / 'server' / 'database' / 'alembic.ini')"),
+        # Prefect's env.py sets version_locations from its ORM at run time (versions/postgresql or
+        # versions/sqlite): a user copies the packaged alembic.ini and names the PostgreSQL folder.
+        locate_config=(
+            "import configparser, pathlib, prefect; database = pathlib.Path(prefect.__file__).parent / 'server' / "
+            "'database'; ini = configparser.ConfigParser(interpolation=None); ini.read(database / 'alembic.ini'); "
+            "ini['alembic']['version_locations'] = str(database / '_migrations' / 'versions' / 'postgresql'); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
         upgrade=("prefect", "server", "database", "upgrade", "-y"),
         upgrade_env={"PREFECT_API_DATABASE_CONNECTION_URL": "{url}", "PREFECT_HOME": "{work}/prefect-home"},
         driver="postgresql+asyncpg",
         extensions=("pg_trgm",),
+        settings='[project]\ntarget_metadata = "prefect.server.database.orm_models:Base.metadata"\n',
         seed_sql=(
             "INSERT INTO flow (id, name) SELECT gen_random_uuid(), 'flow-' || g FROM generate_series(1, 20) g",
             "INSERT INTO flow_run (id, name, flow_id, state_type, state_name) "
             "SELECT gen_random_uuid(), 'run-' || g, (SELECT id FROM flow ORDER BY name LIMIT 1), 'COMPLETED', "
             "'Completed' FROM generate_series(1, 200) g",
         ),
-        user_notes=("async env.py (asyncpg); migrations in versions/postgresql, set at run time by env.py; "
-                    "needs pg_trgm"),
+        user_notes=("a copy of the packaged alembic.ini with `version_locations` naming versions/postgresql "
+                    "(env.py sets it at run time from its ORM); `target_metadata = "
+                    "\"prefect.server.database.orm_models:Base.metadata\"` for its naming convention; async env.py "
+                    "under asyncpg; needs pg_trgm"),
     ),
     CorpusProject(
         name="mlflow",
         requirement="mlflow-skinny==3.17.0",
         extra_requirements=("psycopg2-binary",),
-        locate_config=("import mlflow, pathlib; "
-                       "print(pathlib.Path(mlflow.__file__).parent / 'store' / 'db_migrations' / 'alembic.ini')"),
+        # The packaged alembic.ini's script_location is relative to the current folder (MLflow runs Alembic
+        # from its own code): a user copies it and names the folder.
+        locate_config=(
+            "import configparser, pathlib, mlflow; migrations = pathlib.Path(mlflow.__file__).parent / 'store' / "
+            "'db_migrations'; ini = configparser.ConfigParser(interpolation=None); "
+            "ini.read(migrations / 'alembic.ini'); ini['alembic']['script_location'] = str(migrations); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
         upgrade=("mlflow", "db", "upgrade", "{url}"),
         driver="postgresql+psycopg2",
+        settings='[project]\nbase_schema = "mlflow.store.tracking.dbmodels.initial_models:Base"\n',
         seed_sql=(
             "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) "
             "SELECT 'exp-' || g, '/tmp/a' || g, 'active', 0, 0 FROM generate_series(1, 10) g",
@@ -72,9 +86,8 @@ PROJECTS: tuple[CorpusProject, ...] = (
             "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
             "SELECT 'loss', random(), g, md5((g % 100 + 1)::text), g, false FROM generate_series(1, 1000) g",
         ),
-        run_from="import mlflow, pathlib; print(pathlib.Path(mlflow.__file__).parent.parent)",
-        user_notes=("base tables come from metadata.create_all before the first revision (a starting schema "
-                    "is needed to rebuild targets); alembic.ini's script_location is relative: run rollbook from "
-                    "the folder that holds the mlflow package"),
+        user_notes=("a copy of the packaged alembic.ini with an absolute script_location (it is relative to the "
+                    "current folder); `base_schema = \"mlflow.store.tracking.dbmodels.initial_models:Base\"` "
+                    "(its base tables come from create_all)"),
     ),
 )

@@ -93,7 +93,9 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
     if upgrade.returncode != 0:
         result["summary"] = "the project's own upgrade to head failed"
         return {**result, "timings": timings}
-    config = python_says(venv, project.locate_config, env)
+    config = python_says(venv, project.locate_config.replace("{work}", str(work)), env)
+    if project.settings:
+        (Path(config).parent / "rollbook.toml").write_text(project.settings)
     seed_notes = seed(url, project)
     rollbook_env = {**env, "DATABASE_URL": project_url, "ALEMBIC_CONFIG": config,
                     "ROLLBOOK_ARCHIVE": str(work / "archive")}
@@ -107,8 +109,7 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
                      str(work / "backups"), "--execute"],
         "rehearsal": [rollbook, "test-rollback", "--json"],
     }
-    cwd = Path(python_says(venv, project.run_from, env)) if project.run_from else work
-    outputs = {name: timed(timings, name, command, rollbook_env, cwd) for name, command in commands.items()}
+    outputs = {name: timed(timings, name, command, rollbook_env, work) for name, command in commands.items()}
     plan = parse_json(outputs["plan"].stdout)
     rehearsal = parse_json(outputs["rehearsal"].stdout)
     findings = compare(plan, rehearsal)
