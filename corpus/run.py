@@ -110,6 +110,9 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
         "rehearsal": [rollbook, "test-rollback", "--json"],
     }
     outputs = {name: timed(timings, name, command, rollbook_env, work) for name, command in commands.items()}
+    for name, completed in outputs.items():  # whole outputs, for reading by hand (corpus/.work is not committed)
+        (work / f"{name}.out").write_text(completed.stdout)
+        (work / f"{name}.err").write_text(completed.stderr)
     plan = parse_json(outputs["plan"].stdout)
     rehearsal = parse_json(outputs["rehearsal"].stdout)
     findings = compare(plan, rehearsal)

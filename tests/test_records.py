@@ -311,3 +311,23 @@ def test_a_full_archive_after_the_database_changed_exits_1_and_keeps_the_noteboo
     assert f"kept at {kept}" in result.stderr
     assert record_summary(kept)["outcome"] == "succeeded_unverified"
     assert make_url(demo_url).password not in kept.read_text()
+
+
+def test_a_run_that_fails_before_its_first_step_still_names_its_runbook(tmp_path, demo_url):
+    runbook = tmp_path / "nightly-check.ipynb"
+    parameters = nbformat.v4.new_code_cell("database_url = ''", metadata={"tags": ["parameters"]})
+    notebook = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell("import no_such_module")])
+    nbformat.write(notebook, runbook)
+    # As written by hand, with no kernel named: refused as bad input before anything runs.
+    unnamed = rollbook(tmp_path, "run", str(runbook), url=demo_url)
+    assert unnamed.returncode == 2 and "Traceback" not in unnamed.stderr, unnamed.stderr
+    assert "No kernel name found" in unnamed.stderr and not (tmp_path / "archive").exists()
+
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, runbook)
+    result = rollbook(tmp_path, "run", str(runbook), url=demo_url)
+
+    assert result.returncode == 1, result.stderr
+    [record] = notebook_records(tmp_path / "archive")
+    assert "_nightly-check_failed_" in record.name
+    assert record_summary(record)["runbook"] == "nightly-check"

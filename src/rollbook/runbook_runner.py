@@ -115,8 +115,10 @@ def run_runbook(
         }))
         ending = _run_papermill(spec, environment, run_timeout_seconds, _StepWatcher(archive, run_id, on_step))
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
-    summary = archive.progress(run_id)
-    if summary is not None and summary.get("outcome") == Outcome.RUNNING:
+    # A run that stopped before its first step (a kernel that could not import rollbook) recorded nothing:
+    # its record still names the runbook that was run.
+    summary = archive.progress(run_id) or {"runbook": path.stem}
+    if summary.get("outcome") == Outcome.RUNNING:
         summary["revision_after"] = _revisions_now(given)
     record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets, run_id)
     if output:
@@ -201,7 +203,11 @@ def _keep_unfiled(notebook: nbformat.NotebookNode, run_id: str) -> str:
 
 
 def _refuse_unknown_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
-    declared = papermill.inspect_notebook(str(path))
+    try:
+        declared = papermill.inspect_notebook(str(path))
+    except ValueError as error:  # papermill's words for a notebook it cannot read parameters from
+        raise BadInput(f"The notebook {path} cannot be run: {error} Open it in Jupyter with a Python 3 kernel and "
+                       "save it, then run again; nothing was started.") from None
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise BadInput(
