@@ -16,6 +16,7 @@ succeeds is a false "fails"; a LOW step whose rehearsal lost rows the plan did n
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -147,7 +148,9 @@ def python_says(venv: Path, code: str, env: dict[str, str]) -> str:
 def prepare_virtualenv(project: CorpusProject, work: Path, timings: dict[str, float]) -> Path:
     venv = work / "venv"
     marker = venv / "corpus-installed.txt"
-    wanted = " ".join([project.requirement, *project.extra_requirements, str(REPOSITORY)])
+    # rollbook's own dependencies are part of what was installed: a change to them makes a new virtualenv.
+    rollbook_requirements = hashlib.sha256((REPOSITORY / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = " ".join([project.requirement, *project.extra_requirements, str(REPOSITORY), rollbook_requirements])
     if marker.exists() and marker.read_text() == wanted:
         return venv
     started = time.monotonic()

@@ -348,3 +348,14 @@ def test_sql_held_by_a_name_or_an_f_string_of_constants_is_read(tmp_path):
     assert (update.op, str(update.table)) == ("update", "flow_run")
     assert index.detail == "creates index ix_flow_run__state_type on flow_run (blocks writes while it builds)"
     assert unknown.op == "unknown"
+
+
+def test_why_a_migration_cannot_be_rendered_offline_is_said_in_words():
+    from sqlalchemy.exc import NoInspectionAvailable
+
+    from rollbook.migration_sql import offline_failure_in_words
+
+    reads = AttributeError("'NoneType' object has no attribute 'fetchall'")
+    assert offline_failure_in_words(reads) == "it reads the result of a query (.fetchall), which needs the live database"
+    inspects = NoInspectionAvailable("No inspection system is available for object of type MockConnection")
+    assert offline_failure_in_words(inspects) == "it inspects the live database (sqlalchemy.inspect on its connection)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,5 +57,18 @@ class OfflineRenderer:
         except Exception as exc:
             # Typically the migration reads the database (op.get_bind().execute(...).fetchall()),
             # which offline mode cannot answer; the caller falls back to reading the Python source.
-            return RenderedSQL(revision, direction, None, f"{type(exc).__name__}: {exc}")
+            return RenderedSQL(revision, direction, None, offline_failure_in_words(exc))
         return RenderedSQL(revision, direction, buffer.getvalue())
+
+
+_RESULT_READ = re.compile(r"'NoneType' object has no attribute '(\w+)'")
+
+
+def offline_failure_in_words(error: Exception) -> str:
+    """Why a migration function could not run offline, in a reviewer's words where the cause is a known one."""
+    read = _RESULT_READ.search(str(error))
+    if isinstance(error, AttributeError) and read:
+        return f"it reads the result of a query (.{read.group(1)}), which needs the live database"
+    if type(error).__name__ == "NoInspectionAvailable":
+        return "it inspects the live database (sqlalchemy.inspect on its connection)"
+    return f"{type(error).__name__}: {error}"
