@@ -328,9 +328,11 @@ def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_r
         "r1": (None, "op.execute('CREATE TABLE a (id int, nick text)')", "op.execute('DROP TABLE a')"),
         "r2": ("r1", "op.execute('ALTER TABLE a RENAME COLUMN nick TO nickname')",
                "op.execute('ALTER TABLE a RENAME COLUMN nickname TO nick')"),
-        "r3": ("r2", "op.execute('ALTER TABLE a RENAME TO accounts')", "op.execute('ALTER TABLE accounts RENAME TO a')"),
+        # Prefect's shape: the downgrade renames the table, then a column of it under its new name.
+        "r3": ("r2", "op.execute('ALTER TABLE a RENAME TO accounts; ALTER TABLE accounts RENAME nickname TO handle')",
+               "op.execute('ALTER TABLE accounts RENAME TO a; ALTER TABLE a RENAME handle TO nickname')"),
         "r4": ("r3", "op.execute('ALTER TABLE accounts ADD COLUMN note text')",
-               "op.execute('DROP TABLE accounts; CREATE TABLE accounts (id int, nickname text)')"),
+               "op.execute('DROP TABLE accounts; CREATE TABLE accounts (id int, handle text)')"),
     })
 
     result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)

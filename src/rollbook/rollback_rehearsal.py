@@ -789,7 +789,9 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             if was.count:
                 mismatches.append(f"{table}: dropped with {was.count} rows, which the plan did not predict")
             continue
-        was = was.renamed({old: new for (table_key, old), new in renamed_columns.items() if table_key == key})
+        # A column rename may name the table by its old name or, after a table rename, by its new one.
+        was = was.renamed({old: new for (table_key, old), new in renamed_columns.items()
+                           if table_key in (key, renamed_tables.get(key))})
         for column in was.columns:
             planned = dropped_columns.get((key, column), "kept")
             if column in now.columns:
