@@ -43,8 +43,11 @@ REPOSITORY = CORPUS.parent
 WORK = CORPUS / ".work"
 RESULTS = CORPUS / "results"
 TABLE_START, TABLE_END = "<!-- corpus:results -->", "<!-- /corpus:results -->"
-# Internal error texts that must never reach a user: Python exception names and psycopg's own phrases.
-INTERNAL = re.compile(r"Traceback \(most recent call last\)|there is no parameter \$\d|\b[A-Z]\w+Error: ")
+# Internal error texts that must never reach a user: a traceback, Python's own exception names, a driver's
+# placeholder complaint. (The database's answer to a failing migration, e.g. "IntegrityError: duplicate key",
+# is the cause of a real failure and is reported as such.)
+INTERNAL = re.compile(r"Traceback \(most recent call last\)|there is no parameter \$\d|"
+                      r"\b(Attribute|Type|Key|Value|Name|Import|ModuleNotFound|Index|Assertion|Runtime)Error: ")
 
 
 def main() -> int:
