@@ -117,7 +117,7 @@ def run_runbook(
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
     # A run that stopped before its first step (a kernel that could not import rollbook) recorded nothing:
     # its record still names the runbook that was run.
-    summary = archive.progress(run_id) or {"runbook": path.stem}
+    summary = archive.progress(run_id) or archive.filed_summary(run_id) or {"runbook": path.stem}
     if summary.get("outcome") == Outcome.RUNNING:
         summary["revision_after"] = _revisions_now(given)
     record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets, run_id)
