@@ -161,3 +161,21 @@ def test_a_foreign_key_a_python_read_step_drops_is_not_in_the_way_whatever_the_s
     assert plan.steps[0].operations[0].source == "python"
     assert blockers(plan) == []
     command.downgrade(config, "-1")
+
+
+def test_a_foreign_key_whose_column_the_same_step_drops_first_is_not_in_the_way(tmp_path, database_url):
+    """Dagster's c63a27054f08: the downgrade drops runs.snapshot_id (and with it its foreign key), then snapshots."""
+    revisions = {
+        "dddd00000001": (None, 'op.execute("CREATE TABLE runs (id int PRIMARY KEY)")', 'op.execute("DROP TABLE runs")'),
+        "dddd00000002": ("dddd00000001",
+                         'op.execute("CREATE TABLE snapshots (snapshot_id text PRIMARY KEY); ALTER TABLE runs ADD COLUMN '
+                         'snapshot_id text CONSTRAINT fk_runs_snapshot REFERENCES snapshots")',
+                         'op.execute("ALTER TABLE runs DROP COLUMN snapshot_id; DROP TABLE snapshots")'),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert blockers(plan) == []
+    assert plan.verdict.code == "safe"
+    command.downgrade(config, "-1")  # and PostgreSQL agrees

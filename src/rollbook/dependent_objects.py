@@ -31,7 +31,9 @@ SELECT DISTINCT
          -- pg_describe_object calls a generated column's expression its "default value".
          WHEN ad.oid IS NOT NULL THEN 'generated ' || pg_describe_object('pg_class'::regclass, ad.adrelid, ad.adnum)
          ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END,
-    vn.nspname, vc.relname, vc.relkind, cn.nspname, cc.relname, con.conname
+    vn.nspname, vc.relname, vc.relkind, cn.nspname, cc.relname, con.conname,
+    (SELECT array_agg(a.attname::text) FROM pg_attribute a WHERE a.attrelid = con.conrelid
+       AND a.attnum = ANY (con.conkey)) AS constraint_columns
 FROM target t
 JOIN pg_depend d ON d.deptype = 'n' AND (
         (d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid
@@ -62,13 +64,14 @@ class DependentObject:
     keep: str | None
     view: str | None = None
     constraint: tuple[str, str] | None = None  # (table, constraint name)
+    constraint_columns: tuple[str, ...] = ()  # the columns of its own table the constraint is on
 
 
 def find_dependent_objects(conn: psycopg.Connection, table: TableName, column: str | None) -> list[DependentObject]:
     """Objects with a normal dependency (the kind DROP without CASCADE refuses) on a table or column."""
     rows = conn.execute(_DEPENDENTS_QUERY, {"table": regclass_text(table), "column": column}).fetchall()
     dependents = []
-    for description, view_schema, view, view_kind, con_schema, con_table, constraint in rows:
+    for description, view_schema, view, view_kind, con_schema, con_table, constraint, columns in rows:
         drop = keep = None
         if view:
             name = sql.Identifier(view_schema, view).as_string()
@@ -80,7 +83,8 @@ def find_dependent_objects(conn: psycopg.Connection, table: TableName, column: s
             keep = sql.SQL("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {}::regclass "
                            "AND conname = {}").format(
                 sql.Literal(sql.Identifier(con_schema, con_table).as_string()), sql.Literal(constraint)).as_string()
-        dependents.append(DependentObject(description, drop, keep, view, (con_table, constraint) if constraint else None))
+        dependents.append(DependentObject(description, drop, keep, view, (con_table, constraint) if constraint else None,
+                                          tuple(columns or ())))
     return dependents
 
 
@@ -91,9 +95,12 @@ class DroppedSoFar:
     views: set[str] = field(default_factory=set)
     constraints: set[tuple[str, str]] = field(default_factory=set)
     tables: set[str] = field(default_factory=set)
+    columns: set[tuple[str, str]] = field(default_factory=set)
 
     def record(self, op: Operation) -> None:
-        if op.op == "drop_view" and op.extra.get("name"):
+        if op.op == "drop_column" and op.table is not None and op.column:
+            self.columns.add((op.table.name, op.column))
+        elif op.op == "drop_view" and op.extra.get("name"):
             self.views.add(op.extra["name"].split(".")[-1])
         elif op.op == "drop_constraint" and op.table is not None and op.extra.get("name"):
             self.constraints.add((op.table.name, op.extra["name"]))
@@ -104,7 +111,10 @@ class DroppedSoFar:
         if dependent.view is not None:
             return dependent.view in self.views
         if dependent.constraint is not None:
-            return dependent.constraint in self.constraints or dependent.constraint[0] in self.tables
+            table = dependent.constraint[0]
+            # Dropping a column drops its table's constraints on it (a foreign key from runs.snapshot_id, say).
+            return (dependent.constraint in self.constraints or table in self.tables
+                    or any((table, column) in self.columns for column in dependent.constraint_columns))
         return False
 
 
