@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from pg import fingerprint, psycopg_kwargs
 
-from rollbook.database import DatabaseTarget
+from rollbook.database import DatabaseTarget, connect
 from rollbook.demo import DEMO_CONFIG, install_demo
 from rollbook.downgrade_execution import (
     ROLLBACK_LOCK_KEY,
@@ -20,6 +20,7 @@ from rollbook.downgrade_execution import (
 )
 from rollbook.migrations import load_project
 from rollbook.plan import plan_downgrade
+from rollbook.status import read_current_revisions
 
 
 def revisions(url: str) -> list[str]:
@@ -110,9 +111,11 @@ def test_env_py_that_connects_elsewhere_is_stopped_before_any_statement(pg_serve
         project_dir = tmp_path / "project"
         shutil.copytree(Path(DEMO_CONFIG).parent, project_dir)
         env_py = project_dir / "env.py"
+        # An env.py that ignores both the URL and the engine rollbook hands it, and connects elsewhere.
         env_py.write_text(env_py.read_text().replace(
             'return config.get_main_option("sqlalchemy.url") or os.environ["DATABASE_URL"]',
-            'return os.environ["OTHER_DATABASE_URL"]'))
+            'return os.environ["OTHER_DATABASE_URL"]').replace(
+            'connectable = config.attributes.get("connection")', 'connectable = None'))
         monkeypatch.setenv("OTHER_DATABASE_URL", other_url)
         project = load_project(project_dir / "alembic.ini")
         other_before, ours_before = fingerprint(other_url), fingerprint(demo_url)
@@ -151,3 +154,40 @@ def test_two_runs_at_once_never_interleave(demo_url, demo_project):
     assert len(results) == 1 and results[0].succeeded
     assert len(errors) == 1
     assert revisions(demo_url) == ["0607bc5b8535"]
+
+
+DAGSTER_ENV_PY = (
+    "from alembic import context\n"
+    "connection = context.config.attributes.get('connection', None)\n"
+    "if connection is None:\n"
+    "    raise Exception('No connection set in alembic config. If you are trying to run this script from the '\n"
+    "                    'command line, STOP and read the README.')\n"
+    "context.configure(connection=connection)\n"
+    "with context.begin_transaction():\n"
+    "    context.run_migrations()\n"
+)
+
+
+def test_an_env_py_that_expects_its_caller_to_hand_it_a_connection_is_handed_one(tmp_path, database_url):
+    """Dagster's env.py raises unless the caller sets config.attributes['connection'], as its own code does."""
+    from alembic_projects import project_at_head
+    from test_records import STAGING, rollbook
+
+    project, target, _ = project_at_head(tmp_path / "project", database_url, {
+        "eeee00000001": (None, "op.execute('CREATE TABLE runs (id int)')", "op.execute('DROP TABLE runs')"),
+        "eeee00000002": ("eeee00000001", "op.execute('CREATE INDEX ix_runs_id ON runs (id)')",
+                         "with op.get_context().autocommit_block():\n"
+                         "        op.execute('DROP INDEX CONCURRENTLY ix_runs_id')"),
+        "eeee00000003": ("eeee00000002", "op.execute('ALTER TABLE runs ADD COLUMN note text')",
+                         "op.execute('ALTER TABLE runs DROP COLUMN note')"),
+    })
+    (tmp_path / "project" / "env.py").write_text(DAGSTER_ENV_PY)
+
+    result = rollbook(tmp_path, "run", "rollback", "-r", "target_revision", "eeee00000001", *STAGING,
+                      "-p", "backup_dir", str(tmp_path / "backups"), "--execute", url=database_url,
+                      config=project.config_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    with connect(target) as conn:
+        assert read_current_revisions(conn, project) == ("eeee00000001",)
+        assert conn.execute("SELECT to_regclass('ix_runs_id') IS NULL").fetchone()[0]

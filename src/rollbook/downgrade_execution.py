@@ -17,18 +17,20 @@ step was rolled back, and anything a non-atomic step left done is named.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from alembic import command
 from psycopg import sql
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import NullPool, Pool
 
 from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
@@ -240,9 +242,8 @@ def execute_downgrade(
                 if not steps and isinstance(before_step, SchemaSnapshot):
                     schema_before = before_step
                 step_started = time.monotonic()
-                config = alembic_config_for(project, target)
                 try:
-                    run_outside_event_loop(lambda: command.downgrade(config, down_to),
+                    run_outside_event_loop(lambda: _downgrade_one_step(project, target, down_to),
                                            cancel=lambda: backends.cancel_all(control))
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql
@@ -264,6 +265,39 @@ def execute_downgrade(
         statement_timeout_ms=statement_timeout_ms, seconds=time.monotonic() - started,
         failure=failure, failed_statement=failed_statement, schema_before=schema_before,
     )
+
+
+# env.py reads what its caller hands it (Alembic's cookbook "sharing a connection"; Dagster's raises without
+# one): `NAME = config.attributes.get("connection")` or `config.attributes["connection"]`.
+_HANDED_A_CONNECTION = re.compile(r"""(?:(\w+)\s*=\s*)?[\w.]*attributes(?:\.get\(|\[)\s*["']connection["']""")
+
+
+def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_to: str) -> None:
+    """One Alembic downgrade call through the project's env.py, handed a connection if env.py expects one.
+
+    Projects hand env.py either a Connection (the cookbook, Dagster) or an Engine it calls `.connect()` on
+    (the demo's "connectable"); which one is read from env.py's source. Either reaches the database named
+    through rollbook's guard.
+    """
+    config = alembic_config_for(project, target)
+    source = (Path(project.scripts.dir) / "env.py").read_text(errors="replace")
+    handed = _HANDED_A_CONNECTION.search(source)
+    if target.is_async or handed is None:
+        command.downgrade(config, down_to)
+        return
+    engine = create_engine(target.sqlalchemy_url, poolclass=NullPool)
+    try:
+        if handed.group(1) and re.search(rf"\b{re.escape(handed.group(1))}\.connect\(", source):
+            config.attributes["connection"] = engine
+            command.downgrade(config, down_to)
+            return
+        # Not yet in a transaction, so env.py's begin_transaction() owns the step's (autocommit_block needs that).
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, down_to)
+            connection.commit()  # whatever env.py ran outside begin_transaction() (SQLAlchemy 2 autobegins)
+    finally:
+        engine.dispose()
 
 
 @contextmanager
