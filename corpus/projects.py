@@ -164,4 +164,48 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "model's DDL less what 060-067 add; `DATABASE_URL=postgresql+psycopg2://...`; run rollbook "
                     "in Buildbot's environment"),
     ),
+    CorpusProject(
+        name="dagster-postgres",
+        requirement="dagster-postgres==0.29.27",
+        # The packaged alembic.ini (dagster_postgres/alembic) names its scripts as a package path
+        # (dagster:_core/storage/alembic): a user copies it next to a rollbook.toml.
+        locate_config=(
+            "import pathlib, shutil, dagster_postgres; ini = pathlib.Path(dagster_postgres.__file__).parent / "
+            "'alembic' / 'alembic.ini'; out = pathlib.Path('{work}') / 'alembic.ini'; shutil.copy(ini, out); "
+            "print(out)"),
+        # A postgres-backed instance: dagster.yaml in DAGSTER_HOME names the database for the run, event log
+        # and schedule storages; `dagster instance migrate` creates their tables (create_all, stamped at head)
+        # and brings an older database to head.
+        upgrade=("sh", "-c", "mkdir -p '{work}/dagster-home' && printf 'storage:\\n  postgres:\\n    "
+                 "postgres_url: {libpq_url}\\n' > '{work}/dagster-home/dagster.yaml' && "
+                 "dagster instance migrate"),
+        upgrade_env={"DAGSTER_HOME": "{work}/dagster-home"},
+        driver="postgresql+psycopg2",
+        seed_sql=(
+            "INSERT INTO snapshots (snapshot_id, snapshot_body, snapshot_type) "
+            "SELECT md5('snap' || g), convert_to('{}', 'UTF8'), 'PIPELINE' FROM generate_series(1, 3) g",
+            "INSERT INTO runs (run_id, snapshot_id, pipeline_name, mode, status, run_body, create_timestamp, "
+            "update_timestamp, start_time, end_time, backfill_id) "
+            "SELECT md5('run' || g), md5('snap1'), 'etl_job', 'default', 'SUCCESS', '{}', now(), now(), "
+            "extract(epoch FROM now()), extract(epoch FROM now()) + 60, CASE WHEN g % 10 = 0 THEN 'bf1' END "
+            "FROM generate_series(1, 100) g",
+            "INSERT INTO run_tags (run_id, key, value) SELECT run_id, 'dagster/partition', 'p' || id FROM runs",
+            "INSERT INTO event_logs (run_id, event, dagster_event_type, timestamp, step_key, asset_key) "
+            "SELECT md5('run' || (g % 100 + 1)), '{}', 'STEP_SUCCESS', now(), 'op_' || (g % 5), "
+            "'[\"asset_' || (g % 7) || '\"]' FROM generate_series(1, 500) g",
+            "INSERT INTO asset_keys (asset_key, last_run_id, create_timestamp, cached_status_data) "
+            "SELECT '[\"asset_' || g || '\"]', md5('run1'), now(), '{}' FROM generate_series(0, 6) g",
+            "INSERT INTO concurrency_limits (concurrency_key, \"limit\", using_default_limit, create_timestamp) "
+            "SELECT 'pool_' || g, g, g % 2 = 0, now() FROM generate_series(1, 4) g",
+            "INSERT INTO bulk_actions (key, status, timestamp, body, action_type, job_name) "
+            "VALUES ('bf1', 'COMPLETED', now(), '{}', 'PARTITION_BACKFILL', 'etl_job')",
+            "INSERT INTO backfill_tags (backfill_id, key, value) VALUES ('bf1', 'team', 'data')",
+        ),
+        user_notes=("the packaged alembic.ini (dagster_postgres/alembic) copied next to a rollbook.toml; "
+                    "`DATABASE_URL=postgresql+psycopg2://...`; run rollbook in Dagster's environment. Not enough "
+                    "today: Dagster's env.py takes its connection from `config.attributes[\"connection\"]` and "
+                    "raises without it, so every real downgrade through rollbook fails; its tables come from "
+                    "create_all and its early revisions skip when a table is missing, and one (5c18fd3c2957) needs "
+                    "a running `dagster instance migrate`, so no base_schema makes the rehearsal meaningful"),
+    ),
 )
