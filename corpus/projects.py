@@ -90,4 +90,122 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "current folder); `base_schema = \"mlflow.store.tracking.dbmodels.initial_models:Base\"` "
                     "(its base tables come from create_all)"),
     ),
+    CorpusProject(
+        name="buildbot",
+        requirement="buildbot==4.3.0",
+        extra_requirements=("psycopg2-binary",),
+        # The packaged alembic.ini names its folders with %(here)s: a user copies it next to a rollbook.toml
+        # and names the folders absolutely.
+        locate_config=(
+            "import configparser, pathlib, buildbot.db; migrations = pathlib.Path(buildbot.db.__file__).parent / "
+            "'migrations'; ini = configparser.ConfigParser(interpolation=None); ini.read(migrations / 'alembic.ini'); "
+            "ini['alembic']['script_location'] = str(migrations); "
+            "ini['alembic']['version_locations'] = str(migrations / 'versions'); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); "
+            # Buildbot makes a new database with create_all of its current model and stamps it at head; its
+            # first revision (059) is an empty placeholder for databases that came from sqlalchemy-migrate. The
+            # schema at 059 is the current model less what 060-067 add: a user writes it once as base_schema.
+            "import sqlalchemy as sa; from buildbot.db.model import Model; ddl = []; "
+            "engine = sa.create_mock_engine('postgresql+psycopg2://', "
+            "lambda statement, *a, **k: ddl.append(str(statement.compile(dialect=engine.dialect)).strip() + ';')); "
+            "Model.metadata.create_all(engine, checkfirst=False); ddl += ["
+            "'DROP TABLE codebase_branches, codebase_commits, codebases;', "
+            "'ALTER TABLE builds DROP COLUMN locks_duration_s;', "
+            "'ALTER TABLE buildsets DROP COLUMN rebuilt_buildid;', "
+            "'ALTER TABLE workers DROP COLUMN pause_reason;', "
+            "'ALTER TABLE steps DROP COLUMN locks_acquired_at;', "
+            "'ALTER TABLE builders DROP COLUMN projectid, DROP COLUMN description_format, "
+            "DROP COLUMN description_html;', 'DROP TABLE projects;']; "
+            "(out.parent / 'base_schema_059.sql').write_text(chr(10).join(ddl) + chr(10)); print(out)"),
+        # A new master: `buildbot create-master --db URL` makes the database (create_all of the current model,
+        # stamped at head), master.cfg is written from the sample, and `buildbot upgrade-master` is what
+        # users run after each Buildbot upgrade.
+        upgrade=("sh", "-c", "rm -rf '{work}/master' && buildbot create-master --db '{url}' '{work}/master' && "
+                 "cp '{work}/master/master.cfg.sample' '{work}/master/master.cfg' && "
+                 "buildbot upgrade-master '{work}/master'"),
+        driver="postgresql+psycopg2",
+        settings='[project]\nbase_schema = "base_schema_059.sql"\n',
+        seed_sql=(
+            "INSERT INTO masters (name, name_hash, active, last_active) VALUES ('ci:/srv/master', md5('ci'), 1, 0)",
+            "INSERT INTO projects (name, name_hash, slug, description, description_format) "
+            "SELECT 'project-' || g, md5('project-' || g), 'project-' || g, 'about ' || g, 'markdown' "
+            "FROM generate_series(1, 3) g",
+            "INSERT INTO builders (name, name_hash, description, description_format, projectid) "
+            "SELECT 'builder-' || g, md5('builder-' || g), 'builds ' || g, 'markdown', "
+            "(SELECT min(id) FROM projects) FROM generate_series(1, 5) g",
+            "INSERT INTO workers (name, info, paused, pause_reason) "
+            "SELECT 'worker-' || g, '{}', (g % 2), CASE WHEN g % 2 = 1 THEN 'maintenance' END "
+            "FROM generate_series(1, 5) g",
+            "INSERT INTO buildsets (reason, submitted_at, complete, results) "
+            "SELECT 'push ' || g, 1700000000 + g, 1, 0 FROM generate_series(1, 20) g",
+            "INSERT INTO buildrequests (buildsetid, builderid, submitted_at, complete, results) "
+            "SELECT id, (SELECT min(id) FROM builders), submitted_at, 1, 0 FROM buildsets",
+            "INSERT INTO builds (number, builderid, buildrequestid, masterid, started_at, complete_at, "
+            "locks_duration_s, state_string, results) "
+            "SELECT row_number() OVER (ORDER BY id), builderid, id, (SELECT min(id) FROM masters), "
+            "submitted_at, submitted_at + 60, 3, 'finished', 0 FROM buildrequests",
+            "UPDATE buildsets SET rebuilt_buildid = (SELECT min(id) FROM builds) WHERE id % 4 = 0",
+            "INSERT INTO steps (number, name, buildid, started_at, locks_acquired_at, complete_at, state_string, "
+            "results, urls_json) SELECT s, 'step-' || s, b.id, b.started_at + s, b.started_at + s + 1, "
+            "b.started_at + s + 5, 'done', 0, '[]' FROM builds b, generate_series(1, 5) s",
+            "INSERT INTO codebases (projectid, name, name_hash, slug) "
+            "SELECT (SELECT min(id) FROM projects), 'codebase-' || g, md5('codebase-' || g), 'codebase-' || g "
+            "FROM generate_series(1, 2) g",
+            "INSERT INTO codebase_commits (codebaseid, author, comments, when_timestamp, revision) "
+            "SELECT (SELECT min(id) FROM codebases), 'dev', 'commit ' || g, 1700000000 + g, md5(g::text) "
+            "FROM generate_series(1, 20) g",
+            "INSERT INTO codebase_branches (codebaseid, name, name_hash, commitid, last_timestamp) "
+            "SELECT (SELECT min(id) FROM codebases), 'main', md5('main'), (SELECT max(id) FROM codebase_commits), "
+            "1700000020",
+        ),
+        user_notes=("a copy of the packaged alembic.ini with absolute script_location and version_locations "
+                    "(they use %(here)s); `base_schema` naming a SQL file of the schema at 059 (a new database is "
+                    "create_all of the current model stamped at head, and 060 needs its tables): the current "
+                    "model's DDL less what 060-067 add; `DATABASE_URL=postgresql+psycopg2://...`; run rollbook "
+                    "in Buildbot's environment"),
+    ),
+    CorpusProject(
+        name="dagster-postgres",
+        requirement="dagster-postgres==0.29.27",
+        # The packaged alembic.ini (dagster_postgres/alembic) names its scripts as a package path
+        # (dagster:_core/storage/alembic): a user copies it next to a rollbook.toml.
+        locate_config=(
+            "import pathlib, shutil, dagster_postgres; ini = pathlib.Path(dagster_postgres.__file__).parent / "
+            "'alembic' / 'alembic.ini'; out = pathlib.Path('{work}') / 'alembic.ini'; shutil.copy(ini, out); "
+            "print(out)"),
+        # A postgres-backed instance: dagster.yaml in DAGSTER_HOME names the database for the run, event log
+        # and schedule storages; `dagster instance migrate` creates their tables (create_all, stamped at head)
+        # and brings an older database to head.
+        upgrade=("sh", "-c", "mkdir -p '{work}/dagster-home' && printf 'storage:\\n  postgres:\\n    "
+                 "postgres_url: {libpq_url}\\n' > '{work}/dagster-home/dagster.yaml' && "
+                 "dagster instance migrate"),
+        upgrade_env={"DAGSTER_HOME": "{work}/dagster-home"},
+        driver="postgresql+psycopg2",
+        seed_sql=(
+            "INSERT INTO snapshots (snapshot_id, snapshot_body, snapshot_type) "
+            "SELECT md5('snap' || g), convert_to('{}', 'UTF8'), 'PIPELINE' FROM generate_series(1, 3) g",
+            "INSERT INTO runs (run_id, snapshot_id, pipeline_name, mode, status, run_body, create_timestamp, "
+            "update_timestamp, start_time, end_time, backfill_id) "
+            "SELECT md5('run' || g), md5('snap1'), 'etl_job', 'default', 'SUCCESS', '{}', now(), now(), "
+            "extract(epoch FROM now()), extract(epoch FROM now()) + 60, CASE WHEN g % 10 = 0 THEN 'bf1' END "
+            "FROM generate_series(1, 100) g",
+            "INSERT INTO run_tags (run_id, key, value) SELECT run_id, 'dagster/partition', 'p' || id FROM runs",
+            "INSERT INTO event_logs (run_id, event, dagster_event_type, timestamp, step_key, asset_key) "
+            "SELECT md5('run' || (g % 100 + 1)), '{}', 'STEP_SUCCESS', now(), 'op_' || (g % 5), "
+            "'[\"asset_' || (g % 7) || '\"]' FROM generate_series(1, 500) g",
+            "INSERT INTO asset_keys (asset_key, last_run_id, create_timestamp, cached_status_data) "
+            "SELECT '[\"asset_' || g || '\"]', md5('run1'), now(), '{}' FROM generate_series(0, 6) g",
+            "INSERT INTO concurrency_limits (concurrency_key, \"limit\", using_default_limit, create_timestamp) "
+            "SELECT 'pool_' || g, g, g % 2 = 0, now() FROM generate_series(1, 4) g",
+            "INSERT INTO bulk_actions (key, status, timestamp, body, action_type, job_name) "
+            "VALUES ('bf1', 'COMPLETED', now(), '{}', 'PARTITION_BACKFILL', 'etl_job')",
+            "INSERT INTO backfill_tags (backfill_id, key, value) VALUES ('bf1', 'team', 'data')",
+        ),
+        user_notes=("the packaged alembic.ini (dagster_postgres/alembic) copied next to a rollbook.toml; "
+                    "`DATABASE_URL=postgresql+psycopg2://...`; run rollbook in Dagster's environment. Not enough "
+                    "today: Dagster's env.py takes its connection from `config.attributes[\"connection\"]` and "
+                    "raises without it, so every real downgrade through rollbook fails; its tables come from "
+                    "create_all and its early revisions skip when a table is missing, and one (5c18fd3c2957) needs "
+                    "a running `dagster instance migrate`, so no base_schema makes the rehearsal meaningful"),
+    ),
 )
