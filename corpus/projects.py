@@ -90,4 +90,45 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "current folder); `base_schema = \"mlflow.store.tracking.dbmodels.initial_models:Base\"` "
                     "(its base tables come from create_all)"),
     ),
+    CorpusProject(
+        name="airflow",
+        # Installed with plain pip: Airflow's constraints files are not served by PyPI. `airflow db migrate` makes
+        # a new database with create_all and stamps head; the history itself starts from a squashed 2.6.2 state.
+        requirement="apache-airflow[postgres]==3.3.2",
+        locate_config="import pathlib, airflow; print(pathlib.Path(airflow.__file__).parent / 'alembic.ini')",
+        upgrade=("airflow", "db", "migrate"),
+        upgrade_env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "{url}", "AIRFLOW_HOME": "{work}/airflow-home",
+                     "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+        driver="postgresql+psycopg2",
+        seed_sql=(
+            "INSERT INTO dag_bundle (name, active) VALUES ('dags-folder', true)",
+            "INSERT INTO dag (dag_id, is_paused, is_stale, bundle_name, timetable_type, partition_mapper_info, "
+            "max_active_tasks, max_consecutive_failed_dag_runs, has_task_concurrency_limits, fileloc) "
+            "SELECT 'etl_' || g, false, false, 'dags-folder', 'airflow.timetables.interval.CronDataIntervalTimetable', "
+            "'{}', 16, 0, false, '/opt/airflow/dags/etl_' || g || '.py' FROM generate_series(1, 20) g",
+            "INSERT INTO dag_run (dag_id, run_id, run_type, run_after, logical_date, state, start_date, end_date) "
+            "SELECT 'etl_' || (g % 20 + 1), 'scheduled__' || g, 'scheduled', now() - g * interval '1 hour', "
+            "now() - g * interval '1 hour', 'success', now() - g * interval '1 hour', now() - g * interval '1 hour' "
+            "+ interval '5 minutes' FROM generate_series(1, 200) g",
+            "INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, try_number, pool, pool_slots, state, "
+            "start_date, end_date) SELECT gen_random_uuid(), t, dr.dag_id, dr.run_id, -1, 1, 'default_pool', 1, "
+            "'success', dr.start_date, dr.end_date FROM dag_run dr CROSS JOIN (VALUES ('extract'), ('transform'), "
+            "('load')) AS tasks(t)",
+            "INSERT INTO variable (key, val, is_encrypted, description) "
+            "SELECT 'setting_' || g, 'value ' || g, false, 'a setting' FROM generate_series(1, 10) g",
+            "INSERT INTO connection (conn_id, conn_type, host, port, login, is_encrypted, is_extra_encrypted) "
+            "SELECT 'warehouse_' || g, 'postgres', 'db' || g || '.internal', 5432, 'etl', false, false "
+            "FROM generate_series(1, 5) g",
+            "INSERT INTO slot_pool (pool, slots, description, include_deferred) "
+            "VALUES ('etl_pool', 8, 'ETL jobs', false)",
+            "INSERT INTO log (dttm, event, dag_id, owner) "
+            "SELECT now() - g * interval '1 minute', 'cli_task_run', 'etl_' || (g % 20 + 1), 'airflow' "
+            "FROM generate_series(1, 500) g",
+        ),
+        user_notes=("nothing beyond the database URL: the packaged alembic.ini (`airflow/alembic.ini`, "
+                    "`script_location = %(here)s/migrations`); `DATABASE_URL=postgresql+psycopg2://...` and "
+                    "Airflow's own `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` as its users set it (env.py imports "
+                    "Airflow's settings); `apache-airflow[postgres]` for psycopg2; run rollbook in Airflow's "
+                    "environment"),
+    ),
 )
