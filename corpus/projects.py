@@ -131,4 +131,50 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "Airflow's settings); `apache-airflow[postgres]` for psycopg2; run rollbook in Airflow's "
                     "environment"),
     ),
+    CorpusProject(
+        name="zou",
+        requirement="zou==1.0.97",
+        # Zou builds its Alembic config in code (zou/cli.py): the packaged alembic.ini names no script_location,
+        # so a user copies it and names the migrations folder. Its env.py reads sqlalchemy.url when no Flask app
+        # is running. Zou's users name the database with DB_HOST, DB_PORT, DB_USERNAME, DB_PASSWORD and
+        # DB_DATABASE and run `zou init-db` on a new database; the wrapper below sets them from the URL.
+        locate_config=(
+            "import configparser, pathlib, zou; migrations = pathlib.Path(zou.__file__).parent / 'migrations'; "
+            "ini = configparser.ConfigParser(interpolation=None); ini.read(migrations / 'alembic.ini'); "
+            "ini['alembic']['script_location'] = str(migrations); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
+        upgrade=("python", "-c",
+                 "import os, sys; from sqlalchemy.engine import make_url; u = make_url(sys.argv[1]); "
+                 "os.environ.update(DB_HOST=u.host, DB_PORT=str(u.port), DB_USERNAME=u.username, "
+                 "DB_PASSWORD=u.password, DB_DATABASE=u.database); os.execvp('zou', ['zou', 'init-db'])", "{url}"),
+        # Zou refuses to import its app (which its migrations import) with the default SECRET_KEY.
+        upgrade_env={"PREVIEW_FOLDER": "{work}/previews", "TMP_DIR": "{work}/tmp",
+                     "SECRET_KEY": "corpus-secret-key-0123456789abcdef"},
+        seed_sql=(
+            "INSERT INTO project_status (id, name, color) VALUES (gen_random_uuid(), 'Open', '#000000')",
+            "INSERT INTO project (id, name, production_style, project_status_id) SELECT gen_random_uuid(), 'Film "
+            "' || g, '2d3d', (SELECT id FROM project_status LIMIT 1) FROM generate_series(1, 3) g",
+            "INSERT INTO entity_type (id, name) VALUES (gen_random_uuid(), 'Character'), (gen_random_uuid(), "
+            "'Shot')",
+            "INSERT INTO entity (id, name, status, project_id, entity_type_id) SELECT gen_random_uuid(), 'asset_'"
+            " || g, 'running', (SELECT id FROM project ORDER BY name LIMIT 1), (SELECT id FROM entity_type WHERE "
+            "name = 'Character') FROM generate_series(1, 100) g",
+            "INSERT INTO task_type (id, name) VALUES (gen_random_uuid(), 'Modeling'), (gen_random_uuid(), "
+            "'Animation')",
+            "INSERT INTO task_status (id, name, short_name, color) VALUES (gen_random_uuid(), 'Todo', 'todo', "
+            "'#f5f5f5'), (gen_random_uuid(), 'Done', 'done', '#22d160')",
+            "INSERT INTO person (id, first_name, last_name, role, email) SELECT gen_random_uuid(), 'Artist', 'No'"
+            " || g, 'user', 'artist' || g || '@studio.example' FROM generate_series(1, 10) g",
+            "INSERT INTO task (id, name, project_id, entity_id, task_type_id, task_status_id) SELECT "
+            "gen_random_uuid(), 'main', e.project_id, e.id, tt.id, (SELECT id FROM task_status WHERE short_name ="
+            " 'todo') FROM entity e CROSS JOIN task_type tt",
+            "INSERT INTO comment (id, object_id, object_type, person_id, text) SELECT gen_random_uuid(), t.id, "
+            "'Task', (SELECT id FROM person ORDER BY last_name LIMIT 1), 'looks good' FROM task t",
+        ),
+        user_notes=("a copy of the packaged alembic.ini with an absolute script_location (the packaged one names "
+                    "none: `zou` sets it in code); `DATABASE_URL=postgresql+psycopg://...` (env.py reads "
+                    "sqlalchemy.url when no Flask app runs); Zou's own `SECRET_KEY` set (its migrations import "
+                    "the app, which refuses the default key); run rollbook in Zou's environment; `test-rollback` "
+                    "refuses its history (a branch c4e8a2f1d6b3 merged again at e8c8e1e2744a)"),
+    ),
 )
