@@ -202,10 +202,96 @@ PROJECTS: tuple[CorpusProject, ...] = (
             "INSERT INTO backfill_tags (backfill_id, key, value) VALUES ('bf1', 'team', 'data')",
         ),
         user_notes=("the packaged alembic.ini (dagster_postgres/alembic) copied next to a rollbook.toml; "
-                    "`DATABASE_URL=postgresql+psycopg2://...`; run rollbook in Dagster's environment. Not enough "
-                    "today: Dagster's env.py takes its connection from `config.attributes[\"connection\"]` and "
-                    "raises without it, so every real downgrade through rollbook fails; its tables come from "
+                    "`DATABASE_URL=postgresql+psycopg2://...`; run rollbook in Dagster's environment (its env.py "
+                    "takes the connection rollbook hands it in `config.attributes`); its tables come from "
                     "create_all and its early revisions skip when a table is missing, and one (5c18fd3c2957) needs "
                     "a running `dagster instance migrate`, so no base_schema makes the rehearsal meaningful"),
+    ),
+    CorpusProject(
+        name="airflow",
+        # Installed with plain pip: Airflow's constraints files are not served by PyPI. `airflow db migrate` makes
+        # a new database with create_all and stamps head; the history itself starts from a squashed 2.6.2 state.
+        requirement="apache-airflow[postgres]==3.3.2",
+        locate_config="import pathlib, airflow; print(pathlib.Path(airflow.__file__).parent / 'alembic.ini')",
+        upgrade=("airflow", "db", "migrate"),
+        upgrade_env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "{url}", "AIRFLOW_HOME": "{work}/airflow-home",
+                     "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+        driver="postgresql+psycopg2",
+        seed_sql=(
+            "INSERT INTO dag_bundle (name, active) VALUES ('dags-folder', true)",
+            "INSERT INTO dag (dag_id, is_paused, is_stale, bundle_name, timetable_type, partition_mapper_info, "
+            "max_active_tasks, max_consecutive_failed_dag_runs, has_task_concurrency_limits, fileloc) "
+            "SELECT 'etl_' || g, false, false, 'dags-folder', 'airflow.timetables.interval.CronDataIntervalTimetable', "
+            "'{}', 16, 0, false, '/opt/airflow/dags/etl_' || g || '.py' FROM generate_series(1, 20) g",
+            "INSERT INTO dag_run (dag_id, run_id, run_type, run_after, logical_date, state, start_date, end_date) "
+            "SELECT 'etl_' || (g % 20 + 1), 'scheduled__' || g, 'scheduled', now() - g * interval '1 hour', "
+            "now() - g * interval '1 hour', 'success', now() - g * interval '1 hour', now() - g * interval '1 hour' "
+            "+ interval '5 minutes' FROM generate_series(1, 200) g",
+            "INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, try_number, pool, pool_slots, state, "
+            "start_date, end_date) SELECT gen_random_uuid(), t, dr.dag_id, dr.run_id, -1, 1, 'default_pool', 1, "
+            "'success', dr.start_date, dr.end_date FROM dag_run dr CROSS JOIN (VALUES ('extract'), ('transform'), "
+            "('load')) AS tasks(t)",
+            "INSERT INTO variable (key, val, is_encrypted, description) "
+            "SELECT 'setting_' || g, 'value ' || g, false, 'a setting' FROM generate_series(1, 10) g",
+            "INSERT INTO connection (conn_id, conn_type, host, port, login, is_encrypted, is_extra_encrypted) "
+            "SELECT 'warehouse_' || g, 'postgres', 'db' || g || '.internal', 5432, 'etl', false, false "
+            "FROM generate_series(1, 5) g",
+            "INSERT INTO slot_pool (pool, slots, description, include_deferred) "
+            "VALUES ('etl_pool', 8, 'ETL jobs', false)",
+            "INSERT INTO log (dttm, event, dag_id, owner) "
+            "SELECT now() - g * interval '1 minute', 'cli_task_run', 'etl_' || (g % 20 + 1), 'airflow' "
+            "FROM generate_series(1, 500) g",
+        ),
+        user_notes=("nothing beyond the database URL: the packaged alembic.ini (`airflow/alembic.ini`, "
+                    "`script_location = %(here)s/migrations`); `DATABASE_URL=postgresql+psycopg2://...` and "
+                    "Airflow's own `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` as its users set it (env.py imports "
+                    "Airflow's settings); `apache-airflow[postgres]` for psycopg2; run rollbook in Airflow's "
+                    "environment"),
+    ),
+    CorpusProject(
+        name="zou",
+        requirement="zou==1.0.97",
+        # Zou builds its Alembic config in code (zou/cli.py): the packaged alembic.ini names no script_location,
+        # so a user copies it and names the migrations folder. Its env.py reads sqlalchemy.url when no Flask app
+        # is running. Zou's users name the database with DB_HOST, DB_PORT, DB_USERNAME, DB_PASSWORD and
+        # DB_DATABASE and run `zou init-db` on a new database; the wrapper below sets them from the URL.
+        locate_config=(
+            "import configparser, pathlib, zou; migrations = pathlib.Path(zou.__file__).parent / 'migrations'; "
+            "ini = configparser.ConfigParser(interpolation=None); ini.read(migrations / 'alembic.ini'); "
+            "ini['alembic']['script_location'] = str(migrations); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
+        upgrade=("python", "-c",
+                 "import os, sys; from sqlalchemy.engine import make_url; u = make_url(sys.argv[1]); "
+                 "os.environ.update(DB_HOST=u.host, DB_PORT=str(u.port), DB_USERNAME=u.username, "
+                 "DB_PASSWORD=u.password, DB_DATABASE=u.database); os.execvp('zou', ['zou', 'init-db'])", "{url}"),
+        # Zou refuses to import its app (which its migrations import) with the default SECRET_KEY.
+        upgrade_env={"PREVIEW_FOLDER": "{work}/previews", "TMP_DIR": "{work}/tmp",
+                     "SECRET_KEY": "corpus-secret-key-0123456789abcdef"},
+        seed_sql=(
+            "INSERT INTO project_status (id, name, color) VALUES (gen_random_uuid(), 'Open', '#000000')",
+            "INSERT INTO project (id, name, production_style, project_status_id) SELECT gen_random_uuid(), 'Film "
+            "' || g, '2d3d', (SELECT id FROM project_status LIMIT 1) FROM generate_series(1, 3) g",
+            "INSERT INTO entity_type (id, name) VALUES (gen_random_uuid(), 'Character'), (gen_random_uuid(), "
+            "'Shot')",
+            "INSERT INTO entity (id, name, status, project_id, entity_type_id) SELECT gen_random_uuid(), 'asset_'"
+            " || g, 'running', (SELECT id FROM project ORDER BY name LIMIT 1), (SELECT id FROM entity_type WHERE "
+            "name = 'Character') FROM generate_series(1, 100) g",
+            "INSERT INTO task_type (id, name) VALUES (gen_random_uuid(), 'Modeling'), (gen_random_uuid(), "
+            "'Animation')",
+            "INSERT INTO task_status (id, name, short_name, color) VALUES (gen_random_uuid(), 'Todo', 'todo', "
+            "'#f5f5f5'), (gen_random_uuid(), 'Done', 'done', '#22d160')",
+            "INSERT INTO person (id, first_name, last_name, role, email) SELECT gen_random_uuid(), 'Artist', 'No'"
+            " || g, 'user', 'artist' || g || '@studio.example' FROM generate_series(1, 10) g",
+            "INSERT INTO task (id, name, project_id, entity_id, task_type_id, task_status_id) SELECT "
+            "gen_random_uuid(), 'main', e.project_id, e.id, tt.id, (SELECT id FROM task_status WHERE short_name ="
+            " 'todo') FROM entity e CROSS JOIN task_type tt",
+            "INSERT INTO comment (id, object_id, object_type, person_id, text) SELECT gen_random_uuid(), t.id, "
+            "'Task', (SELECT id FROM person ORDER BY last_name LIMIT 1), 'looks good' FROM task t",
+        ),
+        user_notes=("a copy of the packaged alembic.ini with an absolute script_location (the packaged one names "
+                    "none: `zou` sets it in code); `DATABASE_URL=postgresql+psycopg://...` (env.py reads "
+                    "sqlalchemy.url when no Flask app runs); Zou's own `SECRET_KEY` set (its migrations import "
+                    "the app, which refuses the default key); run rollbook in Zou's environment; `test-rollback` "
+                    "refuses its history (a branch c4e8a2f1d6b3 merged again at e8c8e1e2744a)"),
     ),
 )
