@@ -184,3 +184,17 @@ def test_migration_file_that_fails_to_import(tmp_path, demo_url):
 
 def test_no_database_given():
     assert_refused(rollbook("status"), 2, "No database given", "DATABASE_URL")
+
+
+def test_a_migration_file_whose_project_code_refuses_to_load_is_named_with_what_to_set(tmp_path, demo_url):
+    """Zou's migrations import its app, which refuses to load without the SECRET_KEY its tools set."""
+    ini = copy_of_demo(tmp_path)
+    add_revision(ini, "badbadbad002", HEAD, body=(
+        "pass\nimport os\nif not os.environ.get('APP_SECRET_KEY'):\n"
+        "    raise RuntimeError('SECRET_KEY is set to the insecure default. Set it in production.')"))
+    before = fingerprint(demo_url)
+    result = rollbook("plan", url=demo_url, config=ini)
+    assert_refused(result, 2, "badbadbad002_extra.py", "RuntimeError: SECRET_KEY is set to the insecure default",
+                   "the settings the project's own tools run with")
+    assert "production.." not in result.stderr
+    assert fingerprint(demo_url) == before

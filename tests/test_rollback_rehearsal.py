@@ -344,3 +344,19 @@ def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_r
     assert "accounts (renamed to a): all 3 rows kept" in trips["r3"]["rows_as_planned"]["detail"]
     assert "dropped and re-created, 3 rows lost as predicted" in trips["r4"]["rows_as_planned"]["detail"]
     assert result.returncode == 0, result.stdout
+
+
+def test_a_branch_merged_again_is_refused_without_advising_to_merge_it(tmp_path):
+    """Zou's shape: one head, its history branched and merged again; 'alembic merge heads' cannot help."""
+    def revision(name: str, down: str) -> str:
+        return (f'"""{name}"""\nrevision = "{name}"\ndown_revision = {down}\nbranch_labels = None\n'
+                "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+
+    config = demo_with(tmp_path, a1b2c3d4e5f6_branch=revision("a1b2c3d4e5f6", '"0607bc5b8535"'),
+                       b1b2c3d4e5f6_merge=revision("b1b2c3d4e5f6", '("0607bc5b8536", "a1b2c3d4e5f6")'))
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), url="postgresql://nobody@127.0.0.1:1/none")
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "a merge: b1b2c3d4e5f6 merges" in result.stderr and "merged again into one head" in result.stderr
+    assert "alembic merge heads" not in result.stderr

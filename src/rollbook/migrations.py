@@ -139,13 +139,32 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
             advice = (f"If {exc.name} is a package the project needs, run rollbook in the project's own environment "
                       f"(pip install rollbook there; this one is {sys.executable}) or put the folder that holds it on "
                       "PYTHONPATH; otherwise fix or restore that file (git checkout) and retry")
+        elif not isinstance(exc, (SyntaxError, ImportError)):
+            # The file imports the project's code, which refused to load (Zou's app wants its SECRET_KEY).
+            advice = ("Importing it runs the project's own code, which refused: give rollbook the settings the "
+                      "project's own tools run with (its environment variables, its environment), or fix or "
+                      "restore that file (git checkout), and retry")
+        file = _migration_file_in(exc, scripts)
         raise BadInput(
-            f"A migration file of the Alembic project at {path} fails to import: {type(exc).__name__}: {exc}. "
-            f"{advice}; nothing was changed."
+            f"A migration file of the Alembic project at {path}{f' ({file})' if file else ''} fails to import: "
+            f"{type(exc).__name__}: {str(exc).rstrip('. ')}. {advice}; nothing was changed."
         ) from None
     version_table, version_table_schema = _version_table(config, env_py, path)
     return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts,
                             version_table=version_table, version_table_schema=version_table_schema, x_args=x_args)
+
+
+def _migration_file_in(error: BaseException, scripts: ScriptDirectory) -> str | None:
+    """The migration file whose import raised `error`: the last frame of its traceback in a versions folder."""
+    folders = [os.path.realpath(folder) for folder in scripts._version_locations]
+    found = None
+    traceback = error.__traceback__
+    while traceback is not None:
+        filename = os.path.realpath(traceback.tb_frame.f_code.co_filename)
+        if any(filename.startswith(folder + os.sep) for folder in folders):
+            found = filename
+        traceback = traceback.tb_next
+    return found
 
 
 def parse_x_args(value: Any, source: str) -> tuple[str, ...]:

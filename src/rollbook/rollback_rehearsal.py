@@ -327,10 +327,16 @@ def linear_history(project: MigrationProject) -> tuple[str, ...]:
         found = [f"several heads ({', '.join(sorted(heads))})"] if len(heads) > 1 else []
         found += [f"several bases ({', '.join(sorted(bases))})"] if len(bases) > 1 else []
         found += [f"a branch point: {point}" for point in branch_points] + [f"a merge: {m}" for m in merges]
+        if len(heads) > 1:
+            advice = ("Merge the heads (alembic merge heads) and test the line, or test each branch in a project of "
+                      "its own.")
+        else:
+            # One head already: the branches were merged again (Zou), and merging cannot help.
+            advice = ("Its branches are merged again into one head, but a merged branch is not rehearsed yet; "
+                      "`rollbook plan` still plans each downgrade that does not cross the merge.")
         raise BadInput(
             f"The migration history of {project.config_path} is not a single line: {'; '.join(found)}. The rollback "
-            "test walks one line of migrations, where 'roll back one' has one meaning. Merge the heads "
-            "(alembic merge heads) and test the line, or test each branch in a project of its own. Nothing was run.")
+            f"test walks one line of migrations, where 'roll back one' has one meaning. {advice} Nothing was run.")
     return tuple(script.revision for script in reversed(scripts))
 
 
