@@ -156,15 +156,16 @@ def test_two_runs_at_once_never_interleave(demo_url, demo_project):
     assert revisions(demo_url) == ["0607bc5b8535"]
 
 
-DAGSTER_ENV_PY = (
-    "from alembic import context\n"
-    "connection = context.config.attributes.get('connection', None)\n"
-    "if connection is None:\n"
-    "    raise Exception('No connection set in alembic config. If you are trying to run this script from the '\n"
-    "                    'command line, STOP and read the README.')\n"
-    "context.configure(connection=connection)\n"
-    "with context.begin_transaction():\n"
-    "    context.run_migrations()\n"
+# Dagster's dagster._core.storage.sql.run_migrations_online, which its env.py calls.
+DAGSTER_STORAGE_SQL = (
+    "def run_migrations_online(context):\n"
+    "    connection = context.config.attributes.get('connection', None)\n"
+    "    if connection is None:\n"
+    "        raise Exception('No connection set in alembic config. If you are trying to run this script from '\n"
+    "                        'the command line, STOP and read the README.')\n"
+    "    context.configure(connection=connection)\n"
+    "    with context.begin_transaction():\n"
+    "        context.run_migrations()\n"
 )
 
 
@@ -181,11 +182,17 @@ def test_an_env_py_that_expects_its_caller_to_hand_it_a_connection_is_handed_one
         "eeee00000003": ("eeee00000002", "op.execute('ALTER TABLE runs ADD COLUMN note text')",
                          "op.execute('ALTER TABLE runs DROP COLUMN note')"),
     })
-    (tmp_path / "project" / "env.py").write_text(DAGSTER_ENV_PY)
+    # As Dagster's: env.py only calls a helper of the project's own package, which reads the connection.
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "storage_sql.py").write_text(DAGSTER_STORAGE_SQL)
+    (tmp_path / "project" / "env.py").write_text(
+        "from alembic import context\nfrom storage_sql import run_migrations_online\n\n"
+        "run_migrations_online(context)\n")
 
     result = rollbook(tmp_path, "run", "rollback", "-r", "target_revision", "eeee00000001", *STAGING,
                       "-p", "backup_dir", str(tmp_path / "backups"), "--execute", url=database_url,
-                      config=project.config_path)
+                      config=project.config_path, env={"PYTHONPATH": str(helpers)})
 
     assert result.returncode == 0, result.stdout + result.stderr
     with connect(target) as conn:

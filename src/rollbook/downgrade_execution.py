@@ -17,6 +17,8 @@ step was rolled back, and anything a non-atomic step left done is named.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
 import time
 from collections.abc import Iterator
@@ -280,7 +282,7 @@ def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_
     through rollbook's guard.
     """
     config = alembic_config_for(project, target)
-    source = (Path(project.scripts.dir) / "env.py").read_text(errors="replace")
+    source = _source_env_py_runs(Path(project.scripts.dir) / "env.py")
     handed = _HANDED_A_CONNECTION.search(source)
     if target.is_async or handed is None:
         command.downgrade(config, down_to)
@@ -298,6 +300,28 @@ def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_
             connection.commit()  # whatever env.py ran outside begin_transaction() (SQLAlchemy 2 autobegins)
     finally:
         engine.dispose()
+
+
+def _source_env_py_runs(env_py: Path) -> str:
+    """env.py's source and that of the modules it imports names from: Dagster's env.py only calls
+    `run_migrations_online` of its own package, which is where the connection is read."""
+    source = env_py.read_text(errors="replace")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    sources = [source]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.level or not node.module \
+                or node.module.split(".")[0] in ("alembic", "sqlalchemy"):
+            continue
+        try:
+            spec = importlib.util.find_spec(node.module)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            sources.append(Path(spec.origin).read_text(errors="replace"))
+    return "\n".join(sources)
 
 
 @contextmanager
