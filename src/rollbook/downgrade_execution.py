@@ -17,9 +17,6 @@ step was rolled back, and anything a non-atomic step left done is named.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +35,7 @@ from rollbook import markdown
 from rollbook.database import DatabaseTarget, connect
 from rollbook.identity import DatabaseIdentity, read_identity
 from rollbook.migrations import MigrationProject, alembic_config_for
+from rollbook.env_py_settings import handed_connection
 from rollbook.errors import RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.outside_event_loop import BackendPids, run_outside_event_loop
@@ -269,27 +267,19 @@ def execute_downgrade(
     )
 
 
-# env.py reads what its caller hands it (Alembic's cookbook "sharing a connection"; Dagster's raises without
-# one): `NAME = config.attributes.get("connection")` or `config.attributes["connection"]`.
-_HANDED_A_CONNECTION = re.compile(r"""(?:(\w+)\s*=\s*)?[\w.]*attributes(?:\.get\(|\[)\s*["']connection["']""")
-
-
 def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_to: str) -> None:
     """One Alembic downgrade call through the project's env.py, handed a connection if env.py expects one.
 
-    Projects hand env.py either a Connection (the cookbook, Dagster) or an Engine it calls `.connect()` on
-    (the demo's "connectable"); which one is read from env.py's source. Either reaches the database named
-    through rollbook's guard.
+    Either kind reaches the database named through rollbook's guard.
     """
     config = alembic_config_for(project, target)
-    source = _source_env_py_runs(Path(project.scripts.dir) / "env.py")
-    handed = _HANDED_A_CONNECTION.search(source)
-    if target.is_async or handed is None:
+    handed = None if target.is_async else handed_connection(Path(project.scripts.dir) / "env.py")
+    if handed is None:
         command.downgrade(config, down_to)
         return
     engine = create_engine(target.sqlalchemy_url, poolclass=NullPool)
     try:
-        if handed.group(1) and re.search(rf"\b{re.escape(handed.group(1))}\.connect\(", source):
+        if handed == "engine":
             config.attributes["connection"] = engine
             command.downgrade(config, down_to)
             return
@@ -300,28 +290,6 @@ def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_
             connection.commit()  # whatever env.py ran outside begin_transaction() (SQLAlchemy 2 autobegins)
     finally:
         engine.dispose()
-
-
-def _source_env_py_runs(env_py: Path) -> str:
-    """env.py's source and that of the modules it imports names from: Dagster's env.py only calls
-    `run_migrations_online` of its own package, which is where the connection is read."""
-    source = env_py.read_text(errors="replace")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return source
-    sources = [source]
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ImportFrom) or node.level or not node.module \
-                or node.module.split(".")[0] in ("alembic", "sqlalchemy"):
-            continue
-        try:
-            spec = importlib.util.find_spec(node.module)
-        except (ImportError, ValueError):
-            continue
-        if spec is not None and spec.origin and spec.origin.endswith(".py"):
-            sources.append(Path(spec.origin).read_text(errors="replace"))
-    return "\n".join(sources)
 
 
 @contextmanager

@@ -6,17 +6,20 @@ to `context.configure`, often computed from `__file__` or from `-x` arguments
 (`context.get_x_argument(as_dictionary=True)`). Running env.py would connect to whatever database its
 settings name, so its source is read instead, and only expressions whose value is certain are
 evaluated: string literals, names assigned once, `__file__`, `os.path` and `pathlib.Path` joins,
-f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed.
+f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed. It also says whether env.py expects its caller
+to hand it a connection (`config.attributes["connection"]`).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 VERSION_TABLE_KEYS = ("version_table", "version_table_schema")
 _OS_PATH_FUNCTIONS = {
@@ -237,3 +240,45 @@ def _split_locations(value: Any) -> tuple[str, ...]:
     # set_main_option takes Alembic's one-string form; env.py files that compute it join with spaces or os.pathsep.
     text = _text(value)
     return tuple(part for part in text.replace(os.pathsep, " ").split() if part)
+
+
+# env.py reads what its caller hands it (Alembic's cookbook "sharing a connection"; Dagster's raises without
+# one): `NAME = config.attributes.get("connection")` or `config.attributes["connection"]`.
+_HANDED_A_CONNECTION = re.compile(r"""(?:(\w+)\s*=\s*)?[\w.]*attributes(?:\.get\(|\[)\s*["']connection["']""")
+
+
+def handed_connection(env_py: Path) -> Literal["connection", "engine"] | None:
+    """What env.py expects its caller to hand it in `config.attributes["connection"]`, if anything.
+
+    A Connection (the cookbook, Dagster), or an Engine where env.py calls `.connect()` on what it is handed
+    (a "connectable", as the demo's env.py does).
+    """
+    source = _source_env_py_runs(env_py)
+    handed = _HANDED_A_CONNECTION.search(source)
+    if handed is None:
+        return None
+    if handed.group(1) and re.search(rf"\b{re.escape(handed.group(1))}\.connect\(", source):
+        return "engine"
+    return "connection"
+
+
+def _source_env_py_runs(env_py: Path) -> str:
+    """env.py's source and that of the modules it imports names from: Dagster's env.py only calls
+    `run_migrations_online` of its own package, which is where the connection is read."""
+    source = env_py.read_text(errors="replace")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    sources = [source]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.level or not node.module \
+                or node.module.split(".")[0] in ("alembic", "sqlalchemy"):
+            continue
+        try:
+            spec = importlib.util.find_spec(node.module)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            sources.append(Path(spec.origin).read_text(errors="replace"))
+    return "\n".join(sources)
