@@ -26,7 +26,7 @@ from test_cli import ROLLBOOK
 from test_records import STAGING, rollbook
 
 from rollbook.database import DatabaseTarget
-from rollbook.downgrade_execution import execute_downgrade
+from rollbook.downgrade_execution import DowngradeExecution, execute_downgrade
 from rollbook.migrations import alembic_config_for, load_project
 from rollbook.plan import plan_downgrade
 
@@ -129,15 +129,20 @@ def recording_project(root: Path, driver: str) -> Path:
     return config
 
 
+def downgrade_one_step(url: str, config: Path) -> DowngradeExecution:
+    """Undo the head revision through the project's env.py, with timeouts the recording project can see."""
+    target, project = DatabaseTarget.from_url(url), load_project(config)
+    return execute_downgrade(target, project, plan_downgrade(target, project, "-1"),
+                             lock_timeout_ms=1234, statement_timeout_ms=5678)
+
+
 @pytest.mark.parametrize("driver", ["psycopg2", "pg8000", "asyncpg"])
 def test_the_connection_guard_speaks_every_driver(tmp_path, database_url, driver):
     url = with_driver(database_url, driver)
     config = recording_project(tmp_path / "project", driver)
     upgrade_to_head(config, url)
-    target, project = DatabaseTarget.from_url(url), load_project(config)
 
-    result = execute_downgrade(target, project, plan_downgrade(target, project, "-1"),
-                               lock_timeout_ms=1234, statement_timeout_ms=5678)
+    result = downgrade_one_step(url, config)
 
     assert result.succeeded, result.to_text()
     assert current_revision(database_url) == ["b0000001"]
@@ -150,12 +155,11 @@ def test_an_asyncpg_url_with_options_of_its_own_serves_env_py_and_rollbook_s_own
     url = with_driver(database_url, "asyncpg") + "?prepared_statement_cache_size=0&ssl=disable"
     config = recording_project(tmp_path / "project", "asyncpg")
     upgrade_to_head(config, url)
-    target, project = DatabaseTarget.from_url(url), load_project(config)
+    target = DatabaseTarget.from_url(url)
     assert target.connect_kwargs()["sslmode"] == "disable"
     assert "prepared_statement_cache_size" not in target.connect_kwargs()
 
-    result = execute_downgrade(target, project, plan_downgrade(target, project, "-1"),
-                               lock_timeout_ms=1234, statement_timeout_ms=5678)
+    result = downgrade_one_step(url, config)
 
     assert result.succeeded, result.to_text()
     assert current_revision(database_url) == ["b0000001"]
@@ -171,10 +175,8 @@ def test_an_env_py_that_calls_back_into_an_anyio_loop_like_prefects_runs(tmp_pat
     env_py.write_text(env_py.read_text().replace("asyncio.run(run_async_migrations())",
                                                  "anyio.from_thread.run(run_async_migrations)")
                       .replace("import asyncio", "import anyio.from_thread"))
-    target, project = DatabaseTarget.from_url(url), load_project(config)
 
-    result = execute_downgrade(target, project, plan_downgrade(target, project, "-1"),
-                               lock_timeout_ms=1234, statement_timeout_ms=5678)
+    result = downgrade_one_step(url, config)
 
     assert result.succeeded, result.to_text()
     assert current_revision(database_url) == ["b0000001"]
