@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from rollbook.embedded_server import start_embedded_server
+from rollbook.pg.embedded_server import start_embedded_server
 
 
 @contextmanager

@@ -29,9 +29,9 @@ import psycopg
 
 from bench_support import embedded_database, machine, summarize
 
-from rollbook.data_loss import count_affected_rows
-from rollbook.database import DatabaseTarget, connect
-from rollbook.operations import LiveCheck, TableName
+from rollbook.planning.data_loss import count_affected_rows
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.operations import LiveCheck, TableName
 
 BAR = 1.3
 DATABASE = "bench_live"

@@ -8,7 +8,7 @@ run) and times, each as a fresh process:
   (the same pg_dump and pg_restore the runbook would pick; the sum of the three wall times)
 - `executed_runbook`: `python -m papermill runbooks/rollback.ipynb ... -p execute True`
 - references: `dry_run_runbook` (execute False) and `papermill_baseline` (papermill running a
-  two-cell notebook: `pass`, then `import rollbook.notebook`: the kernel's fixed cost)
+  two-cell notebook: `pass`, then `import rollbook.runs.notebook`: the kernel's fixed cost)
 
 then the same two main subjects on the demo database grown to about 1 GB (bulk rows in the demo's
 `content_jobs` table). Also recorded: the client-side CPU time of each subject (less sensitive to
@@ -47,9 +47,9 @@ import psycopg
 
 from bench_support import embedded_database, machine, summarize
 
-from rollbook.database import DatabaseTarget
-from rollbook.demo import BEFORE_BACKFILL, DEMO_CONFIG, HEAD, install_demo
-from rollbook.pg_tools import find_pg_tool, libpq_environment
+from rollbook.pg.database import DatabaseTarget
+from rollbook.demo.server import BEFORE_BACKFILL, DEMO_CONFIG, HEAD, install_demo
+from rollbook.pg.client_tools import find_pg_tool, libpq_environment
 
 OVERHEAD_BAR_SECONDS = 3.0
 LARGE_RATIO_BAR = 1.15
@@ -58,7 +58,7 @@ BIN_DIR = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "runbooks" / "rollback.ipynb"
 RESULTS = Path(__file__).resolve().parent / "results" / "runbook_overhead.json"
-# Where a run's record is filed (rollbook.archive); pointed into the temp dir.
+# Where a run's record is filed (rollbook.records.archive); pointed into the temp dir.
 ARCHIVE_VARIABLE = "ROLLBOOK_ARCHIVE"
 BULK_BATCH_ROWS = 250_000
 
@@ -309,10 +309,10 @@ def backup_step_seconds(notebook: Path) -> dict[str, float | None]:
 
 
 def write_baseline_notebook(path: Path) -> Path:
-    """A notebook of two cells: `pass` (the kernel alone) and `import rollbook.notebook` (the runbook's imports)."""
+    """A notebook of two cells: `pass` (the kernel alone) and `import rollbook.runs.notebook` (the runbook's imports)."""
     def cell(source: str) -> dict[str, Any]:
         return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
-    nb = {"cells": [cell("pass"), cell("import rollbook.notebook")],
+    nb = {"cells": [cell("pass"), cell("import rollbook.runs.notebook")],
           "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                        "language_info": {"name": "python"}},
           "nbformat": 4, "nbformat_minor": 5}

@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from projects import PROJECTS, CorpusProject  # noqa: E402
 
-from rollbook.embedded_server import start_embedded_server  # noqa: E402
+from rollbook.pg.embedded_server import start_embedded_server  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent
 REPOSITORY = CORPUS.parent

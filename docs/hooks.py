@@ -38,10 +38,10 @@ from mkdocs.structure.pages import Page
 from mkdocs.structure.toc import AnchorLink, get_toc
 
 from rollbook import markdown
-from rollbook.archive import Archive, ArchivedRecord, ArchiveVerification
-from rollbook.connection_secrets import secret_leaks
-from rollbook.pictures import recorded_path_picture, timeline_picture
-from rollbook.record_signing import RecordSigning
+from rollbook.records.archive import Archive, ArchivedRecord, ArchiveVerification
+from rollbook.redaction.connection_secrets import secret_leaks
+from rollbook.site.pictures import recorded_path_picture, timeline_picture
+from rollbook.records.signing import RecordSigning
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 RUNBOOKS_INDEX = "runbooks/index.md"
@@ -182,7 +182,7 @@ def on_post_page(output: str, page: Page, config: MkDocsConfig) -> str:
     if leaks:
         # Raised before the page is written, so the password never reaches the site folder.
         raise PluginError(f"The page built from {page.file.src_uri} contains {', '.join(leaks)}. Nothing may publish a "
-                          "password: scrub the record (rollbook.redaction) or fix the page, then build again.")
+                          "password: scrub the record (rollbook.redaction.redact) or fix the page, then build again.")
     return output
 
 
@@ -479,7 +479,7 @@ def _commands(command: click.Command, context: click.Context,
 
 def policy_defaults() -> str:
     """The policy rules of each environment as rollbook applies them when no file changes them."""
-    from rollbook.policy import default_policy
+    from rollbook.policy.rules import default_policy
 
     environments = default_policy().environments
     keys = list(next(iter(environments.values())).to_dict())

@@ -7,8 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.migrations import MigrationProject, alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 
 ENV_PY = (
     "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"

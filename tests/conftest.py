@@ -18,10 +18,10 @@ import pytest
 from pg import PgServer, app_password, database_name
 from sqlalchemy.engine import make_url
 
-from rollbook.database import DatabaseTarget
-from rollbook.demo import DEMO_CONFIG, install_demo
-from rollbook.embedded_server import start_embedded_server
-from rollbook.migrations import MigrationProject, load_project
+from rollbook.pg.database import DatabaseTarget
+from rollbook.demo.server import DEMO_CONFIG, install_demo
+from rollbook.pg.embedded_server import start_embedded_server
+from rollbook.project.migrations import MigrationProject, load_project
 
 EXTERNAL_URL_VARIABLE = "ROLLBOOK_TEST_DATABASE_URL"
 

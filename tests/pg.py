@@ -11,8 +11,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
-from rollbook.database import DatabaseTarget
-from rollbook.embedded_server import EmbeddedServer
+from rollbook.pg.database import DatabaseTarget
+from rollbook.pg.embedded_server import EmbeddedServer
 
 DATABASE_PREFIX = "rbtest_"
 

@@ -18,9 +18,9 @@ import psycopg
 from alembic import command
 from pg import psycopg_kwargs
 
-from rollbook.database import DatabaseTarget
-from rollbook.demo import DEMO_CONFIG
-from rollbook.migrations import alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget
+from rollbook.demo.server import DEMO_CONFIG
+from rollbook.project.migrations import alembic_config_for, load_project
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 NARROW_EMAIL = "0607bc5b8533"

@@ -13,7 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from rollbook.archive import (
+from rollbook.records.archive import (
     GENESIS,
     MANIFEST,
     RECORD_MIME,
@@ -291,7 +291,7 @@ def test_filing_continues_the_chain_after_a_torn_last_line(archive: Archive, fil
 CONCURRENT_FILER = """
 import sys, time
 from pathlib import Path
-from rollbook.archive import Archive
+from rollbook.records.archive import Archive
 
 root, who, count, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 (go.parent / f"ready-{who}").touch()

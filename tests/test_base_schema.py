@@ -18,10 +18,10 @@ from alembic.config import Config
 from pg import psycopg_kwargs
 from test_cli import run
 
-from rollbook.database import DatabaseTarget
-from rollbook.expected_schema import check_schema_matches
-from rollbook.migrations import load_project
-from rollbook.rollback_rehearsal import rehearse_rollbacks
+from rollbook.pg.database import DatabaseTarget
+from rollbook.execution.expected_schema import check_schema_matches
+from rollbook.project.migrations import load_project
+from rollbook.recovery.rehearsal import rehearse_rollbacks
 
 CREATEALL = Path(__file__).parent / "projects" / "createall"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rollbook.archive import Archive
+from rollbook.records.archive import Archive
 
 ROLLBOOK = shutil.which("rollbook", path=str(Path(sys.executable).parent)) or "rollbook"
 
@@ -24,7 +24,7 @@ def test_plan_json_contract(demo_url):
     assert result.returncode == 2  # no alembic.ini in the working directory: refused, not guessed
     assert "No Alembic config at alembic.ini" in result.stderr
 
-    from rollbook.demo import DEMO_CONFIG
+    from rollbook.demo.server import DEMO_CONFIG
 
     result = run("plan", "--target", "-1", "--json", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)})
     assert result.returncode == 0, result.stderr
@@ -39,7 +39,7 @@ def test_plan_json_contract(demo_url):
 
 
 def test_sql_output_is_the_downgrade_from_the_current_revision(demo_url):
-    from rollbook.demo import DEMO_CONFIG
+    from rollbook.demo.server import DEMO_CONFIG
 
     result = run("plan", "--target", "-2", "--sql", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)})
     assert result.returncode == 0, result.stderr
@@ -114,7 +114,7 @@ def test_sql_output_refuses_a_downgrade_it_cannot_render_and_writes_no_partial_s
 
 def test_a_project_that_prints_or_logs_to_stdout_leaves_json_and_sql_clean(tmp_path, demo_url):
     """A migration module that prints and logs to stdout on import (as some real histories do)."""
-    from rollbook.demo import DEMO_CONFIG
+    from rollbook.demo.server import DEMO_CONFIG
 
     project = tmp_path / "project"
     shutil.copytree(DEMO_CONFIG.parent, project, ignore=shutil.ignore_patterns("__pycache__"))

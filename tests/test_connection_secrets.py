@@ -26,14 +26,14 @@ from site_build import build_site
 from sqlalchemy.engine import make_url
 from test_cli import ROLLBOOK
 
-from rollbook.connection_secrets import (
+from rollbook.redaction.connection_secrets import (
     UnreadableConnectionString,
     mask_secrets_in_text,
     secret_leaks,
     secrets_in_text,
     split_connection_string,
 )
-from rollbook.demo import DEMO_CONFIG
+from rollbook.demo.server import DEMO_CONFIG
 
 HEAD = "0607bc5b8536"
 DRY_RUN = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")
@@ -217,7 +217,7 @@ def test_free_text_secrets_are_found_masked_and_reported_in_every_form():
     "host=db port=5433 dbname=app user=app password='Pw@x-1' sslpassword=Key-2 sslmode=prefer",
 ])
 def test_a_target_connects_with_every_secret_and_shows_none(text):
-    from rollbook.database import DatabaseTarget
+    from rollbook.pg.database import DatabaseTarget
 
     target = DatabaseTarget.from_url(text)
 

@@ -9,8 +9,8 @@ import sqlalchemy.exc
 from alembic import command
 from alembic_projects import project_at_head
 
-from rollbook.database import connect
-from rollbook.plan import plan_downgrade
+from rollbook.pg.database import connect
+from rollbook.planning.plan import plan_downgrade
 
 RESTORE_KEYS = ("CREATE UNIQUE INDEX ux_live_email ON accounts (lower(email)) WHERE deleted_at IS NULL; "
                 "ALTER TABLE accounts ADD PRIMARY KEY (id)")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 from pg import fingerprint
 
-from rollbook.data_loss import count_affected_rows
-from rollbook.database import DatabaseTarget, connect
-from rollbook.operations import LiveCheck, TableName
+from rollbook.planning.data_loss import count_affected_rows
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.operations import LiveCheck, TableName
 
 USERS = TableName(None, "users")
 

@@ -7,7 +7,7 @@ import sqlalchemy.exc
 from alembic import command
 from alembic_projects import project_at_head
 
-from rollbook.plan import DowngradePlan, plan_downgrade
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
 
 REVISIONS = {
     "cccc00000001": (None, 'op.execute("CREATE TABLE teams (id int PRIMARY KEY)")', 'op.execute("DROP TABLE teams")'),

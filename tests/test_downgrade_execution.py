@@ -10,17 +10,16 @@ import psycopg
 import pytest
 from pg import fingerprint, psycopg_kwargs
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.demo import DEMO_CONFIG, install_demo
-from rollbook.downgrade_execution import (
-    ROLLBACK_LOCK_KEY,
-    ConcurrentRollback,
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.demo.server import DEMO_CONFIG, install_demo
+from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY, ConcurrentRollback
+from rollbook.execution.downgrade import (
     DatabaseMoved,
     execute_downgrade,
 )
-from rollbook.migrations import load_project
-from rollbook.plan import plan_downgrade
-from rollbook.status import read_current_revisions
+from rollbook.project.migrations import load_project
+from rollbook.planning.plan import plan_downgrade
+from rollbook.project.status import read_current_revisions
 
 
 def revisions(url: str) -> list[str]:

@@ -17,8 +17,8 @@ from alembic_projects import project_at_head
 from psycopg import sql
 from pg import PgServer, database_name, psycopg_kwargs, url_with
 
-from rollbook.database import connect
-from rollbook.embedded_server import (
+from rollbook.pg.database import connect
+from rollbook.pg.embedded_server import (
     EmbeddedServerError,
     start_embedded_server,
     stop_embedded_server,
@@ -49,7 +49,7 @@ def _start_in_child(base_dir: Path, *, tie_to_parent: bool, then: str) -> subpro
         f"""
         import sys, time
         from pathlib import Path
-        from rollbook.embedded_server import start_embedded_server
+        from rollbook.pg.embedded_server import start_embedded_server
         server = start_embedded_server(Path({str(base_dir)!r}), tie_to_parent={tie_to_parent})
         print(server.pid, flush=True)
         {then}

@@ -12,10 +12,11 @@ from alembic_projects import project_at_head
 from pg import psycopg_kwargs
 from runbook_runs import current_revision, papermill
 
-from rollbook.downgrade_execution import execute_downgrade
-from rollbook.operations import AFTER_COMMIT
-from rollbook.plan import plan_downgrade
-from rollbook.policy import RollbackRequest, default_policy, evaluate_policy
+from rollbook.execution.downgrade import execute_downgrade
+from rollbook.planning.operations import AFTER_COMMIT
+from rollbook.planning.plan import plan_downgrade
+from rollbook.policy.gate import RollbackRequest, evaluate_policy
+from rollbook.policy.rules import default_policy
 
 BASE = "aaaa00000001"
 HEAD = "aaaa00000002"

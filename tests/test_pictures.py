@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 
-from rollbook.database import DatabaseTarget
-from rollbook.pictures import (
+from rollbook.pg.database import DatabaseTarget
+from rollbook.site.pictures import (
     RISK_COLOURS,
     PathStep,
     downgrade_path_picture,
@@ -13,7 +13,7 @@ from rollbook.pictures import (
     recorded_path_picture,
     timeline_picture,
 )
-from rollbook.plan import plan_downgrade
+from rollbook.planning.plan import plan_downgrade
 
 SVG = "{http://www.w3.org/2000/svg}"
 

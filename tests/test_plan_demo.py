@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pg import fingerprint
 
-from rollbook.database import DatabaseTarget
-from rollbook.demo_project import sample_data
-from rollbook.migrations import MigrationProject
-from rollbook.plan import DowngradePlan, plan_downgrade
+from rollbook.pg.database import DatabaseTarget
+from rollbook.demo.project import sample_data
+from rollbook.project.migrations import MigrationProject
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
 
 
 def plan(url: str, project: MigrationProject, target: str) -> DowngradePlan:
@@ -96,7 +96,7 @@ def test_plan_to_base_covers_every_revision_in_order_and_counts_rows_once(demo_u
 def test_safe_only_when_nothing_is_lost(database_url, demo_project):
     from alembic import command
 
-    from rollbook.migrations import alembic_config_for
+    from rollbook.project.migrations import alembic_config_for
 
     target = DatabaseTarget.from_url(database_url)
     command.upgrade(alembic_config_for(demo_project, target), "0607bc5b8531")

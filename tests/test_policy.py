@@ -13,23 +13,21 @@ import pytest
 from alembic import command
 from pg import PgServer, database_name
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.demo import DEMO_CONFIG, install_demo
-from rollbook.demo_project import sample_data
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.demo.server import DEMO_CONFIG, install_demo
+from rollbook.demo.project import sample_data
 from rollbook.errors import BadInput
-from rollbook.migrations import alembic_config_for, load_project
-from rollbook.plan import DowngradePlan, plan_downgrade
-from rollbook.policy import (
-    DEFAULTS_SOURCE,
+from rollbook.project.migrations import alembic_config_for, load_project
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
+from rollbook.policy.gate import (
     PolicyDecision,
     PolicyRefused,
     RollbackRequest,
     RuleResult,
-    default_policy,
     evaluate_policy,
-    load_policy,
     parse_deployed_at,
 )
+from rollbook.policy.rules import DEFAULTS_SOURCE, default_policy, load_policy
 
 NOW = datetime(2026, 1, 13, 14, 0, tzinfo=timezone.utc)
 RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "atomic steps",

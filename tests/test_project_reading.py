@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from pg import fingerprint, psycopg_kwargs
 
 from rollbook.cli import main
-from rollbook.database import DatabaseTarget
-from rollbook.env_py_settings import EnvPyReader
-from rollbook.migrations import alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget
+from rollbook.project.env_py_settings import EnvPyReader
+from rollbook.project.migrations import alembic_config_for, load_project
 
 pytest_plugins = ["pytester"]
 

@@ -12,10 +12,10 @@ from urllib.parse import quote, quote_plus
 import nbformat
 import pytest
 
-from rollbook.archive import RECORD_MIME, Archive, SecretInRecord
+from rollbook.records.archive import RECORD_MIME, Archive, SecretInRecord
 from rollbook.errors import RollbookError
-from rollbook.connection_secrets import secrets_in_text
-from rollbook.redaction import collect_secrets, find_secrets, redact_notebook, redact_text
+from rollbook.redaction.connection_secrets import secrets_in_text
+from rollbook.redaction.redact import collect_secrets, find_secrets, redact_notebook, redact_text
 
 # Characters that URLs, JSON and HTML each spell differently.
 PASSWORD = 'S3cr@t&<pw>/x"9'

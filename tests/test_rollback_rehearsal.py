@@ -13,11 +13,11 @@ import pytest
 from pg import psycopg_kwargs
 from test_records import notebook_records, record_summary, rollbook
 
-from rollbook.demo import DEMO_CONFIG
+from rollbook.demo.server import DEMO_CONFIG
 from rollbook.errors import BadInput
-from rollbook.migrations import load_project
-from rollbook.rollback_rehearsal import linear_history
-from rollbook.scratch import SCRATCH_PREFIX
+from rollbook.project.migrations import load_project
+from rollbook.recovery.rehearsal import linear_history
+from rollbook.pg.scratch import SCRATCH_PREFIX
 
 pytest_plugins = ["pytester"]
 

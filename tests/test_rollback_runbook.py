@@ -30,12 +30,12 @@ from runbook_runs import (
     wait_for_sleeping_downgrade,
 )
 
-from rollbook.database import DatabaseTarget
-from rollbook.demo import DEMO_CONFIG
-from rollbook.downgrade_execution import ROLLBACK_LOCK_KEY
-from rollbook.migrations import load_project
-from rollbook.plan import plan_downgrade
-from rollbook.runbook_parameters import RUNBOOK_PARAMETERS
+from rollbook.pg.database import DatabaseTarget
+from rollbook.demo.server import DEMO_CONFIG
+from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY
+from rollbook.project.migrations import load_project
+from rollbook.planning.plan import plan_downgrade
+from rollbook.runs.parameters import RUNBOOK_PARAMETERS
 
 # Each revision of the demo, the migration type it is, and its parent (where -1 takes it).
 MIGRATION_TYPES = [

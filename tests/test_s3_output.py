@@ -31,10 +31,10 @@ from papermill.s3 import S3
 from runbook_runs import RUNBOOKS, current_revision
 from sqlalchemy.engine import make_url
 
-from rollbook.archive import RECORD_MIME, Archive
+from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.cli import main
-from rollbook.demo import DEMO_CONFIG
-from rollbook.redaction import find_secrets
+from rollbook.demo.server import DEMO_CONFIG
+from rollbook.redaction.redact import find_secrets
 
 BUCKET = "records"
 REGION = "us-east-1"

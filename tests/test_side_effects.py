@@ -12,9 +12,9 @@ from alembic import command
 from alembic.config import Config
 from alembic_projects import write_project
 
-from rollbook.database import DatabaseTarget, connect
-from rollbook.migrations import alembic_config_for, load_project
-from rollbook.plan import DowngradePlan, plan_downgrade
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.project.migrations import alembic_config_for, load_project
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
 
 SCHEMA = """
 CREATE TABLE folders (id int PRIMARY KEY, name text);

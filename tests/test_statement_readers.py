@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rollbook.operations import RENDER_FALLBACK, Operation, Risk, type_widening
-from rollbook.python_operations import LOOP_NOTE, operations_from_python
-from rollbook.risk import assess_downgrade_operations, migration_type, step_risk
-from rollbook.sql_operations import operations_from_sql
+from rollbook.planning.operations import RENDER_FALLBACK, Operation, Risk, type_widening
+from rollbook.planning.python_operations import LOOP_NOTE, operations_from_python
+from rollbook.planning.risk import assess_downgrade_operations, migration_type, step_risk
+from rollbook.planning.sql_operations import operations_from_sql
 
 
 def read(sql_text: str) -> list[tuple[str, str]]:
@@ -353,7 +353,7 @@ def test_sql_held_by_a_name_or_an_f_string_of_constants_is_read(tmp_path):
 def test_why_a_migration_cannot_be_rendered_offline_is_said_in_words():
     from sqlalchemy.exc import NoInspectionAvailable
 
-    from rollbook.migration_sql import offline_failure_in_words
+    from rollbook.project.offline_sql import offline_failure_in_words
 
     reads = AttributeError("'NoneType' object has no attribute 'fetchall'")
     assert offline_failure_in_words(reads) == "it reads the result of a query (.fetchall), which needs the live database"

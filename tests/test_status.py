@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import command
 
-from rollbook.database import DatabaseTarget
-from rollbook.migrations import alembic_config_for
-from rollbook.status import read_status
+from rollbook.pg.database import DatabaseTarget
+from rollbook.project.migrations import alembic_config_for
+from rollbook.project.status import read_status
 
 
 def test_demo_at_head(demo_url, demo_project):

@@ -9,8 +9,8 @@ import sqlalchemy.exc
 from alembic import command
 from alembic_projects import project_at_head
 
-from rollbook.database import connect
-from rollbook.plan import plan_downgrade
+from rollbook.pg.database import connect
+from rollbook.planning.plan import plan_downgrade
 
 SCHEMA = "CREATE TABLE prices (id int PRIMARY KEY, amount numeric(12,4), qty numeric(8,2), email text)"
 NARROWING = ("ALTER TABLE prices ALTER COLUMN amount TYPE numeric(10,2), ALTER COLUMN qty TYPE integer, "

@@ -13,13 +13,13 @@ from typing import Any
 
 import click
 
-from rollbook.archive import Archive, default_root
-from rollbook.database import DatabaseTarget
-from rollbook.demo import demo_down, demo_up
+from rollbook.records.archive import Archive, default_root
+from rollbook.pg.database import DatabaseTarget
+from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import RollbookError
-from rollbook.migrations import MigrationProject, load_project, parse_x_args
-from rollbook.plan import plan_downgrade
-from rollbook.status import read_status
+from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
+from rollbook.planning.plan import plan_downgrade
+from rollbook.project.status import read_status
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
@@ -162,7 +162,7 @@ def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str,
     says, and re-upgrade cleanly. Exits 0 when all pass, 1 when one fails (the differences are named),
     2 for a history with several heads or a branch point.
     """
-    from rollbook.rollback_rehearsal import rehearse_rollbacks
+    from rollbook.recovery.rehearsal import rehearse_rollbacks
 
     with _project_output_to_stderr():
         report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), _project(config_path, x_args),
@@ -201,7 +201,7 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
     # Imported here: papermill takes a third of a second to import, which status and plan do not need.
     from papermill.cli import _resolve_type  # `-p` guesses types exactly as papermill's own -p does
 
-    from rollbook.runbook_runner import run_runbook
+    from rollbook.runs.runner import run_runbook
 
     parameters = {name: _resolve_type(value) for name, value in typed} | dict(raw)
     if x_args:
@@ -278,7 +278,7 @@ def archive_add(notebook: str) -> None:
     Only a run that a runbook of this archive started (its in-progress summary is there, or it is filed
     already) is filed; anything else is refused with exit 2.
     """
-    from rollbook.runbook_runner import archive_executed_notebook
+    from rollbook.runs.runner import archive_executed_notebook
 
     result = archive_executed_notebook(notebook, Archive.default())
     click.echo(result.report())
@@ -303,7 +303,7 @@ def demo(ctx: click.Context) -> None:
 @reports_errors
 def _demo_tour() -> None:
     """The guided tour; a function of its own so that only it (not `demo up`) ends with the archive head."""
-    from rollbook.demo_tour import demo_tour
+    from rollbook.demo.tour import demo_tour
 
     with tempfile.TemporaryDirectory(prefix="rollbook-tour-") as work_dir:
         tour = demo_tour(Path(work_dir), Archive.default(), on_step=_show_step)

@@ -7,9 +7,6 @@ from pathlib import Path
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of the file's bytes, read in 1 MiB blocks so a large dump never sits in memory."""
-    digest = hashlib.sha256()
+    """Hex sha256 of the file's bytes (hashlib reads it in blocks, so a large dump never sits in memory)."""
     with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()

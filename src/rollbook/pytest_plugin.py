@@ -24,8 +24,8 @@ import pytest
 from rollbook.errors import RollbookError
 
 if TYPE_CHECKING:
-    from rollbook.migrations import MigrationProject
-    from rollbook.rollback_rehearsal import RehearsalReport
+    from rollbook.project.migrations import MigrationProject
+    from rollbook.recovery.rehearsal import RehearsalReport
 
 MARKER = "rollbook"
 ITEM_PREFIX = "rollbook-rollback-test"
@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not config.getini("rollbook_rollback_test") or _chosen_tests(config):
         return
     # Imported only now: projects that have not opted in do not pay for Alembic and SQLAlchemy at start-up.
-    from rollbook.rollback_rehearsal import linear_history
+    from rollbook.recovery.rehearsal import linear_history
 
     try:
         names = [TEAM_TEST, *linear_history(_project(config))]
@@ -103,8 +103,8 @@ class RollbackTestItem(pytest.Item):
 
 def _report(config: pytest.Config) -> RehearsalReport:
     """The session's rehearsal, run on first use; a refusal is raised by every item."""
-    from rollbook.database import DatabaseTarget
-    from rollbook.rollback_rehearsal import rehearse_rollbacks
+    from rollbook.pg.database import DatabaseTarget
+    from rollbook.recovery.rehearsal import rehearse_rollbacks
 
     found = config.stash.get(_REPORT, None)
     if found is None:
@@ -124,7 +124,7 @@ def _report(config: pytest.Config) -> RehearsalReport:
 
 
 def _project(config: pytest.Config) -> MigrationProject:
-    from rollbook.migrations import load_project, parse_x_args
+    from rollbook.project.migrations import load_project, parse_x_args
 
     x_args = parse_x_args(list(config.getini("rollbook_alembic_x_args")), "rollbook_alembic_x_args")
     return load_project(config.rootpath / str(config.getini("rollbook_alembic_config")), x_args)

@@ -1,0 +1,1 @@
+"""The bundled demo: its project, its embedded server and the guided tour."""

@@ -1,0 +1,1 @@
+"""Running a downgrade: the steps under lock and timeouts, diagnosis of failures, verification."""

@@ -1,0 +1,1 @@
+"""PostgreSQL itself: connections, identity, catalog snapshots, scratch databases, client tools, locks."""

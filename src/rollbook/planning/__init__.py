@@ -1,0 +1,1 @@
+"""The downgrade plan: operations read from SQL and Python, risk, live counts, side effects."""

@@ -1,0 +1,1 @@
+"""The policy gate: the team's rules per environment and whether a rollback may run."""

@@ -1,0 +1,1 @@
+"""The safety nets: backups, restoring them, and rehearsing rollbacks on copies."""

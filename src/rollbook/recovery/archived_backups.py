@@ -1,0 +1,272 @@
+"""Backups as the archive knows them: taken with what a later restore needs, and found again by their records.
+
+Every run that takes a backup files its facts in its record summary under "backup": the pre-deploy
+backup runbook, the rollback runbook (before a downgrade) and the restore runbook (before it
+overwrites a database). Those records are the catalogue. A backup no record names is never offered,
+because its checksum, its database and its revision could not be checked.
+
+A backup taken here also records a *write horizon*: the oldest transaction id still running when the
+backup started. Any row inserted or updated later carries a newer `xmin`, which is how a restore
+finds out whether the database was written to since (see rollbook.recovery.restore).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollbook import markdown
+from rollbook.records.archive import Archive
+from rollbook.recovery.backup import Backup, BackupVerification, take_backup, verify_backup
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.downgrade_path import ancestors
+from rollbook.errors import BadInput
+from rollbook.pg.identity import DatabaseIdentity
+from rollbook.project.migrations import MigrationProject
+from rollbook.planning.plan import DowngradePlan
+
+# pg_current_snapshot() is PostgreSQL 13+; txid_current_snapshot() is its older spelling.
+_HORIZON_SQL = {True: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text",
+                False: "SELECT txid_snapshot_xmin(txid_current_snapshot())::text"}
+
+
+@dataclass(frozen=True)
+class RecordedBackup:
+    """A backup taken for the archive: the dump with its row counts, its verification and its write horizon."""
+
+    backup: Backup
+    verification: BackupVerification
+    write_horizon: str
+
+    @property
+    def verified(self) -> bool:
+        return self.verification.passed
+
+    def record_facts(self) -> dict[str, Any]:
+        """What a record summary keeps under "backup", and what `ArchivedBackup.from_summary` reads back."""
+        return {**self.backup.to_dict(), "verified": self.verified, "verification": self.verification.method,
+                "verification_detail": self.verification.detail, "write_horizon": self.write_horizon}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.record_facts()
+
+    def to_text(self) -> str:
+        return "\n".join([self.backup.to_text(), self.verification.to_text(),
+                          f"  write horizon: transaction {self.write_horizon}"])
+
+    def _repr_markdown_(self) -> str:
+        return "\n\n".join([self.backup._repr_markdown_(), self.verification._repr_markdown_(),
+                            f"Write horizon: transaction `{self.write_horizon}` (a row written after the backup "
+                            "has a newer `xmin`; a restore uses this to find writes since the backup)."])
+
+
+def take_recorded_backup(
+    target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], verify: str,
+) -> RecordedBackup:
+    """Back up `target` with row counts, verify it (`list` or `restore`), and note its write horizon."""
+    with connect(target) as conn:
+        # Read before pg_dump's snapshot: a transaction that commits in between counts as a write since
+        # the backup. That errs on the safe side: a restore asks before overwriting it.
+        horizon = read_write_horizon(conn)
+    backup = take_backup(target, backup_dir, revisions=revisions, count_rows=True)
+    return RecordedBackup(backup, verify_backup(backup, verify, target), horizon)
+
+
+def read_write_horizon(conn: Any) -> str:
+    """The oldest transaction id still in progress now: every later write has an xmin at or after it."""
+    row = conn.execute(_HORIZON_SQL[conn.info.server_version >= 130000]).fetchone()
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class ArchivedBackup:
+    """A backup file as a run's record describes it."""
+
+    run_id: str
+    runbook: str
+    record: str
+    path: Path
+    sha256: str
+    size_bytes: int | None
+    taken_at: str
+    revisions: tuple[str, ...]
+    database: str
+    system_identifier: str
+    server_major: int | None
+    pg_dump_major: int | None
+    verified: bool
+    verification: str
+    # None when the run did not record them (records filed before every runbook kept row counts).
+    table_rows: tuple[tuple[str, int], ...] | None
+    write_horizon: str | None
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], record: str = "") -> ArchivedBackup | None:
+        """The backup a record summary describes, or None if the run took none."""
+        facts = summary.get("backup")
+        if not isinstance(facts, dict) or not facts.get("path") or not facts.get("sha256"):
+            return None
+        identity = facts.get("identity") or summary.get("identity") or {}
+        revisions = facts.get("revisions", summary.get("revision_before")) or []
+        rows = facts.get("table_rows") if facts.get("rows_counted") else None
+        version = str(identity.get("server_version") or "")
+        pg_dump = facts.get("pg_dump") or {}
+        return cls(
+            run_id=str(summary.get("run_id") or ""), runbook=str(summary.get("runbook") or ""), record=record,
+            path=Path(str(facts["path"])), sha256=str(facts["sha256"]),
+            size_bytes=facts.get("size_bytes") if isinstance(facts.get("size_bytes"), int) else None,
+            taken_at=str(facts.get("taken_at") or summary.get("started_at") or ""),
+            revisions=tuple(str(r) for r in revisions), database=str(identity.get("database") or ""),
+            system_identifier=str(identity.get("system_identifier") or ""),
+            server_major=int(version.split(".")[0]) if version.split(".")[0].isdigit() else None,
+            pg_dump_major=pg_dump.get("major_version") if isinstance(pg_dump.get("major_version"), int) else None,
+            verified=facts.get("verified") is True, verification=str(facts.get("verification") or ""),
+            table_rows=tuple((str(r["table"]), int(r["rows"])) for r in rows) if isinstance(rows, list) else None,
+            write_horizon=str(facts["write_horizon"]) if facts.get("write_horizon") else None,
+        )
+
+    @property
+    def revision_label(self) -> str:
+        return ", ".join(self.revisions) or "base"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "runbook": self.runbook, "record": self.record, "path": str(self.path),
+            "sha256": self.sha256, "size_bytes": self.size_bytes, "taken_at": self.taken_at,
+            "revisions": list(self.revisions), "database": self.database,
+            "system_identifier": self.system_identifier, "verified": self.verified,
+            "verification": self.verification, "rows_recorded": self.table_rows is not None,
+            "write_horizon": self.write_horizon,
+        }
+
+    def to_text(self) -> str:
+        return (f"{self.path} (sha256 {self.sha256[:12]}, taken {self.taken_at} at revision {self.revision_label} "
+                f"of database {self.database} by {self.runbook} run {self.run_id}, "
+                f"{'verified by ' + self.verification if self.verified else 'NOT verified'})")
+
+    def _repr_markdown_(self) -> str:
+        rows = [
+            ("File", markdown.code(str(self.path))),
+            ("sha256 (recorded)", markdown.code(self.sha256)),
+            ("Taken", markdown.cell(f"{self.taken_at} by the {self.runbook} runbook, run {self.run_id}")),
+            ("Database", markdown.cell(f"{self.database} (system identifier {self.system_identifier})")),
+            ("Revision", markdown.code(self.revision_label)),
+            ("Verified", markdown.cell(f"yes ({self.verification})" if self.verified else "no")),
+            ("Row counts", "recorded" if self.table_rows is not None else "not recorded"),
+        ]
+        return markdown.table(("Backup to restore", ""), rows)
+
+
+def archived_backups(archive: Archive) -> tuple[ArchivedBackup, ...]:
+    """Every backup named by a filed record of the archive, oldest first."""
+    found = []
+    for record in archive.records():
+        if record.kind != "summary":
+            continue
+        try:
+            summary = archive.load_summary(record)
+        except BadInput:
+            continue  # a damaged record: `rollbook archive verify` reports it
+        backup = ArchivedBackup.from_summary(summary, record.file)
+        if backup is not None:
+            found.append(backup)
+    return tuple(sorted(found, key=lambda b: b.taken_at))
+
+
+def find_backup(archive: Archive, ref: str) -> ArchivedBackup:
+    """The backup taken by run `ref` (a run id, a unique prefix or tail of one), or recorded at path `ref`."""
+    ref = ref.strip()
+    if not ref:
+        raise BadInput("No backup named: pass backup, the run id of the run that took it (the backup runbook "
+                       "prints it; `rollbook archive list` lists runs) or the path of its .dump file.")
+    backups = archived_backups(archive)
+    by_path = [b for b in backups if _same_file(b.path, Path(ref).expanduser())]
+    if by_path:
+        return by_path[-1]
+    if ref.endswith(".dump") or "/" in ref:
+        raise BadInput(f"No record in the archive {archive.root} names the backup file {ref}: rollbook restores only "
+                       "backups whose checksum, database and revision it recorded. Give the run id of the run "
+                       "that took it, or set ROLLBOOK_ARCHIVE to the archive that holds its record.")
+    record = archive.find(ref)
+    summary = archive.filed_summary(record.run_id)
+    backup = ArchivedBackup.from_summary(summary, record.file) if summary else None
+    if backup is None:
+        raise BadInput(f"Run {record.run_id} ({record.runbook}, {record.outcome}) took no backup. Name the run of a "
+                       "backup runbook (or of a rollback that backed up); `rollbook archive list` shows them.")
+    return backup
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """The newest verified backup taken before the migrations a plan would undo, or why there is none."""
+
+    database: str
+    target: str | None
+    backup: ArchivedBackup | None
+    reason: str
+
+    def advice(self) -> str:
+        """What to do instead of the downgrade, naming the backup."""
+        if self.backup is None:
+            return (f"Instead of rolling back, restore from a backup taken before the migration ({self.reason}), "
+                    "or fix forward with a new migration.")
+        return (f"Instead of rolling back, restore the newest verified backup taken before the migration: "
+                f"{self.backup.path}, taken {self.backup.taken_at} at revision {self.backup.revision_label} by run "
+                f"{self.backup.run_id}. Use the restore runbook (rollbook run restore -r backup {self.backup.run_id}: "
+                "first into a new database to compare, then into the database with execute), or fix forward with "
+                "a new migration.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"database": self.database, "target": self.target,
+                "backup": self.backup.to_dict() if self.backup else None, "reason": self.reason}
+
+    def to_text(self) -> str:
+        return self.advice()
+
+    def _repr_markdown_(self) -> str:
+        return markdown.prose(self.advice())
+
+
+def find_restore_point(
+    archive: Archive, plan: DowngradePlan, project: MigrationProject, identity: DatabaseIdentity,
+) -> RestorePoint:
+    """The newest verified backup of this database whose revision is the plan's target or older.
+
+    "Before the migration" is judged by revision, not by time: a backup at the target (or an ancestor
+    of it) holds the data as it was before every migration the plan would undo.
+    """
+    target = plan.path.target
+    mine = [b for b in archived_backups(archive)
+            if (b.system_identifier, b.database) == (identity.system_identifier, identity.database)]
+    below = [b for b in mine if _at_or_below(project, b.revisions, target)]
+    usable = [b for b in below if b.verified and b.path.is_file()]
+    where = f"revision {target or 'base'}"
+    if usable:
+        return RestorePoint(identity.database, target, usable[-1], "")
+    if below:
+        reason = (f"the archive {archive.root} has {len(below)} backup(s) of {identity.database} at or below {where}, "
+                  "but none is both verified and still on disk")
+    elif mine:
+        reason = (f"the archive {archive.root} has {len(mine)} backup(s) of {identity.database}, all taken after "
+                  f"{where}; take one with the backup runbook before each deploy")
+    else:
+        reason = (f"the archive {archive.root} has no backup of {identity.database}; take one with the backup "
+                  "runbook before each deploy")
+    return RestorePoint(identity.database, target, None, reason)
+
+
+def _at_or_below(project: MigrationProject, revisions: tuple[str, ...], target: str | None) -> bool:
+    if target is None:
+        return not revisions
+    if not revisions or not project.has_file(target):
+        return False
+    below = ancestors(project, target) | {target}
+    return all(revision in below for revision in revisions)
+
+
+def _same_file(recorded: Path, given: Path) -> bool:
+    try:
+        return recorded.resolve() == given.resolve()
+    except OSError:
+        return False

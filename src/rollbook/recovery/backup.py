@@ -1,0 +1,617 @@
+"""The backup before a rollback: a pg_dump archive that is complete or absent, hashed, and verifiable."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from rollbook import markdown
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.errors import BadInput, RollbookError
+from rollbook.file_digest import file_sha256
+from rollbook.pg.identity import DatabaseIdentity, read_identity
+from rollbook.parent_death import end_with_parent
+from rollbook.pg.client_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
+from rollbook.pg.scratch import ScratchUnavailable, scratch_database
+
+VERIFY_METHODS = ("list", "restore")
+BACKUP_SUFFIX = ".dump"
+PARTIAL_SUFFIX = ".partial"
+# A rollback is often taken while something else holds locks; waiting forever would hide that.
+LOCK_WAIT_TIMEOUT = "60s"
+ROW_COUNT_STATEMENT_TIMEOUT = "10min"
+STDERR_LINES = 20
+
+_USER_TABLES_SQL = r"""
+SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%'
+  AND n.nspname NOT LIKE 'pg\_temp\_%'
+  -- pg_dump leaves out the data of tables an extension owns; so do the counts.
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 3
+"""
+
+
+class BackupFailed(RollbookError):
+    """No backup was made; no file that looks like one was left behind."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A finished pg_dump archive (custom format) and what it holds."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    seconds: float
+    pg_dump: PgTool
+    identity: DatabaseIdentity
+    revisions: tuple[str, ...]
+    taken_at: str
+    table_rows: tuple[tuple[str, int], ...]
+    # Separate from table_rows: a database without tables counts to an empty tuple too.
+    rows_counted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "seconds": self.seconds,
+            "pg_dump": self.pg_dump.to_dict(),
+            "identity": self.identity.to_dict(),
+            "revisions": list(self.revisions),
+            "taken_at": self.taken_at,
+            "rows_counted": self.rows_counted,
+            "table_rows": [{"table": table, "rows": rows} for table, rows in self.table_rows],
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"Backup: {self.path}",
+            f"  {_size(self.size_bytes)}, sha256 {self.sha256}",
+            f"  {self.identity.to_text()}",
+            f"  at revision {_revisions(self.revisions)}, taken {self.taken_at} in {self.seconds:.1f} s "
+            f"with {self.pg_dump.to_text()}",
+        ]
+        if self.rows_counted:
+            lines.append(f"  rows in the same snapshot: {_rows_text(self.table_rows)}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        rows = [
+            ("File", markdown.code(str(self.path))),
+            ("Size", _size(self.size_bytes)),
+            ("sha256", markdown.code(self.sha256)),
+            ("Database", markdown.cell(self.identity.to_text())),
+            ("Revision", markdown.code(_revisions(self.revisions))),
+            ("Taken", f"{self.taken_at} ({self.seconds:.1f} s)"),
+            ("pg_dump", markdown.cell(self.pg_dump.to_text())),
+        ]
+        if self.rows_counted:
+            rows.append(("Rows", markdown.cell(_rows_text(self.table_rows))))
+        return markdown.table(("Backup", ""), rows)
+
+
+@dataclass(frozen=True)
+class BackupVerification:
+    """Whether a backup can be read ("list") or restored with the same rows ("restore")."""
+
+    backup: Backup
+    method: str
+    passed: bool
+    detail: str
+    seconds: float
+    toc_entries: int
+    table_rows_compared: tuple[tuple[str, int | None, int | None], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backup": str(self.backup.path),
+            "sha256": self.backup.sha256,
+            "method": self.method,
+            "passed": self.passed,
+            "detail": self.detail,
+            "seconds": self.seconds,
+            "toc_entries": self.toc_entries,
+            "table_rows_compared": [
+                {"table": table, "expected": expected, "restored": restored}
+                for table, expected, restored in self.table_rows_compared
+            ],
+        }
+
+    def to_text(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [
+            f"Backup verification ({self.method}) of {self.backup.path}: {verdict} in {self.seconds:.1f} s",
+            f"  {self.detail}",
+        ]
+        for table, expected, restored in self.table_rows_compared:
+            mark = "ok" if expected == restored else "DIFFERS"
+            lines.append(f"  {table}: {_count(expected)} at backup, {_count(restored)} restored  {mark}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        text = markdown.table(
+            ("Backup verification", ""),
+            [
+                ("File", markdown.code(str(self.backup.path))),
+                ("Method", self.method),
+                ("Result", "**passed**" if self.passed else "**FAILED**"),
+                ("Detail", markdown.cell(self.detail)),
+                ("Time", f"{self.seconds:.1f} s"),
+            ],
+        )
+        if self.table_rows_compared:
+            text += "\n\n" + markdown.table(
+                ("Table", "Rows at backup", "Rows restored"),
+                [(markdown.code(t), _count(e), _count(r)) for t, e, r in self.table_rows_compared],
+            )
+        return text
+
+
+def take_backup(
+    target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], count_rows: bool = False
+) -> Backup:
+    """pg_dump `target` into `backup_dir` (custom format); optionally count every table's rows in the same snapshot.
+
+    The archive is written as `<name>.partial` (mode 0600: it holds all the data) and renamed only
+    once pg_dump succeeded and the file is on disk; on any failure it is deleted.
+    """
+    if isinstance(revisions, str):
+        raise BadInput("revisions must be a tuple of revision ids (for example status.current), not one string.")
+    started = time.monotonic()
+    folder = _usable_folder(Path(backup_dir))
+    with connect(target) as conn:
+        identity = read_identity(conn)
+        pg_dump = find_pg_tool("pg_dump", identity.major_version)
+        env = libpq_environment(target)
+        # Export this transaction's snapshot so pg_dump and the counts see the very same data.
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        partial: Path | None = None
+        try:
+            with conn.transaction():
+                snapshot, taken = _export_snapshot(conn)
+                table_rows = _count_rows(conn) if count_rows else ()
+                final, partial = _reserve_names(folder, identity.database, taken, revisions)
+                _run_pg_dump(pg_dump, env, target, partial, snapshot)
+            size, digest = _sync_and_hash(partial)
+            final = _publish(partial, final)
+        except psycopg.Error as exc:
+            _discard(partial)
+            raise BackupFailed(
+                f"The backup of {target.redacted} failed: "
+                f"{_one_line(target.scrub(str(exc)))}. {_advice(str(exc))} {_NOTHING_KEPT}"
+            ) from None
+        except OSError as exc:
+            _discard(partial)
+            where = partial.parent if partial is not None else folder
+            raise BackupFailed(
+                f"The backup file in {where} could not be written: {exc.strerror or exc}. "
+                f"{_advice(str(exc))} {_NOTHING_KEPT}"
+            ) from None
+        except BaseException:
+            _discard(partial)
+            raise
+    return Backup(
+        path=final,
+        size_bytes=size,
+        sha256=digest,
+        seconds=round(time.monotonic() - started, 3),
+        pg_dump=pg_dump,
+        identity=identity,
+        revisions=tuple(revisions),
+        taken_at=taken.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        table_rows=table_rows,
+        rows_counted=count_rows,
+    )
+
+
+def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> BackupVerification:
+    """Check a backup: its sha256 first, then "list" (the archive reads) or "restore" (into a scratch database)."""
+    if method not in VERIFY_METHODS:
+        raise BadInput(f"Unknown verification method {method!r}: use 'list' or 'restore'.")
+    started = time.monotonic()
+
+    def result(
+        passed: bool, detail: str, toc_entries: int = 0,
+        compared: tuple[tuple[str, int | None, int | None], ...] = (),
+    ) -> BackupVerification:
+        return BackupVerification(
+            backup, method, passed, detail, round(time.monotonic() - started, 3), toc_entries, compared
+        )
+
+    problem = _checksum_problem(backup)
+    if problem:
+        return result(False, problem)
+    needed = max(backup.pg_dump.major_version, backup.identity.major_version)
+    if method == "list":
+        try:
+            pg_restore = find_pg_tool("pg_restore", needed)
+        except PgToolUnavailable as exc:
+            return result(False, str(exc))
+        passed, detail, entries = _check_listing(pg_restore, backup)
+        return result(passed, detail, entries)
+
+    if not backup.rows_counted:
+        return result(False, (
+            "The backup was taken without row counts (take_backup(..., count_rows=True)), so a restore cannot "
+            "be compared with anything: not verified. Take the backup again with row counts, or verify with "
+            "method 'list'."
+        ))
+    try:
+        with scratch_database(target) as scratch:
+            with connect(scratch) as conn:
+                needed = max(needed, read_identity(conn).major_version)
+            try:
+                pg_restore = find_pg_tool("pg_restore", needed)
+            except PgToolUnavailable as exc:
+                return result(False, str(exc))
+            passed, detail, entries = _check_listing(pg_restore, backup)
+            if not passed:
+                return result(False, detail, entries)
+            failure = _restore(pg_restore, backup.path, scratch)
+            if failure:
+                return result(False, failure, entries)
+            with connect(scratch) as conn:
+                restored = dict(_count_rows(conn))
+    except ScratchUnavailable as exc:
+        return result(False, (
+            f"Not verified by restore: {exc} Verify with method 'list' instead (it reads the whole archive "
+            "without a database), or run the restore check with a role that may create databases."
+        ))
+    compared = _compare_rows(backup.table_rows, restored)
+    differing = [(t, e, r) for t, e, r in compared if e != r]
+    if differing:
+        shown = "; ".join(f"{t}: {_count(e)} at backup, {_count(r)} restored" for t, e, r in differing[:10])
+        return result(False, (
+            f"Restored into a scratch database, but {len(differing)} of {len(compared)} table(s) have other row "
+            f"counts than at backup time: {shown}. Do not rely on this backup; take a new one and verify it."
+        ), entries, compared)
+    total = sum(rows for _, rows in backup.table_rows)
+    return result(True, (
+        f"Restored into a scratch database (since dropped) with pg_restore {pg_restore.major_version}: "
+        f"all {len(compared)} table(s) hold the rows counted at backup time ({total} rows in all)."
+    ), entries, compared)
+
+
+# --- taking a backup -------------------------------------------------------------------------
+
+_NOTHING_KEPT = "No backup file was kept, and the database was not changed."
+
+
+def _usable_folder(folder: Path) -> Path:
+    """Create the folder if needed and prove it takes a file; otherwise fail without leaving anything."""
+    folder = folder.expanduser().absolute()
+    missing: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        # 0700: the folder will hold every row of the database.
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+        with tempfile.TemporaryFile(dir=folder, prefix=".rollbook-probe-"):
+            pass
+    except OSError as exc:
+        for created in missing:  # deepest first: remove only what this call made
+            try:
+                created.rmdir()
+            except OSError:
+                pass
+        raise BackupFailed(
+            f"The backup folder {folder} cannot be used: {exc.strerror or exc}. Choose a folder this user can "
+            "create and write to, with room for a dump of the database, and pass it as the backup folder. "
+            "pg_dump was not run; nothing was changed."
+        ) from None
+    return folder
+
+
+def _export_snapshot(conn: psycopg.Connection[Any]) -> tuple[str, datetime]:
+    # The transaction stays idle while pg_dump runs; a server-side idle timeout must not end it.
+    conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(ROW_COUNT_STATEMENT_TIMEOUT)))
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_WAIT_TIMEOUT)))
+    # The server's transaction start is the snapshot's time; the client's clock may be off.
+    row = conn.execute("SELECT pg_export_snapshot(), now()").fetchone()
+    assert row is not None
+    return str(row[0]), row[1].astimezone(UTC).replace(microsecond=0)
+
+
+def _count_rows(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int], ...]:
+    """Rows of every user table; ONLY, because pg_dump's data of a parent table excludes its children."""
+    counts = []
+    for schema, name, qualified in conn.execute(_USER_TABLES_SQL).fetchall():
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, name))
+        ).fetchone()
+        assert row is not None
+        counts.append((str(qualified), int(row[0])))
+    return tuple(counts)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip(".") or "_"
+
+
+def _reserve_names(
+    folder: Path, database: str, taken: datetime, revisions: tuple[str, ...]
+) -> tuple[Path, Path]:
+    """The final name and its partial file, created empty and private; never an existing name."""
+    stem = f"backup_{_safe_name(database)}_{taken.strftime('%Y%m%dT%H%M%SZ')}_" \
+           f"{_safe_name(revisions[0]) if revisions else 'base'}"
+    for attempt in range(1, 1000):
+        final = folder / f"{stem}{'' if attempt == 1 else f'_{attempt}'}{BACKUP_SUFFIX}"
+        partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        if final.exists():
+            continue
+        try:
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        return final, partial
+    raise OSError(errno.EEXIST, f"no free file name for {stem}{BACKUP_SUFFIX}")
+
+
+def _run_pg_dump(pg_dump: PgTool, env: dict[str, str], target: DatabaseTarget, partial: Path, snapshot: str) -> None:
+    command = [
+        str(pg_dump.path),
+        "--format=custom",
+        f"--file={partial}",
+        f"--snapshot={snapshot}",
+        f"--lock-wait-timeout={LOCK_WAIT_TIMEOUT}",
+        "--no-password",  # a prompt would hang a notebook; the password comes from the environment
+    ]
+    try:
+        completed = subprocess.run(
+            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+            preexec_fn=end_with_parent,  # a dead kernel leaves no pg_dump writing for nobody
+        )
+    except OSError as exc:
+        raise BackupFailed(
+            f"{pg_dump.path} could not be started: {exc.strerror or exc}. Check that it is executable, or set "
+            f"ROLLBOOK_PG_BIN to a folder holding a working pg_dump. {_NOTHING_KEPT}"
+        ) from None
+    if completed.returncode == 0:
+        return
+    stderr = stderr_tail(target.scrub(completed.stderr), STDERR_LINES)
+    if completed.returncode < 0:
+        what = f"pg_dump was stopped by signal {-completed.returncode}"
+    else:
+        what = f"pg_dump failed with exit code {completed.returncode}"
+    raise BackupFailed(
+        f"The backup of {target.redacted} failed: {what}"
+        + (f": {stderr}." if stderr else ".")
+        + f" {_advice(stderr, killed=completed.returncode < 0)} {_NOTHING_KEPT}"
+    )
+
+
+def _sync_and_hash(path: Path) -> tuple[int, str]:
+    """Flush the archive to disk (a full disk can surface only here) and hash it."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    size = path.stat().st_size
+    if size == 0:
+        raise OSError(errno.EIO, "pg_dump wrote an empty file")
+    return size, file_sha256(path)
+
+
+def _publish(partial: Path, final: Path) -> Path:
+    """Give the finished archive its final name without ever replacing an existing file."""
+    candidate = final
+    for attempt in range(2, 1000):
+        try:
+            os.link(partial, candidate)  # fails if the name exists, unlike rename
+            break
+        except FileExistsError:
+            candidate = final.with_name(f"{final.name.removesuffix(BACKUP_SUFFIX)}_{attempt}{BACKUP_SUFFIX}")
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # No hard links on this filesystem: a checked rename is the next best thing.
+            if candidate.exists():
+                candidate = final.with_name(f"{final.name.removesuffix(BACKUP_SUFFIX)}_{attempt}{BACKUP_SUFFIX}")
+                continue
+            os.rename(partial, candidate)
+            break
+    else:
+        raise OSError(errno.EEXIST, f"no free file name for {final.name}")
+    try:
+        partial.unlink(missing_ok=True)
+        directory = os.open(partial.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    return candidate
+
+
+def _discard(partial: Path | None) -> None:
+    if partial is not None:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _advice(message: str, *, killed: bool = False) -> str:
+    lowered = message.lower()
+    if "no space left" in lowered or "disk full" in lowered or "quota" in lowered:
+        return ("The backup folder ran out of space: free space there or choose a folder with room for the "
+                "whole dump, then take the backup again.")
+    if killed:
+        return "Something stopped pg_dump (a person, a timeout, or the out-of-memory killer): take the backup again."
+    if "lock" in lowered and ("timeout" in lowered or "could not obtain" in lowered):
+        return ("Another session holds a lock on a table (a running migration or a long transaction): find it in "
+                "pg_stat_activity, let it finish, and take the backup again.")
+    if "permission denied" in lowered:
+        return ("The role may not read everything in the database: back up as the owner of the tables or a role "
+                "with pg_read_all_data.")
+    if "password" in lowered or "authentication" in lowered:
+        return "pg_dump could not log in: check the password (PGPASSWORD, ~/.pgpass or the URL)."
+    return "Fix the cause reported above and take the backup again."
+
+
+# --- verifying a backup ----------------------------------------------------------------------
+
+
+def _checksum_problem(backup: Backup) -> str | None:
+    try:
+        sha256_now = file_sha256(backup.path)
+    except OSError as exc:
+        return f"The backup file {backup.path} cannot be read: {exc.strerror or exc}. It cannot be verified or used."
+    if sha256_now != backup.sha256:
+        return (
+            f"Checksum mismatch: {backup.path} now has sha256 {sha256_now}, but {backup.sha256} was "
+            "recorded when the backup was taken. The file changed since (corruption or tampering): do not restore "
+            "from it; take a new backup."
+        )
+    return None
+
+
+def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
+    """pg_restore --list reads the archive's table of contents; every counted table must have its data in it."""
+    completed = subprocess.run(
+        [str(pg_restore.path), "--list", str(backup.path)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
+        preexec_fn=end_with_parent,
+    )
+    if completed.returncode != 0:
+        return False, (
+            f"pg_restore --list could not read {backup.path} (exit code {completed.returncode}): "
+            f"{stderr_tail(completed.stderr, STDERR_LINES) or 'no message'}. The archive is damaged or not a "
+            "custom-format dump: do not restore from it; take a new backup."
+        ), 0
+    entries = [line for line in completed.stdout.splitlines() if line.strip() and not line.startswith(";")]
+    # Each entry reads "<id>; <oid> <oid> <type> <schema> <name> <owner>".
+    descriptions = [line.split(";", 1)[1].strip().split(" ", 2)[-1] for line in entries if ";" in line]
+    if not entries:
+        return False, f"pg_restore --list found no entries in {backup.path}: the archive holds nothing.", 0
+    missing = [
+        table for table, _ in backup.table_rows
+        if not any(_is_table_data(entry, *_split_qualified(table)) for entry in descriptions)
+    ]
+    if missing:
+        return False, (
+            f"The archive lists {len(entries)} entries but no data for {len(missing)} table(s) counted at backup "
+            f"time: {', '.join(missing[:10])}. Do not rely on this backup; take a new one."
+        ), len(entries)
+    checked = (
+        f"; data for all {len(backup.table_rows)} counted table(s) is in it" if backup.table_rows
+        else "; table data was not checked table by table (no row counts were taken with the backup)"
+        if not backup.rows_counted else ""
+    )
+    return True, (
+        f"pg_restore --list reads the archive: {len(entries)} entries{checked}. The file's sha256 matches the "
+        "one recorded at backup time."
+    ), len(entries)
+
+
+def _is_table_data(description: str, schema: str, name: str) -> bool:
+    prefix = f"TABLE DATA {schema} {name}"
+    return description == prefix or description.startswith(prefix + " ")
+
+
+def _split_qualified(qualified: str) -> tuple[str, str]:
+    """Undo format('%I.%I'): split at the dot outside quotes and unquote both parts."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    index = 0
+    while index < len(qualified):
+        char = qualified[index]
+        if quoted:
+            if char == '"' and qualified[index + 1:index + 2] == '"':
+                current.append('"')
+                index += 1
+            elif char == '"':
+                quoted = False
+            else:
+                current.append(char)
+        elif char == '"':
+            quoted = True
+        elif char == "." and not parts:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    parts.append("".join(current))
+    return (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+
+
+def _restore(pg_restore: PgTool, path: Path, scratch: DatabaseTarget) -> str | None:
+    completed = subprocess.run(
+        [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password",
+         f"--dbname={scratch.database}", str(path)],
+        env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        errors="replace", check=False, preexec_fn=end_with_parent,
+    )
+    if completed.returncode == 0:
+        return None
+    return (
+        f"pg_restore could not restore {path} into a scratch database (exit code {completed.returncode}): "
+        f"{stderr_tail(scratch.scrub(completed.stderr), STDERR_LINES) or 'no message'}. A restore of this backup "
+        "would fail the same way: fix the cause, or take a new backup and verify it."
+    )
+
+
+def _compare_rows(
+    expected: tuple[tuple[str, int], ...], restored: dict[str, int]
+) -> tuple[tuple[str, int | None, int | None], ...]:
+    compared: list[tuple[str, int | None, int | None]] = [
+        (table, rows, restored.get(table)) for table, rows in expected
+    ]
+    known = {table for table, _ in expected}
+    compared += [(table, None, rows) for table, rows in restored.items() if table not in known]
+    return tuple(compared)
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip()).rstrip(".")
+
+
+def _size(size_bytes: int) -> str:
+    value = float(size_bytes)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{size_bytes} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def _revisions(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) or "base (no revision applied)"
+
+
+def _rows_text(table_rows: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"{table} {rows}" for table, rows in table_rows) or "(no tables)"
+
+
+def _count(value: int | None) -> str:
+    return "absent" if value is None else str(value)

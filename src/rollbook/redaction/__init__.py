@@ -1,0 +1,1 @@
+"""Keeping secrets out of everything rollbook writes: connection strings read, secrets scrubbed."""

@@ -1,0 +1,1 @@
+"""What the procedures site draws from records and plans."""
