@@ -47,22 +47,55 @@ def test_sql_output_is_the_downgrade_from_the_current_revision(demo_url):
     assert "version_num='0607bc5b8534'" in result.stdout
 
 
+def _status_in_shell(exports: str) -> subprocess.CompletedProcess[str]:
+    """`rollbook status --json` in a shell that evaluated `demo up`'s export lines."""
+    return subprocess.run(["bash", "-c", f'eval "$1" && "{ROLLBOOK}" status --json', "_", exports],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=60)
+
+
 def test_demo_up_exports_a_working_environment_and_down_stops_it(tmp_path):
     env = {"ROLLBOOK_DEMO_DIR": str(tmp_path / "demo")}
     up = run("demo", "up", env=env)
     try:
         assert up.returncode == 0, up.stderr
         exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
-        assert set(exports) == {"DATABASE_URL", "ALEMBIC_CONFIG"}
-        shell = subprocess.run(["bash", "-c", f'eval "$1" && "{ROLLBOOK}" status --json', "_", up.stdout],
-                               capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
-        assert json.loads(shell.stdout)["current"] == ["0607bc5b8536"], shell.stderr
+        assert set(exports) == {"DATABASE_URL", "ALEMBIC_CONFIG", "ROLLBOOK_DEMO_DIR"}
+        assert json.loads(_status_in_shell(up.stdout).stdout)["current"] == ["0607bc5b8536"]
     finally:
         down = run("demo", "down", env=env)
     assert down.returncode == 0, down.stderr
-    after = subprocess.run(["bash", "-c", f'eval "$1" && "{ROLLBOOK}" status', "_", up.stdout],
-                           capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
-    assert after.returncode == 3
+    assert down.stdout.startswith(f"Stopped the demo server in {tmp_path / 'demo'} (pid ")
+    assert _status_in_shell(up.stdout).returncode == 3
+    again = run("demo", "down", env=env)
+    assert (again.returncode, again.stdout.strip()) == (
+        0, f"No demo server was running in {tmp_path / 'demo'}; nothing to stop.")
+
+
+def test_two_shells_each_get_a_demo_of_their_own(tmp_path):
+    """A second `demo up` never stops or replaces the first shell's server."""
+    env = {"TMPDIR": str(tmp_path), "ROLLBOOK_DEMO_DIR": ""}
+    first = run("demo", "up", env=env)
+    second = run("demo", "up", env=env)
+    shells = [dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+              for up in (first, second)]
+    try:
+        assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+        assert shells[0]["ROLLBOOK_DEMO_DIR"] != shells[1]["ROLLBOOK_DEMO_DIR"]
+        for up in (first, second):
+            assert json.loads(_status_in_shell(up.stdout).stdout)["current"] == ["0607bc5b8536"]
+        # A third shell told to use the first one's folder is refused, and the first demo keeps working.
+        clash = run("demo", "up", env={"ROLLBOOK_DEMO_DIR": shells[0]["ROLLBOOK_DEMO_DIR"].strip("'")})
+        assert clash.returncode == 2 and "Traceback" not in clash.stderr
+        assert "A demo server is already running in" in clash.stderr and "Nothing was changed" in clash.stderr
+        assert json.loads(_status_in_shell(first.stdout).stdout)["current"] == ["0607bc5b8536"]
+        unnamed = run("demo", "down", env=env)
+        assert unnamed.returncode == 2 and "ROLLBOOK_DEMO_DIR is not set" in unnamed.stderr
+        assert json.loads(_status_in_shell(second.stdout).stdout)["current"] == ["0607bc5b8536"]
+    finally:
+        for shell in shells:
+            if "ROLLBOOK_DEMO_DIR" in shell:
+                run("demo", "down", env={"ROLLBOOK_DEMO_DIR": shell["ROLLBOOK_DEMO_DIR"].strip("'")})
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("rollbook-demo-")]
 
 
 def test_guided_tour_runs_the_runbook_twice_and_leaves_only_its_records(tmp_path):

@@ -314,12 +314,20 @@ def _demo_tour() -> None:
 @demo.command("up")
 @reports_errors
 def demo_up_command() -> None:
-    """Start the demo server and database; prints export lines for a shell: eval "$(rollbook demo up)"."""
-    click.echo(demo_up().shell_exports(), nl=False)
+    """Start a demo server and database of this shell's own: eval "$(rollbook demo up)".
+
+    Prints export lines (DATABASE_URL, ALEMBIC_CONFIG, ROLLBOOK_DEMO_DIR). Each call starts a new server
+    in a fresh folder, so demos in two shells never touch each other; with ROLLBOOK_DEMO_DIR set, that
+    folder is used, and a server already running there is refused, never replaced.
+    """
+    environment = demo_up()
+    click.echo(f"rollbook: demo server in {environment.server_dir}; stop it with `rollbook demo down` in this "
+               "shell.", err=True)
+    click.echo(environment.shell_exports(), nl=False)
 
 
 @demo.command("down")
 @reports_errors
 def demo_down_command() -> None:
-    """Stop the demo server started by `rollbook demo up` and delete its data."""
-    demo_down()
+    """Stop the demo server ROLLBOOK_DEMO_DIR names (demo up exports it) and delete its data."""
+    click.echo(demo_down().message())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,13 @@ from sqlalchemy.engine import URL
 
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.demo.project import sample_data
-from rollbook.pg.embedded_server import EmbeddedServer, start_embedded_server, stop_embedded_server
+from rollbook.errors import BadInput
+from rollbook.pg.embedded_server import (
+    EmbeddedServer,
+    running_server_pid,
+    start_embedded_server,
+    stop_embedded_server,
+)
 from rollbook.project.migrations import alembic_config_for, load_project
 
 DEMO_CONFIG = Path(__file__).parent / "project" / "alembic.ini"
@@ -22,6 +30,7 @@ FIRST_REVISION = "0607bc5b8530"
 BEFORE_BACKFILL = "0607bc5b8535"
 HEAD = "0607bc5b8536"
 DEMO_DATABASE = "rollbook_demo"
+DEMO_DIR_VARIABLE = "ROLLBOOK_DEMO_DIR"
 
 
 def install_demo(target: DatabaseTarget) -> None:
@@ -37,6 +46,10 @@ def install_demo(target: DatabaseTarget) -> None:
     command.upgrade(config, HEAD)
 
 
+class DemoAlreadyRunning(BadInput):
+    """A demo server another `demo up` started is running in the folder this one was told to use."""
+
+
 @dataclass(frozen=True)
 class DemoEnvironment:
     """A running demo database, reachable over the server's unix socket (no password anywhere)."""
@@ -49,30 +62,64 @@ class DemoEnvironment:
         return (
             f"export DATABASE_URL={shlex.quote(self.database_url)}\n"
             f"export ALEMBIC_CONFIG={shlex.quote(str(self.config_path))}\n"
+            f"export {DEMO_DIR_VARIABLE}={shlex.quote(str(self.server_dir))}\n"
         )
 
 
-def demo_state_dir() -> Path:
-    """Where `demo up` keeps its server: ROLLBOOK_DEMO_DIR, or a per-user folder in the temp dir."""
-    configured = os.environ.get("ROLLBOOK_DEMO_DIR")
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / f"rollbook-demo-{os.getuid()}"
+@dataclass(frozen=True)
+class DemoStopped:
+    """What `demo down` did: the folder it looked in and the pid of the server it stopped, if one ran."""
+
+    server_dir: Path
+    pid: int | None
+
+    def message(self) -> str:
+        if self.pid is None:
+            return f"No demo server was running in {self.server_dir}; nothing to stop."
+        return f"Stopped the demo server in {self.server_dir} (pid {self.pid}) and deleted its data."
 
 
-def demo_up(state_dir: Path | None = None) -> DemoEnvironment:
-    """Start a detached embedded server with a fresh demo database at head; replaces a previous demo."""
-    state_dir = state_dir or demo_state_dir()
-    demo_down(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+def demo_up(environ: Mapping[str, str] = os.environ) -> DemoEnvironment:
+    """Start a detached embedded server with a fresh demo database at head.
+
+    Each call takes a fresh folder, so two shells never share a demo; with ROLLBOOK_DEMO_DIR set, that
+    folder is used, and a server already running there (another shell's) is refused, never replaced.
+    """
+    configured = environ.get(DEMO_DIR_VARIABLE)
+    if configured:
+        state_dir = Path(configured).absolute()
+        pid = running_server_pid(state_dir)
+        if pid is not None:
+            raise DemoAlreadyRunning(
+                f"A demo server is already running in {state_dir} (pid {pid}), started by an earlier "
+                f"`rollbook demo up`. Use it (its shell has DATABASE_URL set), stop it with "
+                f"`{DEMO_DIR_VARIABLE}={shlex.quote(str(state_dir))} rollbook demo down`, or unset "
+                f"{DEMO_DIR_VARIABLE} to start a demo of your own in a fresh folder. Nothing was changed.")
+        stop_embedded_server(state_dir, delete_data=True)  # a cluster left by a server that is gone
+        state_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        state_dir = Path(tempfile.mkdtemp(prefix=f"rollbook-demo-{os.getuid()}-"))
     server = start_embedded_server(state_dir, tie_to_parent=False)
     database_url = create_demo_database(server)
     return DemoEnvironment(database_url, DEMO_CONFIG, state_dir)
 
 
-def demo_down(state_dir: Path | None = None) -> None:
-    """Stop the server started by `demo up` and delete its data; does nothing if none runs."""
-    state_dir = state_dir or demo_state_dir()
-    if (state_dir / "data").exists():
-        stop_embedded_server(state_dir, delete_data=True)
+def demo_down(environ: Mapping[str, str] = os.environ) -> DemoStopped:
+    """Stop the server of the demo named by ROLLBOOK_DEMO_DIR (which `demo up` exports) and delete its data."""
+    configured = environ.get(DEMO_DIR_VARIABLE)
+    if not configured:
+        running = [f"{d} (pid {pid})" for d in sorted(Path(tempfile.gettempdir()).glob("rollbook-demo-*"))
+                   if (pid := running_server_pid(d)) is not None]
+        raise BadInput(
+            f"{DEMO_DIR_VARIABLE} is not set, so no demo is named: run `rollbook demo down` in the shell where "
+            f'`eval "$(rollbook demo up)"` set it, or set it to the demo\'s folder. '
+            + (f"Demo servers running: {', '.join(running)}." if running else "No demo server is running.")
+            + " Nothing was stopped.")
+    state_dir = Path(configured).absolute()
+    stopped = DemoStopped(state_dir, stop_embedded_server(state_dir, delete_data=True))
+    with contextlib.suppress(OSError):
+        state_dir.rmdir()  # the folder `demo up` made, now empty; a folder holding anything else stays
+    return stopped
 
 
 def create_demo_database(server: EmbeddedServer) -> str:

@@ -58,6 +58,7 @@ HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+LOG_NAME = "server.log"
 _UNPRIVILEGED_USER = "nobody"
 _RUNTIME_PREFIX = "rollbook-pgrun-"
 _OWNER_FILE = "rollbook-owner"
@@ -140,7 +141,7 @@ def start_embedded_server(
     run_as = _server_account()
     bin_dir = _usable_install(major_version, run_as) / "bin"
     data_dir, socket_dir = _prepare_runtime_dirs(base_dir, run_as)
-    log_path = base_dir / "server.log"
+    log_path = base_dir / LOG_NAME
     env = _child_env()
 
     if not (data_dir / "PG_VERSION").exists():
@@ -190,14 +191,20 @@ def start_embedded_server(
     raise AssertionError("unreachable")
 
 
-def stop_embedded_server(base_dir: Path, *, delete_data: bool = False) -> None:
-    """Stop a server running on the cluster in `base_dir` (fast shutdown), if any."""
+def stop_embedded_server(base_dir: Path, *, delete_data: bool = False) -> int | None:
+    """Stop a server running on the cluster in `base_dir` (fast shutdown), if any; returns its pid."""
     data_dir = Path(base_dir).absolute() / "data"
     pid = _read_postmaster_pid(data_dir)
     if pid is not None:
         _stop_pid(pid, data_dir.resolve())
     if delete_data:
         _delete_cluster(Path(base_dir).absolute())
+    return pid
+
+
+def running_server_pid(base_dir: Path) -> int | None:
+    """The pid of the server running on the cluster in `base_dir`, or None when none runs there."""
+    return _read_postmaster_pid(Path(base_dir).absolute() / "data")
 
 
 # --- accounts and install tree -------------------------------------------------------------
@@ -408,6 +415,7 @@ def _delete_cluster(base_dir: Path) -> None:
                 shutil.rmtree(target.parent, ignore_errors=True)
         elif link.is_dir():
             shutil.rmtree(link, ignore_errors=True)
+    (base_dir / LOG_NAME).unlink(missing_ok=True)
 
 
 # --- processes -----------------------------------------------------------------------------
