@@ -171,3 +171,51 @@ def test_a_project_that_prints_or_logs_to_stdout_leaves_json_and_sql_clean(tmp_p
     assert sql.stdout.startswith("-- Running downgrade 0607bc5b8536 -> 0607bc5b8535\nBEGIN;"), sql.stdout
     assert "INFO" not in sql.stdout
     assert "hello from the migrations" in status.stderr and "configuring the app" in status.stderr
+
+
+def test_plan_takes_the_revision_as_alembic_downgrade_does_and_exits_with_its_verdict(demo_url, tmp_path):
+    """`rollbook plan -1` as `alembic downgrade -1`; `--exit-code` lets CI gate on the verdict."""
+    from rollbook.demo.server import DEMO_CONFIG
+
+    env = {"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)}
+    positional = run("plan", "-1", "--json", env=env)
+    option = run("plan", "--target", "-1", "--json", env=env)
+    assert positional.returncode == 0, positional.stderr
+    assert json.loads(positional.stdout)["plan_hash"] == json.loads(option.stdout)["plan_hash"]
+
+    as_module = subprocess.run([sys.executable, "-m", "rollbook", "plan", "-1", "--exit-code"], capture_output=True,
+                               text=True, timeout=120, env={**os.environ, **env})
+    assert "DO NOT DOWNGRADE" in as_module.stdout and as_module.returncode == 7, as_module.stderr
+    without_exit_code = run("plan", "-1", env=env)
+    assert "DO NOT DOWNGRADE" in without_exit_code.stdout and without_exit_code.returncode == 0
+    nothing_to_do = run("plan", "0607bc5b8536", "--exit-code", env=env)
+    assert nothing_to_do.returncode == 0, nothing_to_do.stderr
+
+
+def test_plan_refuses_unclear_command_lines_with_exit_2(demo_url, tmp_path):
+    from rollbook.demo.server import DEMO_CONFIG
+
+    env = {"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)}
+    cases = {
+        ("plan", "--jsn"): "No such option '--jsn'",
+        ("plan", "-1", "--jsn"): "unexpected extra argument (--jsn)",
+        ("plan", "-1", "--target", "-2"): "Two targets given",
+        ("plan", "-1", "--statement-timeout", "5 minutes"): "must be a duration such as 500ms, 5s, 2min or 1h",
+        ("plan", "-1", "-n", "tenants"): "has no [tenants] section (--name); its sections are alembic, loggers",
+    }
+    for args, message in cases.items():
+        result = run(*args, env=env)
+        assert (result.returncode, "Traceback" not in result.stderr) == (2, True), (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+
+
+def test_a_named_section_of_alembic_ini_is_read_as_alembic_n_reads_it(demo_url, tmp_path):
+    """An alembic.ini holding several databases: `-n` names the section, as `alembic -n` does."""
+    from rollbook.demo.server import DEMO_CONFIG
+
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(f"[main]\nscript_location = /nonexistent\n\n[demo]\nscript_location = {DEMO_CONFIG.parent}\n"
+                   "path_separator = os\n")
+    result = run("status", "-c", str(ini), "-n", "demo", "--json", env={"DATABASE_URL": demo_url})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["current"] == ["0607bc5b8536"]

@@ -26,9 +26,29 @@ database_option = click.option(
     help="Database to inspect: a URL or libpq keyword string; put the password in PGPASSWORD or ~/.pgpass, not in it.",
 )
 config_option = click.option(
-    "--config", "config_path", envvar="ALEMBIC_CONFIG", show_envvar=True, default="alembic.ini",
+    "-c", "--config", "config_path", envvar="ALEMBIC_CONFIG", show_envvar=True, default="alembic.ini",
     show_default=True, help="The Alembic project's alembic.ini.",
 )
+name_option = click.option(
+    "-n", "--name", "ini_section", default="alembic", show_default=True,
+    help="The section of alembic.ini to read, as `alembic -n` names it.",
+)
+
+
+class Duration(click.ParamType):
+    """A duration as the runbooks take it: 500ms, 5s, 2min, 1h, or a bare number of milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from rollbook.runs.parameters import parse_duration_ms
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration_ms(f"--{param.name.replace('_', '-')}" if param and param.name else "duration", value)
+        except RollbookError as exc:
+            self.fail(str(exc), param, ctx)
 
 x_arg_option = click.option(
     "-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
@@ -110,33 +130,45 @@ def main() -> None:
 @main.command()
 @database_option
 @config_option
+@name_option
 @x_arg_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
-def status(database_url: str | None, config_path: str, x_args: tuple[str, ...], as_json: bool) -> None:
+def status(database_url: str | None, config_path: str, ini_section: str, x_args: tuple[str, ...],
+           as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
     with _project_output_to_stderr():
-        result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, x_args))
+        result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("revision", required=False)
 @database_option
 @config_option
+@name_option
 @x_arg_option
-@click.option("--target", "-t", default="-1", show_default=True,
-              help="Where to go: -N steps, a revision id or unique prefix, or 'base'.")
+@click.option("--target", "-t", help="Where to go: -N steps, a revision id or unique prefix, or 'base' (default -1); "
+              "the same as the REVISION argument.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sql", "as_sql", is_flag=True, help="Print the downgrade's SQL instead of the plan.")
 @click.option("--no-live-checks", is_flag=True, help="Do not count rows in the database.")
-@click.option("--statement-timeout", default=30_000, show_default=True, help="Per-table limit of a live count, ms.")
+@click.option("--statement-timeout", type=Duration(), default="30s", show_default=True,
+              help="How long one live count may run (500ms, 5s, 2min, 1h; a bare number is milliseconds).")
+@click.option("--exit-code", "verdict_exit_code", is_flag=True,
+              help="Exit with the verdict, for CI: 0 safe, 5 loses data, 6 review by hand, 7 do not downgrade.")
 @reports_errors
-def plan(database_url: str | None, config_path: str, x_args: tuple[str, ...], target: str, as_json: bool,
-         as_sql: bool, no_live_checks: bool, statement_timeout: int) -> None:
-    """Plan a downgrade: path, operations, risk, rows each step would destroy, and a verdict."""
+def plan(revision: str | None, database_url: str | None, config_path: str, ini_section: str,
+         x_args: tuple[str, ...], target: str | None, as_json: bool, as_sql: bool, no_live_checks: bool,
+         statement_timeout: int, verdict_exit_code: bool) -> None:
+    """Plan a downgrade to REVISION (as `alembic downgrade REVISION`: -1, a revision id, base).
+
+    Prints the path, operations, risk, rows each step would destroy, and a verdict.
+    """
     with _project_output_to_stderr():
-        result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, x_args), target,
-                                live_checks=not no_live_checks, statement_timeout_ms=statement_timeout)
+        result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args),
+                                _plan_target(revision, target), live_checks=not no_live_checks,
+                                statement_timeout_ms=statement_timeout)
         output = result.downgrade_sql() if as_sql else None
     if output is not None:
         click.echo(output, nl=False)
@@ -144,18 +176,31 @@ def plan(database_url: str | None, config_path: str, x_args: tuple[str, ...], ta
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.to_text())
+    if verdict_exit_code:
+        sys.exit(result.exit_code)
+
+
+def _plan_target(revision: str | None, target: str | None) -> str:
+    """The one target named by the REVISION argument or --target, as `alembic downgrade` takes it."""
+    # Unknown options reach REVISION (so that `plan -1` works as `alembic downgrade -1` does): refuse them.
+    if revision is not None and revision.startswith("-") and not revision[1:].isdigit():
+        raise click.NoSuchOption(revision.split("=", 1)[0])
+    if revision is not None and target is not None and revision != target:
+        raise click.UsageError(f"Two targets given: REVISION {revision} and --target {target}. Give one.")
+    return revision or target or "-1"
 
 
 @main.command("test-rollback")
 @click.option("--database-url", envvar="DATABASE_URL", show_envvar=True,
               help="A database on the server to test on: scratch databases are made next to it; it is not changed.")
 @config_option
+@name_option
 @x_arg_option
 @click.option("--rows-per-table", default=3, show_default=True, help="Rows seeded into every table before a downgrade.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
-def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str, ...], rows_per_table: int,
-                  as_json: bool) -> None:
+def rollback_test(database_url: str | None, config_path: str, ini_section: str, x_args: tuple[str, ...],
+                  rows_per_table: int, as_json: bool) -> None:
     """Roll back every migration on scratch databases: the team's test, then each revision's round trip.
 
     Each downgrade must bring back the schema of the revision before, lose rows only where its plan
@@ -165,7 +210,7 @@ def rollback_test(database_url: str | None, config_path: str, x_args: tuple[str,
     from rollbook.recovery.rehearsal import rehearse_rollbacks
 
     with _project_output_to_stderr():
-        report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), _project(config_path, x_args),
+        report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args),
                                     rows_per_table=rows_per_table)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     sys.exit(0 if report.passed else 1)
@@ -215,8 +260,8 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
     sys.exit(result.exit_code)
 
 
-def _project(config_path: str, x_args: tuple[str, ...]) -> MigrationProject:
-    return load_project(config_path, parse_x_args(list(x_args), "--x-arg"))
+def _project(config_path: str, ini_section: str, x_args: tuple[str, ...]) -> MigrationProject:
+    return load_project(config_path, parse_x_args(list(x_args), "--x-arg"), ini_section)
 
 
 @main.group()

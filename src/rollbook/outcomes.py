@@ -19,6 +19,10 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2
     DATABASE_UNAVAILABLE = 3
     REFUSED_BY_POLICY = 4
+    # `rollbook plan --exit-code`: the plan's verdict, for CI to gate on (0 is SAFE TO DOWNGRADE).
+    PLAN_LOSES_DATA = 5
+    PLAN_REVIEW_BY_HAND = 6
+    PLAN_DO_NOT_DOWNGRADE = 7
 
 
 class Outcome(StrEnum):

@@ -18,6 +18,7 @@ from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_obj
 from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
+from rollbook.outcomes import ExitCode
 from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.planning.operations import (
@@ -110,6 +111,12 @@ class DowngradePlan:
     tables: tuple[TableFacts, ...]
     live_checks: bool
     version_table: str = "alembic_version"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The verdict as `rollbook plan --exit-code` exits with it: 0 only when the downgrade is safe."""
+        return {"loses_data": ExitCode.PLAN_LOSES_DATA, "review_by_hand": ExitCode.PLAN_REVIEW_BY_HAND,
+                "do_not_downgrade": ExitCode.PLAN_DO_NOT_DOWNGRADE}.get(self.verdict.code, ExitCode.OK)
 
     @property
     def plan_hash(self) -> str:

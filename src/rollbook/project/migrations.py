@@ -61,6 +61,7 @@ class MigrationProject:
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     x_args: tuple[str, ...] = ()  # `-x KEY=VALUE` arguments for env.py, as `alembic -x` passes them
+    ini_section: str = "alembic"  # the section of alembic.ini to read, as `alembic -n` names it
 
     def script(self, revision: str) -> Script:
         """The migration script for a full revision id (already resolved)."""
@@ -103,8 +104,11 @@ class MigrationProject:
         )
 
 
-def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequence[str] = ()) -> MigrationProject:
+def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequence[str] = (),
+                 ini_section: str = "alembic") -> MigrationProject:
     """Load the Alembic project named by `config_path`, ALEMBIC_CONFIG or ./alembic.ini.
+
+    `ini_section` is the section of alembic.ini to read (`alembic -n`), for files that hold several databases.
 
     `x_args` are the `-x` arguments (`KEY=VALUE`) env.py reads with `context.get_x_argument`; they reach
     every Alembic call rollbook makes, and settings env.py derives from them are read with them.
@@ -116,7 +120,8 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
             "parameter of a runbook, or ALEMBIC_CONFIG), or run rollbook from the folder that holds it."
         )
     x_args = tuple(x_args)
-    config = _alembic_config(path, x_args)
+    config = _alembic_config(path, x_args, ini_section)
+    _check_ini_section(config, path)
     _check_script_location(config, path)
     try:
         scripts = ScriptDirectory.from_config(config)
@@ -151,7 +156,8 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
         ) from None
     version_table, version_table_schema = _version_table(config, env_py, path)
     return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts,
-                            version_table=version_table, version_table_schema=version_table_schema, x_args=x_args)
+                            version_table=version_table, version_table_schema=version_table_schema, x_args=x_args,
+                            ini_section=ini_section)
 
 
 def _migration_file_in(error: BaseException, scripts: ScriptDirectory) -> str | None:
@@ -185,9 +191,18 @@ def parse_x_args(value: Any, source: str) -> tuple[str, ...]:
     return tuple(arguments)
 
 
-def _alembic_config(path: Path, x_args: tuple[str, ...]) -> Config:
+def _alembic_config(path: Path, x_args: tuple[str, ...], ini_section: str) -> Config:
     # Alembic's own `alembic -x KEY=VALUE` puts them in cmd_opts.x, where context.get_x_argument reads them.
-    return Config(str(path), cmd_opts=Namespace(x=list(x_args)) if x_args else None)
+    return Config(str(path), ini_section=ini_section, cmd_opts=Namespace(x=list(x_args)) if x_args else None)
+
+
+def _check_ini_section(config: Config, config_path: Path) -> None:
+    """Refuse a section name alembic.ini does not have, naming the ones it has."""
+    sections = config.file_config.sections()
+    # The default section's absence is reported by the script_location check, with its own way out.
+    if config.config_ini_section != "alembic" and config.config_ini_section not in sections:
+        raise BadInput(f"{config_path} has no [{config.config_ini_section}] section (--name); its sections are "
+                       f"{', '.join(sections) or 'none'}. Name the one that configures the project's migrations.")
 
 
 def _check_script_location(config: Config, config_path: Path) -> None:
@@ -312,7 +327,7 @@ def _display_path(path: Path, root: Path) -> str:
 
 def alembic_config_for(project: MigrationProject, target: DatabaseTarget) -> Config:
     """A copy of the project's config pointing at `target`, for running Alembic commands."""
-    config = _alembic_config(project.config_path, project.x_args)
+    config = _alembic_config(project.config_path, project.x_args, project.ini_section)
     # ConfigParser interpolates '%': a percent-encoded password or socket path must be doubled.
     config.set_main_option("sqlalchemy.url", target.sqlalchemy_url.replace("%", "%%"))
     return config
