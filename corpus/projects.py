@@ -294,4 +294,97 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "the app, which refuses the default key); run rollbook in Zou's environment; `test-rollback` "
                     "refuses its history (a branch c4e8a2f1d6b3 merged again at e8c8e1e2744a)"),
     ),
+    CorpusProject(
+        name="optuna",
+        requirement="optuna==5.0.0",
+        extra_requirements=("psycopg2-binary",),
+        # The packaged alembic.ini (optuna/storages/_rdb) names script_location relative to the current folder
+        # (optuna builds its Alembic config in code): a user copies it and names the folder.
+        locate_config=(
+            "import configparser, pathlib, optuna; rdb = pathlib.Path(optuna.__file__).parent / 'storages' / '_rdb'; "
+            "ini = configparser.ConfigParser(interpolation=None); ini.read(rdb / 'alembic.ini'); "
+            "ini['alembic']['script_location'] = str(rdb / 'alembic'); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
+        # A new storage is made by the first `optuna create-study` (create_all of the current model, stamped at
+        # head); `optuna storage upgrade` is what users run after each Optuna upgrade. The rows come from Optuna's
+        # own API: studies optimised as users do (single- and multi-objective, pruned trials with intermediate
+        # values, user attributes), so every table the history touches holds rows.
+        upgrade=("sh", "-c", "optuna create-study --storage '{url}' --study-name bootstrap && "
+                 "optuna storage upgrade --storage '{url}' && python -c \"$0\"",
+                 "import optuna; optuna.logging.set_verbosity(optuna.logging.WARNING); "
+                 "storage = '{url}'\n"
+                 "def objective(trial):\n"
+                 "    x = trial.suggest_float('x', -10, 10); n = trial.suggest_int('layers', 1, 4)\n"
+                 "    trial.suggest_categorical('optimizer', ['adam', 'sgd']); trial.set_user_attr('note', 'corpus')\n"
+                 "    for step in range(3):\n"
+                 "        trial.report((x - 2) ** 2 + step, step)\n"
+                 "        if trial.should_prune(): raise optuna.TrialPruned()\n"
+                 "    return (x - 2) ** 2 + n\n"
+                 "for name in ('tune-a', 'tune-b'):\n"
+                 "    study = optuna.create_study(storage=storage, study_name=name, pruner=optuna.pruners.MedianPruner())\n"
+                 "    study.set_user_attr('owner', 'corpus'); study.optimize(objective, n_trials=30)\n"
+                 "multi = optuna.create_study(storage=storage, study_name='pareto', directions=['minimize', 'maximize'])\n"
+                 "multi.optimize(lambda t: (t.suggest_float('a', 0, 1), t.suggest_float('b', 0, 1)), n_trials=20)\n"),
+        driver="postgresql+psycopg2",
+        user_notes=("a copy of the packaged alembic.ini (optuna/storages/_rdb) with an absolute script_location (it "
+                    "is relative to the current folder); `DATABASE_URL=postgresql+psycopg2://...` (Optuna's "
+                    "`postgresql://` storage URLs mean psycopg2); run rollbook in Optuna's environment"),
+    ),
+    CorpusProject(
+        name="phoenix",
+        requirement="arize-phoenix[pg]==20.26.1",
+        # Phoenix runs Alembic from its own code (phoenix.db.migrate): the packaged alembic.ini names
+        # script_location relative to phoenix/db, so a user copies it and names the folder.
+        locate_config=(
+            "import configparser, pathlib, phoenix.db; db = pathlib.Path(phoenix.db.__file__).parent; "
+            "ini = configparser.ConfigParser(interpolation=None); ini.read(db / 'alembic.ini'); "
+            "ini['alembic']['script_location'] = str(db / 'migrations'); "
+            # env.py passes version_table_schema=get_env_database_schema() or None (PHOENIX_SQL_DATABASE_SCHEMA,
+            # unset here): the version table is in public, which a user says once.
+            "ini['alembic']['version_table_schema'] = 'public'; "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
+        # Phoenix migrates its database when the server starts (PHOENIX_SQL_DATABASE_URL): its engine factory
+        # runs Alembic's upgrade to head in a thread, as `phoenix serve` does before it listens.
+        upgrade=("python", "-c", "from phoenix.db.engines import create_engine; from phoenix.config import "
+                 "get_env_database_connection_str; create_engine(get_env_database_connection_str())"),
+        upgrade_env={"PHOENIX_SQL_DATABASE_URL": "{libpq_url}", "PHOENIX_WORKING_DIR": "{work}/phoenix-home"},
+        driver="postgresql+asyncpg",
+        # Traces as Phoenix's collector writes them: projects, sessions, traces, spans with OpenInference
+        # attributes and token counts, annotations; and a dataset with its versions, examples and revisions.
+        seed_sql=(
+            "INSERT INTO projects (name, description) SELECT 'agent-' || g, 'an LLM app' FROM generate_series(1, 3) g",
+            "INSERT INTO project_sessions (session_id, project_id, start_time, end_time) SELECT 'session-' || g, "
+            "(SELECT min(id) FROM projects WHERE name LIKE 'agent-%'), now() - g * interval '1 hour', "
+            "now() - g * interval '1 hour' + interval '5 minutes' FROM generate_series(1, 10) g",
+            "INSERT INTO traces (project_rowid, trace_id, project_session_rowid, start_time, end_time) "
+            "SELECT (SELECT min(id) FROM projects WHERE name LIKE 'agent-%'), md5('trace' || g), "
+            "(SELECT min(id) FROM project_sessions) + g % 10, now() - g * interval '1 minute', "
+            "now() - g * interval '1 minute' + interval '2 seconds' FROM generate_series(1, 100) g",
+            "INSERT INTO spans (trace_rowid, span_id, parent_id, name, span_kind, start_time, end_time, attributes, "
+            "events, status_code, status_message, cumulative_error_count, cumulative_llm_token_count_prompt, "
+            "cumulative_llm_token_count_completion, llm_token_count_prompt, llm_token_count_completion) "
+            "SELECT t.id, substr(md5(t.trace_id || s), 1, 16), CASE WHEN s > 1 THEN substr(md5(t.trace_id || 1), 1, 16) "
+            "END, CASE WHEN s = 1 THEN 'agent' ELSE 'llm' END, CASE WHEN s = 1 THEN 'CHAIN' ELSE 'LLM' END, "
+            "t.start_time, t.end_time, jsonb_build_object('llm', jsonb_build_object('model_name', 'gpt-4o', "
+            "'token_count', jsonb_build_object('prompt', 120, 'completion', 30)), 'input', jsonb_build_object("
+            "'value', 'question ' || t.id)), '[]'::jsonb, 'OK', '', 0, 120, 30, 120, 30 "
+            "FROM traces t, generate_series(1, 3) s",
+            "INSERT INTO span_annotations (span_rowid, name, label, score, explanation, metadata, annotator_kind, "
+            "identifier, source) SELECT id, 'correctness', 'correct', 1.0, 'matches', '{}'::jsonb, 'LLM', '', 'API' "
+            "FROM spans WHERE span_kind = 'LLM'",
+            "INSERT INTO datasets (name, description, metadata) VALUES ('questions', 'golden set', '{}'::jsonb)",
+            "INSERT INTO dataset_versions (dataset_id, description, metadata) "
+            "SELECT id, 'v1', '{}'::jsonb FROM datasets WHERE name = 'questions'",
+            "INSERT INTO dataset_examples (dataset_id, span_rowid) SELECT (SELECT id FROM datasets WHERE name = "
+            "'questions'), id FROM spans WHERE span_kind = 'CHAIN' LIMIT 20",
+            "INSERT INTO dataset_example_revisions (dataset_example_id, dataset_version_id, input, output, metadata, "
+            "revision_kind) SELECT e.id, (SELECT min(id) FROM dataset_versions), jsonb_build_object('q', e.id), "
+            "jsonb_build_object('a', 'answer'), '{}'::jsonb, 'CREATE' FROM dataset_examples e",
+        ),
+        user_notes=("a copy of the packaged alembic.ini with an absolute script_location (it is relative to "
+                    "phoenix/db) and `version_table_schema = public` (env.py computes it from "
+                    "PHOENIX_SQL_DATABASE_SCHEMA; name that schema if you set it); `DATABASE_URL=postgresql+asyncpg://...` (Phoenix turns its "
+                    "PHOENIX_SQL_DATABASE_URL into an asyncpg URL; its env.py is async); run rollbook in "
+                    "Phoenix's environment"),
+    ),
 )

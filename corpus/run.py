@@ -45,9 +45,12 @@ RESULTS = CORPUS / "results"
 TABLE_START, TABLE_END = "<!-- corpus:results -->", "<!-- /corpus:results -->"
 # Internal error texts that must never reach a user: a traceback, Python's own exception names, a driver's
 # placeholder complaint. (The database's answer to a failing migration, e.g. "IntegrityError: duplicate key",
-# is the cause of a real failure and is reported as such.)
-INTERNAL = re.compile(r"Traceback \(most recent call last\)|there is no parameter \$\d|"
+# and what a migration's own code raised, "downgrade of REV raised AttributeError: ...", are the cause of a real
+# failure and are reported as such.)
+INTERNAL = re.compile(r"Traceback \(most recent call last\)|there is no parameter \$\d|(?<!raised )"
                       r"\b(Attribute|Type|Key|Value|Name|Import|ModuleNotFound|Index|Assertion|Runtime)Error: ")
+# How SQLAlchemy reports the database's own refusal of a statement.
+DATABASE_REFUSAL = re.compile(r"sqlalchemy\.exc\.(?:Programming|Integrity|Data|Internal|NotSupported)Error: .*")
 
 
 def main() -> int:
@@ -119,7 +122,8 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
         (work / f"{name}.err").write_text(completed.stderr)
     plan = parse_json(outputs["plan"].stdout)
     rehearsal = parse_json(outputs["rehearsal"].stdout)
-    findings = compare(plan, rehearsal)
+    head_step = live_head_step(plan, project, url, venv, config, env, work)
+    findings = compare(plan, rehearsal, head_step)
     internal = sorted({f"{name}: {match.group(0)}" for name, out in outputs.items()
                        for match in INTERNAL.finditer(out.stdout + out.stderr)})
     result.update({
@@ -129,6 +133,7 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
         "verdict": plan.get("verdict") if plan else None,
         "rollback": (outputs["rollback"].stdout.splitlines() or ["(no output)"])[0],
         "rehearsal": rehearsal_summary(rehearsal),
+        "head_step_on_live_copy": head_step,
         "false_fails": findings["false_fails"],
         "false_safe": findings["false_safe"],
         "internal_errors": internal,
@@ -142,10 +147,10 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
     return result
 
 
-def python_says(venv: Path, code: str, env: dict[str, str]) -> str:
-    """What `code`, run by the project's Python, prints (a path)."""
-    return subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True,
-                          env=env).stdout.strip()
+def python_says(venv: Path, code: str, env: dict[str, str], *arguments: str) -> str:
+    """What `code`, run by the project's Python with `arguments`, prints (a path)."""
+    return subprocess.run([str(venv / "bin" / "python"), "-c", code, *arguments], capture_output=True, text=True,
+                          check=True, env=env).stdout.strip()
 
 
 def prepare_virtualenv(project: CorpusProject, work: Path, timings: dict[str, float]) -> Path:
@@ -212,7 +217,51 @@ def parse_json(text: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def compare(plan: dict[str, Any], rehearsal: dict[str, Any]) -> dict[str, list[str]]:
+def live_head_step(plan: dict[str, Any], project: CorpusProject, url: str, venv: Path, config: str,
+                   env: dict[str, str], work: Path) -> dict[str, Any] | None:
+    """The project's own downgrade of the head step, run with Alembic on a copy of the live database.
+
+    The rehearsal builds its databases from the migrations; a database the project made with create_all may
+    differ from them (an index named otherwise), and the plan's predictions about it are about the live
+    schema. When the plan says the first step fails, this runs it there, so a true prediction is told from
+    a false one. Only the database's own refusal (a DBAPI error) confirms it: an env.py that cannot run under
+    the plain `alembic` command (Dagster's wants a handed connection) confirms nothing.
+    """
+    steps = plan.get("steps", [])
+    if not steps or not any(op.get("fails") for op in steps[0]["operations"]):
+        return None
+    source = make_url(url)
+    copy_name = f"{source.database}_live_copy"
+    admin = source.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(copy_name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(copy_name),
+                                                                       sql.Identifier(source.database)))
+    copy = source.set(database=copy_name)
+    copy_url = copy.set(drivername=project.driver).render_as_string(hide_password=False)
+    copy_libpq_url = copy.set(drivername="postgresql").render_as_string(hide_password=False)
+    # The project's own settings name the copy too, for an env.py that reads them rather than sqlalchemy.url.
+    copy_env = {**env, **{key: value.format(url=copy_url, libpq_url=copy_libpq_url, work=work)
+                          for key, value in project.upgrade_env.items()}}
+    ini = work / "alembic-live-copy.ini"
+    try:
+        python_says(venv, "import configparser, sys; ini = configparser.ConfigParser(interpolation=None); "
+                    "ini.read(sys.argv[1]); ini['alembic']['sqlalchemy.url'] = sys.argv[2]; "
+                    "ini.write(open(sys.argv[3], 'w'))", copy_env, config, copy_url.replace("%", "%%"), str(ini))
+        completed = subprocess.run([str(venv / "bin" / "alembic"), "-c", str(ini), "downgrade", "-1"],
+                                   capture_output=True, text=True, env=copy_env, cwd=Path(config).parent,
+                                   timeout=600)
+    finally:
+        ini.unlink(missing_ok=True)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(copy_name)))
+    refusal = DATABASE_REFUSAL.findall(completed.stderr)
+    return {"revision": steps[0]["revision"], "failed": completed.returncode != 0 and bool(refusal),
+            "database_said": refusal[-1:]}
+
+
+def compare(plan: dict[str, Any], rehearsal: dict[str, Any],
+            head_step: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Hold the plan's verdict of each step against what its rehearsal round trip really did."""
     trips = {trip["revision"]: trip for trip in rehearsal.get("revisions", [])}
     false_fails, false_safe = [], []
@@ -223,7 +272,10 @@ def compare(plan: dict[str, Any], rehearsal: dict[str, Any]) -> dict[str, list[s
         says_fails = [op["detail"] for op in step["operations"] if op.get("fails")]
         # The rehearsal downgrades a copy holding seeded rows: a predicted failure that did not happen there.
         failed_as_predicted = trip["rows_as_planned"]["detail"].startswith("the plan predicted that the downgrade fails")
-        if says_fails and not failed_as_predicted and trip["downgrade"]["status"] == "passed":
+        # A failure the project's own downgrade shows on a copy of the live database held, whatever the
+        # rehearsal's databases (built from the migrations) do.
+        failed_on_live_copy = bool(head_step and head_step["revision"] == step["revision"] and head_step["failed"])
+        if says_fails and not failed_as_predicted and not failed_on_live_copy and trip["downgrade"]["status"] == "passed":
             false_fails.append(f"{step['revision']}: {says_fails[0]}")
         lost_unplanned = trip["rows_as_planned"]["status"] == "failed"
         if step["risk"] == "low" and lost_unplanned:

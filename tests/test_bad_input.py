@@ -105,8 +105,30 @@ def test_a_version_table_env_py_computes_is_refused_until_alembic_ini_names_it(t
     before = fingerprint(demo_url)
 
     assert_refused(rollbook("plan", url=demo_url, config=ini), 2, "passes version_table= to context.configure",
-                   "`version_table = <name>` in the [alembic] section")
+                   "`version_table = <name>` (and `version_table_schema = <schema>` if it names one) in the "
+                   "[alembic] section")
     ini.write_text(ini.read_text().replace("[alembic]\n", "[alembic]\nversion_table = alembic_version\n", 1))
+    planned = rollbook("plan", "--json", url=demo_url, config=ini)
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.stdout)["current"] == HEAD
+    assert fingerprint(demo_url) == before
+
+
+def test_a_version_table_schema_env_py_computes_asks_for_the_schema_and_says_public_is_the_default(
+        tmp_path, demo_url):
+    # Phoenix: `_schema = get_env_database_schema() or None` (its own setting, unset by most users) is passed as
+    # version_table_schema=; rollbook cannot run env.py to learn it, and asks for that one setting only.
+    ini = copy_of_demo(tmp_path)
+    env_py = ini.parent / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "context.configure(", "context.configure(version_table_schema=os.environ.get('APP_DB_SCHEMA') or None, "))
+    before = fingerprint(demo_url)
+
+    refused = rollbook("plan", url=demo_url, config=ini)
+    assert_refused(refused, 2, "passes version_table_schema= to context.configure",
+                   "`version_table_schema = <schema>` (`public` when the value env.py computes is empty or None")
+    assert "version_table_schema if it has one" not in refused.output
+    ini.write_text(ini.read_text().replace("[alembic]\n", "[alembic]\nversion_table_schema = public\n", 1))
     planned = rollbook("plan", "--json", url=demo_url, config=ini)
     assert planned.exit_code == 0, planned.output
     assert json.loads(planned.stdout)["current"] == HEAD

@@ -360,3 +360,70 @@ def test_a_branch_merged_again_is_refused_without_advising_to_merge_it(tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "a merge: b1b2c3d4e5f6 merges" in result.stderr and "merged again into one head" in result.stderr
     assert "alembic merge heads" not in result.stderr
+
+
+PARSES_ITS_OWN_JSON = '''
+"""Rewrite every trial_params.distribution_json (Optuna's v3.0.0.a shape): the downgrade parses the JSON Optuna wrote."""
+import json
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy import orm
+
+revision = "p2"
+down_revision = "p1"
+
+
+def rewrite(upgrade):
+    session = orm.Session(bind=op.get_bind())
+    try:
+        rows = session.execute(sa.text("SELECT param_id, distribution_json FROM trial_params")).all()
+        for param_id, text in rows:
+            distribution = json.loads(text)
+            distribution["name"] = "FloatDistribution" if upgrade else "UniformDistribution"
+            session.execute(sa.text("UPDATE trial_params SET distribution_json = :j WHERE param_id = :i"),
+                            {"j": json.dumps(distribution), "i": param_id})
+        session.commit()
+    finally:
+        session.close()
+
+
+def upgrade():
+    rewrite(True)
+
+
+def downgrade():
+    rewrite(False)
+'''
+
+
+def test_a_downgrade_that_only_fails_on_made_up_rows_is_rehearsed_without_them(tmp_path, database_url):
+    """Made-up rows are not JSON: a Python downgrade the plan cannot read fails on them, but not on the rows
+    the project writes. Its schema round trip is rehearsed without the rows and passes; a downgrade that
+    fails whatever the rows still fails, naming its own error."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "p1": (None, "op.execute('CREATE TABLE trial_params (param_id serial PRIMARY KEY, distribution_json text)')",
+               "op.execute('DROP TABLE trial_params')"),
+        "p2": ("p1", "pass", "pass"),
+        "p3": ("p2", "op.execute('CREATE TABLE notes (id int)')",
+               "op.execute('DROP TABLE notes'); raise RuntimeError('this downgrade is broken')"),
+    })
+    (tmp_path / "project" / "versions" / "p2.py").write_text(PARSES_ITS_OWN_JSON)
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    report = json.loads(result.stdout)
+    trips = {trip["revision"]: trip for trip in report["revisions"]}
+    assert trips["p2"]["passed"], trips["p2"]
+    assert trips["p2"]["downgrade"]["status"] == "passed"
+    assert "without seeded rows" in trips["p2"]["downgrade"]["detail"]
+    assert trips["p2"]["rows_as_planned"]["status"] == "not_checked"
+    assert "rows the rehearsal made up" in trips["p2"]["rows_as_planned"]["detail"]
+    assert "JSONDecodeError" in trips["p2"]["rows_as_planned"]["detail"]
+    assert not trips["p3"]["passed"]
+    assert "which the plan did not predict" in trips["p3"]["downgrade"]["detail"]
+    assert "RuntimeError: this downgrade is broken" in trips["p3"]["downgrade"]["detail"]
+    assert result.returncode == 1
+    assert scratch_databases(database_url) == 0

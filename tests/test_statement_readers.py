@@ -13,6 +13,8 @@ from rollbook.planning.operations import RENDER_FALLBACK, Operation, Risk, type_
 from rollbook.planning.python_operations import LOOP_NOTE, operations_from_python
 from rollbook.planning.risk import assess_downgrade_operations, migration_type, step_risk
 from rollbook.planning.sql_operations import operations_from_sql
+from alembic_projects import write_project
+from rollbook.project.migrations import load_project
 
 
 def read(sql_text: str) -> list[tuple[str, str]]:
@@ -359,3 +361,22 @@ def test_why_a_migration_cannot_be_rendered_offline_is_said_in_words():
     assert offline_failure_in_words(reads) == "it reads the result of a query (.fetchall), which needs the live database"
     inspects = NoInspectionAvailable("No inspection system is available for object of type MockConnection")
     assert offline_failure_in_words(inspects) == "it inspects the live database (sqlalchemy.inspect on its connection)"
+
+
+def test_a_migration_that_opens_an_orm_session_on_its_connection_is_named_in_words(tmp_path: Path) -> None:
+    # Optuna's data migrations query and close a Session(bind=op.get_bind()): offline, that connection is
+    # Alembic's MockConnection, and the plan says why in words, not with the AttributeError it raises.
+    from rollbook.project.offline_sql import OfflineRenderer
+
+    ini = write_project(tmp_path / "orm", {"a1": (None, "op.create_table('trials', sa.Column('id', sa.Integer))",
+                                                  "op.drop_table('trials')")})
+    migration = tmp_path / "orm" / "versions" / "a1.py"
+    migration.write_text(migration.read_text().replace("from alembic import op", "from alembic import op\n"
+                         "import sqlalchemy as sa\nfrom sqlalchemy import orm").replace(
+                         "    op.drop_table('trials')", "    session = orm.Session(bind=op.get_bind())\n"
+                         "    try:\n        session.execute(sa.text('SELECT 1')).all()\n    finally:\n"
+                         "        session.close()\n    op.drop_table('trials')"))
+    rendered = OfflineRenderer(load_project(ini)).render("a1", "downgrade")
+    assert rendered.sql is None
+    assert rendered.error is not None and rendered.error.startswith("it uses its connection as a live one (.")
+    assert "Error" not in rendered.error

@@ -285,10 +285,14 @@ def _version_table(config: Config, env_py: EnvPyReader, config_path: Path) -> tu
         for key, setting in found.items():
             if not setting.readable:
                 # Guessing would read another table's revision, and plan a downgrade of the wrong path.
+                setting_line = ("`version_table = <name>` (and `version_table_schema = <schema>` if it names one)"
+                                if key == "version_table" else
+                                "`version_table_schema = <schema>` (`public` when the value env.py computes is "
+                                "empty or None, as when the project's own schema setting is unset)")
                 raise BadInput(
                     f"The project's env.py passes {key}= to context.configure with a value rollbook cannot read "
-                    f"without running env.py. Put the same `{key} = <name>` in the [alembic] section of "
-                    f"{config_path} (and version_table_schema if it has one) and retry; nothing was changed."
+                    f"without running env.py. Put the same {setting_line} in the [alembic] section of "
+                    f"{config_path} and retry; nothing was changed."
                 )
         configured = {key: setting.value for key, setting in found.items()}
     return configured.get("version_table") or "alembic_version", configured.get("version_table_schema") or None

@@ -62,6 +62,9 @@ class OfflineRenderer:
 
 
 _RESULT_READ = re.compile(r"'NoneType' object has no attribute '(\w+)'")
+# Offline, op.get_bind() is SQLAlchemy's MockConnection, which only compiles DDL: an ORM Session on it
+# (Optuna's data migrations) or any other use as a live connection fails on the first call it lacks.
+_LIVE_CONNECTION_USE = re.compile(r"'MockConnection' object has no attribute '(\w+)'")
 
 
 def offline_failure_in_words(error: Exception) -> str:
@@ -69,6 +72,10 @@ def offline_failure_in_words(error: Exception) -> str:
     read = _RESULT_READ.search(str(error))
     if isinstance(error, AttributeError) and read:
         return f"it reads the result of a query (.{read.group(1)}), which needs the live database"
+    live_use = _LIVE_CONNECTION_USE.search(str(error))
+    if isinstance(error, AttributeError) and live_use:
+        return (f"it uses its connection as a live one (.{live_use.group(1)}, as an ORM Session does), which "
+                "needs the live database")
     if type(error).__name__ == "NoInspectionAvailable":
         return "it inspects the live database (sqlalchemy.inspect on its connection)"
     return f"{type(error).__name__}: {error}"

@@ -31,12 +31,15 @@ Direction = Literal["upgrade", "downgrade"]
 class MigrationFailed(RollbookError):
     """A migration raised while rollbook ran it; names the revision, how far the run got, and why."""
 
-    def __init__(self, message: str, *, revision: str | None, applied: int, planned: int, cause: str) -> None:
+    def __init__(self, message: str, *, revision: str | None, applied: int, planned: int, cause: str,
+                 database_refused: bool = False) -> None:
         super().__init__(message)
         self.revision = revision
         self.applied = applied
         self.planned = planned
         self.cause = cause
+        # The database refused a statement (a constraint, a type); otherwise the migration's own Python raised.
+        self.database_refused = database_refused
 
 
 def run_own_migrations(
@@ -98,7 +101,7 @@ def run_own_migrations(
         cause = f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
         which = ", ".join(planned) or (destination if isinstance(destination, str) else ", ".join(destination))
         raise MigrationFailed(f"{direction} of {which} raised {cause}", revision=failed, applied=len(applied),
-                              planned=len(planned), cause=cause) from None
+                              planned=len(planned), cause=cause, database_refused=isinstance(exc, DBAPIError)) from None
 
 
 def _migrate_with_async_driver(target: DatabaseTarget, migrate: Callable[[Connection], None]) -> None:
