@@ -10,7 +10,8 @@ not atomic.
 The source is read as it runs on PostgreSQL: only the PostgreSQL branch of a dialect test, the file's
 own helpers as part of the function that calls them, a loop over names the source spells once per
 name, and names bound to literals as their values. A statement in any other loop runs an unknown
-number of times: it says so and carries no count.
+number of times: it says so and carries no count. A test of `context.is_offline_mode()` takes the
+online branch: that is the one `alembic downgrade` runs against a database.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def operations_from_python(
 
     `namespace`, the imported module's globals, names what the source spells as attributes of what it
     imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is always
-    `unknown`: a function that cannot run offline depends on live data, and what it does with that data
-    is for a person to judge.
+    `unknown`: a function that cannot be rendered offline depends on live data or does work only online,
+    and what it does with that data is for a person to judge.
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
@@ -65,12 +66,41 @@ def operations_from_python(
             reader.read_function(node)
             data_dependent = Operation(
                 "unknown", None, None,
-                f"{function}() cannot be rendered offline ({render_error}): it depends on live data; the "
-                "operations below were read from its source, review its logic by hand",
+                f"{function}() cannot be rendered offline ({render_error}); the operations below were read from "
+                "its source, review its logic by hand",
                 ast.get_source_segment(source, node) or "", extra={RENDER_FALLBACK: True},
             )
             return [replace(op, source="python") for op in [data_dependent, *reader.operations]]
     return [Operation("unknown", None, None, f"no {function}() function found", "", source="python")]
+
+
+def branches_on_offline_mode(path: str | Path, function: str) -> bool:
+    """Whether `function` (or a helper of its file it calls) tests `context.is_offline_mode()`.
+
+    Such a function does one thing when Alembic renders it offline and another against a database
+    (Airflow's downgrades print a note and return offline, and rewrite rows online), so its offline
+    rendering does not show what the downgrade does.
+    """
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    seen: set[str] = set()
+    pending = [function]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.Call) and _is_offline_mode_test(node):
+                return True
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                pending.append(node.func.id)
+    return False
+
+
+def _is_offline_mode_test(node: ast.expr) -> bool:
+    """A call of `is_offline_mode()` (`context.is_offline_mode()`, Alembic's documented test for `--sql`)."""
+    return isinstance(node, ast.Call) and _attribute_name(node.func) == "is_offline_mode"
 
 
 # What PostgreSQL is called where a migration branches on the dialect (`dialect.name == "postgresql"`).
@@ -324,7 +354,10 @@ def _is_dialect_name(node: ast.expr, dialect_names: set[str]) -> bool:
 
 
 def _dialect_test(node: ast.expr, dialect_names: set[str], dialect_tests: dict[str, bool]) -> bool | None:
-    """Whether `node` is true on PostgreSQL, when it only tests the dialect's name; None for any other test."""
+    """Whether `node` is true on PostgreSQL, when it only tests the dialect's name, or whether the migration runs
+    offline (never: the source is read for what runs against a database); None for any other test."""
+    if _is_offline_mode_test(node):
+        return False
     if isinstance(node, ast.Name):
         return dialect_tests.get(node.id)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
