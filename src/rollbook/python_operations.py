@@ -234,9 +234,14 @@ class _FunctionReader(ast.NodeVisitor):
 
     def _inlined(self, node: ast.expr) -> ast.expr:
         """A call of one of the file's helpers that only returns an expression (`_workspace_column()`,
-        `_with_batch("runs")`), replaced by that expression with the call's arguments in it; else `node`."""
+        `_with_batch("runs")`), replaced by that expression with the call's arguments in it; `op.f(name)` as
+        `name`; else `node`."""
         if isinstance(node, ast.Name) and isinstance(self._locals.get(node.id), ast.Call):
             return self._locals[node.id]  # `column = sa.Column("x", ...)`, then `op.add_column("t", column)`
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "f"
+                and isinstance(node.func.value, ast.Name) and len(node.args) == 1
+                and (node.func.value.id == "op" or node.func.value.id in self._batch_tables)):
+            return node.args[0]  # `op.f(name)` only marks `name` as final for the naming convention: it is `name`
         helper = self._helpers.get(node.func.id) if isinstance(node, ast.Call) and isinstance(
             node.func, ast.Name) else None
         if helper is None:
@@ -439,8 +444,10 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
         referenced = TableName(_keyword(call, "referent_schema"), referent) if isinstance(referent, str) else None
         check = (LiveCheck("orphans", table, tuple(local), referenced_table=referenced,
                            referenced_columns=tuple(remote)) if local and remote and referenced else None)
+        constraint = _literal(args[0]) if args else _keyword(call, "constraint_name")
         return [Operation("add_foreign_key", table, ", ".join(local or ()), f"adds foreign key on {table}: fails on "
-                          "orphans", text, lock=SHARE_ROW_EXCLUSIVE, check=check)]
+                          "orphans", text, lock=SHARE_ROW_EXCLUSIVE, check=check,
+                          extra={"name": constraint} if isinstance(constraint, str) else {})]
     if name == "create_check_constraint":
         condition = _literal(args[1]) if len(args) > 1 else _keyword(call, "condition")
         check = LiveCheck("violating", table, predicate=condition) if isinstance(condition, str) else None
