@@ -360,3 +360,31 @@ def test_a_branch_merged_again_is_refused_without_advising_to_merge_it(tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "a merge: b1b2c3d4e5f6 merges" in result.stderr and "merged again into one head" in result.stderr
     assert "alembic merge heads" not in result.stderr
+
+
+def test_a_column_dropped_then_replaced_by_a_rename_and_seeding_refusals_are_reported_as_such(tmp_path, database_url):
+    """Airflow's shapes: e39a26ac59f6 drops dag_run.conf, then renames conf_pickle to conf; default_pool already
+    holds slot_pool id 1 (a made-up key takes the next free values); a CHECK refusing made-up rows is about the
+    seeding, not about the plan."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute(\"CREATE TABLE dag_run (id int PRIMARY KEY, conf text); CREATE TABLE slot_pool "
+                     "(id int PRIMARY KEY, pool text); INSERT INTO slot_pool VALUES (1, 'default_pool'); "
+                     "CREATE TABLE note (id int, body text CHECK (body LIKE 'x%'))\")",
+               "op.execute('DROP TABLE dag_run, slot_pool, note')"),
+        "r2": ("r1", "op.execute('ALTER TABLE dag_run ADD COLUMN conf_pickle text')",
+               "op.execute('ALTER TABLE dag_run DROP COLUMN conf; ALTER TABLE dag_run RENAME conf_pickle TO conf')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    rows = r2["rows_as_planned"]
+    assert rows["status"] == "passed", rows
+    assert "dag_run.conf: dropped, 3 values lost as predicted" in rows["detail"]
+    assert "dag_run: all 3 rows kept" in rows["detail"]  # conf_pickle's values, now called conf
+    assert {s["table"]: s["rows"] for s in r2["seeded"]}["slot_pool"] == 3
+    assert "seeding" not in rows["detail"] and "check constraint" not in rows["detail"]
+    assert r2["seeding_notes"] == ['note: a row was rejected: new row for relation "note" violates check constraint '
+                                   '"note_body_check"']
