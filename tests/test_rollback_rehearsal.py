@@ -388,3 +388,22 @@ def test_a_column_dropped_then_replaced_by_a_rename_and_seeding_refusals_are_rep
     assert "seeding" not in rows["detail"] and "check constraint" not in rows["detail"]
     assert r2["seeding_notes"] == ['note: a row was rejected: new row for relation "note" violates check constraint '
                                    '"note_body_check"']
+
+
+def test_a_timestamptz_made_timestamp_again_changes_no_value(tmp_path, database_url):
+    """Airflow's 038dc8bc6284: the downgrade makes task_instance.trigger_timeout `timestamp` again; every value's
+    text loses its offset, but no value changes, as the plan says."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE task_instance (id int PRIMARY KEY, trigger_timeout timestamp)')",
+               "op.execute('DROP TABLE task_instance')"),
+        "r2": ("r1", "op.execute('ALTER TABLE task_instance ALTER trigger_timeout TYPE timestamptz')",
+               "op.execute('ALTER TABLE task_instance ALTER trigger_timeout TYPE timestamp')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    assert r2["rows_as_planned"]["status"] == "passed", r2["rows_as_planned"]
+    assert "task_instance: all 3 rows kept" in r2["rows_as_planned"]["detail"]

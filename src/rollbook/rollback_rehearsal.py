@@ -786,7 +786,7 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
         if (schema, name) in versions:
             continue
         described = conn.execute(
-            "SELECT attname, atttypid = 'numeric'::regtype FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+            "SELECT attname, atttypid::regtype::text FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum", [oid]).fetchall()
         columns = [row[0] for row in described]
         table = sql.Identifier(schema, name)
@@ -794,10 +794,13 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
         rows: list[tuple[str | None, ...]] = []
         if count <= MAX_ROWS_COMPARED and columns:
             # A numeric's text carries its scale (5.0000 in numeric(12,4), 5.00 in numeric(10,2)): compared
-            # without trailing zeros, a type change shows only the values it really changed.
-            numeric = "trim_scale({})::text" if conn.info.server_version >= 130000 else "{}::text"
-            listed = sql.SQL(", ").join(sql.SQL(numeric if is_numeric else "{}::text").format(sql.Identifier(c))
-                                        for c, is_numeric in described)
+            # without trailing zeros, a type change shows only the values it really changed. A timestamptz's text
+            # carries the session's offset: read as the timestamp it converts to in this session (as ALTER TYPE
+            # timestamp converts it), a change to or from timestamp shows only values it really changed.
+            as_text = {"numeric": "trim_scale({})::text" if conn.info.server_version >= 130000 else "{}::text",
+                       "timestamp with time zone": "{}::timestamp::text"}
+            listed = sql.SQL(", ").join(sql.SQL(as_text.get(type_name, "{}::text")).format(sql.Identifier(c))
+                                        for c, type_name in described)
             rows = [tuple(row) for row in conn.execute(sql.SQL("SELECT {} FROM {}").format(listed, table)).fetchall()]
         data[(schema, name)] = TableData(tuple(columns), tuple(rows), int(count))
     return data
