@@ -35,7 +35,7 @@ from rollbook.base_schema import create_base_schema
 from rollbook.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject, RevisionInfo
-from rollbook.operations import ROW_CHANGES, Risk
+from rollbook.operations import ROW_CHANGES, Operation, Risk
 from rollbook.own_migrations import MigrationFailed, run_own_migrations
 from rollbook.plan import PlanStep, plan_downgrade
 from rollbook.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
@@ -746,12 +746,13 @@ class _ColumnNames:
     current: dict[str, str | None] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
 
-    def _original(self, name: str) -> str | None:
+    def original(self, name: str) -> str | None:
+        """The name the column now called `name` had before the downgrade; None if the downgrade added it."""
         return self.current.get(name) if name in self.current else None if name in self.gone else name
 
     def drop(self, name: str) -> str | None:
         """Drop the column now called `name`; the name it had before the downgrade (None if the downgrade added it)."""
-        original = self._original(name)
+        original = self.original(name)
         self.current.pop(name, None)
         self.gone.add(name)
         return original
@@ -761,7 +762,7 @@ class _ColumnNames:
         self.gone.discard(name)
 
     def rename(self, old: str, new: str) -> None:
-        original = self._original(old)
+        original = self.original(old)
         self.current.pop(old, None)
         self.gone.add(old)
         self.current[new] = original
@@ -839,7 +840,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
                 dropped_columns[(key, original)] = op.rows_affected
         elif op.op == "add_column" and op.column:
             names.add(op.column)
-        elif op.op in ROW_CHANGES:
+        elif op.op in ROW_CHANGES and not _fills_only_added_columns(op, names):
             rewritten[key] = rewritten.get(key, 0) + (op.rows_affected or 0)
         elif op.op == "rename_table" and op.extra.get("new_name"):
             renamed_tables[key] = (key[0], str(op.extra["new_name"]))
@@ -912,6 +913,13 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _fills_only_added_columns(op: Operation, names: _ColumnNames) -> bool:
+    """An UPDATE that sets only columns the same downgrade adds (Airflow's e00344393f31 brings back
+    dag_run.external_trigger and fills it): no value that was there before changes."""
+    set_columns = op.extra.get("set_columns") or ()
+    return op.op == "update" and bool(set_columns) and all(names.original(c) is None for c in set_columns)
 
 
 def _version_keys(project: MigrationProject, conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
