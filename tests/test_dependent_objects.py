@@ -230,3 +230,22 @@ def test_a_foreign_key_an_earlier_step_creates_blocks_dropping_the_table_it_refe
     assert plan.verdict.code == "do_not_downgrade"
     with pytest.raises(sqlalchemy.exc.InternalError, match="other objects depend on it"):
         command.downgrade(config, "base")
+
+
+def test_a_foreign_key_on_a_table_a_later_step_renamed_is_followed_to_the_table_the_downgrade_drops(
+        tmp_path, database_url):
+    """Airflow's 05234396c6fc renames asset tables back to dataset ones; the squashed first step then drops
+    dagrun_dataset_event before dag_run, so dagrun_asset_event's key on dag_run (as the catalog names it) goes."""
+    revisions = {
+        "uuuu00000001": (None, 'op.execute("CREATE TABLE dag_run (id int PRIMARY KEY); CREATE TABLE dagrun_dataset_event '
+                         '(dag_run_id int CONSTRAINT dagrun_event_run_fkey REFERENCES dag_run)")',
+                         'op.execute("DROP TABLE dagrun_dataset_event; DROP TABLE dag_run")'),
+        "uuuu00000002": ("uuuu00000001", 'op.rename_table("dagrun_dataset_event", "dagrun_asset_event")',
+                         'op.rename_table("dagrun_asset_event", "dagrun_dataset_event")'),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "base")
+
+    assert blockers(plan) == []
+    command.downgrade(config, "base")

@@ -110,9 +110,15 @@ class DroppedSoFar:
     tables: set[str] = field(default_factory=set)
     columns: set[tuple[str, str]] = field(default_factory=set)
     created_keys: dict[tuple[str, str], CreatedForeignKey] = field(default_factory=dict)
+    # Tables renamed so far, by the name the catalog has now: its objects name them so (Airflow's 05234396c6fc
+    # renames asset tables back to dataset ones, which an older step drops).
+    renamed: dict[str, str] = field(default_factory=dict)
 
     def record(self, op: Operation) -> None:
-        if op.op == "drop_column" and op.table is not None and op.column:
+        if op.op == "rename_table" and op.table is not None and op.extra.get("new_name"):
+            catalog = next((old for old, new in self.renamed.items() if new == op.table.name), op.table.name)
+            self.renamed[catalog] = op.extra["new_name"]
+        elif op.op == "drop_column" and op.table is not None and op.column:
             self.columns.add((op.table.name, op.column))
             self._forget_created(lambda key: key.table == op.table.name and op.column in key.columns)
         elif op.op == "drop_view" and op.extra.get("name"):
@@ -139,11 +145,16 @@ class DroppedSoFar:
         if dependent.view is not None:
             return dependent.view in self.views
         if dependent.constraint is not None:
-            table = dependent.constraint[0]
+            table = self.renamed.get(dependent.constraint[0], dependent.constraint[0])
             # Dropping a column drops its table's constraints on it (a foreign key from runs.snapshot_id, say).
-            return (dependent.constraint in self.constraints or table in self.tables
+            return ((table, dependent.constraint[1]) in self.constraints or table in self.tables
                     or any((table, column) in self.columns for column in dependent.constraint_columns))
         return False
+
+    def in_catalog(self, table: TableName) -> TableName:
+        """`table` by the name the catalog has for it now, before the renames recorded so far."""
+        catalog = next((old for old, new in self.renamed.items() if new == table.name), None)
+        return TableName(table.schema, catalog) if catalog else table
 
     def created_keys_on(self, table: TableName, column: str | None) -> list[CreatedForeignKey]:
         """Foreign keys created earlier in the downgrade, still there, that reference `table` (or its `column`)."""
@@ -174,7 +185,7 @@ def with_dependent_objects(
                                        "downgrade)", None, None, constraint=(key.table, key.name),
                                        constraint_columns=key.columns)
                        for key in dropped.created_keys_on(op.table, column)] if op.op != "alter_column_type" else []
-            dependents = [dependent for dependent in find_dependent_objects(conn, op.table, column)
+            dependents = [dependent for dependent in find_dependent_objects(conn, dropped.in_catalog(op.table), column)
                           if not dropped.covers(dependent) and dependent.constraint not in dropped.created_keys]
             dependents = [dependent for dependent in dependents + created
                           if not (op.source == "python" and dropped_in_source.covers(dependent))]

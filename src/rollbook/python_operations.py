@@ -430,7 +430,11 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
     if name == "alter_column":
         return _alter_column(table, args, call, text)
     if name == "rename_table":
-        return [Operation("rename_table", table, None, f"renames table {table}", text, lock=ACCESS_EXCLUSIVE)]
+        new_name = _literal(args[0]) if args else _keyword(call, "new_table_name")
+        if not isinstance(new_name, str):
+            return [Operation("rename_table", table, None, f"renames table {table}", text, lock=ACCESS_EXCLUSIVE)]
+        return [Operation("rename_table", table, None, f"renames table {table} to {new_name}", text,
+                          lock=ACCESS_EXCLUSIVE, extra={"new_name": new_name})]
     if name in ("create_unique_constraint", "create_primary_key"):
         columns = _string_list(args[1]) if len(args) > 1 else _string_list(_keyword_node(call, "columns"))
         op, kind, fails = ("add_unique", "duplicates", "duplicates") if name == "create_unique_constraint" else (
@@ -494,7 +498,7 @@ def _alter_column(table: TableName, args: list[ast.expr], call: ast.Call, text: 
                                     lock=ACCESS_EXCLUSIVE))
     if isinstance(new_name, str):
         operations.append(Operation("rename_column", table, column, f"renames {table}.{column} to {new_name}",
-                                    text, lock=ACCESS_EXCLUSIVE))
+                                    text, lock=ACCESS_EXCLUSIVE, extra={"new_name": new_name}))
     if _keyword_node(call, "server_default") is not None:
         operations.append(Operation("alter_column_default", table, column, f"changes the default of {table}.{column}",
                                     text, lock=ACCESS_EXCLUSIVE))
