@@ -235,13 +235,22 @@ def test_a_foreign_key_an_earlier_step_creates_blocks_dropping_the_table_it_refe
 def test_a_foreign_key_on_a_table_a_later_step_renamed_is_followed_to_the_table_the_downgrade_drops(
         tmp_path, database_url):
     """Airflow's 05234396c6fc renames asset tables back to dataset ones; the squashed first step then drops
-    dagrun_dataset_event before dag_run, so dagrun_asset_event's key on dag_run (as the catalog names it) goes."""
+    dagrun_dataset_event before dag_run, so dagrun_asset_event's key on dag_run (as the catalog names it) goes.
+    And b87d2135fa50 drops callback's key on trigger, then renames callback back to callback_request."""
     revisions = {
         "uuuu00000001": (None, 'op.execute("CREATE TABLE dag_run (id int PRIMARY KEY); CREATE TABLE dagrun_dataset_event '
-                         '(dag_run_id int CONSTRAINT dagrun_event_run_fkey REFERENCES dag_run)")',
-                         'op.execute("DROP TABLE dagrun_dataset_event; DROP TABLE dag_run")'),
-        "uuuu00000002": ("uuuu00000001", 'op.rename_table("dagrun_dataset_event", "dagrun_asset_event")',
-                         'op.rename_table("dagrun_asset_event", "dagrun_dataset_event")'),
+                         '(dag_run_id int CONSTRAINT dagrun_event_run_fkey REFERENCES dag_run); CREATE TABLE trigger '
+                         '(id int PRIMARY KEY); CREATE TABLE callback_request (trigger_id int)")',
+                         'op.execute("DROP TABLE dagrun_dataset_event; DROP TABLE dag_run; DROP TABLE trigger; '
+                         'DROP TABLE callback_request")'),
+        "uuuu00000002": ("uuuu00000001",
+                         'op.rename_table("dagrun_dataset_event", "dagrun_asset_event")\n'
+                         '    op.rename_table("callback_request", "callback")\n'
+                         '    op.create_foreign_key("callback_trigger_id_fkey", "callback", "trigger", ["trigger_id"], '
+                         '["id"])',
+                         'op.drop_constraint("callback_trigger_id_fkey", "callback", type_="foreignkey")\n'
+                         '    op.rename_table("callback", "callback_request")\n'
+                         '    op.rename_table("dagrun_asset_event", "dagrun_dataset_event")'),
     }
     project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
 

@@ -103,39 +103,43 @@ class CreatedForeignKey:
 @dataclass
 class DroppedSoFar:
     """Views, constraints and tables the downgrade has dropped before the statement being looked at, and the
-    foreign keys it has created by then, in the order the downgrade runs."""
+    foreign keys it has created by then, in the order the downgrade runs.
+
+    Tables are named as the catalog names them now: a statement after a rename names a table by its new name
+    (Airflow's 05234396c6fc renames the asset tables back to dataset ones, which the squashed first step
+    drops), while the catalog's objects name it by the old one.
+    """
 
     views: set[str] = field(default_factory=set)
     constraints: set[tuple[str, str]] = field(default_factory=set)
     tables: set[str] = field(default_factory=set)
     columns: set[tuple[str, str]] = field(default_factory=set)
     created_keys: dict[tuple[str, str], CreatedForeignKey] = field(default_factory=dict)
-    # Tables renamed so far, by the name the catalog has now: its objects name them so (Airflow's 05234396c6fc
-    # renames asset tables back to dataset ones, which an older step drops).
-    renamed: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)  # the catalog's name -> the name the downgrade gave it
 
     def record(self, op: Operation) -> None:
-        if op.op == "rename_table" and op.table is not None and op.extra.get("new_name"):
-            catalog = next((old for old, new in self.renamed.items() if new == op.table.name), op.table.name)
-            self.renamed[catalog] = op.extra["new_name"]
-        elif op.op == "drop_column" and op.table is not None and op.column:
-            self.columns.add((op.table.name, op.column))
-            self._forget_created(lambda key: key.table == op.table.name and op.column in key.columns)
+        table = self.in_catalog(op.table).name if op.table is not None else None
+        if op.op == "rename_table" and table is not None and op.extra.get("new_name"):
+            self.renamed[table] = op.extra["new_name"]
+        elif op.op == "drop_column" and table is not None and op.column:
+            self.columns.add((table, op.column))
+            self._forget_created(lambda key: key.table == table and op.column in key.columns)
         elif op.op == "drop_view" and op.extra.get("name"):
             self.views.add(op.extra["name"].split(".")[-1])
-        elif op.op == "drop_constraint" and op.table is not None and op.extra.get("name"):
-            self.constraints.add((op.table.name, op.extra["name"]))
-            self.created_keys.pop((op.table.name, op.extra["name"]), None)
-        elif op.op == "drop_table" and op.table is not None:
-            self.tables.add(op.table.name)
-            self._forget_created(lambda key: key.table == op.table.name)
-        elif op.op == "add_foreign_key" and op.table is not None and op.extra.get("name") and op.check is not None \
+        elif op.op == "drop_constraint" and table is not None and op.extra.get("name"):
+            self.constraints.add((table, op.extra["name"]))
+            self.created_keys.pop((table, op.extra["name"]), None)
+        elif op.op == "drop_table" and table is not None:
+            self.tables.add(table)
+            self._forget_created(lambda key: key.table == table)
+        elif op.op == "add_foreign_key" and table is not None and op.extra.get("name") and op.check is not None \
                 and op.check.referenced_table is not None:
             name = op.extra["name"]
             # Made again after an earlier drop: from here on it is in the way like any other.
-            self.constraints.discard((op.table.name, name))
-            self.created_keys[(op.table.name, name)] = CreatedForeignKey(
-                op.table.name, name, op.check.columns, op.check.referenced_table.name, op.check.referenced_columns)
+            self.constraints.discard((table, name))
+            self.created_keys[(table, name)] = CreatedForeignKey(
+                table, name, op.check.columns, self.in_catalog(op.check.referenced_table).name,
+                op.check.referenced_columns)
 
     def _forget_created(self, dropped_with: Callable[[CreatedForeignKey], bool]) -> None:
         for key in [key for key, created in self.created_keys.items() if dropped_with(created)]:
@@ -145,9 +149,9 @@ class DroppedSoFar:
         if dependent.view is not None:
             return dependent.view in self.views
         if dependent.constraint is not None:
-            table = self.renamed.get(dependent.constraint[0], dependent.constraint[0])
+            table = dependent.constraint[0]
             # Dropping a column drops its table's constraints on it (a foreign key from runs.snapshot_id, say).
-            return ((table, dependent.constraint[1]) in self.constraints or table in self.tables
+            return (dependent.constraint in self.constraints or table in self.tables
                     or any((table, column) in self.columns for column in dependent.constraint_columns))
         return False
 
@@ -158,8 +162,9 @@ class DroppedSoFar:
 
     def created_keys_on(self, table: TableName, column: str | None) -> list[CreatedForeignKey]:
         """Foreign keys created earlier in the downgrade, still there, that reference `table` (or its `column`)."""
-        return [key for key in self.created_keys.values() if key.referenced_table == table.name
-                and key.table != table.name and (column is None or column in key.referenced_columns)]
+        name = self.in_catalog(table).name
+        return [key for key in self.created_keys.values() if key.referenced_table == name
+                and key.table != name and (column is None or column in key.referenced_columns)]
 
 
 def with_dependent_objects(
