@@ -108,8 +108,8 @@ class RoundTrip:
     up: StepResult
     rows: StepResult
     seconds: float
-    # Rows the made-up data could not insert (a key the migrations' own rows already hold, a check): about the
-    # rehearsal's seeding, never a prediction of the plan that failed.
+    # Rows the made-up data could not insert (a CHECK its values fail, a key still taken after the retries):
+    # about the rehearsal's seeding, never a prediction of the plan that failed.
     seeding: tuple[str, ...] = ()
 
     @property
