@@ -179,3 +179,82 @@ def test_a_foreign_key_whose_column_the_same_step_drops_first_is_not_in_the_way(
     assert blockers(plan) == []
     assert plan.verdict.code == "safe"
     command.downgrade(config, "-1")  # and PostgreSQL agrees
+
+
+# Airflow's a3c7f2b18d4e and b12d4f98a91e: the newer step's downgrade (read from its Python source, as it reads the
+# team table) drops connection_team_name_fkey in a loop, with names built by f-strings inside op.f(), and makes
+# connection_team_id_fkey again; the older step drops that key and then the team table.
+TEAM_KEYS_DOWNGRADE = (
+    "import sqlalchemy as sa\n"
+    "    for table in ('connection',):\n"
+    "        with op.batch_alter_table(table) as batch_op:\n"
+    "            batch_op.drop_constraint(batch_op.f(f'{table}_team_name_fkey'), type_='foreignkey')\n"
+    "    teams = op.get_bind().execute(sa.text('SELECT name FROM team')).fetchall()\n"
+    "    op.execute('ALTER TABLE connection ALTER COLUMN team_name TYPE int USING NULL')\n"
+    "    op.alter_column('connection', 'team_name', new_column_name='team_id')\n"
+    "    for table in ('connection',):\n"
+    "        with op.batch_alter_table(table) as batch_op:\n"
+    "            batch_op.create_foreign_key(batch_op.f(f'{table}_team_id_fkey'), 'team', ['team_id'], ['id'])"
+)
+TEAM_REVISIONS = {
+    "tttt00000001": (None, 'op.execute("CREATE TABLE team (id int PRIMARY KEY, name text UNIQUE); CREATE TABLE '
+                     'connection (id int PRIMARY KEY, team_id int CONSTRAINT connection_team_id_fkey REFERENCES team)")',
+                     'op.execute("ALTER TABLE connection DROP CONSTRAINT connection_team_id_fkey; DROP TABLE team")'),
+    "tttt00000002": ("tttt00000001",
+                     'op.execute("ALTER TABLE connection DROP CONSTRAINT connection_team_id_fkey; ALTER TABLE connection '
+                     'RENAME team_id TO team_name; ALTER TABLE connection ALTER team_name TYPE text; ALTER TABLE '
+                     'connection ADD CONSTRAINT connection_team_name_fkey FOREIGN KEY (team_name) REFERENCES team (name)")',
+                     TEAM_KEYS_DOWNGRADE),
+}
+
+
+def test_foreign_keys_follow_the_downgrade_in_order_across_steps(tmp_path, database_url):
+    project, target, config = project_at_head(tmp_path / "project", database_url, TEAM_REVISIONS)
+
+    plan = plan_downgrade(target, project, "base")
+
+    assert plan.steps[0].render_error is not None  # read from its source
+    assert blockers(plan) == []
+    command.downgrade(config, "base")  # and PostgreSQL agrees
+
+
+def test_a_foreign_key_an_earlier_step_creates_blocks_dropping_the_table_it_references(tmp_path, database_url):
+    revisions = {**TEAM_REVISIONS, "tttt00000001": (
+        None, TEAM_REVISIONS["tttt00000001"][1], 'op.execute("DROP TABLE team")')}
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "base")
+
+    assert blockers(plan) == ["fails: constraint connection_team_id_fkey on table connection (created earlier in "
+                              "this downgrade) depends on table team; drop or change it first"]
+    assert plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.InternalError, match="other objects depend on it"):
+        command.downgrade(config, "base")
+
+
+def test_a_foreign_key_on_a_table_a_later_step_renamed_is_followed_to_the_table_the_downgrade_drops(
+        tmp_path, database_url):
+    """Airflow's 05234396c6fc renames asset tables back to dataset ones; the squashed first step then drops
+    dagrun_dataset_event before dag_run, so dagrun_asset_event's key on dag_run (as the catalog names it) goes.
+    And b87d2135fa50 drops callback's key on trigger, then renames callback back to callback_request."""
+    revisions = {
+        "uuuu00000001": (None, 'op.execute("CREATE TABLE dag_run (id int PRIMARY KEY); CREATE TABLE dagrun_dataset_event '
+                         '(dag_run_id int CONSTRAINT dagrun_event_run_fkey REFERENCES dag_run); CREATE TABLE trigger '
+                         '(id int PRIMARY KEY); CREATE TABLE callback_request (trigger_id int)")',
+                         'op.execute("DROP TABLE dagrun_dataset_event; DROP TABLE dag_run; DROP TABLE trigger; '
+                         'DROP TABLE callback_request")'),
+        "uuuu00000002": ("uuuu00000001",
+                         'op.rename_table("dagrun_dataset_event", "dagrun_asset_event")\n'
+                         '    op.rename_table("callback_request", "callback")\n'
+                         '    op.create_foreign_key("callback_trigger_id_fkey", "callback", "trigger", ["trigger_id"], '
+                         '["id"])',
+                         'op.drop_constraint("callback_trigger_id_fkey", "callback", type_="foreignkey")\n'
+                         '    op.rename_table("callback", "callback_request")\n'
+                         '    op.rename_table("dagrun_asset_event", "dagrun_dataset_event")'),
+    }
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "base")
+
+    assert blockers(plan) == []
+    command.downgrade(config, "base")

@@ -427,3 +427,56 @@ def test_a_downgrade_that_only_fails_on_made_up_rows_is_rehearsed_without_them(t
     assert "RuntimeError: this downgrade is broken" in trips["p3"]["downgrade"]["detail"]
     assert result.returncode == 1
     assert scratch_databases(database_url) == 0
+def test_a_column_dropped_then_replaced_by_a_rename_and_seeding_refusals_are_reported_as_such(tmp_path, database_url):
+    """Airflow's shapes: e39a26ac59f6 drops dag_run.conf, then renames conf_pickle to conf; default_pool already
+    holds slot_pool id 1 (a made-up key takes the next free values); a CHECK refusing made-up rows is about the
+    seeding, not about the plan; e00344393f31 brings back dag_run.external_trigger and fills it, which changes no
+    value that was there."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute(\"CREATE TABLE dag_run (id int PRIMARY KEY, conf text, run_type text, external_trigger "
+                     "boolean); CREATE TABLE slot_pool "
+                     "(id int PRIMARY KEY, pool text); INSERT INTO slot_pool VALUES (1, 'default_pool'); "
+                     "CREATE TABLE note (id int, body text CHECK (body LIKE 'x%'))\")",
+               "op.execute('DROP TABLE dag_run, slot_pool, note')"),
+        "r2": ("r1", "op.execute('ALTER TABLE dag_run ADD COLUMN conf_pickle text')",
+               "op.execute('ALTER TABLE dag_run DROP COLUMN conf; ALTER TABLE dag_run RENAME conf_pickle TO conf')"),
+        "r3": ("r2", "op.execute('ALTER TABLE dag_run DROP COLUMN external_trigger')",
+               "op.execute(\"ALTER TABLE dag_run ADD COLUMN external_trigger boolean; UPDATE dag_run SET "
+               "external_trigger = (run_type = 'manual')\")"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    trips = {trip["revision"]: trip for trip in json.loads(result.stdout)["revisions"]}
+    r2, r3 = trips["r2"], trips["r3"]
+    assert r3["rows_as_planned"]["status"] == "passed", r3["rows_as_planned"]
+    assert "dag_run: all 3 rows kept" in r3["rows_as_planned"]["detail"]
+    rows = r2["rows_as_planned"]
+    assert rows["status"] == "passed", rows
+    assert "dag_run.conf: dropped, 3 values lost as predicted" in rows["detail"]
+    assert "dag_run: all 3 rows kept" in rows["detail"]  # conf_pickle's values, now called conf
+    assert {s["table"]: s["rows"] for s in r2["seeded"]}["slot_pool"] == 3
+    assert "seeding" not in rows["detail"] and "check constraint" not in rows["detail"]
+    assert r2["seeding_notes"] == ['note: a row was rejected: new row for relation "note" violates check constraint '
+                                   '"note_body_check"']
+
+
+def test_a_timestamptz_made_timestamp_again_changes_no_value(tmp_path, database_url):
+    """Airflow's 038dc8bc6284: the downgrade makes task_instance.trigger_timeout `timestamp` again; every value's
+    text loses its offset, but no value changes, as the plan says."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE task_instance (id int PRIMARY KEY, trigger_timeout timestamp)')",
+               "op.execute('DROP TABLE task_instance')"),
+        "r2": ("r1", "op.execute('ALTER TABLE task_instance ALTER trigger_timeout TYPE timestamptz')",
+               "op.execute('ALTER TABLE task_instance ALTER trigger_timeout TYPE timestamp')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    assert r2["rows_as_planned"]["status"] == "passed", r2["rows_as_planned"]
+    assert "task_instance: all 3 rows kept" in r2["rows_as_planned"]["detail"]

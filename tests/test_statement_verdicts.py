@@ -272,3 +272,33 @@ def test_a_migration_reading_alembic_context_while_it_renders_is_rendered_offlin
     assert step.render_error is None
     assert [op.op for op in step.operations] == ["comment"]
     assert plan.verdict.code == "safe"
+
+
+# Airflow's shape (cc92b33c6709, 8812eb67b63c): offline, the downgrade prints what to do by hand and returns;
+# against a database it rewrites rows. Its offline rendering is empty, which must never read as LOW.
+OFFLINE_BRANCH_DOWNGRADE = (
+    "from alembic import context\n"
+    "    if context.is_offline_mode():\n"
+    "        print('-- Manual step required: UPDATE runs SET name = NULL WHERE flag')\n"
+    "        return\n"
+    "    dialect = op.get_bind().dialect.name\n"
+    "    if dialect == 'postgresql':\n"
+    "        op.execute('UPDATE runs SET name = NULL WHERE flag')"
+)
+
+
+def test_a_downgrade_that_works_only_online_is_read_on_its_online_path_and_never_low(tmp_path, database_url):
+    revisions = dict([BASE, ("rrrr00000002", ("rrrr00000001", "pass", OFFLINE_BRANCH_DOWNGRADE))])
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions, ROWS)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    [step] = plan.steps
+    assert step.risk == Risk.HIGH  # the online path rewrites rows
+    [unknown, update] = step.operations
+    assert "does work only online that the offline render cannot show" in unknown.detail
+    assert (update.op, update.rows_affected) == ("update", 1)
+    assert plan.verdict.code == "do_not_downgrade"
+    assert "No SQL script" in plan.downgrade_sql_or_why_not()
+    command.downgrade(config, "-1")
+    assert rows(target, "SELECT count(*) FROM runs WHERE name IS NULL") == [(1,)]

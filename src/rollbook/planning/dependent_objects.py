@@ -8,6 +8,7 @@ after a failure, with the statements that would keep and drop them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -88,24 +89,61 @@ def find_dependent_objects(conn: psycopg.Connection, table: TableName, column: s
     return dependents
 
 
+@dataclass(frozen=True)
+class CreatedForeignKey:
+    """A foreign key an earlier statement of the downgrade creates: the catalog does not know it yet."""
+
+    table: str
+    name: str
+    columns: tuple[str, ...]
+    referenced_table: str
+    referenced_columns: tuple[str, ...]
+
+
 @dataclass
 class DroppedSoFar:
-    """Views, constraints and tables the downgrade has dropped before the statement being looked at."""
+    """Views, constraints and tables the downgrade has dropped before the statement being looked at, and the
+    foreign keys it has created by then, in the order the downgrade runs.
+
+    Tables are named as the catalog names them now: a statement after a rename names a table by its new name
+    (Airflow's 05234396c6fc renames the asset tables back to dataset ones, which the squashed first step
+    drops), while the catalog's objects name it by the old one.
+    """
 
     views: set[str] = field(default_factory=set)
     constraints: set[tuple[str, str]] = field(default_factory=set)
     tables: set[str] = field(default_factory=set)
     columns: set[tuple[str, str]] = field(default_factory=set)
+    created_keys: dict[tuple[str, str], CreatedForeignKey] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)  # the catalog's name -> the name the downgrade gave it
 
     def record(self, op: Operation) -> None:
-        if op.op == "drop_column" and op.table is not None and op.column:
-            self.columns.add((op.table.name, op.column))
+        table = self.in_catalog(op.table).name if op.table is not None else None
+        if op.op == "rename_table" and table is not None and op.extra.get("new_name"):
+            self.renamed[table] = op.extra["new_name"]
+        elif op.op == "drop_column" and table is not None and op.column:
+            self.columns.add((table, op.column))
+            self._forget_created(lambda key: key.table == table and op.column in key.columns)
         elif op.op == "drop_view" and op.extra.get("name"):
             self.views.add(op.extra["name"].split(".")[-1])
-        elif op.op == "drop_constraint" and op.table is not None and op.extra.get("name"):
-            self.constraints.add((op.table.name, op.extra["name"]))
-        elif op.op == "drop_table" and op.table is not None:
-            self.tables.add(op.table.name)
+        elif op.op == "drop_constraint" and table is not None and op.extra.get("name"):
+            self.constraints.add((table, op.extra["name"]))
+            self.created_keys.pop((table, op.extra["name"]), None)
+        elif op.op == "drop_table" and table is not None:
+            self.tables.add(table)
+            self._forget_created(lambda key: key.table == table)
+        elif op.op == "add_foreign_key" and table is not None and op.extra.get("name") and op.check is not None \
+                and op.check.referenced_table is not None:
+            name = op.extra["name"]
+            # Made again after an earlier drop: from here on it is in the way like any other.
+            self.constraints.discard((table, name))
+            self.created_keys[(table, name)] = CreatedForeignKey(
+                table, name, op.check.columns, self.in_catalog(op.check.referenced_table).name,
+                op.check.referenced_columns)
+
+    def _forget_created(self, dropped_with: Callable[[CreatedForeignKey], bool]) -> None:
+        for key in [key for key, created in self.created_keys.items() if dropped_with(created)]:
+            del self.created_keys[key]
 
     def covers(self, dependent: DependentObject) -> bool:
         if dependent.view is not None:
@@ -116,6 +154,17 @@ class DroppedSoFar:
             return (dependent.constraint in self.constraints or table in self.tables
                     or any((table, column) in self.columns for column in dependent.constraint_columns))
         return False
+
+    def in_catalog(self, table: TableName) -> TableName:
+        """`table` by the name the catalog has for it now, before the renames recorded so far."""
+        catalog = next((old for old, new in self.renamed.items() if new == table.name), None)
+        return TableName(table.schema, catalog) if catalog else table
+
+    def created_keys_on(self, table: TableName, column: str | None) -> list[CreatedForeignKey]:
+        """Foreign keys created earlier in the downgrade, still there, that reference `table` (or its `column`)."""
+        name = self.in_catalog(table).name
+        return [key for key in self.created_keys.values() if key.referenced_table == name
+                and key.table != name and (column is None or column in key.referenced_columns)]
 
 
 def with_dependent_objects(
@@ -135,9 +184,17 @@ def with_dependent_objects(
         if op.op in DEPENDENCY_OPS and op.table is not None:
             column = None if op.op == "drop_table" else op.column
             what = f"{op.table}.{column}" if column else f"table {op.table}"
-            for dependent in find_dependent_objects(conn, op.table, column):
-                if dropped.covers(dependent) or (op.source == "python" and dropped_in_source.covers(dependent)):
-                    continue
+            # A foreign key an earlier statement creates is not in the catalog yet; one it drops and makes again
+            # is named once, as made again.
+            created = [DependentObject(f"constraint {key.name} on table {key.table} (created earlier in this "
+                                       "downgrade)", None, None, constraint=(key.table, key.name),
+                                       constraint_columns=key.columns)
+                       for key in dropped.created_keys_on(op.table, column)] if op.op != "alter_column_type" else []
+            dependents = [dependent for dependent in find_dependent_objects(conn, dropped.in_catalog(op.table), column)
+                          if not dropped.covers(dependent) and dependent.constraint not in dropped.created_keys]
+            dependents = [dependent for dependent in dependents + created
+                          if not (op.source == "python" and dropped_in_source.covers(dependent))]
+            for dependent in dependents:
                 if op.extra.get("cascade"):
                     expanded.append(Operation(
                         "cascade_drop", op.table, column,

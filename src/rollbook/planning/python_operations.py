@@ -10,7 +10,8 @@ not atomic.
 The source is read as it runs on PostgreSQL: only the PostgreSQL branch of a dialect test, the file's
 own helpers as part of the function that calls them, a loop over names the source spells once per
 name, and names bound to literals as their values. A statement in any other loop runs an unknown
-number of times: it says so and carries no count.
+number of times: it says so and carries no count. A test of `context.is_offline_mode()` takes the
+online branch: that is the one `alembic downgrade` runs against a database.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def operations_from_python(
 
     `namespace`, the imported module's globals, names what the source spells as attributes of what it
     imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is always
-    `unknown`: a function that cannot run offline depends on live data, and what it does with that data
-    is for a person to judge.
+    `unknown`: a function that cannot be rendered offline depends on live data or does work only online,
+    and what it does with that data is for a person to judge.
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
@@ -65,12 +66,41 @@ def operations_from_python(
             reader.read_function(node)
             data_dependent = Operation(
                 "unknown", None, None,
-                f"{function}() cannot be rendered offline ({render_error}): it depends on live data; the "
-                "operations below were read from its source, review its logic by hand",
+                f"{function}() cannot be rendered offline ({render_error}); the operations below were read from "
+                "its source, review its logic by hand",
                 ast.get_source_segment(source, node) or "", extra={RENDER_FALLBACK: True},
             )
             return [replace(op, source="python") for op in [data_dependent, *reader.operations]]
     return [Operation("unknown", None, None, f"no {function}() function found", "", source="python")]
+
+
+def branches_on_offline_mode(path: str | Path, function: str) -> bool:
+    """Whether `function` (or a helper of its file it calls) tests `context.is_offline_mode()`.
+
+    Such a function does one thing when Alembic renders it offline and another against a database
+    (Airflow's downgrades print a note and return offline, and rewrite rows online), so its offline
+    rendering does not show what the downgrade does.
+    """
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    seen: set[str] = set()
+    pending = [function]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.Call) and _is_offline_mode_test(node):
+                return True
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                pending.append(node.func.id)
+    return False
+
+
+def _is_offline_mode_test(node: ast.expr) -> bool:
+    """A call of `is_offline_mode()` (`context.is_offline_mode()`, Alembic's documented test for `--sql`)."""
+    return isinstance(node, ast.Call) and _attribute_name(node.func) == "is_offline_mode"
 
 
 # What PostgreSQL is called where a migration branches on the dialect (`dialect.name == "postgresql"`).
@@ -204,9 +234,14 @@ class _FunctionReader(ast.NodeVisitor):
 
     def _inlined(self, node: ast.expr) -> ast.expr:
         """A call of one of the file's helpers that only returns an expression (`_workspace_column()`,
-        `_with_batch("runs")`), replaced by that expression with the call's arguments in it; else `node`."""
+        `_with_batch("runs")`), replaced by that expression with the call's arguments in it; `op.f(name)` as
+        `name`; else `node`."""
         if isinstance(node, ast.Name) and isinstance(self._locals.get(node.id), ast.Call):
             return self._locals[node.id]  # `column = sa.Column("x", ...)`, then `op.add_column("t", column)`
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "f"
+                and isinstance(node.func.value, ast.Name) and len(node.args) == 1
+                and (node.func.value.id == "op" or node.func.value.id in self._batch_tables)):
+            return node.args[0]  # `op.f(name)` only marks `name` as final for the naming convention: it is `name`
         helper = self._helpers.get(node.func.id) if isinstance(node, ast.Call) and isinstance(
             node.func, ast.Name) else None
         if helper is None:
@@ -324,7 +359,10 @@ def _is_dialect_name(node: ast.expr, dialect_names: set[str]) -> bool:
 
 
 def _dialect_test(node: ast.expr, dialect_names: set[str], dialect_tests: dict[str, bool]) -> bool | None:
-    """Whether `node` is true on PostgreSQL, when it only tests the dialect's name; None for any other test."""
+    """Whether `node` is true on PostgreSQL, when it only tests the dialect's name, or whether the migration runs
+    offline (never: the source is read for what runs against a database); None for any other test."""
+    if _is_offline_mode_test(node):
+        return False
     if isinstance(node, ast.Name):
         return dialect_tests.get(node.id)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
@@ -392,7 +430,11 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
     if name == "alter_column":
         return _alter_column(table, args, call, text)
     if name == "rename_table":
-        return [Operation("rename_table", table, None, f"renames table {table}", text, lock=ACCESS_EXCLUSIVE)]
+        new_name = _literal(args[0]) if args else _keyword(call, "new_table_name")
+        if not isinstance(new_name, str):
+            return [Operation("rename_table", table, None, f"renames table {table}", text, lock=ACCESS_EXCLUSIVE)]
+        return [Operation("rename_table", table, None, f"renames table {table} to {new_name}", text,
+                          lock=ACCESS_EXCLUSIVE, extra={"new_name": new_name})]
     if name in ("create_unique_constraint", "create_primary_key"):
         columns = _string_list(args[1]) if len(args) > 1 else _string_list(_keyword_node(call, "columns"))
         op, kind, fails = ("add_unique", "duplicates", "duplicates") if name == "create_unique_constraint" else (
@@ -406,8 +448,10 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
         referenced = TableName(_keyword(call, "referent_schema"), referent) if isinstance(referent, str) else None
         check = (LiveCheck("orphans", table, tuple(local), referenced_table=referenced,
                            referenced_columns=tuple(remote)) if local and remote and referenced else None)
+        constraint = _literal(args[0]) if args else _keyword(call, "constraint_name")
         return [Operation("add_foreign_key", table, ", ".join(local or ()), f"adds foreign key on {table}: fails on "
-                          "orphans", text, lock=SHARE_ROW_EXCLUSIVE, check=check)]
+                          "orphans", text, lock=SHARE_ROW_EXCLUSIVE, check=check,
+                          extra={"name": constraint} if isinstance(constraint, str) else {})]
     if name == "create_check_constraint":
         condition = _literal(args[1]) if len(args) > 1 else _keyword(call, "condition")
         check = LiveCheck("violating", table, predicate=condition) if isinstance(condition, str) else None
@@ -454,7 +498,7 @@ def _alter_column(table: TableName, args: list[ast.expr], call: ast.Call, text: 
                                     lock=ACCESS_EXCLUSIVE))
     if isinstance(new_name, str):
         operations.append(Operation("rename_column", table, column, f"renames {table}.{column} to {new_name}",
-                                    text, lock=ACCESS_EXCLUSIVE))
+                                    text, lock=ACCESS_EXCLUSIVE, extra={"new_name": new_name}))
     if _keyword_node(call, "server_default") is not None:
         operations.append(Operation("alter_column_default", table, column, f"changes the default of {table}.{column}",
                                     text, lock=ACCESS_EXCLUSIVE))

@@ -12,6 +12,7 @@ from alembic.runtime.environment import EnvironmentContext
 
 from rollbook.project.migrations import MigrationProject
 from rollbook.project.naming_convention import read_naming_convention
+from rollbook.planning.python_operations import branches_on_offline_mode
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -47,8 +48,12 @@ class OfflineRenderer:
         self._context = self._environment.get_context()
 
     def render(self, revision: str, direction: Direction) -> RenderedSQL:
-        """Run `upgrade()` or `downgrade()` of `revision` in offline mode and capture what it emits."""
-        module = self._project.script(revision).module
+        """Run `upgrade()` or `downgrade()` of `revision` in offline mode and capture what it emits; a function
+        that branches on offline mode is not rendered, since what it emits offline is not what it does."""
+        script = self._project.script(revision)
+        if branches_on_offline_mode(script.path, direction):
+            return RenderedSQL(revision, direction, None, OFFLINE_BRANCH)
+        module = script.module
         buffer = io.StringIO()
         self._context.impl.output_buffer = buffer
         try:
@@ -61,6 +66,8 @@ class OfflineRenderer:
         return RenderedSQL(revision, direction, buffer.getvalue())
 
 
+OFFLINE_BRANCH = ("it tests context.is_offline_mode() and does work only online that the offline render cannot "
+                  "show")
 _RESULT_READ = re.compile(r"'NoneType' object has no attribute '(\w+)'")
 # Offline, op.get_bind() is SQLAlchemy's MockConnection, which only compiles DDL: an ORM Session on it
 # (Optuna's data migrations) or any other use as a live connection fails on the first call it lacks.

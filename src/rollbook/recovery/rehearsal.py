@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from rollbook.planning.plan import PlanStep, plan_downgrade
 from rollbook.pg.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
 from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
 from rollbook.project.status import read_current_revisions
+from rollbook.planning.operations import ROW_CHANGES, Operation, Risk
 
 Status = Literal["passed", "failed", "not_run", "not_checked"]
 ROWS_PER_TABLE = 3
@@ -108,6 +109,9 @@ class RoundTrip:
     up: StepResult
     rows: StepResult
     seconds: float
+    # Rows the made-up data could not insert (a CHECK its values fail, a key still taken after the retries):
+    # about the rehearsal's seeding, never a prediction of the plan that failed.
+    seeding: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -128,7 +132,7 @@ class RoundTrip:
     def to_dict(self) -> dict[str, Any]:
         return {**self.revision.to_dict(), "migration_type": self.migration_type, "risk": self.risk,
                 "passed": self.passed, "status": self.status, "seconds": self.seconds,
-                "seeded": [{"table": t, "rows": n} for t, n in self.seeded],
+                "seeded": [{"table": t, "rows": n} for t, n in self.seeded], "seeding_notes": list(self.seeding),
                 "downgrade": self.down.to_dict(), "upgrade_again": self.up.to_dict(),
                 "rows_as_planned": self.rows.to_dict()}
 
@@ -195,6 +199,7 @@ class RehearsalReport:
             lines += ["", f"{trip.revision.revision} ({trip.revision.message}):"]
             for failure, differences in trip.failures():
                 lines += [f"  {failure}", *[f"    - {difference}" for difference in differences]]
+            lines += [f"  seeding (made-up rows, not a prediction): {note}" for note in trip.seeding]
         return "\n".join([*lines, "", self.headline()])
 
     def _repr_markdown_(self) -> str:
@@ -215,6 +220,7 @@ class RehearsalReport:
             lines = [f"**`{trip.revision.revision}`** ({markdown.cell(trip.revision.message)}) failed:", ""]
             for failure, differences in trip.failures():
                 lines += [f"- {markdown.cell(failure)}", *[f"  - {markdown.cell(d)}" for d in differences]]
+            lines += [f"- seeding (made-up rows, not a prediction): {markdown.cell(note)}" for note in trip.seeding]
             parts.append("\n".join(lines))
         details = [f"- `{t.revision.revision}`: {markdown.cell(line)}" for t in self.round_trips
                    for line in ((t.rows.detail,) if t.rows.status == "passed" else ())]
@@ -368,9 +374,9 @@ def _round_trip(
             with connect(copy) as conn:
                 after = table_data(conn, project)
             rows = (StepResult("not_checked", f"no plan to check against: {planning_note}") if step is None
-                    else check_predictions(step, before, after, seed_notes))
+                    else check_predictions(step, before, after))
             return RoundTrip(info, kind, risk, seeded, down, _up_again(copy, project, info.revision, schemas), rows,
-                             _since(started))
+                             _since(started), seed_notes)
     note = " (without seeded rows)"
     with copy_of(server, walk) as bare:
         try:
@@ -381,13 +387,13 @@ def _round_trip(
                 down = StepResult("failed", f"the downgrade to {parent_label} failed, which the plan did not "
                                   f"predict: {seeded_failure}")
                 return RoundTrip(info, kind, risk, seeded, down, StepResult("not_run", "the downgrade failed"),
-                                 StepResult("not_checked", "the downgrade failed"), _since(started))
+                                 StepResult("not_checked", "the downgrade failed"), _since(started), seed_notes)
             down, up = (StepResult("failed", f"the downgrade to {parent_label} failed{note}: {exc}"),
                         StepResult("not_run", "the downgrade failed"))
         else:
             down = _after_down(bare, project, parent, schemas, note)
             up = _up_again(bare, project, info.revision, schemas, note)
-    return RoundTrip(info, kind, risk, seeded, down, up, rows, _since(started))
+    return RoundTrip(info, kind, risk, seeded, down, up, rows, _since(started), seed_notes)
 
 
 def _unpredicted_on_rows(step: PlanStep | None, failure: MigrationFailed) -> StepResult:
@@ -606,33 +612,53 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             referenced[column] = [row[position] for row in found]
     inserted, problem = 0, ""
     for k in range(1, count + 1):
-        values: dict[str, Any] = {}
-        for column in columns:
-            if column.identity or column.generated or "nextval(" in column.default:
-                continue
-            if column.name in referenced:
-                choices = referenced[column.name]
-                if not choices and column.not_null:
-                    return inserted, f"not seeded: no row in the table its column {column.name} refers to", []
-                values[column.name] = choices[(k - 1) % len(choices)] if choices else None
-                continue
-            value = made_up_value(column.type_name, column.type_type, column.category, column.typmod,
-                                  column.enum_label, k)
-            if value is not None:
-                values[column.name] = value
-            elif column.not_null and not column.has_default:
-                return inserted, f"not seeded: no value can be made up for {column.name} ({column.type_name})", []
-        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            sql.Identifier(schema, name), sql.SQL(", ").join(map(sql.Identifier, values)),
-            sql.SQL(", ").join(sql.Placeholder() for _ in values)) if values else \
-            sql.SQL("INSERT INTO {} DEFAULT VALUES").format(sql.Identifier(schema, name))
-        try:
-            with conn.transaction():
-                conn.execute(statement, list(values.values()))
-            inserted += 1
-        except psycopg.Error as exc:
-            problem = problem or f"a row was rejected: {exc.diag.message_primary or type(exc).__name__}"
+        # A made-up key may already be taken by a row the migrations themselves insert (Airflow's default_pool
+        # is slot_pool id 1): the row is tried again with the values of a later row, which no seeded row uses.
+        for attempt in range(_SEED_ATTEMPTS):
+            values = _row_values(columns, referenced, k + attempt * count)
+            if isinstance(values, str):
+                return inserted, values, []
+            statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                sql.Identifier(schema, name), sql.SQL(", ").join(map(sql.Identifier, values)),
+                sql.SQL(", ").join(sql.Placeholder() for _ in values)) if values else \
+                sql.SQL("INSERT INTO {} DEFAULT VALUES").format(sql.Identifier(schema, name))
+            try:
+                with conn.transaction():
+                    conn.execute(statement, list(values.values()))
+            except psycopg.errors.UniqueViolation as exc:
+                if attempt + 1 < _SEED_ATTEMPTS:
+                    continue
+                problem = problem or f"a row was rejected: {exc.diag.message_primary or type(exc).__name__}"
+            except psycopg.Error as exc:
+                problem = problem or f"a row was rejected: {exc.diag.message_primary or type(exc).__name__}"
+            else:
+                inserted += 1
+            break
     return inserted, problem, waiting
+
+
+_SEED_ATTEMPTS = 3
+
+
+def _row_values(columns: list[_Column], referenced: dict[str, list[Any]], k: int) -> dict[str, Any] | str:
+    """The made-up values of the `k`th row (defaults left out); or why no row can be made up."""
+    values: dict[str, Any] = {}
+    for column in columns:
+        if column.identity or column.generated or "nextval(" in column.default:
+            continue
+        if column.name in referenced:
+            choices = referenced[column.name]
+            if not choices and column.not_null:
+                return f"not seeded: no row in the table its column {column.name} refers to"
+            values[column.name] = choices[(k - 1) % len(choices)] if choices else None
+            continue
+        value = made_up_value(column.type_name, column.type_type, column.category, column.typmod,
+                              column.enum_label, k)
+        if value is not None:
+            values[column.name] = value
+        elif column.not_null and not column.has_default:
+            return f"not seeded: no value can be made up for {column.name} ({column.type_name})"
+    return values
 
 
 def made_up_value(type_name: str, type_type: str, category: str, typmod: int, enum_label: str | None,
@@ -717,10 +743,6 @@ class TableData:
     rows: tuple[tuple[str | None, ...], ...]
     count: int
 
-    def renamed(self, names: dict[str, str]) -> TableData:
-        """The same data with columns renamed (old name -> new name), as a downgrade's renames leave it."""
-        return TableData(tuple(names.get(c, c) for c in self.columns), self.rows, self.count) if names else self
-
     def values(self, column: str) -> int:
         index = self.columns.index(column)
         return sum(1 for row in self.rows if row[index] is not None)
@@ -728,6 +750,51 @@ class TableData:
     def projected(self, columns: list[str]) -> Counter[tuple[str | None, ...]]:
         indexes = [self.columns.index(c) for c in columns]
         return Counter(tuple(row[i] for i in indexes) for row in self.rows)
+
+
+@dataclass
+class _ColumnNames:
+    """A table's columns as a downgrade's statements leave them, in order: each name now in use, mapped to the
+    column it had before the downgrade (None for one the downgrade adds). A name not mapped is untouched.
+
+    Followed in order, a column dropped and then replaced by a rename (Airflow's e39a26ac59f6 drops `conf`,
+    then renames `conf_pickle` to `conf`) is read as dropped, and the `conf` that is left as `conf_pickle`.
+    """
+
+    current: dict[str, str | None] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+
+    def original(self, name: str) -> str | None:
+        """The name the column now called `name` had before the downgrade; None if the downgrade added it."""
+        return self.current.get(name) if name in self.current else None if name in self.gone else name
+
+    def drop(self, name: str) -> str | None:
+        """Drop the column now called `name`; the name it had before the downgrade (None if the downgrade added it)."""
+        original = self.original(name)
+        self.current.pop(name, None)
+        self.gone.add(name)
+        return original
+
+    def add(self, name: str) -> None:
+        self.current[name] = None
+        self.gone.discard(name)
+
+    def rename(self, old: str, new: str) -> None:
+        original = self.original(old)
+        self.current.pop(old, None)
+        self.gone.add(old)
+        self.current[new] = original
+        self.gone.discard(new)
+
+    def final(self, original: str) -> str | None:
+        """The name the column called `original` before the downgrade has after it; None if it is gone."""
+        if original in self.current.values():
+            return next(name for name, was in self.current.items() if was == original)
+        return None if original in self.gone or original in self.current else original
+
+    def reused(self, name: str) -> bool:
+        """Whether another column (renamed or added) carries `name` after the downgrade."""
+        return name in self.current
 
 
 def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict[tuple[str, str], TableData]:
@@ -738,7 +805,7 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
         if (schema, name) in versions:
             continue
         described = conn.execute(
-            "SELECT attname, atttypid = 'numeric'::regtype FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+            "SELECT attname, atttypid::regtype::text FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum", [oid]).fetchall()
         columns = [row[0] for row in described]
         table = sql.Identifier(schema, name)
@@ -746,17 +813,20 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
         rows: list[tuple[str | None, ...]] = []
         if count <= MAX_ROWS_COMPARED and columns:
             # A numeric's text carries its scale (5.0000 in numeric(12,4), 5.00 in numeric(10,2)): compared
-            # without trailing zeros, a type change shows only the values it really changed.
-            numeric = "trim_scale({})::text" if conn.info.server_version >= 130000 else "{}::text"
-            listed = sql.SQL(", ").join(sql.SQL(numeric if is_numeric else "{}::text").format(sql.Identifier(c))
-                                        for c, is_numeric in described)
+            # without trailing zeros, a type change shows only the values it really changed. A timestamptz's text
+            # carries the session's offset: read as the timestamp it converts to in this session (as ALTER TYPE
+            # timestamp converts it), a change to or from timestamp shows only values it really changed.
+            as_text = {"numeric": "trim_scale({})::text" if conn.info.server_version >= 130000 else "{}::text",
+                       "timestamp with time zone": "{}::timestamp::text"}
+            listed = sql.SQL(", ").join(sql.SQL(as_text.get(type_name, "{}::text")).format(sql.Identifier(c))
+                                        for c, type_name in described)
             rows = [tuple(row) for row in conn.execute(sql.SQL("SELECT {} FROM {}").format(listed, table)).fetchall()]
         data[(schema, name)] = TableData(tuple(columns), tuple(rows), int(count))
     return data
 
 
 def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
-                      after: dict[tuple[str, str], TableData], notes: tuple[str, ...] = ()) -> StepResult:
+                      after: dict[tuple[str, str], TableData]) -> StepResult:
     """Were rows lost exactly where the plan said, and kept everywhere else?"""
     dropped_tables: dict[tuple[str, str], int | None] = {}
     dropped_columns: dict[tuple[tuple[str, str], str], int | None] = {}
@@ -764,7 +834,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
     unsure: set[tuple[str, str]] = set()
     # Renames keep their rows: a table or column is followed to its new name, not counted as lost.
     renamed_tables: dict[tuple[str, str], tuple[str, str]] = {}
-    renamed_columns: dict[tuple[tuple[str, str], str], str] = {}
+    columns: dict[tuple[str, str], _ColumnNames] = {}
     recreated: set[tuple[str, str]] = set()
     for op in step.operations:
         if op.table is None:
@@ -772,6 +842,9 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
                 return StepResult("not_checked", f"the plan could not tell which tables it touches: {op.detail}")
             continue
         key = (op.table.schema or "public", op.table.name)
+        # A statement after a table rename may name the table by its new name.
+        key = next((old for old, new in renamed_tables.items() if new == key), key)
+        names = columns.setdefault(key, _ColumnNames())
         lossy = op.op in ("drop_table", "drop_column") or op.op in ROW_CHANGES
         if op.op == "unknown" or (lossy or op.check is not None) and op.rows_affected is None:
             unsure.add(key)
@@ -780,13 +853,17 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
         elif op.op == "create_table" and key in dropped_tables:
             recreated.add(key)
         elif op.op == "drop_column" and op.column:
-            dropped_columns[(key, op.column)] = op.rows_affected
-        elif op.op in ROW_CHANGES:
+            original = names.drop(op.column)
+            if original is not None:
+                dropped_columns[(key, original)] = op.rows_affected
+        elif op.op == "add_column" and op.column:
+            names.add(op.column)
+        elif op.op in ROW_CHANGES and not _fills_only_added_columns(op, names):
             rewritten[key] = rewritten.get(key, 0) + (op.rows_affected or 0)
         elif op.op == "rename_table" and op.extra.get("new_name"):
             renamed_tables[key] = (key[0], str(op.extra["new_name"]))
         elif op.op == "rename_column" and op.column and op.extra.get("new_name"):
-            renamed_columns[(key, op.column)] = str(op.extra["new_name"])
+            names.rename(op.column, str(op.extra["new_name"]))
     findings, mismatches = [], []
     for key, was in sorted(before.items()):
         table = _display(*key)
@@ -812,14 +889,14 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             if was.count:
                 mismatches.append(f"{table}: dropped with {was.count} rows, which the plan did not predict")
             continue
-        # A column rename may name the table by its old name or, after a table rename, by its new one.
-        was = was.renamed({old: new for (table_key, old), new in renamed_columns.items()
-                           if table_key in (key, renamed_tables.get(key))})
+        names = columns.get(key, _ColumnNames())
         for column in was.columns:
             planned = dropped_columns.get((key, column), "kept")
-            if column in now.columns:
-                if planned != "kept":
+            if planned != "kept":
+                if column in now.columns and not names.reused(column):
                     mismatches.append(f"{table}.{column}: the plan said the downgrade drops it, but it is still there")
+                    continue
+            elif names.final(column) in now.columns:
                 continue
             if was.count and not was.rows:
                 findings.append(f"{table}.{column}: dropped; values not compared ({was.count} rows)")
@@ -838,8 +915,9 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
                 mismatches.append(f"{table}: {was.count} rows before, {now.count} after; the plan predicted at most "
                                   f"{expected} changed")
             continue
-        common = [c for c in was.columns if c in now.columns]
-        changed = sum((was.projected(common) - now.projected(common)).values())
+        kept = [(c, names.final(c)) for c in was.columns if (key, c) not in dropped_columns]
+        common = [(c, final) for c, final in kept if final in now.columns]
+        changed = sum((was.projected([c for c, _ in common]) - now.projected([f for _, f in common])).values())
         if changed != expected:
             mismatches.append(f"{table}: {changed} of its {was.count} rows changed or lost; the plan predicted "
                               f"{expected}")
@@ -847,13 +925,19 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
             findings.append(f"{table}: {changed} rows rewritten or deleted as predicted")
         else:
             findings.append(f"{table}: all {was.count} rows kept")
-    seeded = f" (seeding: {'; '.join(notes)})" if notes else ""
     if mismatches:
-        return StepResult("failed", f"the plan's predictions did not hold{seeded}", tuple(mismatches))
-    return StepResult("passed", "; ".join(findings) + seeded if findings else f"no tables{seeded}")
+        return StepResult("failed", "the plan's predictions did not hold", tuple(mismatches))
+    return StepResult("passed", "; ".join(findings) if findings else "no tables")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _fills_only_added_columns(op: Operation, names: _ColumnNames) -> bool:
+    """An UPDATE that sets only columns the same downgrade adds (Airflow's e00344393f31 brings back
+    dag_run.external_trigger and fills it): no value that was there before changes."""
+    set_columns = op.extra.get("set_columns") or ()
+    return op.op == "update" and bool(set_columns) and all(names.original(c) is None for c in set_columns)
 
 
 def _version_keys(project: MigrationProject, conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
