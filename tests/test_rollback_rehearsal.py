@@ -333,16 +333,21 @@ def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_r
                "op.execute('ALTER TABLE accounts RENAME TO a; ALTER TABLE a RENAME handle TO nickname')"),
         "r4": ("r3", "op.execute('ALTER TABLE accounts ADD COLUMN note text')",
                "op.execute('DROP TABLE accounts; CREATE TABLE accounts (id int, handle text)')"),
+        # MLflow's 5d2d30f0abce: a column renamed back in a batch operation.
+        "r5": ("r4", "with op.batch_alter_table('accounts') as batch: batch.alter_column('handle', new_column_name="
+               "'alias')", "with op.batch_alter_table('accounts') as batch: batch.alter_column('alias', "
+               "new_column_name='handle')"),
     })
 
     result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
 
     trips = {trip["revision"]: trip for trip in json.loads(result.stdout)["revisions"]}
-    for revision in ("r2", "r3", "r4"):
+    for revision in ("r2", "r3", "r4", "r5"):
         assert trips[revision]["rows_as_planned"]["status"] == "passed", trips[revision]["rows_as_planned"]
     assert "all 3 rows kept" in trips["r2"]["rows_as_planned"]["detail"]
     assert "accounts (renamed to a): all 3 rows kept" in trips["r3"]["rows_as_planned"]["detail"]
     assert "dropped and re-created, 3 rows lost as predicted" in trips["r4"]["rows_as_planned"]["detail"]
+    assert trips["r5"]["rows_as_planned"]["detail"].startswith("accounts: all 3 rows kept")
     assert result.returncode == 0, result.stdout
 
 
