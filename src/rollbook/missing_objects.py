@@ -11,7 +11,7 @@ a multi-tenant env.py selects) is taken to be there: an unsure "fails" would be 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -77,9 +77,14 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
     """`operations`, each drop of an object the database does not have followed by why it fails."""
     expanded = []
     for op in operations:
-        expanded.append(op)
         why = _why_missing(conn, op, names)
-        if why is not None:
+        if why is None:
+            expanded.append(op)
+        else:
+            # What it would drop is not there, so it destroys nothing: the risk and reason of a drop (data lost,
+            # "the column existed before this migration") would be false, and there is nothing to count.
+            expanded.append(replace(op, check=None, risk=Risk.LOW,
+                                    reason=f"Destroys nothing: {why}, so the statement fails instead."))
             expanded.append(Operation(
                 "missing_object", op.table, op.column,
                 f"fails: {why}; compare the migration with the live schema (a schema made by create_all or by hand "
