@@ -49,8 +49,8 @@ def operations_from_python(
 
     `namespace`, the imported module's globals, names what the source spells as attributes of what it
     imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is always
-    `unknown`: a function that cannot run offline depends on live data, and what it does with that data
-    is for a person to judge.
+    `unknown`: a function that cannot run offline (it depends on live data, or fails to compile) is for
+    a person to judge.
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
@@ -65,8 +65,8 @@ def operations_from_python(
             reader.read_function(node)
             data_dependent = Operation(
                 "unknown", None, None,
-                f"{function}() cannot be rendered offline ({render_error}): it depends on live data; the "
-                "operations below were read from its source, review its logic by hand",
+                f"{function}() cannot be rendered offline ({render_error}); the operations below were read from "
+                "its source, review its logic by hand",
                 ast.get_source_segment(source, node) or "", extra={RENDER_FALLBACK: True},
             )
             return [replace(op, source="python") for op in [data_dependent, *reader.operations]]
