@@ -117,3 +117,18 @@ def test_a_drop_of_a_column_that_does_not_exist_is_not_called_data_loss(tmp_path
     assert step.risk.value == "medium" and plan.verdict.code == "do_not_downgrade"
     with pytest.raises(sqlalchemy.exc.ProgrammingError, match='column "project" of relation "orders" does not exist'):
         command.downgrade(config, "-1")
+
+
+def test_an_index_dropped_after_its_table_fails(tmp_path, database_url):
+    """Buildbot's 060 and 067: drop_table, then drop_index of an index of that table."""
+    revisions = with_step("CREATE TABLE tags (id int, name text); CREATE UNIQUE INDEX tags_name ON tags (name)",
+                          "DROP TABLE tags; DROP INDEX tags_name")
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert [detail.split(";")[0] for detail in failures(plan)] == [
+        "fails: index tags_name went with its table tags, which an earlier statement drops"]
+    assert plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.ProgrammingError, match='index "tags_name" does not exist'):
+        command.downgrade(config, "-1")

@@ -4,7 +4,7 @@ A database whose tables came from `metadata.create_all` (or were changed by hand
 a constraint differently from the migrations: `DROP INDEX ix_old` then fails with "does not exist" in
 the middle of the rollback. The planner looks each dropped table, column, index and constraint up in
 the live catalog, unless the statement says IF EXISTS or an earlier statement of the same downgrade
-creates it. Names an earlier statement renames, or that a statement rollbook did not understand may
+creates it; an index whose table an earlier statement drops went with that table. Names an earlier statement renames, or that a statement rollbook did not understand may
 have touched, are not looked up, and an unqualified table or index found in another schema (the one
 a multi-tenant env.py selects) is taken to be there: an unsure "fails" would be a false one.
 """
@@ -32,6 +32,9 @@ _COLUMN_EXISTS = ("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) A
                   "AND attnum > 0 AND NOT attisdropped")
 _CONSTRAINT_EXISTS = "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s"
 _INDEX_EXISTS = "SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('i', 'I')"
+# The table an index belongs to, as a downgrade may name it: bare and schema-qualified.
+_INDEX_TABLE = ("SELECT c.relname, n.nspname || '.' || c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass(%s)")
 # An unqualified name found in no schema on rollbook's search path may be in the schema the project's
 # env.py selects (multi-tenant projects set search_path from -x arguments): then nothing is claimed.
 _IN_ANY_SCHEMA = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s "
@@ -106,6 +109,10 @@ def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> 
         return None
     if kind == "index":
         parts = op.extra["name"].split(".")
+        # Buildbot's 060 and 067 drop a table, then its index: the index went with the table.
+        owner = conn.execute(_INDEX_TABLE, [sql.Identifier(*parts).as_string()]).fetchone()
+        if owner is not None and any(("table", name) in names.dropped for name in owner):
+            return f"index {op.extra['name']} went with its table {owner[0]}, which an earlier statement drops"
         if _exists(conn, _INDEX_EXISTS, sql.Identifier(*parts).as_string()) or (
                 len(parts) == 1 and _exists(conn, _IN_ANY_SCHEMA, parts[0], ["i", "I"])):
             return None
