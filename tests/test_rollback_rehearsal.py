@@ -405,17 +405,19 @@ def downgrade():
 '''
 
 
-def test_a_branch_merged_again_is_rehearsed_revision_by_revision(tmp_path, database_url):
+@pytest.mark.parametrize("head", ["after the merge", "the merge"])
+def test_a_branch_merged_again_is_rehearsed_revision_by_revision(tmp_path, database_url, head):
     """Zou's shape: the history branches and merges again into one head; every revision is rehearsed."""
-    config = demo_with(tmp_path, a1b2c3d4e5f6_branch=BRANCH_FORGETTING_ITS_INDEX, b1b2c3d4e5f6_merge=MERGE,
-                       c1b2c3d4e5f6_tags=AFTER_MERGE)
+    after = {"c1b2c3d4e5f6_tags": AFTER_MERGE} if head == "after the merge" else {}
+    config = demo_with(tmp_path, a1b2c3d4e5f6_branch=BRANCH_FORGETTING_ITS_INDEX, b1b2c3d4e5f6_merge=MERGE, **after)
 
     result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
 
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     report = json.loads(result.stdout)
     trips = {trip["revision"]: trip for trip in report["revisions"]}
-    assert len(trips) == 10 and report["team_test"]["status"] == "passed"
+    # The team's test rolls back the head: a merge head goes down to both of its parents.
+    assert len(trips) == 9 + len(after) and report["team_test"]["status"] == "passed", report["team_test"]
     # The branch revision goes down to its own parent, with the other branch not applied, and its
     # forgotten index is found.
     branch = trips["a1b2c3d4e5f6"]
