@@ -127,8 +127,7 @@ def test_an_index_dropped_after_its_table_fails(tmp_path, database_url):
 
     plan = plan_downgrade(target, project, "-1")
 
-    assert [detail.split(";")[0] for detail in failures(plan)] == [
-        "fails: index tags_name went with its table tags, which an earlier statement drops"]
+    assert failures(plan) == ["fails: index tags_name went with its table tags, which an earlier statement drops"]
     assert plan.verdict.code == "do_not_downgrade"
     with pytest.raises(sqlalchemy.exc.ProgrammingError, match='index "tags_name" does not exist'):
         command.downgrade(config, "-1")

@@ -88,10 +88,12 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
             # "the column existed before this migration") would be false, and there is nothing to count.
             expanded.append(replace(op, check=None, risk=Risk.LOW,
                                     reason=f"Destroys nothing: {why}, so the statement fails instead."))
+            # Absent from the catalog: the schema may name it differently. Gone by an earlier statement: the
+            # downgrade's own order is wrong, and the live schema has nothing to compare.
+            advice = ("; compare the migration with the live schema (a schema made by create_all or by hand may name "
+                      "it differently)") if why.endswith("does not exist") else ""
             expanded.append(Operation(
-                "missing_object", op.table, op.column,
-                f"fails: {why}; compare the migration with the live schema (a schema made by create_all or by hand "
-                "may name it differently)", op.statement, risk=Risk.MEDIUM,
+                "missing_object", op.table, op.column, f"fails: {why}{advice}", op.statement, risk=Risk.MEDIUM,
                 reason="PostgreSQL refuses to drop what does not exist, unless the statement says IF EXISTS.",
             ))
         names.record(op)
