@@ -446,8 +446,8 @@ def _after_down(copy: DatabaseTarget, project: MigrationProject, expected: Schem
     """The revisions and schema after the downgrade, against the schema the parent revisions build."""
     label = ", ".join(heads) or "base"
     if expected is None:
-        return StepResult("not_checked", f"the schema {label} builds is unknown: it was never built on its own "
-                          f"(an upgrade before it failed){note}")
+        # An upgrade before it failed, or a merge reached from a fresh database: no database was ever at just that.
+        return StepResult("not_checked", f"the schema {label} builds is unknown: it was never built on its own{note}")
     return _schema_step(_schema(copy, project), expected, _revisions(copy, project), heads,
                         f"the schema {label} builds", note)
 
