@@ -291,8 +291,8 @@ PROJECTS: tuple[CorpusProject, ...] = (
         user_notes=("a copy of the packaged alembic.ini with an absolute script_location (the packaged one names "
                     "none: `zou` sets it in code); `DATABASE_URL=postgresql+psycopg://...` (env.py reads "
                     "sqlalchemy.url when no Flask app runs); Zou's own `SECRET_KEY` set (its migrations import "
-                    "the app, which refuses the default key); run rollbook in Zou's environment; `test-rollback` "
-                    "refuses its history (a branch c4e8a2f1d6b3 merged again at e8c8e1e2744a)"),
+                    "the app, which refuses the default key); run rollbook in Zou's environment (its branch from "
+                    "c4e8a2f1d6b3, merged again at e8c8e1e2744a, needs nothing: test-rollback rehearses it)"),
     ),
     CorpusProject(
         name="optuna",

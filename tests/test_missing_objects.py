@@ -97,3 +97,37 @@ def test_objects_in_a_schema_env_py_may_select_are_not_called_missing(tmp_path, 
     plan = plan_downgrade(target, project, "-1")
 
     assert failures(plan) == []
+
+
+def test_a_drop_of_a_column_that_does_not_exist_is_not_called_data_loss(tmp_path, database_url):
+    """Buildbot's 060: the upgrade adds builders.projectid, the downgrade drops builders.project (no such column)."""
+    revisions = with_step("ALTER TABLE orders ADD COLUMN projectid int",
+                          "ALTER TABLE orders DROP COLUMN project; ALTER TABLE orders DROP COLUMN projectid")
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions,
+                                              "INSERT INTO orders (id, note) VALUES (1, 'kept')")
+
+    plan = plan_downgrade(target, project, "-1")
+
+    [step] = plan.steps
+    [wrong] = [op for op in step.operations if op.op == "drop_column" and op.column == "project"]
+    assert wrong.reason == ("Destroys nothing: column orders.project does not exist, so the statement fails "
+                            "instead.")
+    assert wrong.check is None and "existed before this migration" not in " ".join(op.reason for op in step.operations)
+    assert [detail.split(";")[0] for detail in failures(plan)] == ["fails: column orders.project does not exist"]
+    assert step.risk.value == "medium" and plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.ProgrammingError, match='column "project" of relation "orders" does not exist'):
+        command.downgrade(config, "-1")
+
+
+def test_an_index_dropped_after_its_table_fails(tmp_path, database_url):
+    """Buildbot's 060 and 067: drop_table, then drop_index of an index of that table."""
+    revisions = with_step("CREATE TABLE tags (id int, name text); CREATE UNIQUE INDEX tags_name ON tags (name)",
+                          "DROP TABLE tags; DROP INDEX tags_name")
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    assert failures(plan) == ["fails: index tags_name went with its table tags, which an earlier statement drops"]
+    assert plan.verdict.code == "do_not_downgrade"
+    with pytest.raises(sqlalchemy.exc.ProgrammingError, match='index "tags_name" does not exist'):
+        command.downgrade(config, "-1")

@@ -16,8 +16,8 @@ from test_records import notebook_records, record_summary, rollbook
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.errors import BadInput
 from rollbook.project.migrations import load_project
-from rollbook.recovery.rehearsal import linear_history
 from rollbook.pg.scratch import SCRATCH_PREFIX
+from rollbook.recovery.rehearsal import rehearsal_order
 
 pytest_plugins = ["pytester"]
 
@@ -196,7 +196,7 @@ def test_a_scale_change_that_rounds_no_value_passes_although_every_value_is_writ
 
 
 @pytest.mark.parametrize("shape", ["two heads", "branch point"])
-def test_several_heads_or_a_branch_point_are_refused(tmp_path, shape):
+def test_several_heads_are_refused_whether_the_branch_starts_at_the_head_or_below_it(tmp_path, shape):
     down = "0607bc5b8536" if shape == "two heads" else "0607bc5b8535"
     branch = f'''
         """A second line of migrations."""
@@ -218,10 +218,10 @@ def test_several_heads_or_a_branch_point_are_refused(tmp_path, shape):
         files["0607bc5b8537_nickname"] = NO_OP
     config = demo_with(tmp_path, **files)
 
-    with pytest.raises(BadInput, match="not a single line") as refused:
-        linear_history(load_project(config))
-    assert ("several heads" if shape == "two heads" else "a branch point: 0607bc5b8535 has 2 children") \
-        in str(refused.value)
+    with pytest.raises(BadInput, match="has several heads") as refused:
+        rehearsal_order(load_project(config))
+    heads = "0607bc5b8537, a1b2c3d4e5f6" if shape == "two heads" else "0607bc5b8536, a1b2c3d4e5f6"
+    assert f"several heads ({heads})" in str(refused.value)
     result = rollbook(tmp_path, "test-rollback", "--config", str(config), url="postgresql://nobody@127.0.0.1:1/none")
     assert result.returncode == 2 and "alembic merge heads" in result.stderr and "Traceback" not in result.stderr
 
@@ -333,33 +333,103 @@ def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_r
                "op.execute('ALTER TABLE accounts RENAME TO a; ALTER TABLE a RENAME handle TO nickname')"),
         "r4": ("r3", "op.execute('ALTER TABLE accounts ADD COLUMN note text')",
                "op.execute('DROP TABLE accounts; CREATE TABLE accounts (id int, handle text)')"),
+        # MLflow's 5d2d30f0abce: a column renamed back in a batch operation.
+        "r5": ("r4", "with op.batch_alter_table('accounts') as batch: batch.alter_column('handle', new_column_name="
+               "'alias')", "with op.batch_alter_table('accounts') as batch: batch.alter_column('alias', "
+               "new_column_name='handle')"),
     })
 
     result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
 
     trips = {trip["revision"]: trip for trip in json.loads(result.stdout)["revisions"]}
-    for revision in ("r2", "r3", "r4"):
+    for revision in ("r2", "r3", "r4", "r5"):
         assert trips[revision]["rows_as_planned"]["status"] == "passed", trips[revision]["rows_as_planned"]
     assert "all 3 rows kept" in trips["r2"]["rows_as_planned"]["detail"]
     assert "accounts (renamed to a): all 3 rows kept" in trips["r3"]["rows_as_planned"]["detail"]
     assert "dropped and re-created, 3 rows lost as predicted" in trips["r4"]["rows_as_planned"]["detail"]
+    assert trips["r5"]["rows_as_planned"]["detail"].startswith("accounts: all 3 rows kept")
     assert result.returncode == 0, result.stdout
 
 
-def test_a_branch_merged_again_is_refused_without_advising_to_merge_it(tmp_path):
-    """Zou's shape: one head, its history branched and merged again; 'alembic merge heads' cannot help."""
-    def revision(name: str, down: str) -> str:
-        return (f'"""{name}"""\nrevision = "{name}"\ndown_revision = {down}\nbranch_labels = None\n'
-                "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+BRANCH_FORGETTING_ITS_INDEX = '''
+"""Index users.email and add users.nickname, on a branch; the downgrade forgets the index."""
+import sqlalchemy as sa
+from alembic import op
 
-    config = demo_with(tmp_path, a1b2c3d4e5f6_branch=revision("a1b2c3d4e5f6", '"0607bc5b8535"'),
-                       b1b2c3d4e5f6_merge=revision("b1b2c3d4e5f6", '("0607bc5b8536", "a1b2c3d4e5f6")'))
+revision = "a1b2c3d4e5f6"
+down_revision = "0607bc5b8535"
+branch_labels = None
+depends_on = None
 
-    result = rollbook(tmp_path, "test-rollback", "--config", str(config), url="postgresql://nobody@127.0.0.1:1/none")
 
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "a merge: b1b2c3d4e5f6 merges" in result.stderr and "merged again into one head" in result.stderr
-    assert "alembic merge heads" not in result.stderr
+def upgrade():
+    op.create_index("ix_users_email_branch", "users", ["email"])
+    op.add_column("users", sa.Column("nickname", sa.Text))
+
+
+def downgrade():
+    op.drop_column("users", "nickname")
+'''
+MERGE = '''
+"""Merge the branch back."""
+revision = "b1b2c3d4e5f6"
+down_revision = ("0607bc5b8536", "a1b2c3d4e5f6")
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+AFTER_MERGE = '''
+"""Add table tags after the merge."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c1b2c3d4e5f6"
+down_revision = "b1b2c3d4e5f6"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("tags", sa.Column("id", sa.Integer, primary_key=True), sa.Column("label", sa.Text))
+
+
+def downgrade():
+    op.drop_table("tags")
+'''
+
+
+@pytest.mark.parametrize("head", ["after the merge", "the merge"])
+def test_a_branch_merged_again_is_rehearsed_revision_by_revision(tmp_path, database_url, head):
+    """Zou's shape: the history branches and merges again into one head; every revision is rehearsed."""
+    after = {"c1b2c3d4e5f6_tags": AFTER_MERGE} if head == "after the merge" else {}
+    config = demo_with(tmp_path, a1b2c3d4e5f6_branch=BRANCH_FORGETTING_ITS_INDEX, b1b2c3d4e5f6_merge=MERGE, **after)
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout)
+    trips = {trip["revision"]: trip for trip in report["revisions"]}
+    # The team's test rolls back the head: a merge head goes down to both of its parents.
+    assert len(trips) == 9 + len(after) and report["team_test"]["status"] == "passed", report["team_test"]
+    # The branch revision goes down to its own parent, with the other branch not applied, and its
+    # forgotten index is found.
+    branch = trips["a1b2c3d4e5f6"]
+    assert branch["status"] == "FAIL" and "ix_users_email_branch" in " ".join(branch["downgrade"]["differences"])
+    assert branch["downgrade"]["detail"] == "the schema differs from the schema 0607bc5b8535 builds (1 difference(s))"
+    assert "users.nickname: dropped, 3 values lost as predicted" in branch["rows_as_planned"]["detail"]
+    # Undoing the merge leaves both of its parents as heads, with the schema they build together.
+    merge = trips["b1b2c3d4e5f6"]
+    assert merge["status"] == "PASS", merge
+    assert merge["downgrade"]["detail"].startswith("at 0607bc5b8536, a1b2c3d4e5f6; the schema equals")
+    assert [r for r, trip in trips.items() if trip["status"] != "PASS"] == ["a1b2c3d4e5f6"]
+    assert scratch_databases(database_url) == 0
 
 
 PARSES_ITS_OWN_JSON = '''

@@ -4,14 +4,14 @@ A database whose tables came from `metadata.create_all` (or were changed by hand
 a constraint differently from the migrations: `DROP INDEX ix_old` then fails with "does not exist" in
 the middle of the rollback. The planner looks each dropped table, column, index and constraint up in
 the live catalog, unless the statement says IF EXISTS or an earlier statement of the same downgrade
-creates it. Names an earlier statement renames, or that a statement rollbook did not understand may
+creates it; an index whose table an earlier statement drops went with that table. Names an earlier statement renames, or that a statement rollbook did not understand may
 have touched, are not looked up, and an unqualified table or index found in another schema (the one
 a multi-tenant env.py selects) is taken to be there: an unsure "fails" would be a false one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -32,6 +32,9 @@ _COLUMN_EXISTS = ("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) A
                   "AND attnum > 0 AND NOT attisdropped")
 _CONSTRAINT_EXISTS = "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s"
 _INDEX_EXISTS = "SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('i', 'I')"
+# The table an index belongs to, as a downgrade may name it: bare and schema-qualified.
+_INDEX_TABLE = ("SELECT c.relname, n.nspname || '.' || c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass(%s)")
 # An unqualified name found in no schema on rollbook's search path may be in the schema the project's
 # env.py selects (multi-tenant projects set search_path from -x arguments): then nothing is claimed.
 _IN_ANY_SCHEMA = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s "
@@ -77,13 +80,20 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
     """`operations`, each drop of an object the database does not have followed by why it fails."""
     expanded = []
     for op in operations:
-        expanded.append(op)
         why = _why_missing(conn, op, names)
-        if why is not None:
+        if why is None:
+            expanded.append(op)
+        else:
+            # What it would drop is not there, so it destroys nothing: the risk and reason of a drop (data lost,
+            # "the column existed before this migration") would be false, and there is nothing to count.
+            expanded.append(replace(op, check=None, risk=Risk.LOW,
+                                    reason=f"Destroys nothing: {why}, so the statement fails instead."))
+            # Absent from the catalog: the schema may name it differently. Gone by an earlier statement: the
+            # downgrade's own order is wrong, and the live schema has nothing to compare.
+            advice = ("; compare the migration with the live schema (a schema made by create_all or by hand may name "
+                      "it differently)") if why.endswith("does not exist") else ""
             expanded.append(Operation(
-                "missing_object", op.table, op.column,
-                f"fails: {why}; compare the migration with the live schema (a schema made by create_all or by hand "
-                "may name it differently)", op.statement, risk=Risk.MEDIUM,
+                "missing_object", op.table, op.column, f"fails: {why}{advice}", op.statement, risk=Risk.MEDIUM,
                 reason="PostgreSQL refuses to drop what does not exist, unless the statement says IF EXISTS.",
             ))
         names.record(op)
@@ -101,6 +111,10 @@ def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> 
         return None
     if kind == "index":
         parts = op.extra["name"].split(".")
+        # Buildbot's 060 and 067 drop a table, then its index: the index went with the table.
+        owner = conn.execute(_INDEX_TABLE, [sql.Identifier(*parts).as_string()]).fetchone()
+        if owner is not None and any(("table", name) in names.dropped for name in owner):
+            return f"index {op.extra['name']} went with its table {owner[0]}, which an earlier statement drops"
         if _exists(conn, _INDEX_EXISTS, sql.Identifier(*parts).as_string()) or (
                 len(parts) == 1 and _exists(conn, _IN_ANY_SCHEMA, parts[0], ["i", "I"])):
             return None

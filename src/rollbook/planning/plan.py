@@ -307,7 +307,8 @@ def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep,
     for step in steps:
         checked = with_missing_objects(conn, list(step.operations), names)
         operations = with_side_effects(with_dependent_objects(conn, checked, dropped), dependencies)
-        risk = Risk.worst([step.risk, *(op.risk for op in operations)])
+        # The step's own risk anew: a drop of what does not exist has lost the risk of a drop.
+        risk = Risk.worst([step_risk(step.migration_type, checked), *(op.risk for op in operations)])
         expanded.append(replace(step, operations=tuple(operations), risk=risk))
     return tuple(expanded)
 

@@ -50,8 +50,8 @@ def operations_from_python(
 
     `namespace`, the imported module's globals, names what the source spells as attributes of what it
     imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is always
-    `unknown`: a function that cannot be rendered offline depends on live data or does work only online,
-    and what it does with that data is for a person to judge.
+    `unknown`: a function that cannot be rendered offline (it depends on live data, does work only online,
+    or fails to compile) is for a person to judge.
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)

@@ -6,13 +6,18 @@ may ignore the URL it is given and migrate whatever database its settings name):
 
 1. the team's automated test: apply all migrations, roll back one, re-apply, verify the revision and
    the schema after each step;
-2. every revision's round trip, oldest first, each in a copy of the scratch database at that revision:
+2. every revision's round trip, oldest first, each in a copy of a scratch database at that revision:
    seed rows into every table, plan the downgrade of that one revision (its live counts are taken on
    the seeded rows), downgrade, and compare the schema with the one before the revision (a downgrade
    that does nothing, or forgets an index, fails here); check that rows were lost exactly where the
    plan said and survived everywhere else; upgrade again and compare the schema with the first build.
 
-A history with several heads, a branch point or a merge is refused: the rehearsal walks one line.
+A history that branches and merges again into one head (Zou's) is rehearsed too. Each round trip starts
+from a database where the revision and its ancestors are applied and nothing else (`alembic upgrade REV`):
+the walk's own database where that holds, a fresh one for a revision of a branch walked second. The
+downgrade goes to the revision's first parent; for a merge revision that undoes only the merge and leaves
+its parents as heads, as `alembic downgrade` does. A history with several heads is refused: "roll back
+one" from it has no single meaning.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.project.base_schema import create_base_schema
 from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.downgrade_path import ancestors
 from rollbook.errors import BadInput, RollbookError
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.planning.operations import ROW_CHANGES, Risk
@@ -247,7 +253,8 @@ def rehearse_rollbacks(
     `alembic upgrade`), to the first later revision such an upgrade reaches.
     """
     started = time.monotonic()
-    history = linear_history(project)
+    history = rehearsal_order(project)
+    parents = {revision: _parents(project.script(revision).down_revision) for revision in history}
     trips: list[RoundTrip] = []
     team: TeamTest | None = None
     with ExitStack() as databases:
@@ -255,14 +262,19 @@ def rehearse_rollbacks(
         create_base_schema(project, walk)  # tables a project makes with create_all before its first migration
         # Base as a downgrade leaves it: no migration, but the version table's schema (version_table_schema) exists.
         run_own_migrations(project, walk, "base", "upgrade")
+        # The schema of each revision with its ancestors applied and nothing else (None: base).
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
-        previous: str | None = None
+        # What the walk has applied, and its schema before the latest upgrade.
+        applied: frozenset[str] = frozenset()
+        previous: tuple[frozenset[str], SchemaSnapshot] = (applied, schemas[None])
+        below_latest = previous
         broken: list[str] = []
         index = 0
         while index < len(history):
             revision = history[index]
             try:
                 run_own_migrations(project, walk, revision, "upgrade")
+                applied |= _with_ancestors(project, revision)
             except MigrationFailed as exc:
                 broken.append(revision)
                 trips.append(_not_run(project.info(revision), f"the upgrade to it failed: {exc}", failed=True))
@@ -271,15 +283,18 @@ def rehearse_rollbacks(
                 trips += [_not_run(project.info(later), why, failed=True) for later in history[index + 1:stop]]
                 if reached is None or at is None:
                     break
-                # Its round trip goes down to the revision before it, whose schema never built on its own.
-                walk, revision, index, previous = reached, history[at], at, history[at - 1]
-            schemas[revision] = _schema(walk, project)
-            trips.append(_round_trip(server, walk, project, project.info(revision), previous, schemas,
-                                     rows_per_table))
-            previous = revision
+                # Its round trip goes down to the revisions before it, whose schema never built on their own.
+                walk, revision, index = reached, history[at], at
+                applied = _with_ancestors(project, revision)
+                previous = (frozenset(), schemas[None])
+            walk_schema = _schema(walk, project)
+            trips.append(_trip_at(server, walk, project, revision, parents, applied, walk_schema, previous, schemas,
+                                  rows_per_table))
+            below_latest, previous = previous, (applied, walk_schema)
             index += 1
         if not broken:
-            team = _team_test(walk, project, history, schemas)
+            # The head is applied last: the walk's schema before it is the schema below the head.
+            team = _team_test(walk, project, history[-1], parents, applied, below_latest[1])
     if team is None:
         team = TeamTest("not_run", (f"not run: the upgrade of {', '.join(broken)} failed when applied on its own, so "
                                     "the migrations could not all be applied one after another",))
@@ -312,50 +327,88 @@ def _reach_in_one_transaction(
     return None, None, f"{why}, and no later revision could be reached in one upgrade from base"
 
 
-def linear_history(project: MigrationProject) -> tuple[str, ...]:
-    """The revisions oldest first; BadInput for no migrations, several heads, a branch point or a merge."""
+def rehearsal_order(project: MigrationProject) -> tuple[str, ...]:
+    """The revisions oldest first, every one after its parents; BadInput for no migrations or several heads.
+
+    Branches merged again into one head are walked one after the other (Alembic's order).
+    """
     scripts = list(project.scripts.walk_revisions())
     if not scripts:
         raise BadInput(f"The Alembic project at {project.config_path} has no migrations: there is nothing to test.")
     heads = project.heads()
-    children: dict[str, list[str]] = {}
-    merges = []
-    for script in scripts:
-        parents = _parents(script.down_revision)
-        if len(parents) > 1:
-            merges.append(f"{script.revision} merges {', '.join(parents)}")
-        for parent in parents:
-            children.setdefault(parent, []).append(script.revision)
-    branch_points = [f"{parent} has {len(kids)} children ({', '.join(sorted(kids))})"
-                     for parent, kids in sorted(children.items()) if len(kids) > 1]
-    bases = [script.revision for script in scripts if not _parents(script.down_revision)]
-    if len(heads) > 1 or branch_points or merges or len(bases) > 1:
-        found = [f"several heads ({', '.join(sorted(heads))})"] if len(heads) > 1 else []
-        found += [f"several bases ({', '.join(sorted(bases))})"] if len(bases) > 1 else []
-        found += [f"a branch point: {point}" for point in branch_points] + [f"a merge: {m}" for m in merges]
-        if len(heads) > 1:
-            advice = ("Merge the heads (alembic merge heads) and test the line, or test each branch in a project of "
-                      "its own.")
-        else:
-            # One head already: the branches were merged again (Zou), and merging cannot help.
-            advice = ("Its branches are merged again into one head, but a merged branch is not rehearsed yet; "
-                      "`rollbook plan` still plans each downgrade that does not cross the merge.")
+    if len(heads) > 1:
         raise BadInput(
-            f"The migration history of {project.config_path} is not a single line: {'; '.join(found)}. The rollback "
-            f"test walks one line of migrations, where 'roll back one' has one meaning. {advice} Nothing was run.")
+            f"The migration history of {project.config_path} has several heads ({', '.join(sorted(heads))}): "
+            "'roll back one' from the head has no single meaning. Merge the heads (alembic merge heads) and test "
+            "the merged history, or test each branch in a project of its own. Nothing was run.")
     return tuple(script.revision for script in reversed(scripts))
+
+
+def _with_ancestors(project: MigrationProject, revision: str) -> frozenset[str]:
+    """What `alembic upgrade revision` applies on an empty database: the revision and all it depends on."""
+    return frozenset(ancestors(project, revision) | {revision})
+
+
+def _heads_of(applied: frozenset[str], parents: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The revisions the version table holds when exactly `applied` is applied: those no applied one builds on."""
+    below = {parent for revision in applied for parent in parents[revision]}
+    return tuple(sorted(applied - below))
+
+
+def _trip_at(
+    server: DatabaseTarget, walk: DatabaseTarget, project: MigrationProject, revision: str,
+    parents: dict[str, tuple[str, ...]], applied: frozenset[str], walk_schema: SchemaSnapshot,
+    previous: tuple[frozenset[str], SchemaSnapshot], schemas: dict[str | None, SchemaSnapshot], rows_per_table: int,
+) -> RoundTrip:
+    """The round trip of `revision`, from a database where it and its ancestors are applied and nothing else.
+
+    That is the walk itself, unless the walk also holds a branch walked earlier (the revision is on the
+    second branch of a merge): then a fresh database is upgraded to the revision, as `alembic upgrade` would.
+    """
+    own = _with_ancestors(project, revision)
+    with ExitStack() as fresh:
+        source = walk
+        if applied != own:
+            source = fresh.enter_context(scratch_database(server))
+            create_base_schema(project, source)
+            try:
+                run_own_migrations(project, source, revision, "upgrade")
+            except MigrationFailed as exc:
+                return _not_run(project.info(revision), f"upgrading a fresh database to it alone failed: {exc}",
+                                failed=True)
+            walk_schema = _schema(source, project)
+        schemas[revision] = walk_schema
+        expected_down = _schema_below(revision, own, parents, previous, schemas)
+        return _round_trip(server, source, project, project.info(revision), parents[revision], expected_down,
+                           _heads_of(own - {revision}, parents), schemas, rows_per_table)
+
+
+def _schema_below(revision: str, own: frozenset[str], parents: dict[str, tuple[str, ...]],
+                  previous: tuple[frozenset[str], SchemaSnapshot], schemas: dict[str | None, SchemaSnapshot],
+                  ) -> SchemaSnapshot | None:
+    """The schema with the revision's ancestors applied and not it: what its downgrade must leave; None if unknown."""
+    below = own - {revision}
+    previous_applied, previous_schema = previous
+    if previous_applied == below:
+        return previous_schema
+    if not below:
+        return schemas[None]
+    # One parent: below is that parent with its ancestors. A merge walked from a fresh database: unknown.
+    return schemas.get(parents[revision][0]) if len(parents[revision]) == 1 else None
 
 
 def _round_trip(
     server: DatabaseTarget, walk: DatabaseTarget, project: MigrationProject, info: RevisionInfo,
-    parent: str | None, schemas: dict[str | None, SchemaSnapshot], rows_per_table: int,
+    parents: tuple[str, ...], expected_down: SchemaSnapshot | None, heads_after_down: tuple[str, ...],
+    schemas: dict[str | None, SchemaSnapshot], rows_per_table: int,
 ) -> RoundTrip:
     started = time.monotonic()
-    parent_label = parent or "base"
+    # Downgrading to the first parent undoes only this revision: for a merge, Alembic leaves both parents as heads.
+    parent_label = parents[0] if parents else "base"
     with copy_of(server, walk) as copy:
         with connect(copy) as conn:
             seeded, seed_notes = seed_rows(conn, project, rows_per_table)
-        step, planning_note = _plan_one_step(copy, project)
+        step, planning_note = _plan_one_step(copy, project, parent_label)
         kind = step.migration_type if step else "unknown"
         risk = step.risk.value if step else Risk.UNKNOWN.value
         with connect(copy) as conn:
@@ -370,7 +423,7 @@ def _round_trip(
             rows = StepResult("passed", f"the plan predicted that the downgrade fails on the seeded rows "
                               f"({blocking}), and it did: {exc}") if blocking else _unpredicted_on_rows(step, exc)
         else:
-            down = _after_down(copy, project, parent, schemas)
+            down = _after_down(copy, project, expected_down, heads_after_down)
             with connect(copy) as conn:
                 after = table_data(conn, project)
             rows = (StepResult("not_checked", f"no plan to check against: {planning_note}") if step is None
@@ -391,7 +444,7 @@ def _round_trip(
             down, up = (StepResult("failed", f"the downgrade to {parent_label} failed{note}: {exc}"),
                         StepResult("not_run", "the downgrade failed"))
         else:
-            down = _after_down(bare, project, parent, schemas, note)
+            down = _after_down(bare, project, expected_down, heads_after_down, note)
             up = _up_again(bare, project, info.revision, schemas, note)
     return RoundTrip(info, kind, risk, seeded, down, up, rows, _since(started), seed_notes)
 
@@ -411,13 +464,15 @@ def _unpredicted_on_rows(step: PlanStep | None, failure: MigrationFailed) -> Ste
                       "the rows the project writes break it too is for review by hand")
 
 
-def _after_down(copy: DatabaseTarget, project: MigrationProject, parent: str | None,
-                schemas: dict[str | None, SchemaSnapshot], note: str = "") -> StepResult:
-    """The revision and schema after the downgrade, against the schema the parent revision builds."""
-    if parent not in schemas:
-        return StepResult("not_checked", f"the schema {parent} builds is unknown: its upgrade failed{note}")
-    return _schema_step(_schema(copy, project), schemas[parent], _revisions(copy, project), parent,
-                        f"the schema {parent or 'base'} builds", note)
+def _after_down(copy: DatabaseTarget, project: MigrationProject, expected: SchemaSnapshot | None,
+                heads: tuple[str, ...], note: str = "") -> StepResult:
+    """The revisions and schema after the downgrade, against the schema the parent revisions build."""
+    label = ", ".join(heads) or "base"
+    if expected is None:
+        # An upgrade before it failed, or a merge reached from a fresh database: no database was ever at just that.
+        return StepResult("not_checked", f"the schema {label} builds is unknown: it was never built on its own{note}")
+    return _schema_step(_schema(copy, project), expected, _revisions(copy, project), heads,
+                        f"the schema {label} builds", note)
 
 
 def _up_again(copy: DatabaseTarget, project: MigrationProject, revision: str,
@@ -427,13 +482,13 @@ def _up_again(copy: DatabaseTarget, project: MigrationProject, revision: str,
         run_own_migrations(project, copy, revision, "upgrade")
     except MigrationFailed as exc:
         return StepResult("failed", f"upgrading again after the downgrade failed{note}: {exc}")
-    return _schema_step(_schema(copy, project), schemas[revision], _revisions(copy, project), revision,
+    return _schema_step(_schema(copy, project), schemas[revision], _revisions(copy, project), (revision,),
                         "the schema of the first upgrade", note)
 
 
-def _plan_one_step(copy: DatabaseTarget, project: MigrationProject) -> tuple[PlanStep | None, str]:
+def _plan_one_step(copy: DatabaseTarget, project: MigrationProject, target: str) -> tuple[PlanStep | None, str]:
     try:
-        plan = plan_downgrade(copy, project, "-1", statement_timeout_ms=PLAN_STATEMENT_TIMEOUT_MS)
+        plan = plan_downgrade(copy, project, target, statement_timeout_ms=PLAN_STATEMENT_TIMEOUT_MS)
     except RollbookError as exc:
         return None, str(exc)
     return (plan.steps[0], "") if plan.steps else (None, "the plan has no step")
@@ -445,12 +500,11 @@ def _blocking(step: PlanStep | None) -> str:
 
 
 def _schema_step(actual: SchemaSnapshot, expected: SchemaSnapshot, revisions: tuple[str, ...] | None,
-                 revision: str | None, what: str, note: str = "") -> StepResult:
+                 expected_revisions: tuple[str, ...], what: str, note: str = "") -> StepResult:
     at = ", ".join(revisions) if revisions else "base"
-    expected_revisions = (revision,) if revision else ()
     problems = []
-    if revisions is not None and tuple(revisions) != expected_revisions:
-        problems.append(f"the version table says {at}, not {revision or 'base'}")
+    if revisions is not None and sorted(revisions) != sorted(expected_revisions):
+        problems.append(f"the version table says {at}, not {', '.join(expected_revisions) or 'base'}")
     differences = compare_schemas(expected, actual).differences
     if differences:
         problems.append(f"the schema differs from {what} ({len(differences)} difference(s))")
@@ -459,17 +513,19 @@ def _schema_step(actual: SchemaSnapshot, expected: SchemaSnapshot, revisions: tu
     return StepResult("passed", f"at {at}; the schema equals {what}{note}")
 
 
-def _team_test(walk: DatabaseTarget, project: MigrationProject, history: tuple[str, ...],
-               schemas: dict[str | None, SchemaSnapshot]) -> TeamTest:
-    head = history[-1]
-    parent = history[-2] if len(history) > 1 else None
+def _team_test(walk: DatabaseTarget, project: MigrationProject, head: str, parents: dict[str, tuple[str, ...]],
+               applied: frozenset[str], below_head: SchemaSnapshot) -> TeamTest:
+    """Apply all, roll back the head (to its first parent: a merge head leaves its parents as heads), re-apply."""
+    below = _heads_of(applied - {head}, parents)
+    target = parents[head][0] if parents[head] else "base"
     lines = [f"✓ applied all migrations: current revision {', '.join(_revisions(walk, project) or ()) or 'base'}"]
+    head_schema = _schema(walk, project)
     try:
-        run_own_migrations(project, walk, parent or "base", "downgrade")
+        run_own_migrations(project, walk, target, "downgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ rolling back one revision failed: {exc}"))
-    down = _schema_step(_schema(walk, project), schemas[parent], _revisions(walk, project), parent,
-                        f"the schema {parent or 'base'} builds")
+    down = _schema_step(_schema(walk, project), below_head, _revisions(walk, project), below,
+                        f"the schema {', '.join(below) or 'base'} builds")
     lines.append(f"{'✓' if down.status == 'passed' else '✗'} rolled back one revision: {down.detail}")
     if down.status != "passed":
         return TeamTest("failed", tuple(lines), down.differences)
@@ -477,7 +533,7 @@ def _team_test(walk: DatabaseTarget, project: MigrationProject, history: tuple[s
         run_own_migrations(project, walk, head, "upgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ re-applying the migration failed: {exc}"))
-    up = _schema_step(_schema(walk, project), schemas[head], _revisions(walk, project), head,
+    up = _schema_step(_schema(walk, project), head_schema, _revisions(walk, project), (head,),
                       "the schema of the first upgrade")
     lines.append(f"{'✓' if up.status == 'passed' else '✗'} re-applied the migration: {up.detail}")
     return TeamTest("passed" if up.status == "passed" else "failed", tuple(lines), up.differences)
