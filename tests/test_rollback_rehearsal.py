@@ -346,6 +346,33 @@ def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_r
     assert result.returncode == 0, result.stdout
 
 
+def test_a_column_dropped_and_added_again_by_the_same_downgrade_is_read_as_re_created(tmp_path, database_url):
+    """CKAN's 008: the downgrade drops the key columns and adds them back with their old types (a new serial)."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE revision (id serial PRIMARY KEY, author text); CREATE TABLE package "
+                     "(id int PRIMARY KEY, name text, revision_id int REFERENCES revision)')",
+               "op.execute('DROP TABLE package, revision')"),
+        "r2": ("r1", "op.execute('ALTER TABLE package DROP COLUMN revision_id; ALTER TABLE revision ALTER id TYPE "
+                     "text; ALTER TABLE package ADD COLUMN revision_id text REFERENCES revision')",
+               "op.execute('ALTER TABLE package DROP COLUMN revision_id; ALTER TABLE revision DROP COLUMN id; "
+               "ALTER TABLE revision ADD COLUMN id serial PRIMARY KEY; "
+               "ALTER TABLE package ADD COLUMN revision_id int REFERENCES revision')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    assert r2["rows_as_planned"]["status"] == "passed", r2
+    detail = r2["rows_as_planned"]["detail"]
+    assert "package.revision_id: dropped and added again, 3 values lost as predicted" in detail
+    assert "revision.id: dropped and added again, 3 values lost as predicted" in detail
+    # The rows themselves are kept: only the re-created columns lost their values.
+    assert "package: all 3 rows kept" in detail and "revision: all 3 rows kept" in detail
+    assert result.returncode == 0, result.stdout
+
+
 def test_a_branch_merged_again_is_refused_without_advising_to_merge_it(tmp_path):
     """Zou's shape: one head, its history branched and merged again; 'alembic merge heads' cannot help."""
     def revision(name: str, down: str) -> str:
