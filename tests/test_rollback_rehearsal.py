@@ -373,6 +373,28 @@ def test_a_column_dropped_and_added_again_by_the_same_downgrade_is_read_as_re_cr
     assert result.returncode == 0, result.stdout
 
 
+FLAT_EXTRAS = """jsonb_typeof(extras) = 'object' AND NOT jsonb_path_exists(extras, '$.* ? (@.type() <> "string")')"""
+
+
+def test_tables_with_check_constraints_on_their_columns_are_seeded(tmp_path, database_url):
+    """CKAN's 106: package.extras must be a JSON object of strings; other CHECKs reject made-up numbers."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE package (id int PRIMARY KEY, name text NOT NULL, "
+                     "size int CHECK (size < 100))')", "op.execute('DROP TABLE package')"),
+        "r2": ("r1", f"op.execute({f'ALTER TABLE package ADD COLUMN extras jsonb CHECK ({FLAT_EXTRAS})'!r})",
+               "op.execute('ALTER TABLE package DROP COLUMN extras')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    assert r2["seeded"] == [{"table": "package", "rows": 3}], r2["rows_as_planned"]
+    assert "package.extras: dropped, 3 values lost as predicted" in r2["rows_as_planned"]["detail"]
+    assert result.returncode == 0, result.stdout
+
+
 def test_a_branch_merged_again_is_refused_without_advising_to_merge_it(tmp_path):
     """Zou's shape: one head, its history branched and merged again; 'alembic merge heads' cannot help."""
     def revision(name: str, down: str) -> str:
