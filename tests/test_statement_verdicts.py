@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic_projects import write_project
 from sqlalchemy.exc import DuplicateColumnError
+from test_records import rollbook
 
 from rollbook.database import DatabaseTarget, connect
 from rollbook.migrations import MigrationProject, alembic_config_for, load_project
@@ -297,3 +298,10 @@ def test_a_downgrade_that_defines_a_column_twice_is_planned_to_fail_on_every_dat
         command.downgrade(config, "-1")
     with connect(target) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("rrrr00000002",)]
+    # The rehearsal holds the prediction against the real failure.
+    rehearsal = rollbook(tmp_path, "test-rollback", "--config", str(project.config_path), "--json",
+                         url=database_url)
+    [trip] = [t for t in json.loads(rehearsal.stdout)["revisions"] if t["revision"] == "rrrr00000002"]
+    assert trip["rows_as_planned"]["status"] == "passed"
+    assert trip["rows_as_planned"]["detail"].startswith("the plan predicted that the downgrade fails (fails: "
+                                                        "downgrade() raises DuplicateColumnError")

@@ -363,10 +363,10 @@ def _round_trip(
                                   f"predict: {exc}")
                 return RoundTrip(info, kind, risk, seeded, down, StepResult("not_run", "the downgrade failed"),
                                  StepResult("not_checked", "the downgrade failed"), _since(started))
-            # The seeded rows break the downgrade, as the plan said they would: the prediction held, and
-            # the schema round trip is tried again on a copy without them.
-            rows = StepResult("passed", f"the plan predicted that the downgrade fails on the seeded rows "
-                              f"({blocking}), and it did: {exc}")
+            # The downgrade fails as the plan said it would (seeded rows that break it, an object in its way,
+            # its own code): the prediction held, and the schema round trip is tried again without the rows.
+            rows = StepResult("passed", f"the plan predicted that the downgrade fails ({blocking}), and it did: "
+                              f"{exc}")
         else:
             down = _after_down(copy, project, parent, schemas)
             with connect(copy) as conn:
