@@ -3,10 +3,12 @@
 A database whose tables came from `metadata.create_all` (or were changed by hand) can name an index or
 a constraint differently from the migrations: `DROP INDEX ix_old` then fails with "does not exist" in
 the middle of the rollback. The planner looks each dropped table, column, index and constraint up in
-the live catalog, unless the statement says IF EXISTS or an earlier statement of the same downgrade
-creates it. Names an earlier statement renames, or that a statement rollbook did not understand may
-have touched, are not looked up, and an unqualified table or index found in another schema (the one
-a multi-tenant env.py selects) is taken to be there: an unsure "fails" would be a false one.
+the live catalog, unless an earlier statement of the same downgrade creates it. With IF EXISTS the
+statement does not fail but does nothing, and the plan says so: CKAN's `021` "drops" its indexes
+with `DROP CONSTRAINT IF EXISTS`, so they stay. Names an earlier statement renames, or that a
+statement rollbook did not understand may have touched, are not looked up, and an unqualified table
+or index found in another schema (the one a multi-tenant env.py selects) is taken to be there: an
+unsure "fails" would be a false one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _COLUMN_EXISTS = ("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) A
                   "AND attnum > 0 AND NOT attisdropped")
 _CONSTRAINT_EXISTS = "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s"
 _INDEX_EXISTS = "SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('i', 'I')"
+_INDEX_OF_TABLE = ("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                   "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s")
 # An unqualified name found in no schema on rollbook's search path may be in the schema the project's
 # env.py selects (multi-tenant projects set search_path from -x arguments): then nothing is claimed.
 _IN_ANY_SCHEMA = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s "
@@ -79,7 +83,14 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
     for op in operations:
         expanded.append(op)
         why = _why_missing(conn, op, names)
-        if why is not None:
+        if why is not None and op.extra.get("if_exists"):
+            expanded.append(Operation(
+                "drops_nothing", op.table, op.column, f"does nothing: {why}{_index_of_that_name(conn, op)}",
+                op.statement, risk=Risk.LOW,
+                reason="IF EXISTS: PostgreSQL skips what is not there, so what the statement was meant to remove "
+                       "stays; the schema check after the rollback shows it.",
+            ))
+        elif why is not None:
             expanded.append(Operation(
                 "missing_object", op.table, op.column,
                 f"fails: {why}; compare the migration with the live schema (a schema made by create_all or by hand "
@@ -93,7 +104,7 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
 def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> str | None:
     kind = CHECKED_DROPS.get(op.op)
     key = _object_key(op, kind)
-    if kind is None or key is None or op.source != "sql" or op.extra.get("if_exists"):
+    if kind is None or key is None or op.source != "sql":
         return None
     if key in names.dropped:
         return f"{kind} {key[1]} is dropped by an earlier statement of this downgrade"
@@ -118,6 +129,14 @@ def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> 
     if kind == "constraint" and not _exists(conn, _CONSTRAINT_EXISTS, regclass_text(op.table), op.extra["name"]):
         return f"constraint {op.extra['name']} of table {op.table} does not exist"
     return None
+
+
+def _index_of_that_name(conn: psycopg.Connection, op: Operation) -> str:
+    """A hint when a missing constraint is an index of its table: DROP CONSTRAINT does not remove indexes."""
+    if op.op != "drop_constraint" or op.table is None or not _exists(conn, _INDEX_OF_TABLE, regclass_text(op.table),
+                                                                     op.extra["name"]):
+        return ""
+    return f" ({op.extra['name']} is an index of {op.table}: DROP INDEX removes it)"
 
 
 def _object_key(op: Operation, kind: str | None) -> tuple[str, str] | None:
