@@ -249,6 +249,83 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "environment"),
     ),
     CorpusProject(
+        name="ckan",
+        # CKAN's users install `ckan[requirements]` (its pinned dependencies, psycopg2 built from source), write
+        # a ckan.ini with `ckan generate config` and run `ckan db init` (an alias of `ckan db upgrade`): the whole
+        # history from 001 on a new database, then the migrations of the enabled plugins (activity).
+        requirement="ckan[requirements]==2.12.0",
+        # The packaged alembic.ini names its scripts with %(here)s and env.py reads sqlalchemy.url: usable as is.
+        locate_config="import pathlib, ckan; print(pathlib.Path(ckan.__file__).parent / 'migration' / 'alembic.ini')",
+        upgrade=("sh", "-c", "ckan generate config '{work}/ckan.ini' && ckan -c '{work}/ckan.ini' db init"),
+        # CKAN reads these documented variables over its ckan.ini; Solr and Redis are not needed to migrate.
+        upgrade_env={"CKAN_SQLALCHEMY_URL": "{url}", "CKAN_SITE_URL": "http://localhost:5000",
+                     "CKAN_STORAGE_PATH": "{work}/storage"},
+        driver="postgresql+psycopg2",
+        # A portal's rows as CKAN writes them: text ids (uuids), organizations in "group", datasets with their
+        # extras in package.extras (jsonb since 104), resources and views, tags, memberships, followers, activity.
+        seed_sql=(
+            "INSERT INTO \"user\" (id, name, fullname, email, password, created, sysadmin, state, about) "
+            "SELECT gen_random_uuid()::text, 'user' || g, 'User ' || g, 'user' || g || '@portal.example', "
+            "'$pbkdf2-sha512$hash', now() - g * interval '1 day', g = 1, 'active', 'about user ' || g "
+            "FROM generate_series(1, 20) g",
+            "INSERT INTO \"group\" (id, name, title, description, created, state, type, approval_status, "
+            "is_organization, image_url, extras) SELECT gen_random_uuid()::text, 'org-' || g, 'Organization ' || g, "
+            "'publishes data', now(), 'active', 'organization', 'approved', true, '', '{\"homepage\": \"x\"}' "
+            "FROM generate_series(1, 3) g",
+            "INSERT INTO \"group\" (id, name, title, created, state, type, approval_status, is_organization) "
+            "SELECT gen_random_uuid()::text, 'theme-' || g, 'Theme ' || g, now(), 'active', 'group', 'approved', "
+            "false FROM generate_series(1, 4) g",
+            "INSERT INTO package (id, name, title, version, url, notes, author, author_email, maintainer, state, "
+            "license_id, type, owner_org, private, metadata_created, metadata_modified, creator_user_id, extras, "
+            "plugin_data) SELECT gen_random_uuid()::text, 'dataset-' || g, 'Dataset ' || g, '1.' || g, "
+            "'http://data.example/' || g, 'notes ' || g, 'Author', 'author@portal.example', 'Maintainer', 'active', "
+            "'cc-by', 'dataset', (SELECT id FROM \"group\" WHERE name = 'org-' || (g % 3 + 1)), g % 10 = 0, "
+            "now() - g * interval '1 hour', now(), (SELECT id FROM \"user\" WHERE name = 'user1'), "
+            "jsonb_build_object('spatial', 'region-' || g, 'frequency', 'monthly'), '{}' "
+            "FROM generate_series(1, 100) g",
+            "INSERT INTO resource (id, package_id, url, format, description, position, name, resource_type, "
+            "mimetype, size, created, metadata_modified, state, url_type, extras, hash) "
+            "SELECT gen_random_uuid()::text, p.id, 'http://data.example/' || p.name || '/' || r || '.csv', 'CSV', "
+            "'file ' || r, r - 1, p.name || '-' || r, 'file', 'text/csv', 1024 * r, now(), now(), 'active', '', "
+            "'{\"datastore_active\": false}', md5(p.name || r) FROM package p, generate_series(1, 3) r",
+            "INSERT INTO resource_view (id, resource_id, title, view_type, \"order\", config) "
+            "SELECT gen_random_uuid()::text, id, 'Table', 'datatables_view', 0, '{}' FROM resource",
+            "INSERT INTO vocabulary (id, name) VALUES (gen_random_uuid()::text, 'country_codes')",
+            "INSERT INTO tag (id, name, vocabulary_id) SELECT gen_random_uuid()::text, 'tag-' || g, "
+            "CASE WHEN g > 8 THEN (SELECT id FROM vocabulary) END FROM generate_series(1, 10) g",
+            "INSERT INTO package_tag (id, package_id, tag_id, state) SELECT gen_random_uuid()::text, p.id, t.id, "
+            "'active' FROM package p JOIN tag t ON right(p.name, 1) = right(t.name, 1)",
+            "INSERT INTO member (id, group_id, table_id, table_name, capacity, state) "
+            "SELECT gen_random_uuid()::text, g.id, p.id, 'package', 'public', 'active' FROM package p "
+            "JOIN \"group\" g ON g.name = 'theme-' || (length(p.name) % 4 + 1)",
+            "INSERT INTO member (id, group_id, table_id, table_name, capacity, state) "
+            "SELECT gen_random_uuid()::text, g.id, u.id, 'user', 'editor', 'active' FROM \"user\" u "
+            "JOIN \"group\" g ON g.is_organization",
+            "INSERT INTO package_member (package_id, user_id, capacity, modified) "
+            "SELECT p.id, u.id, 'editor', now() FROM package p JOIN \"user\" u ON u.name = 'user2'",
+            "INSERT INTO user_following_dataset (follower_id, object_id, datetime) "
+            "SELECT u.id, p.id, now() FROM \"user\" u JOIN package p ON right(p.name, 1) = right(u.name, 1)",
+            "INSERT INTO user_following_group (follower_id, object_id, datetime) "
+            "SELECT u.id, g.id, now() FROM \"user\" u, \"group\" g WHERE u.name IN ('user3', 'user4')",
+            "INSERT INTO dashboard (user_id, activity_stream_last_viewed, email_last_sent) "
+            "SELECT id, now(), now() FROM \"user\"",
+            "INSERT INTO activity (id, timestamp, user_id, object_id, activity_type, data) "
+            "SELECT gen_random_uuid()::text, p.metadata_created, p.creator_user_id, p.id, 'new package', "
+            "'{\"package\": {}}' FROM package p",
+            "INSERT INTO api_token (id, name, user_id, last_access, plugin_extras) "
+            "SELECT gen_random_uuid()::text, 'token', id, now(), '{}' FROM \"user\" WHERE sysadmin",
+            "INSERT INTO system_info (key, value, state) VALUES ('ckan.site_title', 'Open Data Portal', 'active')",
+            "INSERT INTO task_status (id, entity_id, entity_type, task_type, key, value, state, last_updated) "
+            "SELECT gen_random_uuid()::text, id, 'resource', 'datapusher', 'datapusher', '{}', 'complete', now() "
+            "FROM resource LIMIT 50",
+            "INSERT INTO tracking_raw (user_key, url, tracking_type) "
+            "SELECT md5(g::text), '/dataset/dataset-' || (g % 100 + 1), 'page' FROM generate_series(1, 300) g",
+        ),
+        user_notes=("nothing beyond the database URL: the packaged alembic.ini (`ckan/migration/alembic.ini`, "
+                    "`script_location = %(here)s`); `DATABASE_URL=postgresql+psycopg2://...` (CKAN's own "
+                    "`sqlalchemy.url` names psycopg2); run rollbook in CKAN's environment"),
+    ),
+    CorpusProject(
         name="zou",
         requirement="zou==1.0.97",
         # Zou builds its Alembic config in code (zou/cli.py): the packaged alembic.ini names no script_location,

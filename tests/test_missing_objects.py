@@ -12,6 +12,7 @@ from alembic import command
 from alembic_projects import project_at_head
 
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
+from rollbook.pg.database import connect
 
 BASE = {
     "eeee00000001": (None, 'op.execute("CREATE TABLE orders (id int PRIMARY KEY, customer int, note text)")',
@@ -131,3 +132,22 @@ def test_an_index_dropped_after_its_table_fails(tmp_path, database_url):
     assert plan.verdict.code == "do_not_downgrade"
     with pytest.raises(sqlalchemy.exc.ProgrammingError, match='index "tags_name" does not exist'):
         command.downgrade(config, "-1")
+
+
+def test_a_drop_with_if_exists_of_what_is_not_there_is_said_to_do_nothing(tmp_path, database_url):
+    """CKAN's 021: the downgrade "drops" the indexes its upgrade made with DROP CONSTRAINT IF EXISTS."""
+    revisions = with_step("CREATE INDEX idx_orders_customer ON orders (customer)",
+                          "ALTER TABLE orders DROP CONSTRAINT IF EXISTS idx_orders_customer")
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    [step] = plan.steps
+    assert [op.detail for op in step.operations if op.op == "drops_nothing"] == [
+        "does nothing: constraint idx_orders_customer of table orders does not exist (idx_orders_customer is an "
+        "index of orders: DROP INDEX removes it)"]
+    assert failures(plan) == []
+    # As the plan says: the downgrade succeeds and the index stays.
+    command.downgrade(config, "-1")
+    with connect(target) as conn:
+        assert conn.execute("SELECT to_regclass('idx_orders_customer') IS NOT NULL").fetchone() == (True,)

@@ -351,6 +351,55 @@ def test_renames_keep_their_rows_and_a_table_dropped_and_re_created_is_read_as_r
     assert result.returncode == 0, result.stdout
 
 
+def test_a_column_dropped_and_added_again_by_the_same_downgrade_is_read_as_re_created(tmp_path, database_url):
+    """CKAN's 008: the downgrade drops the key columns and adds them back with their old types (a new serial)."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE revision (id serial PRIMARY KEY, author text); CREATE TABLE package "
+                     "(id int PRIMARY KEY, name text, revision_id int REFERENCES revision)')",
+               "op.execute('DROP TABLE package, revision')"),
+        "r2": ("r1", "op.execute('ALTER TABLE package DROP COLUMN revision_id; ALTER TABLE revision ALTER id TYPE "
+                     "text; ALTER TABLE package ADD COLUMN revision_id text REFERENCES revision')",
+               "op.execute('ALTER TABLE package DROP COLUMN revision_id; ALTER TABLE revision DROP COLUMN id; "
+               "ALTER TABLE revision ADD COLUMN id serial PRIMARY KEY; "
+               "ALTER TABLE package ADD COLUMN revision_id int REFERENCES revision')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    assert r2["rows_as_planned"]["status"] == "passed", r2
+    detail = r2["rows_as_planned"]["detail"]
+    assert "package.revision_id: dropped and added again, 3 values lost as predicted" in detail
+    assert "revision.id: dropped and added again, 3 values lost as predicted" in detail
+    # The rows themselves are kept: only the re-created columns lost their values.
+    assert "package: all 3 rows kept" in detail and "revision: all 3 rows kept" in detail
+    assert result.returncode == 0, result.stdout
+
+
+FLAT_EXTRAS = """jsonb_typeof(extras) = 'object' AND NOT jsonb_path_exists(extras, '$.* ? (@.type() <> "string")')"""
+
+
+def test_tables_with_check_constraints_on_their_columns_are_seeded(tmp_path, database_url):
+    """CKAN's 106: package.extras must be a JSON object of strings; other CHECKs reject made-up numbers."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "r1": (None, "op.execute('CREATE TABLE package (id int PRIMARY KEY, name text NOT NULL, "
+                     "size int CHECK (size < 100))')", "op.execute('DROP TABLE package')"),
+        "r2": ("r1", f"op.execute({f'ALTER TABLE package ADD COLUMN extras jsonb CHECK ({FLAT_EXTRAS})'!r})",
+               "op.execute('ALTER TABLE package DROP COLUMN extras')"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
+    assert r2["seeded"] == [{"table": "package", "rows": 3}], r2["rows_as_planned"]
+    assert "package.extras: dropped, 3 values lost as predicted" in r2["rows_as_planned"]["detail"]
+    assert result.returncode == 0, result.stdout
+
+
 BRANCH_FORGETTING_ITS_INDEX = '''
 """Index users.email and add users.nickname, on a branch; the downgrade forgets the index."""
 import sqlalchemy as sa

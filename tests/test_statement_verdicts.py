@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from alembic import command
 from alembic.config import Config
 from alembic_projects import write_project
+from sqlalchemy.exc import DuplicateColumnError
+from test_records import rollbook
 
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
@@ -302,3 +305,33 @@ def test_a_downgrade_that_works_only_online_is_read_on_its_online_path_and_never
     assert "No SQL script" in plan.downgrade_sql_or_why_not()
     command.downgrade(config, "-1")
     assert rows(target, "SELECT count(*) FROM runs WHERE name IS NULL") == [(1,)]
+
+
+def test_a_downgrade_that_defines_a_column_twice_is_planned_to_fail_on_every_database(tmp_path, database_url):
+    """CKAN's 038: downgrade() re-creates a dropped table listing `created` twice, which SQLAlchemy refuses."""
+    revisions = dict([BASE, ("rrrr00000002", (
+        "rrrr00000001", "op.drop_table('runs')",
+        "import sqlalchemy as sa\n    op.create_table('runs', sa.Column('id', sa.Integer, primary_key=True), "
+        "sa.Column('name', sa.String), sa.Column('created', sa.DateTime), sa.Column('created', sa.TIMESTAMP))"))])
+    project, target, config = project_at_head(tmp_path / "project", database_url, revisions, ROWS)
+
+    plan = plan_downgrade(target, project, "-1")
+
+    [step] = plan.steps
+    [raises] = [op for op in step.operations if op.fails]
+    assert raises.detail.startswith("fails: downgrade() raises DuplicateColumnError")
+    assert "on every database" in raises.detail and "depends on live data" not in raises.detail
+    assert plan.verdict.code != "safe"
+    assert "fails on every database" in plan.downgrade_sql_or_why_not()
+    # As the plan says: the real downgrade fails, and the database stays where it was.
+    with pytest.raises(DuplicateColumnError):
+        command.downgrade(config, "-1")
+    with connect(target) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("rrrr00000002",)]
+    # The rehearsal holds the prediction against the real failure.
+    rehearsal = rollbook(tmp_path, "test-rollback", "--config", str(project.config_path), "--json",
+                         url=database_url)
+    [trip] = [t for t in json.loads(rehearsal.stdout)["revisions"] if t["revision"] == "rrrr00000002"]
+    assert trip["rows_as_planned"]["status"] == "passed"
+    assert trip["rows_as_planned"]["detail"].startswith("the plan predicted that the downgrade fails (fails: "
+                                                        "downgrade() raises DuplicateColumnError")

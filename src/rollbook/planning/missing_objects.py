@@ -3,8 +3,10 @@
 A database whose tables came from `metadata.create_all` (or were changed by hand) can name an index or
 a constraint differently from the migrations: `DROP INDEX ix_old` then fails with "does not exist" in
 the middle of the rollback. The planner looks each dropped table, column, index and constraint up in
-the live catalog, unless the statement says IF EXISTS or an earlier statement of the same downgrade
-creates it; an index whose table an earlier statement drops went with that table. Names an earlier statement renames, or that a statement rollbook did not understand may
+the live catalog, unless an earlier statement of the same downgrade creates it; an index whose table an
+earlier statement drops went with that table. With IF EXISTS the statement does not fail but does
+nothing, and the plan says so: CKAN's `021` "drops" its indexes with `DROP CONSTRAINT IF EXISTS`, so
+they stay. Names an earlier statement renames, or that a statement rollbook did not understand may
 have touched, are not looked up, and an unqualified table or index found in another schema (the one
 a multi-tenant env.py selects) is taken to be there: an unsure "fails" would be a false one.
 """
@@ -35,6 +37,8 @@ _INDEX_EXISTS = "SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind 
 # The table an index belongs to, as a downgrade may name it: bare and schema-qualified.
 _INDEX_TABLE = ("SELECT c.relname, n.nspname || '.' || c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass(%s)")
+_INDEX_OF_TABLE = ("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                   "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s")
 # An unqualified name found in no schema on rollbook's search path may be in the schema the project's
 # env.py selects (multi-tenant projects set search_path from -x arguments): then nothing is claimed.
 _IN_ANY_SCHEMA = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s "
@@ -83,6 +87,13 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
         why = _why_missing(conn, op, names)
         if why is None:
             expanded.append(op)
+        elif op.extra.get("if_exists"):
+            expanded.append(Operation(
+                "drops_nothing", op.table, op.column, f"does nothing: {why}{_index_of_that_name(conn, op)}",
+                op.statement, risk=Risk.LOW,
+                reason="IF EXISTS: PostgreSQL skips what is not there, so what the statement was meant to remove "
+                       "stays; the schema check after the rollback shows it.",
+            ))
         else:
             # What it would drop is not there, so it destroys nothing: the risk and reason of a drop (data lost,
             # "the column existed before this migration") would be false, and there is nothing to count.
@@ -103,7 +114,7 @@ def with_missing_objects(conn: psycopg.Connection, operations: list[Operation], 
 def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> str | None:
     kind = CHECKED_DROPS.get(op.op)
     key = _object_key(op, kind)
-    if kind is None or key is None or op.source != "sql" or op.extra.get("if_exists"):
+    if kind is None or key is None or op.source != "sql":
         return None
     if key in names.dropped:
         return f"{kind} {key[1]} is dropped by an earlier statement of this downgrade"
@@ -132,6 +143,14 @@ def _why_missing(conn: psycopg.Connection, op: Operation, names: NamesSoFar) -> 
     if kind == "constraint" and not _exists(conn, _CONSTRAINT_EXISTS, regclass_text(op.table), op.extra["name"]):
         return f"constraint {op.extra['name']} of table {op.table} does not exist"
     return None
+
+
+def _index_of_that_name(conn: psycopg.Connection, op: Operation) -> str:
+    """A hint when a missing constraint is an index of its table: DROP CONSTRAINT does not remove indexes."""
+    if op.op != "drop_constraint" or op.table is None or not _exists(conn, _INDEX_OF_TABLE, regclass_text(op.table),
+                                                                     op.extra["name"]):
+        return ""
+    return f" ({op.extra['name']} is an index of {op.table}: DROP INDEX removes it)"
 
 
 def _object_key(op: Operation, kind: str | None) -> tuple[str, str] | None:

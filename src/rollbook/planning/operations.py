@@ -136,7 +136,7 @@ class LiveCheck:
 
 # Operations whose statement fails whatever the rows: an object in its way, an object to drop that does not
 # exist, a TRUNCATE that is refused.
-CERTAIN_FAILURES = frozenset({"dependent_object", "missing_object", "truncate_refused"})
+CERTAIN_FAILURES = frozenset({"dependent_object", "missing_object", "truncate_refused", "raises"})
 
 _LOSS_VERBS = {
     "update": "rewritten", "delete": "deleted", "cascade_delete": "deleted", "cascade_set_null": "rewritten",

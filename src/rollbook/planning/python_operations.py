@@ -44,14 +44,16 @@ _POSITIONAL_PARAMETERS = postgresql.dialect(paramstyle="numeric_dollar")
 
 
 def operations_from_python(
-    path: str | Path, function: str, render_error: str, namespace: dict[str, Any] | None = None
+    path: str | Path, function: str, render_error: str, namespace: dict[str, Any] | None = None,
+    *, fails_everywhere: bool = False,
 ) -> list[Operation]:
     """The operations of `function` (upgrade or downgrade) in the migration file at `path`.
 
     `namespace`, the imported module's globals, names what the source spells as attributes of what it
-    imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is always
-    `unknown`: a function that cannot be rendered offline (it depends on live data, does work only online,
-    or fails to compile) is for a person to judge.
+    imports (`op.create_table(SqlLatestMetric.__tablename__, ...)`). The first operation is `unknown`: a
+    function that cannot be rendered offline (it depends on live data, does work only online, or fails to
+    compile) is for a person to judge; or, when its error is its own code's (`fails_everywhere`), `raises`:
+    the step fails wherever it runs.
     """
     source = Path(path).read_text(encoding="utf-8")
     tree = ast.parse(source)
@@ -64,13 +66,21 @@ def operations_from_python(
         if isinstance(node, ast.FunctionDef) and node.name == function:
             reader = _FunctionReader(source, helpers, constants)
             reader.read_function(node)
-            data_dependent = Operation(
-                "unknown", None, None,
-                f"{function}() cannot be rendered offline ({render_error}); the operations below were read from "
-                "its source, review its logic by hand",
-                ast.get_source_segment(source, node) or "", extra={RENDER_FALLBACK: True},
-            )
-            return [replace(op, source="python") for op in [data_dependent, *reader.operations]]
+            code = ast.get_source_segment(source, node) or ""
+            if fails_everywhere:
+                first = Operation(
+                    "raises", None, None,
+                    f"fails: {function}() raises {render_error.rstrip('.')} while it builds its schema objects, on "
+                    "every database: a defect of the migration itself, to fix before rolling back through it; the "
+                    "operations below were read from its source", code, extra={RENDER_FALLBACK: True})
+            else:
+                first = Operation(
+                    "unknown", None, None,
+                    f"{function}() cannot be rendered offline ({render_error}); the operations below were read "
+                    "from its source, review its logic by hand",
+                    code, extra={RENDER_FALLBACK: True},
+                )
+            return [replace(op, source="python") for op in [first, *reader.operations]]
     return [Operation("unknown", None, None, f"no {function}() function found", "", source="python")]
 
 

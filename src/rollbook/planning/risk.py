@@ -254,6 +254,9 @@ def _risk_of(
         return Risk.MEDIUM, "Fails, or changes data, when existing rows do not satisfy the new definition."
     if op.op == "unknown":
         return Risk.UNKNOWN, "Not understood: review by hand."
+    if op.op == "raises":
+        return Risk.MEDIUM, ("The migration's own code raises: the step fails where it does, and its transaction "
+                             "rolls back what its earlier statements did (unless the step commits on its way).")
     if op.op in (COMMIT, BEGIN):
         # The step's atomicity is judged on its own (PlanStep.atomic): the policy treats it like a HIGH risk.
         return Risk.LOW, "Transaction control: removes no data, but the step no longer runs as one transaction."

@@ -9,6 +9,7 @@ from typing import Literal
 
 from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
+from sqlalchemy.exc import DuplicateColumnError
 
 from rollbook.project.migrations import MigrationProject
 from rollbook.project.naming_convention import read_naming_convention
@@ -25,6 +26,9 @@ class RenderedSQL:
     direction: Direction
     sql: str | None
     error: str | None = None
+    # The function's own code raised an error no database changes (a table defined with a column twice): it
+    # raises the same when it runs, so the step fails wherever it runs.
+    fails_everywhere: bool = False
 
 
 class OfflineRenderer:
@@ -62,12 +66,15 @@ class OfflineRenderer:
         except Exception as exc:
             # Typically the migration reads the database (op.get_bind().execute(...).fetchall()),
             # which offline mode cannot answer; the caller falls back to reading the Python source.
-            return RenderedSQL(revision, direction, None, offline_failure_in_words(exc))
+            return RenderedSQL(revision, direction, None, offline_failure_in_words(exc),
+                               fails_everywhere=isinstance(exc, DEFINITION_ERRORS))
         return RenderedSQL(revision, direction, buffer.getvalue())
 
 
 OFFLINE_BRANCH = ("it tests context.is_offline_mode() and does work only online that the offline render cannot "
                   "show")
+# Errors SQLAlchemy raises while the migration builds its schema objects, before any statement is sent.
+DEFINITION_ERRORS = (DuplicateColumnError,)
 _RESULT_READ = re.compile(r"'NoneType' object has no attribute '(\w+)'")
 # Offline, op.get_bind() is SQLAlchemy's MockConnection, which only compiles DDL: an ORM Session on it
 # (Optuna's data migrations) or any other use as a live connection fails on the first call it lacks.
