@@ -557,7 +557,7 @@ def test_a_column_dropped_then_replaced_by_a_rename_and_seeding_refusals_are_rep
         "r1": (None, "op.execute(\"CREATE TABLE dag_run (id int PRIMARY KEY, conf text, run_type text, external_trigger "
                      "boolean); CREATE TABLE slot_pool "
                      "(id int PRIMARY KEY, pool text); INSERT INTO slot_pool VALUES (1, 'default_pool'); "
-                     "CREATE TABLE note (id int, body text CHECK (body LIKE 'x%'))\")",
+                     "CREATE TABLE note (id int, body text NOT NULL CHECK (body LIKE 'x%'))\")",
                "op.execute('DROP TABLE dag_run, slot_pool, note')"),
         "r2": ("r1", "op.execute('ALTER TABLE dag_run ADD COLUMN conf_pickle text')",
                "op.execute('ALTER TABLE dag_run DROP COLUMN conf; ALTER TABLE dag_run RENAME conf_pickle TO conf')"),

@@ -873,6 +873,10 @@ class _ColumnNames:
         """Whether another column (renamed or added) carries `name` after the downgrade."""
         return name in self.current
 
+    def added(self, name: str) -> bool:
+        """Whether `name` is, after the downgrade, a column the downgrade adds (CKAN's 008 drops and adds again)."""
+        return name in self.current and self.current[name] is None
+
 
 def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict[tuple[str, str], TableData]:
     """Every table's rows as text, keyed by (schema, name); the version table left out."""
@@ -977,7 +981,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
                     continue
             elif names.final(column) in now.columns:
                 continue
-            dropped = "dropped and added again" if added_again else "dropped"
+            dropped = "dropped and added again" if names.added(column) else "dropped"
             if was.count and not was.rows:
                 findings.append(f"{table}.{column}: {dropped}; values not compared ({was.count} rows)")
                 continue
