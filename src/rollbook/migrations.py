@@ -87,6 +87,15 @@ class MigrationProject:
     def heads(self) -> tuple[str, ...]:
         return tuple(self.scripts.get_heads())
 
+    def has_downgrade(self, revision: str) -> bool:
+        """Whether the migration file defines downgrade(): projects that never downgrade (OpenStack's) omit it."""
+        return callable(getattr(self.script(revision).module, "downgrade", None))
+
+    def no_downgrade_text(self, revision: str) -> str:
+        """Why Alembic cannot undo `revision`, in words, for a file without downgrade()."""
+        return (f"the migration file of {revision} has no downgrade() function, so Alembic cannot undo it "
+                "(the project does not support downgrades)")
+
     def refuse_if_no_migrations(self, current: tuple[str, ...]) -> None:
         """Refuse a database at a revision when the project has no migration file at all.
 

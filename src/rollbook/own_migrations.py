@@ -60,7 +60,14 @@ def run_own_migrations(
         if direction == "upgrade":
             found = project.scripts._upgrade_revs(destination, current)  # type: ignore[arg-type]
         else:
-            found = project.scripts._downgrade_revs(destination, current)  # type: ignore[arg-type]
+            try:
+                found = project.scripts._downgrade_revs(destination, current)  # type: ignore[arg-type]
+            except AttributeError:
+                # Alembic reads each step's downgrade() as it lists the steps: a file without one (OpenStack's)
+                # fails here, first at the newest revision, one the database is at.
+                heads = (current,) if isinstance(current, str) else tuple(current or ())
+                planned[:] = [rev for rev in heads if project.has_file(rev) and not project.has_downgrade(rev)][:1]
+                raise
         planned[:] = [step.revision.revision for step in found]
         return found
 
@@ -96,6 +103,8 @@ def run_own_migrations(
     except Exception as exc:
         failed = next((rev for rev in planned if rev not in applied), None)
         cause = f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
+        if direction == "downgrade" and failed is not None and not project.has_downgrade(failed):
+            cause = project.no_downgrade_text(failed)
         which = ", ".join(planned) or (destination if isinstance(destination, str) else ", ".join(destination))
         raise MigrationFailed(f"{direction} of {which} raised {cause}", revision=failed, applied=len(applied),
                               planned=len(planned), cause=cause) from None

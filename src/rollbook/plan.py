@@ -22,6 +22,7 @@ from rollbook.migration_sql import OfflineRenderer, RenderedSQL
 from rollbook.migrations import MigrationProject, RevisionInfo
 from rollbook.operations import (
     CERTAIN_FAILURES,
+    NO_DOWNGRADE,
     ROW_CHANGES,
     Operation,
     Risk,
@@ -214,6 +215,10 @@ class DowngradePlan:
         its work would still move the version table, so no partial script is ever returned.
         """
         for step in self.steps:
+            missing = next((op for op in step.operations if op.op == NO_DOWNGRADE), None)
+            if missing is not None:
+                raise DowngradeNotRenderable(f"No script can undo {step.revision.revision}: "
+                                             f"{missing.detail.removeprefix('fails: ')}. {missing.reason}")
             if step.render_error is not None:
                 raise DowngradeNotRenderable(self._not_renderable_message(step))
         parts = []
@@ -281,12 +286,23 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
     for revision in path.steps:
         info = project.info(revision)
         upgrade = _operations(project, renderer.render(revision, "upgrade"))
-        rendered = renderer.render(revision, "downgrade")
-        downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
+        if not project.has_downgrade(revision):
+            rendered = RenderedSQL(revision, "downgrade", None)
+            downgrade = [_no_downgrade(project, revision)]
+        else:
+            rendered = renderer.render(revision, "downgrade")
+            downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
         kind = migration_type(upgrade)
         risk = step_risk(kind, downgrade)
         steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
     return tuple(steps)
+
+
+def _no_downgrade(project: MigrationProject, revision: str) -> Operation:
+    return Operation(
+        NO_DOWNGRADE, None, None, f"fails: {project.no_downgrade_text(revision)}", "", risk=Risk.HIGH,
+        reason=("`alembic downgrade` stops at this revision with nothing undone. Restore from a backup taken before "
+                "the upgrade, or fix forward with a new migration."))
 
 
 def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
