@@ -112,6 +112,10 @@ def test_a_branch_target_plans_that_branch_alone(tmp_path, database_url):
     assert steps("expand@-2") == ["ee0000000002", "ee0000000001"]
     assert steps("contract@aa0000000001") == ["cc0000000002", "cc0000000001"]
     assert steps("ee0000000002@-1") == ["ee0000000002"]  # a revision on the branch names it too
+    # The script's last step leaves the branch point to the other branch: its version row goes, as Alembic does it.
+    script = rollbook("plan", "--target", "contract@aa0000000001", "--sql", url=database_url, config=ini).stdout
+    assert "SET version_num='cc0000000001' WHERE alembic_version.version_num = 'cc0000000002'" in script
+    assert "DELETE FROM alembic_version WHERE alembic_version.version_num = 'cc0000000001'" in script
     # Below the branch point, the other branch stands on what would be undone: Alembic would undo it too.
     shared = rollbook("plan", "--target", "contract@base", url=database_url, config=ini)
     assert shared.exit_code == 2 and "aa0000000001" in shared.stderr and "ee0000000002" in shared.stderr

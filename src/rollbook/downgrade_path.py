@@ -22,6 +22,9 @@ class DowngradePath:
     target: str | None
     requested: str
     steps: tuple[str, ...]
+    # Parents on the path that another head of the database stands on (a branch point): undoing their child
+    # removes its row from the version table, as Alembic does, rather than moving it to the parent.
+    shared_parents: tuple[str, ...] = ()
 
     @property
     def target_label(self) -> str:
@@ -60,7 +63,10 @@ def resolve_downgrade_path(project: MigrationProject, current: tuple[str, ...], 
 
     steps = _steps(project, start, target_rev)
     _refuse_undoing_other_heads(project, current, start, steps, requested)
-    return DowngradePath(current=current, start=start, target=target_rev, requested=requested, steps=steps)
+    others = [ancestors(project, head) for head in current if head != start and project.has_file(head)]
+    shared = tuple(parent for rev in steps for parent in _parents(project, rev) if any(parent in a for a in others))
+    return DowngradePath(current=current, start=start, target=target_rev, requested=requested, steps=steps,
+                         shared_parents=shared)
 
 
 def ancestors(project: MigrationProject, revision: str) -> set[str]:

@@ -229,10 +229,10 @@ class DowngradePlan:
             parts.append((step.downgrade_sql or f"-- downgrade() of {rev.revision} is empty: only the version "
                                                 "table changes\n").strip())
             table = self.version_table
-            if parent and len(rev.down_revisions) == 1:
+            if parent and len(rev.down_revisions) == 1 and parent not in self.path.shared_parents:
                 parts.append(f"\nUPDATE {table} SET version_num='{parent}' "
                              f"WHERE {table}.version_num = '{rev.revision}';")
-            elif not parent:
+            elif not parent or parent in self.path.shared_parents:
                 parts.append(f"\nDELETE FROM {table} WHERE {table}.version_num = '{rev.revision}';")
             else:
                 parts.append(f"\n-- merge revision: {table} gets {', '.join(rev.down_revisions)}")
