@@ -220,3 +220,16 @@ def test_a_flask_migrate_env_py_runs_inside_the_app_named_in_the_settings(tmp_pa
     named = undo_head()
     assert named.succeeded, named.to_text()
     assert version_rows(database_url) == {"bb0000000001"}
+
+
+def test_the_rehearsal_undoes_each_revision_of_each_branch_alone(tmp_path, database_url):
+    ini = write_project(tmp_path / "project", EXPAND_CONTRACT)
+
+    report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), load_project(ini))
+
+    assert sorted(trip.revision.revision for trip in report.round_trips) == sorted(EXPAND_CONTRACT)
+    failed = {trip.revision.revision: [f for f, _ in trip.failures()] for trip in report.round_trips if not trip.passed}
+    assert not failed and report.team_test.status == "passed", (failed, report.team_test)
+    first_contract = next(trip for trip in report.round_trips if trip.revision.revision == "cc0000000001")
+    # Undone from the branch point alone: the expand branch, walked first or not, keeps its heads.
+    assert "the schema equals" in first_contract.down.detail

@@ -59,10 +59,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not config.getini("rollbook_rollback_test") or _chosen_tests(config):
         return
     # Imported only now: projects that have not opted in do not pay for Alembic and SQLAlchemy at start-up.
-    from rollbook.rollback_rehearsal import linear_history
+    from rollbook.rollback_rehearsal import history_in_upgrade_order
 
     try:
-        names = [TEAM_TEST, *linear_history(_project(config))]
+        names = [TEAM_TEST, *history_in_upgrade_order(_project(config))]
     except RollbookError as exc:
         config.stash[_REPORT] = exc
         names = [TEAM_TEST]

@@ -12,7 +12,9 @@ may ignore the URL it is given and migrate whatever database its settings name):
    that does nothing, or forgets an index, fails here); check that rows were lost exactly where the
    plan said and survived everywhere else; upgrade again and compare the schema with the first build.
 
-A history with several heads, a branch point or a merge is refused: the rehearsal walks one line.
+A history that branches from one base without merging again (OpenStack's expand and contract) is walked in
+upgrade order, each revision undone alone (`REVISION@PARENT` from a branch point); a merge or several bases
+is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.base_schema import create_base_schema
 from rollbook.database import DatabaseTarget, connect
+from rollbook.downgrade_path import alembic_downgrade_destination
 from rollbook.errors import BadInput, RollbookError
 from rollbook.migrations import MigrationProject, RevisionInfo
 from rollbook.operations import ROW_CHANGES, Risk
@@ -241,7 +244,7 @@ def rehearse_rollbacks(
     `alembic upgrade`), to the first later revision such an upgrade reaches.
     """
     started = time.monotonic()
-    history = linear_history(project)
+    history = history_in_upgrade_order(project)
     trips: list[RoundTrip] = []
     team: TeamTest | None = None
     with ExitStack() as databases:
@@ -250,6 +253,9 @@ def rehearse_rollbacks(
         # Base as a downgrade leaves it: no migration, but the version table's schema (version_table_schema) exists.
         run_own_migrations(project, walk, "base", "upgrade")
         schemas: dict[str | None, SchemaSnapshot] = {None: _schema(walk, project)}
+        # The version table's rows at each state of the walk: with branches, undoing a revision leaves the other
+        # branches' heads, so the state before it, not its parent alone.
+        versions: dict[str | None, tuple[str, ...]] = {None: ()}
         previous: str | None = None
         broken: list[str] = []
         index = 0
@@ -268,12 +274,13 @@ def rehearse_rollbacks(
                 # Its round trip goes down to the revision before it, whose schema never built on its own.
                 walk, revision, index, previous = reached, history[at], at, history[at - 1]
             schemas[revision] = _schema(walk, project)
-            trips.append(_round_trip(server, walk, project, project.info(revision), previous, schemas,
-                                     rows_per_table))
+            versions[revision] = _revisions(walk, project) or ()
+            trips.append(_round_trip(server, walk, project, project.info(revision), previous,
+                                     _WalkStates(schemas, versions), rows_per_table))
             previous = revision
             index += 1
         if not broken:
-            team = _team_test(walk, project, history, schemas)
+            team = _team_test(walk, project, history, _WalkStates(schemas, versions))
     if team is None:
         team = TeamTest("not_run", (f"not run: the upgrade of {', '.join(broken)} failed when applied on its own, so "
                                     "the migrations could not all be applied one after another",))
@@ -306,32 +313,23 @@ def _reach_in_one_transaction(
     return None, None, f"{why}, and no later revision could be reached in one upgrade from base"
 
 
-def linear_history(project: MigrationProject) -> tuple[str, ...]:
-    """The revisions oldest first; BadInput for no migrations, several heads, a branch point or a merge."""
+def history_in_upgrade_order(project: MigrationProject) -> tuple[str, ...]:
+    """The revisions oldest first, each after its parent: one line, or branches from one base that are never merged
+    again (OpenStack's expand and contract), walked as `alembic upgrade heads` walks them.
+
+    BadInput for no migrations, several bases or a merge.
+    """
     scripts = list(project.scripts.walk_revisions())
     if not scripts:
         raise BadInput(f"The Alembic project at {project.config_path} has no migrations: there is nothing to test.")
     heads = project.heads()
-    children: dict[str, list[str]] = {}
-    merges = []
-    for script in scripts:
-        parents = _parents(script.down_revision)
-        if len(parents) > 1:
-            merges.append(f"{script.revision} merges {', '.join(parents)}")
-        for parent in parents:
-            children.setdefault(parent, []).append(script.revision)
-    branch_points = [f"{parent} has {len(kids)} children ({', '.join(sorted(kids))})"
-                     for parent, kids in sorted(children.items()) if len(kids) > 1]
+    merges = [f"{script.revision} merges {', '.join(_parents(script.down_revision))}" for script in scripts
+              if len(_parents(script.down_revision)) > 1]
     bases = [script.revision for script in scripts if not _parents(script.down_revision)]
-    if len(heads) > 1 or branch_points or merges or len(bases) > 1:
-        found = [f"several heads ({', '.join(sorted(heads))})"] if len(heads) > 1 else []
-        found += [f"several bases ({', '.join(sorted(bases))})"] if len(bases) > 1 else []
-        found += [f"a branch point: {point}" for point in branch_points] + [f"a merge: {m}" for m in merges]
-        if len(heads) > 1 and not merges:
-            # Branches kept apart on purpose (OpenStack's expand and contract): merging them is not the advice.
-            advice = ("Branches are not rehearsed yet; `rollbook plan` and `rollbook run` roll back one branch at a "
-                      f"time when the target names it ({' or '.join(f'{label}@-1' for label in _labels(project, heads))}).")
-        elif len(heads) > 1:
+    if merges or len(bases) > 1:
+        found = [f"several bases ({', '.join(sorted(bases))})"] if len(bases) > 1 else []
+        found += [f"a merge: {m}" for m in merges]
+        if len(heads) > 1:
             advice = ("Merge the heads (alembic merge heads) and test the line, or test each branch in a project of "
                       "its own.")
         else:
@@ -339,31 +337,38 @@ def linear_history(project: MigrationProject) -> tuple[str, ...]:
             advice = ("Its branches are merged again into one head, but a merged branch is not rehearsed yet; "
                       "`rollbook plan` still plans each downgrade that does not cross the merge.")
         raise BadInput(
-            f"The migration history of {project.config_path} is not a single line: {'; '.join(found)}. The rollback "
-            f"test walks one line of migrations, where 'roll back one' has one meaning. {advice} Nothing was run.")
+            f"The migration history of {project.config_path} is neither a single line nor branches from one base: "
+            f"{'; '.join(found)}. The rollback test walks the revisions in upgrade order, undoing each one alone. "
+            f"{advice} Nothing was run.")
     return tuple(script.revision for script in reversed(scripts))
 
 
-def _labels(project: MigrationProject, heads: tuple[str, ...]) -> list[str]:
-    return [sorted(project.script(head).branch_labels or {head})[0] for head in sorted(heads)]
+@dataclass(frozen=True)
+class _WalkStates:
+    """What the walk built at each revision (None: base): the schema and the version table's rows."""
+
+    schemas: dict[str | None, SchemaSnapshot]
+    versions: dict[str | None, tuple[str, ...]]
 
 
 def _round_trip(
     server: DatabaseTarget, walk: DatabaseTarget, project: MigrationProject, info: RevisionInfo,
-    parent: str | None, schemas: dict[str | None, SchemaSnapshot], rows_per_table: int,
+    previous: str | None, states: _WalkStates, rows_per_table: int,
 ) -> RoundTrip:
+    """Undo `info`'s revision alone on copies of the walk, which is at it; `previous` is the walk's state before it."""
     started = time.monotonic()
-    parent_label = parent or "base"
+    parent_label = info.down_revision or "base"
+    destination = alembic_downgrade_destination(project, info.revision)
     with copy_of(server, walk) as copy:
         with connect(copy) as conn:
             seeded, seed_notes = seed_rows(conn, project, rows_per_table)
-        step, planning_note = _plan_one_step(copy, project)
+        step, planning_note = _plan_one_step(copy, project, info.revision)
         kind = step.migration_type if step else "unknown"
         risk = step.risk.value if step else Risk.UNKNOWN.value
         with connect(copy) as conn:
             before = table_data(conn, project)
         try:
-            run_own_migrations(project, copy, parent_label, "downgrade")
+            run_own_migrations(project, copy, destination, "downgrade")
         except MigrationFailed as exc:
             blocking = _blocking(step)
             if not blocking:
@@ -376,49 +381,51 @@ def _round_trip(
             rows = StepResult("passed", f"the plan predicted that the downgrade fails on the seeded rows "
                               f"({blocking}), and it did: {exc}")
         else:
-            down = _after_down(copy, project, parent, schemas)
+            down = _after_down(copy, project, previous, states)
             with connect(copy) as conn:
                 after = table_data(conn, project)
             rows = (StepResult("not_checked", f"no plan to check against: {planning_note}") if step is None
                     else check_predictions(step, before, after, seed_notes))
-            return RoundTrip(info, kind, risk, seeded, down, _up_again(copy, project, info.revision, schemas), rows,
+            return RoundTrip(info, kind, risk, seeded, down, _up_again(copy, project, info.revision, states), rows,
                              _since(started))
     note = " (without seeded rows)"
     with copy_of(server, walk) as bare:
         try:
-            run_own_migrations(project, bare, parent_label, "downgrade")
+            run_own_migrations(project, bare, destination, "downgrade")
         except MigrationFailed as exc:
             down, up = (StepResult("failed", f"the downgrade to {parent_label} failed{note}: {exc}"),
                         StepResult("not_run", "the downgrade failed"))
         else:
-            down = _after_down(bare, project, parent, schemas, note)
-            up = _up_again(bare, project, info.revision, schemas, note)
+            down = _after_down(bare, project, previous, states, note)
+            up = _up_again(bare, project, info.revision, states, note)
     return RoundTrip(info, kind, risk, seeded, down, up, rows, _since(started))
 
 
-def _after_down(copy: DatabaseTarget, project: MigrationProject, parent: str | None,
-                schemas: dict[str | None, SchemaSnapshot], note: str = "") -> StepResult:
-    """The revision and schema after the downgrade, against the schema the parent revision builds."""
-    if parent not in schemas:
-        return StepResult("not_checked", f"the schema {parent} builds is unknown: its upgrade failed{note}")
-    return _schema_step(_schema(copy, project), schemas[parent], _revisions(copy, project), parent,
-                        f"the schema {parent or 'base'} builds", note)
+def _after_down(copy: DatabaseTarget, project: MigrationProject, previous: str | None, states: _WalkStates,
+                note: str = "") -> StepResult:
+    """The revisions and schema after the downgrade, against the walk's state before the revision."""
+    if previous not in states.schemas:
+        return StepResult("not_checked", f"the schema {previous} builds is unknown: its upgrade failed{note}")
+    return _schema_step(_schema(copy, project), states.schemas[previous], _revisions(copy, project),
+                        states.versions[previous], f"the schema {previous or 'base'} builds", note)
 
 
-def _up_again(copy: DatabaseTarget, project: MigrationProject, revision: str,
-              schemas: dict[str | None, SchemaSnapshot], note: str = "") -> StepResult:
+def _up_again(copy: DatabaseTarget, project: MigrationProject, revision: str, states: _WalkStates,
+              note: str = "") -> StepResult:
     """Upgrade again after the downgrade; the schema must equal the one the first upgrade built."""
     try:
         run_own_migrations(project, copy, revision, "upgrade")
     except MigrationFailed as exc:
         return StepResult("failed", f"upgrading again after the downgrade failed{note}: {exc}")
-    return _schema_step(_schema(copy, project), schemas[revision], _revisions(copy, project), revision,
-                        "the schema of the first upgrade", note)
+    return _schema_step(_schema(copy, project), states.schemas[revision], _revisions(copy, project),
+                        states.versions[revision], "the schema of the first upgrade", note)
 
 
-def _plan_one_step(copy: DatabaseTarget, project: MigrationProject) -> tuple[PlanStep | None, str]:
+def _plan_one_step(copy: DatabaseTarget, project: MigrationProject, revision: str) -> tuple[PlanStep | None, str]:
+    # With other branches' heads in the version table, "-1" is ambiguous: the revision names its branch.
+    target = "-1" if len(_revisions(copy, project) or ()) <= 1 else f"{revision}@-1"
     try:
-        plan = plan_downgrade(copy, project, "-1", statement_timeout_ms=PLAN_STATEMENT_TIMEOUT_MS)
+        plan = plan_downgrade(copy, project, target, statement_timeout_ms=PLAN_STATEMENT_TIMEOUT_MS)
     except RollbookError as exc:
         return None, str(exc)
     return (plan.steps[0], "") if plan.steps else (None, "the plan has no step")
@@ -430,12 +437,11 @@ def _blocking(step: PlanStep | None) -> str:
 
 
 def _schema_step(actual: SchemaSnapshot, expected: SchemaSnapshot, revisions: tuple[str, ...] | None,
-                 revision: str | None, what: str, note: str = "") -> StepResult:
+                 expected_revisions: tuple[str, ...], what: str, note: str = "") -> StepResult:
     at = ", ".join(revisions) if revisions else "base"
-    expected_revisions = (revision,) if revision else ()
     problems = []
-    if revisions is not None and tuple(revisions) != expected_revisions:
-        problems.append(f"the version table says {at}, not {revision or 'base'}")
+    if revisions is not None and sorted(revisions) != sorted(expected_revisions):
+        problems.append(f"the version table says {at}, not {', '.join(expected_revisions) or 'base'}")
     differences = compare_schemas(expected, actual).differences
     if differences:
         problems.append(f"the schema differs from {what} ({len(differences)} difference(s))")
@@ -445,16 +451,16 @@ def _schema_step(actual: SchemaSnapshot, expected: SchemaSnapshot, revisions: tu
 
 
 def _team_test(walk: DatabaseTarget, project: MigrationProject, history: tuple[str, ...],
-               schemas: dict[str | None, SchemaSnapshot]) -> TeamTest:
+               states: _WalkStates) -> TeamTest:
     head = history[-1]
-    parent = history[-2] if len(history) > 1 else None
+    before = history[-2] if len(history) > 1 else None  # the walk's state before the last revision
     lines = [f"✓ applied all migrations: current revision {', '.join(_revisions(walk, project) or ()) or 'base'}"]
     try:
-        run_own_migrations(project, walk, parent or "base", "downgrade")
+        run_own_migrations(project, walk, alembic_downgrade_destination(project, head), "downgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ rolling back one revision failed: {exc}"))
-    down = _schema_step(_schema(walk, project), schemas[parent], _revisions(walk, project), parent,
-                        f"the schema {parent or 'base'} builds")
+    down = _schema_step(_schema(walk, project), states.schemas[before], _revisions(walk, project),
+                        states.versions[before], f"the schema {before or 'base'} builds")
     lines.append(f"{'✓' if down.status == 'passed' else '✗'} rolled back one revision: {down.detail}")
     if down.status != "passed":
         return TeamTest("failed", tuple(lines), down.differences)
@@ -462,7 +468,7 @@ def _team_test(walk: DatabaseTarget, project: MigrationProject, history: tuple[s
         run_own_migrations(project, walk, head, "upgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ re-applying the migration failed: {exc}"))
-    up = _schema_step(_schema(walk, project), schemas[head], _revisions(walk, project), head,
+    up = _schema_step(_schema(walk, project), states.schemas[head], _revisions(walk, project), states.versions[head],
                       "the schema of the first upgrade")
     lines.append(f"{'✓' if up.status == 'passed' else '✗'} re-applied the migration: {up.detail}")
     return TeamTest("passed" if up.status == "passed" else "failed", tuple(lines), up.differences)
