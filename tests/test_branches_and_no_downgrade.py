@@ -233,3 +233,32 @@ def test_the_rehearsal_undoes_each_revision_of_each_branch_alone(tmp_path, datab
     first_contract = next(trip for trip in report.round_trips if trip.revision.revision == "cc0000000001")
     # Undone from the branch point alone: the expand branch, walked first or not, keeps its heads.
     assert "the schema equals" in first_contract.down.detail
+
+
+# keystone's initial migration reads keystone.conf.CONF.saml, registered only by keystone.conf.configure(), which
+# keystone-manage calls first: rollbook calls the function the `prepare` setting names before loading migrations.
+SETTINGS_MODULE = "identity_settings_for_rollbook_test"
+PREPARED: Revisions = {
+    "dd0000000001": (None, None, f"import {SETTINGS_MODULE}; op.execute('CREATE TABLE service_provider (prefix text "
+                     f"DEFAULT ' + repr({SETTINGS_MODULE}.OPTIONS['relay_state_prefix']) + ')')",
+                     "op.execute('DROP TABLE service_provider')"),
+}
+
+
+def test_the_prepare_function_runs_before_the_migrations_load(tmp_path, database_url, monkeypatch):
+    ini = write_project(tmp_path / "project", PREPARED)
+    (ini.parent / f"{SETTINGS_MODULE}.py").write_text(
+        "OPTIONS = {}\n\n\ndef configure():\n    OPTIONS['relay_state_prefix'] = 'ss:mem:'\n")
+    monkeypatch.syspath_prepend(str(ini.parent))
+    server = DatabaseTarget.from_url(database_url)
+
+    unprepared = rehearse_rollbacks(server, load_project(ini))
+    assert "KeyError" in unprepared.round_trips[0].down.detail
+
+    (ini.parent / "rollbook.toml").write_text(f'[project]\nprepare = "{SETTINGS_MODULE}:configure"\n')
+    prepared = rehearse_rollbacks(server, load_project(ini))
+    assert prepared.round_trips[0].passed, prepared.round_trips[0].failures()
+
+    (ini.parent / "rollbook.toml").write_text(f'[project]\nprepare = "{SETTINGS_MODULE}:missing"\n')
+    result = rollbook("status", url=database_url, config=ini)
+    assert result.exit_code == 2 and "prepare in [project]" in result.stderr and "Traceback" not in result.stderr

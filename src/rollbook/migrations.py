@@ -21,7 +21,7 @@ from alembic.util import CommandError
 from rollbook.database import DatabaseTarget
 from rollbook.env_py_settings import VERSION_TABLE_KEYS, EnvPyReader, MissingXArgument
 from rollbook.errors import BadInput
-from rollbook.project_config import find_settings
+from rollbook.project_config import find_settings, project_setting
 
 DEFAULT_CONFIG = "alembic.ini"
 
@@ -127,6 +127,7 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
     x_args = tuple(x_args)
     config = _alembic_config(path, x_args)
     _check_script_location(config, path)
+    _prepare_project(path)
     try:
         scripts = ScriptDirectory.from_config(config)
     except CommandError as exc:
@@ -161,6 +162,30 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
     version_table, version_table_schema = _version_table(config, env_py, path)
     return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts,
                             version_table=version_table, version_table_schema=version_table_schema, x_args=x_args)
+
+
+PREPARE_SETTING = "prepare"
+
+
+def _prepare_project(config_path: Path) -> None:
+    """Call the project's `prepare` function (`[project]` of rollbook.toml): the set-up its own tools do before
+    they load its migrations (keystone-manage registers keystone's configuration options, which its initial
+    migration reads: `prepare = "keystone.conf:configure"`)."""
+    setting = project_setting(config_path.parent, PREPARE_SETTING)
+    if setting is None:
+        return
+    module_name, _, attribute = str(setting.value).partition(":")
+    if not module_name or not attribute:
+        raise BadInput(f"{setting.where} must be \"module:function\", not {setting.value!r}. Fix the setting and "
+                       "retry; nothing was changed.")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            found = getattr(found, name)
+        found()
+    except Exception as exc:  # the project's own code may raise anything
+        raise BadInput(f"{setting.where} names {setting.value!r}, which failed: {type(exc).__name__}: {exc}. Run "
+                       "rollbook in the project's environment, or fix the setting; nothing was changed.") from None
 
 
 def _migration_file_in(error: BaseException, scripts: ScriptDirectory) -> str | None:

@@ -218,7 +218,7 @@ class DowngradePlan:
             missing = next((op for op in step.operations if op.op == NO_DOWNGRADE), None)
             if missing is not None:
                 raise DowngradeNotRenderable(f"No script can undo {step.revision.revision}: "
-                                             f"{missing.detail.removeprefix('fails: ')}. {missing.reason}")
+                                             f"{missing.detail.removeprefix('fails: ')}. {_NO_DOWNGRADE_ADVICE}")
             if step.render_error is not None:
                 raise DowngradeNotRenderable(self._not_renderable_message(step))
         parts = []
@@ -298,11 +298,13 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
     return tuple(steps)
 
 
+_NO_DOWNGRADE_ADVICE = "Restore from a backup taken before the upgrade, or fix forward with a new migration."
+
+
 def _no_downgrade(project: MigrationProject, revision: str) -> Operation:
     return Operation(
         NO_DOWNGRADE, None, None, f"fails: {project.no_downgrade_text(revision)}", "", risk=Risk.HIGH,
-        reason=("`alembic downgrade` stops at this revision with nothing undone. Restore from a backup taken before "
-                "the upgrade, or fix forward with a new migration."))
+        reason=f"It has no downgrade(): `alembic downgrade` stops at it with nothing undone. {_NO_DOWNGRADE_ADVICE}")
 
 
 def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
