@@ -169,13 +169,18 @@ def test_a_migration_without_downgrade_is_a_certain_failure_named_in_words(tmp_p
 
 
 def test_the_rehearsal_holds_a_missing_downgrade_as_predicted(tmp_path, database_url):
-    ini = write_project(tmp_path / "project", KEYSTONE_LIKE)
+    # keystone's shape: two branches, neither with a downgrade(); each failure names its own revision.
+    ini = write_project(tmp_path / "project", {
+        **KEYSTONE_LIKE, "aa0000000003": ("aa0000000001", "contract", "op.execute('COMMENT ON TABLE project IS NULL')",
+                                          None)})
 
     report = rehearse_rollbacks(DatabaseTarget.from_url(database_url), load_project(ini))
 
     for trip in report.round_trips:
         assert trip.rows.status == "passed" and "predicted that the downgrade fails" in trip.rows.detail
         assert "has no downgrade() function" in trip.rows.detail and "AttributeError" not in trip.rows.detail
+        assert f"downgrade of {trip.revision.revision} failed: the migration file of {trip.revision.revision} " \
+            in trip.down.detail
 
 
 # Flask-Migrate's env.py template: the URL comes from the running Flask app, so env.py works only in its context.
