@@ -198,7 +198,8 @@ FLASK_APP_PY = (
     "    app.config['SQLALCHEMY_DATABASE_URI'] = os.environ['BUDGET_DATABASE_URI']\n    return app\n"
 )
 BUDGET: Revisions = {
-    "bb0000000001": (None, None, "op.execute('CREATE TABLE bill (id int PRIMARY KEY)')", "op.execute('DROP TABLE bill')"),
+    "bb0000000001": (None, None, "op.execute('CREATE TABLE bill (id int PRIMARY KEY)')",
+                     "op.execute('DROP TABLE bill')"),
     "bb0000000002": ("bb0000000001", None, "op.execute('ALTER TABLE bill ADD COLUMN what text')",
                      "op.execute('ALTER TABLE bill DROP COLUMN what')"),
 }

@@ -134,7 +134,8 @@ def _branch_target(
             raise BadInput(
                 f"'{requested}' names '{branch}', which is neither a branch label of the project "
                 f"({', '.join(sorted(labels)) or 'it has none'}) nor one revision's id or unique prefix. The database "
-                f"is at {_heads_in_words(project, current)}: name its branch, e.g. {_branch_examples(project, current)}.")
+                f"is at {_heads_in_words(project, current)}: name its branch, e.g. "
+                f"{_branch_examples(project, current)}.")
         on_branch = [rev for rev in current if rev == named[0] or named[0] in ancestors(project, rev)]
     if len(on_branch) != 1:
         found = "none" if not on_branch else ", ".join(on_branch)
@@ -172,9 +173,10 @@ def _refuse_undoing_other_heads(
         if shared:
             stop = shared[0]
             raise BadInput(
-                f"'{requested}' would undo {stop}, which the database's other head {_heads_in_words(project, (other,))} "
-                f"also stands on: Alembic would undo that branch with it. Stop above it (name {stop} as the target "
-                "on this branch, e.g. BRANCH@" + stop + "), or roll the other branch back first. Nothing was changed.")
+                f"'{requested}' would undo {stop}, which the database's other head "
+                f"{_heads_in_words(project, (other,))} also stands on: Alembic would undo that branch with it. Stop "
+                f"above it (name {stop} as the target on this branch, e.g. BRANCH@{stop}), or roll the other branch "
+                "back first. Nothing was changed.")
 
 
 def _relative_target(
