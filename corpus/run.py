@@ -106,9 +106,10 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
     rollbook = str(venv / "bin" / "rollbook")
     commands = {
         "status": [rollbook, "status", "--json"],
-        "plan": [rollbook, "plan", "--target", "base", "--json"],
-        "sql": [rollbook, "plan", "--target", "-3", "--sql"],
-        "rollback": [rollbook, "run", "rollback", "-r", "target_revision", "-3", "-p", "environment", "staging",
+        "plan": [rollbook, "plan", "--target", project.plan_target, "--json"],
+        "sql": [rollbook, "plan", "--target", project.rollback_target, "--sql"],
+        "rollback": [rollbook, "run", "rollback", "-r", "target_revision", project.rollback_target, "-p",
+                     "environment", "staging",
                      "-p", "operator", "corpus", "-p", "accept_data_loss", "True", "-p", "backup_dir",
                      str(work / "backups"), "--execute"],
         "rehearsal": [rollbook, "test-rollback", "--json"],
