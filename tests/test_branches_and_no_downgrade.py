@@ -20,8 +20,10 @@ from pg import fingerprint, psycopg_kwargs
 from rollbook.cli import main
 from rollbook.database import DatabaseTarget
 from rollbook.downgrade_execution import execute_downgrade
+from rollbook.expected_schema import check_schema_matches
 from rollbook.migrations import alembic_config_for, load_project
 from rollbook.plan import plan_downgrade
+from rollbook.policy import RollbackRequest, default_policy, evaluate_policy
 from rollbook.rollback_rehearsal import rehearse_rollbacks
 
 ENV_PY = (
@@ -134,6 +136,10 @@ def test_undoing_a_branch_down_to_the_branch_point_leaves_the_other_branch_appli
     # Alembic's plain `downgrade aa0000000001` would have undone expand too (its tags column and index).
     assert version_rows(database_url) == {"ee0000000002"}
     assert "tags" in columns(database_url)
+    # The runbook's schema check holds the change against the snapshot taken before: the expand branch that
+    # stayed is no difference.
+    check = check_schema_matches(target, project, "aa0000000001", before=result.schema_before, start="cc0000000002")
+    assert check.passed, check.differences
 
 
 KEYSTONE_LIKE: Revisions = {
@@ -160,8 +166,15 @@ def test_a_migration_without_downgrade_is_a_certain_failure_named_in_words(tmp_p
     assert "AttributeError" not in planned.output + sql.stderr
     assert fingerprint(database_url) == before
 
-    # Run anyway (the policy gate refuses it; the library is asked directly): the step fails in words.
+    # The policy gate refuses it, and advises what helps: no fix of rows does.
     project = load_project(ini)
+    decision = evaluate_policy(default_policy(), RollbackRequest("staging", "alice", accept_data_loss=True),
+                               plan_downgrade(target, project, "-1"), backup_verified=True)
+    [blocked] = [result for result in decision.results if result.outcome == "fail"]
+    assert "has no downgrade() function" in blocked.reason and "restore from a backup" in blocked.remedy
+    assert "rows or objects" not in blocked.remedy
+
+    # Run anyway (the library is asked directly): the step fails in words.
     result = execute_downgrade(target, project, plan_downgrade(target, project, "-1"), lock_timeout_ms=2000,
                                statement_timeout_ms=30000)
     assert not result.succeeded and "has no downgrade() function" in result.steps[0].error
