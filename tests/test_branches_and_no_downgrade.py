@@ -20,6 +20,7 @@ from pg import fingerprint, psycopg_kwargs
 from rollbook.cli import main
 from rollbook.database import DatabaseTarget
 from rollbook.downgrade_execution import execute_downgrade
+from rollbook.errors import BadInput
 from rollbook.expected_schema import check_schema_matches
 from rollbook.migrations import alembic_config_for, load_project
 from rollbook.plan import plan_downgrade
@@ -234,6 +235,11 @@ def test_a_flask_migrate_env_py_runs_inside_the_app_named_in_the_settings(tmp_pa
     unnamed = undo_head()
     assert not unnamed.succeeded and version_rows(database_url) == {"bb0000000002"}
     assert "flask_app" in unnamed.steps[0].error and "RuntimeError" not in unnamed.steps[0].error
+
+    (ini.parent / "rollbook.toml").write_text('[project]\nflask_app = "budget_app.py:make_app()"\n')
+    with pytest.raises(BadInput, match="could not be loaded") as misnamed:
+        undo_head()
+    assert "flask_app in [project]" in str(misnamed.value) and version_rows(database_url) == {"bb0000000002"}
 
     (ini.parent / "rollbook.toml").write_text('[project]\nflask_app = "budget_app.py:create_app()"\n')
     named = undo_head()
