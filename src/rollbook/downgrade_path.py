@@ -106,9 +106,10 @@ def _heads_in_words(project: MigrationProject, current: tuple[str, ...]) -> str:
                      else rev for rev in current if project.has_file(rev))
 
 
-def _branch_examples(project: MigrationProject, current: tuple[str, ...]) -> str:
+def _branch_examples(project: MigrationProject, current: tuple[str, ...], spec: str = "-1") -> str:
+    """`BRANCH@spec` for each head: its branch label, or the head itself where it has none."""
     names = [sorted(project.script(rev).branch_labels or {rev})[0] for rev in current if project.has_file(rev)]
-    return " or ".join(f"{name}@-1" for name in names)
+    return " or ".join(f"{name}@{spec}" for name in names)
 
 
 def _single_current(project: MigrationProject, current: tuple[str, ...], requested: str) -> str:
@@ -235,7 +236,7 @@ def _start_for(project: MigrationProject, current: tuple[str, ...], target: str,
         raise BadInput(
             f"Revision {target} lies below several of the database's heads ({_heads_in_words(project, below)}): a "
             "downgrade to it would undo more than one branch. Roll back one branch at a time and name it: "
-            f"{_branch_examples(project, below).replace('@-1', '@' + target)}."
+            f"{_branch_examples(project, below, target)}."
         )
     if any(rev in ancestors(project, target) for rev in current):
         raise BadInput(
