@@ -33,6 +33,10 @@ class CorpusProject:
     extra_requirements: tuple[str, ...] = ()
     # rollbook.toml written next to the alembic.ini copy in the work folder: what a user of the project sets.
     settings: str = ""
+    # The targets of `plan --json` and of the staging rollback: a history with several heads (expand and contract
+    # branches) is rolled back one branch at a time, so its users name the branch (`contract@-1`).
+    plan_target: str = "base"
+    rollback_target: str = "-3"
 
 
 PROJECTS: tuple[CorpusProject, ...] = (
@@ -463,5 +467,115 @@ PROJECTS: tuple[CorpusProject, ...] = (
                     "PHOENIX_SQL_DATABASE_SCHEMA; name that schema if you set it); `DATABASE_URL=postgresql+asyncpg://...` (Phoenix turns its "
                     "PHOENIX_SQL_DATABASE_URL into an asyncpg URL; its env.py is async); run rollbook in "
                     "Phoenix's environment"),
+    ),
+    CorpusProject(
+        name="keystone",
+        # OpenStack Identity. Its history has two branches from one initial revision, `expand` and `contract`
+        # (several heads); keystone-manage upgrades expand, then contract. Its migrations have no downgrade():
+        # OpenStack does not support downgrades, and rollbook must say so rather than plan one.
+        requirement="keystone==30.0.0",
+        extra_requirements=("psycopg2-binary",),
+        # keystone/common/sql/alembic.ini names only script_location; keystone sets version_locations in code
+        # (keystone/common/sql/upgrades.py: versions/ and versions/<release>/<branch>): a user copies the ini and
+        # names them, as keystone does.
+        locate_config=(
+            "import configparser, os, pathlib, keystone.common.sql.upgrades as up; "
+            "sql_dir = pathlib.Path(up.__file__).parent; ini = configparser.ConfigParser(interpolation=None); "
+            "ini.read(sql_dir / 'alembic.ini'); ini['alembic']['script_location'] = str(sql_dir / 'migrations'); "
+            "ini['alembic']['version_locations'] = os.pathsep.join([up.VERSIONS_PATH] + [os.path.join("
+            "up.VERSIONS_PATH, release, branch) for release in up.RELEASES for branch in up.MIGRATION_BRANCHES]); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
+        # What an operator does: keystone.conf names the database, `keystone-manage db_sync` migrates it (expand,
+        # then contract), its key repositories are set up, and `keystone-manage bootstrap` writes the default domain,
+        # the admin project, user, roles and the identity endpoint through keystone's own API.
+        upgrade=("sh", "-c", "printf '[database]\\nconnection = {url}\\n[fernet_tokens]\\nkey_repository = "
+                 "{work}/fernet-keys\\n[credential]\\nkey_repository = {work}/credential-keys\\n' > "
+                 "'{work}/keystone.conf' && keystone-manage --config-file '{work}/keystone.conf' db_sync && "
+                 "keystone-manage --config-file '{work}/keystone.conf' fernet_setup --keystone-user root "
+                 "--keystone-group root && keystone-manage --config-file '{work}/keystone.conf' credential_setup "
+                 "--keystone-user root --keystone-group root && "
+                 "keystone-manage --config-file '{work}/keystone.conf' bootstrap --bootstrap-password corpus-admin "
+                 "--bootstrap-region-id RegionOne --bootstrap-public-url http://keystone.example:5000/v3"),
+        driver="postgresql+psycopg2",
+        # keystone's initial migration reads keystone's configuration options, which keystone-manage registers first.
+        settings='[project]\nprepare = "keystone.conf:configure"\n',
+        plan_target="expand@27e647c0fad4",
+        rollback_target="expand@-3",
+        seed_sql=(
+            "INSERT INTO project (id, name, extra, description, enabled, domain_id, parent_id, is_domain) "
+            "SELECT md5('project' || g), 'project-' || g, '{}', 'a tenant', true, 'default', 'default', false "
+            "FROM generate_series(1, 30) g",
+            "INSERT INTO \"user\" (id, extra, enabled, default_project_id, created_at, domain_id) "
+            "SELECT md5('user' || g), '{}', true, md5('project' || (g % 30 + 1)), now(), 'default' "
+            "FROM generate_series(1, 100) g",
+            "INSERT INTO local_user (user_id, domain_id, name, failed_auth_count) "
+            "SELECT md5('user' || g), 'default', 'user-' || g, 0 FROM generate_series(1, 100) g",
+            "INSERT INTO mapping (id, rules, schema_version) SELECT 'mapping-' || g, '[]', '2.0' "
+            "FROM generate_series(1, 5) g",
+            "INSERT INTO service_provider (id, enabled, description, auth_url, sp_url, relay_state_prefix) "
+            "SELECT 'sp-' || g, true, 'a provider', 'https://sp' || g || '.example/v3', "
+            "'https://sp' || g || '.example/Shibboleth.sso', 'ss:mem:' FROM generate_series(1, 3) g",
+            "INSERT INTO endpoint_group (id, name, description, filters) VALUES ('eg-1', 'public', 'public', '{}')",
+            "INSERT INTO project_endpoint_group (endpoint_group_id, project_id) "
+            "SELECT 'eg-1', md5('project' || g) FROM generate_series(1, 30) g",
+            "INSERT INTO trust (id, trustor_user_id, trustee_user_id, project_id, impersonation, expires_at, extra) "
+            "SELECT md5('trust' || g), md5('user' || g), md5('user' || (g + 1)), md5('project' || (g % 30 + 1)), "
+            "false, now() + interval '1 day', '{}' FROM generate_series(1, 20) g",
+            "INSERT INTO revocation_event (project_id, user_id, issued_before, revoked_at, audit_id) "
+            "SELECT md5('project' || (g % 30 + 1)), md5('user' || (g % 100 + 1)), now() - g * interval '1 minute', "
+            "now(), left(md5('audit' || g), 22) FROM generate_series(1, 500) g",
+        ),
+        user_notes=("a copy of keystone/common/sql/alembic.ini with an absolute script_location and the "
+                    "`version_locations` keystone sets in code (versions/ and versions/<release>/<branch>); "
+                    "`prepare = \"keystone.conf:configure\"` (its initial migration reads keystone's options, which "
+                    "keystone-manage registers first); `DATABASE_URL=postgresql+psycopg2://...`; run rollbook in "
+                    "keystone's environment; its history has two heads (`expand`, `contract`): name the branch in "
+                    "every target (`contract@-1`, `expand@27e647c0fad4`); no migration has a downgrade()"),
+    ),
+    CorpusProject(
+        name="ihatemoney",
+        # A shared budget manager built with Flask-Migrate: its env.py is Flask-Migrate's template, which reads the
+        # database URL and target_metadata from the running Flask app (current_app).
+        requirement="ihatemoney==7.2.1",
+        extra_requirements=("psycopg2-binary",),
+        # The packaged alembic.ini names script_location "." (Flask-Migrate passes the folder in code): a user
+        # copies it and names the folder.
+        locate_config=(
+            "import configparser, pathlib, ihatemoney; migrations = pathlib.Path(ihatemoney.__file__).parent / "
+            "'migrations'; ini = configparser.ConfigParser(interpolation=None); ini.read(migrations / 'alembic.ini'); "
+            "ini['alembic']['script_location'] = str(migrations); "
+            "out = pathlib.Path('{work}') / 'alembic.ini'; ini.write(out.open('w')); print(out)"),
+        # An operator writes ihatemoney.cfg (SQLALCHEMY_DATABASE_URI, SECRET_KEY) and names it in
+        # IHATEMONEY_SETTINGS_FILE_PATH; the app migrates the database to head whenever it starts, and
+        # `ihatemoney db upgrade --directory <ihatemoney>/migrations` (Flask-Migrate's command) does it explicitly.
+        upgrade=("sh", "-c", "printf \"SQLALCHEMY_DATABASE_URI = '{url}'\\nSECRET_KEY = 'corpus-secret-key'\\n\" "
+                 "> '{work}/ihatemoney.cfg' && ihatemoney db upgrade --directory \"$(python -c 'import ihatemoney, os; "
+                 "print(os.path.dirname(ihatemoney.__file__))')/migrations\""),
+        upgrade_env={"IHATEMONEY_SETTINGS_FILE_PATH": "{work}/ihatemoney.cfg"},
+        driver="postgresql+psycopg2",
+        seed_sql=(
+            "INSERT INTO project (id, name, password, contact_email, logging_preference, default_currency) "
+            "SELECT 'trip-' || g, 'Trip ' || g, 'scrypt:32768:8:1$salt$' || md5(g::text), "
+            "'trip' || g || '@example.org', "
+            "'ENABLED', 'EUR' FROM generate_series(1, 5) g",
+            "INSERT INTO person (project_id, name, weight, activated) "
+            "SELECT 'trip-' || (g % 5 + 1), 'Friend ' || g, CASE WHEN g % 4 = 0 THEN 2 ELSE 1 END, g % 7 <> 0 "
+            "FROM generate_series(1, 20) g",
+            "INSERT INTO bill (payer_id, amount, date, creation_date, what, bill_type, original_currency, "
+            "converted_amount) SELECT p.id, g * 1.5, current_date - g, current_date - g, 'dinner ' || g, "
+            "(CASE WHEN g % 10 = 0 THEN 'REIMBURSEMENT' ELSE 'EXPENSE' END)::billtype, 'EUR', g * 1.5 "
+            "FROM generate_series(1, 200) g JOIN person p ON p.id = (SELECT min(id) FROM person) + g % 20",
+            "INSERT INTO billowers (bill_id, person_id) SELECT b.id, p.id FROM bill b JOIN person payer "
+            "ON payer.id = b.payer_id JOIN person p ON p.project_id = payer.project_id",
+        ),
+        # Flask-Migrate's env.py reads the database URL and target_metadata from the running app: rollbook runs each
+        # step inside the app's context, as `flask db downgrade` does.
+        settings=('[project]\nflask_app = "ihatemoney.run:create_app()"\n'
+                  'target_metadata = "ihatemoney.models:db.metadata"\n'),
+        user_notes=("a copy of the packaged alembic.ini with an absolute script_location (it names \".\"); "
+                    "`flask_app = \"ihatemoney.run:create_app()\"` (its Flask-Migrate env.py reads `current_app`) and "
+                    "`target_metadata = \"ihatemoney.models:db.metadata\"`; `IHATEMONEY_SETTINGS_FILE_PATH` naming "
+                    "the same database as `DATABASE_URL=postgresql+psycopg2://...` (env.py connects to the app's "
+                    "database); run rollbook in ihatemoney's environment"),
     ),
 )

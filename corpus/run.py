@@ -7,7 +7,8 @@
 For each project: a virtualenv of its own under corpus/.work/ with the project from PyPI and rollbook
 (editable, from this checkout), a fresh database brought to head with the project's own command, rows
 written into it, then `rollbook status`, `plan --target base --json`, `plan --target -3 --sql`, an
-executed staging rollback of three steps through the runbook, and `test-rollback --json`. The plan is
+executed staging rollback of three steps through the runbook, and `test-rollback --json` (a history with
+several heads names its branch in both targets: `expand@27e647c0fad4`, `expand@-3`). The plan is
 held against the rehearsal: a step the plan says fails (or must not be downgraded) whose round trip
 succeeds is a false "fails"; a LOW step whose rehearsal lost rows the plan did not predict is a false
 "safe". Results go to corpus/results/<name>.json and the table in corpus/README.md.
@@ -109,9 +110,10 @@ def run_project(project: CorpusProject, admin_url: str) -> dict[str, Any]:
     rollbook = str(venv / "bin" / "rollbook")
     commands = {
         "status": [rollbook, "status", "--json"],
-        "plan": [rollbook, "plan", "--target", "base", "--json"],
-        "sql": [rollbook, "plan", "--target", "-3", "--sql"],
-        "rollback": [rollbook, "run", "rollback", "-r", "target_revision", "-3", "-p", "environment", "staging",
+        "plan": [rollbook, "plan", "--target", project.plan_target, "--json"],
+        "sql": [rollbook, "plan", "--target", project.rollback_target, "--sql"],
+        "rollback": [rollbook, "run", "rollback", "-r", "target_revision", project.rollback_target, "-p",
+                     "environment", "staging",
                      "-p", "operator", "corpus", "-p", "accept_data_loss", "True", "-p", "backup_dir",
                      str(work / "backups"), "--execute"],
         "rehearsal": [rollbook, "test-rollback", "--json"],

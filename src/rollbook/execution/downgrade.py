@@ -17,9 +17,10 @@ step was rolled back, and anything a non-atomic step left done is named.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ from rollbook.project.outside_event_loop import BackendPids, run_outside_event_l
 from rollbook.planning.plan import DowngradePlan
 from rollbook.pg.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
 from rollbook.project.status import read_current_revisions
+from rollbook.planning.downgrade_path import alembic_downgrade_destination
+from rollbook.project.env_py_settings import handed_connection, reads_flask_app
+from rollbook.errors import BadInput, RollbookError
+from rollbook.project_config import project_setting
 
 CLIENT_CHECK_INTERVAL_MS = 1000
 
@@ -209,6 +214,9 @@ def execute_downgrade(
     revision the previous step reached; the result says which, carries the error for diagnosis, and
     says what the failed step left changed (a step that is not atomic keeps what it committed).
     """
+    # Made before the revisions are read: an app factory may migrate its database when it starts (ihatemoney's
+    # does), and a database that moved is then refused below, with nothing undone.
+    flask_app = configured_flask_app(project)
     with connect(target) as control, rollback_lock(control, lock_wait_ms or lock_timeout_ms):
         identity = read_identity(control)
         before = read_current_revisions(control, project)
@@ -236,12 +244,16 @@ def execute_downgrade(
                     schema_before = before_step
                 step_started = time.monotonic()
                 try:
-                    run_outside_event_loop(lambda: _downgrade_one_step(project, target, down_to),
+                    destination = alembic_downgrade_destination(project, revision)
+                    run_outside_event_loop(lambda: _downgrade_one_step(project, target, destination, flask_app),
                                            cancel=lambda: backends.cancel_all(control))
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql
+                    error = (project.no_downgrade_text(revision) if not project.has_downgrade(revision)
+                             else _outside_flask_app(project) if flask_app is None and _OUTSIDE_APP in str(exc)
+                             else target.scrub(_error_text(exc)))
                     steps.append(StepExecution(revision, down_to, "failed", time.monotonic() - step_started,
-                                               log.statements(), target.scrub(_error_text(exc)),
+                                               log.statements(), error,
                                                _left_changed(control, before_step, atomic.get(revision, False))))
                     continue
                 steps.append(StepExecution(revision, down_to, "done", time.monotonic() - step_started,
@@ -260,11 +272,55 @@ def execute_downgrade(
     )
 
 
-def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_to: str) -> None:
-    """One Alembic downgrade call through the project's env.py, handed a connection if env.py expects one.
+FLASK_APP_SETTING = "flask_app"
+_OUTSIDE_APP = "Working outside of application context"
+
+
+def configured_flask_app(project: MigrationProject) -> Any | None:
+    """The Flask app whose context env.py runs in (Flask-Migrate's env.py reads `current_app`), as `flask db`
+    finds it: `flask_app` in the `[project]` table of rollbook.toml, else the `FLASK_APP` variable; None when
+    env.py reads no Flask app or none is named. A `.py` file named in the setting is relative to its file."""
+    if not reads_flask_app(Path(project.scripts.dir) / "env.py"):
+        return None
+    setting = project_setting(project.config_path.parent, FLASK_APP_SETTING)
+    spec = str(setting.value) if setting else os.environ.get("FLASK_APP")
+    if not spec:
+        return None
+    where = setting.where if setting else "FLASK_APP"
+    module, _, name = spec.partition(":")
+    if setting and module.endswith(".py"):
+        spec = f"{setting.folder / module}" + (f":{name}" if name else "")
+    try:
+        from flask.cli import ScriptInfo
+    except ImportError:
+        raise BadInput(f"{where} names a Flask app, but Flask is not installed where rollbook runs: install "
+                       "rollbook into the project's environment. Nothing was changed.") from None
+    try:
+        return ScriptInfo(app_import_path=spec, set_debug_flag=False).load_app()
+    except Exception as exc:
+        raise BadInput(f"The Flask app {spec!r} ({where}) could not be loaded: {type(exc).__name__}: "
+                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''} Fix the setting (module:app "
+                       "or module:create_app()) and retry. Nothing was changed.") from None
+
+
+def _outside_flask_app(project: MigrationProject) -> str:
+    return (f"env.py reads the running Flask app (current_app), as Flask-Migrate's env.py does, and no app was named: "
+            f"set {FLASK_APP_SETTING} = \"module:app\" (or \"module:create_app()\") in the [project] table of "
+            "rollbook.toml, or FLASK_APP, as for `flask db downgrade`")
+
+
+def _downgrade_one_step(project: MigrationProject, target: DatabaseTarget, down_to: str, flask_app: Any) -> None:
+    """One Alembic downgrade call through the project's env.py, handed a connection if env.py expects one, inside
+    the Flask app's context when env.py reads one.
 
     Either kind reaches the database named through rollbook's guard.
     """
+    # Pushed here, in the step's worker thread: an app context belongs to the thread that pushes it.
+    with flask_app.app_context() if flask_app is not None else nullcontext():
+        _downgrade_in_context(project, target, down_to)
+
+
+def _downgrade_in_context(project: MigrationProject, target: DatabaseTarget, down_to: str) -> None:
     config = alembic_config_for(project, target)
     handed = None if target.is_async else handed_connection(Path(project.scripts.dir) / "env.py")
     if handed is None:

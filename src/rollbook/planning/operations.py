@@ -135,8 +135,9 @@ class LiveCheck:
 
 
 # Operations whose statement fails whatever the rows: an object in its way, an object to drop that does not
-# exist, a TRUNCATE that is refused.
-CERTAIN_FAILURES = frozenset({"dependent_object", "missing_object", "truncate_refused", "raises"})
+# exist, a TRUNCATE that is refused, a migration's own code that raises, a migration file with no downgrade() at all.
+NO_DOWNGRADE = "no_downgrade"
+CERTAIN_FAILURES = frozenset({"dependent_object", "missing_object", "truncate_refused", "raises", NO_DOWNGRADE})
 
 _LOSS_VERBS = {
     "update": "rewritten", "delete": "deleted", "cascade_delete": "deleted", "cascade_set_null": "rewritten",

@@ -23,6 +23,7 @@ from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.planning.operations import (
     CERTAIN_FAILURES,
+    NO_DOWNGRADE,
     ROW_CHANGES,
     Operation,
     Risk,
@@ -221,6 +222,10 @@ class DowngradePlan:
         its work would still move the version table, so no partial script is ever returned.
         """
         for step in self.steps:
+            missing = next((op for op in step.operations if op.op == NO_DOWNGRADE), None)
+            if missing is not None:
+                raise DowngradeNotRenderable(f"No script can undo {step.revision.revision}: "
+                                             f"{missing.detail.removeprefix('fails: ')}. {_NO_DOWNGRADE_ADVICE}")
             if step.render_error is not None:
                 raise DowngradeNotRenderable(self._not_renderable_message(step))
         parts = []
@@ -231,10 +236,10 @@ class DowngradePlan:
             parts.append((step.downgrade_sql or f"-- downgrade() of {rev.revision} is empty: only the version "
                                                 "table changes\n").strip())
             table = self.version_table
-            if parent and len(rev.down_revisions) == 1:
+            if parent and len(rev.down_revisions) == 1 and parent not in self.path.shared_parents:
                 parts.append(f"\nUPDATE {table} SET version_num='{parent}' "
                              f"WHERE {table}.version_num = '{rev.revision}';")
-            elif not parent:
+            elif not parent or parent in self.path.shared_parents:
                 parts.append(f"\nDELETE FROM {table} WHERE {table}.version_num = '{rev.revision}';")
             else:
                 parts.append(f"\n-- merge revision: {table} gets {', '.join(rev.down_revisions)}")
@@ -292,12 +297,25 @@ def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanS
     for revision in path.steps:
         info = project.info(revision)
         upgrade = _operations(project, renderer.render(revision, "upgrade"))
-        rendered = renderer.render(revision, "downgrade")
-        downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
+        if not project.has_downgrade(revision):
+            rendered = RenderedSQL(revision, "downgrade", None)
+            downgrade = [_no_downgrade(project, revision)]
+        else:
+            rendered = renderer.render(revision, "downgrade")
+            downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
         kind = migration_type(upgrade)
         risk = step_risk(kind, downgrade)
         steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
     return tuple(steps)
+
+
+_NO_DOWNGRADE_ADVICE = "Restore from a backup taken before the upgrade, or fix forward with a new migration."
+
+
+def _no_downgrade(project: MigrationProject, revision: str) -> Operation:
+    return Operation(
+        NO_DOWNGRADE, None, None, f"fails: {project.no_downgrade_text(revision)}", "", risk=Risk.HIGH,
+        reason=f"It has no downgrade(): `alembic downgrade` stops at it with nothing undone. {_NO_DOWNGRADE_ADVICE}")
 
 
 def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:

@@ -17,6 +17,8 @@ from rollbook.outcomes import Outcome as RunOutcome
 from rollbook.planning.operations import Risk
 from rollbook.planning.plan import DowngradePlan
 from rollbook.policy.rules import EnvironmentRules, PolicyRules
+from rollbook.planning.operations import NO_DOWNGRADE, Risk
+from rollbook.project_config import find_settings
 
 Outcome = Literal["pass", "fail", "pending"]
 # A plan hash prefix shorter than this could name more than one plan.
@@ -425,9 +427,13 @@ def _blocking_rule(plan: DowngradePlan) -> RuleResult:
     blocking = [f"{step.revision.revision}: {op.described()}" for step in plan.steps for op in step.operations
                 if op.fails]
     if blocking:
+        # No fix of rows or objects helps a migration without downgrade(): only a backup or a new migration does.
+        undoable = any(op.op == NO_DOWNGRADE for step in plan.steps for op in step.operations)
+        remedy = ("restore from a backup taken before the upgrade, or fix forward with a new migration: those "
+                  "revisions cannot be undone" if undoable else
+                  "fix those rows or objects first and plan again, or restore from backup instead")
         return RuleResult("what blocks the downgrade", "fail",
-                          f"the downgrade would fail part-way: {'; '.join(blocking)}",
-                          "fix those rows or objects first and plan again, or restore from backup instead")
+                          f"the downgrade would fail part-way: {'; '.join(blocking)}", remedy)
     return RuleResult("what blocks the downgrade", "pass",
                       "no counted row and no object in the catalog would make the downgrade fail")
 

@@ -7,7 +7,7 @@ to `context.configure`, often computed from `__file__` or from `-x` arguments
 settings name, so its source is read instead, and only expressions whose value is certain are
 evaluated: string literals, names assigned once, `__file__`, `os.path` and `pathlib.Path` joins,
 f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed. It also says whether env.py expects its caller
-to hand it a connection (`config.attributes["connection"]`).
+to hand it a connection (`config.attributes["connection"]`), and whether it reads a running Flask app.
 """
 
 from __future__ import annotations
@@ -260,6 +260,15 @@ def handed_connection(env_py: Path) -> Literal["connection", "engine"] | None:
     if handed.group(1) and re.search(rf"\b{re.escape(handed.group(1))}\.connect\(", source):
         return "engine"
     return "connection"
+
+
+_FLASK_CURRENT_APP = re.compile(r"\bfrom\s+flask\s+import\s[^\n]*\bcurrent_app\b|\bflask\.current_app\b")
+
+
+def reads_flask_app(env_py: Path) -> bool:
+    """Whether env.py reads the running Flask app (`current_app`), as Flask-Migrate's template does: it then
+    works only inside that app's context, as under `flask db downgrade`."""
+    return bool(_FLASK_CURRENT_APP.search(_source_env_py_runs(env_py)))
 
 
 def _source_env_py_runs(env_py: Path) -> str:

@@ -21,7 +21,7 @@ from alembic.util import CommandError
 from rollbook.pg.database import DatabaseTarget
 from rollbook.project.env_py_settings import VERSION_TABLE_KEYS, EnvPyReader, MissingXArgument
 from rollbook.errors import BadInput
-from rollbook.project_config import find_settings
+from rollbook.project_config import find_settings, project_setting
 
 DEFAULT_CONFIG = "alembic.ini"
 
@@ -88,6 +88,15 @@ class MigrationProject:
     def heads(self) -> tuple[str, ...]:
         return tuple(self.scripts.get_heads())
 
+    def has_downgrade(self, revision: str) -> bool:
+        """Whether the migration file defines downgrade(): projects that never downgrade (OpenStack's) omit it."""
+        return callable(getattr(self.script(revision).module, "downgrade", None))
+
+    def no_downgrade_text(self, revision: str) -> str:
+        """Why Alembic cannot undo `revision`, in words, for a file without downgrade()."""
+        return (f"the migration file of {revision} has no downgrade() function, so Alembic cannot undo it "
+                "(the project does not support downgrades)")
+
     def refuse_if_no_migrations(self, current: tuple[str, ...]) -> None:
         """Refuse a database at a revision when the project has no migration file at all.
 
@@ -123,6 +132,7 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
     config = _alembic_config(path, x_args, ini_section)
     _check_ini_section(config, path)
     _check_script_location(config, path)
+    _prepare_project(path)
     try:
         scripts = ScriptDirectory.from_config(config)
     except CommandError as exc:
@@ -158,6 +168,30 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
     return MigrationProject(config_path=path.resolve(), config=config, scripts=scripts,
                             version_table=version_table, version_table_schema=version_table_schema, x_args=x_args,
                             ini_section=ini_section)
+
+
+PREPARE_SETTING = "prepare"
+
+
+def _prepare_project(config_path: Path) -> None:
+    """Call the project's `prepare` function (`[project]` of rollbook.toml): the set-up its own tools do before
+    they load its migrations (keystone-manage registers keystone's configuration options, which its initial
+    migration reads: `prepare = "keystone.conf:configure"`)."""
+    setting = project_setting(config_path.parent, PREPARE_SETTING)
+    if setting is None:
+        return
+    module_name, _, attribute = str(setting.value).partition(":")
+    if not module_name or not attribute:
+        raise BadInput(f"{setting.where} must be \"module:function\", not {setting.value!r}. Fix the setting and "
+                       "retry; nothing was changed.")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            found = getattr(found, name)
+        found()
+    except Exception as exc:  # the project's own code may raise anything
+        raise BadInput(f"{setting.where} names {setting.value!r}, which failed: {type(exc).__name__}: {exc}. Run "
+                       "rollbook in the project's environment, or fix the setting; nothing was changed.") from None
 
 
 def _migration_file_in(error: BaseException, scripts: ScriptDirectory) -> str | None:

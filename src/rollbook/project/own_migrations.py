@@ -63,7 +63,14 @@ def run_own_migrations(
         if direction == "upgrade":
             found = project.scripts._upgrade_revs(destination, current)  # type: ignore[arg-type]
         else:
-            found = project.scripts._downgrade_revs(destination, current)  # type: ignore[arg-type]
+            try:
+                found = project.scripts._downgrade_revs(destination, current)  # type: ignore[arg-type]
+            except AttributeError as exc:
+                # Alembic reads each step's downgrade() as it lists the steps: a file without one (OpenStack's)
+                # fails here, and the error names its module.
+                planned[:] = [script.revision for script in project.scripts.walk_revisions()
+                              if script.module is exc.obj][:1]
+                raise
         planned[:] = [step.revision.revision for step in found]
         return found
 
@@ -99,8 +106,11 @@ def run_own_migrations(
     except Exception as exc:
         failed = next((rev for rev in planned if rev not in applied), None)
         cause = f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
+        raised = "raised"
+        if direction == "downgrade" and failed is not None and not project.has_downgrade(failed):
+            cause, raised = project.no_downgrade_text(failed), "failed:"
         which = ", ".join(planned) or (destination if isinstance(destination, str) else ", ".join(destination))
-        raise MigrationFailed(f"{direction} of {which} raised {cause}", revision=failed, applied=len(applied),
+        raise MigrationFailed(f"{direction} of {which} {raised} {cause}", revision=failed, applied=len(applied),
                               planned=len(planned), cause=cause, database_refused=isinstance(exc, DBAPIError)) from None
 
 

@@ -12,12 +12,13 @@ may ignore the URL it is given and migrate whatever database its settings name):
    that does nothing, or forgets an index, fails here); check that rows were lost exactly where the
    plan said and survived everywhere else; upgrade again and compare the schema with the first build.
 
-A history that branches and merges again into one head (Zou's) is rehearsed too. Each round trip starts
+A history that branches, whether it merges again into one head (Zou's) or keeps several heads
+(OpenStack's expand and contract), is rehearsed too. Each round trip starts
 from a database where the revision and its ancestors are applied and nothing else (`alembic upgrade REV`):
 the walk's own database where that holds, a fresh one for a revision of a branch walked second. The
 downgrade goes to the revision's first parent; for a merge revision that undoes only the merge and leaves
-its parents as heads, as `alembic downgrade` does. A history with several heads is refused: "roll back
-one" from it has no single meaning.
+its parents as heads, as `alembic downgrade` does. The team's test rolls back the last revision walked;
+from a branch point it names its branch (`REVISION@PARENT`), so that the other branch stays.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.project.base_schema import create_base_schema
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.downgrade_path import ancestors
+from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
 from rollbook.errors import BadInput, RollbookError
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.planning.operations import ROW_CHANGES, Risk
@@ -328,19 +329,14 @@ def _reach_in_one_transaction(
 
 
 def rehearsal_order(project: MigrationProject) -> tuple[str, ...]:
-    """The revisions oldest first, every one after its parents; BadInput for no migrations or several heads.
+    """The revisions oldest first, every one after its parents (Alembic's order); BadInput for no migrations.
 
-    Branches merged again into one head are walked one after the other (Alembic's order).
+    Branches are walked one after the other, whether they merge again into one head (Zou) or stay apart as
+    several heads (OpenStack's expand and contract).
     """
     scripts = list(project.scripts.walk_revisions())
     if not scripts:
         raise BadInput(f"The Alembic project at {project.config_path} has no migrations: there is nothing to test.")
-    heads = project.heads()
-    if len(heads) > 1:
-        raise BadInput(
-            f"The migration history of {project.config_path} has several heads ({', '.join(sorted(heads))}): "
-            "'roll back one' from the head has no single meaning. Merge the heads (alembic merge heads) and test "
-            "the merged history, or test each branch in a project of its own. Nothing was run.")
     return tuple(script.revision for script in reversed(scripts))
 
 
@@ -517,7 +513,9 @@ def _team_test(walk: DatabaseTarget, project: MigrationProject, head: str, paren
                applied: frozenset[str], below_head: SchemaSnapshot) -> TeamTest:
     """Apply all, roll back the head (to its first parent: a merge head leaves its parents as heads), re-apply."""
     below = _heads_of(applied - {head}, parents)
-    target = parents[head][0] if parents[head] else "base"
+    # A merge head goes down to its first parent, leaving both parents as heads; a head whose parent is a branch
+    # point names its branch, so that the other branch stays.
+    target = parents[head][0] if len(parents[head]) > 1 else alembic_downgrade_destination(project, head)
     lines = [f"✓ applied all migrations: current revision {', '.join(_revisions(walk, project) or ()) or 'base'}"]
     head_schema = _schema(walk, project)
     try:
