@@ -24,7 +24,8 @@ from rollbook.errors import BadInput
 from rollbook.execution.expected_schema import check_schema_matches
 from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.planning.plan import plan_downgrade
-from rollbook.policy.gate import RollbackRequest, default_policy, evaluate_policy
+from rollbook.policy.gate import RollbackRequest, evaluate_policy
+from rollbook.policy.rules import default_policy
 from rollbook.recovery.rehearsal import rehearse_rollbacks
 
 ENV_PY = (

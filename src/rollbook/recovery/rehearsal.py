@@ -531,7 +531,7 @@ def _team_test(walk: DatabaseTarget, project: MigrationProject, head: str, paren
         run_own_migrations(project, walk, head, "upgrade")
     except MigrationFailed as exc:
         return TeamTest("failed", (*lines, f"✗ re-applying the migration failed: {exc}"))
-    up = _schema_step(_schema(walk, project), head_schema, _revisions(walk, project), (head,),
+    up = _schema_step(_schema(walk, project), head_schema, _revisions(walk, project), _heads_of(applied, parents),
                       "the schema of the first upgrade")
     lines.append(f"{'✓' if up.status == 'passed' else '✗'} re-applied the migration: {up.detail}")
     return TeamTest("passed" if up.status == "passed" else "failed", tuple(lines), up.differences)
