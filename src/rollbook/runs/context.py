@@ -104,7 +104,7 @@ def open_run(
             rules = load_policy(project.config_path.parent)
             rules.for_environment(environment)
         context = describe_run(
-            target, project, runbook=recorder.summary["runbook"], parameters=parameters, operator=operator,
+            target, project, runbook=recorder.record.runbook, parameters=parameters, operator=operator,
             operator_from=operator_from, run_id=recorder.run_id, environment=environment, ticket=ticket,
             execute=execute, mode=mode,
         )

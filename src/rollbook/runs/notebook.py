@@ -134,7 +134,7 @@ def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:
 
 def _file_stopped_run(session: _Session, error: BaseException, message: str) -> None:
     recorder = session.recorder
-    if recorder is None or recorder.summary["outcome"] != Outcome.RUNNING:
+    if recorder is None or recorder.record.outcome is not Outcome.RUNNING:
         return
     outcome = outcome_of_error(error)
     if session.target is not None and session.project is not None:

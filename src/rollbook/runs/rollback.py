@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from rollbook import markdown
 from rollbook.records.archive import RECORD_MIME
+from rollbook.records.model import RunRecord
 from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
 from rollbook.recovery.backup import Backup
 from rollbook.pg.database import DatabaseTarget, connect
@@ -160,7 +161,7 @@ class RunSummary:
     outcome: str
     headline: str
     facts: dict[str, Any]
-    record: dict[str, Any] = field(repr=False)
+    record: RunRecord = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "headline": self.headline, **self.facts}
@@ -168,7 +169,7 @@ class RunSummary:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         rows = [(markdown.cell(k), markdown.cell(v)) for k, v in self.facts.items() if v not in (None, "")]
         text = f"### {markdown.prose(self.headline)}\n\n" + markdown.table(["", ""], rows)
-        return {RECORD_MIME: self.record, "text/markdown": text, "text/plain": self.headline}
+        return {RECORD_MIME: self.record.to_json(), "text/markdown": text, "text/plain": self.headline}
 
 
 @dataclass
