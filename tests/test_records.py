@@ -81,6 +81,26 @@ def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo
     assert verify.returncode == 0, verify.stdout
 
 
+def test_status_and_plan_are_runbooks_with_recorded_steps_and_the_plan_record_names_its_hash_and_verdict(
+    tmp_path, demo_url
+):
+    status = rollbook(tmp_path, "run", "status", url=demo_url)
+    plan = rollbook(tmp_path, "run", "plan", "-r", "target_revision", "0607bc5b8535", url=demo_url)
+
+    assert status.returncode == 0 and plan.returncode == 0, status.stderr + plan.stderr
+    status_record, plan_record = (record_summary(path) for path in notebook_records(tmp_path / "archive"))
+    assert status_record.runbook == "status" and status_record.outcome == "succeeded"
+    assert [s.step for s in status_record.steps] == ["parameters", "who, where, when", "current revision"]
+    assert status_record.revision_before == status_record.revision_after == ["0607bc5b8536"]
+    assert status_record.message == "The database is at 0607bc5b8536."
+    assert plan_record.runbook == "plan" and plan_record.outcome == "succeeded"
+    assert [s.step for s in plan_record.steps] == ["parameters", "who, where, when", "plan"]
+    assert plan_record.plan_verdict == "do_not_downgrade" and len(plan_record.plan_hash or "") == 64
+    assert plan_record.target == "0607bc5b8535" and [s.revision for s in plan_record.plan_steps or []] == [
+        "0607bc5b8536"]
+    assert plan_record.plan_hash[:12] in plan.stdout + plan_record.message
+
+
 def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tmp_path, demo_url):
     result = rollbook(tmp_path, "run", "rollback", *STAGING, "-p", "backup_dir", str(tmp_path / "backups"),
                       "--execute", url=demo_url)
