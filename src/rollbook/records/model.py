@@ -36,7 +36,6 @@ from rollbook.outcomes import Outcome
 
 SCHEMA_VERSION: Final = 2
 SCHEMA_PATH = Path(__file__).with_name("run-record.schema.json")
-SCHEMA_ID = "https://rollbook.example/schemas/run-record.schema.json"
 # The marker of the records written before the model: no schema_version, this key instead.
 _VERSION_1_MARKER = "rollbook_record"
 
@@ -125,7 +124,7 @@ class RunRecord(_Part):
     belong to the runbooks that produce them and are absent (null) otherwise.
     """
 
-    model_config = ConfigDict(extra="forbid", title="rollbook run record", json_schema_extra={"$id": SCHEMA_ID})
+    model_config = ConfigDict(extra="forbid", title="rollbook run record")
 
     schema_version: Literal[2] = Field(default=SCHEMA_VERSION, description="the record format's version")
     run_id: str = Field(min_length=1, description="the run's id: its start time and a random tail")

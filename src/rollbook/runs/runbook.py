@@ -3,8 +3,9 @@
 A runbook is a `Runbook` subclass with a name, one parameters dataclass (rollbook.runs.parameters),
 its steps as methods marked `@recorded("step")`, and one `facts()` hook that says how the run ended.
 `start()` opens every run the same way (the "who, where, when" step) and `summary()` files the record
-the same way, so a runbook only writes what is its own. The notebook (runbooks/NAME.ipynb) calls
-`rollbook.runs.notebook.start_run(...)`, then one step per cell, then `summary()`.
+the same way, so a runbook only writes what is its own. The notebook (runbooks/NAME.ipynb) starts
+the run (`rollbook.runs.notebook.start_rollback_run()`, ...), then calls one step per cell, then
+`summary()`.
 
 A refusal or a failure raises `RunbookStopped`, which carries the result to show, so the executed
 notebook ends at the step that stopped it and says why and what to do next.
