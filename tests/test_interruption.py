@@ -163,7 +163,7 @@ def test_a_plain_papermill_run_stopped_with_ctrl_c_leaves_a_known_revision_and_s
 
     _none_left(str(tmp_path / "archive"))
     assert current_revision(url) == [SLOW_REVISION]
-    [summary] = [json.loads(p.read_text()) for p in (tmp_path / "archive").glob("**/*.json")]
+    [summary] = [read_record(json.loads(p.read_text())) for p in (tmp_path / "archive").glob("**/*.json")]
     stopped = [s for s in summary.steps if s.status != "done"]
     assert [s.step for s in stopped] == ["downgrade"], summary.steps
     assert summary.outcome in ("running", "interrupted")

@@ -31,6 +31,7 @@ from runbook_runs import (
 )
 
 from rollbook.pg.database import DatabaseTarget
+from rollbook.records.model import read_record
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY
 from rollbook.project.migrations import load_project
@@ -246,7 +247,7 @@ def test_a_lock_held_past_lock_timeout_names_its_holder(tmp_path, demo_url):
     assert current_revision(demo_url) == ["0607bc5b8536"]
     # What to do next: the backup this run took, and the two ways to restore it.
     backup = next((tmp_path / "backups").glob("*.dump"))
-    run_id = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())["run_id"]
+    run_id = read_record(json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())).run_id
     assert f"rollbook run restore -r backup {run_id} -p restore_into database" in run.error
     assert "pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
     assert str(backup) in run.error
