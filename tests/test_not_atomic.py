@@ -160,7 +160,7 @@ def test_a_half_done_step_is_recorded_with_what_it_left_changed(tmp_path, databa
             in left["changes"])
     assert summary.diagnosis["facts"][0].startswith("The failed step was NOT rolled back entirely")
     assert summary.diagnosis["advice"][-1].startswith("Do not simply retry")
-    record = json.dumps(summary) + run.text
+    record = json.dumps(summary.to_json()) + run.text
     assert ROLLED_BACK not in record.lower()
     assert "table audit_log: dropped" in run.error
     # The restore it suggests leaves the opt-in that protects newer rows to the person restoring.
