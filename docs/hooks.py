@@ -5,8 +5,9 @@
 - With ROLLBOOK_SITE_ARCHIVE naming an archive folder, its records become pages under `archive/`,
   with an index that says whether the manifest verifies.
 - `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
-- Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`) become tables
-  generated from the code, so the reference cannot drift from the program.
+- Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`,
+  `<!-- rollbook:record-fields -->`) become tables generated from the code, so the reference cannot
+  drift from the program; the run record's JSON Schema is published as `run-record.schema.json`.
 - No page or file of the site may contain a connection-string secret (a URL's password, `?password=`,
   `password=` or `sslpassword=` keywords): the build fails if one does.
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import json
 import logging
@@ -39,6 +41,7 @@ from mkdocs.structure.toc import AnchorLink, get_toc
 
 from rollbook import markdown
 from rollbook.records.archive import Archive, ArchivedRecord, ArchiveVerification
+from rollbook.records.model import RunRecord, record_fields, record_json_schema_text
 from rollbook.redaction.connection_secrets import secret_leaks
 from rollbook.site.pictures import recorded_path_picture, timeline_picture
 from rollbook.records.signing import RecordSigning
@@ -46,6 +49,7 @@ from rollbook.records.signing import RecordSigning
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 RUNBOOKS_INDEX = "runbooks/index.md"
 ARCHIVE_INDEX = "archive/index.md"
+RECORD_SCHEMA = "run-record.schema.json"  # next to records.md, which links to it
 # The procedure's order; runbooks added later follow, by name.
 RUNBOOK_ORDER = ("status", "plan", "backup", "rollback", "restore", "rollback-test")
 _RUNBOOK_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\(runbook:(?P<name>[A-Za-z0-9_.-]+)(?P<anchor>#[^)\s]*)?\)")
@@ -87,10 +91,21 @@ class RecordPage:
     run_id: str
     src_uri: str
     notebook: Path | None
-    summary: Mapping[str, Any]
+    record: RunRecord | None  # None when its file is missing, damaged or not a run record
     records: tuple[ArchivedRecord, ...]
     manifest: str
     title: str
+    unreadable: str = ""  # why the record could not be read
+
+    @property
+    def outcome(self) -> str:
+        """The verdict in words (or the outcome), as the index and the page name it."""
+        last = self.records[-1]
+        if self.record is None:
+            text = "record unreadable"
+        else:
+            text = self.record.verdict or self.record.outcome.value
+        return f"{text} (not filed yet)" if last.kind == "in progress" else text
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,7 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         files.append(NotebookPage.generated(config, runbook.src_uri, abs_src_path=str(runbook.path)))
     files.append(File.generated(config, RUNBOOKS_INDEX, content=runbooks_index(_inputs.runbooks)))
     files.append(File.generated(config, ARCHIVE_INDEX, content=archive_index(_inputs)))
+    files.append(File.generated(config, RECORD_SCHEMA, content=record_json_schema_text()))
     if _inputs.archive is not None and (_inputs.archive / "manifest.jsonl").is_file():
         files.append(File.generated(config, "archive/manifest.jsonl",
                                     abs_src_path=str(_inputs.archive / "manifest.jsonl")))
@@ -156,6 +172,7 @@ def on_page_markdown(text: str, page: Page, config: MkDocsConfig, files: Files) 
         return text  # mkdocs-jupyter renders notebooks from the file, not from this text
     text = _RUNBOOK_LINK.sub(lambda m: _runbook_link(m, page), text)
     text = text.replace("<!-- rollbook:cli -->", cli_reference())
+    text = text.replace("<!-- rollbook:record-fields -->", record_fields_table())
     return text.replace("<!-- rollbook:policy-defaults -->", policy_defaults())
 
 
@@ -287,7 +304,7 @@ def runbook_block(runbook: Runbook, page: Page, files: Files) -> str:
     ]
     rows = [(markdown.code(p.name), markdown.code(p.default), markdown.cell(p.help)) for p in runbook.parameters]
     parts.append(markdown.table(["parameter", "default", "meaning"], rows) if rows else "This runbook takes none.")
-    runs = [r for r in _inputs.records if r.summary.get("runbook") == runbook.name]
+    runs = [r for r in _inputs.records if r.record is not None and r.record.runbook == runbook.name]
     if runs:
         parts.append("## Latest runs in the archive")
         parts.append("\n".join(f"- [{markdown.cell(r.title)}]({_url(files, r.src_uri, page)})"
@@ -318,10 +335,12 @@ def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...
     for run_id, records in runs.items():
         notebook = next((r for r in reversed(records) if r.kind == "notebook"), None)
         main = notebook or records[-1]
+        loaded: RunRecord | None = None
+        unreadable = ""
         try:
-            summary = archive.load_summary(main)
+            loaded = archive.load_record(main)
         except Exception as error:  # a deleted or damaged record still gets its page, saying so
-            summary = {"run_id": run_id, "outcome": "record unreadable", "message": str(error)}
+            unreadable = str(error)
         changed = [r.file for r in records if any(r.file in problem for problem in verification.problems)]
         if main.kind == "in progress":
             manifest = "not filed yet"
@@ -332,11 +351,12 @@ def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...
         stem = Path(main.file).name.rsplit(".", 1)[0] if main.kind != "in progress" else f"in-progress-{run_id}"
         usable = notebook is not None and notebook.path.is_file()
         uri = f"archive/{_safe_name(stem)}.{'ipynb' if usable else 'md'}"
-        title = " · ".join(str(v) for v in (_when(summary.get("started_at") or main.started_at),
-                                             summary.get("runbook") or main.runbook or "run",
-                                             _outcome(summary, main)) if v)
-        pages.append(RecordPage(run_id, uri, notebook.path if usable else None, summary, tuple(records),
-                                manifest, title))
+        page = RecordPage(run_id, uri, notebook.path if usable else None, loaded, tuple(records), manifest, "",
+                          unreadable)
+        started = loaded.started_at.isoformat() if loaded and loaded.started_at else main.started_at
+        title = " · ".join(str(v) for v in (_when(started), (loaded.runbook if loaded else main.runbook) or "run",
+                                             page.outcome) if v)
+        pages.append(dataclasses.replace(page, title=title))
     return verification, tuple(pages)
 
 
@@ -360,14 +380,13 @@ def archive_index(inputs: SiteInputs) -> str:
         banner = ('!!! failure "The manifest does not verify"\n\n    The archive was changed outside rollbook:\n\n'
                   + "\n".join(f"    - {markdown.cell(p)}" for p in verification.problems))
     rows = []
-    for record in inputs.records:
-        s = record.summary
+    for page in inputs.records:
+        r = page.record
         rows.append((
-            f"[{markdown.cell(_when(s.get('started_at')) or '?')}]({posixpath.basename(record.src_uri)})",
-            markdown.cell(_database(s) or ""), markdown.cell(s.get("runbook") or ""),
-            _moved(s),
-            markdown.cell(_outcome(s, record.records[-1])), markdown.cell(s.get("operator") or ""),
-            markdown.cell(s.get("approved_by") or ""), record.manifest))
+            f"[{markdown.cell(_when(r.started_at if r else None) or '?')}]({posixpath.basename(page.src_uri)})",
+            markdown.cell(r.database_name if r else ""), markdown.cell(r.runbook if r else ""),
+            _moved(r), markdown.cell(page.outcome), markdown.cell(r.operator or "" if r else ""),
+            markdown.cell(r.approved_by or "" if r else ""), page.manifest))
     table = markdown.table(["started (UTC)", "database", "runbook", "revision before → after", "outcome", "operator",
                             "approved by", "manifest"], list(reversed(rows)))
     return "\n\n".join([
@@ -383,29 +402,29 @@ def archive_index(inputs: SiteInputs) -> str:
 
 def record_header(record: RecordPage, page: Page, files: Files, notebook_html: str) -> str:
     """The facts of a run at a glance, its pictures (unless the notebook drew them) and its files."""
-    s = record.summary
-    backup = s.get("backup") if isinstance(s.get("backup"), Mapping) else None
-    identity = s.get("identity") if isinstance(s.get("identity"), Mapping) else {}
-    runbook = next((r for r in _inputs.runbooks if r.name == s.get("runbook")), None)
+    # An unreadable record still gets its page: its run id, why it could not be read, and its files.
+    s = record.record or RunRecord(run_id=record.run_id, runbook="")
+    backup, identity = s.backup, s.identity
+    runbook = next((r for r in _inputs.runbooks if r.name == s.runbook), None)
     facts = [
         ("run", markdown.code(record.run_id)),
         ("runbook", f"[{markdown.cell(runbook.title)}]({_url(files, runbook.src_uri, page)})" if runbook
-         else markdown.cell(s.get("runbook") or "")),
-        ("outcome", f"**{markdown.cell(_outcome(s, record.records[-1]))}**"),
-        ("message", markdown.cell(s.get("message") or "")),
-        ("database", markdown.code(s.get("database")) if s.get("database") else ""),
-        ("server", markdown.cell(" ".join(f"{k} {identity[k]}" for k in ("server_version", "system_identifier")
-                                          if identity.get(k)))),
-        ("environment", markdown.cell(s.get("environment") or "")),
-        ("operator", markdown.cell(s.get("operator") or "")),
-        ("approved by", markdown.cell(s.get("approved_by") or "")),
-        ("ticket", markdown.cell(s.get("ticket") or "")),
-        ("revision before → after", _moved(s)),
-        ("plan", markdown.cell(" ".join(str(v) for v in (s.get("plan_hash"), s.get("plan_verdict")) if v))),
-        ("backup", markdown.cell(f"{backup.get('path')}, {backup.get('size_bytes')} bytes, sha256 "
-                                 f"{backup.get('sha256')}, verified: {backup.get('verified')}") if backup else ""),
-        ("started", markdown.cell(s.get("started_at") or "")),
-        ("finished", markdown.cell(s.get("finished_at") or "")),
+         else markdown.cell(s.runbook)),
+        ("outcome", f"**{markdown.cell(record.outcome)}**"),
+        ("message", markdown.cell(s.message or record.unreadable)),
+        ("database", markdown.code(s.database) if s.database else ""),
+        ("server", markdown.cell(f"server_version {identity.server_version} system_identifier "
+                                 f"{identity.system_identifier}") if identity else ""),
+        ("environment", markdown.cell(s.environment or "")),
+        ("operator", markdown.cell(s.operator or "")),
+        ("approved by", markdown.cell(s.approved_by or "")),
+        ("ticket", markdown.cell(s.ticket or "")),
+        ("revision before → after", _moved(record.record)),
+        ("plan", markdown.cell(" ".join(v for v in (s.plan_hash, s.plan_verdict) if v))),
+        ("backup", markdown.cell(f"{backup.path}, {backup.size_bytes} bytes, sha256 {backup.sha256}, verified: "
+                                 f"{backup.verified}") if backup else ""),
+        ("started", markdown.cell(s.started_at.isoformat() if s.started_at else "")),
+        ("finished", markdown.cell(s.finished_at.isoformat() if s.finished_at else "")),
         ("manifest", record.manifest),
     ]
     parts = [f"# {markdown.cell(record.title)}", "## At a glance",
@@ -415,7 +434,7 @@ def record_header(record: RecordPage, page: Page, files: Files, notebook_html: s
         picture = recorded_path_picture(s)
         if picture is not None:
             pictures.append(picture.to_html())
-    if "rollbook-timeline" not in notebook_html and s.get("steps"):
+    if "rollbook-timeline" not in notebook_html and s.steps:
         pictures.append(timeline_picture(s).to_html())
     if pictures:
         parts += ["## Pictures", *pictures]
@@ -435,7 +454,9 @@ def record_header(record: RecordPage, page: Page, files: Files, notebook_html: s
 
 
 def summary_only_page(record: RecordPage) -> str:
-    text = json.dumps(record.summary, indent=2, ensure_ascii=False, default=str)
+    if record.record is None:
+        return f"The record of run `{record.run_id}` could not be read: {markdown.cell(record.unreadable)}\n"
+    text = json.dumps(record.record.to_json(), indent=2, ensure_ascii=False)
     return ("No executed notebook was filed for this run (a plain papermill run whose notebook was not added with "
             "`rollbook archive add`, or a run that has not ended): this is its summary.\n\n"
             '??? note "The record summary (JSON)"\n\n    ```json\n'
@@ -475,6 +496,12 @@ def _commands(command: click.Command, context: click.Context,
             child = command.get_command(context, name)
             if child is not None and not child.hidden:
                 yield from _commands(child, click.Context(child, info_name=name, parent=context), (*path, name))
+
+
+def record_fields_table() -> str:
+    """Every top-level field of the run record with its JSON type and meaning, from the model."""
+    rows = [(markdown.code(name), markdown.cell(kind), markdown.cell(meaning)) for name, kind, meaning in record_fields()]
+    return markdown.table(["field", "type", "meaning"], rows)
 
 
 def policy_defaults() -> str:
@@ -574,35 +601,25 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def _when(value: Any) -> str:
-    if not isinstance(value, str):
+def _when(value: datetime | str | None) -> str:
+    if value is None or value == "":
         return ""
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     except ValueError:
-        return value
+        return value if isinstance(value, str) else ""
     parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
     return f"{parsed:%Y-%m-%d %H:%M:%S}"
 
 
-def _revisions(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(map(str, value)) or "base"
-    return str(value) if value else "?"
+def _revisions(value: list[str] | None) -> str:
+    if value is None:
+        return "?"
+    return ", ".join(value) or "base"
 
 
-def _moved(summary: Mapping[str, Any]) -> str:
-    before, after = _revisions(summary.get("revision_before")), _revisions(summary.get("revision_after"))
+def _moved(record: RunRecord | None) -> str:
+    if record is None:
+        return "? → ?"
+    before, after = _revisions(record.revision_before), _revisions(record.revision_after)
     return f"{markdown.cell(before)} → {markdown.cell(after)}"
-
-
-def _database(summary: Mapping[str, Any]) -> str:
-    identity = summary.get("identity")
-    if isinstance(identity, Mapping) and identity.get("database"):
-        return str(identity["database"])
-    return str(summary.get("database") or "")
-
-
-def _outcome(summary: Mapping[str, Any], record: ArchivedRecord) -> str:
-    text = summary.get("verdict") or summary.get("outcome") or record.outcome or "unknown"
-    return f"{text} (not filed yet)" if record.kind == "in progress" else str(text)

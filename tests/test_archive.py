@@ -23,6 +23,7 @@ from rollbook.records.archive import (
     entry_hash,
 )
 from rollbook.errors import BadInput, RollbookError
+from rollbook.records.model import read_record
 
 
 def make_summary(started: str = "2026-11-24T12:34:56+00:00", tail: str = "3f9a1c", *, database: str = "app",
@@ -81,7 +82,7 @@ def test_records_are_named_by_time_database_runbook_and_outcome_and_listed_by_ti
     early = make_summary("2026-11-23T09:30:00Z", "aaaaaa", outcome="timed_out")
     middle = make_summary("2026-11-24T10:00:00+02:00", "bbbbbb", outcome="kernel_died")
     for summary in (late, early, middle):
-        archive.write_progress(summary)
+        archive.write_progress(read_record(summary))
         archive.file_summary(summary)
     notebook = archive.file_notebook(make_notebook(early), early)
 
@@ -108,14 +109,14 @@ def test_records_are_named_by_time_database_runbook_and_outcome_and_listed_by_ti
 
 def test_a_run_in_progress_is_listed_until_it_is_filed(archive: Archive) -> None:
     summary = make_summary(outcome="running")
-    path = archive.write_progress(summary)
+    path = archive.write_progress(read_record(summary))
     summary["steps"].append({"step": "backup", "status": "running"})
-    assert archive.write_progress(summary) == path
-    assert archive.progress(summary["run_id"])["steps"][-1]["step"] == "backup"
+    assert archive.write_progress(read_record(summary)) == path
+    assert archive.progress(summary["run_id"]).steps[-1].step == "backup"
     [record] = archive.records()
     assert record.kind == "in progress" and record.seq is None and record.outcome == "running"
     assert "(not filed)" in archive.listing()
-    assert archive.load_summary(archive.find(summary["run_id"]))["steps"][-1]["step"] == "backup"
+    assert archive.load_record(archive.find(summary["run_id"])).steps[-1].step == "backup"
     # Nothing in the folder but the in-progress file: no temporary files left behind.
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
@@ -129,12 +130,12 @@ def test_a_run_has_a_summary_record_and_a_notebook_record_linked_by_run_id(archi
     summary = make_summary()
     archive.file_summary(summary)
     archive.file_notebook(make_notebook({**summary, "verdict": "succeeded"}), summary)
-    assert archive.filed_summary(summary["run_id"])["outcome"] == "succeeded"
+    assert archive.filed_record(summary["run_id"]).outcome == "succeeded"
     assert [r.kind for r in archive.records_of(summary["run_id"])] == ["summary", "notebook"]
     assert archive.records_of("another run") == ()
     found = archive.find(summary["run_id"][:20])
     assert found.kind == "notebook"  # the record filed last
-    assert archive.load_summary(found)["verdict"] == "succeeded"
+    assert archive.load_record(found).verdict == "succeeded"
     assert archive.find("1").kind == "summary"
     assert archive.find(found.file) == found
     assert archive.find(str(found.path)) == found
@@ -149,7 +150,7 @@ def test_find_names_the_candidates_of_an_ambiguous_or_unknown_reference(archive:
     assert "20261124T120000Z-aaaaaa" in str(ambiguous.value) and "20261124T140000Z-cccccc" in str(ambiguous.value)
     with pytest.raises(BadInput, match="archive list"):
         archive.find("nope")
-    assert archive.filed_summary("nope") is None and archive.progress("nope") is None
+    assert archive.filed_record("nope") is None and archive.progress("nope") is None
 
 
 def test_records_are_never_overwritten_and_refiling_the_same_bytes_adds_nothing(archive: Archive) -> None:
@@ -159,7 +160,7 @@ def test_records_are_never_overwritten_and_refiling_the_same_bytes_adds_nothing(
     assert again == first and len(manifest_lines(archive)) == 1
     second = archive.file_summary({**summary, "message": "filed again with different content"})
     assert second.file == first.file.replace(".json", "-2.json")
-    assert json.loads(first.path.read_text()).get("message") is None
+    assert archive.load_record(first).message is None
     assert archive.verify().ok
 
 
@@ -301,10 +302,10 @@ archive = Archive(root)
 for i in range(count):
     # Both processes use the same start time and run id tail: their records want the same file names.
     summary = {"run_id": f"20261124T123456Z-{who}-{i:06d}", "runbook": "rollback", "outcome": "succeeded",
-               "started_at": "2026-11-24T12:34:56+00:00", "database": "postgresql://app:***@db/app", "by": who}
+               "started_at": "2026-11-24T12:34:56+00:00", "database": "postgresql://app:***@db/app", "operator": who}
     archive.file_summary(summary)
     if i % 5 == 0:
-        archive.file_notebook(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "by": "%s"}'
+        archive.file_notebook(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "operator": "%s"}'
                               % who.encode(), summary)
 """
 
@@ -335,7 +336,7 @@ def test_two_processes_filing_at_the_same_moment_are_both_archived_and_the_chain
     # Each record holds the content its own process wrote.
     for entry in entries:
         content = json.loads((archive.root / entry["file"]).read_text())
-        assert content["by"] in entry["run_id"]
+        assert content["operator"] in entry["run_id"]
 
 
 def test_an_unwritable_folder_is_refused_with_a_helpful_message_and_nothing_is_created(tmp_path: Path) -> None:
@@ -360,7 +361,7 @@ def test_an_unwritable_folder_is_refused_with_a_helpful_message_and_nothing_is_c
         archive.file_summary(make_summary())
     assert not_filed.value.exit_code == 1
     with pytest.raises(ArchiveUnavailable, match="could not be saved"):
-        archive.write_progress(make_summary())
+        archive.write_progress(read_record(make_summary()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
 
 

@@ -20,6 +20,7 @@ from test_cli import ROLLBOOK
 
 from rollbook.records.archive import MANIFEST, SIGNATURES, Archive, entry_hash
 from rollbook.demo.server import DEMO_CONFIG
+from rollbook.records.model import read_record
 from rollbook.records.signing import RecordSigning
 
 HEAD_LINE = re.compile(r"archive head: ([0-9a-f]{64})")
@@ -92,7 +93,7 @@ def test_archive_add_ends_with_the_head_and_archive_head_prints_it(tmp_path: Pat
     archive = Archive(tmp_path / "records")
     assert rollbook(tmp_path, "archive", "head", archive=archive.root).returncode == 1
     summary = make_summary(outcome="running")
-    archive.write_progress(summary)  # what a runbook run by plain papermill leaves before it ends
+    archive.write_progress(read_record(summary))  # what a runbook run by plain papermill leaves before it ends
     notebook = tmp_path / "out.ipynb"
     notebook.write_bytes(make_notebook({**summary, "outcome": "dry_run"}))
 

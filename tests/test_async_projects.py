@@ -26,6 +26,7 @@ from test_cli import ROLLBOOK
 from test_records import STAGING, rollbook
 
 from rollbook.pg.database import DatabaseTarget
+from rollbook.records.model import read_record
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
 from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.planning.plan import plan_downgrade
@@ -66,14 +67,14 @@ def test_an_async_template_project_is_rolled_back_through_the_runbook_under_asyn
     assert rows(database_url, "SELECT id, body, progress FROM notes ORDER BY id") == [
         (1, "done: ship it", "100%"), (2, "todo: write docs", None)]
     [summary_file] = (tmp_path / "archive").glob("*.json")
-    summary = json.loads(summary_file.read_text())
+    summary = read_record(json.loads(summary_file.read_text()))
     # Succeeded; not fully verified only because the fixture has no application health to check.
-    assert summary["outcome"] == "succeeded_unverified", summary
-    assert summary["database"].startswith("postgresql+asyncpg://")
-    checks = {check["name"]: check["status"] for check in summary["verification"]["checks"]}
+    assert summary.outcome == "succeeded_unverified", summary
+    assert summary.database.startswith("postgresql+asyncpg://")
+    checks = {check["name"]: check["status"] for check in summary.verification["checks"]}
     # The expected schema was built by replaying the '%' migration under asyncpg.
-    assert checks["revision"] == "passed" and checks["schema"] == "passed", summary["verification"]
-    executed = [s["sql"] for step in summary["downgrade"]["steps"] for s in step["statements"]]
+    assert checks["revision"] == "passed" and checks["schema"] == "passed", summary.verification
+    executed = [s["sql"] for step in summary.downgrade["steps"] for s in step["statements"]]
     assert any("DROP TABLE tags" in sql for sql in executed)
 
 
@@ -97,9 +98,9 @@ def test_the_demo_is_rolled_back_through_the_runbook_under_psycopg2(tmp_path, de
     assert result.returncode == 0, result.stdout + result.stderr
     assert current_revision(demo_url) == ["0607bc5b8535"]
     [summary_file] = (tmp_path / "archive").glob("*.json")
-    summary = json.loads(summary_file.read_text())
-    assert summary["database"].startswith("postgresql+psycopg2://")
-    assert {c["name"]: c["status"] for c in summary["verification"]["checks"]}["schema"] == "passed"
+    summary = read_record(json.loads(summary_file.read_text()))
+    assert summary.database.startswith("postgresql+psycopg2://")
+    assert {c["name"]: c["status"] for c in summary.verification["checks"]}["schema"] == "passed"
 
 
 def test_plan_and_its_sql_under_asyncpg_render_the_async_env_py_offline(tmp_path, database_url):
@@ -260,7 +261,7 @@ def test_an_async_step_stopped_with_ctrl_c_is_cancelled_and_rolled_back(tmp_path
     assert rows(database_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
                               "AND state = 'active'") == [(0,)]
     [summary_file] = (tmp_path / "archive").glob("*.json")
-    assert json.loads(summary_file.read_text())["outcome"] == "interrupted"
+    assert read_record(json.loads(summary_file.read_text())).outcome == "interrupted"
 
 
 def test_a_driver_that_is_not_installed_is_refused_naming_the_package(tmp_path, database_url):

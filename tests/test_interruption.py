@@ -24,6 +24,7 @@ from runbook_runs import RUNBOOKS, SLOW_REVISION, current_revision, slow_project
 from test_cli import ROLLBOOK
 
 from rollbook.pg.database import DatabaseTarget
+from rollbook.records.model import read_record
 from rollbook.demo.server import install_demo
 
 # Random text compresses badly: pg_dump takes seconds over it, long enough to be stopped mid-dump.
@@ -134,10 +135,10 @@ def test_a_stopped_run_leaves_the_database_where_it_was_and_nothing_running(tmp_
     assert stdout.startswith(f"interrupted in step {phase}"), stdout
     assert f"the database is at {SLOW_REVISION}" in stdout
     [summary_file] = (tmp_path / "archive").glob("*.json")
-    summary = json.loads(summary_file.read_text())
-    assert summary["outcome"] == "interrupted"
-    assert summary["failed_step"] == phase
-    assert summary["revision_after"] == [SLOW_REVISION]
+    summary = read_record(json.loads(summary_file.read_text()))
+    assert summary.outcome == "interrupted"
+    assert summary.failed_step == phase
+    assert summary.revision_after == [SLOW_REVISION]
     assert len(list((tmp_path / "archive").glob("*.ipynb"))) == 1
 
 
@@ -162,10 +163,10 @@ def test_a_plain_papermill_run_stopped_with_ctrl_c_leaves_a_known_revision_and_s
 
     _none_left(str(tmp_path / "archive"))
     assert current_revision(url) == [SLOW_REVISION]
-    [summary] = [json.loads(p.read_text()) for p in (tmp_path / "archive").glob("**/*.json")]
-    stopped = [s for s in summary["steps"] if s["status"] != "done"]
-    assert [s["step"] for s in stopped] == ["downgrade"], summary["steps"]
-    assert summary["outcome"] in ("running", "interrupted")
+    [summary] = [read_record(json.loads(p.read_text())) for p in (tmp_path / "archive").glob("**/*.json")]
+    stopped = [s for s in summary.steps if s.status != "done"]
+    assert [s.step for s in stopped] == ["downgrade"], summary.steps
+    assert summary.outcome in ("running", "interrupted")
 
 
 def test_a_run_stopped_while_its_kernel_starts_is_recorded_as_interrupted_without_a_traceback(tmp_path, slow_database):

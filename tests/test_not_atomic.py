@@ -13,6 +13,7 @@ from pg import psycopg_kwargs
 from runbook_runs import current_revision, papermill
 
 from rollbook.execution.downgrade import execute_downgrade
+from rollbook.records.model import read_record
 from rollbook.planning.operations import AFTER_COMMIT
 from rollbook.planning.plan import plan_downgrade
 from rollbook.policy.gate import RollbackRequest, evaluate_policy
@@ -149,21 +150,21 @@ def test_a_half_done_step_is_recorded_with_what_it_left_changed(tmp_path, databa
         assert conn.execute("SELECT to_regclass('ix_accounts_email')").fetchone()[0] is not None
     assert current_revision(database_url) == [HEAD]
     # What the record says: exactly that, and never that the step was rolled back.
-    summary = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())
-    assert summary["plan_steps"][0]["atomic"] is False
-    [failed] = summary["downgrade"]["steps"]
+    summary = read_record(json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text()))
+    assert summary.plan_steps[0].atomic is False
+    [failed] = summary.downgrade["steps"]
     left = failed["left_changed"]
     assert left["compared"] and not left["rolled_back"] and not left["atomic"]
     assert "table audit_log: dropped (it was there before the step)" in left["changes"]
     assert ("index ix_accounts_email on accounts: created (new since the step began: btree (email))"
             in left["changes"])
-    assert summary["diagnosis"]["facts"][0].startswith("The failed step was NOT rolled back entirely")
-    assert summary["diagnosis"]["advice"][-1].startswith("Do not simply retry")
-    record = json.dumps(summary) + run.text
+    assert summary.diagnosis["facts"][0].startswith("The failed step was NOT rolled back entirely")
+    assert summary.diagnosis["advice"][-1].startswith("Do not simply retry")
+    record = json.dumps(summary.to_json()) + run.text
     assert ROLLED_BACK not in record.lower()
     assert "table audit_log: dropped" in run.error
     # The restore it suggests leaves the opt-in that protects newer rows to the person restoring.
-    assert f"rollbook run restore -r backup {summary['run_id']} -p restore_into database --execute" in run.error
+    assert f"rollbook run restore -r backup {summary.run_id} -p restore_into database --execute" in run.error
     assert "accept_writes_since_backup True" not in record
 
 

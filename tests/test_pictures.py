@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 
+import pytest
+
 from rollbook.pg.database import DatabaseTarget
+from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.site.pictures import (
     RISK_COLOURS,
     PathStep,
@@ -52,11 +55,12 @@ def test_text_from_a_migration_cannot_inject_markup_into_the_picture():
 
 
 def test_the_timeline_draws_each_step_as_long_as_it_took_and_marks_how_it_ended():
-    record = {"runbook": "rollback", "outcome": "failed", "steps": [
-        {"step": "backup", "status": "done", "seconds": 2.5},
-        {"step": "downgrade", "status": "failed", "seconds": 7.5},
-        {"step": "verification", "status": "running", "seconds": None},
-    ]}
+    record = read_record({"schema_version": 2, "run_id": "20261124T123456Z-3f9a1c", "runbook": "rollback",
+                          "outcome": "failed", "steps": [
+                              {"step": "backup", "status": "done", "seconds": 2.5},
+                              {"step": "downgrade", "status": "failed", "seconds": 7.5},
+                              {"step": "verification", "status": "running", "seconds": None},
+                          ]})
 
     picture = timeline_picture(record)
 
@@ -71,18 +75,22 @@ def test_the_timeline_draws_each_step_as_long_as_it_took_and_marks_how_it_ended(
     assert "verification: running, did not finish" in picture.text
 
 
-def test_a_damaged_record_still_gives_a_picture_rather_than_failing_the_run():
-    damaged = [None, {"seconds": "x"}, {"step": "a", "seconds": float("nan")}, {"step": "b", "seconds": -1}]
-    for record in ({}, {"steps": "nonsense"}, {"steps": damaged}):
-        picture = timeline_picture(record)
+def test_a_damaged_record_is_refused_by_the_model_and_odd_durations_still_give_a_picture():
+    for damaged in ({"steps": "nonsense"}, {"steps": [None]}, {"steps": [{"seconds": "x"}]}):
+        with pytest.raises(InvalidRecord):
+            read_record({"run_id": "20261124T123456Z-3f9a1c", "runbook": "rollback", **damaged})
+    odd = [{"step": "a", "status": "done", "seconds": float("nan")}, {"step": "b", "status": "done", "seconds": -1}]
+    for steps in ([], odd):
+        picture = timeline_picture(RunRecord(run_id="20261124T123456Z-3f9a1c", runbook="rollback", steps=steps))
         ElementTree.fromstring(picture.svg)
 
 
 def test_a_record_without_the_picture_gets_its_path_drawn_from_its_summary():
-    record = {"target": "0607bc5b8534", "plan_verdict": "do_not_downgrade", "plan_steps": [
-        {"revision": "0607bc5b8536", "migration_type": "data_migration", "risk": "high"},
-        {"revision": "0607bc5b8535", "migration_type": "drop_table", "risk": "high"},
-    ]}
+    record = RunRecord(run_id="20261124T123456Z-3f9a1c", runbook="rollback", target="0607bc5b8534",
+                       plan_verdict="do_not_downgrade", plan_steps=[
+        {"revision": "0607bc5b8536", "migration_type": "data_migration", "risk": "high", "atomic": True},
+        {"revision": "0607bc5b8535", "migration_type": "drop_table", "risk": "high", "atomic": True},
+    ])
 
     picture = recorded_path_picture(record)
 
@@ -90,4 +98,4 @@ def test_a_record_without_the_picture_gets_its_path_drawn_from_its_summary():
     assert [t for t in svg_texts(picture.svg) if t.startswith("0607")] == ["0607bc5b8536", "0607bc5b8535",
                                                                             "0607bc5b8534"]
     assert "0607bc5b8535 -> 0607bc5b8534: drop_table, HIGH risk" in picture.text
-    assert recorded_path_picture({"plan_steps": []}) is None
+    assert recorded_path_picture(RunRecord(run_id="20261124T123456Z-3f9a1c", runbook="plan", plan_steps=[])) is None

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from test_cli import ROLLBOOK
 
 from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.model import RunRecord, read_record
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
 
@@ -45,11 +46,11 @@ def notebook_records(archive: Path) -> list[Path]:
     return sorted(archive.glob("*.ipynb"))
 
 
-def record_summary(path: Path) -> dict:
+def record_summary(path: Path) -> RunRecord:
     notebook = nbformat.read(path, as_version=4)
     summaries = [o["data"][RECORD_MIME] for c in notebook.cells for o in c.get("outputs", [])
                  if RECORD_MIME in o.get("data", {})]
-    return summaries[-1]
+    return read_record(summaries[-1])
 
 
 def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo_url, health_server):
@@ -67,17 +68,37 @@ def test_an_executed_run_is_archived_with_its_verdict_and_summary(tmp_path, demo
     assert str(record.relative_to(tmp_path)) in result.stdout
     summary = record_summary(record)
     backup = next((tmp_path / "backups").glob("*.dump"))
-    assert summary["outcome"] == "succeeded"
-    assert summary["verdict"] == "succeeded"
-    assert summary["runbook"] == "rollback"
-    assert (summary["operator"], summary["ticket"], summary["environment"]) == ("alice", "INC-7", "staging")
-    assert summary["revision_before"] == ["0607bc5b8536"] and summary["revision_after"] == ["0607bc5b8535"]
-    assert summary["backup"]["path"] == str(backup) and summary["backup"]["verified"] is True
-    assert summary["identity"]["system_identifier"] and summary["plan_hash"]
-    assert summary["started_at"] and summary["finished_at"]
-    assert [s["step"] for s in summary["steps"]][-1] == "verification"
+    assert summary.outcome == "succeeded"
+    assert summary.verdict == "succeeded"
+    assert summary.runbook == "rollback"
+    assert (summary.operator, summary.ticket, summary.environment) == ("alice", "INC-7", "staging")
+    assert summary.revision_before == ["0607bc5b8536"] and summary.revision_after == ["0607bc5b8535"]
+    assert summary.backup.path == str(backup) and summary.backup.verified is True
+    assert summary.identity.system_identifier and summary.plan_hash
+    assert summary.started_at and summary.finished_at
+    assert [s.step for s in summary.steps][-1] == "verification"
     verify = rollbook(tmp_path, "archive", "verify", url=demo_url)
     assert verify.returncode == 0, verify.stdout
+
+
+def test_status_and_plan_are_runbooks_with_recorded_steps_and_the_plan_record_names_its_hash_and_verdict(
+    tmp_path, demo_url
+):
+    status = rollbook(tmp_path, "run", "status", url=demo_url)
+    plan = rollbook(tmp_path, "run", "plan", "-r", "target_revision", "0607bc5b8535", url=demo_url)
+
+    assert status.returncode == 0 and plan.returncode == 0, status.stderr + plan.stderr
+    status_record, plan_record = (record_summary(path) for path in notebook_records(tmp_path / "archive"))
+    assert status_record.runbook == "status" and status_record.outcome == "succeeded"
+    assert [s.step for s in status_record.steps] == ["parameters", "who, where, when", "current revision"]
+    assert status_record.revision_before == status_record.revision_after == ["0607bc5b8536"]
+    assert status_record.message == "The database is at 0607bc5b8536."
+    assert plan_record.runbook == "plan" and plan_record.outcome == "succeeded"
+    assert [s.step for s in plan_record.steps] == ["parameters", "who, where, when", "plan"]
+    assert plan_record.plan_verdict == "do_not_downgrade" and len(plan_record.plan_hash or "") == 64
+    assert plan_record.target == "0607bc5b8535" and [s.revision for s in plan_record.plan_steps or []] == [
+        "0607bc5b8536"]
+    assert plan_record.plan_hash[:12] in plan.stdout + plan_record.message
 
 
 def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tmp_path, demo_url):
@@ -89,10 +110,10 @@ def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tm
     assert "application health not checked (no health_url given" in result.stdout
     [record] = notebook_records(tmp_path / "archive")
     summary = record_summary(record)
-    assert summary["outcome"] == "succeeded_unverified"
-    assert summary["verification"]["passed"] is False
-    assert summary["verification"]["not_checked"] == ["application health"]
-    assert "and verified" not in summary["message"]
+    assert summary.outcome == "succeeded_unverified"
+    assert summary.verification["passed"] is False
+    assert summary.verification["not_checked"] == ["application health"]
+    assert "and verified" not in summary.message
 
 
 def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
@@ -107,7 +128,7 @@ def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
     [record] = notebook_records(tmp_path / "archive")
     assert "_refused_" in record.name
     summary = record_summary(record)
-    assert summary["outcome"] == "refused" and summary["failed_step"] == "policy gate"
+    assert summary.outcome == "refused" and summary.failed_step == "policy gate"
     assert fingerprint(demo_url) == before
 
 
@@ -125,9 +146,9 @@ def test_a_failed_run_exits_1_and_names_the_step_and_the_revision(tmp_path, demo
     assert result.returncode == 1
     assert result.stdout.startswith("failed at downgrade")
     summary = record_summary(notebook_records(tmp_path / "archive")[0])
-    assert summary["outcome"] == "failed" and summary["failed_step"] == "downgrade"
-    assert summary["revision_after"] == ["0607bc5b8531"]
-    assert summary["diagnosis"]["scenario"] == "lock_timeout"
+    assert summary.outcome == "failed" and summary.failed_step == "downgrade"
+    assert summary.revision_after == ["0607bc5b8531"]
+    assert summary.diagnosis["scenario"] == "lock_timeout"
 
 
 def test_a_plain_papermill_run_records_itself_and_archive_add_files_its_notebook(tmp_path, demo_url):
@@ -136,18 +157,18 @@ def test_a_plain_papermill_run_records_itself_and_archive_add_files_its_notebook
     assert run.returncode == 0, run.error
 
     [summary_record] = archive.glob("*.json")
-    recorded = json.loads(summary_record.read_text())
-    assert recorded["outcome"] == "dry_run" and recorded["runbook"] == "rollback"
+    recorded = read_record(json.loads(summary_record.read_text()))
+    assert recorded.outcome == "dry_run" and recorded.runbook == "rollback"
     assert not notebook_records(archive)
 
     added = rollbook(tmp_path, "archive", "add", str(run.path), url=demo_url)
 
     assert added.returncode == 0, added.stderr
     [record] = notebook_records(archive)
-    assert record_summary(record)["run_id"] == recorded["run_id"]
+    assert record_summary(record).run_id == recorded.run_id
     listing = rollbook(tmp_path, "archive", "list", url=demo_url).stdout
-    assert listing.count(recorded["run_id"][-6:]) == 2
-    show = rollbook(tmp_path, "archive", "show", recorded["run_id"], url=demo_url)
+    assert listing.count(recorded.run_id[-6:]) == 2
+    show = rollbook(tmp_path, "archive", "show", recorded.run_id, url=demo_url)
     assert show.returncode == 0 and "dry_run" in show.stdout
     assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
 
@@ -217,8 +238,8 @@ def test_a_cell_timeout_is_recorded_as_timed_out_at_its_step_with_the_revision(t
     [record] = notebook_records(tmp_path / "archive")
     assert "_timed_out_" in record.name
     summary = record_summary(record)
-    assert summary["outcome"] == "timed_out" and summary["failed_step"] == "downgrade"
-    assert summary["revision_after"] == ["0607bc5b8537"]
+    assert summary.outcome == "timed_out" and summary.failed_step == "downgrade"
+    assert summary.revision_after == ["0607bc5b8537"]
     notebook = nbformat.read(record, as_version=4)
     statuses = [c.metadata.get("rollbook", {}).get("status") for c in notebook.cells if c.cell_type == "code"]
     assert "did not finish" in statuses and statuses.count("not run") >= 2
@@ -239,8 +260,8 @@ def test_a_killed_kernel_is_recorded_as_kernel_died_with_the_revision_the_databa
     assert stdout.startswith("kernel died during step downgrade")
     [record] = notebook_records(tmp_path / "archive")
     summary = record_summary(record)
-    assert summary["outcome"] == "kernel_died"
-    assert summary["revision_after"] == ["0607bc5b8537"]
+    assert summary.outcome == "kernel_died"
+    assert summary.revision_after == ["0607bc5b8537"]
     assert current_revision(demo_url) == ["0607bc5b8537"]
     assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
 
@@ -272,7 +293,7 @@ def test_rollbook_run_exits_2_for_bad_input_and_3_for_an_unreachable_database(tm
                        url=demo_url)
     assert unknown.returncode == 2, unknown.stdout + unknown.stderr
     assert unknown.stdout.startswith("refused (bad input) at ") and "nosuchrev" in unknown.stdout
-    assert record_summary(notebook_records(tmp_path / "archive")[-1])["outcome"] == "bad_input"
+    assert record_summary(notebook_records(tmp_path / "archive")[-1]).outcome == "bad_input"
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -309,7 +330,7 @@ def test_a_full_archive_after_the_database_changed_exits_1_and_keeps_the_noteboo
     assert "could not be filed" in result.stderr and "Traceback" not in result.stderr
     [kept] = tmp_path.glob("rollbook-unfiled-*.ipynb")
     assert f"kept at {kept}" in result.stderr
-    assert record_summary(kept)["outcome"] == "succeeded_unverified"
+    assert record_summary(kept).outcome == "succeeded_unverified"
     assert make_url(demo_url).password not in kept.read_text()
 
 
@@ -330,4 +351,4 @@ def test_a_run_that_fails_before_its_first_step_still_names_its_runbook(tmp_path
     assert result.returncode == 1, result.stderr
     [record] = notebook_records(tmp_path / "archive")
     assert "_nightly-check_failed_" in record.name
-    assert record_summary(record)["runbook"] == "nightly-check"
+    assert record_summary(record).runbook == "nightly-check"

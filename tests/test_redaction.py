@@ -14,6 +14,7 @@ import pytest
 
 from rollbook.records.archive import RECORD_MIME, Archive, SecretInRecord
 from rollbook.errors import RollbookError
+from rollbook.records.model import read_record
 from rollbook.redaction.connection_secrets import secrets_in_text
 from rollbook.redaction.redact import collect_secrets, find_secrets, redact_notebook, redact_text
 
@@ -47,7 +48,7 @@ def leaked_notebook() -> nbformat.NotebookNode:
                 "text/html": f"<code>{html.escape(PASSWORD)}</code>",
                 "text/plain": repr(PASSWORD),
                 "application/json": {"url": URL, "token": TOKEN},
-                RECORD_MIME: {"run_id": "20261124T123456Z-3f9a1c", "database": URL},
+                RECORD_MIME: {"run_id": "20261124T123456Z-3f9a1c", "runbook": "rollback", "database": URL},
             }),
         ]),
         nbformat.v4.new_code_cell("run.execute()", execution_count=2, outputs=[
@@ -130,10 +131,11 @@ def test_no_archived_byte_holds_the_password_after_redaction_and_filing(tmp_path
     archive = Archive(tmp_path / "records")
     archive.ensure_writable()
     # The run's progress, with the password in a message and a URL, as a careless step might save it.
-    archive.write_progress(summary(outcome="running", message=f"login failed: {PASSWORD}", url=URL), secrets=secrets)
-    # Another run that never got filed: its in-progress file stays in the archive.
-    archive.write_progress(summary(run_id="20261124T130000Z-777777", outcome="running", parameters=parameters),
+    archive.write_progress(read_record(summary(outcome="running", message=f"login failed: {PASSWORD}", database=URL)),
                            secrets=secrets)
+    # Another run that never got filed: its in-progress file stays in the archive.
+    archive.write_progress(read_record(summary(run_id="20261124T130000Z-777777", outcome="running",
+                                               parameters=parameters)), secrets=secrets)
     archive.file_summary(summary(), secrets=secrets)
     notebook = redact_notebook(leaked_notebook(), secrets)
     record = archive.file_notebook(nbformat.writes(notebook).encode(), summary(), secrets=secrets)
@@ -147,7 +149,7 @@ def test_no_archived_byte_holds_the_password_after_redaction_and_filing(tmp_path
             for spelling in spellings(secret):
                 assert spelling not in name and spelling.encode() not in data, (name, spelling)
     assert archive.verify().ok
-    assert archive.progress("20261124T130000Z-777777")["parameters"]["database_url"].startswith(
+    assert archive.progress("20261124T130000Z-777777").parameters["database_url"].startswith(
         "postgresql+psycopg://app:***@")
 
 
@@ -177,7 +179,7 @@ def test_file_summary_masks_url_passwords_it_was_not_told_about(tmp_path: Path) 
     archive = Archive(tmp_path / "records")
     record = archive.file_summary(summary(parameters={"database_url": "postgresql://app:hunter22@db/app"}))
     assert b"hunter22" not in record.path.read_bytes()
-    assert archive.load_summary(record)["parameters"]["database_url"] == "postgresql://app:***@db/app"
+    assert archive.load_record(record).parameters["database_url"] == "postgresql://app:***@db/app"
 
 
 def test_find_secrets_names_a_leak_without_revealing_it() -> None:

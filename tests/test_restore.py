@@ -16,6 +16,7 @@ from pg import fingerprint, psycopg_kwargs
 from runbook_runs import current_revision, demo_at
 
 from rollbook.records.archive import Archive
+from rollbook.records.model import RunRecord
 from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, find_restore_point, \
     take_recorded_backup
 from rollbook.pg.database import DatabaseTarget, connect
@@ -34,7 +35,7 @@ BEFORE_USER_PREFERENCES = "0607bc5b8533"
 
 def archived(taken: RecordedBackup, run_id: str = "20260113T140500Z-aaaaaa") -> ArchivedBackup:
     """The backup as the archive gives it back, from the summary a run files."""
-    backup = ArchivedBackup.from_summary({"run_id": run_id, "runbook": "backup", "backup": taken.record_facts()})
+    backup = ArchivedBackup.from_record(RunRecord(run_id=run_id, runbook="backup", backup=taken.record_facts()))
     assert backup is not None
     return backup
 

@@ -230,8 +230,8 @@ def test_the_runbook_rolls_back_every_demo_revision_and_records_where_rows_were_
     assert run.returncode == 0, run.stdout
     [record] = notebook_records(tmp_path / "archive")
     summary = record_summary(record)
-    assert summary["outcome"] == "succeeded" and summary["runbook"] == "rollback-test"
-    report = summary["rollback_test"]
+    assert summary.outcome == "succeeded" and summary.runbook == "rollback-test"
+    report = summary.rollback_test
     assert report["passed"] and report["team_test"]["status"] == "passed"
     assert [(r["revision"], r["migration_type"], r["status"]) for r in report["revisions"]] == [
         ("0607bc5b8530", "add_table", "PASS"), ("0607bc5b8531", "add_column", "PASS"),

@@ -31,11 +31,13 @@ from runbook_runs import (
 )
 
 from rollbook.pg.database import DatabaseTarget
+from rollbook.records.model import read_record
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY
 from rollbook.project.migrations import load_project
 from rollbook.planning.plan import plan_downgrade
-from rollbook.runs.parameters import RUNBOOK_PARAMETERS
+from rollbook.runs.notebook import RUNBOOKS as RUNBOOK_CLASSES
+from rollbook.runs.parameters import notebook_parameters
 
 # Each revision of the demo, the migration type it is, and its parent (where -1 takes it).
 MIGRATION_TYPES = [
@@ -61,15 +63,25 @@ def prepared(url: str, revision: str) -> None:
             conn.execute("UPDATE users SET email = 'short' || id || '@example.com' WHERE length(email) > 100")
 
 
-@pytest.mark.parametrize("runbook", sorted(RUNBOOK_PARAMETERS))
+def test_every_notebook_is_a_runbook_of_the_framework():
+    assert sorted(path.stem for path in RUNBOOKS.glob("*.ipynb")) == sorted(RUNBOOK_CLASSES)
+
+
+@pytest.mark.parametrize("runbook", sorted(RUNBOOK_CLASSES))
 def test_runbooks_are_stored_without_outputs_and_declare_their_parameters(runbook):
     path = RUNBOOKS / f"{runbook}.ipynb"
     notebook = nbformat.read(path, as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert sum("parameters" in c.metadata.get("tags", []) for c in notebook.cells) == 1
+    # The parameters cell, as papermill reads it, and the runbook's parameters dataclass name the same parameters.
     declared = pm.inspect_notebook(str(path))
-    assert {name: ast.literal_eval(p["default"]) for name, p in declared.items()} == RUNBOOK_PARAMETERS[runbook]
+    parameters = RUNBOOK_CLASSES[runbook].parameters_type
+    assert list(declared) == list(notebook_parameters(parameters))
+    # And the notebook's defaults are parameters the dataclass accepts (the restore runbook needs its backup named).
+    defaults = {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
+    named = {"backup": "20260113T140500Z-3f9a1c"} if runbook == "restore" else {}
+    assert parameters.read({**defaults, **named}).to_dict()["database_url"] == "(from DATABASE_URL)"
 
 
 @pytest.mark.parametrize(("revision", "migration_type", "parent"), MIGRATION_TYPES)
@@ -235,7 +247,7 @@ def test_a_lock_held_past_lock_timeout_names_its_holder(tmp_path, demo_url):
     assert current_revision(demo_url) == ["0607bc5b8536"]
     # What to do next: the backup this run took, and the two ways to restore it.
     backup = next((tmp_path / "backups").glob("*.dump"))
-    run_id = json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())["run_id"]
+    run_id = read_record(json.loads(next((tmp_path / "rollback-records").glob("*.json")).read_text())).run_id
     assert f"rollbook run restore -r backup {run_id} -p restore_into database" in run.error
     assert "pg_restore --clean --if-exists --single-transaction -d 'postgresql://" in run.error
     assert str(backup) in run.error

@@ -32,6 +32,7 @@ from runbook_runs import RUNBOOKS, current_revision
 from sqlalchemy.engine import make_url
 
 from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.model import RunRecord, read_record
 from rollbook.cli import main
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.redaction.redact import find_secrets
@@ -103,8 +104,8 @@ def s3_keys(endpoint: str) -> set[str]:
     return {o["Key"] for o in client(endpoint).list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
 
-def record_summaries(notebook: nbformat.NotebookNode) -> list[dict]:
-    return [o["data"][RECORD_MIME] for c in notebook.cells for o in c.get("outputs", [])
+def record_summaries(notebook: nbformat.NotebookNode) -> list[RunRecord]:
+    return [read_record(o["data"][RECORD_MIME]) for c in notebook.cells for o in c.get("outputs", [])
             if RECORD_MIME in o.get("data", {})]
 
 
@@ -145,10 +146,10 @@ def test_run_writes_the_archived_record_to_s3_without_the_password(tmp_path, dem
     notebook = nbformat.reads(data.decode(), as_version=4)
     nbformat.validate(notebook)
     summary = record_summaries(notebook)[-1]
-    assert summary["outcome"] == "succeeded_unverified"  # no health_url: not fully verified
-    assert summary["revision_before"] == ["0607bc5b8536"] and summary["revision_after"] == ["0607bc5b8535"]
+    assert summary.outcome == "succeeded_unverified"  # no health_url: not fully verified
+    assert summary.revision_before == ["0607bc5b8536"] and summary.revision_after == ["0607bc5b8535"]
     [(entry, record)] = filed(tmp_path / "archive", "notebook")
-    assert entry["run_id"] == summary["run_id"]
+    assert entry["run_id"] == summary.run_id
     assert record.name in result.output
     assert data == record.read_bytes()
     assert_no_password(data, password)
@@ -173,8 +174,8 @@ def test_a_plain_papermill_run_written_to_s3_is_filed_by_archive_add(tmp_path, d
     assert run.returncode == 0, run.stderr[-3000:]
     assert key in s3_keys(s3_endpoint)
     [(summary_entry, summary_file)] = filed(tmp_path / "archive", "summary")
-    written = json.loads(summary_file.read_text())
-    assert written["outcome"] == "succeeded_unverified"  # no health_url: not fully verified
+    written = read_record(json.loads(summary_file.read_text()))
+    assert written.outcome == "succeeded_unverified"  # no health_url: not fully verified
     assert not filed(tmp_path / "archive", "notebook")
 
     added = invoke(env, "archive", "add", location)
@@ -182,9 +183,9 @@ def test_a_plain_papermill_run_written_to_s3_is_filed_by_archive_add(tmp_path, d
     assert added.exit_code == 0, added.output
     assert added.output.startswith("succeeded")
     [(entry, record)] = filed(tmp_path / "archive", "notebook")
-    assert entry["run_id"] == summary_entry["run_id"] == written["run_id"]
+    assert entry["run_id"] == summary_entry["run_id"] == written.run_id
     assert record.name in added.output
-    assert record_summaries(nbformat.read(record, as_version=4))[-1]["run_id"] == written["run_id"]
+    assert record_summaries(nbformat.read(record, as_version=4))[-1].run_id == written.run_id
     assert not find_secrets(record.read_bytes(), {make_url(demo_url).password})
     verify = invoke(env, "archive", "verify")
     assert verify.exit_code == 0, verify.output
@@ -254,8 +255,8 @@ def test_an_output_that_cannot_be_written_still_leaves_the_local_record(tmp_path
     assert result.exit_code != 0  # the user asked for a copy that was not made
     [(_, summary_file)] = filed(tmp_path / "archive", "summary")
     [(_, record)] = filed(tmp_path / "archive", "notebook")
-    assert json.loads(summary_file.read_text())["outcome"] == "succeeded_unverified"  # no health_url: not fully verified
-    assert record_summaries(nbformat.read(record, as_version=4))[-1]["outcome"] == "succeeded_unverified"  # no health_url: not fully verified
+    assert read_record(json.loads(summary_file.read_text())).outcome == "succeeded_unverified"  # no health_url: not fully verified
+    assert record_summaries(nbformat.read(record, as_version=4))[-1].outcome == "succeeded_unverified"  # no health_url: not fully verified
     assert Archive(tmp_path / "archive").verify().ok
     assert current_revision(demo_url) == ["0607bc5b8535"]
 

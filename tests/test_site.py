@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from html import unescape
 from urllib.parse import quote, quote_plus
@@ -14,6 +15,7 @@ import pytest
 from site_build import ROLLBOOK, ROOT, SiteBuild, build_site
 
 from rollbook.records.archive import Archive
+from rollbook.records.model import SCHEMA_PATH
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
 
@@ -143,6 +145,29 @@ def test_the_reference_is_generated_from_the_program(site):
     assert "--database-url" in cli
     policy = site.page("policy/index.html")
     assert "<code>window_minutes</code>" in policy and "<code>5</code>" in policy
+
+
+def test_the_record_format_is_published_from_the_model(site):
+    records = site.page("records/index.html")
+    for field in ("schema_version", "run_id", "plan_hash", "backup", "rollback_test"):
+        assert f"<code>{field}</code>" in records
+    assert 'href="../run-record.schema.json"' in records
+    assert (site.site / "run-record.schema.json").read_text() == SCHEMA_PATH.read_text()
+
+
+def test_an_archive_filed_in_the_version_1_format_is_published_with_its_facts(tmp_path):
+    archive = tmp_path / "archive"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "archive-v1", archive)
+
+    built = build_site(tmp_path / "site", archive)
+
+    assert built.returncode == 0, built.output
+    index = built.page("archive/index.html")
+    assert "The manifest verifies" in index and index.count("✓ verified") == 2
+    rolled_back = unescape(built.page(
+        "archive/20261201T171252Z_rollbook_demo_rollback_succeeded_unverified_8f1acd/index.html"))
+    assert "0607bc5b8536 → 0607bc5b8535" in rolled_back and "verified: True" in rolled_back
+    assert "backup_rollbook_demo_20261201T171252Z_0607bc5b8536.dump" in rolled_back
 
 
 def test_no_password_of_a_recorded_run_reaches_any_page_or_the_search_index(tmp_path, demo_url):

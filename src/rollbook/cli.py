@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from rollbook.records.archive import Archive, default_root
+from rollbook.records.model import RecordedStep
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import RollbookError
@@ -113,12 +114,12 @@ def _head_or_none(archive: Archive) -> str | None:
         return None  # an unreadable archive: the command itself says so
 
 
-def _show_step(step: dict[str, Any]) -> None:
+def _show_step(step: RecordedStep) -> None:
     """Progress of a runbook run on stderr: each step as it starts and as it ends."""
-    if step.get("status") == "running":
-        click.echo(f"  {step['step']} ...", err=True)
+    if step.status == "running":
+        click.echo(f"  {step.step} ...", err=True)
     else:
-        click.echo(f"  {step['step']}: {step['status']} ({step.get('seconds') or 0:.2f} s)", err=True)
+        click.echo(f"  {step.step}: {step.status} ({step.seconds or 0:.2f} s)", err=True)
 
 
 @click.group()

@@ -60,11 +60,3 @@ _EXIT_CODES = {
     Outcome.BAD_INPUT: ExitCode.BAD_INPUT,
     Outcome.UNAVAILABLE: ExitCode.DATABASE_UNAVAILABLE,
 }
-
-
-def outcome_of(name: str | None) -> Outcome:
-    """The outcome a record names; an unknown or missing name is `incomplete`, never a success."""
-    try:
-        return Outcome(name)
-    except ValueError:
-        return Outcome.INCOMPLETE

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from rollbook.records.archive import Archive
+from rollbook.records.model import RecordedStep
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG, create_demo_database
 from rollbook.pg.embedded_server import start_embedded_server
@@ -35,22 +35,22 @@ class DemoTour:
     def to_text(self) -> str:
         lines = ["== rollbook status ==", self.status.to_text()]
         for title, result in self.runs:
-            summary = result.summary
+            record = result.summary
             lines += ["", f"== {title} ==", f"verdict: {result.verdict.text}", f"record:  {result.record.path}"]
-            policy = summary.get("policy") or {}
+            policy = record.policy or {}
             lines += [f"  policy {r['rule']}: {r['outcome']} ({r['reason']})"
                       for r in policy.get("results", []) if r["outcome"] == "fail"]
-            backup = summary.get("backup")
+            backup = record.backup
             if backup:
-                verified = "verified" if backup.get("verified") else "NOT verified"
-                lines.append(f"  backup: {backup['size_bytes']} bytes, sha256 {backup['sha256'][:16]}, {verified} "
-                             f"({backup.get('verification')})")
-            before, after = summary.get("revision_before") or [], summary.get("revision_after") or []
+                verified = "verified" if backup.verified else "NOT verified"
+                lines.append(f"  backup: {backup.size_bytes} bytes, sha256 {backup.sha256[:16]}, {verified} "
+                             f"({backup.verification})")
+            before, after = record.revision_before or [], record.revision_after or []
             if before and after and before != after:
                 lines.append(f"  database moved {', '.join(before)} -> {', '.join(after)}")
             elif before:
                 lines.append(f"  database left at {', '.join(before)}")
-            checks = (summary.get("verification") or {}).get("checks", [])
+            checks = (record.verification or {}).get("checks", [])
             lines += [f"  {c['name']}: {c['status']} ({c['detail']})" for c in checks]
         lines += ["", f"The records are in {self.archive}: `rollbook archive list`, `rollbook archive show RUN_ID`, "
                       "`rollbook archive verify`."]
@@ -58,7 +58,7 @@ class DemoTour:
 
 
 def demo_tour(
-    work_dir: Path, archive: Archive, *, on_step: Callable[[dict[str, Any]], None] | None = None,
+    work_dir: Path, archive: Archive, *, on_step: Callable[[RecordedStep], None] | None = None,
 ) -> DemoTour:
     """Start a throwaway server in `work_dir`, install the demo, and run the rollback runbook on it twice.
 

@@ -49,9 +49,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic_core import to_jsonable_python
+
 from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
+from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.records.signing import RecordSigning, SignatureCheck, SigningUnavailable
 from rollbook.redaction.redact import find_secrets, redact_value
 
@@ -207,19 +210,19 @@ class Archive:
 
     # -- a run in progress ---------------------------------------------------------------------------------
 
-    def write_progress(self, summary: Mapping[str, Any], *, secrets: frozenset[str] = frozenset()) -> Path:
-        """Replace the run's in-progress summary atomically, so a killed run still leaves its last state.
+    def write_progress(self, record: RunRecord, *, secrets: frozenset[str] = frozenset()) -> Path:
+        """Replace the run's in-progress record atomically, so a killed run still leaves its last state.
 
         Called after every step; URL passwords and `secrets` are scrubbed rather than refused, because
         stopping a run halfway over its progress file would do more harm than the scrub.
         """
-        run_id = _run_id(summary)
+        run_id = record.run_id
         folder = self.root / IN_PROGRESS
         target = folder / f"{_safe(run_id, 80)}.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             temporary = folder / f"{_TEMP_PREFIX}{token_source.token_hex(8)}"
-            _write_durably(temporary, _summary_bytes(redact_value(dict(summary), secrets)))
+            _write_durably(temporary, _summary_bytes(redact_value(record.to_json(), secrets)))
             os.replace(temporary, target)
             _fsync_directory(folder)
         except OSError as error:
@@ -230,24 +233,24 @@ class Archive:
             ) from None
         return target
 
-    def progress(self, run_id: str) -> dict[str, Any] | None:
-        """The latest in-progress summary of a run, if it has one."""
+    def progress(self, run_id: str) -> RunRecord | None:
+        """The latest in-progress record of a run, if it has a readable one."""
         path = self.root / IN_PROGRESS / f"{_safe(run_id, 80)}.json"
         try:
-            loaded = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            return read_record(json.loads(path.read_bytes()))
+        except (OSError, ValueError, InvalidRecord):
             return None
-        return loaded if isinstance(loaded, dict) else None
 
     # -- filing --------------------------------------------------------------------------------------------
 
     def file_summary(self, summary: Mapping[str, Any], *, secrets: frozenset[str] = frozenset()) -> ArchivedRecord:
-        """File a run's summary as a record, chain it in the manifest, and drop its in-progress file.
+        """File a run's record, checked against the record model, chain it in the manifest, drop its in-progress file.
 
-        URL passwords are masked; any of `secrets` still present makes it refuse, writing nothing.
+        An older record version is filed in the current one. URL passwords are masked; a record that does
+        not match the model (InvalidRecord), or any of `secrets` still present, makes it refuse, writing nothing.
         """
-        clean = redact_value(dict(summary), frozenset())
-        return self._file("summary", _summary_bytes(clean), clean, secrets)
+        clean = read_record(redact_value(to_jsonable_python(dict(summary)), frozenset()))
+        return self._file("summary", _summary_bytes(clean.to_json()), clean, secrets)
 
     def file_notebook(
         self, notebook_bytes: bytes, summary: Mapping[str, Any], *, secrets: frozenset[str] = frozenset(),
@@ -257,24 +260,25 @@ class Archive:
         Refuses, writing nothing, if any of `secrets` is still in the notebook: scrubbing is the caller's
         job (redaction.redact_notebook), this is the last check.
         """
+        clean = read_record(redact_value(to_jsonable_python(dict(summary)), frozenset()))
         try:
             notebook = json.loads(notebook_bytes)
         except ValueError:
             notebook = None
         if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-            raise BadInput(f"The notebook of run {_run_id(summary)} is not a Jupyter notebook (JSON with cells): "
+            raise BadInput(f"The notebook of run {clean.run_id} is not a Jupyter notebook (JSON with cells): "
                            "give the .ipynb file papermill wrote. Nothing was filed.")
-        carried = _notebook_summary(notebook)
-        if carried is not None and carried.get("run_id") not in (None, _run_id(summary)):
+        carried = _notebook_record(notebook)
+        if carried is not None and carried.run_id != clean.run_id:
             # A notebook filed under another run's summary would make both records lie.
-            raise BadInput(f"The notebook records run {carried.get('run_id')}, but it was to be filed as run "
-                           f"{_run_id(summary)}. Nothing was filed: file it with its own run's summary.")
-        return self._file("notebook", bytes(notebook_bytes), redact_value(dict(summary), frozenset()), secrets)
+            raise BadInput(f"The notebook records run {carried.run_id}, but it was to be filed as run "
+                           f"{clean.run_id}. Nothing was filed: file it with its own run's summary.")
+        return self._file("notebook", bytes(notebook_bytes), clean, secrets)
 
-    def _file(self, kind: str, data: bytes, summary: dict[str, Any], secrets: frozenset[str]) -> ArchivedRecord:
-        run_id = _run_id(summary)
-        about = _listing_fields(summary)
-        base = record_name(summary)
+    def _file(self, kind: str, data: bytes, record: RunRecord, secrets: frozenset[str]) -> ArchivedRecord:
+        run_id = record.run_id
+        about = _listing_fields(record)
+        base = record_name(record)
         # The manifest entry and the file name are checked too: the archive is every byte in the folder.
         leaks = find_secrets(b"\n".join((data, base.encode(), run_id.encode(), _canonical(about))), secrets)
         if leaks:
@@ -421,13 +425,11 @@ class Archive:
         found = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                summary = json.loads(path.read_bytes())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(summary, dict) or not isinstance(summary.get("run_id"), str):
+                running = read_record(json.loads(path.read_bytes()))
+            except (OSError, ValueError, InvalidRecord):
                 continue
             found.append(ArchivedRecord(file=f"{IN_PROGRESS}/{path.name}", path=path, kind="in progress",
-                                        run_id=summary["run_id"], **_listing_fields(summary)))
+                                        run_id=running.run_id, **_listing_fields(running)))
         return found
 
     def records_of(self, run_id: str) -> tuple[ArchivedRecord, ...]:
@@ -463,8 +465,11 @@ class Archive:
         shown = ", ".join(runs[:10]) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
         raise BadInput(f"'{ref}' matches {len(runs)} runs in {self.root}: {shown}. Give more of the run id.")
 
-    def load_summary(self, record: ArchivedRecord) -> dict[str, Any]:
-        """The summary a record carries: the file itself, the notebook's record output, or the progress file."""
+    def load_record(self, record: ArchivedRecord) -> RunRecord:
+        """The run record a record file carries (the file itself, the notebook's record output, or the progress file).
+
+        Older record versions are upgraded; a file that is not a run record raises InvalidRecord (a BadInput).
+        """
         try:
             loaded = json.loads(record.path.read_bytes())
         except FileNotFoundError:
@@ -474,24 +479,24 @@ class Archive:
             raise BadInput(f"The record {record.file} in {self.root} is not valid JSON: it was damaged or edited. "
                            "Run `rollbook archive verify` and restore it from a copy of the archive.") from None
         if record.kind != "notebook":
-            return loaded if isinstance(loaded, dict) else {}
-        found = _notebook_summary(loaded)
+            return read_record(loaded)
+        found = _notebook_record(loaded)
         if found is not None:
             return found
-        filed = self.filed_summary(record.run_id)
+        filed = self.filed_record(record.run_id)
         if filed is not None:
             return filed
         raise BadInput(f"The notebook {record.file} carries no rollbook record output and run {record.run_id} has "
                        "no summary record: open the notebook itself to see what happened.")
 
-    def filed_summary(self, run_id: str) -> dict[str, Any] | None:
-        """The summary record filed for a run, if any (the last one, should there be several)."""
+    def filed_record(self, run_id: str) -> RunRecord | None:
+        """The summary record filed for a run, if any and readable (the last one, should there be several)."""
         summaries = [e for e in _lenient_entries(self._manifest_bytes())
                      if e["kind"] == "summary" and e["run_id"] == run_id]
         if not summaries:
             return None
         try:
-            return self.load_summary(self._record(summaries[-1]))
+            return self.load_record(self._record(summaries[-1]))
         except BadInput:
             return None
 
@@ -513,7 +518,7 @@ class Archive:
     def show(self, ref: str) -> str:
         """One record: where it is, its manifest entry, the run's other records, and its summary."""
         record = self.find(ref)
-        summary = self.load_summary(record)
+        loaded = self.load_record(record)
         where = f"#{record.seq} {record.kind}" if record.seq is not None else record.kind
         lines = [f"{record.file} ({where}, run {record.run_id})"]
         if record.sha256:
@@ -521,7 +526,7 @@ class Archive:
         others = [r.file for r in self.records() if r.run_id == record.run_id and r.file != record.file]
         if others:
             lines.append(f"also filed for this run: {', '.join(others)}")
-        lines.append(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        lines.append(json.dumps(loaded.to_json(), indent=2, ensure_ascii=False))
         return "\n".join(lines)
 
     # -- verification --------------------------------------------------------------------------------------
@@ -613,7 +618,27 @@ class Archive:
             if actual != entry["sha256"]:
                 problems.append(f"record {name} (entry #{seq}) was changed after it was filed: its sha256 is "
                                 f"{actual[:16]}..., the manifest says {entry['sha256'][:16]}....")
+                continue
+            unreadable = _schema_problem(path, entry["kind"])
+            if unreadable:
+                problems.append(f"record {name} (entry #{seq}) matches its sha256 but is not a valid run record: "
+                                f"{unreadable}")
         return referenced
+
+
+def _schema_problem(path: Path, kind: str) -> str:
+    """Why a record file does not hold a run record the model reads (a notebook's record output, if it has one)."""
+    try:
+        loaded = json.loads(path.read_bytes())
+        if kind == "notebook":
+            _notebook_record(loaded)
+        else:
+            read_record(loaded)
+    except (OSError, ValueError) as error:
+        return f"it cannot be read as JSON ({error})."
+    except InvalidRecord as error:
+        return str(error)
+    return ""
 
 
 def default_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -649,27 +674,25 @@ def _place_head(wanted: str, entries: list[tuple[int, dict[str, Any]]], newest: 
     return f"{wanted} is entry #{entry['seq']} ({entry['file']}); {later}."
 
 
-def record_name(summary: Mapping[str, Any]) -> str:
+def record_name(record: RunRecord) -> str:
     """A record's file name without extension: time_database_runbook_outcome_runid-tail, in [A-Za-z0-9._-]."""
-    started = _parse_time(summary.get("started_at")) or datetime.now(timezone.utc)
-    run_id = _run_id(summary)
+    started = _utc(record.started_at) if record.started_at else datetime.now(timezone.utc)
     parts = (
         f"{started:%Y%m%dT%H%M%SZ}",
-        _safe(database_name(summary), 63) or "unknown",
-        _safe(summary.get("runbook"), 40) or "runbook",
-        _safe(summary.get("outcome"), 20) or "unknown",
-        _safe(run_id[-6:], 6) or "run",
+        _safe(database_name(record), 63) or "unknown",
+        _safe(record.runbook, 40) or "runbook",
+        _safe(record.outcome.value, 20) or "unknown",
+        _safe(record.run_id[-6:], 6) or "run",
     )
     return "_".join(parts)
 
 
-def database_name(summary: Mapping[str, Any]) -> str | None:
-    """The database a summary is about: from its identity, else the path of its (masked) URL."""
-    identity = summary.get("identity")
-    if isinstance(identity, Mapping) and isinstance(identity.get("database"), str) and identity["database"]:
-        return identity["database"]
-    url = summary.get("database")
-    if not isinstance(url, str) or not url:
+def database_name(record: RunRecord) -> str | None:
+    """The database a record is about: from its identity, else the path of its (masked) URL."""
+    if record.identity is not None and record.identity.database:
+        return record.identity.database
+    url = record.database
+    if not url:
         return None
     if "://" not in url:
         return url
@@ -761,29 +784,22 @@ def _parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
     return entry, ""
 
 
-def _listing_fields(summary: Mapping[str, Any]) -> dict[str, str | None]:
-    fields = {key: _text(summary.get(key)) for key in LISTING_FIELDS}
-    fields["database"] = _text(database_name(summary))
+def _listing_fields(record: RunRecord) -> dict[str, str | None]:
+    facts = record.to_json()
+    fields = {key: _text(facts.get(key)) for key in LISTING_FIELDS}
+    fields["database"] = _text(database_name(record))
     return fields
 
 
-def _notebook_summary(notebook: Any) -> dict[str, Any] | None:
-    """The last rollbook record output in a notebook's cells."""
+def _notebook_record(notebook: Any) -> RunRecord | None:
+    """The last rollbook record output in a notebook's cells (InvalidRecord if it is not a run record)."""
     found = None
     for cell in notebook.get("cells", []) if isinstance(notebook, dict) else []:
         for output in cell.get("outputs", []) if isinstance(cell, dict) else []:
             data = output.get("data", {}) if isinstance(output, dict) else {}
             if isinstance(data, dict) and isinstance(data.get(RECORD_MIME), dict):
                 found = data[RECORD_MIME]
-    return dict(found) if found is not None else None
-
-
-def _run_id(summary: Mapping[str, Any]) -> str:
-    run_id = summary.get("run_id")
-    if not isinstance(run_id, str) or not run_id.strip():
-        raise BadInput("A run summary without a run_id cannot be archived: every record is filed under its run id. "
-                       "Start runs through rollbook's runbooks, which assign one.")
-    return run_id
+    return read_record(found) if found is not None else None
 
 
 def _summary_bytes(summary: Mapping[str, Any]) -> bytes:
@@ -810,11 +826,14 @@ def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return _utc(datetime.fromisoformat(value))
     except ValueError:
         return None
+
+
+def _utc(moment: datetime) -> datetime:
     # A naive time in a record was written as UTC (rollbook records nothing else).
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def _time_order(record: ArchivedRecord) -> tuple[datetime, float, str]:

@@ -1,6 +1,6 @@
 """The machine-readable summary of one runbook run, kept up to date as the run goes and filed at its end.
 
-The summary is written to the archive after every step, so a run whose kernel dies still leaves
+The record (rollbook.records.model.RunRecord) is written to the archive after every step, so a run whose kernel dies still leaves
 its last known state; it is filed (chained in the manifest) when the run ends, and it travels in the
 notebook as a display output with rollbook's own MIME type.
 """
@@ -15,8 +15,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from rollbook import markdown
 from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.errors import RunInterrupted
 from rollbook.outcomes import Outcome
 from rollbook.redaction.redact import collect_secrets, redact_value
@@ -47,26 +50,15 @@ def outcome_of_error(error: BaseException) -> Outcome:
 
 
 class RunRecorder:
-    """Collects a run's facts and step outcomes, and keeps its summary in the archive current."""
+    """Collects a run's facts and step outcomes as a RunRecord, and keeps its summary in the archive current."""
 
     def __init__(self, runbook: str, archive: Archive, run_id: str | None = None) -> None:
         self.archive = archive
-        # Passwords and tokens of this process's environment: never written into a summary.
+        # Passwords and tokens of this process's environment: never written into a record.
         self.secrets = collect_secrets(os.environ, {})
         started = datetime.now(timezone.utc)
-        self.summary: dict[str, Any] = {
-            "rollbook_record": 1,
-            "run_id": run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id(started),
-            "runbook": runbook,
-            "started_at": started.isoformat(),
-            "finished_at": None,
-            "outcome": Outcome.RUNNING,
-            "failed_step": None,
-            "message": None,
-            "database": None,
-            "identity": None,
-            "steps": [],
-        }
+        self.record = RunRecord(run_id=run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id(started),
+                                runbook=runbook, started_at=started)
 
     @classmethod
     def begin(cls, runbook: str, archive: Archive | None = None) -> RunRecorder:
@@ -79,13 +71,16 @@ class RunRecorder:
 
     @property
     def run_id(self) -> str:
-        return str(self.summary["run_id"])
+        return self.record.run_id
 
     def update(self, **facts: Any) -> None:
-        """Add facts (database, identity, parameters, plan, backup, ...) and save the summary."""
+        """Add facts (database, identity, parameters, plan, backup, ...), secrets removed, and save the record.
+
+        Each fact is a field of RunRecord: an unknown name or a value of the wrong type raises here.
+        """
         if "parameters" in facts:
             self.secrets |= collect_secrets({}, facts["parameters"])
-        self.summary.update(redact_value(facts, self.secrets))
+        self.record = self.record.with_facts(**redact_value(to_jsonable_python(facts), self.secrets))
         self.save()
 
     @contextmanager
@@ -96,59 +91,63 @@ class RunRecorder:
         """
         started = time.monotonic()
         # Saved as running first: if the kernel dies now, the archive shows which step it died in.
-        entry: dict[str, Any] = {"step": name, "status": Outcome.RUNNING, "seconds": None}
-        self.summary["steps"].append(entry)
+        index = len(self.record.steps)
+        self.record.steps.append(RecordedStep(step=name, status=Outcome.RUNNING))
         self.save()
+        status: str = Outcome.RUNNING
         try:
             if stop_requested():
                 raise RunInterrupted(f"The operator stopped the run before step {name} started.")
             yield
         except BaseException as exc:
-            entry["status"] = outcome_of_error(exc)
+            status = outcome_of_error(exc)
             raise
         else:
-            entry["status"] = "done"
+            status = "done"
         finally:
-            entry["seconds"] = round(time.monotonic() - started, 3)
+            # By index: facts recorded during the step replaced the record, and its list of steps with it.
+            self.record.steps[index] = RecordedStep(step=name, status=status,
+                                                    seconds=round(time.monotonic() - started, 3))
             self.save()
 
-    def finish(self, outcome: Outcome, *, message: str | None = None, failed_step: str | None = None) -> dict[str, Any]:
+    def finish(self, outcome: Outcome, *, message: str | None = None, failed_step: str | None = None) -> RunRecord:
         """Close the record with its outcome and file it in the archive's manifest."""
-        self.summary.update(outcome=outcome, message=redact_value(message, self.secrets), failed_step=failed_step,
-                            finished_at=datetime.now(timezone.utc).isoformat())
-        self.archive.file_summary(self.summary, secrets=self.secrets)
-        return self.summary
+        self.update(outcome=outcome, message=message, failed_step=failed_step,
+                    finished_at=datetime.now(timezone.utc))
+        self.archive.file_summary(self.record.to_json(), secrets=self.secrets)
+        return self.record
 
     def save(self) -> None:
-        self.archive.write_progress(self.summary, secrets=self.secrets)
+        self.archive.write_progress(self.record, secrets=self.secrets)
 
     @property
     def stopped_at(self) -> str | None:
         """The step that did not complete, if any."""
-        return next((s["step"] for s in reversed(self.summary["steps"]) if s["status"] != "done"), None)
+        return self.record.stopped_at
 
     def view(self) -> RecordView:
-        return RecordView(dict(self.summary))
+        return RecordView(self.record)
 
 
 class RecordView:
-    """A record summary as a notebook display output: rollbook's MIME type plus a readable view."""
+    """A record as a notebook display output: rollbook's MIME type plus a readable view."""
 
-    def __init__(self, summary: dict[str, Any]) -> None:
-        self.summary = summary
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {RECORD_MIME: self.summary, "text/markdown": summary_markdown(self.summary),
-                "text/plain": f"rollbook record {self.summary['run_id']}: {self.summary['outcome']}"}
+        return {RECORD_MIME: self.record.to_json(), "text/markdown": record_markdown(self.record),
+                "text/plain": f"rollbook record {self.record.run_id}: {self.record.outcome}"}
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """A short readable view of a record summary."""
+def record_markdown(record: RunRecord) -> str:
+    """A short readable view of a record."""
+    facts = record.to_json()
     keys = ("run_id", "runbook", "outcome", "failed_step", "database", "environment", "operator", "approved_by",
             "ticket", "revision_before", "revision_after", "plan_hash", "backup", "started_at", "finished_at")
     rows = []
     for key in keys:
-        value = summary.get(key)
+        value = facts.get(key)
         if value in (None, "", []):
             continue
         if isinstance(value, list):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import nbformat
 
 from rollbook.records.archive import RECORD_MIME
-from rollbook.outcomes import ExitCode, Outcome, outcome_of
+from rollbook.records.model import RunRecord, read_record
+from rollbook.outcomes import ExitCode, Outcome
 from rollbook.records.run_record import RecordView
 
 RECORD_TAG = "rollbook-record"
@@ -37,31 +37,36 @@ class RunVerdict:
         return self.outcome.exit_code
 
 
-def recorded_summary(notebook: nbformat.NotebookNode) -> dict[str, Any] | None:
-    """The last record summary the run displayed in its notebook, if any."""
+def recorded_record(notebook: nbformat.NotebookNode) -> RunRecord | None:
+    """The last record the run displayed in its notebook, if any (InvalidRecord if it is not one)."""
     found = None
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if RECORD_MIME in data:
                 found = data[RECORD_MIME]
-    return dict(found) if found else None
+    return read_record(dict(found)) if found else None
 
 
 def reconcile(
-    notebook: nbformat.NotebookNode, summary: dict[str, Any] | None, ending: str | None,
-) -> tuple[nbformat.NotebookNode, dict[str, Any], RunVerdict]:
-    """Mark cells that never ran, settle the verdict, and append the record cell carrying the summary."""
+    notebook: nbformat.NotebookNode, record: RunRecord, ending: str | None,
+) -> tuple[nbformat.NotebookNode, RunRecord, RunVerdict]:
+    """Mark cells that never ran, settle the verdict, and append the record cell carrying the record.
+
+    `record` is what the run saved last; facts the notebook's own record output holds and it lacks are kept.
+    """
     notebook = copy.deepcopy(notebook)
     notebook.cells = [c for c in notebook.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
     last_started = _mark_cells(notebook, ending)
-    summary = {**(recorded_summary(notebook) or {}), **(summary or {})}
-    verdict = _verdict(notebook, summary, ending, last_started)
-    if summary.get("outcome") in (None, Outcome.RUNNING) or verdict.outcome != summary.get("outcome"):
-        summary.update(outcome=verdict.outcome, failed_step=verdict.step, message=verdict.text)
-    summary["verdict"] = verdict.text
-    notebook.cells.append(_record_cell(summary))
-    return notebook, summary, verdict
+    displayed = recorded_record(notebook)
+    if displayed is not None:
+        record = read_record({**displayed.to_json(), **record.to_json()})
+    verdict = _verdict(notebook, record, ending, last_started)
+    if record.outcome is Outcome.RUNNING or verdict.outcome != record.outcome:
+        record = record.with_facts(outcome=verdict.outcome, failed_step=verdict.step, message=verdict.text)
+    record = record.with_facts(verdict=verdict.text)
+    notebook.cells.append(_record_cell(record))
+    return notebook, record, verdict
 
 
 def _mark_cells(notebook: nbformat.NotebookNode, ending: str | None) -> int | None:
@@ -81,16 +86,15 @@ def _mark_cells(notebook: nbformat.NotebookNode, ending: str | None) -> int | No
 
 
 def _verdict(
-    notebook: nbformat.NotebookNode, summary: dict[str, Any], ending: str | None, last_started: int | None,
+    notebook: nbformat.NotebookNode, record: RunRecord, ending: str | None, last_started: int | None,
 ) -> RunVerdict:
-    step = _running_step(summary)
-    recorded = summary.get("outcome")
-    outcome = outcome_of(recorded)
+    step = record.stopped_at
+    outcome = record.outcome
     where = f" in step {step}" if step else ""
     if ending == "not_started":
         return RunVerdict(Outcome.FAILED, None, "failed: the kernel did not start, so no step ran")
     if ending == "interrupted" or (ending is None and outcome is Outcome.INTERRUPTED):
-        stopped = summary.get("failed_step") or step
+        stopped = record.failed_step or step
         return RunVerdict(Outcome.INTERRUPTED, stopped,
                           "interrupted" + (f" in step {stopped}" if stopped else "") + ": the operator stopped the run")
     if ending == "dead_kernel":
@@ -102,8 +106,8 @@ def _verdict(
         texts = {Outcome.SUCCEEDED: "succeeded", Outcome.DRY_RUN: "dry run completed",
                  Outcome.SUCCEEDED_UNVERIFIED: "succeeded, not fully verified"}
         return RunVerdict(outcome, None, texts[outcome])
-    if recorded is not None and outcome not in (Outcome.RUNNING, Outcome.INCOMPLETE) and not outcome.succeeded:
-        stopped = summary.get("failed_step") or step
+    if outcome not in (Outcome.RUNNING, Outcome.INCOMPLETE) and not outcome.succeeded:
+        stopped = record.failed_step or step
         return RunVerdict(outcome, stopped, f"{_STOPPED_WORDS.get(outcome, outcome.value.replace('_', ' '))} at "
                           f"{stopped or 'an unknown step'}")
     error_cell = next((i for i, c in enumerate(notebook.cells)
@@ -115,13 +119,8 @@ def _verdict(
                       + (f" (last step {step})" if step else ""))
 
 
-def _running_step(summary: dict[str, Any]) -> str | None:
-    steps = summary.get("steps") or []
-    return next((s["step"] for s in reversed(steps) if s.get("status") != "done"), None)
-
-
-def _record_cell(summary: dict[str, Any]) -> nbformat.NotebookNode:
-    bundle = RecordView(summary)._repr_mimebundle_()
+def _record_cell(record: RunRecord) -> nbformat.NotebookNode:
+    bundle = RecordView(record)._repr_mimebundle_()
     cell = nbformat.v4.new_code_cell(
         source="# The record of this run, added by rollbook when it was filed in the archive.",
         metadata={"tags": [RECORD_TAG], "rollbook": {"status": "record"}},

@@ -1,8 +1,8 @@
 """Backups as the archive knows them: taken with what a later restore needs, and found again by their records.
 
-Every run that takes a backup files its facts in its record summary under "backup": the pre-deploy
-backup runbook, the rollback runbook (before a downgrade) and the restore runbook (before it
-overwrites a database). Those records are the catalogue. A backup no record names is never offered,
+Every run that takes a backup files its facts in its record under "backup" (one shape,
+rollbook.records.model.BackupFacts): the pre-deploy backup runbook, the rollback runbook (before a
+downgrade) and the restore runbook (before it overwrites a database). Those records are the catalogue. A backup no record names is never offered,
 because its checksum, its database and its revision could not be checked.
 
 A backup taken here also records a *write horizon*: the oldest transaction id still running when the
@@ -18,6 +18,7 @@ from typing import Any
 
 from rollbook import markdown
 from rollbook.records.archive import Archive
+from rollbook.records.model import BackupFacts, ClientTool, RecordedIdentity, RunRecord, TableRows
 from rollbook.recovery.backup import Backup, BackupVerification, take_backup, verify_backup
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.downgrade_path import ancestors
@@ -43,13 +44,23 @@ class RecordedBackup:
     def verified(self) -> bool:
         return self.verification.passed
 
-    def record_facts(self) -> dict[str, Any]:
-        """What a record summary keeps under "backup", and what `ArchivedBackup.from_summary` reads back."""
-        return {**self.backup.to_dict(), "verified": self.verified, "verification": self.verification.method,
-                "verification_detail": self.verification.detail, "write_horizon": self.write_horizon}
+    def record_facts(self) -> BackupFacts:
+        """What a run's record keeps under "backup", and what `ArchivedBackup.from_record` reads back."""
+        backup, identity = self.backup, self.backup.identity
+        return BackupFacts(
+            path=str(backup.path), size_bytes=backup.size_bytes, sha256=backup.sha256, seconds=backup.seconds,
+            pg_dump=ClientTool(name=backup.pg_dump.name, path=str(backup.pg_dump.path),
+                               major_version=backup.pg_dump.major_version, version=backup.pg_dump.version_text),
+            identity=RecordedIdentity(database=identity.database, server_version=identity.server_version,
+                                      system_identifier=identity.system_identifier,
+                                      server_started=identity.server_started, user=identity.user),
+            revisions=list(backup.revisions), taken_at=backup.taken_at, rows_counted=backup.rows_counted,
+            table_rows=[TableRows(table=table, rows=rows) for table, rows in backup.table_rows],
+            verified=self.verified, verification=self.verification.method,
+            verification_detail=self.verification.detail, write_horizon=self.write_horizon)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.record_facts()
+        return self.record_facts().model_dump(mode="json")
 
     def to_text(self) -> str:
         return "\n".join([self.backup.to_text(), self.verification.to_text(),
@@ -102,28 +113,23 @@ class ArchivedBackup:
     write_horizon: str | None
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any], record: str = "") -> ArchivedBackup | None:
-        """The backup a record summary describes, or None if the run took none."""
-        facts = summary.get("backup")
-        if not isinstance(facts, dict) or not facts.get("path") or not facts.get("sha256"):
+    def from_record(cls, record: RunRecord, file: str = "") -> ArchivedBackup | None:
+        """The backup a run's record describes, or None if the run took none."""
+        facts = record.backup
+        if facts is None or not facts.path or not facts.sha256:
             return None
-        identity = facts.get("identity") or summary.get("identity") or {}
-        revisions = facts.get("revisions", summary.get("revision_before")) or []
-        rows = facts.get("table_rows") if facts.get("rows_counted") else None
-        version = str(identity.get("server_version") or "")
-        pg_dump = facts.get("pg_dump") or {}
+        identity = facts.identity
+        major = identity.server_version.split(".")[0] if identity else ""
         return cls(
-            run_id=str(summary.get("run_id") or ""), runbook=str(summary.get("runbook") or ""), record=record,
-            path=Path(str(facts["path"])), sha256=str(facts["sha256"]),
-            size_bytes=facts.get("size_bytes") if isinstance(facts.get("size_bytes"), int) else None,
-            taken_at=str(facts.get("taken_at") or summary.get("started_at") or ""),
-            revisions=tuple(str(r) for r in revisions), database=str(identity.get("database") or ""),
-            system_identifier=str(identity.get("system_identifier") or ""),
-            server_major=int(version.split(".")[0]) if version.split(".")[0].isdigit() else None,
-            pg_dump_major=pg_dump.get("major_version") if isinstance(pg_dump.get("major_version"), int) else None,
-            verified=facts.get("verified") is True, verification=str(facts.get("verification") or ""),
-            table_rows=tuple((str(r["table"]), int(r["rows"])) for r in rows) if isinstance(rows, list) else None,
-            write_horizon=str(facts["write_horizon"]) if facts.get("write_horizon") else None,
+            run_id=record.run_id, runbook=record.runbook, record=file, path=Path(facts.path), sha256=facts.sha256,
+            size_bytes=facts.size_bytes, taken_at=facts.taken_at, revisions=tuple(facts.revisions),
+            database=identity.database if identity else "",
+            system_identifier=identity.system_identifier if identity else "",
+            server_major=int(major) if major.isdigit() else None,
+            pg_dump_major=facts.pg_dump.major_version if facts.pg_dump else None,
+            verified=facts.verified, verification=facts.verification,
+            table_rows=tuple((r.table, r.rows) for r in facts.table_rows) if facts.rows_counted else None,
+            write_horizon=facts.write_horizon,
         )
 
     @property
@@ -165,10 +171,10 @@ def archived_backups(archive: Archive) -> tuple[ArchivedBackup, ...]:
         if record.kind != "summary":
             continue
         try:
-            summary = archive.load_summary(record)
+            loaded = archive.load_record(record)
         except BadInput:
             continue  # a damaged record: `rollbook archive verify` reports it
-        backup = ArchivedBackup.from_summary(summary, record.file)
+        backup = ArchivedBackup.from_record(loaded, record.file)
         if backup is not None:
             found.append(backup)
     return tuple(sorted(found, key=lambda b: b.taken_at))
@@ -189,8 +195,8 @@ def find_backup(archive: Archive, ref: str) -> ArchivedBackup:
                        "backups whose checksum, database and revision it recorded. Give the run id of the run "
                        "that took it, or set ROLLBOOK_ARCHIVE to the archive that holds its record.")
     record = archive.find(ref)
-    summary = archive.filed_summary(record.run_id)
-    backup = ArchivedBackup.from_summary(summary, record.file) if summary else None
+    filed = archive.filed_record(record.run_id)
+    backup = ArchivedBackup.from_record(filed, record.file) if filed else None
     if backup is None:
         raise BadInput(f"Run {record.run_id} ({record.runbook}, {record.outcome}) took no backup. Name the run of a "
                        "backup runbook (or of a rollback that backed up); `rollbook archive list` shows them.")

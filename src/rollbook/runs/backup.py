@@ -7,42 +7,31 @@ downgrade: restore from backup", and the restore runbook can refuse a file that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from typing import ClassVar
 
 from rollbook import markdown
 from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
-from rollbook.pg.database import DatabaseTarget
-from rollbook.project.migrations import MigrationProject
 from rollbook.outcomes import Outcome
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
-from rollbook.runs.context import RunContext, open_run
-from rollbook.records.run_record import RunRecorder
 from rollbook.runs.parameters import BackupParameters
+from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 from rollbook.project.status import MigrationStatus, read_status
 
 
 @dataclass
-class BackupRun:
+class BackupRun(Runbook[BackupParameters]):
     """The state of one backup run as its sections execute; created by `BackupRun.start`."""
 
-    parameters: BackupParameters
-    target: DatabaseTarget = field(repr=False)
-    project: MigrationProject = field(repr=False)
-    context: RunContext
-    recorder: RunRecorder = field(repr=False)
+    name: ClassVar[str] = "backup"
+    parameters_type: ClassVar[type[BackupParameters]] = BackupParameters
+    moves_database: ClassVar[bool] = True
+
     current: MigrationStatus | None = None
     taken: RecordedBackup | None = None
 
     @classmethod
-    def start(cls, parameters: BackupParameters, recorder: RunRecorder) -> BackupRun:
-        """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
-        opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
-                          alembic_x_args=parameters.alembic_x_args,
-                          parameters=parameters.to_dict(), operator=parameters.operator,
-                          operator_from=parameters.operator_from, ticket=parameters.ticket,
-                          mode="a backup is written; the database is only read")
-        return cls(parameters, opened.target, opened.project, opened.context, recorder)
+    def mode(cls, parameters: BackupParameters) -> str:
+        return "a backup is written; the database is only read"
 
     @recorded("current revision")
     def status(self) -> MigrationStatus:
@@ -65,8 +54,8 @@ class BackupRun:
                 "offer it for a restore.", outcome=Outcome.FAILED, step="backup", result=self.taken)
         return self.taken
 
-    def summary(self) -> RunSummary:
-        """The run in a few lines; files the run's record in the archive."""
+    def facts(self) -> RunFacts:
+        """The backup taken: where, at which revision, how many rows, and how to restore it."""
         if self.taken is None:
             raise RunbookStopped("No backup was taken: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
                                  step="summary")
@@ -74,9 +63,7 @@ class BackupRun:
         revision = ", ".join(backup.revisions) or "base"
         headline = (f"Backed up {backup.identity.database} at revision {revision} to {backup.path}, verified by "
                     f"{self.taken.verification.method}.")
-        record = self.recorder.finish(Outcome.SUCCEEDED, message=headline)
-        facts = {
-            "run": self.recorder.run_id,
+        shown = {
             "database": self.context.database,
             "operator": self.context.operator,
             "ticket": self.parameters.ticket,
@@ -85,6 +72,5 @@ class BackupRun:
             "rows": ", ".join(f"{table} {rows}" for table, rows in backup.table_rows) or "(no tables)",
             "write horizon": self.taken.write_horizon,
             "restore it with": markdown.code(f"rollbook run restore -r backup {self.recorder.run_id}"),
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
-        return RunSummary(Outcome.SUCCEEDED, headline, facts, record)
+        return RunFacts(Outcome.SUCCEEDED, headline, shown)

@@ -14,6 +14,7 @@ from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.project.migrations import MigrationProject, load_project
 from rollbook.policy.rules import PolicyRules, load_policy
 from rollbook.records.run_record import RunRecorder
+from rollbook.runs.parameters import RunbookParameters, RunRequest
 
 
 @dataclass(frozen=True)
@@ -83,47 +84,42 @@ class OpenedRun:
     context: RunContext
 
 
-def open_run(
-    recorder: RunRecorder, *, database_url: str, alembic_config: str, alembic_x_args: tuple[str, ...] = (),
-    parameters: dict[str, Any], operator: str, operator_from: str, mode: str = READ_ONLY, gated: bool = False,
-    environment: str = "", approved_by: str = "", ticket: str = "", execute: bool = False,
-) -> OpenedRun:
+def open_run(recorder: RunRecorder, parameters: RunbookParameters, *, mode: str = READ_ONLY,
+             gated: bool = False) -> OpenedRun:
     """The "who, where, when" step every runbook starts with: record the request, connect, name the database.
 
     A `gated` run (one the policy gate governs) loads the team's policy too, so an unknown environment
     stops the run here.
     """
+    request = parameters.requested_by()
     with recorder.step("who, where, when"):
-        recorder.update(parameters=parameters, operator=operator, environment=environment, approved_by=approved_by,
-                        ticket=ticket, execute=execute)
-        target = DatabaseTarget.from_url(database_url or None, source="the database_url parameter")
+        recorder.update(parameters=parameters.to_dict(), operator=request.operator,
+                        environment=request.environment, approved_by=request.approved_by, ticket=request.ticket,
+                        execute=request.execute)
+        target = DatabaseTarget.from_url(parameters.database_url or None, source="the database_url parameter")
         recorder.update(database=target.redacted)
-        project = load_project(alembic_config or None, alembic_x_args)
+        project = load_project(parameters.alembic_config or None, parameters.alembic_x_args)
         rules = None
         if gated:
             rules = load_policy(project.config_path.parent)
-            rules.for_environment(environment)
-        context = describe_run(
-            target, project, runbook=recorder.summary["runbook"], parameters=parameters, operator=operator,
-            operator_from=operator_from, run_id=recorder.run_id, environment=environment, ticket=ticket,
-            execute=execute, mode=mode,
-        )
+            rules.for_environment(request.environment)
+        context = describe_run(target, project, runbook=recorder.record.runbook, parameters=parameters.to_dict(),
+                               request=request, run_id=recorder.run_id, mode=mode)
         recorder.update(identity=context.identity.to_dict(), host=context.host)
     return OpenedRun(target, project, rules, context)
 
 
 def describe_run(
-    target: DatabaseTarget, project: MigrationProject, *, runbook: str, parameters: dict[str, Any], operator: str,
-    operator_from: str, run_id: str, environment: str = "", ticket: str = "", execute: bool = False,
-    mode: str = READ_ONLY,
+    target: DatabaseTarget, project: MigrationProject, *, runbook: str, parameters: dict[str, Any],
+    request: RunRequest, run_id: str, mode: str = READ_ONLY,
 ) -> RunContext:
     """Connect (read-only) and record the database's identity and whether another rollback is running."""
     with connect(target) as conn:
         identity = read_identity(conn)
         other_run = rollback_lock_holder(conn)
     return RunContext(
-        runbook=runbook, run_id=run_id, operator=operator, operator_from=operator_from, host=socket.gethostname(),
-        started_at=datetime.now(timezone.utc), environment=environment, ticket=ticket, database=target.redacted,
-        identity=identity, alembic_config=str(project.config_path), execute=execute, mode=mode, parameters=parameters,
-        other_run=other_run,
+        runbook=runbook, run_id=run_id, operator=request.operator, operator_from=request.operator_from,
+        host=socket.gethostname(), started_at=datetime.now(timezone.utc), environment=request.environment,
+        ticket=request.ticket, database=target.redacted, identity=identity, alembic_config=str(project.config_path),
+        execute=request.execute, mode=mode, parameters=parameters, other_run=other_run,
     )

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import getpass
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from IPython import get_ipython
 from IPython.display import display
 
-from rollbook.runs.backup import BackupRun
-from rollbook.pg.database import DatabaseTarget
 from rollbook.errors import RollbookError
+from rollbook.outcomes import Outcome
+from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import MigrationProject
+from rollbook.project.status import read_revisions_or_none
+from rollbook.records.run_record import RunRecorder, outcome_of_error
+from rollbook.runs.backup import BackupRun
+from rollbook.runs.plan import PlanRun
 from rollbook.runs.rehearsal import RollbackTestRun
 from rollbook.runs.restore import RestoreRun
 from rollbook.runs.rollback import RollbackRun
-from rollbook.runs.context import RunContext, open_run
-from rollbook.outcomes import Outcome
-from rollbook.records.run_record import RecordView, RunRecorder, outcome_of_error
-from rollbook.project.status import read_revisions_or_none
-from rollbook.runs.parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
-from rollbook.runs.parameters import read_backup_parameters, read_restore_parameters, read_rollback_test_parameters
+from rollbook.runs.runbook import Runbook
+from rollbook.runs.status import StatusRun
 
-_READ_ONLY_PARAMETERS = {"status": read_status_parameters, "plan": read_plan_parameters}
-P = TypeVar("P")
-R = TypeVar("R")
+# Every runbook rollbook ships, by the name of its notebook (runbooks/NAME.ipynb).
+RUNBOOKS: dict[str, type[Runbook[Any]]] = {runbook.name: runbook for runbook in (
+    StatusRun, PlanRun, BackupRun, RollbackRun, RestoreRun, RollbackTestRun)}
+R = TypeVar("R", bound=Runbook[Any])
 
 
 @dataclass
@@ -39,71 +38,52 @@ class _Session:
     project: MigrationProject | None = None
 
 
-@dataclass(frozen=True)
-class ReadOnlyRunbook:
-    """A status or plan runbook's checked parameters, its database and project, and who runs it."""
+def start_run(runbook: type[R]) -> R:
+    """Check the parameters papermill injected, then connect and record who, where and when.
 
-    parameters: dict[str, Any]
-    target: DatabaseTarget = field(repr=False)
-    project: MigrationProject = field(repr=False)
-    context: RunContext
-    recorder: RunRecorder = field(repr=False)
-
-    def finish(self) -> RecordView:
-        """File the run's record in the archive and show it."""
-        self.recorder.finish(Outcome.SUCCEEDED)
-        return self.recorder.view()
-
-
-def start_rollback_run() -> RollbackRun:
-    """Check the parameters papermill injected, then connect and record who, where and when."""
-    return _start_run("rollback", read_rollback_parameters, RollbackRun.start)
-
-
-def start_backup_run() -> BackupRun:
-    """The backup runbook: check the parameters papermill injected, then connect and record who, where and when."""
-    return _start_run("backup", read_backup_parameters, BackupRun.start)
-
-
-def start_restore_run() -> RestoreRun:
-    """The restore runbook: check the parameters papermill injected, then connect and record who, where and when."""
-    return _start_run("restore", read_restore_parameters, RestoreRun.start)
-
-
-def start_rollback_test_run() -> RollbackTestRun:
-    """The rollback-test runbook: check its parameters, then record who, where and when."""
-    # The database named is never changed: a stopped run has no revision to record, hence no tracking.
-    return _start_run("rollback-test", read_rollback_test_parameters, RollbackTestRun.start, tracks_revisions=False)
-
-
-def _start_run(runbook: str, read: Callable[[dict[str, Any], frozenset[str]], P],
-               start: Callable[[P, RunRecorder], R], *, tracks_revisions: bool = True) -> R:
-    """Record the run from its first step on: its parameters, then whatever `start` connects and records."""
+    The run is recorded from its first step on: a cell that fails from here files the record of the run.
+    """
     shell, session = _shell(), _Session()
     show_rollbook_errors_briefly(shell, session)
-    recorder = session.recorder = RunRecorder.begin(runbook)
+    recorder = session.recorder = RunRecorder.begin(runbook.name)
     with recorder.step("parameters"):
-        parameters = read(shell.user_ns, frozenset(shell.user_ns_hidden))
-    run = start(parameters, recorder)
-    session.target = run.target  # type: ignore[attr-defined]
-    if tracks_revisions:
+        parameters = runbook.read_parameters(shell.user_ns, frozenset(shell.user_ns_hidden))
+    run = runbook.start(parameters, recorder)
+    session.target = run.target
+    if runbook.moves_database:
         # A stopped run that can move the database records where it stands.
-        session.project = run.project  # type: ignore[attr-defined]
+        session.project = run.project
     return run
 
 
-def open_read_only_runbook(runbook: str) -> ReadOnlyRunbook:
-    """Check a read-only runbook's parameters (`status` or `plan`) and record who, where and when."""
-    shell, session = _shell(), _Session()
-    show_rollbook_errors_briefly(shell, session)
-    recorder = session.recorder = RunRecorder.begin(runbook)
-    with recorder.step("parameters"):
-        parameters = _READ_ONLY_PARAMETERS[runbook](shell.user_ns, frozenset(shell.user_ns_hidden))
-    opened = open_run(recorder, database_url=parameters["database_url"], alembic_config=parameters["alembic_config"],
-                      alembic_x_args=parameters["alembic_x_args"],
-                      parameters=parameters, operator=getpass.getuser(), operator_from="login name")
-    session.target = opened.target
-    return ReadOnlyRunbook(parameters, opened.target, opened.project, opened.context, recorder)
+def start_status_run() -> StatusRun:
+    """The status runbook."""
+    return start_run(StatusRun)
+
+
+def start_plan_run() -> PlanRun:
+    """The plan runbook."""
+    return start_run(PlanRun)
+
+
+def start_backup_run() -> BackupRun:
+    """The backup runbook."""
+    return start_run(BackupRun)
+
+
+def start_rollback_run() -> RollbackRun:
+    """The rollback runbook."""
+    return start_run(RollbackRun)
+
+
+def start_restore_run() -> RestoreRun:
+    """The restore runbook."""
+    return start_run(RestoreRun)
+
+
+def start_rollback_test_run() -> RollbackTestRun:
+    """The rollback-test runbook."""
+    return start_run(RollbackTestRun)
 
 
 def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:
@@ -134,7 +114,7 @@ def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:
 
 def _file_stopped_run(session: _Session, error: BaseException, message: str) -> None:
     recorder = session.recorder
-    if recorder is None or recorder.summary["outcome"] != Outcome.RUNNING:
+    if recorder is None or recorder.record.outcome is not Outcome.RUNNING:
         return
     outcome = outcome_of_error(error)
     if session.target is not None and session.project is not None:

@@ -57,7 +57,7 @@ class _StopRequest:
 
     def _run_started(self) -> bool:
         archive = Archive(default_root())
-        return archive.progress(self.run_id) is not None or archive.filed_summary(self.run_id) is not None
+        return archive.progress(self.run_id) is not None or archive.filed_record(self.run_id) is not None
 
 
 def _kernel_pids() -> list[int]:

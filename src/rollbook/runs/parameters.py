@@ -1,4 +1,4 @@
-"""The rollback runbook's parameters as papermill delivers them, checked for the ways papermill misleads.
+"""Every runbook's parameters as papermill delivers them, checked for the ways papermill misleads.
 
 papermill guesses the type of every `-p` value, only warns about unknown names, and writes every
 parameter into the output notebook. So a revision id can arrive as a number, a misspelt parameter
@@ -12,10 +12,13 @@ import getpass
 import re
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
+
+from pydantic_core import to_jsonable_python
+
 
 from rollbook.redaction.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.errors import BadInput
@@ -23,58 +26,20 @@ from rollbook.project.migrations import parse_x_args
 from rollbook.policy.gate import parse_deployed_at
 from rollbook.redaction.redact import SECRET_NAME_PARTS
 
-# The parameters cell of runbooks/rollback.ipynb must declare exactly these (a test compares them).
-ROLLBACK_PARAMETERS: dict[str, Any] = {
-    "database_url": "",
-    "alembic_config": "",
-    "alembic_x_args": "",
-    "target_revision": "-1",
-    "environment": "development",
-    "operator": "",
-    "approved_by": "",
-    "approved_plan": "",
-    "ticket": "",
-    "deployed_at": "",
-    "backup_dir": "backups",
-    "verify_backup": "list",
-    "health_url": "",
-    "critical_tables": "",
-    "lock_timeout": "5s",
-    "statement_timeout": "5min",
-    "accept_data_loss": False,
-    "execute": False,
-}
-STATUS_PARAMETERS: dict[str, Any] = {"database_url": "", "alembic_config": "", "alembic_x_args": ""}
-PLAN_PARAMETERS: dict[str, Any] = {
-    **STATUS_PARAMETERS, "target_revision": "-1", "statement_timeout": "30s", "live_checks": True,
-}
-BACKUP_PARAMETERS: dict[str, Any] = {
-    **STATUS_PARAMETERS, "backup_dir": "backups", "verify_backup": "restore", "operator": "", "ticket": "",
-}
-RESTORE_PARAMETERS: dict[str, Any] = {
-    **STATUS_PARAMETERS,
-    "backup": "",
-    "restore_into": "new",
-    "new_database": "",
-    "environment": "development",
-    "operator": "",
-    "approved_by": "",
-    "approved_plan": "",
-    "ticket": "",
-    "accept_writes_since_backup": False,
-    "backup_dir": "backups",
-    "verify_backup": "list",
-    "lock_timeout": "5s",
-    "execute": False,
-}
-ROLLBACK_TEST_PARAMETERS: dict[str, Any] = {**STATUS_PARAMETERS, "rows_per_table": 3}
-RUNBOOK_PARAMETERS = {"rollback": ROLLBACK_PARAMETERS, "status": STATUS_PARAMETERS, "plan": PLAN_PARAMETERS,
-                      "backup": BACKUP_PARAMETERS, "restore": RESTORE_PARAMETERS,
-                      "rollback-test": ROLLBACK_TEST_PARAMETERS}
 VERIFY_METHODS = ("list", "restore")
 RESTORE_INTO = ("new", "database")
+# Where backups go when backup_dir is given empty.
+DEFAULT_BACKUP_DIR = "backups"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
 _UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
+# Field metadata: the notebook parameter a checked field comes from, when its name differs (or None for a
+# field derived from others); see notebook_parameters.
+_FROM = "parameter"
+
+
+def from_parameter(name: str | None) -> dict[str, str | None]:
+    """The metadata of a field checked from the notebook parameter `name` (None: derived from other parameters)."""
+    return {_FROM: name}
 
 
 class SecretInParameters(BadInput):
@@ -82,16 +47,116 @@ class SecretInParameters(BadInput):
 
 
 @dataclass(frozen=True)
-class RollbackParameters:
-    """The checked parameters of one rollback run; holds no password."""
+class RunRequest:
+    """Who asks for a run and on what terms: the opening facts of its record."""
+
+    operator: str
+    operator_from: str
+    environment: str = ""
+    approved_by: str = ""
+    ticket: str = ""
+    execute: bool = False
+
+
+@dataclass(frozen=True)
+class RunbookParameters:
+    """The checked parameters every runbook takes: the database and the Alembic project. Never a password.
+
+    Each runbook's parameters are a subclass; its fields are the notebook's parameters cell, checked
+    (a test compares them with papermill's reading of every notebook), except those marked with
+    `from_parameter`: a checked value under another name, or a value derived from the others.
+    """
+
+    # The runbook whose notebook declares these parameters.
+    runbook: ClassVar[str]
 
     database_url: str
     alembic_config: str
     alembic_x_args: tuple[str, ...]
+
+    @classmethod
+    def read(cls, namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> Self:
+        """Check the names and values papermill put into the kernel's namespace; refuse misuse.
+
+        `hidden` are the names the kernel defined itself (IPython's `user_ns_hidden`).
+        """
+        given = runbook_values(cls, namespace, hidden)
+        return cls(**cls.checked(given))
+
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields' values from the notebook's values: what every runbook takes; subclasses add theirs."""
+        return {"database_url": _string("database_url", given["database_url"]),
+                "alembic_config": _string("alembic_config", given["alembic_config"]), "alembic_x_args": _x_args(given)}
+
+    def requested_by(self) -> RunRequest:
+        """Who runs it: the login name, for a runbook without an operator parameter."""
+        return RunRequest(getpass.getuser(), "login name")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as the record keeps them (no password is ever among them)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["database_url"] = self.database_url or "(from DATABASE_URL)"
+        return dict(to_jsonable_python(values))
+
+
+def notebook_parameters(parameters: type[RunbookParameters]) -> tuple[str, ...]:
+    """The names of the notebook parameters a parameters class is read from, in field order."""
+    names = (f.metadata.get(_FROM, f.name) for f in fields(parameters))
+    return tuple(name for name in names if name is not None)
+
+
+@dataclass(frozen=True)
+class StatusParameters(RunbookParameters):
+    """The status runbook's parameters: the database and the project."""
+
+    runbook: ClassVar[str] = "status"
+
+
+@dataclass(frozen=True)
+class PlanParameters(RunbookParameters):
+    """The plan runbook's checked parameters."""
+
+    runbook: ClassVar[str] = "plan"
+
+    target_revision: str
+    statement_timeout_ms: int = field(metadata=from_parameter("statement_timeout"))
+    live_checks: bool
+
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().checked(given), "target_revision": _revision(given["target_revision"]),
+                "statement_timeout_ms": parse_duration_ms("statement_timeout", given["statement_timeout"]),
+                "live_checks": _flag("live_checks", given["live_checks"])}
+
+
+@dataclass(frozen=True)
+class RollbackTestParameters(RunbookParameters):
+    """The rollback-test runbook's parameters: the server (any database on it), the project, the rows seeded."""
+
+    runbook: ClassVar[str] = "rollback-test"
+
+    rows_per_table: int
+
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        rows = given["rows_per_table"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 100:
+            raise BadInput(f"rows_per_table must be a whole number from 0 to 100 (papermill: -p rows_per_table 3), "
+                           f"not {rows!r}.")
+        return {**super().checked(given), "rows_per_table": rows}
+
+
+@dataclass(frozen=True)
+class RollbackParameters(RunbookParameters):
+    """The checked parameters of one rollback run; holds no password."""
+
+    runbook: ClassVar[str] = "rollback"
+
     target_revision: str
     environment: str
     operator: str
-    operator_from: str
+    operator_from: str = field(metadata=from_parameter(None))
     approved_by: str
     approved_plan: str
     ticket: str
@@ -100,209 +165,140 @@ class RollbackParameters:
     verify_backup: str
     health_url: str
     critical_tables: tuple[str, ...]
-    lock_timeout_ms: int
-    statement_timeout_ms: int
+    lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
+    statement_timeout_ms: int = field(metadata=from_parameter("statement_timeout"))
     accept_data_loss: bool
     execute: bool
 
-    def to_dict(self) -> dict[str, Any]:
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        strings = {name: _string(name, given[name]) for name in (
+            "environment", "operator", "approved_by", "approved_plan", "ticket", "deployed_at", "backup_dir",
+            "verify_backup", "health_url")}
+        operator, operator_from = _operator(strings["operator"])
         return {
-            "database_url": self.database_url or "(from DATABASE_URL)",
-            "alembic_config": self.alembic_config,
-            "alembic_x_args": list(self.alembic_x_args),
-            "target_revision": self.target_revision,
-            "environment": self.environment,
-            "operator": self.operator,
-            "approved_by": self.approved_by,
-            "approved_plan": self.approved_plan,
-            "ticket": self.ticket,
-            "deployed_at": self.deployed_at.isoformat() if self.deployed_at else "",
-            "backup_dir": str(self.backup_dir),
-            "verify_backup": self.verify_backup,
-            "health_url": self.health_url,
-            "critical_tables": list(self.critical_tables),
-            "lock_timeout_ms": self.lock_timeout_ms,
-            "statement_timeout_ms": self.statement_timeout_ms,
-            "accept_data_loss": self.accept_data_loss,
-            "execute": self.execute,
+            **super().checked(given),
+            "target_revision": _revision(given["target_revision"]),
+            "environment": strings["environment"],
+            "operator": operator,
+            "operator_from": operator_from,
+            "approved_by": strings["approved_by"],
+            "approved_plan": strings["approved_plan"],
+            "ticket": strings["ticket"],
+            "deployed_at": parse_deployed_at(strings["deployed_at"]),
+            "backup_dir": Path(strings["backup_dir"] or DEFAULT_BACKUP_DIR).expanduser(),
+            "verify_backup": _verify_method(strings["verify_backup"]),
+            "health_url": strings["health_url"],
+            "critical_tables": _table_list(given["critical_tables"]),
+            "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
+            "statement_timeout_ms": parse_duration_ms("statement_timeout", given["statement_timeout"]),
+            "accept_data_loss": _flag("accept_data_loss", given["accept_data_loss"]),
+            "execute": _flag("execute", given["execute"]),
         }
 
-
-def read_rollback_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> RollbackParameters:
-    """Check the names and values papermill put into the kernel's namespace; refuse misuse.
-
-    `hidden` are the names the kernel defined itself (IPython's `user_ns_hidden`).
-    """
-    given = runbook_values("rollback", namespace, hidden)
-    strings = {name: _string(name, given[name]) for name in (
-        "database_url", "alembic_config", "environment", "operator", "approved_by", "approved_plan", "ticket",
-        "deployed_at", "backup_dir", "verify_backup", "health_url")}
-    operator, operator_from = _operator(strings["operator"])
-    return RollbackParameters(
-        database_url=strings["database_url"],
-        alembic_config=strings["alembic_config"],
-        alembic_x_args=_x_args(given),
-        target_revision=_revision(given["target_revision"]),
-        environment=strings["environment"],
-        operator=operator,
-        operator_from=operator_from,
-        approved_by=strings["approved_by"],
-        approved_plan=strings["approved_plan"],
-        ticket=strings["ticket"],
-        deployed_at=parse_deployed_at(strings["deployed_at"]),
-        backup_dir=Path(strings["backup_dir"] or ROLLBACK_PARAMETERS["backup_dir"]).expanduser(),
-        verify_backup=_verify_method(strings["verify_backup"]),
-        health_url=strings["health_url"],
-        critical_tables=_table_list(given["critical_tables"]),
-        lock_timeout_ms=parse_duration_ms("lock_timeout", given["lock_timeout"]),
-        statement_timeout_ms=parse_duration_ms("statement_timeout", given["statement_timeout"]),
-        accept_data_loss=_flag("accept_data_loss", given["accept_data_loss"]),
-        execute=_flag("execute", given["execute"]),
-    )
-
-
-def read_plan_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The plan runbook's parameters, checked like the rollback runbook's."""
-    given = runbook_values("plan", namespace, hidden)
-    return {
-        "database_url": _string("database_url", given["database_url"]),
-        "alembic_config": _string("alembic_config", given["alembic_config"]),
-        "alembic_x_args": _x_args(given),
-        "target_revision": _revision(given["target_revision"]),
-        "statement_timeout_ms": parse_duration_ms("statement_timeout", given["statement_timeout"]),
-        "live_checks": _flag("live_checks", given["live_checks"]),
-    }
-
-
-def read_status_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The status runbook's parameters."""
-    given = runbook_values("status", namespace, hidden)
-    return {"database_url": _string("database_url", given["database_url"]),
-            "alembic_config": _string("alembic_config", given["alembic_config"]), "alembic_x_args": _x_args(given)}
+    def requested_by(self) -> RunRequest:
+        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
+                          self.execute)
 
 
 @dataclass(frozen=True)
-class BackupParameters:
+class BackupParameters(RunbookParameters):
     """The checked parameters of one pre-deploy backup run."""
 
-    database_url: str
-    alembic_config: str
-    alembic_x_args: tuple[str, ...]
+    runbook: ClassVar[str] = "backup"
+
     backup_dir: Path
     verify_backup: str
     operator: str
-    operator_from: str
+    operator_from: str = field(metadata=from_parameter(None))
     ticket: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
-                "alembic_x_args": list(self.alembic_x_args),
-                "backup_dir": str(self.backup_dir), "verify_backup": self.verify_backup, "operator": self.operator,
-                "ticket": self.ticket}
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        strings = {name: _string(name, given[name]) for name in ("backup_dir", "verify_backup", "operator", "ticket")}
+        operator, operator_from = _operator(strings["operator"])
+        return {**super().checked(given), "backup_dir": Path(strings["backup_dir"] or DEFAULT_BACKUP_DIR).expanduser(),
+                "verify_backup": _verify_method(strings["verify_backup"]), "operator": operator,
+                "operator_from": operator_from, "ticket": strings["ticket"]}
 
-
-def read_backup_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> BackupParameters:
-    """The backup runbook's parameters, checked like the rollback runbook's."""
-    given = runbook_values("backup", namespace, hidden)
-    strings = {name: _string(name, given[name]) for name in BACKUP_PARAMETERS if name != "alembic_x_args"}
-    operator, operator_from = _operator(strings["operator"])
-    return BackupParameters(
-        database_url=strings["database_url"], alembic_config=strings["alembic_config"], alembic_x_args=_x_args(given),
-        backup_dir=Path(strings["backup_dir"] or BACKUP_PARAMETERS["backup_dir"]).expanduser(),
-        verify_backup=_verify_method(strings["verify_backup"]), operator=operator, operator_from=operator_from,
-        ticket=strings["ticket"],
-    )
+    def requested_by(self) -> RunRequest:
+        return RunRequest(self.operator, self.operator_from, ticket=self.ticket)
 
 
 @dataclass(frozen=True)
-class RestoreParameters:
+class RestoreParameters(RunbookParameters):
     """The checked parameters of one restore run; holds no password."""
 
-    database_url: str
-    alembic_config: str
-    alembic_x_args: tuple[str, ...]
+    runbook: ClassVar[str] = "restore"
+
     backup: str
     restore_into: str
     new_database: str
     environment: str
     operator: str
-    operator_from: str
+    operator_from: str = field(metadata=from_parameter(None))
     approved_by: str
     approved_plan: str
     ticket: str
     accept_writes_since_backup: bool
     backup_dir: Path
     verify_backup: str
-    lock_timeout_ms: int
+    lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
     execute: bool
 
-    def to_dict(self) -> dict[str, Any]:
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The backup is named by the run that took it (pass run ids with -r)."""
+        strings = {name: _string(name, given[name]) for name in (
+            "backup", "restore_into", "new_database", "environment", "operator", "approved_by", "approved_plan",
+            "ticket", "backup_dir", "verify_backup")}
+        if not strings["backup"]:
+            raise BadInput("Parameter backup is empty: name the backup to restore, by the run id of the run that took "
+                           "it (-r backup 20260113T140500Z-3f9a1c; `rollbook archive list` shows runs) or by its "
+                           ".dump file.")
+        if strings["restore_into"] not in RESTORE_INTO:
+            raise BadInput(f"restore_into must be 'new' (a new database next to this one, for comparison) or "
+                           f"'database' (over the database itself), not '{strings['restore_into']}'.")
+        operator, operator_from = _operator(strings["operator"])
         return {
-            "database_url": self.database_url or "(from DATABASE_URL)", "alembic_config": self.alembic_config,
-            "alembic_x_args": list(self.alembic_x_args),
-            "backup": self.backup, "restore_into": self.restore_into, "new_database": self.new_database,
-            "environment": self.environment, "operator": self.operator, "approved_by": self.approved_by,
-            "approved_plan": self.approved_plan, "ticket": self.ticket,
-            "accept_writes_since_backup": self.accept_writes_since_backup, "backup_dir": str(self.backup_dir),
-            "verify_backup": self.verify_backup, "lock_timeout_ms": self.lock_timeout_ms, "execute": self.execute,
+            **super().checked(given),
+            "backup": strings["backup"], "restore_into": strings["restore_into"],
+            "new_database": strings["new_database"], "environment": strings["environment"], "operator": operator,
+            "operator_from": operator_from, "approved_by": strings["approved_by"],
+            "approved_plan": strings["approved_plan"], "ticket": strings["ticket"],
+            "accept_writes_since_backup": _flag("accept_writes_since_backup", given["accept_writes_since_backup"]),
+            "backup_dir": Path(strings["backup_dir"] or DEFAULT_BACKUP_DIR).expanduser(),
+            "verify_backup": _verify_method(strings["verify_backup"]),
+            "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
+            "execute": _flag("execute", given["execute"]),
         }
 
-
-def read_restore_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> RestoreParameters:
-    """The restore runbook's parameters; the backup is named by the run that took it (pass run ids with -r)."""
-    given = runbook_values("restore", namespace, hidden)
-    strings = {name: _string(name, given[name]) for name in (
-        "database_url", "alembic_config", "backup", "restore_into", "new_database", "environment", "operator",
-        "approved_by", "approved_plan", "ticket", "backup_dir", "verify_backup")}
-    if not strings["backup"]:
-        raise BadInput("Parameter backup is empty: name the backup to restore, by the run id of the run that took it "
-                       "(-r backup 20260113T140500Z-3f9a1c; `rollbook archive list` shows runs) or by its .dump file.")
-    if strings["restore_into"] not in RESTORE_INTO:
-        raise BadInput(f"restore_into must be 'new' (a new database next to this one, for comparison) or 'database' "
-                       f"(over the database itself), not '{strings['restore_into']}'.")
-    operator, operator_from = _operator(strings["operator"])
-    return RestoreParameters(
-        database_url=strings["database_url"], alembic_config=strings["alembic_config"], alembic_x_args=_x_args(given),
-        backup=strings["backup"],
-        restore_into=strings["restore_into"], new_database=strings["new_database"],
-        environment=strings["environment"], operator=operator, operator_from=operator_from,
-        approved_by=strings["approved_by"], approved_plan=strings["approved_plan"], ticket=strings["ticket"],
-        accept_writes_since_backup=_flag("accept_writes_since_backup", given["accept_writes_since_backup"]),
-        backup_dir=Path(strings["backup_dir"] or RESTORE_PARAMETERS["backup_dir"]).expanduser(),
-        verify_backup=_verify_method(strings["verify_backup"]),
-        lock_timeout_ms=parse_duration_ms("lock_timeout", given["lock_timeout"]),
-        execute=_flag("execute", given["execute"]),
-    )
+    def requested_by(self) -> RunRequest:
+        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
+                          self.execute)
 
 
-def read_rollback_test_parameters(namespace: Mapping[str, Any], hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The rollback-test runbook's parameters: the server (any database on it) and the project."""
-    given = runbook_values("rollback-test", namespace, hidden)
-    rows = given["rows_per_table"]
-    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 100:
-        raise BadInput(f"rows_per_table must be a whole number from 0 to 100 (papermill: -p rows_per_table 3), "
-                       f"not {rows!r}.")
-    return {"database_url": _string("database_url", given["database_url"]),
-            "alembic_config": _string("alembic_config", given["alembic_config"]), "alembic_x_args": _x_args(given),
-            "rows_per_table": rows}
-
-
-def runbook_values(runbook: str, namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
+def runbook_values(parameters: type[RunbookParameters], namespace: Mapping[str, Any],
+                   hidden: frozenset[str]) -> dict[str, Any]:
     """The runbook's parameters with papermill's values; unknown names and passwords are refused."""
-    declared = RUNBOOK_PARAMETERS[runbook]
+    declared = notebook_parameters(parameters)
     values = _user_values(namespace, hidden)
     unknown = sorted(set(values) - set(declared))
     if unknown:
         raise BadInput(
             f"Unknown parameter(s) {', '.join(unknown)}: papermill only warns about these, and a misspelt name "
-            f"would silently keep its default. The {runbook} runbook takes: {', '.join(declared)}. "
+            f"would silently keep its default. The {parameters.runbook} runbook takes: {', '.join(declared)}. "
             "Correct the name and run again; nothing was changed."
         )
-    given = {**declared, **values}
+    missing = [name for name in declared if name not in values]
+    if missing:
+        raise BadInput(f"The parameters cell of this {parameters.runbook} notebook does not define "
+                       f"{', '.join(missing)}: run the notebook rollbook ships (`rollbook run {parameters.runbook}`), "
+                       "or add them to its parameters cell with their defaults. Nothing was changed.")
     for name in ("database_url", "health_url"):
-        if name in given:
-            _refuse_password(name, given[name])
-    return given
+        if name in values:
+            _refuse_password(name, values[name])
+    return values
 
 
 def parse_duration_ms(name: str, value: Any) -> int:

@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import getpass
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from rollbook.pg.database import DatabaseTarget
-from rollbook.project.migrations import MigrationProject
 from rollbook.outcomes import Outcome
 from rollbook.recovery.rehearsal import RehearsalReport, rehearse_rollbacks
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
-from rollbook.runs.context import RunContext, open_run
-from rollbook.records.run_record import RunRecorder
+from rollbook.runs.parameters import RollbackTestParameters
+from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 
 
 @dataclass
-class RollbackTestRun:
+class RollbackTestRun(Runbook[RollbackTestParameters]):
     """The state of one rollback-test run; created by `RollbackTestRun.start`."""
 
-    parameters: dict[str, Any]
-    target: DatabaseTarget = field(repr=False)
-    project: MigrationProject = field(repr=False)
-    context: RunContext
-    recorder: RunRecorder = field(repr=False)
+    name: ClassVar[str] = "rollback-test"
+    parameters_type: ClassVar[type[RollbackTestParameters]] = RollbackTestParameters
+
     report: RehearsalReport | None = None
 
     @classmethod
-    def start(cls, parameters: dict[str, Any], recorder: RunRecorder) -> RollbackTestRun:
-        """Connect to the database that names the server (it is not changed) and record who, where, when."""
-        opened = open_run(recorder, database_url=parameters["database_url"],
-                          alembic_config=parameters["alembic_config"],
-                          alembic_x_args=parameters["alembic_x_args"], parameters=parameters,
-                          operator=getpass.getuser(), operator_from="login name",
-                          mode="read-only: scratch databases are created next to this one and dropped")
-        return cls(parameters, opened.target, opened.project, opened.context, recorder)
+    def mode(cls, parameters: RollbackTestParameters) -> str:
+        return "read-only: scratch databases are created next to this one and dropped"
 
     @recorded("rollback test")
     def rehearse(self) -> RehearsalReport:
         """The team's test and every revision's round trip, on scratch databases next to the one named."""
-        self.report = rehearse_rollbacks(self.target, self.project, rows_per_table=self.parameters["rows_per_table"])
+        self.report = rehearse_rollbacks(self.target, self.project, rows_per_table=self.parameters.rows_per_table)
         self.recorder.update(rollback_test=self.report.to_dict())
         if not self.report.passed:
             failed = ", ".join(t.revision.revision for t in self.report.failed) or "the team's test"
@@ -49,20 +36,16 @@ class RollbackTestRun:
                                  outcome=Outcome.FAILED, step="rollback test", result=self.report)
         return self.report
 
-    def summary(self) -> RunSummary:
-        """The run in a few lines; files the run's record in the archive."""
+    def facts(self) -> RunFacts:
+        """The test's headline: how many revisions round-tripped, and how long it took."""
         report = self.report
         if report is None:
             raise RunbookStopped("The rollback test has not run: run the notebook's cells in order.",
                                  outcome=Outcome.BAD_INPUT, step="summary")
-        record = self.recorder.finish(Outcome.SUCCEEDED, message=report.headline())
-        facts = {
-            "run": self.recorder.run_id,
+        return RunFacts(Outcome.SUCCEEDED, report.headline(), {
             "project": str(self.project.config_path),
             "server": self.context.database,
             "revisions": str(len(report.round_trips)),
             "seconds": f"{report.seconds:.1f}",
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        }
-        return RunSummary(Outcome.SUCCEEDED, report.headline(), facts, record)
+        })
 

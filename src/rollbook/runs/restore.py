@@ -8,18 +8,14 @@ database as it is; restoring into a new database changes nothing that exists and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from rollbook import markdown
 from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
-from rollbook.pg.database import DatabaseTarget
 from rollbook.errors import BadInput
-from rollbook.project.migrations import MigrationProject
 from rollbook.outcomes import Outcome
 from rollbook.policy.gate import RollbackRequest
-from rollbook.policy.rules import PolicyRules
 from rollbook.recovery.restore import (
     BackupCheck,
     RestoreDecision,
@@ -34,10 +30,8 @@ from rollbook.recovery.restore import (
     verify_restore,
     writes_since_backup,
 )
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
-from rollbook.runs.context import RunContext, open_run
-from rollbook.records.run_record import RunRecorder
 from rollbook.runs.parameters import RestoreParameters
+from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 from rollbook.project.status import MigrationStatus, read_status
 
 
@@ -55,15 +49,14 @@ class StepNote:
 
 
 @dataclass
-class RestoreRun:
+class RestoreRun(Runbook[RestoreParameters]):
     """The state of one restore run as its sections execute; created by `RestoreRun.start`."""
 
-    parameters: RestoreParameters
-    target: DatabaseTarget = field(repr=False)
-    project: MigrationProject = field(repr=False)
-    rules: PolicyRules = field(repr=False)
-    context: RunContext
-    recorder: RunRecorder = field(repr=False)
+    name: ClassVar[str] = "restore"
+    parameters_type: ClassVar[type[RestoreParameters]] = RestoreParameters
+    gated: ClassVar[bool] = True
+    moves_database: ClassVar[bool] = True
+
     source: ArchivedBackup | None = None
     current: MigrationStatus | None = None
     writes: WritesSinceBackup | None = None
@@ -74,22 +67,12 @@ class RestoreRun:
     verification: RestoreVerification | None = None
 
     @classmethod
-    def start(cls, parameters: RestoreParameters, recorder: RunRecorder) -> RestoreRun:
-        """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
+    def mode(cls, parameters: RestoreParameters) -> str:
         if not parameters.execute:
-            mode = "**DRY RUN**: nothing is restored, no backup is written, no database is created"
-        elif parameters.restore_into == "database":
-            mode = "**EXECUTE**: this run replaces the database's contents with the backup's"
-        else:
-            mode = "**EXECUTE**: this run creates a new database from the backup; nothing existing is changed"
-        opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
-                          alembic_x_args=parameters.alembic_x_args,
-                          parameters=parameters.to_dict(), operator=parameters.operator,
-                          operator_from=parameters.operator_from, mode=mode, gated=True,
-                          environment=parameters.environment, approved_by=parameters.approved_by,
-                          ticket=parameters.ticket, execute=parameters.execute)
-        assert opened.rules is not None
-        return cls(parameters, opened.target, opened.project, opened.rules, opened.context, recorder)
+            return "**DRY RUN**: nothing is restored, no backup is written, no database is created"
+        if parameters.restore_into == "database":
+            return "**EXECUTE**: this run replaces the database's contents with the backup's"
+        return "**EXECUTE**: this run creates a new database from the backup; nothing existing is changed"
 
     @recorded("backup to restore")
     def check_backup(self) -> BackupCheck:
@@ -201,8 +184,8 @@ class RestoreRun:
                 step="verification", result=self.verification)
         return self.verification
 
-    def summary(self) -> RunSummary:
-        """The run in a few lines; files the run's record in the archive."""
+    def facts(self) -> RunFacts:
+        """How the restore ended: restored and verified, or a dry run."""
         plan, source = self._plan(), self._source()
         if self.execution is None:
             outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: restoring {source.path} {_where(plan)} was planned; "
@@ -210,9 +193,7 @@ class RestoreRun:
         else:
             outcome, headline = Outcome.SUCCEEDED, (f"Restored {source.path} (revision {source.revision_label}) "
                                               f"{_where(plan)} and verified.")
-        record = self.recorder.finish(outcome, message=headline)
-        facts = {
-            "run": self.recorder.run_id,
+        shown = {
             "database": self.context.database,
             "environment": self.context.environment,
             "operator": self.context.operator,
@@ -229,9 +210,8 @@ class RestoreRun:
             "safety backup": str(self.safety_backup.backup.path) if self.safety_backup else "",
             "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
             if self.verification else "",
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
-        return RunSummary(outcome, headline, facts, record)
+        return RunFacts(outcome, headline, shown)
 
     def _decide(self, *, backup_verified: bool | None) -> RestoreDecision:
         p = self.parameters

@@ -7,18 +7,14 @@ show, so the executed notebook ends at the step that stopped it and says why and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import wraps
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 from rollbook import markdown
-from rollbook.records.archive import RECORD_MIME
 from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
 from rollbook.recovery.backup import Backup
-from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.database import connect
 from rollbook.execution.diagnosis import Diagnosis, diagnose_failure
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
@@ -32,42 +28,15 @@ from rollbook.execution.verification import (
     health_verification,
     schema_detail,
 )
-from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.project.migrations import RevisionInfo
 from rollbook.outcomes import Outcome
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, evaluate_policy
-from rollbook.policy.rules import PolicyRules
-from rollbook.runs.context import RunContext, open_run
-from rollbook.records.run_record import RunRecorder
 from rollbook.runs.parameters import RollbackParameters
+from rollbook.runs.plan import plan_facts
+from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
 from rollbook.pg.table_counts import TableRowCounts, compare_counts, count_table_rows
-
-T = TypeVar("T")
-
-
-def recorded(step: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Record the method as one step of the run: its duration, and whether it was done, refused or failed."""
-
-    def decorate(method: Callable[..., T]) -> Callable[..., T]:
-        @wraps(method)
-        def run_step(self: RollbackRun, *args: Any, **kwargs: Any) -> T:
-            with self.recorder.step(step):
-                return method(self, *args, **kwargs)
-
-        return run_step
-
-    return decorate
-
-
-class RunbookStopped(RollbookError):
-    """The run stops here: refused by a rule or failed at a step; `result` is what to show for it."""
-
-    def __init__(self, message: str, *, outcome: Outcome, step: str, result: Any = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.step = step
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -153,34 +122,15 @@ class DowngradeReport:
         return "\n\n".join(parts)
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """The run in a few lines, and the machine-readable record filed in the archive."""
-
-    outcome: str
-    headline: str
-    facts: dict[str, Any]
-    record: dict[str, Any] = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "headline": self.headline, **self.facts}
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        rows = [(markdown.cell(k), markdown.cell(v)) for k, v in self.facts.items() if v not in (None, "")]
-        text = f"### {markdown.prose(self.headline)}\n\n" + markdown.table(["", ""], rows)
-        return {RECORD_MIME: self.record, "text/markdown": text, "text/plain": self.headline}
-
-
 @dataclass
-class RollbackRun:
-    """The state of one run as its sections execute; created by `RollbackRun.start`."""
+class RollbackRun(Runbook[RollbackParameters]):
+    """The state of one rollback run as its sections execute; created by `RollbackRun.start`."""
 
-    parameters: RollbackParameters
-    target: DatabaseTarget = field(repr=False)
-    project: MigrationProject = field(repr=False)
-    rules: PolicyRules = field(repr=False)
-    context: RunContext
-    recorder: RunRecorder = field(repr=False)
+    name: ClassVar[str] = "rollback"
+    parameters_type: ClassVar[type[RollbackParameters]] = RollbackParameters
+    gated: ClassVar[bool] = True
+    moves_database: ClassVar[bool] = True
+
     current: MigrationStatus | None = None
     files: MigrationFiles | None = None
     downgrade_plan: DowngradePlan | None = None
@@ -191,20 +141,10 @@ class RollbackRun:
     verification: RollbackVerification | None = None
 
     @classmethod
-    def start(cls, parameters: RollbackParameters, recorder: RunRecorder) -> RollbackRun:
-        """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
+    def mode(cls, parameters: RollbackParameters) -> str:
         if not parameters.execute:
-            mode = "**DRY RUN**: nothing is changed, no backup is written, no lock is taken"
-        else:
-            mode = "**EXECUTE**: this run changes the database"
-        opened = open_run(recorder, database_url=parameters.database_url, alembic_config=parameters.alembic_config,
-                          alembic_x_args=parameters.alembic_x_args,
-                          parameters=parameters.to_dict(), operator=parameters.operator,
-                          operator_from=parameters.operator_from, mode=mode, gated=True,
-                          environment=parameters.environment,
-                          approved_by=parameters.approved_by, ticket=parameters.ticket, execute=parameters.execute)
-        assert opened.rules is not None
-        return cls(parameters, opened.target, opened.project, opened.rules, opened.context, recorder)
+            return "**DRY RUN**: nothing is changed, no backup is written, no lock is taken"
+        return "**EXECUTE**: this run changes the database"
 
     @recorded("current revision")
     def status(self) -> MigrationStatus:
@@ -230,10 +170,7 @@ class RollbackRun:
         plan = plan_downgrade(self.target, self.project, self.parameters.target_revision,
                               statement_timeout_ms=self.parameters.statement_timeout_ms)
         self.downgrade_plan = plan
-        self.recorder.update(revision_before=list(plan.path.current), target=plan.path.target_label,
-                             plan_hash=plan.plan_hash, plan_verdict=plan.verdict.code,
-                             plan_steps=[{"revision": s.revision.revision, "migration_type": s.migration_type,
-                                          "risk": s.risk.value, "atomic": s.atomic} for s in plan.steps])
+        self.recorder.update(**plan_facts(plan))
         return plan
 
     @recorded("policy gate")
@@ -353,8 +290,8 @@ class RollbackRun:
                 outcome=Outcome.FAILED, step="verification", result=self.verification)
         return self.verification
 
-    def summary(self) -> RunSummary:
-        """The run in a few lines; files the run's record in the archive."""
+    def facts(self) -> RunFacts:
+        """How the rollback ended: succeeded (verified or not), a dry run, or nothing to do."""
         plan = self._plan()
         execution = self.downgrade_report.execution if self.downgrade_report else None
         if not plan.steps:
@@ -372,9 +309,7 @@ class RollbackRun:
         else:
             outcome, headline = Outcome.SUCCEEDED, f"Rolled back {plan.path.start} -> {plan.path.target_label} and verified."
         backup = self.backup_report.backup if self.backup_report else None
-        record = self.recorder.finish(outcome, message=headline)
-        facts = {
-            "run": self.recorder.run_id,
+        shown = {
             "database": self.context.database,
             "environment": self.context.environment,
             "operator": self.context.operator,
@@ -388,9 +323,8 @@ class RollbackRun:
             "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
             if self.verification else "",
             "started": self.context.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
-        return RunSummary(outcome, headline, facts, record)
+        return RunFacts(outcome, headline, shown)
 
     def _plan(self) -> DowngradePlan:
         if self.downgrade_plan is None:

@@ -38,7 +38,8 @@ from rollbook.runs.parameters import x_arguments_with_secrets
 from rollbook.outcomes import ExitCode, Outcome
 from rollbook.records.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
 from rollbook.project.status import read_current_revisions
-from rollbook.records.run_verdict import RunVerdict, reconcile, recorded_summary
+from rollbook.records.model import RecordedStep, RunRecord
+from rollbook.records.run_verdict import RunVerdict, reconcile, recorded_record
 
 BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
 KILL_GRACE_SECONDS = 5
@@ -53,7 +54,7 @@ class RunbookResult:
 
     record: ArchivedRecord
     verdict: RunVerdict
-    summary: dict[str, Any]
+    summary: RunRecord
     output: str | None
 
     @property
@@ -63,10 +64,10 @@ class RunbookResult:
     def report(self) -> str:
         """The verdict, why (for a run that did not succeed), and where the record is."""
         lines = [self.verdict.text]
-        message = self.summary.get("message")
+        message = self.summary.message
         if self.verdict.outcome not in (Outcome.SUCCEEDED, Outcome.DRY_RUN) and message and message != self.verdict.text:
             lines.append(str(message))
-        after = self.summary.get("revision_after")
+        after = self.summary.revision_after
         if self.verdict.exit_code and after is not None:
             lines.append(f"the database is at {', '.join(after) or 'base'} (read after the run stopped)")
         return "\n".join([*lines, f"record: {self.record.path}"])
@@ -87,7 +88,7 @@ def resolve_runbook(name: str) -> Path:
 def run_runbook(
     runbook: str, parameters: Mapping[str, Any], *, archive: Archive, output: str | None = None,
     cell_timeout_seconds: int = 3600, run_timeout_seconds: int = 4 * 3600,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[RecordedStep], None] | None = None,
 ) -> RunbookResult:
     """Run `runbook` with papermill, then file its reconciled, scrubbed record in `archive`.
 
@@ -117,10 +118,10 @@ def run_runbook(
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
     # A run that stopped before its first step (a kernel that could not import rollbook) recorded nothing:
     # its record still names the runbook that was run.
-    summary = archive.progress(run_id) or archive.filed_summary(run_id) or {"runbook": path.stem}
-    if summary.get("outcome") == Outcome.RUNNING:
-        summary["revision_after"] = _revisions_now(given)
-    record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets, run_id)
+    summary = archive.progress(run_id) or archive.filed_record(run_id) or RunRecord(run_id=run_id, runbook=path.stem)
+    if summary.outcome is Outcome.RUNNING:
+        summary = summary.with_facts(revision_after=_revisions_now(given))
+    record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets)
     if output:
         _write_output(notebook, output, verdict, record)
     return RunbookResult(record, verdict, summary, output)
@@ -154,11 +155,11 @@ def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
     except Exception as error:
         raise BadInput(f"Cannot read the executed notebook {location}: {error}. Give the path (or s3:// URL) "
                        "of the notebook papermill wrote.") from None
-    recorded = recorded_summary(notebook)
-    run_id = (recorded or {}).get("run_id")
-    if not isinstance(run_id, str) or not run_id.strip():
+    recorded = recorded_record(notebook)
+    if recorded is None:
         raise BadInput(f"The notebook {location} carries no rollbook record (no run id), so no runbook recorded it: "
                        "only a notebook executed from one of rollbook's runbooks can be filed. Nothing was filed.")
+    run_id = recorded.run_id
     if not archive.knows_run(run_id):
         raise BadInput(
             f"The notebook {location} records run {run_id}, which no runbook of the archive {archive.root} started "
@@ -166,26 +167,26 @@ def archive_executed_notebook(location: str, archive: Archive) -> RunbookResult:
             "archive it recorded itself in: check ROLLBOOK_ARCHIVE (the runbook wrote to the ROLLBOOK_ARCHIVE of "
             "its kernel). Nothing was filed."
         )
-    summary = archive.filed_summary(run_id) or archive.progress(run_id) or recorded
+    summary = archive.filed_record(run_id) or archive.progress(run_id) or recorded
     parameters = notebook.metadata.get("papermill", {}).get("parameters", {})
     secrets = collect_secrets(os.environ, parameters)
-    record, summary, verdict, _ = _file(archive, notebook, summary, None, secrets, run_id)
+    record, summary, verdict, _ = _file(archive, notebook, summary, None, secrets)
     return RunbookResult(record, verdict, summary, None)
 
 
 def _file(
-    archive: Archive, notebook: nbformat.NotebookNode, summary: dict[str, Any] | None, ending: str | None,
-    secrets: frozenset[str], run_id: str,
-) -> tuple[ArchivedRecord, dict[str, Any], RunVerdict, nbformat.NotebookNode]:
-    """Reconcile, scrub and chain a run's notebook (and its summary, if the run could not file it)."""
-    notebook, summary, verdict = reconcile(notebook, {"run_id": run_id, **(summary or {})}, ending)
+    archive: Archive, notebook: nbformat.NotebookNode, summary: RunRecord, ending: str | None,
+    secrets: frozenset[str],
+) -> tuple[ArchivedRecord, RunRecord, RunVerdict, nbformat.NotebookNode]:
+    """Reconcile, scrub and chain a run's notebook (and its record, if the run could not file it)."""
+    notebook, summary, verdict = reconcile(notebook, summary, ending)
     notebook = nbformat.from_dict(redact_notebook(notebook, secrets))
     try:
-        if archive.filed_summary(summary["run_id"]) is None:
-            archive.file_summary(summary, secrets=secrets)
-        record = archive.file_notebook(nbformat.writes(notebook).encode(), summary, secrets=secrets)
+        if archive.filed_record(summary.run_id) is None:
+            archive.file_summary(summary.to_json(), secrets=secrets)
+        record = archive.file_notebook(nbformat.writes(notebook).encode(), summary.to_json(), secrets=secrets)
     except RecordNotFiled as error:
-        raise RecordNotFiled(f"The run {verdict.text}. {error} {_keep_unfiled(notebook, summary['run_id'])}") from None
+        raise RecordNotFiled(f"The run {verdict.text}. {error} {_keep_unfiled(notebook, summary.run_id)}") from None
     return record, summary, verdict, notebook
 
 
@@ -248,16 +249,16 @@ def _secrets_to_environment(parameters: dict[str, Any], environment: dict[str, s
 class _StepWatcher:
     """Reports each step of a run once when it starts and once when it ends, as the archive shows them."""
 
-    def __init__(self, archive: Archive, run_id: str, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+    def __init__(self, archive: Archive, run_id: str, on_step: Callable[[RecordedStep], None] | None) -> None:
         self._archive, self._run_id, self._on_step = archive, run_id, on_step
         self._seen: set[tuple[int, str]] = set()
 
     def __call__(self) -> None:
         if self._on_step is None:
             return
-        summary = self._archive.progress(self._run_id) or self._archive.filed_summary(self._run_id) or {}
-        for number, step in enumerate(summary.get("steps") or []):
-            key = (number, step.get("status", ""))
+        record = self._archive.progress(self._run_id) or self._archive.filed_record(self._run_id)
+        for number, step in enumerate(record.steps if record else []):
+            key = (number, step.status)
             if key not in self._seen:
                 self._seen.add(key)
                 self._on_step(step)

@@ -5,7 +5,7 @@ notebook shows the `text/html` output inline, nbconvert (and so the docs site) c
 as it is, and the record keeps a `text/plain` version for readers without HTML. nbconvert would turn an
 `image/svg+xml` output into a base64 <img>, whose text a reader can neither select nor search.
 
-Everything drawn comes from a plan or a record summary, which never hold a password; every text is
+Everything drawn comes from a plan or a run's record (rollbook.records.model), which never hold a password; every text is
 XML-escaped, so a migration message cannot inject markup.
 """
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from rollbook.records.model import RunRecord
 
 if TYPE_CHECKING:  # the site build draws records without importing the planner's stack
     from rollbook.planning.plan import DowngradePlan
@@ -76,20 +78,18 @@ def downgrade_path_picture(plan: DowngradePlan) -> Picture:
     return path_picture(steps, start=plan.path.start, target=plan.path.target_label, verdict=plan.verdict.code)
 
 
-def recorded_path_picture(record: Mapping[str, Any]) -> Picture | None:
-    """The path picture from a record summary's plan (`plan_steps`), or None if the run planned nothing."""
-    planned = record.get("plan_steps")
-    if not isinstance(planned, list) or not planned:
+def recorded_path_picture(record: RunRecord) -> Picture | None:
+    """The path picture from a run record's plan (`plan_steps`), or None if the run planned nothing."""
+    planned = record.plan_steps
+    if not planned:
         return None
-    rows = [s for s in planned if isinstance(s, Mapping)]
-    revisions = [str(s.get("revision", "?")) for s in rows]
-    target = str(record.get("target") or "base")
+    revisions = [s.revision for s in planned]
+    target = record.target or "base"
     steps = tuple(
-        PathStep(revision=revision, parent=revisions[i + 1] if i + 1 < len(revisions) else target, message="",
-                 migration_type=str(row.get("migration_type") or "unknown"), risk=str(row.get("risk") or "unknown"))
-        for i, (revision, row) in enumerate(zip(revisions, rows)))
-    start = revisions[0] if revisions else target
-    return path_picture(steps, start=start, target=target, verdict=str(record.get("plan_verdict") or ""))
+        PathStep(revision=row.revision, parent=revisions[i + 1] if i + 1 < len(revisions) else target, message="",
+                 migration_type=row.migration_type or "unknown", risk=row.risk or "unknown")
+        for i, row in enumerate(planned))
+    return path_picture(steps, start=revisions[0], target=target, verdict=record.plan_verdict or "")
 
 
 def path_picture(steps: Sequence[PathStep], *, start: str, target: str, verdict: str = "") -> Picture:
@@ -147,17 +147,13 @@ class TimelineStep:
     seconds: float | None
 
 
-def timeline_picture(record: Mapping[str, Any]) -> Picture:
-    """The run's steps in order as bars as long as each took, coloured by how the step ended.
-
-    Reads a record summary (`steps`, `run_id`, `outcome`, `started_at`, `finished_at`); anything
-    missing or malformed is drawn as unknown rather than raising, so a picture never fails a run.
-    """
+def timeline_picture(record: RunRecord) -> Picture:
+    """The run's steps in order as bars as long as each took, coloured by how the step ended."""
     steps = recorded_steps(record)
     total = sum(s.seconds or 0.0 for s in steps)
-    outcome = str(record.get("outcome") or "unknown")
+    outcome = record.outcome.value
     # Drawn during a run (outcome "running"), the header says how far it got rather than how it ended.
-    header = (f"{record.get('runbook') or 'run'}: {len(steps)} step{'s' if len(steps) != 1 else ''}, "
+    header = (f"{record.runbook or 'run'}: {len(steps)} step{'s' if len(steps) != 1 else ''}, "
               f"{_duration(total)} in steps" + ("" if outcome == "running" else f", {outcome}"))
     top = 40
     height = top + _BAR_ROW * max(len(steps), 1) + 48
@@ -195,18 +191,12 @@ def timeline_picture(record: Mapping[str, Any]) -> Picture:
     return Picture("timeline", "".join(parts), caption, "\n".join(lines))
 
 
-def recorded_steps(record: Mapping[str, Any]) -> tuple[TimelineStep, ...]:
-    """The steps of a record summary, tolerant of whatever a damaged or older record holds."""
-    raw = record.get("steps")
-    steps = []
-    for entry in raw if isinstance(raw, list) else []:
-        if not isinstance(entry, Mapping):
-            continue
-        seconds = entry.get("seconds")
-        valid = isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
-        steps.append(TimelineStep(str(entry.get("step") or "?"), str(entry.get("status") or "unknown"),
-                                  max(float(seconds), 0.0) if valid else None))
-    return tuple(steps)
+def recorded_steps(record: RunRecord) -> tuple[TimelineStep, ...]:
+    """The steps of a run record; a duration that is not a finite number is drawn as unknown."""
+    return tuple(
+        TimelineStep(entry.step, entry.status,
+                     max(entry.seconds, 0.0) if entry.seconds is not None and math.isfinite(entry.seconds) else None)
+        for entry in record.steps)
 
 
 def _effects(operations: Sequence[Any]) -> str:

@@ -1,0 +1,40 @@
+"""One run of the status runbook: where the database stands, read through rollbook's own connection, and its record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rollbook.errors import RollbookError
+from rollbook.outcomes import Outcome
+from rollbook.project.status import MigrationStatus, read_status
+from rollbook.runs.parameters import StatusParameters
+from rollbook.runs.runbook import Runbook, RunFacts, recorded
+
+
+@dataclass
+class StatusRun(Runbook[StatusParameters]):
+    """The state of one status run; created by `StatusRun.start`."""
+
+    name: ClassVar[str] = "status"
+    parameters_type: ClassVar[type[StatusParameters]] = StatusParameters
+
+    current: MigrationStatus | None = None
+
+    @recorded("current revision")
+    def status(self) -> MigrationStatus:
+        """The revision(s) in the version table, the heads, pending revisions and missing files."""
+        self.current = read_status(self.target, self.project)
+        # A status run changes nothing: the database is where it was.
+        revisions = list(self.current.current)
+        self.recorder.update(revision_before=revisions, revision_after=revisions)
+        return self.current
+
+    def facts(self) -> RunFacts:
+        """Where the database stands, in a line."""
+        if self.current is None:
+            raise RollbookError("No status yet: run the notebook's cells in order.")
+        revision = ", ".join(self.current.current) or "base"
+        return RunFacts(Outcome.SUCCEEDED, f"The database is at {revision}.", {
+            "database": self.context.database, "revision": revision,
+            "heads": ", ".join(self.current.heads) or "none"})
