@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from rollbook.project.offline_sql import is_offline_mode_test
 from rollbook.planning.operations import BEGIN, COMMIT, RENDER_FALLBACK, LiveCheck, Operation, TableName
 from rollbook.planning.sql_operations import (
     ACCESS_EXCLUSIVE,
@@ -82,35 +83,6 @@ def operations_from_python(
                 )
             return [replace(op, source="python") for op in [first, *reader.operations]]
     return [Operation("unknown", None, None, f"no {function}() function found", "", source="python")]
-
-
-def branches_on_offline_mode(path: str | Path, function: str) -> bool:
-    """Whether `function` (or a helper of its file it calls) tests `context.is_offline_mode()`.
-
-    Such a function does one thing when Alembic renders it offline and another against a database
-    (Airflow's downgrades print a note and return offline, and rewrite rows online), so its offline
-    rendering does not show what the downgrade does.
-    """
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    seen: set[str] = set()
-    pending = [function]
-    while pending:
-        name = pending.pop()
-        if name in seen or name not in functions:
-            continue
-        seen.add(name)
-        for node in ast.walk(functions[name]):
-            if isinstance(node, ast.Call) and _is_offline_mode_test(node):
-                return True
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                pending.append(node.func.id)
-    return False
-
-
-def _is_offline_mode_test(node: ast.expr) -> bool:
-    """A call of `is_offline_mode()` (`context.is_offline_mode()`, Alembic's documented test for `--sql`)."""
-    return isinstance(node, ast.Call) and _attribute_name(node.func) == "is_offline_mode"
 
 
 # What PostgreSQL is called where a migration branches on the dialect (`dialect.name == "postgresql"`).
@@ -371,7 +343,7 @@ def _is_dialect_name(node: ast.expr, dialect_names: set[str]) -> bool:
 def _dialect_test(node: ast.expr, dialect_names: set[str], dialect_tests: dict[str, bool]) -> bool | None:
     """Whether `node` is true on PostgreSQL, when it only tests the dialect's name, or whether the migration runs
     offline (never: the source is read for what runs against a database); None for any other test."""
-    if _is_offline_mode_test(node):
+    if is_offline_mode_test(node):
         return False
     if isinstance(node, ast.Name):
         return dialect_tests.get(node.id)

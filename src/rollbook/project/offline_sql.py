@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from alembic.operations import Operations
@@ -13,7 +15,6 @@ from sqlalchemy.exc import DuplicateColumnError
 
 from rollbook.project.migrations import MigrationProject
 from rollbook.project.naming_convention import read_naming_convention
-from rollbook.planning.python_operations import branches_on_offline_mode
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -102,3 +103,36 @@ def offline_failure_in_words(error: Exception) -> str:
         return (f"it drops a {kind} of table {unnamed.group(2)} without naming it (drop_constraint(None, ...)), "
                 "which SQLAlchemy cannot emit online either: the downgrade fails when it runs")
     return f"{type(error).__name__}: {error}"
+
+
+def branches_on_offline_mode(path: str | Path, function: str) -> bool:
+    """Whether `function` (or a helper of its file it calls) tests `context.is_offline_mode()`.
+
+    Such a function does one thing when Alembic renders it offline and another against a database
+    (Airflow's downgrades print a note and return offline, and rewrite rows online), so its offline
+    rendering does not show what the downgrade does.
+    """
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    seen: set[str] = set()
+    pending = [function]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.Call) and is_offline_mode_test(node):
+                return True
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                pending.append(node.func.id)
+    return False
+
+
+def is_offline_mode_test(node: ast.expr) -> bool:
+    """A call of `is_offline_mode()` (`context.is_offline_mode()`, Alembic's documented test for `--sql`)."""
+    if not isinstance(node, ast.Call):
+        return False
+    called = node.func
+    return (isinstance(called, ast.Attribute) and called.attr == "is_offline_mode") or (
+        isinstance(called, ast.Name) and called.id == "is_offline_mode")
