@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
+from rollbook.file_publishing import fsync_directory, publish_new, write_all, write_durably
 from rollbook.records.signing import RecordSigning, SignatureCheck, SigningUnavailable
 from rollbook.redaction.redact import find_secrets, redact_value
 
@@ -219,9 +220,9 @@ class Archive:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             temporary = folder / f"{_TEMP_PREFIX}{token_source.token_hex(8)}"
-            _write_durably(temporary, _summary_bytes(redact_value(dict(summary), secrets)))
+            write_durably(temporary, _summary_bytes(redact_value(dict(summary), secrets)))
             os.replace(temporary, target)
-            _fsync_directory(folder)
+            fsync_directory(folder)
         except OSError as error:
             raise ArchiveUnavailable(
                 f"The progress of run {run_id} could not be saved in {folder} ({_reason(error)}). The run stops "
@@ -337,13 +338,13 @@ class Archive:
     def _write_new_record(self, name: str, data: bytes) -> str:
         """Write `data` under `name`, or name-2, name-3, ... if taken; never replaces an existing file."""
         temporary = self.root / f"{_TEMP_PREFIX}{token_source.token_hex(8)}.part"
-        _write_durably(temporary, data)
+        write_durably(temporary, data)
         stem, suffix = os.path.splitext(name)
         try:
             for attempt in range(1, 10_000):
                 candidate = name if attempt == 1 else f"{stem}-{attempt}{suffix}"
-                if _publish(temporary, self.root / candidate):
-                    _fsync_directory(self.root)
+                if publish_new(temporary, self.root / candidate):
+                    fsync_directory(self.root)
                     return candidate
             raise OSError(errno.EEXIST, "no free record name", name)
         finally:
@@ -365,9 +366,9 @@ class Archive:
         folder = self.root / SIGNATURES
         folder.mkdir(exist_ok=True)
         temporary = folder / f"{_TEMP_PREFIX}{token_source.token_hex(8)}"
-        _write_durably(temporary, signature)
+        write_durably(temporary, signature)
         os.replace(temporary, folder / f"{seq}.sig")
-        _fsync_directory(folder)
+        fsync_directory(folder)
 
     def _append(self, line: bytes) -> None:
         existing = self.manifest_path.exists()
@@ -380,11 +381,11 @@ class Archive:
                     if manifest.read(1) != b"\n":
                         # A torn last line (a crash mid-append) stays as it is, for verify to report.
                         line = b"\n" + line
-            _write_all(fd, line)
+            write_all(fd, line)
         finally:
             os.close(fd)
         if not existing:
-            _fsync_directory(self.root)
+            fsync_directory(self.root)
 
     def _drop_progress(self, run_id: str) -> None:
         (self.root / IN_PROGRESS / f"{_safe(run_id, 80)}.json").unlink(missing_ok=True)
@@ -845,46 +846,3 @@ def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
 def _reason(error: OSError) -> str:
     reason = error.strerror or type(error).__name__
     return f"{reason}: {error.filename}" if error.filename else reason
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte (os.write may write fewer) and fsync."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _publish(temporary: Path, target: Path) -> bool:
-    """Give the written temporary file its final name unless that name is taken; False if it is."""
-    try:
-        os.link(temporary, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as error:
-        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-    # A file system without hard links: reserve the name exclusively, then move the content over it.
-    try:
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except FileExistsError:
-        return False
-    os.replace(temporary, target)
-    return True
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
