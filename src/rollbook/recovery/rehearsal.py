@@ -585,8 +585,8 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             sql.Literal(count))).fetchall()
         if not found:
             waiting.append((parent, own, other))
-        for position, column in enumerate(own):
-            referenced[column] = [row[position] for row in found]
+        for position, own_column in enumerate(own):
+            referenced[own_column] = [row[position] for row in found]
     inserted, problem = 0, ""
     for k in range(1, count + 1):
         values: dict[str, Any] = {}
@@ -725,7 +725,9 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
             "AND NOT attisdropped ORDER BY attnum", [oid]).fetchall()
         columns = [row[0] for row in described]
         table = sql.Identifier(schema, name)
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        assert counted is not None  # count(*) always returns one row
+        count = counted[0]
         rows: list[tuple[str | None, ...]] = []
         if count <= MAX_ROWS_COMPARED and columns:
             # A numeric's text carries its scale (5.0000 in numeric(12,4), 5.00 in numeric(10,2)): compared
@@ -743,7 +745,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
     """Were rows lost exactly where the plan said, and kept everywhere else?"""
     dropped_tables: dict[tuple[str, str], int | None] = {}
     dropped_columns: dict[tuple[tuple[str, str], str], int | None] = {}
-    rewritten: dict[tuple[str, str], int | None] = {}
+    rewritten: dict[tuple[str, str], int] = {}
     unsure: set[tuple[str, str]] = set()
     # Renames keep their rows: a table or column is followed to its new name, not counted as lost.
     renamed_tables: dict[tuple[str, str], tuple[str, str]] = {}
