@@ -60,6 +60,8 @@ _EXIT_CODES = {
 
 def outcome_of(name: str | None) -> Outcome:
     """The outcome a record names; an unknown or missing name is `incomplete`, never a success."""
+    if name is None:
+        return Outcome.INCOMPLETE
     try:
         return Outcome(name)
     except ValueError:

@@ -16,13 +16,13 @@ import ast
 import importlib.util
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 VERSION_TABLE_KEYS = ("version_table", "version_table_schema")
-_OS_PATH_FUNCTIONS = {
+_OS_PATH_FUNCTIONS: dict[str, Callable[..., str]] = {
     "join": os.path.join, "dirname": os.path.dirname, "abspath": os.path.abspath,
     "realpath": os.path.realpath, "normpath": os.path.normpath,
 }

@@ -36,7 +36,7 @@ def new_run_id(now: datetime | None = None) -> str:
 def stop_requested() -> bool:
     """Whether the operator asked this run to stop (see STOP_FILE_VARIABLE)."""
     stop_file = os.environ.get(STOP_FILE_VARIABLE)
-    return bool(stop_file) and os.path.exists(stop_file)
+    return bool(stop_file and os.path.exists(stop_file))
 
 
 def outcome_of_error(error: BaseException) -> Outcome:
