@@ -203,7 +203,8 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
 
     if output:
         require_s3_support(output, "--output")
-    parameters = {name: papermill_value(value) for name, value in typed} | dict(raw)
+    parameters: dict[str, object] = {name: papermill_value(value) for name, value in typed}
+    parameters.update(raw)  # -r wins over -p, as text
     if x_args:
         parameters["alembic_x_args"] = list(parse_x_args(list(x_args), "--x-arg"))
     if execute:

@@ -18,7 +18,7 @@ step was rolled back, and anything a non-atomic step left done is named.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,7 +355,7 @@ def _guarded_connections(
         backends.record(dbapi_connection)
         dbapi_connection.commit()
 
-    listeners = [
+    listeners: list[tuple[type[Any], str, Callable[..., Any]]] = [
         (Pool, "connect", on_connect),
         (Engine, "before_cursor_execute", log.before),
         (Engine, "after_cursor_execute", log.after),

@@ -23,6 +23,7 @@ from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.planning.operations import (
     CERTAIN_FAILURES,
     ROW_CHANGES,
+    LiveCheck,
     Operation,
     Risk,
     TableName,
@@ -386,18 +387,19 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
         operations = []
         for op in step.operations:
             table_key, column_key = str(op.table), f"{op.table}.{op.column}"
-            if op.check:
-                source = created.get(column_key) if op.check.kind == "non_null_values" else None
+            check = op.check
+            if check:
+                source = created.get(column_key) if check.kind == "non_null_values" else None
                 source = source or created.get(table_key)
-                earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in op.check.columns))
+                earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in check.columns))
                            if key in changed and changed[key][1] != op.statement]
-                new_type = types.get(op.check.type_name or "") if op.check.kind in ("not_fitting", "converted") else None
+                new_type = types.get(check.type_name or "") if check.kind in ("not_fitting", "converted") else None
                 if source:
                     op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
                 elif new_type and new_type[1]:
-                    op = replace(op, check=replace(op.check, allowed_values=new_type[1]))
+                    op = replace(op, check=replace(check, allowed_values=new_type[1]))
                 elif new_type:
-                    op = replace(op, count_note=f"type {op.check.type_name} is created by step {new_type[0]} of this "
+                    op = replace(op, count_note=f"type {check.type_name} is created by step {new_type[0]} of this "
                                  "downgrade, so today's values cannot be checked against it: not counted")
                 elif earlier:
                     op = replace(op, changed_earlier_by=earlier[0][0])
@@ -415,7 +417,7 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
     return tuple(marked)
 
 
-def _checks_to_run(steps: tuple[PlanStep, ...]) -> list:
+def _checks_to_run(steps: tuple[PlanStep, ...]) -> list[LiveCheck]:
     return [op.check for step in steps for op in step.operations if op.check and op.count_note is None]
 
 
@@ -438,7 +440,10 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
     """The verdict for the whole path; anything not understood or not counted is never called safe."""
     if not steps:
         return Verdict("safe", "Nothing to do: the database is already at the target.", (), "No downgrade needed.")
-    high, blocking, unclear, lost = [], [], [], []
+    high: list[str] = []
+    blocking: list[str] = []
+    unclear: list[str] = []
+    lost: list[str] = []
     # Not a verdict of its own: a step that is not atomic loses nothing by itself, but the policy gate treats
     # it like a HIGH-risk step, and every verdict says so.
     not_atomic = [f"{step.revision.revision} is {step.atomicity_text()}" for step in steps if not step.atomic]

@@ -80,7 +80,10 @@ def run_own_migrations(
                 env.configure(connection=connection, version_table=project.version_table,
                               version_table_schema=project.version_table_schema,
                               transaction_per_migration=not one_transaction,
-                              on_version_apply=[record], target_metadata=target_metadata)
+                              # Alembic calls each callback with keywords (ctx=, step=, heads=, run_args=); its
+                              # annotation (OnVersionApplyFn) says four positional arguments.
+                              on_version_apply=[record],  # type: ignore[arg-type]
+                              target_metadata=target_metadata)
                 with env.begin_transaction():
                     env.run_migrations()
 

@@ -428,7 +428,7 @@ class Archive:
             if not isinstance(summary, dict) or not isinstance(summary.get("run_id"), str):
                 continue
             found.append(ArchivedRecord(file=f"{IN_PROGRESS}/{path.name}", path=path, kind="in progress",
-                                        run_id=summary["run_id"], **_listing_fields(summary)))
+                                        run_id=summary["run_id"], seq=None, **_listing_fields(summary)))
         return found
 
     def records_of(self, run_id: str) -> tuple[ArchivedRecord, ...]:
@@ -667,8 +667,9 @@ def record_name(summary: Mapping[str, Any]) -> str:
 def database_name(summary: Mapping[str, Any]) -> str | None:
     """The database a summary is about: from its identity, else the path of its (masked) URL."""
     identity = summary.get("identity")
-    if isinstance(identity, Mapping) and isinstance(identity.get("database"), str) and identity["database"]:
-        return identity["database"]
+    database = identity.get("database") if isinstance(identity, Mapping) else None
+    if isinstance(database, str) and database:
+        return database
     url = summary.get("database")
     if not isinstance(url, str) or not url:
         return None
@@ -717,9 +718,11 @@ def _check_entries(entries: list[tuple[int, dict[str, Any]]], problems: list[str
         if len(group) != 1 or (seq > 1 and (before is None or len(before) != 1)):
             continue  # already reported as missing or duplicated
         entry = group[0][1]
-        expected = GENESIS if seq == 1 else before[0][1]["entry_hash"]
+        # `before` is None only for entry #1 (any other without one was skipped above).
+        expected = GENESIS if seq == 1 or before is None else before[0][1]["entry_hash"]
         if entry["prev"] != expected:
-            previous = "the start of the chain" if seq == 1 else f"entry #{seq - 1} ({before[0][1]['file']})"
+            previous = "the start of the chain" if seq == 1 or before is None else \
+                f"entry #{seq - 1} ({before[0][1]['file']})"
             problems.append(f"entry #{seq} ({entry['file']}) does not chain to {previous}: one of them was edited "
                             "or replaced.")
 
@@ -830,17 +833,16 @@ def _short_time(value: str | None) -> str:
 
 def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
     """Consecutive stretches of sorted numbers, as (first, last)."""
-    start = previous = None
+    stretch: tuple[int, int] | None = None
     for number in numbers:
-        if start is None:
-            start = previous = number
-        elif number == previous + 1:
-            previous = number
-        else:
-            yield start, previous
-            start = previous = number
-    if start is not None:
-        yield start, previous
+        if stretch is not None and number == stretch[1] + 1:
+            stretch = (stretch[0], number)
+            continue
+        if stretch is not None:
+            yield stretch
+        stretch = (number, number)
+    if stretch is not None:
+        yield stretch
 
 
 def _reason(error: OSError) -> str:

@@ -122,7 +122,7 @@ def _running_step(summary: dict[str, Any]) -> str | None:
 
 def _record_cell(summary: dict[str, Any]) -> nbformat.NotebookNode:
     bundle = RecordView(summary)._repr_mimebundle_()
-    cell = nbformat.v4.new_code_cell(
+    cell: nbformat.NotebookNode = nbformat.v4.new_code_cell(
         source="# The record of this run, added by rollbook when it was filed in the archive.",
         metadata={"tags": [RECORD_TAG], "rollbook": {"status": "record"}},
         outputs=[nbformat.v4.new_output("display_data", data=bundle)],

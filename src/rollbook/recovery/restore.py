@@ -300,10 +300,12 @@ def _scan(conn: psycopg.Connection[Any], schema: str, name: str, horizon: int | 
     table = sql.Identifier(schema, name)
     if horizon is None:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        assert row is not None  # an aggregate returns one row
         return int(row[0]), None
     # age() measures from the same reference for both: a row is newer than the horizon iff its age is smaller.
     row = conn.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE age(xmin) <= age(%s::text::xid)) FROM {}")
                        .format(table), [str(horizon)]).fetchone()
+    assert row is not None  # an aggregate returns one row
     return int(row[0]), int(row[1])
 
 
@@ -396,6 +398,7 @@ def plan_restore(
         needed = max(identity.major_version, backup.pg_dump_major or 0, backup.server_major or 0)
         pg_restore = find_pg_tool("pg_restore", needed)
         created = _created_since(conn, pg_restore, backup) if into == "database" else ()
+    arguments: tuple[str, ...]
     if into == "database":
         arguments = ("--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
                      f"--dbname={_dbname(destination)}", str(backup.path))

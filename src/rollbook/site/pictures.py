@@ -205,7 +205,7 @@ def recorded_steps(record: Mapping[str, Any]) -> tuple[TimelineStep, ...]:
         seconds = entry.get("seconds")
         valid = isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
         steps.append(TimelineStep(str(entry.get("step") or "?"), str(entry.get("status") or "unknown"),
-                                  max(float(seconds), 0.0) if valid else None))
+                                  max(float(seconds), 0.0) if valid and seconds is not None else None))
     return tuple(steps)
 
 
