@@ -222,7 +222,8 @@ def compare(plan: dict[str, Any], rehearsal: dict[str, Any]) -> dict[str, list[s
             continue
         says_fails = [op["detail"] for op in step["operations"] if op.get("fails")]
         # The rehearsal downgrades a copy holding seeded rows: a predicted failure that did not happen there.
-        failed_as_predicted = trip["rows_as_planned"]["detail"].startswith("the plan predicted that the downgrade fails")
+        failed_as_predicted = trip["rows_as_planned"]["detail"].startswith(
+            "the plan predicted that the downgrade fails")
         if says_fails and not failed_as_predicted and trip["downgrade"]["status"] == "passed":
             false_fails.append(f"{step['revision']}: {says_fails[0]}")
         lost_unplanned = trip["rows_as_planned"]["status"] == "failed"

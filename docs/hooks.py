@@ -24,7 +24,7 @@ import shutil
 import tokenize
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ from mkdocs.structure.toc import AnchorLink, get_toc
 
 from rollbook import markdown
 from rollbook.records.archive import Archive, ArchivedRecord, ArchiveVerification
+from rollbook.records.signing import RecordSigning
 from rollbook.redaction.connection_secrets import secret_leaks
 from rollbook.site.pictures import recorded_path_picture, timeline_picture
-from rollbook.records.signing import RecordSigning
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 RUNBOOKS_INDEX = "runbooks/index.md"
@@ -196,8 +196,8 @@ def on_post_build(config: MkDocsConfig) -> None:
         for name in leaked:
             (site / name).unlink()
         described = "; ".join(f"{name}: {', '.join(leaks)}" for name, leaks in leaked.items())
-        raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were deleted "
-                          "and the build fails: find where the password came from, scrub it, and build again.")
+        raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were "
+                          "deleted and the build fails: find where the password came from, scrub it, and build again.")
 
 
 # -- runbooks -----------------------------------------------------------------------------------------------
@@ -581,7 +581,7 @@ def _when(value: Any) -> str:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return value
-    parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     return f"{parsed:%Y-%m-%d %H:%M:%S}"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 
+from rollbook.errors import BadInput, RollbookError
 from rollbook.records.archive import (
     GENESIS,
     MANIFEST,
@@ -22,7 +23,6 @@ from rollbook.records.archive import (
     RecordNotFiled,
     entry_hash,
 )
-from rollbook.errors import BadInput, RollbookError
 
 
 def make_summary(started: str = "2026-11-24T12:34:56+00:00", tail: str = "3f9a1c", *, database: str = "app",

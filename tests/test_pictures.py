@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 
 from rollbook.pg.database import DatabaseTarget
+from rollbook.planning.plan import plan_downgrade
 from rollbook.site.pictures import (
     RISK_COLOURS,
     PathStep,
@@ -13,7 +14,6 @@ from rollbook.site.pictures import (
     recorded_path_picture,
     timeline_picture,
 )
-from rollbook.planning.plan import plan_downgrade
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -15,9 +15,9 @@ from test_records import notebook_records, record_summary, rollbook
 
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.errors import BadInput
+from rollbook.pg.scratch import SCRATCH_PREFIX
 from rollbook.project.migrations import load_project
 from rollbook.recovery.rehearsal import linear_history
-from rollbook.pg.scratch import SCRATCH_PREFIX
 
 pytest_plugins = ["pytester"]
 

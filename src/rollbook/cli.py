@@ -13,13 +13,13 @@ from typing import Any
 
 import click
 
-from rollbook.records.archive import Archive, default_root
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import RollbookError
-from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
+from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
+from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
 from rollbook.project.status import read_status
+from rollbook.records.archive import Archive, default_root
 from rollbook.s3_support import require_s3_support
 
 database_option = click.option(
@@ -258,7 +258,8 @@ def archive_show(ref: str) -> None:
 
 @archive.command("verify")
 @click.option("--head", "head", metavar="HASH",
-              help="A head printed by an earlier filing (`archive head: HASH`): fail unless it is an entry of the chain.")
+              help="A head printed by an earlier filing (`archive head: HASH`): fail unless it is an entry of the "
+                   "chain.")
 @reports_errors
 def archive_verify(head: str | None) -> None:
     """Check the archive: hash chain, every record's sha256, signatures, and a head kept elsewhere.

@@ -21,6 +21,9 @@ from alembic.util import CommandError
 from psycopg import errors, sql
 
 from rollbook import markdown
+from rollbook.errors import RollbookError
+from rollbook.execution.downgrade import LeftChanged
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.data_loss import (
     check_aggregate,
     column_reference,
@@ -30,14 +33,11 @@ from rollbook.planning.data_loss import (
     table_facts,
     table_identifier,
 )
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.dependent_objects import DEPENDENCY_OPS, DependentObject, find_dependent_objects
-from rollbook.execution.downgrade import LeftChanged
-from rollbook.errors import RollbookError
-from rollbook.project.migrations import MigrationProject
 from rollbook.planning.operations import LiveCheck, Operation, TableName
 from rollbook.planning.plan import PlanStep
 from rollbook.planning.sql_operations import operations_from_sql
+from rollbook.project.migrations import MigrationProject
 
 Scenario = Literal[
     "dependent_objects",

@@ -32,16 +32,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool
 
 from rollbook import markdown
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.identity import DatabaseIdentity, read_identity
-from rollbook.project.migrations import MigrationProject, alembic_config_for
-from rollbook.project.env_py_settings import handed_connection
 from rollbook.errors import RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.pg.advisory_lock import rollback_lock
-from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
-from rollbook.planning.plan import DowngradePlan
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.pg.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
+from rollbook.planning.plan import DowngradePlan
+from rollbook.project.env_py_settings import handed_connection
+from rollbook.project.migrations import MigrationProject, alembic_config_for
+from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
 from rollbook.project.status import read_current_revisions
 
 CLIENT_CHECK_INTERVAL_MS = 1000
@@ -187,7 +187,8 @@ class DowngradeExecution:
         for step in self.steps:
             lines.append(f"- `{step.revision}` → `{step.down_to}`: **{step.outcome}** ({step.seconds:.3f} s)")
             if step.statements:
-                rows = [(f"{s.seconds * 1000:.1f}", ("**FAILED** " if s.failed else "") + markdown.code(_one_line(s.sql)))
+                rows = [(f"{s.seconds * 1000:.1f}",
+                         ("**FAILED** " if s.failed else "") + markdown.code(_one_line(s.sql)))
                         for s in step.statements]
                 lines += ["", markdown.table(["ms", "statement"], rows), ""]
             if step.error:
@@ -236,7 +237,8 @@ def execute_downgrade(
                     schema_before = before_step
                 step_started = time.monotonic()
                 try:
-                    run_outside_event_loop(lambda: _downgrade_one_step(project, target, down_to),
+                    # Called before the loop moves on: run_outside_event_loop waits for the step to end.
+                    run_outside_event_loop(lambda: _downgrade_one_step(project, target, down_to),  # noqa: B023
                                            cancel=lambda: backends.cancel_all(control))
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql

@@ -11,13 +11,8 @@ from alembic.util import CommandError
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.project.base_schema import create_base_schema
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.project.migrations import MigrationProject
-from rollbook.project.naming_convention import read_naming_convention
-from rollbook.project.own_migrations import MigrationFailed, first_line, run_own_migrations
-from rollbook.pg.scratch import scratch_database
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_snapshot import (
     START_AND_DATABASE_BEFORE,
     STATEMENT_TIMEOUT,
@@ -27,6 +22,11 @@ from rollbook.pg.schema_snapshot import (
     list_schemas,
     read_schema,
 )
+from rollbook.pg.scratch import scratch_database
+from rollbook.project.base_schema import create_base_schema
+from rollbook.project.migrations import MigrationProject
+from rollbook.project.naming_convention import read_naming_convention
+from rollbook.project.own_migrations import MigrationFailed, first_line, run_own_migrations
 
 CheckStatus = Literal["passed", "failed", "not_checked"]
 

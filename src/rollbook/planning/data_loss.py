@@ -212,7 +212,8 @@ def check_aggregate(
         if check.predicate:
             counted.append(sql.SQL("({})").format(sql.SQL(check.predicate)))
         where = sql.SQL(" AND ").join(counted)
-        duplicates = sql.SQL("count(*) FILTER (WHERE {where}) - count(DISTINCT ({tuple})) FILTER (WHERE {where})").format(
+        duplicates = sql.SQL(
+            "count(*) FILTER (WHERE {where}) - count(DISTINCT ({tuple})) FILTER (WHERE {where})").format(
             where=where, tuple=sql.SQL(", ").join(keys))
         if check.kind == "primary_key":
             return sql.SQL("{} + count(*) FILTER (WHERE NOT ({}))").format(duplicates, where), None

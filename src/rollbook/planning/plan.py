@@ -12,14 +12,12 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
-from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
-from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
-from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
-from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
+from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
+from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
+from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
 from rollbook.planning.operations import (
     CERTAIN_FAILURES,
     ROW_CHANGES,
@@ -34,6 +32,8 @@ from rollbook.planning.python_operations import operations_from_python
 from rollbook.planning.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, step_risk
 from rollbook.planning.side_effects import read_data_dependencies, with_side_effects
 from rollbook.planning.sql_operations import operations_from_sql
+from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
 from rollbook.project.status import read_current_revisions
 
 VERDICT_ORDER = ("safe", "loses_data", "review_by_hand", "do_not_downgrade")
@@ -172,7 +172,8 @@ class DowngradePlan:
                                  f"{op.table} first")
         if self.tables:
             lines += ["", "Affected tables (live):"]
-            lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists else f"  {t.table}: not there now"
+            lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists
+                      else f"  {t.table}: not there now"
                       for t in self.tables]
         lines += ["", f"Verdict: {self.verdict.headline}"]
         lines += [f"  - {reason}" for reason in self.verdict.reasons]

@@ -26,8 +26,8 @@ from typing import Any
 
 from sqlalchemy import MetaData, create_engine, pool
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject
 from rollbook.project.own_migrations import first_line
 from rollbook.project_config import project_setting

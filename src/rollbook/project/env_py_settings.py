@@ -6,7 +6,8 @@ to `context.configure`, often computed from `__file__` or from `-x` arguments
 (`context.get_x_argument(as_dictionary=True)`). Running env.py would connect to whatever database its
 settings name, so its source is read instead, and only expressions whose value is certain are
 evaluated: string literals, names assigned once, `__file__`, `os.path` and `pathlib.Path` joins,
-f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed. It also says whether env.py expects its caller
+f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed. It also says
+whether env.py expects its caller
 to hand it a connection (`config.attributes["connection"]`).
 """
 

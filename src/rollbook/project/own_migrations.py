@@ -19,8 +19,8 @@ from sqlalchemy import Connection, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import RollbookError
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject, alembic_config_for
 from rollbook.project.naming_convention import read_naming_convention
 from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop

@@ -44,15 +44,15 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from rollbook.errors import BadInput, RollbookError
-from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
 from rollbook.file_publishing import fsync_directory, publish_new, write_all, write_durably
+from rollbook.outcomes import Outcome
 from rollbook.records.signing import RecordSigning, SignatureCheck, SigningUnavailable
 from rollbook.redaction.redact import find_secrets, redact_value
 
@@ -299,7 +299,7 @@ class Archive:
                 last = max(entries, key=lambda e: e["seq"], default=None)
                 entry: dict[str, Any] = {
                     "seq": (last["seq"] + 1) if last else 1, "file": name, "kind": kind, "run_id": run_id,
-                    "sha256": digest, "filed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                    "sha256": digest, "filed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
                     "prev": last["entry_hash"] if last else GENESIS, **about,
                 }
                 entry["entry_hash"] = entry_hash(entry)
@@ -652,7 +652,7 @@ def _place_head(wanted: str, entries: list[tuple[int, dict[str, Any]]], newest: 
 
 def record_name(summary: Mapping[str, Any]) -> str:
     """A record's file name without extension: time_database_runbook_outcome_runid-tail, in [A-Za-z0-9._-]."""
-    started = _parse_time(summary.get("started_at")) or datetime.now(timezone.utc)
+    started = _parse_time(summary.get("started_at")) or datetime.now(UTC)
     run_id = _run_id(summary)
     parts = (
         f"{started:%Y%m%dT%H%M%SZ}",
@@ -818,11 +818,11 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     # A naive time in a record was written as UTC (rollbook records nothing else).
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _time_order(record: ArchivedRecord) -> tuple[datetime, float, str]:
-    started = _parse_time(record.started_at) or datetime.max.replace(tzinfo=timezone.utc)
+    started = _parse_time(record.started_at) or datetime.max.replace(tzinfo=UTC)
     return started, float("inf") if record.seq is None else record.seq, record.file
 
 

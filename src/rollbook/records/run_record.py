@@ -12,13 +12,13 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rollbook import markdown
-from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.errors import RunInterrupted
 from rollbook.outcomes import Outcome
+from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.redaction.redact import collect_secrets, redact_value
 
 RUN_ID_VARIABLE = "ROLLBOOK_RUN_ID"
@@ -29,7 +29,7 @@ STOP_FILE_VARIABLE = "ROLLBOOK_STOP_FILE"
 
 def new_run_id(now: datetime | None = None) -> str:
     """A run id that sorts by start time: 20261124T123456Z-3f9a1c."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -53,7 +53,7 @@ class RunRecorder:
         self.archive = archive
         # Passwords and tokens of this process's environment: never written into a summary.
         self.secrets = collect_secrets(os.environ, {})
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         self.summary: dict[str, Any] = {
             "rollbook_record": 1,
             "run_id": run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id(started),
@@ -115,7 +115,7 @@ class RunRecorder:
     def finish(self, outcome: Outcome, *, message: str | None = None, failed_step: str | None = None) -> dict[str, Any]:
         """Close the record with its outcome and file it in the archive's manifest."""
         self.summary.update(outcome=outcome, message=redact_value(message, self.secrets), failed_step=failed_step,
-                            finished_at=datetime.now(timezone.utc).isoformat())
+                            finished_at=datetime.now(UTC).isoformat())
         self.archive.file_summary(self.summary, secrets=self.secrets)
         return self.summary
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import nbformat
 
-from rollbook.records.archive import RECORD_MIME
 from rollbook.outcomes import ExitCode, Outcome, outcome_of
+from rollbook.records.archive import RECORD_MIME
 from rollbook.records.run_record import RecordView
 
 RECORD_TAG = "rollbook-record"

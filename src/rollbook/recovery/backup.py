@@ -17,13 +17,13 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.file_digest import file_sha256
 from rollbook.file_publishing import fsync_directory, publish_new
-from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.parent_death import end_with_parent
 from rollbook.pg.client_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.pg.scratch import ScratchUnavailable, scratch_database
 
 VERIFY_METHODS = ("list", "restore")

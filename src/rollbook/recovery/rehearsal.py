@@ -31,15 +31,15 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.project.base_schema import create_base_schema
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.project.migrations import MigrationProject, RevisionInfo
-from rollbook.planning.operations import ROW_CHANGES, Risk
-from rollbook.project.own_migrations import MigrationFailed, run_own_migrations
-from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
 from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
+from rollbook.planning.operations import ROW_CHANGES, Risk
+from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.project.base_schema import create_base_schema
+from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.project.own_migrations import MigrationFailed, run_own_migrations
 from rollbook.project.status import read_current_revisions
 
 Status = Literal["passed", "failed", "not_run", "not_checked"]
@@ -566,7 +566,8 @@ def _point_at_parent(conn: psycopg.Connection[Any], table: tuple[str, str], key:
         with conn.transaction():
             conn.execute(statement)
     except psycopg.Error as exc:
-        return f"its reference to {_display(*names[parent])} stayed NULL: {exc.diag.message_primary or type(exc).__name__}"
+        why = exc.diag.message_primary or type(exc).__name__
+        return f"its reference to {_display(*names[parent])} stayed NULL: {why}"
     return ""
 
 

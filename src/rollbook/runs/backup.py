@@ -8,18 +8,18 @@ downgrade: restore from backup", and the restore runbook can refuse a file that 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rollbook import markdown
-from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
+from rollbook.outcomes import Outcome
 from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import MigrationProject
-from rollbook.outcomes import Outcome
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
-from rollbook.runs.context import RunContext, open_run
-from rollbook.records.run_record import RunRecorder
-from rollbook.runs.parameters import BackupParameters
 from rollbook.project.status import MigrationStatus, read_status
+from rollbook.records.run_record import RunRecorder
+from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
+from rollbook.runs.context import RunContext, open_run
+from rollbook.runs.parameters import BackupParameters
+from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass
@@ -85,6 +85,6 @@ class BackupRun:
             "rows": ", ".join(f"{table} {rows}" for table, rows in backup.table_rows) or "(no tables)",
             "write horizon": self.taken.write_horizon,
             "restore it with": markdown.code(f"rollbook run restore -r backup {self.recorder.run_id}"),
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
         return RunSummary(Outcome.SUCCEEDED, headline, facts, record)

@@ -1,4 +1,5 @@
-"""The kernel side of a runbook: read papermill's parameters, record the run, and show failures as a reader needs them."""
+"""The kernel side of a runbook: read papermill's parameters, record the run, and show failures as a reader
+needs them."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ from typing import Any, TypeVar
 from IPython import get_ipython
 from IPython.display import display
 
-from rollbook.runs.backup import BackupRun
-from rollbook.pg.database import DatabaseTarget
 from rollbook.errors import RollbookError
+from rollbook.outcomes import Outcome
+from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import MigrationProject
+from rollbook.project.status import read_revisions_or_none
+from rollbook.records.run_record import RecordView, RunRecorder, outcome_of_error
+from rollbook.runs.backup import BackupRun
+from rollbook.runs.context import RunContext, open_run
+from rollbook.runs.parameters import (
+    read_backup_parameters,
+    read_plan_parameters,
+    read_restore_parameters,
+    read_rollback_parameters,
+    read_rollback_test_parameters,
+    read_status_parameters,
+)
 from rollbook.runs.rehearsal import RollbackTestRun
 from rollbook.runs.restore import RestoreRun
 from rollbook.runs.rollback import RollbackRun
-from rollbook.runs.context import RunContext, open_run
-from rollbook.outcomes import Outcome
-from rollbook.records.run_record import RecordView, RunRecorder, outcome_of_error
-from rollbook.project.status import read_revisions_or_none
-from rollbook.runs.parameters import read_plan_parameters, read_rollback_parameters, read_status_parameters
-from rollbook.runs.parameters import read_backup_parameters, read_restore_parameters, read_rollback_test_parameters
 
 _READ_ONLY_PARAMETERS = {"status": read_status_parameters, "plan": read_plan_parameters}
 P = TypeVar("P")

@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rollbook.redaction.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.errors import BadInput
-from rollbook.project.migrations import parse_x_args
 from rollbook.policy.gate import parse_deployed_at
+from rollbook.project.migrations import parse_x_args
+from rollbook.redaction.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.redaction.redact import SECRET_NAME_PARTS
 
 # The parameters cell of runbooks/rollback.ipynb must declare exactly these (a test compares them).

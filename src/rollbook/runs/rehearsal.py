@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from rollbook.outcomes import Outcome
 from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import MigrationProject
-from rollbook.outcomes import Outcome
-from rollbook.recovery.rehearsal import RehearsalReport, rehearse_rollbacks
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
-from rollbook.runs.context import RunContext, open_run
 from rollbook.records.run_record import RunRecorder
+from rollbook.recovery.rehearsal import RehearsalReport, rehearse_rollbacks
+from rollbook.runs.context import RunContext, open_run
+from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass
@@ -62,7 +62,7 @@ class RollbackTestRun:
             "server": self.context.database,
             "revisions": str(len(report.round_trips)),
             "seconds": f"{report.seconds:.1f}",
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
         return RunSummary(Outcome.SUCCEEDED, report.headline(), facts, record)
 

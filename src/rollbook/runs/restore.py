@@ -9,17 +9,19 @@ database as it is; restoring into a new database changes nothing that exists and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rollbook import markdown
-from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
-from rollbook.pg.database import DatabaseTarget
 from rollbook.errors import BadInput
-from rollbook.project.migrations import MigrationProject
 from rollbook.outcomes import Outcome
+from rollbook.pg.database import DatabaseTarget
 from rollbook.policy.gate import RollbackRequest
 from rollbook.policy.rules import PolicyRules
+from rollbook.project.migrations import MigrationProject
+from rollbook.project.status import MigrationStatus, read_status
+from rollbook.records.run_record import RunRecorder
+from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
 from rollbook.recovery.restore import (
     BackupCheck,
     RestoreDecision,
@@ -34,11 +36,9 @@ from rollbook.recovery.restore import (
     verify_restore,
     writes_since_backup,
 )
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 from rollbook.runs.context import RunContext, open_run
-from rollbook.records.run_record import RunRecorder
 from rollbook.runs.parameters import RestoreParameters
-from rollbook.project.status import MigrationStatus, read_status
+from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,8 @@ class RestoreRun:
         if plan.into == "database" and (self.decision is None or not self.decision.allowed
                                         or self.safety_backup is None):
             raise RunbookStopped("A restore over the database runs only after the policy gate allowed it and the "
-                                 "safety backup was verified: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
+                                 "safety backup was verified: run the notebook's cells in order.",
+                                 outcome=Outcome.BAD_INPUT,
                                  step="restore")
         self.execution = restore_backup(self.target, plan, self.project, writes=self.writes,
                                         accept_writes_since_backup=self.parameters.accept_writes_since_backup,
@@ -205,8 +206,8 @@ class RestoreRun:
         """The run in a few lines; files the run's record in the archive."""
         plan, source = self._plan(), self._source()
         if self.execution is None:
-            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: restoring {source.path} {_where(plan)} was planned; "
-                                            "nothing was changed.")
+            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: restoring {source.path} {_where(plan)} was "
+                                            "planned; nothing was changed.")
         else:
             outcome, headline = Outcome.SUCCEEDED, (f"Restored {source.path} (revision {source.revision_label}) "
                                               f"{_where(plan)} and verified.")
@@ -229,7 +230,7 @@ class RestoreRun:
             "safety backup": str(self.safety_backup.backup.path) if self.safety_backup else "",
             "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
             if self.verification else "",
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
         return RunSummary(outcome, headline, facts, record)
 
