@@ -26,11 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-
 from bench_support import embedded_database, machine, summarize
 
-from rollbook.planning.data_loss import count_affected_rows
 from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.data_loss import count_affected_rows
 from rollbook.planning.operations import LiveCheck, TableName
 
 BAR = 1.3

@@ -31,10 +31,8 @@ import alembic
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, pool
-
 from bench_support import embedded_database, machine, summarize
-
+from sqlalchemy import create_engine, pool
 
 BAR = 2.0
 DATABASE = "bench_chain"

@@ -44,12 +44,11 @@ from typing import Any
 import alembic
 import papermill
 import psycopg
-
 from bench_support import embedded_database, machine, summarize
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import BEFORE_BACKFILL, DEMO_CONFIG, HEAD, install_demo
 from rollbook.pg.client_tools import find_pg_tool, libpq_environment
+from rollbook.pg.database import DatabaseTarget
 
 OVERHEAD_BAR_SECONDS = 3.0
 LARGE_RATIO_BAR = 1.15
@@ -309,7 +308,8 @@ def backup_step_seconds(notebook: Path) -> dict[str, float | None]:
 
 
 def write_baseline_notebook(path: Path) -> Path:
-    """A notebook of two cells: `pass` (the kernel alone) and `import rollbook.runs.notebook` (the runbook's imports)."""
+    """A notebook of two cells: `pass` (the kernel alone) and `import rollbook.runs.notebook` (the runbook's
+    imports)."""
     def cell(source: str) -> dict[str, Any]:
         return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
     nb = {"cells": [cell("pass"), cell("import rollbook.runs.notebook")],

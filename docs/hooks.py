@@ -26,7 +26,7 @@ import shutil
 import tokenize
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,9 @@ from mkdocs.structure.toc import AnchorLink, get_toc
 from rollbook import markdown
 from rollbook.records.archive import Archive, ArchivedRecord, ArchiveVerification
 from rollbook.records.model import RunRecord, record_fields, record_json_schema_text
+from rollbook.records.signing import RecordSigning
 from rollbook.redaction.connection_secrets import secret_leaks
 from rollbook.site.pictures import recorded_path_picture, timeline_picture
-from rollbook.records.signing import RecordSigning
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 RUNBOOKS_INDEX = "runbooks/index.md"
@@ -213,8 +213,8 @@ def on_post_build(config: MkDocsConfig) -> None:
         for name in leaked:
             (site / name).unlink()
         described = "; ".join(f"{name}: {', '.join(leaks)}" for name, leaks in leaked.items())
-        raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were deleted "
-                          "and the build fails: find where the password came from, scrub it, and build again.")
+        raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were "
+                          "deleted and the build fails: find where the password came from, scrub it, and build again.")
 
 
 # -- runbooks -----------------------------------------------------------------------------------------------
@@ -608,7 +608,7 @@ def _when(value: datetime | str | None) -> str:
         parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     except ValueError:
         return value if isinstance(value, str) else ""
-    parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     return f"{parsed:%Y-%m-%d %H:%M:%S}"
 
 

@@ -18,8 +18,8 @@ import pytest
 from pg import PgServer, app_password, database_name
 from sqlalchemy.engine import make_url
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG, install_demo
+from rollbook.pg.database import DatabaseTarget
 from rollbook.pg.embedded_server import start_embedded_server
 from rollbook.project.migrations import MigrationProject, load_project
 
@@ -49,7 +49,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
             try:
                 server.drop_app_role()
             except psycopg.errors.DependentObjectsStillReferenced as error:
-                warnings.warn(f"{server.app_user} left on the external server: {error}")
+                warnings.warn(f"{server.app_user} left on the external server: {error}", stacklevel=2)
             server.close()
         return
 

@@ -18,8 +18,8 @@ import psycopg
 from alembic import command
 from pg import psycopg_kwargs
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
+from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import alembic_config_for, load_project
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"

@@ -13,6 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 
+from rollbook.errors import BadInput, RollbookError
 from rollbook.records.archive import (
     GENESIS,
     MANIFEST,

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from pg import fingerprint, url_with
 
 from rollbook.cli import main
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
+from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import alembic_config_for, load_project
 
 HEAD = "0607bc5b8536"

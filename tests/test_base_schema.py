@@ -18,8 +18,8 @@ from alembic.config import Config
 from pg import psycopg_kwargs
 from test_cli import run
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.execution.expected_schema import check_schema_matches
+from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import load_project
 from rollbook.recovery.rehearsal import rehearse_rollbacks
 

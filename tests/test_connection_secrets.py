@@ -26,6 +26,7 @@ from site_build import build_site
 from sqlalchemy.engine import make_url
 from test_cli import ROLLBOOK
 
+from rollbook.demo.server import DEMO_CONFIG
 from rollbook.redaction.connection_secrets import (
     UnreadableConnectionString,
     mask_secrets_in_text,
@@ -33,7 +34,6 @@ from rollbook.redaction.connection_secrets import (
     secrets_in_text,
     split_connection_string,
 )
-from rollbook.demo.server import DEMO_CONFIG
 
 HEAD = "0607bc5b8536"
 DRY_RUN = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from pg import fingerprint
 
-from rollbook.planning.data_loss import count_affected_rows
 from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.data_loss import count_affected_rows
 from rollbook.planning.operations import LiveCheck, TableName
 
 USERS = TableName(None, "users")

@@ -15,11 +15,11 @@ from alembic.util import CommandError
 from pg import database_name
 from psycopg import sql
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.execution.diagnosis import Diagnosis, diagnose_failure
-from rollbook.project.migrations import alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.project.migrations import alembic_config_for, load_project
 
 HEAD = "0607bc5b8536"
 FIRST = "0607bc5b8530"

@@ -10,15 +10,15 @@ import psycopg
 import pytest
 from pg import fingerprint, psycopg_kwargs
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.demo.server import DEMO_CONFIG, install_demo
-from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY, ConcurrentRollback
 from rollbook.execution.downgrade import (
     DatabaseMoved,
     execute_downgrade,
 )
-from rollbook.project.migrations import load_project
+from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY, ConcurrentRollback
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.plan import plan_downgrade
+from rollbook.project.migrations import load_project
 from rollbook.project.status import read_current_revisions
 
 

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from alembic import command
 from alembic_projects import project_at_head
-from psycopg import sql
 from pg import PgServer, database_name, psycopg_kwargs, url_with
+from psycopg import sql
 
 from rollbook.pg.database import connect
 from rollbook.pg.embedded_server import (

@@ -26,6 +26,7 @@ from test_cli import ROLLBOOK
 from rollbook.pg.database import DatabaseTarget
 from rollbook.records.model import read_record
 from rollbook.demo.server import install_demo
+from rollbook.pg.database import DatabaseTarget
 
 # Random text compresses badly: pg_dump takes seconds over it, long enough to be stopped mid-dump.
 BULK_ROWS = 400_000

@@ -15,12 +15,12 @@ from alembic import command
 from alembic.config import Config
 from runbook_runs import current_revision, papermill
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.errors import BadInput
 from rollbook.execution.expected_schema import check_schema_matches
+from rollbook.pg.database import DatabaseTarget
+from rollbook.planning.plan import plan_downgrade
 from rollbook.project.migrations import load_project
 from rollbook.project.naming_convention import read_naming_convention
-from rollbook.planning.plan import plan_downgrade
 
 CONVENTIONS = Path(__file__).parent / "projects" / "conventions"
 

@@ -4,7 +4,7 @@ told truthfully when they fail half-way."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -82,7 +82,7 @@ def test_a_step_in_one_transaction_stays_atomic(tmp_path, database_url):
     assert plan.verdict.code == "safe" and not plan.verdict.reasons
 
 
-NOW = datetime(2026, 1, 13, 14, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 13, 14, 0, tzinfo=UTC)
 
 
 def decide(plan, environment: str, accept_data_loss: bool):

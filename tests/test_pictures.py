@@ -8,6 +8,7 @@ import pytest
 
 from rollbook.pg.database import DatabaseTarget
 from rollbook.records.model import InvalidRecord, RunRecord, read_record
+from rollbook.planning.plan import plan_downgrade
 from rollbook.site.pictures import (
     RISK_COLOURS,
     PathStep,
@@ -16,7 +17,6 @@ from rollbook.site.pictures import (
     recorded_path_picture,
     timeline_picture,
 )
-from rollbook.planning.plan import plan_downgrade
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pg import fingerprint
 
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.project import sample_data
-from rollbook.project.migrations import MigrationProject
+from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
+from rollbook.project.migrations import MigrationProject
 
 
 def plan(url: str, project: MigrationProject, target: str) -> DowngradePlan:

@@ -6,8 +6,8 @@ from alembic import command
 from alembic_projects import write_project
 
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.planning.plan import plan_downgrade
+from rollbook.project.migrations import alembic_config_for, load_project
 
 REVISIONS = {
     "aaaa00000001": (None, 'op.execute("CREATE TABLE accounts (id int PRIMARY KEY, flag text NOT NULL)")',

@@ -6,18 +6,17 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command
 from pg import PgServer, database_name
 
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.demo.server import DEMO_CONFIG, install_demo
 from rollbook.demo.project import sample_data
+from rollbook.demo.server import DEMO_CONFIG, install_demo
 from rollbook.errors import BadInput
-from rollbook.project.migrations import alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.policy.gate import (
     PolicyDecision,
@@ -28,8 +27,9 @@ from rollbook.policy.gate import (
     parse_deployed_at,
 )
 from rollbook.policy.rules import DEFAULTS_SOURCE, default_policy, load_policy
+from rollbook.project.migrations import alembic_config_for, load_project
 
-NOW = datetime(2026, 1, 13, 14, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 13, 14, 0, tzinfo=UTC)
 RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "atomic steps",
          "data written", "what blocks the downgrade", "backup")
 
@@ -287,8 +287,8 @@ def test_the_decision_renders_as_markdown_text_and_json(plans):
 
 
 def test_deployed_at_is_read_as_iso_8601_with_a_timezone():
-    assert parse_deployed_at("2026-01-13T13:58:00Z") == datetime(2026, 1, 13, 13, 58, tzinfo=timezone.utc)
-    assert parse_deployed_at(" 2026-01-13T15:58:00+02:00 ") == datetime(2026, 1, 13, 13, 58, tzinfo=timezone.utc)
+    assert parse_deployed_at("2026-01-13T13:58:00Z") == datetime(2026, 1, 13, 13, 58, tzinfo=UTC)
+    assert parse_deployed_at(" 2026-01-13T15:58:00+02:00 ") == datetime(2026, 1, 13, 13, 58, tzinfo=UTC)
     assert parse_deployed_at("") is None
     with pytest.raises(BadInput, match="has no timezone.*2026-01-13T13:58:00Z for UTC"):
         parse_deployed_at("2026-01-13T13:58:00")

@@ -30,6 +30,8 @@ from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.records.model import RunRecord, read_record
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
+from rollbook.pg.database import DatabaseTarget
+from rollbook.records.archive import RECORD_MIME, Archive
 
 STAGING = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")
 

@@ -21,13 +21,30 @@ from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, f
     take_recorded_backup
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import read_identity
-from rollbook.project.migrations import alembic_config_for
 from rollbook.planning.plan import plan_downgrade
 from rollbook.policy.gate import RollbackRequest
 from rollbook.policy.rules import default_policy
-from rollbook.recovery.restore import BackupRefused, RestoreRefused, check_backup, evaluate_restore_policy, plan_restore, \
-    restore_backup, verify_restore, writes_since_backup
+from rollbook.project.migrations import alembic_config_for
+from rollbook.records.archive import Archive
+from rollbook.recovery.archived_backups import (
+    ArchivedBackup,
+    RecordedBackup,
+    find_backup,
+    find_restore_point,
+    take_recorded_backup,
+)
+from rollbook.recovery.restore import (
+    BackupRefused,
+    RestoreRefused,
+    check_backup,
+    evaluate_restore_policy,
+    plan_restore,
+    restore_backup,
+    verify_restore,
+    writes_since_backup,
+)
 
 BEFORE_BACKFILL = "0607bc5b8535"
 BEFORE_USER_PREFERENCES = "0607bc5b8533"

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -34,10 +34,12 @@ from rollbook.pg.database import DatabaseTarget
 from rollbook.records.model import read_record
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY
-from rollbook.project.migrations import load_project
+from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
 from rollbook.runs.notebook import RUNBOOKS as RUNBOOK_CLASSES
 from rollbook.runs.parameters import notebook_parameters
+from rollbook.project.migrations import load_project
+from rollbook.runs.parameters import RUNBOOK_PARAMETERS
 
 # Each revision of the demo, the migration type it is, and its parent (where -1 takes it).
 MIGRATION_TYPES = [
@@ -145,7 +147,7 @@ def test_the_record_holds_who_where_when_the_files_the_plan_the_backup_and_every
 
 def test_production_refuses_the_high_risk_data_migration_and_changes_nothing(tmp_path, demo_url):
     before = fingerprint(demo_url)
-    deployed = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    deployed = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
 
     run = papermill(tmp_path, "rollback", "-p", "environment", "production", "-p", "operator", "alice",
                     "-p", "approved_by", "bob", "-p", "deployed_at", deployed, "-p", "execute", "True",
@@ -168,7 +170,7 @@ def low_risk_production_case(url: str) -> str:
 
 
 def production(tmp_path: Path, deployed_minutes_ago: float, approver: str, approved_plan: str) -> tuple[str, ...]:
-    deployed = (datetime.now(timezone.utc) - timedelta(minutes=deployed_minutes_ago)).isoformat()
+    deployed = (datetime.now(UTC) - timedelta(minutes=deployed_minutes_ago)).isoformat()
     return ("-p", "environment", "production", "-p", "operator", "alice", "-p", "approved_by", approver,
             "-r", "approved_plan", approved_plan, "-p", "deployed_at", deployed, "-p", "execute", "True",
             "-p", "backup_dir", str(tmp_path / "backups"))

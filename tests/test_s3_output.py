@@ -35,6 +35,7 @@ from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.records.model import RunRecord, read_record
 from rollbook.cli import main
 from rollbook.demo.server import DEMO_CONFIG
+from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.redaction.redact import find_secrets
 
 BUCKET = "records"

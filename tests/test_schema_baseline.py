@@ -13,10 +13,10 @@ from alembic_projects import project_at_head
 from pg import psycopg_kwargs
 from runbook_runs import current_revision, papermill
 
-from rollbook.pg.database import connect
 from rollbook.execution.expected_schema import check_schema_matches
-from rollbook.planning.plan import plan_downgrade
+from rollbook.pg.database import connect
 from rollbook.pg.schema_snapshot import read_schema
+from rollbook.planning.plan import plan_downgrade
 
 REVISIONS = {
     "ffff00000001": (None, 'op.execute("CREATE TABLE accounts (id int PRIMARY KEY, name text)")',

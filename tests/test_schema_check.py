@@ -19,10 +19,10 @@ from alembic.config import Config
 from pg import PgServer, database_name, psycopg_kwargs
 from psycopg import sql
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.execution.expected_schema import SchemaBuildFailed, SchemaCheck, build_schema_at, check_schema_matches
-from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_snapshot import OWNED_SEQUENCE, SchemaSnapshot, compare_schemas, read_schema
+from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 
 HEAD = "0607bc5b8536"
 BEFORE_BACKFILL = "0607bc5b8535"

@@ -13,8 +13,8 @@ from alembic.config import Config
 from alembic_projects import write_project
 
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
+from rollbook.project.migrations import alembic_config_for, load_project
 
 SCHEMA = """
 CREATE TABLE folders (id int PRIMARY KEY, name text);

@@ -18,6 +18,8 @@ from rollbook.records.archive import Archive
 from rollbook.records.model import SCHEMA_PATH
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
+from rollbook.pg.database import DatabaseTarget
+from rollbook.records.archive import Archive
 
 SEED = ROOT.parent / "shared" / "seed" / "000_1eb94a045ffb53fa.md"
 RUNBOOKS = sorted((ROOT / "runbooks").glob("*.ipynb"))

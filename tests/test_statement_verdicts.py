@@ -13,9 +13,9 @@ from sqlalchemy.exc import DuplicateColumnError
 from test_records import rollbook
 
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 from rollbook.planning.operations import Risk
 from rollbook.planning.plan import plan_downgrade
+from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 
 RUNS = "CREATE TABLE runs (id serial PRIMARY KEY, name varchar, flag boolean)"
 BASE = ("rrrr00000001", (None, f"op.execute({RUNS!r})", 'op.execute("DROP TABLE runs")'))

@@ -18,9 +18,12 @@ from rollbook.records.model import RecordedStep
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import RollbookError
-from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
+from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
+from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
 from rollbook.project.status import read_status
+from rollbook.records.archive import Archive, default_root
+from rollbook.s3_support import require_s3_support
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
@@ -244,12 +247,12 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
     0 when the run succeeded, 4 when it was refused, 1 when it failed, timed out or its kernel died.
     The last line on stderr is the archive's new head (`archive head: HASH`): keep it outside the archive.
     """
-    # Imported here: papermill takes a third of a second to import, which status and plan do not need.
-    from papermill.cli import _resolve_type  # `-p` guesses types exactly as papermill's own -p does
-
     from rollbook.runs.runner import run_runbook
 
-    parameters = {name: _resolve_type(value) for name, value in typed} | dict(raw)
+    if output:
+        require_s3_support(output, "--output")
+    parameters: dict[str, object] = {name: papermill_value(value) for name, value in typed}
+    parameters.update(raw)  # -r wins over -p, as text
     if x_args:
         parameters["alembic_x_args"] = list(parse_x_args(list(x_args), "--x-arg"))
     if execute:
@@ -259,6 +262,22 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
                          on_step=_show_step)
     click.echo(result.report())
     sys.exit(result.exit_code)
+
+
+def papermill_value(text: str) -> bool | int | float | str | None:
+    """A `-p` value typed as papermill's own `-p` types it: True, False, None, an int, a float, else text.
+
+    Anything int() or float() accepts counts ("1_000", " 7 ", "nan", "-1e3"), as in papermill; `-r` keeps text.
+    """
+    constants: dict[str, bool | None] = {"True": True, "False": False, "None": None}
+    if text in constants:
+        return constants[text]
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _project(config_path: str, ini_section: str, x_args: tuple[str, ...]) -> MigrationProject:
@@ -287,7 +306,8 @@ def archive_show(ref: str) -> None:
 
 @archive.command("verify")
 @click.option("--head", "head", metavar="HASH",
-              help="A head printed by an earlier filing (`archive head: HASH`): fail unless it is an entry of the chain.")
+              help="A head printed by an earlier filing (`archive head: HASH`): fail unless it is an entry of the "
+                   "chain.")
 @reports_errors
 def archive_verify(head: str | None) -> None:
     """Check the archive: hash chain, every record's sha256, signatures, and a head kept elsewhere.
@@ -326,6 +346,7 @@ def archive_add(notebook: str) -> None:
     """
     from rollbook.runs.runner import archive_executed_notebook
 
+    require_s3_support(notebook, "NOTEBOOK")
     result = archive_executed_notebook(notebook, Archive.default())
     click.echo(result.report())
 

@@ -14,7 +14,6 @@ from alembic import command
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.demo.project import sample_data
 from rollbook.errors import BadInput
 from rollbook.pg.embedded_server import (
@@ -23,6 +22,8 @@ from rollbook.pg.embedded_server import (
     start_embedded_server,
     stop_embedded_server,
 )
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.embedded_server import EmbeddedServer, start_embedded_server, stop_embedded_server
 from rollbook.project.migrations import alembic_config_for, load_project
 
 DEMO_CONFIG = Path(__file__).parent / "project" / "alembic.ini"

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rollbook.records.archive import Archive
 from rollbook.records.model import RecordedStep
 from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG, create_demo_database
+from rollbook.outcomes import ExitCode, Outcome
+from rollbook.pg.database import DatabaseTarget
 from rollbook.pg.embedded_server import start_embedded_server
 from rollbook.project.migrations import load_project
-from rollbook.outcomes import ExitCode, Outcome
-from rollbook.runs.runner import RunbookResult, run_runbook
 from rollbook.project.status import MigrationStatus, read_status
+from rollbook.records.archive import Archive
+from rollbook.runs.runner import RunbookResult, run_runbook
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def demo_tour(
         status = read_status(DatabaseTarget.from_url(url), load_project(DEMO_CONFIG))
         common = {"database_url": url, "alembic_config": str(DEMO_CONFIG), "operator": "demo-operator",
                   "backup_dir": str(work_dir / "backups"), "execute": True}
-        deployed = (datetime.now(timezone.utc) - timedelta(minutes=2)).isoformat()
+        deployed = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
         runs = [("production rollback (refused by the policy)", run_runbook(
             "rollback", {**common, "environment": "production", "approved_by": "demo-lead", "deployed_at": deployed,
                          "ticket": "DEMO-1"}, archive=archive, on_step=on_step))]

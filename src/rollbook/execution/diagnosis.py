@@ -21,6 +21,9 @@ from alembic.util import CommandError
 from psycopg import errors, sql
 
 from rollbook import markdown
+from rollbook.errors import RollbookError
+from rollbook.execution.downgrade import LeftChanged
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.data_loss import (
     check_aggregate,
     column_reference,
@@ -30,14 +33,11 @@ from rollbook.planning.data_loss import (
     table_facts,
     table_identifier,
 )
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.dependent_objects import DEPENDENCY_OPS, DependentObject, find_dependent_objects
-from rollbook.execution.downgrade import LeftChanged
-from rollbook.errors import RollbookError
-from rollbook.project.migrations import MigrationProject
 from rollbook.planning.operations import LiveCheck, Operation, TableName
 from rollbook.planning.plan import PlanStep
 from rollbook.planning.sql_operations import operations_from_sql
+from rollbook.project.migrations import MigrationProject
 
 Scenario = Literal[
     "dependent_objects",
@@ -223,7 +223,8 @@ def _database_error(error: BaseException) -> psycopg.Error | None:
 
 def _sqlalchemy_statement(error: BaseException) -> str | None:
     # SQLAlchemy's StatementError carries the statement; never its parameters, which hold data.
-    return next((e.statement for e in _chain(error) if isinstance(getattr(e, "statement", None), str)), None)
+    statements = (getattr(e, "statement", None) for e in _chain(error))
+    return next((statement for statement in statements if isinstance(statement, str)), None)
 
 
 def _missing_revision(error: BaseException) -> str | None:
@@ -472,10 +473,10 @@ def _fix_template(check: LiveCheck, key_columns: list[str], keys: list[tuple[Any
         return sql.SQL("UPDATE {t} SET <column> = <value> WHERE NOT ({p});").format(
             t=table, p=sql.SQL(check.predicate)).as_string()
     if check.kind in ("duplicates", "primary_key"):
-        keys = [sql.Identifier(c) for c in check.columns] or [sql.SQL(k) for k in check.keys]
-        where = sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
+        grouped: list[sql.Composable] = [sql.Identifier(c) for c in check.columns] or [sql.SQL(k) for k in check.keys]
+        filtered = sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
         return sql.SQL("SELECT {c}, count(*) FROM {t}{w} GROUP BY {c} HAVING count(*) > 1; -- then update or delete "
-                       "all but one row of each").format(t=table, w=where, c=sql.SQL(", ").join(keys)).as_string()
+                       "all but one row of each").format(t=table, w=filtered, c=sql.SQL(", ").join(grouped)).as_string()
     where: sql.Composable = sql.SQL("<the rows counted above>")
     if keys:
         # Only the keys shown above: the template says so with a trailing "...".

@@ -21,6 +21,8 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,16 +35,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool
 
 from rollbook import markdown
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.identity import DatabaseIdentity, read_identity
-from rollbook.project.migrations import MigrationProject, alembic_config_for
-from rollbook.project.env_py_settings import handed_connection
 from rollbook.errors import RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.pg.advisory_lock import rollback_lock
-from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
-from rollbook.planning.plan import DowngradePlan
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.pg.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
+from rollbook.planning.plan import DowngradePlan
+from rollbook.project.env_py_settings import handed_connection
+from rollbook.project.migrations import MigrationProject, alembic_config_for
+from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
 from rollbook.project.status import read_current_revisions
 from rollbook.planning.downgrade_path import alembic_downgrade_destination
 from rollbook.project.env_py_settings import handed_connection, reads_flask_app
@@ -192,7 +194,8 @@ class DowngradeExecution:
         for step in self.steps:
             lines.append(f"- `{step.revision}` → `{step.down_to}`: **{step.outcome}** ({step.seconds:.3f} s)")
             if step.statements:
-                rows = [(f"{s.seconds * 1000:.1f}", ("**FAILED** " if s.failed else "") + markdown.code(_one_line(s.sql)))
+                rows = [(f"{s.seconds * 1000:.1f}",
+                         ("**FAILED** " if s.failed else "") + markdown.code(_one_line(s.sql)))
                         for s in step.statements]
                 lines += ["", markdown.table(["ms", "statement"], rows), ""]
             if step.error:
@@ -245,7 +248,9 @@ def execute_downgrade(
                 step_started = time.monotonic()
                 try:
                     destination = alembic_downgrade_destination(project, revision)
-                    run_outside_event_loop(lambda: _downgrade_one_step(project, target, destination, flask_app),
+                    # Called before the loop moves on: run_outside_event_loop waits for the step to end.
+                    run_outside_event_loop(lambda: _downgrade_one_step(  # noqa: B023
+                        project, target, destination, flask_app),
                                            cancel=lambda: backends.cancel_all(control))
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql
@@ -411,7 +416,7 @@ def _guarded_connections(
         backends.record(dbapi_connection)
         dbapi_connection.commit()
 
-    listeners = [
+    listeners: list[tuple[type[Any], str, Callable[..., Any]]] = [
         (Pool, "connect", on_connect),
         (Engine, "before_cursor_execute", log.before),
         (Engine, "after_cursor_execute", log.after),

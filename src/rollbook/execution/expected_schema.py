@@ -6,18 +6,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from alembic.script.revision import RevisionError
+from alembic.script.revision import Revision, RevisionError
 from alembic.util import CommandError
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.project.base_schema import create_base_schema
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
-from rollbook.project.migrations import MigrationProject
-from rollbook.project.naming_convention import read_naming_convention
-from rollbook.project.own_migrations import MigrationFailed, first_line, run_own_migrations
-from rollbook.pg.scratch import scratch_database
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_snapshot import (
     START_AND_DATABASE_BEFORE,
     STATEMENT_TIMEOUT,
@@ -27,6 +22,11 @@ from rollbook.pg.schema_snapshot import (
     list_schemas,
     read_schema,
 )
+from rollbook.pg.scratch import scratch_database
+from rollbook.project.base_schema import create_base_schema
+from rollbook.project.migrations import MigrationProject
+from rollbook.project.naming_convention import read_naming_convention
+from rollbook.project.own_migrations import MigrationFailed, first_line, run_own_migrations
 
 CheckStatus = Literal["passed", "failed", "not_checked"]
 
@@ -198,14 +198,15 @@ def _resolve(project: MigrationProject, revision: str) -> tuple[str, ...]:
     except (RevisionError, CommandError) as exc:
         raise BadInput(f"Revision {revision!r} is not in the project: {exc}. Use a revision id from "
                        "`alembic history`.") from None
-    ids = [script.revision for script in scripts if script is not None]
+    ids = [script.revision for script in scripts if isinstance(script, Revision)]
     if not ids:
         raise BadInput(f"Revision {revision!r} names no revision of the project.")
     return tuple(ids)
 
 
-def _label(revisions: tuple[str, ...]) -> str:
-    return ", ".join(revisions)
+def _label(revisions: str | tuple[str, ...]) -> str:
+    """'base', or the revision ids joined (a bare string is not joined letter by letter)."""
+    return revisions if isinstance(revisions, str) else ", ".join(revisions)
 
 
 def _version_table_exclusion(project: MigrationProject) -> tuple[str, ...]:

@@ -84,7 +84,9 @@ def schema_detail(schema: SchemaCheck) -> str:
     return schema.reason
 
 
-def critical_tables_check(before: TableRowCounts | None, after: TableRowCounts, plan: DowngradePlan) -> VerificationCheck:
+def critical_tables_check(
+    before: TableRowCounts | None, after: TableRowCounts, plan: DowngradePlan
+) -> VerificationCheck:
     """Critical tables counted before and after: a count missing after the downgrade fails unless the plan drops it."""
     if before is None:
         return VerificationCheck("critical tables", "not_checked", "no counts were taken before the downgrade")

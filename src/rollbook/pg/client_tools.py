@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget
 from rollbook.pg.embedded_server import MAJOR_VERSIONS, WHEEL_NAME, EmbeddedServerError, pg_bin_dir
-from rollbook.errors import BadInput, RollbookError
 
 PG_BIN_VARIABLE = "ROLLBOOK_PG_BIN"
 VERSION_TIMEOUT_SECONDS = 10

@@ -14,8 +14,8 @@ from psycopg import pq
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from rollbook.redaction.connection_secrets import SECRET_KEYWORDS, split_connection_string
 from rollbook.errors import BadInput, DatabaseUnreachable
+from rollbook.redaction.connection_secrets import SECRET_KEYWORDS, split_connection_string
 from rollbook.redaction.redact import redact_text, with_encodings
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -37,8 +37,8 @@ class DatabaseTarget:
         text = url or os.environ.get("DATABASE_URL", "")
         if not text:
             raise BadInput(
-                "No database given. Pass --database-url (a runbook: the database_url parameter) or set DATABASE_URL to the "
-                "database to roll back, "
+                "No database given. Pass --database-url (a runbook: the database_url parameter) or set DATABASE_URL "
+                "to the database to roll back, "
                 "for example postgresql+psycopg://app@db.internal/app (put the password in PGPASSWORD "
                 "or ~/.pgpass, not in the URL)."
             )
@@ -132,7 +132,8 @@ class DatabaseTarget:
         return libpq
 
     def scrub(self, text: str) -> str:
-        """Remove this target's secrets, in any spelling, and any connection-string secret from a text that may echo them."""
+        """Remove this target's secrets, in any spelling, and any connection-string secret from a text that may
+        echo them."""
         return redact_text(text, with_encodings(self.secrets))
 
 

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import psycopg
 from psycopg import sql
@@ -231,7 +232,13 @@ def _server_account() -> _Account | None:
     return _Account(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 
-def _as_account(account: _Account | None) -> dict[str, object]:
+class _AccountArguments(TypedDict, total=False):
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _as_account(account: _Account | None) -> _AccountArguments:
     """Popen keyword arguments that drop to `account`, supplementary groups included."""
     if account is None:
         return {}
@@ -273,7 +280,7 @@ def _account_can_use(install: Path, account: _Account) -> bool:
         cwd="/",
         capture_output=True,
         check=False,
-        **_as_account(account),  # type: ignore[arg-type]
+        **_as_account(account),
     )
     return result.returncode == 0
 
@@ -371,7 +378,7 @@ def _account_can_traverse(directory: Path, account: _Account) -> bool:
         cwd="/",
         capture_output=True,
         check=False,
-        **_as_account(account),  # type: ignore[arg-type]
+        **_as_account(account),
     )
     return result.returncode == 0
 
@@ -452,7 +459,7 @@ def _initdb(
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
-            **_as_account(account),  # type: ignore[arg-type]
+            **_as_account(account),
         )
     if result.returncode != 0:
         raise EmbeddedServerError(
@@ -510,7 +517,7 @@ def _spawn_postgres(
             # Its own session either way: a Ctrl-C meant for the caller must not reach it.
             start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()) if tie_to_parent else None,
-            **_as_account(account),  # type: ignore[arg-type]
+            **_as_account(account),
         )
 
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import RollbookError
+from rollbook.pg.database import DatabaseTarget, connect
 
 SCRATCH_PREFIX = "rollbook_scratch_"
 

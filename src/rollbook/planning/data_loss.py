@@ -7,7 +7,7 @@ READ ONLY transaction under statement_timeout and lock_timeout, taking only ACCE
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +78,8 @@ def _scan_table(
         with read_only_transaction(conn, statement_timeout_ms, lock_timeout_ms):
             facts = table_facts(conn, table)
             if not facts.exists:
-                note = f"table {table} does not exist now: not counted"
-                return facts, {c: CheckResult(None, note) for c in checks}
+                gone = f"table {table} does not exist now: not counted"
+                return facts, {c: CheckResult(None, gone) for c in checks}
             columns = dict(facts.columns)
             aggregates: list[sql.Composable] = [sql.SQL("count(*)")]
             counted: list[tuple[LiveCheck, int, str | None]] = []
@@ -212,7 +212,8 @@ def check_aggregate(
         if check.predicate:
             counted.append(sql.SQL("({})").format(sql.SQL(check.predicate)))
         where = sql.SQL(" AND ").join(counted)
-        duplicates = sql.SQL("count(*) FILTER (WHERE {where}) - count(DISTINCT ({tuple})) FILTER (WHERE {where})").format(
+        duplicates = sql.SQL(
+            "count(*) FILTER (WHERE {where}) - count(DISTINCT ({tuple})) FILTER (WHERE {where})").format(
             where=where, tuple=sql.SQL(", ").join(keys))
         if check.kind == "primary_key":
             return sql.SQL("{} + count(*) FILTER (WHERE NOT ({}))").format(duplicates, where), None
@@ -229,7 +230,7 @@ def check_aggregate(
 
 
 def _orphans(
-    conn: psycopg.Connection, check: LiveCheck, cols: list[sql.Composable]
+    conn: psycopg.Connection, check: LiveCheck, cols: Sequence[sql.Composable]
 ) -> tuple[sql.Composable | None, str | None]:
     assert check.referenced_table is not None
     referenced = list(check.referenced_columns)

@@ -84,7 +84,8 @@ def find_dependent_objects(conn: psycopg.Connection, table: TableName, column: s
             keep = sql.SQL("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {}::regclass "
                            "AND conname = {}").format(
                 sql.Literal(sql.Identifier(con_schema, con_table).as_string()), sql.Literal(constraint)).as_string()
-        dependents.append(DependentObject(description, drop, keep, view, (con_table, constraint) if constraint else None,
+        dependents.append(DependentObject(description, drop, keep, view,
+                                          (con_table, constraint) if constraint else None,
                                           tuple(columns or ())))
     return dependents
 

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any, Literal
 
 
-class Risk(str, Enum):
+class Risk(str, Enum):  # noqa: UP042 (StrEnum changes str() and f-strings: "high", not "Risk.HIGH")
     """Risk levels of the rollback procedures, plus `unknown` for anything not understood."""
 
     LOW = "low"

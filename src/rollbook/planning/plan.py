@@ -12,19 +12,20 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
-from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
-from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
 from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
+from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
+from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
+from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
 from rollbook.planning.operations import (
     CERTAIN_FAILURES,
     NO_DOWNGRADE,
     ROW_CHANGES,
+    LiveCheck,
     Operation,
     Risk,
     TableName,
@@ -35,6 +36,8 @@ from rollbook.planning.python_operations import operations_from_python
 from rollbook.planning.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, step_risk
 from rollbook.planning.side_effects import read_data_dependencies, with_side_effects
 from rollbook.planning.sql_operations import operations_from_sql
+from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
 from rollbook.project.status import read_current_revisions
 
 VERDICT_ORDER = ("safe", "loses_data", "review_by_hand", "do_not_downgrade")
@@ -179,7 +182,8 @@ class DowngradePlan:
                                  f"{op.table} first")
         if self.tables:
             lines += ["", "Affected tables (live):"]
-            lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists else f"  {t.table}: not there now"
+            lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists
+                      else f"  {t.table}: not there now"
                       for t in self.tables]
         lines += ["", f"Verdict: {self.verdict.headline}"]
         lines += [f"  - {reason}" for reason in self.verdict.reasons]
@@ -417,18 +421,19 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
         operations = []
         for op in step.operations:
             table_key, column_key = str(op.table), f"{op.table}.{op.column}"
-            if op.check:
-                source = created.get(column_key) if op.check.kind == "non_null_values" else None
+            check = op.check
+            if check:
+                source = created.get(column_key) if check.kind == "non_null_values" else None
                 source = source or created.get(table_key)
-                earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in op.check.columns))
+                earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in check.columns))
                            if key in changed and changed[key][1] != op.statement]
-                new_type = types.get(op.check.type_name or "") if op.check.kind in ("not_fitting", "converted") else None
+                new_type = types.get(check.type_name or "") if check.kind in ("not_fitting", "converted") else None
                 if source:
                     op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
                 elif new_type and new_type[1]:
-                    op = replace(op, check=replace(op.check, allowed_values=new_type[1]))
+                    op = replace(op, check=replace(check, allowed_values=new_type[1]))
                 elif new_type:
-                    op = replace(op, count_note=f"type {op.check.type_name} is created by step {new_type[0]} of this "
+                    op = replace(op, count_note=f"type {check.type_name} is created by step {new_type[0]} of this "
                                  "downgrade, so today's values cannot be checked against it: not counted")
                 elif earlier:
                     op = replace(op, changed_earlier_by=earlier[0][0])
@@ -446,7 +451,7 @@ def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, .
     return tuple(marked)
 
 
-def _checks_to_run(steps: tuple[PlanStep, ...]) -> list:
+def _checks_to_run(steps: tuple[PlanStep, ...]) -> list[LiveCheck]:
     return [op.check for step in steps for op in step.operations if op.check and op.count_note is None]
 
 
@@ -469,7 +474,10 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
     """The verdict for the whole path; anything not understood or not counted is never called safe."""
     if not steps:
         return Verdict("safe", "Nothing to do: the database is already at the target.", (), "No downgrade needed.")
-    high, blocking, unclear, lost = [], [], [], []
+    high: list[str] = []
+    blocking: list[str] = []
+    unclear: list[str] = []
+    lost: list[str] = []
     # Not a verdict of its own: a step that is not atomic loses nothing by itself, but the policy gate treats
     # it like a HIGH-risk step, and every verdict says so.
     not_atomic = [f"{step.revision.revision} is {step.atomicity_text()}" for step in steps if not step.atomic]

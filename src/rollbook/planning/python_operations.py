@@ -21,13 +21,14 @@ import copy
 import inspect
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from rollbook.project.offline_sql import is_offline_mode_test
 from rollbook.planning.operations import BEGIN, COMMIT, RENDER_FALLBACK, LiveCheck, Operation, TableName
+from rollbook.planning.operations import BEGIN, COMMIT, RENDER_FALLBACK, CheckKind, LiveCheck, Operation, TableName
 from rollbook.planning.sql_operations import (
     ACCESS_EXCLUSIVE,
     COMMIT_REASON,
@@ -41,7 +42,8 @@ from rollbook.planning.sql_operations import (
 _VARCHAR_TYPES = {"String", "VARCHAR", "Unicode", "CHAR", "NVARCHAR"}
 _INTEGER_TYPES = {"SmallInteger": "smallint", "SMALLINT": "smallint", "Integer": "integer", "INTEGER": "integer"}
 # Renders SQLAlchemy's `:name` bind parameters as `$1`, which PostgreSQL's parser reads.
-_POSITIONAL_PARAMETERS = postgresql.dialect(paramstyle="numeric_dollar")
+# SQLAlchemy's dialect classes have untyped constructors.
+_POSITIONAL_PARAMETERS = postgresql.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 def operations_from_python(
@@ -203,7 +205,7 @@ class _FunctionReader(ast.NodeVisitor):
                 table = _literal(call.args[0]) if call.args else _keyword(call, "table_name")
                 schema = _keyword(call, "schema")
                 if isinstance(table, str):
-                    self._batch_tables[item.optional_vars.id] = TableName(schema, table)
+                    self._batch_tables[item.optional_vars.id] = TableName(_text(schema), table)
         for statement in node.body:
             self.visit(statement)
         if autocommit is not None:
@@ -232,7 +234,8 @@ class _FunctionReader(ast.NodeVisitor):
         if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
             return node
         arguments = {parameter.arg: _literal(argument) for parameter, argument in zip(helper.args.args, node.args)}
-        return _Substituted(arguments).visit(copy.deepcopy(body[0].value))
+        # visit() is typed Any; _Substituted replaces names by constants, so an expression stays one.
+        return cast(ast.expr, _Substituted(arguments).visit(copy.deepcopy(body[0].value)))
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -316,7 +319,8 @@ class _Substituted(ast.NodeTransformer):
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
         if isinstance(node.ctx, ast.Load) and node.id in self._values:
-            return ast.copy_location(ast.Constant(self._values[node.id]), node)
+            # A tuple of constants is a Constant too (the compiler folds them so); typeshed lists only scalars.
+            return ast.copy_location(ast.Constant(self._values[node.id]), node)  # type: ignore[arg-type]
         return node
 
     def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.expr:
@@ -376,7 +380,7 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
             call, "table_name") or _keyword(call, "source_table")
         # create_foreign_key names its table's schema source_schema (and the other one referent_schema).
         schema = _keyword(call, "source_schema" if name == "create_foreign_key" else "schema")
-        table = TableName(schema, table_value) if isinstance(table_value, str) else None
+        table = TableName(_text(schema), table_value) if isinstance(table_value, str) else None
         args = args[:table_arg_index] + args[table_arg_index + 1:]
     else:
         table = batch_table
@@ -384,7 +388,9 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
         return []
     if name == "execute":
         return _execute(call, text)
-    if table is None and name != "bulk_insert":
+    if name == "bulk_insert":
+        return [Operation("insert", None, None, "inserts rows", text)]
+    if table is None:
         return [Operation("unknown", None, None, f"op.{name} with a table name computed at run time: review by hand",
                           text)]
     if name == "drop_column":
@@ -419,15 +425,17 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
                           lock=ACCESS_EXCLUSIVE, extra={"new_name": new_name})]
     if name in ("create_unique_constraint", "create_primary_key"):
         columns = _string_list(args[1]) if len(args) > 1 else _string_list(_keyword_node(call, "columns"))
-        op, kind, fails = ("add_unique", "duplicates", "duplicates") if name == "create_unique_constraint" else (
-            "add_primary_key", "primary_key", "NULLs and duplicates")
+        unique = name == "create_unique_constraint"
+        kind: CheckKind = "duplicates" if unique else "primary_key"
+        op, fails = ("add_unique", "duplicates") if unique else ("add_primary_key", "NULLs and duplicates")
         return [Operation(op, table, ", ".join(columns or ()), f"adds {op[4:]} on {table}: fails on {fails}", text,
                           lock=ACCESS_EXCLUSIVE, check=LiveCheck(kind, table, tuple(columns)) if columns else None)]
     if name == "create_foreign_key":
         referent = _literal(args[1]) if len(args) > 1 else _keyword(call, "referent_table")
         local = _string_list(args[2]) if len(args) > 2 else _string_list(_keyword_node(call, "local_cols"))
         remote = _string_list(args[3]) if len(args) > 3 else _string_list(_keyword_node(call, "remote_cols"))
-        referenced = TableName(_keyword(call, "referent_schema"), referent) if isinstance(referent, str) else None
+        referenced = TableName(_text(_keyword(call, "referent_schema")), referent) if isinstance(referent, str) \
+            else None
         check = (LiveCheck("orphans", table, tuple(local), referenced_table=referenced,
                            referenced_columns=tuple(remote)) if local and remote and referenced else None)
         constraint = _literal(args[0]) if args else _keyword(call, "constraint_name")
@@ -456,13 +464,14 @@ def _op_call(name: str, call: ast.Call, text: str, batch_table: TableName | None
                           lock=SHARE_UPDATE_EXCLUSIVE if concurrently else ACCESS_EXCLUSIVE,
                           not_atomic_reason=OUTSIDE_TRANSACTION.format("DROP INDEX CONCURRENTLY")
                           if concurrently else None)]
-    if name == "bulk_insert":
-        return [Operation("insert", None, None, "inserts rows", text)]
     return [Operation("unknown", table, None, f"op.{name}: not understood, review by hand", text)]
 
 
 def _alter_column(table: TableName, args: list[ast.expr], call: ast.Call, text: str) -> list[Operation]:
     column = _literal(args[0]) if args else _keyword(call, "column_name")
+    if not isinstance(column, str):
+        return [Operation("unknown", table, None, f"alters a column of {table} whose name is computed at run time: "
+                          "review by hand", text)]
     operations = []
     nullable = _keyword(call, "nullable")
     type_node = _keyword_node(call, "type_")
@@ -530,6 +539,11 @@ def _literal(node: ast.expr | None) -> object:
         return ast.literal_eval(node)
     except ValueError:
         return None
+
+
+def _text(value: object) -> str | None:
+    """A literal that names something (a schema), or None when there is none or it is not text."""
+    return value if isinstance(value, str) else None
 
 
 def _keyword_node(call: ast.Call, name: str) -> ast.expr | None:

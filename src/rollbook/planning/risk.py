@@ -70,7 +70,8 @@ _TYPE_OF_UPGRADE = (
 )
 
 _MEDIUM_OPS = {
-    "alter_column_type", "convert_values", "set_not_null", "add_unique", "add_primary_key", "add_foreign_key", "add_check",
+    "alter_column_type", "convert_values", "set_not_null", "add_unique", "add_primary_key", "add_foreign_key",
+    "add_check",
     "create_unique_index", "insert",
 }
 _HIGH_OPS = {"update", "delete", "truncate"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, TypeVar
 
 import pglast
 from pglast import ast
@@ -44,6 +45,19 @@ _HARMLESS_DROPS = {
 }
 
 
+_T = TypeVar("_T")
+
+
+def _as(kind: type[_T], value: object) -> _T:
+    """A field that PostgreSQL's grammar always fills for this statement, as the type it has there.
+
+    pglast types every field of every node as optional; this says which one the statement carries.
+    """
+    if not isinstance(value, kind):
+        raise TypeError(f"pglast gave {type(value).__name__} where {kind.__name__} was expected")
+    return value
+
+
 def operations_from_sql(sql_text: str) -> list[Operation]:
     """Every operation in `sql_text`; statements that cannot be parsed or classified become `unknown`."""
     try:
@@ -53,7 +67,7 @@ def operations_from_sql(sql_text: str) -> list[Operation]:
     operations: list[Operation] = []
     for raw in statements:
         text = _statement_text(sql_text, raw)
-        operations.extend(_classify(raw.stmt, text))
+        operations.extend(_classify(_as(ast.Node, raw.stmt), text))
     return operations
 
 
@@ -63,11 +77,12 @@ def _statement_text(sql_text: str, raw: ast.RawStmt) -> str:
     return sql_text.encode()[start:end].decode(errors="replace").strip()
 
 
-def _table(range_var: ast.RangeVar) -> TableName:
-    return TableName(range_var.schemaname, range_var.relname)
+def _table(range_var: ast.RangeVar | None) -> TableName:
+    relation = _as(ast.RangeVar, range_var)
+    return TableName(relation.schemaname, _as(str, relation.relname))
 
 
-def _names(nodes: tuple | None) -> tuple[str, ...]:
+def _names(nodes: tuple[Any, ...] | None) -> tuple[str, ...]:
     return tuple(node.sval for node in nodes or ())
 
 
@@ -78,7 +93,7 @@ def _deparse(node: ast.Node) -> str:
 def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
         table = _table(stmt.relation)
-        operations = [op for cmd in stmt.cmds for op in _alter_table_command(table, cmd, text)]
+        operations = [op for cmd in _as(tuple, stmt.cmds) for op in _alter_table_command(table, cmd, text)]
         # ALTER TABLE IF EXISTS does nothing when the table is missing: none of its drops can fail for that.
         return [replace(op, extra={**op.extra, "table_if_exists": True}) for op in operations] if stmt.missing_ok \
             else operations
@@ -98,7 +113,8 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
         return [Operation("add_enum_value", None, None, f"adds value {stmt.newVal} to enum type {name}", text,
                           extra={"name": name})]
     if isinstance(stmt, (ast.CreateDomainStmt, ast.CompositeTypeStmt)):
-        name = _names(stmt.domainname)[-1] if isinstance(stmt, ast.CreateDomainStmt) else stmt.typevar.relname
+        name = _names(stmt.domainname)[-1] if isinstance(stmt, ast.CreateDomainStmt) else \
+            _as(str, _as(ast.RangeVar, stmt.typevar).relname)
         return [Operation("create_type", None, None, f"creates type {name}", text, extra={"name": name})]
     if isinstance(stmt, ast.CreateSchemaStmt):
         return [Operation("create_schema", None, None, f"creates schema {stmt.schemaname} (empty)", text)]
@@ -109,7 +125,7 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.DeleteStmt):
         return [_update_or_delete("delete", stmt, text)]
     if isinstance(stmt, ast.TruncateStmt):
-        together = tuple(_table(rel) for rel in stmt.relations)
+        together = tuple(_table(rel) for rel in _as(tuple, stmt.relations))
         cascade = stmt.behavior == DropBehavior.DROP_CASCADE
         return [
             Operation("truncate", table, None, f"empties table {table}", text, lock=ACCESS_EXCLUSIVE,
@@ -121,7 +137,7 @@ def _classify(stmt: ast.Node, text: str) -> list[Operation]:
     if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
         return [_select(stmt, text)]
     if isinstance(stmt, (ast.CreateSeqStmt, ast.AlterSeqStmt)):
-        name = stmt.sequence.relname
+        name = _as(str, _as(ast.RangeVar, stmt.sequence).relname)
         if isinstance(stmt, ast.CreateSeqStmt):
             return [Operation("create_sequence", None, None, f"creates sequence {name} (no table rows)", text,
                               extra={"name": name})]
@@ -183,8 +199,8 @@ def _transaction_control(stmt: ast.TransactionStmt, text: str) -> Operation:
     if stmt.kind in (TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START):
         return Operation(BEGIN, None, None, "starts a new transaction", text)
     # ROLLBACK, savepoints, two-phase commit: what they undo depends on what ran before; a person must judge.
-    return Operation("unknown", None, None, f"transaction control {stmt.kind.name[11:]}: not understood, review by "
-                     "hand", text)
+    kind = _as(TransactionStmtKind, stmt.kind).name[11:]
+    return Operation("unknown", None, None, f"transaction control {kind}: not understood, review by hand", text)
 
 
 def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) -> list[Operation]:
@@ -196,14 +212,15 @@ def _alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: str) ->
 def _alter_column_type(table: TableName, cmd: ast.AlterTableCmd, text: str) -> list[Operation]:
     """The type change, counted for values that make it fail, and, where it can round or rewrite values
     without failing (a USING expression, a numeric scale, an integer type), for the values it changes."""
-    column = cmd.name
-    type_name = cmd.def_.typeName
+    column = _as(str, cmd.name)
+    column_def = _as(ast.ColumnDef, cmd.def_)
+    type_name = _as(ast.TypeName, column_def.typeName)
     names = _names(type_name.names)
-    modifiers = tuple(m.val.ival for m in type_name.typmods or () if isinstance(m, ast.A_Const)
+    modifiers = tuple(_as(int, m.val.ival) for m in type_name.typmods or () if isinstance(m, ast.A_Const)
                       and isinstance(m.val, ast.Integer))
     name = _SQL_TYPE_NAMES.get(names[-1], names[-1])
     shown = f"{name}({', '.join(map(str, modifiers))})" if modifiers else name
-    using = _deparse(cmd.def_.raw_default) if cmd.def_.raw_default else None
+    using = _deparse(column_def.raw_default) if column_def.raw_default else None
     operations = [Operation(
         "alter_column_type", table, column, f"changes {table}.{column} to {shown}"
         + (f" using {using}" if using else ""), text, lock=ACCESS_EXCLUSIVE, rewrites_table=True,
@@ -224,13 +241,13 @@ def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: s
     column = cmd.name
     if sub == AlterTableType.AT_DropColumn:
         return Operation("drop_column", table, column, f"drops column {table}.{column} and every value in it", text,
-                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (column,)),
+                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("non_null_values", table, (_as(str, column),)),
                          extra={"cascade": cmd.behavior == DropBehavior.DROP_CASCADE, "if_exists": cmd.missing_ok})
     if sub == AlterTableType.AT_AddColumn:
-        return _add_column(table, cmd.def_, text)
+        return _add_column(table, _as(ast.ColumnDef, cmd.def_), text)
     if sub == AlterTableType.AT_SetNotNull:
         return Operation("set_not_null", table, column, f"makes {table}.{column} NOT NULL (scans the table)", text,
-                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("nulls", table, (column,)))
+                         lock=ACCESS_EXCLUSIVE, check=LiveCheck("nulls", table, (_as(str, column),)))
     if sub == AlterTableType.AT_DropNotNull:
         return Operation("drop_not_null", table, column, f"allows NULL in {table}.{column}", text,
                          lock=ACCESS_EXCLUSIVE)
@@ -238,8 +255,9 @@ def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: s
         return Operation("alter_column_default", table, column, f"changes the default of {table}.{column}", text,
                          lock=ACCESS_EXCLUSIVE)
     if sub == AlterTableType.AT_AddConstraint:
-        added = _add_constraint(table, cmd.def_, text)
-        return replace(added, extra={**added.extra, "name": cmd.def_.conname})
+        constraint = _as(ast.Constraint, cmd.def_)
+        added = _add_constraint(table, constraint, text)
+        return replace(added, extra={**added.extra, "name": constraint.conname})
     if sub == AlterTableType.AT_DropConstraint:
         return Operation("drop_constraint", table, None, f"drops constraint {cmd.name} of {table}", text,
                          lock=ACCESS_EXCLUSIVE, extra={"name": cmd.name, "if_exists": cmd.missing_ok})
@@ -257,8 +275,8 @@ def _other_alter_table_command(table: TableName, cmd: ast.AlterTableCmd, text: s
                          f"{table}.{column}", text, lock=ACCESS_EXCLUSIVE)
     if sub == AlterTableType.AT_ChangeOwner:
         return Operation("privileges", table, None, f"changes the owner of {table}", text, lock=ACCESS_EXCLUSIVE)
-    return Operation("unknown", table, column, f"ALTER TABLE {table}: subcommand {sub.name} not understood, "
-                     "review by hand", text, lock=ACCESS_EXCLUSIVE)
+    return Operation("unknown", table, column, f"ALTER TABLE {table}: subcommand {_as(AlterTableType, sub).name} "
+                     "not understood, review by hand", text, lock=ACCESS_EXCLUSIVE)
 
 
 _ROW_SECURITY = {
@@ -278,9 +296,9 @@ def _add_column(table: TableName, column_def: ast.ColumnDef, text: str) -> Opera
     not_null = any(c.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY) for c in constraints)
     has_default = any(c.contype in (ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY,
                                     ConstrType.CONSTR_GENERATED) for c in constraints)
-    type_names = _names(column_def.typeName.names)
+    type_names = _names(_as(ast.TypeName, column_def.typeName).names)
     serial = type_names[-1] in ("serial", "bigserial", "smallserial")
-    name = column_def.colname
+    name = _as(str, column_def.colname)
     detail = f"adds column {table}.{name}: it comes back EMPTY (NULL in every row)"
     check = None
     if not_null and not has_default and not serial:
@@ -290,7 +308,7 @@ def _add_column(table: TableName, column_def: ast.ColumnDef, text: str) -> Opera
 
 
 def _add_constraint(table: TableName, constraint: ast.Constraint, text: str) -> Operation:
-    kind = constraint.contype
+    kind = _as(ConstrType, constraint.contype)
     name = constraint.conname or "(unnamed)"
     if kind in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
         columns = _names(constraint.keys)
@@ -311,7 +329,7 @@ def _add_constraint(table: TableName, constraint: ast.Constraint, text: str) -> 
                          check=LiveCheck("orphans", table, columns, referenced_table=referenced,
                                          referenced_columns=ref_columns))
     if kind == ConstrType.CONSTR_CHECK:
-        expression = _deparse(constraint.raw_expr)
+        expression = _deparse(_as(ast.Node, constraint.raw_expr))
         return Operation("add_check", table, None, f"adds check {name} ({expression}) on {table}", text,
                          lock=ACCESS_EXCLUSIVE, check=LiveCheck("violating", table, predicate=expression))
     return Operation("unknown", table, None, f"adds a {kind.name} constraint on {table}: review by hand", text,
@@ -319,10 +337,10 @@ def _add_constraint(table: TableName, constraint: ast.Constraint, text: str) -> 
 
 
 def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
-    kind = stmt.removeType
+    kind = _as(ObjectType, stmt.removeType)
     noun = kind.name[7:].lower()
     operations = []
-    for obj in stmt.objects:
+    for obj in _as(tuple, stmt.objects):
         parts = _names(obj) if isinstance(obj, tuple) else ()
         if kind == ObjectType.OBJECT_TABLE and parts:
             table = TableName(parts[0] if len(parts) > 1 else None, parts[-1])
@@ -346,11 +364,11 @@ def _drop(stmt: ast.DropStmt, text: str) -> list[Operation]:
     return operations
 
 
-def _object_label(obj: ast.Node | tuple) -> str:
+def _object_label(obj: ast.Node | tuple[Any, ...]) -> str:
     if isinstance(obj, tuple):
         return ".".join(_names(obj))
     if isinstance(obj, ast.String):
-        return obj.sval
+        return _as(str, obj.sval)
     if isinstance(obj, ast.TypeName):
         return ".".join(_names(obj.names))
     if isinstance(obj, ast.ObjectWithArgs):
@@ -360,15 +378,16 @@ def _object_label(obj: ast.Node | tuple) -> str:
 
 def _create_index(stmt: ast.IndexStmt, text: str) -> Operation:
     table = _table(stmt.relation)
-    columns = tuple(p.name or _deparse(p.expr) for p in stmt.indexParams)
+    params = _as(tuple, stmt.indexParams)
+    columns = tuple(p.name or _deparse(p.expr) for p in params)
     lock = SHARE_UPDATE_EXCLUSIVE if stmt.concurrent else SHARE
     not_atomic = (f"{OUTSIDE_TRANSACTION.format('CREATE INDEX CONCURRENTLY')}; a failed build leaves an INVALID "
                   "index behind" if stmt.concurrent else None)
     if stmt.unique:
         where = _deparse(stmt.whereClause) if stmt.whereClause is not None else None
-        expressions = not all(p.name for p in stmt.indexParams)
+        expressions = not all(p.name for p in params)
         check = LiveCheck("duplicates", table, () if expressions else columns, predicate=where,
-                          keys=tuple(_deparse(p.expr) if p.expr else p.name for p in stmt.indexParams)
+                          keys=tuple(_deparse(p.expr) if p.expr else p.name for p in params)
                           if expressions else ())
         partial = f" where {where}" if where else ""
         return Operation("create_unique_index", table, ", ".join(columns),
@@ -391,8 +410,8 @@ def _rename(stmt: ast.RenameStmt, text: str) -> Operation:
         return Operation("rename_column", table, stmt.subname,
                          f"renames column {table}.{stmt.subname} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE,
                          extra={"new_name": stmt.newname})
-    return Operation(f"rename_{stmt.renameType.name[7:].lower()}", None, None,
-                     f"renames {stmt.renameType.name[7:].lower()} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
+    noun = _as(ObjectType, stmt.renameType).name[7:].lower()
+    return Operation(f"rename_{noun}", None, None, f"renames {noun} to {stmt.newname}", text, lock=ACCESS_EXCLUSIVE)
 
 
 # Functions a SELECT calls to move a sequence: the only writes rendered migrations make through a SELECT.
@@ -427,10 +446,10 @@ def _select(stmt: ast.SelectStmt, text: str) -> Operation:
 def _sequence_label(node: ast.Node | None) -> str:
     """'t_id_seq', or 'of t.id' for pg_get_serial_sequence('t', 'id'), as a sequence argument names it."""
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
-        return node.val.sval
+        return _as(str, node.val.sval)
     if isinstance(node, ast.FuncCall) and _names(node.funcname)[-1] == "pg_get_serial_sequence" and all(
             isinstance(a, ast.A_Const) and isinstance(a.val, ast.String) for a in node.args or ()):
-        return "of " + ".".join(a.val.sval for a in node.args)
+        return "of " + ".".join(a.val.sval for a in node.args or ())
     return _deparse(node) if node is not None else "(computed at run time)"
 
 
@@ -462,18 +481,19 @@ def _insert(stmt: ast.InsertStmt, text: str) -> Operation:
     columns = tuple(target.name for target in stmt.cols or ())
     return Operation("insert", table, None, f"inserts {len(values)} row(s) into {table}: fails on a key another row "
                      "already has", text, lock=ROW_EXCLUSIVE,
-                     check=LiveCheck("conflicting_inserts", table, columns, predicate=_deparse(stmt.selectStmt)))
+                     check=LiveCheck("conflicting_inserts", table, columns,
+                                     predicate=_deparse(_as(ast.Node, stmt.selectStmt))))
 
 
 def _update_or_delete(op: str, stmt: ast.UpdateStmt | ast.DeleteStmt, text: str) -> Operation:
     table = _table(stmt.relation)
-    joined = stmt.fromClause if op == "update" else stmt.usingClause
+    joined = stmt.fromClause if isinstance(stmt, ast.UpdateStmt) else stmt.usingClause
     predicate = _deparse(stmt.whereClause) if stmt.whereClause is not None else "true"
     where = f" where {predicate}" if stmt.whereClause is not None else " (every row)"
     verb = "changes" if op == "update" else "deletes"
     countable = not (joined or stmt.withClause or _uses_parameters(stmt.whereClause))
     check = LiveCheck("matching_rows", table, predicate=predicate) if countable else None
-    set_columns = tuple(target.name for target in stmt.targetList or ()) if op == "update" else ()
+    set_columns = tuple(target.name for target in stmt.targetList or ()) if isinstance(stmt, ast.UpdateStmt) else ()
     return Operation(op, table, None, f"{verb} rows of {table}{where}", text, lock=ROW_EXCLUSIVE, check=check,
                      extra={"set_columns": set_columns})
 

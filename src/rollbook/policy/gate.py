@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from rollbook import markdown
@@ -55,7 +55,7 @@ class RollbackRequest:
     deployed_at: datetime | None = None
     accept_data_loss: bool = False
     execute: bool = False
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         # A naive time compared with an aware one is off by the local UTC offset: refuse it.

@@ -26,8 +26,8 @@ from typing import Any
 
 from sqlalchemy import MetaData, create_engine, pool
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject
 from rollbook.project.own_migrations import first_line
 from rollbook.project_config import project_setting
@@ -54,7 +54,7 @@ class BaseSchema:
         try:
             if self.sql_file is not None:
                 with connect(scratch, autocommit=False) as conn, conn.transaction():
-                    conn.execute(_PSQL_COMMAND.sub("", self.sql_file.read_text()))  # type: ignore[call-overload]
+                    conn.execute(_PSQL_COMMAND.sub("", self.sql_file.read_text()))
                 return
             engine = create_engine(scratch.sqlalchemy_url, poolclass=pool.NullPool)
             try:
@@ -106,9 +106,8 @@ def _metadata_of(found: Any) -> MetaData | None:
     """A MetaData itself, or a declarative base's; None for anything else (a function to call, say)."""
     if isinstance(found, MetaData):
         return found
-    if isinstance(found, type) and isinstance(getattr(found, "metadata", None), MetaData):
-        return found.metadata
-    return None
+    metadata = getattr(found, "metadata", None) if isinstance(found, type) else None
+    return metadata if isinstance(metadata, MetaData) else None
 
 
 def create_base_schema(project: MigrationProject, scratch: DatabaseTarget) -> None:

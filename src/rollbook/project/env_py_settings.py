@@ -6,8 +6,9 @@ to `context.configure`, often computed from `__file__` or from `-x` arguments
 (`context.get_x_argument(as_dictionary=True)`). Running env.py would connect to whatever database its
 settings name, so its source is read instead, and only expressions whose value is certain are
 evaluated: string literals, names assigned once, `__file__`, `os.path` and `pathlib.Path` joins,
-f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed. It also says whether env.py expects its caller
-to hand it a connection (`config.attributes["connection"]`), and whether it reads a running Flask app.
+f-strings, lists, and `-x` arguments. Anything else is reported as unreadable, never guessed. It also says
+whether env.py expects its caller to hand it a connection (`config.attributes["connection"]`), and whether
+it reads a running Flask app.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import ast
 import importlib.util
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 VERSION_TABLE_KEYS = ("version_table", "version_table_schema")
-_OS_PATH_FUNCTIONS = {
+_OS_PATH_FUNCTIONS: dict[str, Callable[..., str]] = {
     "join": os.path.join, "dirname": os.path.dirname, "abspath": os.path.abspath,
     "realpath": os.path.realpath, "normpath": os.path.normpath,
 }

@@ -18,10 +18,12 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
+from rollbook.errors import BadInput
 from rollbook.pg.database import DatabaseTarget
 from rollbook.project.env_py_settings import VERSION_TABLE_KEYS, EnvPyReader, MissingXArgument
 from rollbook.errors import BadInput
 from rollbook.project_config import find_settings, project_setting
+from rollbook.project_config import find_settings
 
 DEFAULT_CONFIG = "alembic.ini"
 
@@ -145,7 +147,7 @@ def load_project(config_path: str | os.PathLike[str] | None = None, x_args: Sequ
         # The revision map imports every migration file: do it now so a broken file is reported here. Files
         # that read `alembic.context` at import time (its config, -x arguments) find it, as under `alembic`.
         with EnvironmentContext(config, scripts, as_sql=True):
-            scripts.revision_map.heads
+            scripts.revision_map.heads  # noqa: B018 (the property loads every file)
     except CommandError as exc:
         raise BadInput(f"The Alembic project at {path} cannot be read: {exc}. Fix alembic.ini and retry.") from None
     except Exception as exc:

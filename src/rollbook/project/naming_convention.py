@@ -194,8 +194,9 @@ def _convention_of(found: Any) -> Mapping[str, Any] | None:
     """The convention of a MetaData, a declarative base (its .metadata), or a convention dict itself."""
     if isinstance(found, MetaData):
         return found.naming_convention
-    if isinstance(getattr(found, "metadata", None), MetaData):
-        return found.metadata.naming_convention
+    metadata = getattr(found, "metadata", None)
+    if isinstance(metadata, MetaData):
+        return metadata.naming_convention
     if isinstance(found, Mapping):
         return found
     if isinstance(found, (list, tuple)):

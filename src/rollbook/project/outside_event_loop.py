@@ -78,14 +78,15 @@ def run_outside_event_loop(work: Callable[[], Result], *, cancel: Callable[[], N
     A KeyboardInterrupt while waiting calls `cancel` (repeatedly, until the worker ends), waits for
     the worker, then is raised again: the step's transaction is rolled back before the caller goes on.
     """
-    outcome: dict[str, Any] = {}
+    results: list[Result] = []
+    errors: list[BaseException] = []
     finished = threading.Event()
 
     def worker() -> None:
         try:
-            outcome["result"] = anyio.run(anyio.to_thread.run_sync, work)
+            results.append(anyio.run(anyio.to_thread.run_sync, work))
         except BaseException as exc:  # handed over to the caller's thread as is
-            outcome["error"] = exc
+            errors.append(exc)
         finally:
             finished.set()
 
@@ -103,6 +104,6 @@ def run_outside_event_loop(work: Callable[[], Result], *, cancel: Callable[[], N
             cancel()
     if interrupt is not None:
         raise interrupt
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    if errors:
+        raise errors[0]
+    return results[0]

@@ -19,8 +19,8 @@ from sqlalchemy import Connection, create_engine, event, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import RollbookError
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject, alembic_config_for
 from rollbook.project.naming_convention import read_naming_convention
 from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
@@ -90,7 +90,10 @@ def run_own_migrations(
                 env.configure(connection=connection, version_table=project.version_table,
                               version_table_schema=project.version_table_schema,
                               transaction_per_migration=not one_transaction,
-                              on_version_apply=[record], target_metadata=target_metadata)
+                              # Alembic calls each callback with keywords (ctx=, step=, heads=, run_args=); its
+                              # annotation (OnVersionApplyFn) says four positional arguments.
+                              on_version_apply=[record],  # type: ignore[arg-type]
+                              target_metadata=target_metadata)
                 with env.begin_transaction():
                     env.run_migrations()
 

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, DatabaseUnreachable
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 
 

@@ -44,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,9 +52,10 @@ from urllib.parse import urlsplit
 from pydantic_core import to_jsonable_python
 
 from rollbook.errors import BadInput, RollbookError
-from rollbook.outcomes import Outcome
 from rollbook.file_digest import file_sha256
 from rollbook.records.model import InvalidRecord, RunRecord, read_record
+from rollbook.file_publishing import fsync_directory, publish_new, write_all, write_durably
+from rollbook.outcomes import Outcome
 from rollbook.records.signing import RecordSigning, SignatureCheck, SigningUnavailable
 from rollbook.redaction.redact import find_secrets, redact_value
 
@@ -222,9 +223,9 @@ class Archive:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             temporary = folder / f"{_TEMP_PREFIX}{token_source.token_hex(8)}"
-            _write_durably(temporary, _summary_bytes(redact_value(record.to_json(), secrets)))
+            write_durably(temporary, _summary_bytes(redact_value(record.to_json(), secrets)))
             os.replace(temporary, target)
-            _fsync_directory(folder)
+            fsync_directory(folder)
         except OSError as error:
             raise ArchiveUnavailable(
                 f"The progress of run {run_id} could not be saved in {folder} ({_reason(error)}). The run stops "
@@ -302,7 +303,7 @@ class Archive:
                 last = max(entries, key=lambda e: e["seq"], default=None)
                 entry: dict[str, Any] = {
                     "seq": (last["seq"] + 1) if last else 1, "file": name, "kind": kind, "run_id": run_id,
-                    "sha256": digest, "filed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                    "sha256": digest, "filed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
                     "prev": last["entry_hash"] if last else GENESIS, **about,
                 }
                 entry["entry_hash"] = entry_hash(entry)
@@ -341,13 +342,13 @@ class Archive:
     def _write_new_record(self, name: str, data: bytes) -> str:
         """Write `data` under `name`, or name-2, name-3, ... if taken; never replaces an existing file."""
         temporary = self.root / f"{_TEMP_PREFIX}{token_source.token_hex(8)}.part"
-        _write_durably(temporary, data)
+        write_durably(temporary, data)
         stem, suffix = os.path.splitext(name)
         try:
             for attempt in range(1, 10_000):
                 candidate = name if attempt == 1 else f"{stem}-{attempt}{suffix}"
-                if _publish(temporary, self.root / candidate):
-                    _fsync_directory(self.root)
+                if publish_new(temporary, self.root / candidate):
+                    fsync_directory(self.root)
                     return candidate
             raise OSError(errno.EEXIST, "no free record name", name)
         finally:
@@ -369,9 +370,9 @@ class Archive:
         folder = self.root / SIGNATURES
         folder.mkdir(exist_ok=True)
         temporary = folder / f"{_TEMP_PREFIX}{token_source.token_hex(8)}"
-        _write_durably(temporary, signature)
+        write_durably(temporary, signature)
         os.replace(temporary, folder / f"{seq}.sig")
-        _fsync_directory(folder)
+        fsync_directory(folder)
 
     def _append(self, line: bytes) -> None:
         existing = self.manifest_path.exists()
@@ -384,11 +385,11 @@ class Archive:
                     if manifest.read(1) != b"\n":
                         # A torn last line (a crash mid-append) stays as it is, for verify to report.
                         line = b"\n" + line
-            _write_all(fd, line)
+            write_all(fd, line)
         finally:
             os.close(fd)
         if not existing:
-            _fsync_directory(self.root)
+            fsync_directory(self.root)
 
     def _drop_progress(self, run_id: str) -> None:
         (self.root / IN_PROGRESS / f"{_safe(run_id, 80)}.json").unlink(missing_ok=True)
@@ -676,7 +677,7 @@ def _place_head(wanted: str, entries: list[tuple[int, dict[str, Any]]], newest: 
 
 def record_name(record: RunRecord) -> str:
     """A record's file name without extension: time_database_runbook_outcome_runid-tail, in [A-Za-z0-9._-]."""
-    started = _utc(record.started_at) if record.started_at else datetime.now(timezone.utc)
+    started = _utc(record.started_at) if record.started_at else datetime.now(UTC)
     parts = (
         f"{started:%Y%m%dT%H%M%SZ}",
         _safe(database_name(record), 63) or "unknown",
@@ -739,9 +740,11 @@ def _check_entries(entries: list[tuple[int, dict[str, Any]]], problems: list[str
         if len(group) != 1 or (seq > 1 and (before is None or len(before) != 1)):
             continue  # already reported as missing or duplicated
         entry = group[0][1]
-        expected = GENESIS if seq == 1 else before[0][1]["entry_hash"]
+        # `before` is None only for entry #1 (any other without one was skipped above).
+        expected = GENESIS if seq == 1 or before is None else before[0][1]["entry_hash"]
         if entry["prev"] != expected:
-            previous = "the start of the chain" if seq == 1 else f"entry #{seq - 1} ({before[0][1]['file']})"
+            previous = "the start of the chain" if seq == 1 or before is None else \
+                f"entry #{seq - 1} ({before[0][1]['file']})"
             problems.append(f"entry #{seq} ({entry['file']}) does not chain to {previous}: one of them was edited "
                             "or replaced.")
 
@@ -833,11 +836,11 @@ def _parse_time(value: Any) -> datetime | None:
 
 def _utc(moment: datetime) -> datetime:
     # A naive time in a record was written as UTC (rollbook records nothing else).
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _time_order(record: ArchivedRecord) -> tuple[datetime, float, str]:
-    started = _parse_time(record.started_at) or datetime.max.replace(tzinfo=timezone.utc)
+    started = _parse_time(record.started_at) or datetime.max.replace(tzinfo=UTC)
     return started, float("inf") if record.seq is None else record.seq, record.file
 
 
@@ -848,62 +851,18 @@ def _short_time(value: str | None) -> str:
 
 def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
     """Consecutive stretches of sorted numbers, as (first, last)."""
-    start = previous = None
+    stretch: tuple[int, int] | None = None
     for number in numbers:
-        if start is None:
-            start = previous = number
-        elif number == previous + 1:
-            previous = number
-        else:
-            yield start, previous
-            start = previous = number
-    if start is not None:
-        yield start, previous
+        if stretch is not None and number == stretch[1] + 1:
+            stretch = (stretch[0], number)
+            continue
+        if stretch is not None:
+            yield stretch
+        stretch = (number, number)
+    if stretch is not None:
+        yield stretch
 
 
 def _reason(error: OSError) -> str:
     reason = error.strerror or type(error).__name__
     return f"{reason}: {error.filename}" if error.filename else reason
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte (os.write may write fewer) and fsync."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _publish(temporary: Path, target: Path) -> bool:
-    """Give the written temporary file its final name unless that name is taken; False if it is."""
-    try:
-        os.link(temporary, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as error:
-        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-    # A file system without hard links: reserve the name exclusively, then move the content over it.
-    try:
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except FileExistsError:
-        return False
-    os.replace(temporary, target)
-    return True
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

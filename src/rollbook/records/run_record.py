@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -22,6 +22,7 @@ from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.errors import RunInterrupted
 from rollbook.outcomes import Outcome
+from rollbook.records.archive import RECORD_MIME, Archive
 from rollbook.redaction.redact import collect_secrets, redact_value
 
 RUN_ID_VARIABLE = "ROLLBOOK_RUN_ID"
@@ -32,14 +33,14 @@ STOP_FILE_VARIABLE = "ROLLBOOK_STOP_FILE"
 
 def new_run_id(now: datetime | None = None) -> str:
     """A run id that sorts by start time: 20261124T123456Z-3f9a1c."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def stop_requested() -> bool:
     """Whether the operator asked this run to stop (see STOP_FILE_VARIABLE)."""
     stop_file = os.environ.get(STOP_FILE_VARIABLE)
-    return bool(stop_file) and os.path.exists(stop_file)
+    return bool(stop_file and os.path.exists(stop_file))
 
 
 def outcome_of_error(error: BaseException) -> Outcome:
@@ -56,7 +57,7 @@ class RunRecorder:
         self.archive = archive
         # Passwords and tokens of this process's environment: never written into a record.
         self.secrets = collect_secrets(os.environ, {})
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         self.record = RunRecord(run_id=run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id(started),
                                 runbook=runbook, started_at=started)
 
@@ -113,7 +114,7 @@ class RunRecorder:
     def finish(self, outcome: Outcome, *, message: str | None = None, failed_step: str | None = None) -> RunRecord:
         """Close the record with its outcome and file it in the archive's manifest."""
         self.update(outcome=outcome, message=message, failed_step=failed_step,
-                    finished_at=datetime.now(timezone.utc))
+                    finished_at=datetime.now(UTC))
         self.archive.file_summary(self.record.to_json(), secrets=self.secrets)
         return self.record
 

@@ -16,6 +16,7 @@ import nbformat
 from rollbook.records.archive import RECORD_MIME
 from rollbook.records.model import RunRecord, read_record
 from rollbook.outcomes import ExitCode, Outcome
+from rollbook.outcomes import ExitCode, Outcome, outcome_of
 from rollbook.records.run_record import RecordView
 
 RECORD_TAG = "rollbook-record"
@@ -121,7 +122,7 @@ def _verdict(
 
 def _record_cell(record: RunRecord) -> nbformat.NotebookNode:
     bundle = RecordView(record)._repr_mimebundle_()
-    cell = nbformat.v4.new_code_cell(
+    cell: nbformat.NotebookNode = nbformat.v4.new_code_cell(
         source="# The record of this run, added by rollbook when it was filed in the archive.",
         metadata={"tags": [RECORD_TAG], "rollbook": {"status": "record"}},
         outputs=[nbformat.v4.new_output("display_data", data=bundle)],

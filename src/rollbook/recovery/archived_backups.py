@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from rollbook import markdown
+from rollbook.errors import BadInput
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.identity import DatabaseIdentity
+from rollbook.planning.downgrade_path import ancestors
+from rollbook.planning.plan import DowngradePlan
+from rollbook.project.migrations import MigrationProject
 from rollbook.records.archive import Archive
 from rollbook.records.model import BackupFacts, ClientTool, RecordedIdentity, RunRecord, TableRows
 from rollbook.recovery.backup import Backup, BackupVerification, take_backup, verify_backup
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.downgrade_path import ancestors
-from rollbook.errors import BadInput
-from rollbook.pg.identity import DatabaseIdentity
-from rollbook.project.migrations import MigrationProject
-from rollbook.planning.plan import DowngradePlan
 
 # pg_current_snapshot() is PostgreSQL 13+; txid_current_snapshot() is its older spelling.
 _HORIZON_SQL = {True: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text",

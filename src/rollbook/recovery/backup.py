@@ -17,12 +17,13 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput, RollbookError
 from rollbook.file_digest import file_sha256
-from rollbook.pg.identity import DatabaseIdentity, read_identity
+from rollbook.file_publishing import fsync_directory, publish_new
 from rollbook.parent_death import end_with_parent
 from rollbook.pg.client_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.pg.scratch import ScratchUnavailable, scratch_database
 
 VERIFY_METHODS = ("list", "restore")
@@ -419,29 +420,14 @@ def _publish(partial: Path, final: Path) -> Path:
     """Give the finished archive its final name without ever replacing an existing file."""
     candidate = final
     for attempt in range(2, 1000):
-        try:
-            os.link(partial, candidate)  # fails if the name exists, unlike rename
+        if publish_new(partial, candidate):
             break
-        except FileExistsError:
-            candidate = final.with_name(f"{final.name.removesuffix(BACKUP_SUFFIX)}_{attempt}{BACKUP_SUFFIX}")
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            # No hard links on this filesystem: a checked rename is the next best thing.
-            if candidate.exists():
-                candidate = final.with_name(f"{final.name.removesuffix(BACKUP_SUFFIX)}_{attempt}{BACKUP_SUFFIX}")
-                continue
-            os.rename(partial, candidate)
-            break
+        candidate = final.with_name(f"{final.name.removesuffix(BACKUP_SUFFIX)}_{attempt}{BACKUP_SUFFIX}")
     else:
         raise OSError(errno.EEXIST, f"no free file name for {final.name}")
     try:
         partial.unlink(missing_ok=True)
-        directory = os.open(partial.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(partial.parent)
     except BaseException:
         candidate.unlink(missing_ok=True)
         raise

@@ -41,12 +41,14 @@ from rollbook.project.base_schema import create_base_schema
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
 from rollbook.errors import BadInput, RollbookError
-from rollbook.project.migrations import MigrationProject, RevisionInfo
-from rollbook.planning.operations import ROW_CHANGES, Risk
-from rollbook.project.own_migrations import MigrationFailed, run_own_migrations
-from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
 from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
+from rollbook.planning.operations import ROW_CHANGES, Risk
+from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.project.base_schema import create_base_schema
+from rollbook.project.migrations import MigrationProject, RevisionInfo
+from rollbook.project.own_migrations import MigrationFailed, run_own_migrations
 from rollbook.project.status import read_current_revisions
 from rollbook.planning.operations import ROW_CHANGES, Operation, Risk
 
@@ -643,7 +645,8 @@ def _point_at_parent(conn: psycopg.Connection[Any], table: tuple[str, str], key:
         with conn.transaction():
             conn.execute(statement)
     except psycopg.Error as exc:
-        return f"its reference to {_display(*names[parent])} stayed NULL: {exc.diag.message_primary or type(exc).__name__}"
+        why = exc.diag.message_primary or type(exc).__name__
+        return f"its reference to {_display(*names[parent])} stayed NULL: {why}"
     return ""
 
 
@@ -662,8 +665,8 @@ def _seed_table(conn: psycopg.Connection[Any], schema: str, name: str, columns: 
             sql.Literal(count))).fetchall()
         if not found:
             waiting.append((parent, own, other))
-        for position, column in enumerate(own):
-            referenced[column] = [row[position] for row in found]
+        for position, own_column in enumerate(own):
+            referenced[own_column] = [row[position] for row in found]
     inserted, problem = 0, ""
     for k in range(1, count + 1):
         # A made-up key may already be taken by a row the migrations themselves insert (Airflow's default_pool
@@ -888,7 +891,9 @@ def table_data(conn: psycopg.Connection[Any], project: MigrationProject) -> dict
             "AND NOT attisdropped ORDER BY attnum", [oid]).fetchall()
         columns = [row[0] for row in described]
         table = sql.Identifier(schema, name)
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        assert counted is not None  # count(*) always returns one row
+        count = counted[0]
         rows: list[tuple[str | None, ...]] = []
         if count <= MAX_ROWS_COMPARED and columns:
             # A numeric's text carries its scale (5.0000 in numeric(12,4), 5.00 in numeric(10,2)): compared
@@ -909,7 +914,7 @@ def check_predictions(step: PlanStep, before: dict[tuple[str, str], TableData],
     """Were rows lost exactly where the plan said, and kept everywhere else?"""
     dropped_tables: dict[tuple[str, str], int | None] = {}
     dropped_columns: dict[tuple[tuple[str, str], str], int | None] = {}
-    rewritten: dict[tuple[str, str], int | None] = {}
+    rewritten: dict[tuple[str, str], int] = {}
     unsure: set[tuple[str, str]] = set()
     # Renames keep their rows: a table or column is followed to its new name, not counted as lost.
     renamed_tables: dict[tuple[str, str], tuple[str, str]] = {}

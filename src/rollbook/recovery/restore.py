@@ -20,29 +20,29 @@ import json
 import subprocess
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.recovery.archived_backups import ArchivedBackup
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.advisory_lock import rollback_lock
-from rollbook.planning.downgrade_path import DowngradePath
 from rollbook.errors import BadInput, RollbookError
-from rollbook.outcomes import Outcome
+from rollbook.execution.verification import VerificationCheck
 from rollbook.file_digest import file_sha256
-from rollbook.pg.identity import DatabaseIdentity, read_identity
-from rollbook.project.migrations import MigrationProject
+from rollbook.outcomes import Outcome
 from rollbook.parent_death import end_with_parent
+from rollbook.pg.advisory_lock import rollback_lock
 from rollbook.pg.client_tools import PgTool, find_pg_tool, libpq_environment, stderr_tail
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.identity import DatabaseIdentity, read_identity
+from rollbook.planning.downgrade_path import DowngradePath
 from rollbook.planning.plan import DowngradePlan, judge
 from rollbook.policy.gate import SHORT_HASH, PolicyDecision, RollbackRequest, RuleResult, evaluate_policy
 from rollbook.policy.rules import PolicyRules
-from rollbook.execution.verification import VerificationCheck
+from rollbook.project.migrations import MigrationProject
 from rollbook.project.status import read_current_revisions
+from rollbook.recovery.archived_backups import ArchivedBackup
 
 RESTORE_INTO = ("new", "database")
 # age() compares 32-bit transaction ids: a horizon further back than this may have wrapped around.
@@ -251,8 +251,8 @@ def writes_since_backup(
     table is left out (the revision is compared on its own).
     """
     if backup.table_rows is None:
-        return WritesSinceBackup("unknown", f"The record of run {backup.run_id} holds no row counts, so rollbook cannot "
-                                 "tell what changed since the backup.", (), backup.write_horizon)
+        return WritesSinceBackup("unknown", f"The record of run {backup.run_id} holds no row counts, so rollbook "
+                                 "cannot tell what changed since the backup.", (), backup.write_horizon)
     recorded = dict(backup.table_rows)
     with connect(target) as conn, conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
@@ -300,10 +300,12 @@ def _scan(conn: psycopg.Connection[Any], schema: str, name: str, horizon: int | 
     table = sql.Identifier(schema, name)
     if horizon is None:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        assert row is not None  # an aggregate returns one row
         return int(row[0]), None
     # age() measures from the same reference for both: a row is newer than the horizon iff its age is smaller.
     row = conn.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE age(xmin) <= age(%s::text::xid)) FROM {}")
                        .format(table), [str(horizon)]).fetchone()
+    assert row is not None  # an aggregate returns one row
     return int(row[0]), int(row[1])
 
 
@@ -396,6 +398,7 @@ def plan_restore(
         needed = max(identity.major_version, backup.pg_dump_major or 0, backup.server_major or 0)
         pg_restore = find_pg_tool("pg_restore", needed)
         created = _created_since(conn, pg_restore, backup) if into == "database" else ()
+    arguments: tuple[str, ...]
     if into == "database":
         arguments = ("--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
                      f"--dbname={_dbname(destination)}", str(backup.path))
@@ -435,7 +438,7 @@ def _dbname(name: str) -> str:
 
 
 def _new_name(database: str) -> str:
-    suffix = f"_restored_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    suffix = f"_restored_{datetime.now(UTC):%Y%m%dT%H%M%S}"
     # PostgreSQL cuts names at 63 bytes: shorten the original part, keep the suffix.
     return database.encode()[:63 - len(suffix)].decode(errors="ignore") + suffix
 
@@ -726,7 +729,8 @@ def verify_restore(restored: DatabaseTarget, backup: ArchivedBackup, project: Mi
         f"the database is at {_revisions(revisions or ()) if revisions is not None else '(no version table)'}; "
         f"the backup was taken at {backup.revision_label}")
     if backup.table_rows is None:
-        rows = VerificationCheck("row counts", "not_checked", f"run {backup.run_id} recorded no row counts with the backup")
+        rows = VerificationCheck("row counts", "not_checked",
+                                 f"run {backup.run_id} recorded no row counts with the backup")
         return RestoreVerification(restored.redacted, (revision, rows))
     recorded = dict(backup.table_rows)
     compared = tuple((t, recorded.get(t), counts.get(t)) for t in sorted(set(recorded) | set(counts)))

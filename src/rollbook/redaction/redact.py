@@ -24,7 +24,7 @@ SECRET_NAME_PARTS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY
 _NOT_SECRETS = frozenset({"true", "false", "yes", "no", "none", "null", "on", "off"})
 
 
-def collect_secrets(environ: Mapping[str, str], parameters: Mapping[str, Any]) -> frozenset[str]:
+def collect_secrets(environ: Mapping[str, object], parameters: Mapping[str, Any]) -> frozenset[str]:
     """Every secret a run could leak: connection-string secrets, PGPASSWORD, secret-named variables and parameters.
 
     Each is returned with its percent-decoded and percent-encoded forms. Values shorter than
@@ -37,10 +37,10 @@ def collect_secrets(environ: Mapping[str, str], parameters: Mapping[str, Any]) -
         found.update(secrets_in_text(value))
         if name.upper() == "PGPASSWORD" or _secret_name(name):
             found.add(value)
-    for name, value in _walk_items(parameters):
+    for parameter, value in _walk_items(parameters):
         if isinstance(value, str):
             found.update(secrets_in_text(value))
-            if name is not None and _secret_name(name):
+            if parameter is not None and _secret_name(parameter):
                 found.add(value)
     return with_encodings(found)
 
@@ -67,13 +67,14 @@ def redact_notebook(notebook: Mapping[str, Any], secrets: frozenset[str]) -> dic
     notebook metadata (papermill's parameters included) are all plain strings in a JSON tree, so the
     whole tree is walked rather than the places a secret is known to land today.
     """
-    redacted = _redact(notebook, _variants_longest_first(secrets))
+    redacted: dict[str, Any] = _redact(notebook, _variants_longest_first(secrets))
     if type(notebook) is not dict:
         # Keep nbformat's NotebookNode (attribute access) when that is what was given.
         try:
             import nbformat
 
-            return nbformat.from_dict(redacted)
+            node: dict[str, Any] = nbformat.from_dict(redacted)
+            return node
         except ImportError:  # pragma: no cover - nbformat is a dependency
             return redacted
     return redacted

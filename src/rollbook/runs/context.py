@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rollbook import markdown
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.advisory_lock import rollback_lock_holder
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import DatabaseIdentity, read_identity
-from rollbook.project.migrations import MigrationProject, load_project
 from rollbook.policy.rules import PolicyRules, load_policy
+from rollbook.project.migrations import MigrationProject, load_project
 from rollbook.records.run_record import RunRecorder
 from rollbook.runs.parameters import RunbookParameters, RunRequest
 
@@ -39,7 +39,8 @@ class RunContext:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "runbook": self.runbook, "run_id": self.run_id, "operator": self.operator, "operator_from": self.operator_from,
+            "runbook": self.runbook, "run_id": self.run_id, "operator": self.operator,
+            "operator_from": self.operator_from,
             "host": self.host, "started_at": self.started_at.isoformat(), "environment": self.environment,
             "ticket": self.ticket, "database": self.database, "identity": self.identity.to_dict(),
             "alembic_config": self.alembic_config, "mode": self.mode, "execute": self.execute,
@@ -119,7 +120,7 @@ def describe_run(
         other_run = rollback_lock_holder(conn)
     return RunContext(
         runbook=runbook, run_id=run_id, operator=request.operator, operator_from=request.operator_from,
-        host=socket.gethostname(), started_at=datetime.now(timezone.utc), environment=request.environment,
+        host=socket.gethostname(), started_at=datetime.now(UTC), environment=request.environment,
         ticket=request.ticket, database=target.redacted, identity=identity, alembic_config=str(project.config_path),
         execute=request.execute, mode=mode, parameters=parameters, other_run=other_run,
     )

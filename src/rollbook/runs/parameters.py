@@ -20,10 +20,10 @@ from typing import Any, ClassVar, Self
 from pydantic_core import to_jsonable_python
 
 
-from rollbook.redaction.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.errors import BadInput
-from rollbook.project.migrations import parse_x_args
 from rollbook.policy.gate import parse_deployed_at
+from rollbook.project.migrations import parse_x_args
+from rollbook.redaction.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.redaction.redact import SECRET_NAME_PARTS
 
 VERIFY_METHODS = ("list", "restore")

@@ -13,9 +13,18 @@ from typing import Any, ClassVar
 
 from rollbook import markdown
 from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 from rollbook.errors import BadInput
 from rollbook.outcomes import Outcome
+from rollbook.pg.database import DatabaseTarget
 from rollbook.policy.gate import RollbackRequest
+from rollbook.policy.rules import PolicyRules
+from rollbook.project.migrations import MigrationProject
+from rollbook.project.status import MigrationStatus, read_status
+from rollbook.records.run_record import RunRecorder
+from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
 from rollbook.recovery.restore import (
     BackupCheck,
     RestoreDecision,
@@ -33,6 +42,8 @@ from rollbook.recovery.restore import (
 from rollbook.runs.parameters import RestoreParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 from rollbook.project.status import MigrationStatus, read_status
+from rollbook.runs.context import RunContext, open_run
+from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,8 @@ class RestoreRun(Runbook[RestoreParameters]):
         if plan.into == "database" and (self.decision is None or not self.decision.allowed
                                         or self.safety_backup is None):
             raise RunbookStopped("A restore over the database runs only after the policy gate allowed it and the "
-                                 "safety backup was verified: run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
+                                 "safety backup was verified: run the notebook's cells in order.",
+                                 outcome=Outcome.BAD_INPUT,
                                  step="restore")
         self.execution = restore_backup(self.target, plan, self.project, writes=self.writes,
                                         accept_writes_since_backup=self.parameters.accept_writes_since_backup,
@@ -188,8 +200,8 @@ class RestoreRun(Runbook[RestoreParameters]):
         """How the restore ended: restored and verified, or a dry run."""
         plan, source = self._plan(), self._source()
         if self.execution is None:
-            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: restoring {source.path} {_where(plan)} was planned; "
-                                            "nothing was changed.")
+            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: restoring {source.path} {_where(plan)} was "
+                                            "planned; nothing was changed.")
         else:
             outcome, headline = Outcome.SUCCEEDED, (f"Restored {source.path} (revision {source.revision_label}) "
                                               f"{_where(plan)} and verified.")

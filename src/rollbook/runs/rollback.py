@@ -8,6 +8,10 @@ show, so the executed notebook ends at the step that stopped it and says why and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import wraps
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,10 +19,9 @@ from rollbook import markdown
 from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
 from rollbook.recovery.backup import Backup
 from rollbook.pg.database import connect
+from rollbook.errors import RollbookError
 from rollbook.execution.diagnosis import Diagnosis, diagnose_failure
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
-from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
-from rollbook.errors import RollbookError
 from rollbook.execution.expected_schema import check_schema_matches
 from rollbook.execution.health import check_health
 from rollbook.execution.verification import (
@@ -30,13 +33,23 @@ from rollbook.execution.verification import (
 )
 from rollbook.project.migrations import RevisionInfo
 from rollbook.outcomes import Outcome
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.table_counts import TableRowCounts, compare_counts, count_table_rows
+from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, evaluate_policy
 from rollbook.runs.parameters import RollbackParameters
 from rollbook.runs.plan import plan_facts
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
+from rollbook.policy.rules import PolicyRules
+from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
-from rollbook.pg.table_counts import TableRowCounts, compare_counts, count_table_rows
+from rollbook.records.archive import RECORD_MIME
+from rollbook.records.run_record import RunRecorder
+from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
+from rollbook.recovery.backup import Backup
+from rollbook.runs.context import RunContext, open_run
+from rollbook.runs.parameters import RollbackParameters
 
 
 @dataclass(frozen=True)
@@ -299,15 +312,16 @@ class RollbackRun(Runbook[RollbackParameters]):
             headline = f"Nothing to do: the database is already at {plan.path.target_label}."
         elif not self.parameters.execute:
             # In a dry run the backup rule stays pending: no rule failed, but the gate has not allowed anything.
-            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: a rollback to {plan.path.target_label} was planned "
-                                            "and no rule of the policy gate failed (the backup rule is checked "
+            outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: a rollback to {plan.path.target_label} was "
+                                            "planned and no rule of the policy gate failed (the backup rule is checked "
                                             "only when a run executes); nothing was changed.")
         elif self.verification is not None and not self.verification.passed:
             outcome, headline = Outcome.SUCCEEDED_UNVERIFIED, (
                 f"Rolled back {plan.path.start} -> {plan.path.target_label}, not fully verified: "
                 f"{self.verification.unverified_text()}.")
         else:
-            outcome, headline = Outcome.SUCCEEDED, f"Rolled back {plan.path.start} -> {plan.path.target_label} and verified."
+            outcome, headline = Outcome.SUCCEEDED, (
+                f"Rolled back {plan.path.start} -> {plan.path.target_label} and verified.")
         backup = self.backup_report.backup if self.backup_report else None
         shown = {
             "database": self.context.database,

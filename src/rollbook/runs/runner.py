@@ -2,7 +2,8 @@
 
 The password never becomes a parameter: a database URL given with one is split, the URL goes to the
 notebook and the password to the kernel's environment (PGPASSWORD; an sslpassword takes the whole
-URL into DATABASE_URL), where libpq, pg_dump and the project's env.py find it. Whatever papermill or the kernel leave behind, the record filed in the
+URL into DATABASE_URL), where libpq, pg_dump and the project's env.py find it. Whatever papermill or the kernel
+leave behind, the record filed in the
 archive carries the truthful verdict and no secret.
 """
 
@@ -26,20 +27,22 @@ from typing import Any
 import nbformat
 import papermill
 from papermill.iorw import load_notebook_node, write_ipynb
-from rollbook.records.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRecord, RecordNotFiled
-from rollbook.redaction.connection_secrets import split_connection_string
-from rollbook.pg.database import DatabaseTarget, connect
+
 from rollbook.errors import BadInput, RollbookError
-from rollbook.project.migrations import load_project, parse_x_args
-from rollbook.runs.papermill_process import STOP_SIGNALS
-from rollbook.parent_death import end_with_parent
-from rollbook.redaction.redact import collect_secrets, redact_notebook
-from rollbook.runs.parameters import x_arguments_with_secrets
 from rollbook.outcomes import ExitCode, Outcome
-from rollbook.records.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
+from rollbook.parent_death import end_with_parent
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.project.migrations import load_project, parse_x_args
 from rollbook.project.status import read_current_revisions
 from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.records.run_verdict import RunVerdict, reconcile, recorded_record
+from rollbook.records.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRecord, RecordNotFiled
+from rollbook.records.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
+from rollbook.records.run_verdict import RunVerdict, reconcile, recorded_summary
+from rollbook.redaction.connection_secrets import split_connection_string
+from rollbook.redaction.redact import collect_secrets, redact_notebook
+from rollbook.runs.papermill_process import STOP_SIGNALS
+from rollbook.runs.parameters import x_arguments_with_secrets
 
 BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
 KILL_GRACE_SECONDS = 5
@@ -65,7 +68,8 @@ class RunbookResult:
         """The verdict, why (for a run that did not succeed), and where the record is."""
         lines = [self.verdict.text]
         message = self.summary.message
-        if self.verdict.outcome not in (Outcome.SUCCEEDED, Outcome.DRY_RUN) and message and message != self.verdict.text:
+        succeeded = self.verdict.outcome in (Outcome.SUCCEEDED, Outcome.DRY_RUN)
+        if not succeeded and message and message != self.verdict.text:
             lines.append(str(message))
         after = self.summary.revision_after
         if self.verdict.exit_code and after is not None:

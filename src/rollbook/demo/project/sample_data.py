@@ -47,7 +47,8 @@ def load_before_backfill(conn: psycopg.Connection) -> None:
     for n in range(1, PREFERENCES + 1):
         conn.execute("UPDATE users SET preferences = %s WHERE id = %s", [json.dumps({"theme": "dark"}), n])
     for n in range(1, LONG_EMAILS + 1):
-        conn.execute("UPDATE users SET email = %s WHERE id = %s", [f"{'long.address.' * 8}{n}@example.com", USERS - n + 1])
+        conn.execute("UPDATE users SET email = %s WHERE id = %s",
+                     [f"{'long.address.' * 8}{n}@example.com", USERS - n + 1])
     for n in range(1, USER_PREFERENCE_ROWS + 1):
         conn.execute(
             "INSERT INTO user_preferences (user_id, key, value) VALUES (%s, %s, %s)", [n, "language", "en"]
