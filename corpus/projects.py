@@ -402,9 +402,11 @@ PROJECTS: tuple[CorpusProject, ...] = (
                  "        if trial.should_prune(): raise optuna.TrialPruned()\n"
                  "    return (x - 2) ** 2 + n\n"
                  "for name in ('tune-a', 'tune-b'):\n"
-                 "    study = optuna.create_study(storage=storage, study_name=name, pruner=optuna.pruners.MedianPruner())\n"
+                 "    study = optuna.create_study(storage=storage, study_name=name, "
+                 "pruner=optuna.pruners.MedianPruner())\n"
                  "    study.set_user_attr('owner', 'corpus'); study.optimize(objective, n_trials=30)\n"
-                 "multi = optuna.create_study(storage=storage, study_name='pareto', directions=['minimize', 'maximize'])\n"
+                 "multi = optuna.create_study(storage=storage, study_name='pareto', "
+                 "directions=['minimize', 'maximize'])\n"
                  "multi.optimize(lambda t: (t.suggest_float('a', 0, 1), t.suggest_float('b', 0, 1)), n_trials=20)\n"),
         driver="postgresql+psycopg2",
         user_notes=("a copy of the packaged alembic.ini (optuna/storages/_rdb) with an absolute script_location (it "
@@ -444,8 +446,9 @@ PROJECTS: tuple[CorpusProject, ...] = (
             "INSERT INTO spans (trace_rowid, span_id, parent_id, name, span_kind, start_time, end_time, attributes, "
             "events, status_code, status_message, cumulative_error_count, cumulative_llm_token_count_prompt, "
             "cumulative_llm_token_count_completion, llm_token_count_prompt, llm_token_count_completion) "
-            "SELECT t.id, substr(md5(t.trace_id || s), 1, 16), CASE WHEN s > 1 THEN substr(md5(t.trace_id || 1), 1, 16) "
-            "END, CASE WHEN s = 1 THEN 'agent' ELSE 'llm' END, CASE WHEN s = 1 THEN 'CHAIN' ELSE 'LLM' END, "
+            "SELECT t.id, substr(md5(t.trace_id || s), 1, 16), "
+            "CASE WHEN s > 1 THEN substr(md5(t.trace_id || 1), 1, 16) END, "
+            "CASE WHEN s = 1 THEN 'agent' ELSE 'llm' END, CASE WHEN s = 1 THEN 'CHAIN' ELSE 'LLM' END, "
             "t.start_time, t.end_time, jsonb_build_object('llm', jsonb_build_object('model_name', 'gpt-4o', "
             "'token_count', jsonb_build_object('prompt', 120, 'completion', 30)), 'input', jsonb_build_object("
             "'value', 'question ' || t.id)), '[]'::jsonb, 'OK', '', 0, 120, 30, 120, 30 "
@@ -464,7 +467,8 @@ PROJECTS: tuple[CorpusProject, ...] = (
         ),
         user_notes=("a copy of the packaged alembic.ini with an absolute script_location (it is relative to "
                     "phoenix/db) and `version_table_schema = public` (env.py computes it from "
-                    "PHOENIX_SQL_DATABASE_SCHEMA; name that schema if you set it); `DATABASE_URL=postgresql+asyncpg://...` (Phoenix turns its "
+                    "PHOENIX_SQL_DATABASE_SCHEMA; name that schema if you set it); "
+                    "`DATABASE_URL=postgresql+asyncpg://...` (Phoenix turns its "
                     "PHOENIX_SQL_DATABASE_URL into an asyncpg URL; its env.py is async); run rollbook in "
                     "Phoenix's environment"),
     ),

@@ -273,11 +273,13 @@ def compare(plan: dict[str, Any], rehearsal: dict[str, Any],
             continue
         says_fails = [op["detail"] for op in step["operations"] if op.get("fails")]
         # The rehearsal downgrades a copy holding seeded rows: a predicted failure that did not happen there.
-        failed_as_predicted = trip["rows_as_planned"]["detail"].startswith("the plan predicted that the downgrade fails")
+        failed_as_predicted = trip["rows_as_planned"]["detail"].startswith(
+            "the plan predicted that the downgrade fails")
         # A failure the project's own downgrade shows on a copy of the live database held, whatever the
         # rehearsal's databases (built from the migrations) do.
         failed_on_live_copy = bool(head_step and head_step["revision"] == step["revision"] and head_step["failed"])
-        if says_fails and not failed_as_predicted and not failed_on_live_copy and trip["downgrade"]["status"] == "passed":
+        passed = trip["downgrade"]["status"] == "passed"
+        if says_fails and not failed_as_predicted and not failed_on_live_copy and passed:
             false_fails.append(f"{step['revision']}: {says_fails[0]}")
         lost_unplanned = trip["rows_as_planned"]["status"] == "failed"
         if step["risk"] == "low" and lost_unplanned:

@@ -101,10 +101,7 @@ class RecordPage:
     def outcome(self) -> str:
         """The verdict in words (or the outcome), as the index and the page name it."""
         last = self.records[-1]
-        if self.record is None:
-            text = "record unreadable"
-        else:
-            text = self.record.verdict or self.record.outcome.value
+        text = "record unreadable" if self.record is None else self.record.verdict or self.record.outcome.value
         return f"{text} (not filed yet)" if last.kind == "in progress" else text
 
 
@@ -500,7 +497,8 @@ def _commands(command: click.Command, context: click.Context,
 
 def record_fields_table() -> str:
     """Every top-level field of the run record with its JSON type and meaning, from the model."""
-    rows = [(markdown.code(name), markdown.cell(kind), markdown.cell(meaning)) for name, kind, meaning in record_fields()]
+    rows = [(markdown.code(name), markdown.cell(kind), markdown.cell(meaning))
+            for name, kind, meaning in record_fields()]
     return markdown.table(["field", "type", "meaning"], rows)
 
 

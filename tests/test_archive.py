@@ -23,7 +23,6 @@ from rollbook.records.archive import (
     RecordNotFiled,
     entry_hash,
 )
-from rollbook.errors import BadInput, RollbookError
 from rollbook.records.model import read_record
 
 

@@ -19,8 +19,8 @@ from test_archive import make_notebook, make_summary
 from test_cli import ROLLBOOK
 
 from rollbook.demo.server import DEMO_CONFIG
-from rollbook.records.model import read_record
 from rollbook.records.archive import MANIFEST, SIGNATURES, Archive, entry_hash
+from rollbook.records.model import read_record
 from rollbook.records.signing import RecordSigning
 
 HEAD_LINE = re.compile(r"archive head: ([0-9a-f]{64})")

@@ -25,12 +25,11 @@ from runbook_runs import current_revision
 from test_cli import ROLLBOOK
 from test_records import STAGING, rollbook
 
-from rollbook.pg.database import DatabaseTarget
-from rollbook.records.model import read_record
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
 from rollbook.project.migrations import alembic_config_for, load_project
+from rollbook.records.model import read_record
 
 PROJECT = Path(__file__).parent / "projects" / "async_template"
 CONFIG = PROJECT / "alembic.ini"

@@ -18,14 +18,14 @@ from click.testing import CliRunner
 from pg import fingerprint, psycopg_kwargs
 
 from rollbook.cli import main
-from rollbook.pg.database import DatabaseTarget
-from rollbook.execution.downgrade import execute_downgrade
 from rollbook.errors import BadInput
+from rollbook.execution.downgrade import execute_downgrade
 from rollbook.execution.expected_schema import check_schema_matches
-from rollbook.project.migrations import alembic_config_for, load_project
+from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
 from rollbook.policy.gate import RollbackRequest, evaluate_policy
 from rollbook.policy.rules import default_policy
+from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.recovery.rehearsal import rehearse_rollbacks
 
 ENV_PY = (

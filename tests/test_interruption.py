@@ -23,10 +23,9 @@ from pg import PgServer, database_name, psycopg_kwargs
 from runbook_runs import RUNBOOKS, SLOW_REVISION, current_revision, slow_project
 from test_cli import ROLLBOOK
 
-from rollbook.pg.database import DatabaseTarget
-from rollbook.records.model import read_record
 from rollbook.demo.server import install_demo
 from rollbook.pg.database import DatabaseTarget
+from rollbook.records.model import read_record
 
 # Random text compresses badly: pg_dump takes seconds over it, long enough to be stopped mid-dump.
 BULK_ROWS = 400_000

@@ -11,8 +11,8 @@ import sqlalchemy.exc
 from alembic import command
 from alembic_projects import project_at_head
 
-from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.pg.database import connect
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
 
 BASE = {
     "eeee00000001": (None, 'op.execute("CREATE TABLE orders (id int PRIMARY KEY, customer int, note text)")',

@@ -13,11 +13,11 @@ from pg import psycopg_kwargs
 from runbook_runs import current_revision, papermill
 
 from rollbook.execution.downgrade import execute_downgrade
-from rollbook.records.model import read_record
 from rollbook.planning.operations import AFTER_COMMIT
 from rollbook.planning.plan import plan_downgrade
 from rollbook.policy.gate import RollbackRequest, evaluate_policy
 from rollbook.policy.rules import default_policy
+from rollbook.records.model import read_record
 
 BASE = "aaaa00000001"
 HEAD = "aaaa00000002"

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from rollbook.pg.database import DatabaseTarget
-from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.planning.plan import plan_downgrade
+from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.site.pictures import (
     RISK_COLOURS,
     PathStep,

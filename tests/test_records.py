@@ -26,12 +26,10 @@ from runbook_runs import (
 from sqlalchemy.engine import make_url
 from test_cli import ROLLBOOK
 
-from rollbook.records.archive import RECORD_MIME, Archive
-from rollbook.records.model import RunRecord, read_record
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.database import DatabaseTarget
 from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.model import RunRecord, read_record
 
 STAGING = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")
 

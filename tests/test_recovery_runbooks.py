@@ -9,14 +9,12 @@ from pg import fingerprint
 from runbook_runs import current_revision, demo_at
 from test_records import notebook_records, record_summary, rollbook
 
-from rollbook.records.archive import Archive
-from rollbook.records.model import read_record
-from rollbook.recovery.archived_backups import take_recorded_backup
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import read_identity
 from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.records.archive import Archive
+from rollbook.records.model import read_record
 from rollbook.recovery.archived_backups import take_recorded_backup
 
 BEFORE_BACKFILL = "0607bc5b8535"

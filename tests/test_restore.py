@@ -15,11 +15,6 @@ from alembic import command
 from pg import fingerprint, psycopg_kwargs
 from runbook_runs import current_revision, demo_at
 
-from rollbook.records.archive import Archive
-from rollbook.records.model import RunRecord
-from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, find_restore_point, \
-    take_recorded_backup
-from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.errors import BadInput
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import read_identity
@@ -28,6 +23,7 @@ from rollbook.policy.gate import RollbackRequest
 from rollbook.policy.rules import default_policy
 from rollbook.project.migrations import alembic_config_for
 from rollbook.records.archive import Archive
+from rollbook.records.model import RunRecord
 from rollbook.recovery.archived_backups import (
     ArchivedBackup,
     RecordedBackup,

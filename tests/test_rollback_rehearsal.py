@@ -14,12 +14,9 @@ from pg import psycopg_kwargs
 from test_records import notebook_records, record_summary, rollbook
 
 from rollbook.demo.server import DEMO_CONFIG
-from rollbook.errors import BadInput
 from rollbook.pg.scratch import SCRATCH_PREFIX
 from rollbook.project.migrations import load_project
-from rollbook.pg.scratch import SCRATCH_PREFIX
 from rollbook.recovery.rehearsal import rehearsal_order
-from rollbook.recovery.rehearsal import linear_history
 
 pytest_plugins = ["pytester"]
 

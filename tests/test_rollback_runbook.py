@@ -30,16 +30,14 @@ from runbook_runs import (
     wait_for_sleeping_downgrade,
 )
 
-from rollbook.pg.database import DatabaseTarget
-from rollbook.records.model import read_record
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.advisory_lock import ROLLBACK_LOCK_KEY
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
+from rollbook.project.migrations import load_project
+from rollbook.records.model import read_record
 from rollbook.runs.notebook import RUNBOOKS as RUNBOOK_CLASSES
 from rollbook.runs.parameters import notebook_parameters
-from rollbook.project.migrations import load_project
-from rollbook.runs.parameters import RUNBOOK_PARAMETERS
 
 # Each revision of the demo, the migration type it is, and its parent (where -1 takes it).
 MIGRATION_TYPES = [

@@ -31,11 +31,10 @@ from papermill.s3 import S3
 from runbook_runs import RUNBOOKS, current_revision
 from sqlalchemy.engine import make_url
 
-from rollbook.records.archive import RECORD_MIME, Archive
-from rollbook.records.model import RunRecord, read_record
 from rollbook.cli import main
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.model import RunRecord, read_record
 from rollbook.redaction.redact import find_secrets
 
 BUCKET = "records"

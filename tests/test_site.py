@@ -14,12 +14,10 @@ import nbformat
 import pytest
 from site_build import ROLLBOOK, ROOT, SiteBuild, build_site
 
-from rollbook.records.archive import Archive
-from rollbook.records.model import SCHEMA_PATH
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.database import DatabaseTarget
 from rollbook.records.archive import Archive
+from rollbook.records.model import SCHEMA_PATH
 
 SEED = ROOT.parent / "shared" / "seed" / "000_1eb94a045ffb53fa.md"
 RUNBOOKS = sorted((ROOT / "runbooks").glob("*.ipynb"))

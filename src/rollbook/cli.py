@@ -13,9 +13,6 @@ from typing import Any
 
 import click
 
-from rollbook.records.archive import Archive, default_root
-from rollbook.records.model import RecordedStep
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import RollbookError
 from rollbook.pg.database import DatabaseTarget
@@ -23,6 +20,7 @@ from rollbook.planning.plan import plan_downgrade
 from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
 from rollbook.project.status import read_status
 from rollbook.records.archive import Archive, default_root
+from rollbook.records.model import RecordedStep
 from rollbook.s3_support import require_s3_support
 
 database_option = click.option(
@@ -39,20 +37,14 @@ name_option = click.option(
 )
 
 
-class Duration(click.ParamType):
-    """A duration as the runbooks take it: 500ms, 5s, 2min, 1h, or a bare number of milliseconds."""
+def _duration_ms(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
+    """A duration as the runbooks take it (500ms, 5s, 2min, 1h, or a bare number of milliseconds), in ms."""
+    from rollbook.runs.parameters import parse_duration_ms
 
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from rollbook.runs.parameters import parse_duration_ms
-
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_duration_ms(f"--{param.name.replace('_', '-')}" if param and param.name else "duration", value)
-        except RollbookError as exc:
-            self.fail(str(exc), param, ctx)
+    try:
+        return parse_duration_ms(f"--{(param.name or 'duration').replace('_', '-')}", value)
+    except RollbookError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 x_arg_option = click.option(
     "-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
@@ -157,7 +149,7 @@ def status(database_url: str | None, config_path: str, ini_section: str, x_args:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sql", "as_sql", is_flag=True, help="Print the downgrade's SQL instead of the plan.")
 @click.option("--no-live-checks", is_flag=True, help="Do not count rows in the database.")
-@click.option("--statement-timeout", type=Duration(), default="30s", show_default=True,
+@click.option("--statement-timeout", callback=_duration_ms, default="30s", show_default=True, metavar="DURATION",
               help="How long one live count may run (500ms, 5s, 2min, 1h; a bare number is milliseconds).")
 @click.option("--exit-code", "verdict_exit_code", is_flag=True,
               help="Exit with the verdict, for CI: 0 safe, 5 loses data, 6 review by hand, 7 do not downgrade.")

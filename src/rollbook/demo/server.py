@@ -16,14 +16,13 @@ from sqlalchemy.engine import URL
 
 from rollbook.demo.project import sample_data
 from rollbook.errors import BadInput
+from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.embedded_server import (
     EmbeddedServer,
     running_server_pid,
     start_embedded_server,
     stop_embedded_server,
 )
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.embedded_server import EmbeddedServer, start_embedded_server, stop_embedded_server
 from rollbook.project.migrations import alembic_config_for, load_project
 
 DEMO_CONFIG = Path(__file__).parent / "project" / "alembic.ini"

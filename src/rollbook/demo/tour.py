@@ -7,9 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rollbook.records.archive import Archive
-from rollbook.records.model import RecordedStep
-from rollbook.pg.database import DatabaseTarget
 from rollbook.demo.server import DEMO_CONFIG, create_demo_database
 from rollbook.outcomes import ExitCode, Outcome
 from rollbook.pg.database import DatabaseTarget
@@ -17,6 +14,7 @@ from rollbook.pg.embedded_server import start_embedded_server
 from rollbook.project.migrations import load_project
 from rollbook.project.status import MigrationStatus, read_status
 from rollbook.records.archive import Archive
+from rollbook.records.model import RecordedStep
 from rollbook.runs.runner import RunbookResult, run_runbook
 
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +33,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool
 
 from rollbook import markdown
-from rollbook.errors import RollbookError
+from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.pg.advisory_lock import rollback_lock
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import DatabaseIdentity, read_identity
 from rollbook.pg.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
+from rollbook.planning.downgrade_path import alembic_downgrade_destination
 from rollbook.planning.plan import DowngradePlan
-from rollbook.project.env_py_settings import handed_connection
+from rollbook.project.env_py_settings import handed_connection, reads_flask_app
 from rollbook.project.migrations import MigrationProject, alembic_config_for
 from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
 from rollbook.project.status import read_current_revisions
-from rollbook.planning.downgrade_path import alembic_downgrade_destination
-from rollbook.project.env_py_settings import handed_connection, reads_flask_app
-from rollbook.errors import BadInput, RollbookError
 from rollbook.project_config import project_setting
 
 CLIENT_CHECK_INTERVAL_MS = 1000
@@ -249,9 +245,9 @@ def execute_downgrade(
                 try:
                     destination = alembic_downgrade_destination(project, revision)
                     # Called before the loop moves on: run_outside_event_loop waits for the step to end.
-                    run_outside_event_loop(lambda: _downgrade_one_step(  # noqa: B023
-                        project, target, destination, flask_app),
-                                           cancel=lambda: backends.cancel_all(control))
+                    run_outside_event_loop(
+                        lambda: _downgrade_one_step(project, target, destination, flask_app),  # noqa: B023
+                        cancel=lambda: backends.cancel_all(control))
                 except Exception as exc:
                     failure, failed_statement = exc, log.failed_sql
                     error = (project.no_downgrade_text(revision) if not project.has_downgrade(revision)

@@ -229,7 +229,7 @@ def _resolve_revision(project: MigrationProject, requested: str) -> str:
 def _start_for(project: MigrationProject, current: tuple[str, ...], target: str, requested: str) -> str:
     if target in current:
         return target
-    below = [rev for rev in current if target in ancestors(project, rev)]
+    below = tuple(rev for rev in current if target in ancestors(project, rev))
     if len(below) == 1:
         return below[0]
     if len(below) > 1:

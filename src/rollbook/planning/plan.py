@@ -14,8 +14,6 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.errors import RollbookError
 from rollbook.outcomes import ExitCode
-from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
-from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
 from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects

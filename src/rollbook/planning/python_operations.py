@@ -26,8 +26,6 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from rollbook.project.offline_sql import is_offline_mode_test
-from rollbook.planning.operations import BEGIN, COMMIT, RENDER_FALLBACK, LiveCheck, Operation, TableName
 from rollbook.planning.operations import BEGIN, COMMIT, RENDER_FALLBACK, CheckKind, LiveCheck, Operation, TableName
 from rollbook.planning.sql_operations import (
     ACCESS_EXCLUSIVE,
@@ -38,6 +36,7 @@ from rollbook.planning.sql_operations import (
     SHARE_UPDATE_EXCLUSIVE,
     operations_from_sql,
 )
+from rollbook.project.offline_sql import is_offline_mode_test
 
 _VARCHAR_TYPES = {"String", "VARCHAR", "Unicode", "CHAR", "NVARCHAR"}
 _INTEGER_TYPES = {"SmallInteger": "smallint", "SMALLINT": "smallint", "Integer": "integer", "INTEGER": "integer"}
@@ -226,8 +225,9 @@ class _FunctionReader(ast.NodeVisitor):
                 and isinstance(node.func.value, ast.Name) and len(node.args) == 1
                 and (node.func.value.id == "op" or node.func.value.id in self._batch_tables)):
             return node.args[0]  # `op.f(name)` only marks `name` as final for the naming convention: it is `name`
-        helper = self._helpers.get(node.func.id) if isinstance(node, ast.Call) and isinstance(
-            node.func, ast.Name) else None
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            return node
+        helper = self._helpers.get(node.func.id)
         if helper is None:
             return node
         body = [s for s in helper.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]

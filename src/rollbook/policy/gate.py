@@ -14,11 +14,9 @@ from typing import Any, ClassVar, Literal
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome as RunOutcome
-from rollbook.planning.operations import Risk
+from rollbook.planning.operations import NO_DOWNGRADE, Risk
 from rollbook.planning.plan import DowngradePlan
 from rollbook.policy.rules import EnvironmentRules, PolicyRules
-from rollbook.planning.operations import NO_DOWNGRADE, Risk
-from rollbook.project_config import find_settings
 
 Outcome = Literal["pass", "fail", "pending"]
 # A plan hash prefix shorter than this could name more than one plan.

@@ -21,9 +21,7 @@ from alembic.util import CommandError
 from rollbook.errors import BadInput
 from rollbook.pg.database import DatabaseTarget
 from rollbook.project.env_py_settings import VERSION_TABLE_KEYS, EnvPyReader, MissingXArgument
-from rollbook.errors import BadInput
 from rollbook.project_config import find_settings, project_setting
-from rollbook.project_config import find_settings
 
 DEFAULT_CONFIG = "alembic.ini"
 

@@ -53,9 +53,9 @@ from pydantic_core import to_jsonable_python
 
 from rollbook.errors import BadInput, RollbookError
 from rollbook.file_digest import file_sha256
-from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.file_publishing import fsync_directory, publish_new, write_all, write_durably
 from rollbook.outcomes import Outcome
+from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.records.signing import RecordSigning, SignatureCheck, SigningUnavailable
 from rollbook.redaction.redact import find_secrets, redact_value
 
@@ -430,7 +430,7 @@ class Archive:
             except (OSError, ValueError, InvalidRecord):
                 continue
             found.append(ArchivedRecord(file=f"{IN_PROGRESS}/{path.name}", path=path, kind="in progress",
-                                        run_id=running.run_id, **_listing_fields(running)))
+                                        run_id=running.run_id, seq=None, **_listing_fields(running)))
         return found
 
     def records_of(self, run_id: str) -> tuple[ArchivedRecord, ...]:

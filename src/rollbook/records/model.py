@@ -56,7 +56,8 @@ class RecordedIdentity(_Part):
     database: str
     server_version: str = Field(description="PostgreSQL's server_version setting")
     system_identifier: str = Field(description="the cluster's pg_control_system() system_identifier")
-    server_started: str | None = Field(default=None, description="pg_postmaster_start_time(), to tell a restarted server")
+    server_started: str | None = Field(
+        default=None, description="pg_postmaster_start_time(), to tell a restarted server")
     user: str | None = Field(default=None, description="the role the run connected as")
 
 
@@ -110,7 +111,8 @@ class BackupFacts(_Part):
     verified: bool = Field(description="whether the backup's verification passed")
     verification: str = Field(default="", description="how it was verified: list (pg_restore --list) or restore")
     verification_detail: str = ""
-    write_horizon: str | None = Field(default=None, description="the oldest transaction running when the backup started: "
+    write_horizon: str | None = Field(
+        default=None, description="the oldest transaction running when the backup started: "
                                                         "rows with a newer xmin were written since")
 
 
@@ -140,7 +142,8 @@ class RunRecord(_Part):
     # Who, where, when.
     parameters: _Details | None = Field(default=None, description="the checked parameters, secrets removed")
     operator: str | None = Field(default=None, description="who ran it")
-    environment: str | None = Field(default=None, description="the policy environment (development, staging, production)")
+    environment: str | None = Field(
+        default=None, description="the policy environment (development, staging, production)")
     approved_by: str | None = Field(default=None, description="who approved it")
     ticket: str | None = Field(default=None, description="the incident or change ticket")
     execute: bool | None = Field(default=None, description="false for a dry run")
@@ -161,16 +164,20 @@ class RunRecord(_Part):
     policy: _Details | None = Field(default=None, description="the policy decision, rule by rule")
     critical_tables_before: dict[str, int | None] | None = Field(default=None, description="rows per critical table "
                                                                                    "before the downgrade")
-    critical_tables_after: dict[str, int | None] | None = Field(default=None, description="rows per critical table after")
+    critical_tables_after: dict[str, int | None] | None = Field(
+        default=None, description="rows per critical table after")
     backup: BackupFacts | None = Field(default=None, description="the backup this run took")
     downgrade: _Details | None = Field(default=None, description="every statement executed, with its duration")
     diagnosis: _Details | None = Field(default=None, description="what a failed downgrade left and what to do next")
-    verification: _Details | None = Field(default=None, description="each check after the change: passed, failed or not "
+    verification: _Details | None = Field(
+        default=None, description="each check after the change: passed, failed or not "
                                                             "checked")
-    restore_point: _Details | None = Field(default=None, description="the backup to restore instead of a refused rollback")
+    restore_point: _Details | None = Field(
+        default=None, description="the backup to restore instead of a refused rollback")
     # The restore runbook.
     restored_backup: _Details | None = Field(default=None, description="the archived backup restored")
-    backup_check: _Details | None = Field(default=None, description="whether the backup to restore is the recorded one, "
+    backup_check: _Details | None = Field(
+        default=None, description="whether the backup to restore is the recorded one, "
                                                             "of this database")
     writes_since_backup: _Details | None = Field(default=None, description="rows written, gone or tables changed since "
                                                                    "the backup")

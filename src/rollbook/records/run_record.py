@@ -1,8 +1,8 @@
 """The machine-readable summary of one runbook run, kept up to date as the run goes and filed at its end.
 
-The record (rollbook.records.model.RunRecord) is written to the archive after every step, so a run whose kernel dies still leaves
-its last known state; it is filed (chained in the manifest) when the run ends, and it travels in the
-notebook as a display output with rollbook's own MIME type.
+The record (rollbook.records.model.RunRecord) is written to the archive after every step, so a run whose
+kernel dies still leaves its last known state; it is filed (chained in the manifest) when the run ends,
+and it travels in the notebook as a display output with rollbook's own MIME type.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from rollbook import markdown
-from rollbook.records.archive import RECORD_MIME, Archive
-from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.errors import RunInterrupted
 from rollbook.outcomes import Outcome
 from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.redaction.redact import collect_secrets, redact_value
 
 RUN_ID_VARIABLE = "ROLLBOOK_RUN_ID"

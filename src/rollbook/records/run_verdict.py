@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import nbformat
 
+from rollbook.outcomes import ExitCode, Outcome
 from rollbook.records.archive import RECORD_MIME
 from rollbook.records.model import RunRecord, read_record
-from rollbook.outcomes import ExitCode, Outcome
-from rollbook.outcomes import ExitCode, Outcome, outcome_of
 from rollbook.records.run_record import RecordView
 
 RECORD_TAG = "rollbook-record"

@@ -2,8 +2,9 @@
 
 Every run that takes a backup files its facts in its record under "backup" (one shape,
 rollbook.records.model.BackupFacts): the pre-deploy backup runbook, the rollback runbook (before a
-downgrade) and the restore runbook (before it overwrites a database). Those records are the catalogue. A backup no record names is never offered,
-because its checksum, its database and its revision could not be checked.
+downgrade) and the restore runbook (before it overwrites a database). Those records are the catalogue. A
+backup no record names is never offered, because its checksum, its database and its revision could not
+be checked.
 
 A backup taken here also records a *write horizon*: the oldest transaction id still running when the
 backup started. Any row inserted or updated later carries a newer `xmin`, which is how a restore

@@ -37,20 +37,17 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.project.base_schema import create_base_schema
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
 from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
 from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
-from rollbook.planning.operations import ROW_CHANGES, Risk
+from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
+from rollbook.planning.operations import ROW_CHANGES, Operation, Risk
 from rollbook.planning.plan import PlanStep, plan_downgrade
 from rollbook.project.base_schema import create_base_schema
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.project.own_migrations import MigrationFailed, run_own_migrations
 from rollbook.project.status import read_current_revisions
-from rollbook.planning.operations import ROW_CHANGES, Operation, Risk
 
 Status = Literal["passed", "failed", "not_run", "not_checked"]
 ROWS_PER_TABLE = 3

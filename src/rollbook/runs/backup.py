@@ -11,20 +11,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rollbook import markdown
-from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
 from rollbook.outcomes import Outcome
+from rollbook.project.status import MigrationStatus, read_status
+from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
 from rollbook.runs.parameters import BackupParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from rollbook.pg.database import DatabaseTarget
-from rollbook.project.migrations import MigrationProject
-from rollbook.project.status import MigrationStatus, read_status
-from rollbook.records.run_record import RunRecorder
-from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
-from rollbook.runs.context import RunContext, open_run
-from rollbook.runs.parameters import BackupParameters
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass

@@ -22,16 +22,6 @@ from rollbook.runs.restore import RestoreRun
 from rollbook.runs.rollback import RollbackRun
 from rollbook.runs.runbook import Runbook
 from rollbook.runs.status import StatusRun
-from rollbook.records.run_record import RecordView, RunRecorder, outcome_of_error
-from rollbook.runs.context import RunContext, open_run
-from rollbook.runs.parameters import (
-    read_backup_parameters,
-    read_plan_parameters,
-    read_restore_parameters,
-    read_rollback_parameters,
-    read_rollback_test_parameters,
-    read_status_parameters,
-)
 
 # Every runbook rollbook ships, by the name of its notebook (runbooks/NAME.ipynb).
 RUNBOOKS: dict[str, type[Runbook[Any]]] = {runbook.name: runbook for runbook in (

@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Self
 
 from pydantic_core import to_jsonable_python
 
-
 from rollbook.errors import BadInput
 from rollbook.policy.gate import parse_deployed_at
 from rollbook.project.migrations import parse_x_args

@@ -9,15 +9,6 @@ from rollbook.outcomes import Outcome
 from rollbook.recovery.rehearsal import RehearsalReport, rehearse_rollbacks
 from rollbook.runs.parameters import RollbackTestParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
-import getpass
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
-from rollbook.pg.database import DatabaseTarget
-from rollbook.project.migrations import MigrationProject
-from rollbook.records.run_record import RunRecorder
-from rollbook.runs.context import RunContext, open_run
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass

@@ -12,18 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rollbook import markdown
-from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 from rollbook.errors import BadInput
 from rollbook.outcomes import Outcome
-from rollbook.pg.database import DatabaseTarget
 from rollbook.policy.gate import RollbackRequest
-from rollbook.policy.rules import PolicyRules
-from rollbook.project.migrations import MigrationProject
 from rollbook.project.status import MigrationStatus, read_status
-from rollbook.records.run_record import RunRecorder
 from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
 from rollbook.recovery.restore import (
     BackupCheck,
@@ -41,9 +33,6 @@ from rollbook.recovery.restore import (
 )
 from rollbook.runs.parameters import RestoreParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
-from rollbook.project.status import MigrationStatus, read_status
-from rollbook.runs.context import RunContext, open_run
-from rollbook.runs.rollback import RunbookStopped, RunSummary, recorded
 
 
 @dataclass(frozen=True)

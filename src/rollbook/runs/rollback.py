@@ -8,17 +8,10 @@ show, so the executed notebook ends at the step that stopped it and says why and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rollbook import markdown
-from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
-from rollbook.recovery.backup import Backup
-from rollbook.pg.database import connect
 from rollbook.errors import RollbookError
 from rollbook.execution.diagnosis import Diagnosis, diagnose_failure
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
@@ -31,25 +24,19 @@ from rollbook.execution.verification import (
     health_verification,
     schema_detail,
 )
-from rollbook.project.migrations import RevisionInfo
 from rollbook.outcomes import Outcome
-from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.database import connect
 from rollbook.pg.table_counts import TableRowCounts, compare_counts, count_table_rows
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, evaluate_policy
+from rollbook.project.migrations import RevisionInfo
+from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
+from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
+from rollbook.recovery.backup import Backup
 from rollbook.runs.parameters import RollbackParameters
 from rollbook.runs.plan import plan_facts
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
-from rollbook.policy.rules import PolicyRules
-from rollbook.project.migrations import MigrationProject, RevisionInfo
-from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
-from rollbook.records.archive import RECORD_MIME
-from rollbook.records.run_record import RunRecorder
-from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
-from rollbook.recovery.backup import Backup
-from rollbook.runs.context import RunContext, open_run
-from rollbook.runs.parameters import RollbackParameters
 
 
 @dataclass(frozen=True)

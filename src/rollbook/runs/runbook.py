@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import update_wrapper
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Self, TypeVar, cast
-
 
 from rollbook import markdown
 from rollbook.errors import RollbookError
@@ -143,5 +142,5 @@ class Runbook(Generic[P]):
         facts = self.facts()
         record = self.recorder.finish(facts.outcome, message=facts.headline)
         shown = {"run": record.run_id, **facts.shown,
-                 "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+                 "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
         return RunSummary(facts.outcome, facts.headline, shown, record)

@@ -5,8 +5,8 @@ notebook shows the `text/html` output inline, nbconvert (and so the docs site) c
 as it is, and the record keeps a `text/plain` version for readers without HTML. nbconvert would turn an
 `image/svg+xml` output into a base64 <img>, whose text a reader can neither select nor search.
 
-Everything drawn comes from a plan or a run's record (rollbook.records.model), which never hold a password; every text is
-XML-escaped, so a migration message cannot inject markup.
+Everything drawn comes from a plan or a run's record (rollbook.records.model), which never hold a
+password; every text is XML-escaped, so a migration message cannot inject markup.
 """
 
 from __future__ import annotations
