@@ -51,8 +51,8 @@ def test_the_first_operation_says_why_the_source_was_read(tmp_path: Path) -> Non
     note = operations_from_python(path, "downgrade", "it reads the database")[0]
 
     assert (note.op, note.risk, note.source) == ("unknown", Risk.UNKNOWN, "python")
-    assert note.detail == ("downgrade() cannot be rendered offline (it reads the database): it depends on live data; "
-                           "the operations below were read from its source, review its logic by hand")
+    assert note.detail == ("downgrade() cannot be rendered offline (it reads the database); the operations below "
+                           "were read from its source, review its logic by hand")
 
 
 @pytest.mark.parametrize(("body", "op", "table", "column", "risk", "detail"), [
@@ -71,7 +71,7 @@ def test_the_first_operation_says_why_the_source_was_read(tmp_path: Path) -> Non
      "deletes rows of users where status = 'old'"),
     ('op.create_foreign_key("fk", "orders", "users", ["user_id"], ["id"])', "add_foreign_key",
      TableName(None, "orders"), "user_id", Risk.MEDIUM, "adds foreign key on orders: fails on orphans"),
-    ('op.rename_table("a", "b")', "rename_table", TableName(None, "a"), None, Risk.LOW, "renames table a"),
+    ('op.rename_table("a", "b")', "rename_table", TableName(None, "a"), None, Risk.LOW, "renames table a to b"),
 ])
 def test_each_op_call_has_its_operation_and_risk(
     tmp_path: Path, body: str, op: str, table: TableName, column: str | None, risk: Risk, detail: str

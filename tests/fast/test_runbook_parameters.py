@@ -4,21 +4,38 @@ that says how to run the notebook instead."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
+import papermill
 import pytest
 
 from rollbook.errors import BadInput
 from rollbook.outcomes import ExitCode
 from rollbook.runs.parameters import (
-    ROLLBACK_PARAMETERS,
+    PlanParameters,
+    RollbackParameters,
+    RollbackTestParameters,
+    RunbookParameters,
     SecretInParameters,
+    notebook_parameters,
     parse_duration_ms,
-    read_plan_parameters,
-    read_rollback_parameters,
-    read_rollback_test_parameters,
 )
+
+RUNBOOKS = Path(__file__).parents[2] / "runbooks"
+
+
+def read(parameters: type[RunbookParameters], given: dict[str, Any],
+         hidden: frozenset[str] = frozenset()) -> Any:
+    """`given` over the defaults of the runbook's parameters cell, as papermill puts them into the kernel."""
+    declared = papermill.inspect_notebook(str(RUNBOOKS / f"{parameters.runbook}.ipynb"))
+    defaults = {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
+    return parameters.read({**defaults, **given}, hidden)
+
+
+def read_rollback_parameters(given: dict[str, Any], hidden: frozenset[str] = frozenset()) -> RollbackParameters:
+    return read(RollbackParameters, given, hidden)
 
 
 def refused(namespace: dict[str, Any]) -> BadInput:
@@ -53,7 +70,7 @@ def test_a_kernel_s_own_names_are_not_parameters() -> None:
     namespace = {"operator": "alice", "_": 1, "In": [], "helper": _helper, "Path": Path, "pytest": pytest,
                  "kernel_name": "x"}
 
-    parameters = read_rollback_parameters(namespace, hidden=frozenset({"In", "kernel_name"}))
+    parameters = read_rollback_parameters(namespace, frozenset({"In", "kernel_name"}))
 
     assert parameters.operator == "alice"
 
@@ -131,18 +148,18 @@ def test_the_parameters_record_holds_no_password_and_names_where_the_url_comes_f
     recorded = read_rollback_parameters({"operator": "a"}).to_dict()
 
     assert recorded["database_url"] == "(from DATABASE_URL)"
-    assert set(recorded) >= set(ROLLBACK_PARAMETERS) - {"lock_timeout", "statement_timeout"}
+    assert set(recorded) >= set(notebook_parameters(RollbackParameters)) - {"lock_timeout", "statement_timeout"}
 
 
 def test_the_plan_runbook_checks_like_the_rollback_runbook() -> None:
-    plan = read_plan_parameters({"target_revision": "base"})
+    plan = read(PlanParameters, {"target_revision": "base"})
 
-    assert (plan["target_revision"], plan["statement_timeout_ms"], plan["live_checks"]) == ("base", 30_000, True)
+    assert (plan.target_revision, plan.statement_timeout_ms, plan.live_checks) == ("base", 30_000, True)
     with pytest.raises(BadInput, match="Unknown parameter"):
-        read_plan_parameters({"execute": True})
+        read(PlanParameters, {"execute": True})
 
 
 def test_the_rollback_test_takes_a_bounded_row_count() -> None:
-    assert read_rollback_test_parameters({})["rows_per_table"] == 3
+    assert read(RollbackTestParameters, {}).rows_per_table == 3
     with pytest.raises(BadInput, match=r"rows_per_table must be a whole number from 0 to 100 .* not 500\."):
-        read_rollback_test_parameters({"rows_per_table": 500})
+        read(RollbackTestParameters, {"rows_per_table": 500})
