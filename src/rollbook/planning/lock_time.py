@@ -37,11 +37,11 @@ LOCK_BLOCKS: dict[str, tuple[bool, bool]] = {
 # changes), measured by bench/lock_estimates.py on PostgreSQL 18 (bench/results/lock_estimates.json):
 # the median of its cases, rounded.
 REWRITE_SLOWDOWN = 4.0  # table and indexes, over the sampled read's bytes per second
-VALIDATING_SCAN_SLOWDOWN = 1.0  # a NOT NULL or CHECK scan reads each row once, as the sample did
-INDEX_BUILD_SLOWDOWN = 3.0  # the table's heap, read and sorted into a btree
-FOREIGN_KEY_SLOWDOWN = 2.0  # both tables' heaps, joined
-ROW_CHANGE_SLOWDOWN = 10.0  # per row changed, over the sampled read's rows per second
-# A catalog-only change once its lock is granted: a few catalog rows written and a commit.
+VALIDATING_SCAN_SLOWDOWN = 0.35  # a NOT NULL or CHECK scan reads one column; the sample forms whole rows
+INDEX_BUILD_SLOWDOWN = 1.2  # the table's heap, read and sorted into a btree
+FOREIGN_KEY_SLOWDOWN = 0.6  # both tables' heaps, read once and joined by hash
+ROW_CHANGE_SLOWDOWN = 12.0  # per row changed, over the sampled read's rows per second
+# A catalog-only change once its lock is granted: a few catalog rows written and a commit (its WAL flush).
 METADATA_SECONDS = 0.005
 
 Work = Literal["metadata", "validating_scan", "rewrite", "index_build", "foreign_key_check", "row_changes"]
@@ -247,12 +247,16 @@ def step_blocking(operations: Sequence[Operation]) -> Blocking:
             if op.lock_estimate is not None and op.lock_estimate.lock is not None:
                 transaction.append(op.lock_estimate)
             continue
+        in_transaction: dict[str, TableBlocking] = {}
         for index, estimate in enumerate(transaction):
             if estimate.seconds is None and estimate.blocks_writes:
                 estimated, basis = False, basis or estimate.basis
             held = _total(later.seconds for later in transaction[index:])
             for table in estimate.blocks_writes:
-                _add(blocked, TableBlocking(table, held, held, table in estimate.blocks_reads), first_lock_only=True)
+                _add(in_transaction, TableBlocking(table, held, held, table in estimate.blocks_reads),
+                     first_lock_only=True)
+        for table_blocking in in_transaction.values():
+            _add(blocked, table_blocking, first_lock_only=False)
         transaction = []
     return Blocking(tuple(blocked.values()), estimated, basis, row_locks)
 
