@@ -45,7 +45,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "lock_estimates.json"
 # About 100 bytes of heap a row (tuple header and line pointer included): rows for a table of a given size.
 BYTES_PER_ROW = 100
 
-# (name, statement, undo, kind of work, in the bar)
+# (name, statement, the statement that undoes it (None: nothing to undo), whether the bar applies)
 CASES = [
     ("drop_column", "ALTER TABLE accounts DROP COLUMN legacy_code",
      "ALTER TABLE accounts ADD COLUMN legacy_code text", True),
@@ -53,8 +53,8 @@ CASES = [
      "ALTER TABLE accounts ALTER COLUMN email TYPE varchar(255)", True),
     ("add_not_null", "ALTER TABLE accounts ALTER COLUMN note SET NOT NULL",
      "ALTER TABLE accounts ALTER COLUMN note DROP NOT NULL", True),
-    ("add_foreign_key", "ALTER TABLE accounts ADD CONSTRAINT accounts_org_id_fkey FOREIGN KEY (org_id) "
-     "REFERENCES orgs (id)", "ALTER TABLE accounts DROP CONSTRAINT accounts_org_id_fkey", True),
+    ("add_foreign_key", ("ALTER TABLE accounts ADD CONSTRAINT accounts_org_id_fkey FOREIGN KEY (org_id) "
+                         "REFERENCES orgs (id)"), "ALTER TABLE accounts DROP CONSTRAINT accounts_org_id_fkey", True),
     ("recreate_index", "CREATE INDEX ix_accounts_created_at ON accounts (created_at)",
      "DROP INDEX ix_accounts_created_at", True),
     ("update_tenth_of_rows", "UPDATE accounts SET note = note || 'x' WHERE id % 10 = 0", None, False),

@@ -18,8 +18,8 @@ from rollbook.project.migrations import MigrationProject
 
 # accounts.email is varchar(100) at first; the head widens it, so undoing the head narrows it with a rewrite.
 REWRITING = {
-    "a1": (None, 'op.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email varchar(100) NOT NULL, '
-                 'note text NOT NULL); CREATE INDEX ix_accounts_email ON accounts (email)")',
+    "a1": (None, ('op.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email varchar(100) NOT NULL, '
+                  'note text NOT NULL); CREATE INDEX ix_accounts_email ON accounts (email)")'),
            'op.execute("DROP TABLE accounts")'),
     "b2": ("a1", 'op.execute("ALTER TABLE accounts ALTER COLUMN email TYPE varchar(255)")',
            'op.execute("ALTER TABLE accounts ALTER COLUMN email TYPE varchar(100)")'),
