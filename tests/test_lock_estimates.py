@@ -10,6 +10,7 @@ from alembic_projects import project_at_head
 from click.testing import CliRunner
 
 from rollbook.cli import main
+from rollbook.demo.project import sample_data
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.lock_time import METADATA_SECONDS, NO_LIVE_CHECKS, LockEstimate, duration_text, step_blocking
 from rollbook.planning.operations import Operation, TableName
@@ -78,6 +79,10 @@ def test_plan_json_carries_estimated_lock_seconds_per_operation_and_step(demo_ur
         for op in step["operations"]:
             assert "estimated_lock_seconds" in op
             assert {"blocks_writes", "blocks_reads", "basis", "work"} <= set(op["lock_estimate"])
+    data_change = plan["steps"][0]
+    assert data_change["blocking"]["tables"] == []
+    assert [(r["table"], r["rows"]) for r in data_change["blocking"]["row_locks"]] == [
+        ("users", sample_data.ACTIVE_BEFORE_BACKFILL + sample_data.NULL_STATUS_BEFORE_BACKFILL)]
     summary = plan["lock_estimates"]
     assert summary["estimated"] is True
     assert summary["calibration"]["scan"]["table"] == "users"

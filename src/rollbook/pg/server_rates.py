@@ -22,11 +22,10 @@ _BLOCK_BYTES = 8192
 
 @dataclass(frozen=True)
 class TableSize:
-    """A table's size as the catalog has it: its heap, its indexes, and the planner's row estimate."""
+    """A table's size as the catalog has it: its heap and its indexes."""
 
     heap_bytes: int
     index_bytes: int
-    rows: int
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,11 @@ class ScanRate:
 def table_size(conn: psycopg.Connection[Any], regclass: str) -> TableSize | None:
     """The catalog's sizes of the table `regclass` names (quoted as to_regclass takes it); None if it is absent."""
     row = conn.execute(
-        "SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid), greatest(c.reltuples, 0)::bigint "
-        "FROM pg_class c WHERE c.oid = to_regclass(%s)", [regclass]).fetchone()
+        "SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
+        [regclass]).fetchone()
     if row is None:
         return None
-    return TableSize(heap_bytes=int(row[0]), index_bytes=int(row[1]), rows=int(row[2]))
+    return TableSize(heap_bytes=int(row[0]), index_bytes=int(row[1]))
 
 
 def measure_scan_rate(

@@ -75,6 +75,22 @@ class LockCalibration:
 
 
 @dataclass(frozen=True)
+class RowLocks:
+    """The rows of one table a data change locks, and for about how long."""
+
+    table: str
+    rows: int
+    seconds: float
+
+    def described(self) -> str:
+        """'blocks writes to the 9 row(s) of users it changes for about 2 ms'."""
+        return f"blocks writes to the {self.rows} row(s) of {self.table} it changes for {_about(self.seconds)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "rows": self.rows, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
 class LockEstimate:
     """How long one operation is expected to hold its lock (None: not estimated), what it blocks, and why."""
 
@@ -85,18 +101,19 @@ class LockEstimate:
     basis: str
     work: Work | None = None
     # A row change blocks writes only to the rows it changes, not to the table.
-    rows_locked: int | None = None
+    row_locks: RowLocks | None = None
 
     def described(self) -> str:
         """'blocks writes to users for about 40 s, reads for about 40 s (estimate)', or what it blocks and why not."""
-        if self.rows_locked is not None and self.seconds is not None and self.blocks_writes == ():
-            return f"blocks writes to the {self.rows_locked} row(s) it changes for about {duration_text(self.seconds)}"
+        if self.row_locks is not None:
+            return self.row_locks.described()
         blocked = blocking_text(self.blocks_writes, self.blocks_reads, self.seconds)
         return blocked if self.seconds is not None else f"{blocked} ({self.basis})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"estimated_lock_seconds": self.seconds, "blocks_writes": list(self.blocks_writes),
-                "blocks_reads": list(self.blocks_reads), "work": self.work, "basis": self.basis}
+                "blocks_reads": list(self.blocks_reads), "work": self.work, "basis": self.basis,
+                "row_locks": self.row_locks.to_dict() if self.row_locks else None}
 
 
 @dataclass(frozen=True)
@@ -128,18 +145,27 @@ class Blocking:
     tables: tuple[TableBlocking, ...]
     estimated: bool
     basis: str
-    # Row changes, which block writes to their rows only: each described ("blocks writes to the 9 row(s) ...").
-    row_locks: tuple[str, ...] = ()
+    # Data changes, which block writes to the rows they change only.
+    row_locks: tuple[RowLocks, ...] = ()
+
+    @property
+    def longest_seconds(self) -> float | None:
+        """The longest any table or changed row stays locked; None when not estimated."""
+        if not self.estimated:
+            return None
+        return max([*(t.writes_seconds or 0.0 for t in self.tables), *(r.seconds for r in self.row_locks)],
+                   default=0.0)
 
     def described(self) -> str:
         """'blocks writes to users for about 40 s, reads for about 40 s', 'blocks no reads or writes of a table'."""
-        text = "; ".join([*(t.described() for t in self.tables), *self.row_locks])
+        text = "; ".join([*(t.described() for t in self.tables), *(r.described() for r in self.row_locks)])
         if not text:
             return "blocks no reads or writes of a table"
         return text if self.estimated else f"{text} ({self.basis})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"estimated": self.estimated, "basis": self.basis, "tables": [t.to_dict() for t in self.tables]}
+        return {"estimated": self.estimated, "basis": self.basis, "tables": [t.to_dict() for t in self.tables],
+                "row_locks": [r.to_dict() for r in self.row_locks]}
 
 
 def calibrate(conn: psycopg.Connection[Any], operations: Iterable[Operation], *,
@@ -218,7 +244,7 @@ def estimate_lock(op: Operation, calibration: LockCalibration) -> LockEstimate:
         return LockEstimate(op.lock, seconds, blocks_writes, blocks_reads,
                             f"estimate: a scan of {_mb(heap)} to find the rows, then {op.rows_affected} row(s) at "
                             f"{ROW_CHANGE_SLOWDOWN:g}x the sampled read's time per row; {calibration.rate_basis()}",
-                            work, rows_locked=op.rows_affected)
+                            work, row_locks=RowLocks(str(op.table), op.rows_affected, seconds))
     factor, what, measured = {
         "validating_scan": (VALIDATING_SCAN_SLOWDOWN, f"a scan of {_mb(heap)}", heap),
         "rewrite": (REWRITE_SLOWDOWN, f"a rewrite of {_mb(heap)} of table and {_mb(first.index_bytes)} of indexes",
@@ -239,8 +265,8 @@ def step_blocking(operations: Sequence[Operation]) -> Blocking:
     """
     blocked: dict[str, TableBlocking] = {}
     estimated, basis = True, ""
-    row_locks = tuple(f"{op.lock_estimate.described()} in {op.table}" for op in operations
-                      if op.lock_estimate and op.lock_estimate.rows_locked is not None)
+    row_locks = tuple(op.lock_estimate.row_locks for op in operations
+                      if op.lock_estimate is not None and op.lock_estimate.row_locks is not None)
     transaction: list[LockEstimate] = []
     for op in [*operations, None]:
         if op is not None and op.op != COMMIT:
@@ -264,12 +290,14 @@ def step_blocking(operations: Sequence[Operation]) -> Blocking:
 def plan_blocking(steps: Iterable[Blocking]) -> Blocking:
     """The whole downgrade's blocked time per table: the sum over its steps."""
     blocked: dict[str, TableBlocking] = {}
+    row_locks: list[RowLocks] = []
     estimated, basis = True, ""
     for step in steps:
         estimated, basis = estimated and step.estimated, basis or step.basis
+        row_locks += step.row_locks
         for table in step.tables:
             _add(blocked, table, first_lock_only=False)
-    return Blocking(tuple(blocked.values()), estimated, basis)
+    return Blocking(tuple(blocked.values()), estimated, basis, tuple(row_locks))
 
 
 def duration_text(seconds: float) -> str:

@@ -81,11 +81,9 @@ class PlanStep:
 
     @property
     def estimated_lock_seconds(self) -> float | None:
-        """The longest any table is expected to stay locked during this step; None when not estimated."""
-        blocking = self.blocking
-        if not blocking.estimated:
-            return None
-        return max((t.writes_seconds or 0.0 for t in blocking.tables), default=0.0)
+        """The longest any table (or row it changes) is expected to stay locked during this step; None when not
+        estimated."""
+        return self.blocking.longest_seconds
 
     def atomicity_text(self) -> str:
         """'NOT ATOMIC: why; what a failure leaves', or '' for an atomic step."""
@@ -146,13 +144,14 @@ class DowngradePlan:
     def blocking_lines(self) -> list[str]:
         """The summary of what the downgrade blocks, one line per table, with the estimates' basis."""
         blocking = self.blocking
-        if not blocking.tables:
+        if not blocking.tables and not blocking.row_locks:
             return ["Blocks no reads or writes of a table."]
         calibration = self.lock_calibration
         basis = (calibration.rate_basis() if calibration and calibration.scan else blocking.basis
                  or (calibration.unavailable if calibration else "") or NO_LIVE_CHECKS)
         lines = [f"Estimated blocked time while it runs ({basis}; a wait for the lock queue comes on top):"]
         lines += [table.described() for table in blocking.tables]
+        lines += [rows.described() for rows in blocking.row_locks]
         return lines
 
     @property

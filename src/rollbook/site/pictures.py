@@ -74,7 +74,7 @@ def downgrade_path_picture(plan: DowngradePlan) -> Picture:
     steps = tuple(
         PathStep(revision=s.revision.revision, parent=s.revision.down_revision or "base", message=s.revision.message,
                  migration_type=s.migration_type, risk=s.risk.value, effect=_effects(s.operations),
-                 blocking=s.blocking.described() if s.blocking.tables else "")
+                 blocking=s.blocking.described() if s.blocking.tables or s.blocking.row_locks else "")
         for s in plan.steps)
     blocked = plan.blocking_lines()
     return path_picture(steps, start=plan.path.start, target=plan.path.target_label, verdict=plan.verdict.code,
