@@ -9,6 +9,7 @@ parallel workers (ALTER TABLE scans and rewrites are single-process), under a st
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,9 @@ from psycopg import sql
 
 # About 32 MB: long enough to time on any disk, short enough to cost well under a second on most.
 SAMPLE_BYTES = 32 * 1024 * 1024
+# The sample is read this many times and the median kept: one read on a busy server can be several times
+# slower or faster than the next.
+SAMPLE_READS = 3
 _BLOCK_BYTES = 8192
 
 
@@ -71,7 +75,8 @@ def measure_scan_rate(
     conn: psycopg.Connection[Any], table: sql.Identifier, label: str, heap_bytes: int, *,
     statement_timeout_ms: int = 10_000, lock_timeout_ms: int = 2_000,
 ) -> ScanRate | None:
-    """Time a sequential read of about SAMPLE_BYTES of `table` (whose heap is `heap_bytes`); None on an empty table.
+    """Time a sequential read of about SAMPLE_BYTES of `table` (whose heap is `heap_bytes`), the median of
+    SAMPLE_READS reads; None on an empty table.
 
     The sample is the table's first blocks (a TID range scan, PostgreSQL 14 and later) or, on older
     servers, a block sample (TABLESAMPLE SYSTEM): whole pages either way, read as a rewrite reads them.
@@ -93,12 +98,17 @@ def measure_scan_rate(
         conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true), "
                      "set_config('max_parallel_workers_per_gather', '0', true)",
                      [str(statement_timeout_ms), str(lock_timeout_ms)])
-        row = conn.execute(query).fetchone()
-    assert row is not None
-    explained = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    seconds = float(explained[0]["Execution Time"]) / 1000
-    scan = explained[0]["Plan"]["Plans"][0]
-    sampled_rows = int(scan["Actual Rows"])
+        reads = [_explained(conn.execute(query).fetchone()) for _ in range(SAMPLE_READS)]
+    seconds = statistics.median(read[0] for read in reads)
+    sampled_rows = reads[0][1]
     if sampled_rows == 0:
         return None
     return ScanRate(label, min(heap_bytes, blocks * _BLOCK_BYTES), sampled_rows, max(seconds, 1e-6))
+
+
+def _explained(row: tuple[Any, ...] | None) -> tuple[float, int]:
+    """The execution time in seconds and the rows scanned, from EXPLAIN (ANALYZE, FORMAT JSON)'s one row."""
+    assert row is not None
+    explained = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    scan = explained[0]["Plan"]["Plans"][0]
+    return float(explained[0]["Execution Time"]) / 1000, int(scan["Actual Rows"])

@@ -34,13 +34,13 @@ LOCK_BLOCKS: dict[str, tuple[bool, bool]] = {
 }
 
 # How many times longer than the calibration read each kind of work takes per byte (per row for row
-# changes), measured by bench/lock_estimates.py on PostgreSQL 18 (bench/results/lock_estimates.json):
-# the median of its cases, rounded.
+# changes), measured with bench/lock_estimates.py on PostgreSQL 18, 2 cores (bench/README.md): a case
+# whose ratio (estimate / measured) is r calls for its factor divided by r.
 REWRITE_SLOWDOWN = 4.0  # table and indexes, over the sampled read's bytes per second
-VALIDATING_SCAN_SLOWDOWN = 0.35  # a NOT NULL or CHECK scan reads one column; the sample forms whole rows
+VALIDATING_SCAN_SLOWDOWN = 0.45  # a NOT NULL or CHECK scan reads one column; the sample forms whole rows
 INDEX_BUILD_SLOWDOWN = 1.2  # the table's heap, read and sorted into a btree
-FOREIGN_KEY_SLOWDOWN = 0.6  # both tables' heaps, read once and joined by hash
-ROW_CHANGE_SLOWDOWN = 12.0  # per row changed, over the sampled read's rows per second
+FOREIGN_KEY_SLOWDOWN = 0.45  # both tables' heaps, read once and joined by hash
+ROW_CHANGE_SLOWDOWN = 15.0  # per row changed, over the sampled read's rows per second
 # A catalog-only change once its lock is granted: a few catalog rows written and a commit (its WAL flush).
 METADATA_SECONDS = 0.005
 
