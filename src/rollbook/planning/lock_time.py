@@ -54,7 +54,8 @@ _METADATA_ONLY = frozenset({
 })
 _VALIDATING_SCANS = frozenset({"set_not_null", "add_check", "validate_constraint"})
 _INDEX_BUILDS = frozenset({"create_index", "create_unique_index", "add_unique", "add_primary_key"})
-_ROW_CHANGES = frozenset({"update", "delete", "insert"})
+# An INSERT's count is of the rows whose key is taken, not of the rows it inserts: it has no estimate.
+_ROW_CHANGES = frozenset({"update", "delete"})
 NO_LIVE_CHECKS = "not estimated: no live checks"
 
 
@@ -245,14 +246,14 @@ def estimate_lock(op: Operation, calibration: LockCalibration) -> LockEstimate:
                             f"estimate: a scan of {_mb(heap)} to find the rows, then {op.rows_affected} row(s) at "
                             f"{ROW_CHANGE_SLOWDOWN:g}x the sampled read's time per row; {calibration.rate_basis()}",
                             work, row_locks=RowLocks(str(op.table), op.rows_affected, seconds))
-    factor, what, measured = {
+    factor, what, work_bytes = {
         "validating_scan": (VALIDATING_SCAN_SLOWDOWN, f"a scan of {_mb(heap)}", heap),
         "rewrite": (REWRITE_SLOWDOWN, f"a rewrite of {_mb(heap)} of table and {_mb(first.index_bytes)} of indexes",
                     heap + first.index_bytes),
         "index_build": (INDEX_BUILD_SLOWDOWN, f"an index build over {_mb(heap)} of table", heap),
         "foreign_key_check": (FOREIGN_KEY_SLOWDOWN, f"a check of {_mb(heap)} of both tables", heap),
     }[work]
-    seconds = measured / scan.bytes_per_second * factor
+    seconds = work_bytes / scan.bytes_per_second * factor
     return LockEstimate(op.lock, seconds, blocks_writes, blocks_reads,
                         f"estimate: {what} at {factor:g}x the sampled read's time per byte (factor measured by "
                         f"bench/lock_estimates.py); {calibration.rate_basis()}; {waiting}", work)
