@@ -20,7 +20,7 @@ import psycopg
 from psycopg import errors
 
 from rollbook.pg.server_rates import ScanRate, TableSize, measure_scan_rate, table_size
-from rollbook.planning.data_loss import regclass_text, table_identifier
+from rollbook.planning.data_loss import read_only_transaction, regclass_text, table_identifier
 from rollbook.planning.operations import COMMIT, Operation, TableName
 
 # What each table lock a downgrade takes keeps other sessions from doing: (writes, reads).
@@ -170,13 +170,22 @@ class Blocking:
 
 
 def calibrate(conn: psycopg.Connection[Any], operations: Iterable[Operation], *,
-              statement_timeout_ms: int = 10_000) -> LockCalibration:
-    """Read, read-only, the size of every table the operations lock, and time a read of a sample of the largest."""
+              statement_timeout_ms: int = 10_000, lock_timeout_ms: int = 2_000) -> LockCalibration:
+    """Read, read-only, the size of every table the operations lock, and time a read of a sample of the largest.
+
+    Reading a size takes the ACCESS SHARE lock a SELECT takes: a table another session holds locked
+    makes the estimates unavailable after `lock_timeout_ms`, rather than the plan wait.
+    """
     sizes: dict[TableName, TableSize | None] = {}
-    for op in operations:
-        for table in _tables_worked_on(op):
-            if table not in sizes:
+    tables = list(dict.fromkeys(table for op in operations for table in _tables_worked_on(op)))
+    try:
+        with read_only_transaction(conn, statement_timeout_ms, lock_timeout_ms):
+            for table in tables:
                 sizes[table] = table_size(conn, regclass_text(table))
+    except (errors.QueryCanceled, errors.LockNotAvailable):
+        return LockCalibration(sizes, unavailable="not estimated: the sizes of the tables it locks could not be read "
+                                                  f"within {lock_timeout_ms} ms (a table is locked, or the server is "
+                                                  "busy)")
     present = [(size.heap_bytes, table) for table, size in sizes.items() if size is not None and size.heap_bytes]
     if not present:
         return LockCalibration(sizes, unavailable="no table with rows to calibrate on: every table it locks is "
@@ -184,7 +193,7 @@ def calibrate(conn: psycopg.Connection[Any], operations: Iterable[Operation], *,
     heap_bytes, largest = max(present, key=lambda pair: pair[0])
     try:
         scan = measure_scan_rate(conn, table_identifier(largest), str(largest), heap_bytes,
-                                 statement_timeout_ms=statement_timeout_ms)
+                                 statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms)
     except (errors.QueryCanceled, errors.LockNotAvailable) as exc:
         why = "it took too long" if isinstance(exc, errors.QueryCanceled) else f"{largest} was locked"
         return LockCalibration(sizes, unavailable=f"not estimated: the calibration read of {largest} failed ({why})")
