@@ -250,7 +250,9 @@ def estimate_lock(op: Operation, calibration: LockCalibration) -> LockEstimate:
     if work == "row_changes":
         if op.rows_affected is None:
             return not_estimated("not estimated: the rows it changes were not counted")
-        seconds = heap / scan.bytes_per_second + op.rows_affected / scan.rows_per_second * ROW_CHANGE_SLOWDOWN
+        # Never less than a catalog-only change: the commit alone takes that.
+        seconds = max(METADATA_SECONDS, heap / scan.bytes_per_second
+                      + op.rows_affected / scan.rows_per_second * ROW_CHANGE_SLOWDOWN)
         return LockEstimate(op.lock, seconds, blocks_writes, blocks_reads,
                             f"estimate: a scan of {_mb(heap)} to find the rows, then {op.rows_affected} row(s) at "
                             f"{ROW_CHANGE_SLOWDOWN:g}x the sampled read's time per row; {calibration.rate_basis()}",
@@ -262,7 +264,7 @@ def estimate_lock(op: Operation, calibration: LockCalibration) -> LockEstimate:
         "index_build": (INDEX_BUILD_SLOWDOWN, f"an index build over {_mb(heap)} of table", heap),
         "foreign_key_check": (FOREIGN_KEY_SLOWDOWN, f"a check of {_mb(heap)} of both tables", heap),
     }[work]
-    seconds = work_bytes / scan.bytes_per_second * factor
+    seconds = max(METADATA_SECONDS, work_bytes / scan.bytes_per_second * factor)
     return LockEstimate(op.lock, seconds, blocks_writes, blocks_reads,
                         f"estimate: {what} at {factor:g}x the sampled read's time per byte (factor measured by "
                         f"bench/lock_estimates.py); {calibration.rate_basis()}; {waiting}", work)
