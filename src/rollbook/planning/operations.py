@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # lock_time reads operations; an operation only carries its estimate
+    from rollbook.planning.lock_time import LockEstimate
 
 
 class Risk(str, Enum):  # noqa: UP042 (StrEnum changes str() and f-strings: "high", not "Risk.HIGH")
@@ -169,6 +172,8 @@ class Operation:
     # CONCURRENTLY, ...); None when it runs inside the step's transaction.
     not_atomic_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # How long it is expected to hold its lock and what that blocks; None until the plan estimates it.
+    lock_estimate: LockEstimate | None = None
 
     @property
     def understood(self) -> bool:
@@ -213,6 +218,8 @@ class Operation:
             "lock": self.lock,
             "rewrites_table": self.rewrites_table,
             "not_atomic_reason": self.not_atomic_reason,
+            "estimated_lock_seconds": self.lock_estimate.seconds if self.lock_estimate else None,
+            "lock_estimate": self.lock_estimate.to_dict() if self.lock_estimate else None,
             "statement": self.statement,
             "source": self.source,
         }

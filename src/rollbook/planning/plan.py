@@ -12,6 +12,20 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
+from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
+from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
+from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
+from rollbook.planning.lock_time import (
+    NO_LIVE_CHECKS,
+    Blocking,
+    LockCalibration,
+    calibrate,
+    plan_blocking,
+    step_blocking,
+    with_lock_estimates,
+)
+from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.errors import RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
@@ -67,6 +81,17 @@ class PlanStep:
         """Whether the whole downgrade() runs in one transaction, so that a failure undoes all of it."""
         return not self.not_atomic_reasons
 
+    @property
+    def blocking(self) -> Blocking:
+        """The tables this step blocks, and for about how long (estimates)."""
+        return step_blocking(self.operations)
+
+    @property
+    def estimated_lock_seconds(self) -> float | None:
+        """The longest any table (or row it changes) is expected to stay locked during this step; None when not
+        estimated."""
+        return self.blocking.longest_seconds
+
     def atomicity_text(self) -> str:
         """'NOT ATOMIC: why; what a failure leaves', or '' for an atomic step."""
         if self.atomic:
@@ -82,6 +107,8 @@ class PlanStep:
             "risk": self.risk.value,
             "atomic": self.atomic,
             "not_atomic_reasons": list(self.not_atomic_reasons),
+            "estimated_lock_seconds": self.estimated_lock_seconds,
+            "blocking": self.blocking.to_dict(),
             "seed_guidance": None if seed is None else {
                 "data_loss": seed.data_loss, "rollback_safety": seed.rollback_safety, "mitigation": seed.mitigation,
             },
@@ -113,6 +140,26 @@ class DowngradePlan:
     tables: tuple[TableFacts, ...]
     live_checks: bool
     version_table: str = "alembic_version"
+    # What the lock-time estimates are derived from (None: not estimated at all).
+    lock_calibration: LockCalibration | None = None
+
+    @property
+    def blocking(self) -> Blocking:
+        """The whole downgrade's expected blocked time per table, summed over its steps (estimates)."""
+        return plan_blocking(step.blocking for step in self.steps)
+
+    def blocking_lines(self) -> list[str]:
+        """The summary of what the downgrade blocks, one line per table, with the estimates' basis."""
+        blocking = self.blocking
+        if not blocking.tables and not blocking.row_locks:
+            return ["Blocks no reads or writes of a table."]
+        calibration = self.lock_calibration
+        basis = (calibration.rate_basis() if calibration and calibration.scan else blocking.basis
+                 or (calibration.unavailable if calibration else "") or NO_LIVE_CHECKS)
+        lines = [f"Estimated blocked time while it runs ({basis}; a wait for the lock queue comes on top):"]
+        lines += [table.described() for table in blocking.tables]
+        lines += [rows.described() for rows in blocking.row_locks]
+        return lines
 
     @property
     def exit_code(self) -> ExitCode:
@@ -147,6 +194,8 @@ class DowngradePlan:
             "advice": self.verdict.advice,
             "plan_hash": self.plan_hash,
             "live_checks": self.live_checks,
+            "lock_estimates": {**self.blocking.to_dict(),
+                               "calibration": self.lock_calibration.to_dict() if self.lock_calibration else None},
             "steps": [step.to_dict() for step in self.steps],
             "tables": [t.to_dict() for t in self.tables],
         }
@@ -166,11 +215,14 @@ class DowngradePlan:
                          + ("  (read from Python source)" if step.render_error else ""))
             if not step.atomic:
                 lines.append(f"   {step.atomicity_text()}")
+            lines.append(f"   lock time (estimate): {step.blocking.described()}")
             for op in step.operations:
                 count = f"  [{op.count_text()}]" if op.check else ""
                 lines.append(f"   - {op.risk.value.upper():7} {op.detail}{count}")
                 if op.lock:
                     lines.append(f"     lock: {op.lock}{', rewrites the table' if op.rewrites_table else ''}")
+                if op.lock_estimate and op.lock_estimate.lock:
+                    lines.append(f"     {op.lock_estimate.described()}")
                 if op.not_atomic_reason:
                     lines.append(f"     not atomic: {op.not_atomic_reason}")
                 if op.count_note:
@@ -183,6 +235,8 @@ class DowngradePlan:
             lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists
                       else f"  {t.table}: not there now"
                       for t in self.tables]
+        blocked = self.blocking_lines()
+        lines += ["", blocked[0], *(f"  {line}" for line in blocked[1:])]
         lines += ["", f"Verdict: {self.verdict.headline}"]
         lines += [f"  - {reason}" for reason in self.verdict.reasons]
         lines.append(self.verdict.advice)
@@ -202,14 +256,18 @@ class DowngradePlan:
                 for op in step.operations) or "(nothing)"
             risk = f"**{step.risk.value.upper()}**" + ("" if step.atomic else "<br>**NOT ATOMIC**")
             rows.append((str(number), markdown.code(step.revision.revision), markdown.cell(step.revision.message),
-                         markdown.cell(step.migration_type), risk, operations))
-        parts = [head, markdown.table(["#", "revision", "message", "type", "risk", "downgrade operations"], rows)]
+                         markdown.cell(step.migration_type), risk, operations,
+                         markdown.cell(step.blocking.described())))
+        parts = [head, markdown.table(["#", "revision", "message", "type", "risk", "downgrade operations",
+                                       "lock time (estimate)"], rows)]
         parts += [f"Step {number} `{step.revision.revision}` is **{markdown.cell(step.atomicity_text())}**"
                   for number, step in enumerate(self.steps, 1) if not step.atomic]
         if self.tables:
             parts.append("Affected tables now: " + ", ".join(
                 f"`{t.table}` {t.rows} rows ({_size(t.total_bytes)})" if t.exists else f"`{t.table}` (not there)"
                 for t in self.tables))
+        blocked = self.blocking_lines()
+        parts.append(f"**{markdown.cell(blocked[0])}**" + "".join(f"\n- {markdown.cell(line)}" for line in blocked[1:]))
         if not self.live_checks:
             parts.append("Live checks were **not run**: no row was counted.")
         parts.append(f"**Verdict: {markdown.cell(self.verdict.headline)}**")
@@ -278,9 +336,13 @@ def plan_downgrade(
         steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, analyse_steps(project, path)))
         steps = _account_for_earlier_steps(steps)
         counts = None
+        calibration = LockCalibration(unavailable=NO_LIVE_CHECKS)
         if live_checks:
             counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
-    steps = _with_counts(steps, counts)
+            calibration = calibrate(conn, (op for step in steps for op in step.operations),
+                                    statement_timeout_ms=statement_timeout_ms)
+    steps = tuple(replace(step, operations=tuple(with_lock_estimates(step.operations, calibration)))
+                  for step in _with_counts(steps, counts))
     return DowngradePlan(
         database=target.redacted,
         path=path,
@@ -289,6 +351,7 @@ def plan_downgrade(
         tables=tuple(counts.tables.values()) if counts else (),
         live_checks=live_checks,
         version_table=_sql_name(project.version_table_schema, project.version_table),
+        lock_calibration=calibration,
     )
 
 

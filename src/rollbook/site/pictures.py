@@ -67,15 +67,20 @@ class PathStep:
     migration_type: str
     risk: str
     effect: str = ""
+    # What the step's locks block, and for about how long (an estimate): "blocks writes to users for about 40 s".
+    blocking: str = ""
 
 
 def downgrade_path_picture(plan: DowngradePlan) -> Picture:
     """The revision chain from the current revision down to the target, each step coloured by its risk."""
     steps = tuple(
         PathStep(revision=s.revision.revision, parent=s.revision.down_revision or "base", message=s.revision.message,
-                 migration_type=s.migration_type, risk=s.risk.value, effect=_effects(s.operations))
+                 migration_type=s.migration_type, risk=s.risk.value, effect=_effects(s.operations),
+                 blocking=s.blocking.described() if s.blocking.tables or s.blocking.row_locks else "")
         for s in plan.steps)
-    return path_picture(steps, start=plan.path.start, target=plan.path.target_label, verdict=plan.verdict.code)
+    blocked = plan.blocking_lines()
+    return path_picture(steps, start=plan.path.start, target=plan.path.target_label, verdict=plan.verdict.code,
+                        blocked=" ".join([blocked[0], "; ".join(blocked[1:])]).strip())
 
 
 def recorded_path_picture(record: RunRecord) -> Picture | None:
@@ -92,8 +97,12 @@ def recorded_path_picture(record: RunRecord) -> Picture | None:
     return path_picture(steps, start=revisions[0], target=target, verdict=record.plan_verdict or "")
 
 
-def path_picture(steps: Sequence[PathStep], *, start: str, target: str, verdict: str = "") -> Picture:
-    """Draw a downgrade path: one node per revision undone (newest first), then the target."""
+def path_picture(steps: Sequence[PathStep], *, start: str, target: str, verdict: str = "",
+                 blocked: str = "") -> Picture:
+    """Draw a downgrade path: one node per revision undone (newest first), then the target.
+
+    `blocked` is the plan's estimated blocked time per table, said under the picture.
+    """
     count = len(steps)
     header = (f"Downgrade {start} → {target}: {count} step{'s' if count != 1 else ''}"
               + (f", verdict {verdict}" if verdict else ""))
@@ -124,6 +133,9 @@ def path_picture(steps: Sequence[PathStep], *, start: str, target: str, verdict:
         detail = " · ".join(p for p in (_clip(step.message, 60), step.effect) if p)
         parts.append(f'<text x="{x + 22}" y="{y + 24}" font-size="12" fill="{MUTED}" {FONT}>{_x(_clip(detail, 82))}'
                      '</text>')
+        if step.blocking:
+            parts.append(f'<text x="{x + 22}" y="{y + 39}" font-size="11" fill="{MUTED}" {FONT}>'
+                         f'{_x(_clip("estimate: " + step.blocking, 90))}</text>')
     y = top + count * _ROW + 14
     parts.append(f'<circle cx="{x}" cy="{y}" r="10" fill="#ffffff" stroke="{TEXT}" stroke-width="3"/>')
     parts.append(f'<text x="{x + 22}" y="{y + 5}" font-size="14" font-weight="600" fill="{TEXT}" {MONO}>'
@@ -133,8 +145,12 @@ def path_picture(steps: Sequence[PathStep], *, start: str, target: str, verdict:
     parts += _legend(16, height - 14)
     parts.append("</svg>")
     lines = [header] + [f"{i}. {s.revision} -> {s.parent}: {s.migration_type}, {s.risk.upper()} risk"
-                        + (f" ({s.effect})" if s.effect else "") for i, s in enumerate(steps, 1)]
+                        + (f" ({s.effect})" if s.effect else "")
+                        + (f"; estimate: {s.blocking}" if s.blocking else "") for i, s in enumerate(steps, 1)]
     caption = "Each revision the downgrade undoes, newest first, coloured by the data-loss risk of undoing it."
+    if blocked:
+        lines.append(blocked)
+        caption = f"{caption} {blocked}"
     return Picture("downgrade-path", "".join(parts), caption, "\n".join(lines))
 
 
