@@ -12,10 +12,12 @@ import psycopg
 from psycopg import sql
 
 from rollbook import markdown
-from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
+from rollbook.errors import RollbookError
+from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
 from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
-from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
+from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.lock_time import (
     NO_LIVE_CHECKS,
     Blocking,
@@ -25,13 +27,6 @@ from rollbook.planning.lock_time import (
     step_blocking,
     with_lock_estimates,
 )
-from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
-from rollbook.errors import RollbookError
-from rollbook.outcomes import ExitCode
-from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
-from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
-from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
 from rollbook.planning.operations import (
     CERTAIN_FAILURES,
