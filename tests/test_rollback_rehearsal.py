@@ -596,3 +596,48 @@ def test_a_timestamptz_made_timestamp_again_changes_no_value(tmp_path, database_
     [r2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "r2"]
     assert r2["rows_as_planned"]["status"] == "passed", r2["rows_as_planned"]
     assert "task_instance: all 3 rows kept" in r2["rows_as_planned"]["detail"]
+
+
+DECOMPRESSES_ITS_OWN_BYTES = '''
+"""Move serialized_dag.data_compressed back into data (Airflow's 55297ae24532): the downgrade decompresses it."""
+import zlib
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "s2"
+down_revision = "s1"
+
+
+def upgrade():
+    op.add_column("serialized_dag", sa.Column("data_compressed", sa.LargeBinary, nullable=True))
+
+
+def downgrade():
+    bind = op.get_bind()
+    rows = bind.execute(sa.text("SELECT id, data_compressed FROM serialized_dag WHERE data_compressed IS NOT NULL"))
+    for id_, blob in rows.all():
+        bind.execute(sa.text("UPDATE serialized_dag SET data = :d WHERE id = :i"),
+                     {"d": zlib.decompress(blob).decode(), "i": id_})
+    op.drop_column("serialized_dag", "data_compressed")
+'''
+
+
+def test_a_nullable_binary_column_is_seeded_null_not_with_made_up_bytes(tmp_path, database_url):
+    """Made-up bytes are no zlib stream: a downgrade that decompresses what the project wrote would fail on
+    them alone. Nullable bytea columns are left NULL, so the round trip rehearses the migration itself."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "s1": (None, "op.execute('CREATE TABLE serialized_dag (id int PRIMARY KEY, data text)')",
+               "op.execute('DROP TABLE serialized_dag')"),
+        "s2": ("s1", "pass", "pass"),
+    })
+    (tmp_path / "project" / "versions" / "s2.py").write_text(DECOMPRESSES_ITS_OWN_BYTES)
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [s2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "s2"]
+    assert {s["table"]: s["rows"] for s in s2["seeded"]}["serialized_dag"] == 3
+    assert s2["downgrade"]["status"] == "passed", s2["downgrade"]
+    assert "without seeded rows" not in s2["downgrade"]["detail"]
