@@ -108,6 +108,15 @@ def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tm
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("succeeded, not fully verified\n")
     assert "application health not checked (no health_url given" in result.stdout
+    # What happened, in under 15 lines: mode, database and target, revisions, backup and its check, each check.
+    database = DatabaseTarget.from_url(demo_url).database
+    lines = result.stdout.splitlines()
+    assert len(lines) < 15, result.stdout
+    assert f"  rollback of {database} (staging, executed), target 0607bc5b8535" in lines
+    assert "  revision 0607bc5b8536 -> 0607bc5b8535" in lines
+    assert any(re.fullmatch(r"  backup .*\.dump \(verified by pg_restore --list\)", line) for line in lines)
+    assert ("  checks: revision passed; application health not checked (no health_url given: the application was "
+            "not checked); schema passed; critical tables passed") in lines
     [record] = notebook_records(tmp_path / "archive")
     summary = record_summary(record)
     assert summary.outcome == "succeeded_unverified"
@@ -125,6 +134,9 @@ def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
     assert result.returncode == 4
     assert result.stdout.startswith("refused at policy gate")
     assert "Rule 'risk' fails" in result.stdout
+    assert "  revision 0607bc5b8536 (unchanged)" in result.stdout.splitlines()
+    assert not [line for line in result.stdout.splitlines() if line.startswith("  backup ")]
+    assert len(result.stdout.splitlines()) < 15, result.stdout
     [record] = notebook_records(tmp_path / "archive")
     assert "_refused_" in record.name
     summary = record_summary(record)
@@ -145,6 +157,8 @@ def test_a_failed_run_exits_1_and_names_the_step_and_the_revision(tmp_path, demo
 
     assert result.returncode == 1
     assert result.stdout.startswith("failed at downgrade")
+    assert "the database is at 0607bc5b8531 (read after the run stopped)" in result.stdout
+    assert len(result.stdout.splitlines()) < 15, result.stdout
     summary = record_summary(notebook_records(tmp_path / "archive")[0])
     assert summary.outcome == "failed" and summary.failed_step == "downgrade"
     assert summary.revision_after == ["0607bc5b8531"]

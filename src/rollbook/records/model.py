@@ -113,7 +113,7 @@ class BackupFacts(_Part):
     verification_detail: str = ""
     write_horizon: str | None = Field(
         default=None, description="the oldest transaction running when the backup started: "
-                                                        "rows with a newer xmin were written since")
+                                  "rows with a newer xmin were written since")
 
 
 _Details = dict[str, Any]
@@ -171,14 +171,14 @@ class RunRecord(_Part):
     diagnosis: _Details | None = Field(default=None, description="what a failed downgrade left and what to do next")
     verification: _Details | None = Field(
         default=None, description="each check after the change: passed, failed or not "
-                                                            "checked")
+                                  "checked")
     restore_point: _Details | None = Field(
         default=None, description="the backup to restore instead of a refused rollback")
     # The restore runbook.
     restored_backup: _Details | None = Field(default=None, description="the archived backup restored")
     backup_check: _Details | None = Field(
         default=None, description="whether the backup to restore is the recorded one, "
-                                                            "of this database")
+                                  "of this database")
     writes_since_backup: _Details | None = Field(default=None, description="rows written, gone or tables changed since "
                                                                    "the backup")
     restore_plan: _Details | None = Field(default=None, description="where the backup goes and the command")

@@ -64,16 +64,47 @@ class RunbookResult:
         return self.verdict.exit_code
 
     def report(self) -> str:
-        """The verdict, why (for a run that did not succeed), and where the record is."""
+        """What happened, in a few lines a person reads at 3 a.m.: the verdict, why (for a run that did not
+        succeed), what the run did (mode, database, revision before and after), the backup and how it was
+        verified, each check after the change, and where the record is."""
+        record = self.summary
         lines = [self.verdict.text]
-        message = self.summary.message
-        succeeded = self.verdict.outcome in (Outcome.SUCCEEDED, Outcome.DRY_RUN)
-        if not succeeded and message and message != self.verdict.text:
-            lines.append(str(message))
-        after = self.summary.revision_after
+        if not self.verdict.outcome.succeeded and record.message and record.message != self.verdict.text:
+            lines.append(str(record.message))
+        lines += [f"  {line}" for line in _what_the_run_did(record)]
+        after = record.revision_after
         if self.verdict.exit_code and after is not None:
             lines.append(f"the database is at {', '.join(after) or 'base'} (read after the run stopped)")
         return "\n".join([*lines, f"record: {self.record.path}"])
+
+
+def _what_the_run_did(record: RunRecord) -> list[str]:
+    """The facts of a run's record a terminal shows: mode and database, revisions, backup, checks."""
+    lines = []
+    if record.execute is not None:
+        mode = "executed" if record.execute else "dry run"
+        where = ", ".join(part for part in (record.environment, mode) if part)
+        database = record.identity.database if record.identity and record.identity.database else record.database
+        lines.append(f"{record.runbook} of {database or 'the database'} ({where})"
+                     + (f", target {record.target}" if record.target else ""))
+    before, after = record.revision_before, record.revision_after
+    if before is not None and after is not None and before != after:
+        lines.append(f"revision {', '.join(before) or 'base'} -> {', '.join(after) or 'base'}")
+    elif before is not None:
+        lines.append(f"revision {', '.join(before) or 'base'} (unchanged)")
+    if record.backup is not None:
+        how = {"list": "pg_restore --list", "restore": "a restore into a scratch database"}.get(
+            record.backup.verification, record.backup.verification or "nothing")
+        state = "verified" if record.backup.verified else "NOT verified"
+        lines.append(f"backup {record.backup.path} ({state} by {how})")
+    checks = (record.verification or {}).get("checks") or []
+    if checks:
+        words = {"passed": "passed", "failed": "FAILED", "not_checked": "not checked"}
+        # A check that did not pass says why: what is left for a person to check by hand.
+        lines.append("checks: " + "; ".join(
+            f"{c.get('name')} {words.get(c.get('status'), c.get('status'))}"
+            + (f" ({c.get('detail')})" if c.get("status") != "passed" and c.get("detail") else "") for c in checks))
+    return lines
 
 
 def resolve_runbook(name: str) -> Path:
