@@ -309,7 +309,7 @@ def test_a_missing_migration_file_is_refused_with_how_to_get_it_back(tmp_path, d
     [
         (("-p", "target_revision", "0002"), ["arrived as the number 2", "-r target_revision 0002"]),
         (("-p", "target_revison", "-1"), ["Unknown parameter(s) target_revison", "target_revision"]),
-        (("-p", "execute", "yes"), ["execute must be True or False"]),
+        (("-p", "execute", "maybe"), ["execute must be true or false"]),
         (("-p", "environment", "prod"), ["prod", "production"]),
     ],
 )

@@ -113,7 +113,10 @@ def test_a_secret_in_an_x_argument_is_refused_naming_only_its_key() -> None:
 @pytest.mark.parametrize(("namespace", "message"), [
     ({"lock_timeout": "fast"},
      "lock_timeout must be a duration such as 500ms, 5s, 2min or 1h (a bare number is milliseconds), not 'fast'."),
-    ({"execute": "yes"}, "Parameter execute must be True or False (papermill: -p execute True), not 'yes'."),
+    ({"execute": "maybe"}, "Parameter execute must be true or false (papermill: -p execute True), not 'maybe'. "
+                           "Nothing was changed."),
+    ({"accept_data_loss": 2}, "Parameter accept_data_loss must be true or false (papermill: -p accept_data_loss True), "
+                              "not 2. Nothing was changed."),
     ({"verify_backup": "quick"}, "verify_backup must be 'list' (pg_restore --list) or 'restore' (restore into a "
                                  "scratch database and compare row counts), not 'quick'."),
     ({"environment": 3}, "Parameter environment must be text, but papermill delivered int 3; pass it with "
@@ -163,3 +166,11 @@ def test_the_rollback_test_takes_a_bounded_row_count() -> None:
     assert read(RollbackTestParameters, {}).rows_per_table == 3
     with pytest.raises(BadInput, match=r"rows_per_table must be a whole number from 0 to 100 .* not 500\."):
         read(RollbackTestParameters, {"rows_per_table": 500})
+
+
+@pytest.mark.parametrize("typed", [True, "true", "True", "TRUE", "yes", "1", 1])
+def test_a_flag_takes_what_papermill_users_type(typed: Any) -> None:
+    """`-p accept_data_loss true` (lower case) arrives as text: it means yes, not a policy refusal later."""
+    assert read_rollback_parameters({"operator": "a", "accept_data_loss": typed}).accept_data_loss is True
+    assert read_rollback_parameters({"operator": "a", "execute": str(typed).lower().replace("true", "false")
+                                     .replace("yes", "no").replace("1", "0")}).execute is False

@@ -355,10 +355,17 @@ def _string(name: str, value: Any) -> str:
     return value.strip()
 
 
+# What papermill users type for a flag: -p's True/False arrive as booleans, -r's and YAML's as text or 0/1.
+_FLAG_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def _flag(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise BadInput(f"Parameter {name} must be True or False (papermill: -p {name} True), not {value!r}.")
+    if isinstance(value, int | str) and str(value).strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[str(value).strip().lower()]
+    raise BadInput(f"Parameter {name} must be true or false (papermill: -p {name} True), not {value!r}. "
+                   "Nothing was changed.")
 
 
 def x_arguments_with_secrets(arguments: Sequence[str]) -> tuple[str, ...]:
