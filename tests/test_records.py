@@ -366,3 +366,35 @@ def test_a_run_that_fails_before_its_first_step_still_names_its_runbook(tmp_path
     [record] = notebook_records(tmp_path / "archive")
     assert "_nightly-check_failed_" in record.name
     assert record_summary(record).runbook == "nightly-check"
+
+
+def test_rollbook_run_takes_parameters_and_the_output_as_papermill_does(tmp_path, demo_url):
+    """-f FILE and -y YAML under -p and -r, a positional OUTPUT, --execution-timeout as a duration."""
+    (tmp_path / "params.yaml").write_text("environment: production\noperator: alice\nticket: INC-1\n")
+
+    result = rollbook(tmp_path, "run", "rollback", "-f", "params.yaml", "-y", "{environment: staging, accept_data_loss: true}",
+                      "-p", "operator", "bob", "-r", "target_revision", "0607bc5b8535", "out.ipynb",
+                      "--execution-timeout", "10min", url=demo_url)
+
+    assert result.returncode == 0, result.stderr
+    record = record_summary(tmp_path / "out.ipynb")
+    assert (record.environment, record.operator, record.ticket, record.execute) == ("staging", "bob", "INC-1", False)
+    assert record.target == "0607bc5b8535"
+
+
+def test_bad_papermill_style_parameters_are_refused_before_anything_starts(tmp_path, demo_url):
+    before = fingerprint(demo_url)
+    (tmp_path / "list.yaml").write_text("- environment\n- staging\n")
+    cases = {
+        ("-f", "missing.yaml"): "Cannot read the parameters file missing.yaml",
+        ("-f", "list.yaml"): "must be a YAML mapping of names to values",
+        ("-y", "environment: [staging"): "The parameters of -y are not YAML",
+        ("--execution-timeout", "soon"): "--execution-timeout must be a duration",
+        ("-o", "a.ipynb", "b.ipynb"): "Two outputs given",
+    }
+    for args, message in cases.items():
+        result = rollbook(tmp_path, "run", "rollback", *args, url=demo_url)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "archive").exists() or not notebook_records(tmp_path / "archive")
+    assert fingerprint(demo_url) == before

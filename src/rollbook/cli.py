@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from rollbook.demo.server import demo_down, demo_up
-from rollbook.errors import RollbookError
+from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
 from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
@@ -42,7 +42,7 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str | int) -
     from rollbook.runs.parameters import parse_duration_ms
 
     try:
-        return parse_duration_ms(f"--{(param.name or 'duration').replace('_', '-')}", value)
+        return parse_duration_ms(param.opts[0], value)
     except RollbookError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
@@ -50,6 +50,20 @@ x_arg_option = click.option(
     "-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
     help="An argument for env.py's context.get_x_argument(), as `alembic -x` passes it (repeatable).",
 )
+
+
+def _duration_seconds(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
+    """A duration in whole seconds: 30s, 10min, 1h, or a bare number of seconds (papermill's unit)."""
+    from rollbook.runs.parameters import parse_duration_ms
+
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return max(1, round(parse_duration_ms(param.opts[0], text) / 1000))
+    except RollbookError:
+        raise click.BadParameter(f"{param.opts[0]} must be a duration such as 30s, 10min or 1h (a bare number is "
+                                 f"seconds), not {text!r}.", ctx=ctx, param=param) from None
 
 
 def _project_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
@@ -214,26 +228,36 @@ def rollback_test(database_url: str | None, config_path: str, ini_section: str, 
 
 @main.command()
 @click.argument("runbook")
+@click.argument("output_path", required=False, metavar="[OUTPUT]")
 @click.option("-p", "--parameter", "typed", nargs=2, multiple=True, metavar="NAME VALUE",
               help="A parameter, its type guessed as papermill's -p does (True/False, numbers).")
 @click.option("-r", "--raw", "raw", nargs=2, multiple=True, metavar="NAME VALUE",
               help="A parameter kept as text: use it for revision ids.")
+@click.option("-f", "--parameters_file", "parameters_file", type=click.Path(dir_okay=False),
+              help="Parameters from a YAML file, as papermill's -f reads them (-y, -p and -r override them).")
+@click.option("-y", "--parameters_yaml", "parameters_yaml", metavar="YAML",
+              help="Parameters as YAML text, as papermill's -y reads them (-p and -r override them).")
 @click.option("-x", "--x-arg", "x_args", multiple=True, metavar="KEY=VALUE",
               help="An argument for env.py's context.get_x_argument() (repeatable; sets alembic_x_args).")
 @click.option("--execute", is_flag=True, help="Really roll back (sets the runbook's execute parameter).")
-@click.option("--output", "-o", help="Also write the record to this path or s3:// URL.")
-@click.option("--cell-timeout", default=3600, show_default=True, help="Seconds one cell may run before it is "
-              "interrupted.")
-@click.option("--timeout", "run_timeout", default=4 * 3600, show_default=True,
-              help="Seconds the whole run may take before papermill and its kernel are killed.")
+@click.option("--output", "-o", help="Also write the record to this path or s3:// URL (or give it as OUTPUT).")
+@click.option("--execution-timeout", "--cell-timeout", "cell_timeout", default="1h", show_default=True,
+              callback=_duration_seconds, metavar="DURATION",
+              help="How long one cell may run before it is interrupted (30s, 10min, 1h; a bare number is seconds, "
+                   "as in papermill).")
+@click.option("--timeout", "run_timeout", default="4h", show_default=True, metavar="DURATION",
+              callback=_duration_seconds,
+              help="How long the whole run may take before papermill and its kernel are killed (a bare number is "
+                   "seconds).")
 @prints_archive_head
 @reports_errors
-def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...], x_args: tuple[str, ...],
-        execute: bool,
+def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...],
+        parameters_file: str | None, parameters_yaml: str | None, x_args: tuple[str, ...], execute: bool,
         output: str | None, cell_timeout: int, run_timeout: int) -> None:
-    """Run RUNBOOK with papermill and archive its record.
+    """Run RUNBOOK with papermill and archive its record; also write the executed notebook to OUTPUT.
 
     RUNBOOK is a bundled runbook (rollback, status, plan, backup, restore, rollback-test) or a notebook's path.
+    Parameters are given as papermill takes them: -f FILE, -y YAML, -p NAME VALUE, -r NAME VALUE.
 
     A password in database_url is moved to the kernel's environment, never into the notebook. Exits
     0 when the run succeeded, 4 when it was refused, 1 when it failed, timed out or its kernel died.
@@ -241,9 +265,13 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
     """
     from rollbook.runs.runner import run_runbook
 
+    if output and output_path and output != output_path:
+        raise click.UsageError(f"Two outputs given: OUTPUT {output_path} and --output {output}. Give one.")
+    output = output or output_path
     if output:
         require_s3_support(output, "--output")
-    parameters: dict[str, object] = {name: papermill_value(value) for name, value in typed}
+    parameters = _yaml_parameters(parameters_file, "-f") | _yaml_parameters(parameters_yaml, "-y")
+    parameters.update({name: papermill_value(value) for name, value in typed})
     parameters.update(raw)  # -r wins over -p, as text
     if x_args:
         parameters["alembic_x_args"] = list(parse_x_args(list(x_args), "--x-arg"))
@@ -254,6 +282,29 @@ def run(runbook: str, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, 
                          on_step=_show_step)
     click.echo(result.report())
     sys.exit(result.exit_code)
+
+
+def _yaml_parameters(source: str | None, option: str) -> dict[str, object]:
+    """Parameters from a YAML file (-f) or text (-y), as papermill reads them: a mapping of names to values."""
+    if source is None:
+        return {}
+    import yaml
+
+    where = f"{option} {source}" if option == "-f" else option
+    try:
+        text = Path(source).read_text(encoding="utf-8") if option == "-f" else source
+        values = yaml.safe_load(text)
+    except OSError as exc:
+        raise BadInput(f"Cannot read the parameters file {source} ({exc.strerror}). Nothing was started.") from None
+    except yaml.YAMLError as exc:
+        raise BadInput(f"The parameters of {where} are not YAML: {str(exc).splitlines()[0]}. Nothing was "
+                       "started.") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(name, str) for name in values):
+        raise BadInput(f"The parameters of {where} must be a YAML mapping of names to values (operator: alice). "
+                       "Nothing was started.")
+    return dict(values)
 
 
 def papermill_value(text: str) -> bool | int | float | str | None:
