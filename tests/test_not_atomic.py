@@ -103,7 +103,7 @@ def test_the_policy_treats_a_not_atomic_step_like_a_high_risk_one(tmp_path, data
 
     staging = decide(plan, "staging", accept_data_loss=False)
     assert [r.rule for r in staging.failed] == ["atomic steps"]
-    assert staging.failed[0].remedy.startswith("pass accept_data_loss if a half-done step is acceptable")
+    assert staging.failed[0].remedy.startswith("pass accept_data_loss (-p accept_data_loss True) if a half-done step is acceptable")
     assert decide(plan, "staging", accept_data_loss=True).allowed
 
 

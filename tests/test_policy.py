@@ -132,11 +132,12 @@ def test_production_refuses_the_high_risk_data_migration_and_says_what_to_do_ins
         decision.enforce()
     message = str(refused.value)
     assert refused.value.exit_code == 4
-    assert "\n" not in message
-    assert message.startswith("The rollback policy of production (defaults (the team's rollback procedure)) "
-                              f"refuses this rollback of plan {plans.high.plan_hash[:12]}.")
-    assert "Rule 'risk' fails: production allows no HIGH-risk step" in message
-    assert "Rule 'data written' fails:" in message
+    # A headline, one line per failed rule, then what to do instead.
+    headline, *rules, instead = message.split("\n")
+    assert headline == ("The rollback policy of production (defaults (the team's rollback procedure)) "
+                        f"refuses this rollback of plan {plans.high.plan_hash[:12]}:")
+    assert [line.split(":")[0] for line in rules] == ["- Rule 'risk' fails", "- Rule 'data written' fails"]
+    assert rules[0].startswith("- Rule 'risk' fails: production allows no HIGH-risk step")
     assert message.endswith("Instead of rolling back, restore from the backup taken before the migration "
                             "(pg_restore), or fix forward with a new migration.")
 
@@ -172,16 +173,16 @@ def test_a_plan_that_was_not_counted_is_never_treated_as_safe(plans):
          "backup taken before the migration"),
         ({"deployed_at": None}, "deployment window",
          "deployed_at is not given, so the 5-minute window of production cannot be checked",
-         "pass deployed_at (ISO 8601 time the migration was deployed)"),
+         "pass deployed_at (-p deployed_at 2026-01-13T14:05:00Z: the ISO 8601 time the migration was deployed)"),
         ({"deployed_at": NOW + timedelta(hours=1)}, "deployment window",
          "deployed_at 2026-01-13T15:00:00+00:00 is 1 h 0 min in the future",
          "pass the time the migration was actually deployed, with its correct UTC offset"),
         ({"approved_by": ""}, "approver", "production requires explicit approval and nobody is named",
-         "have the team lead review the plan and pass approved_by (their name)"),
+         "have the team lead review the plan and pass approved_by (-p approved_by NAME)"),
         ({"approved_by": " Bob "}, "approver", "Bob would approve their own rollback",
          "a second person (the team lead) must approve: pass their name as approved_by"),
         ({"operator": ""}, "operator", "nobody is named as the operator, and who ran a rollback must be recorded",
-         "pass operator (the person running this rollback)"),
+         "pass operator (-p operator NAME: the person running this rollback)"),
         ({"approved_plan": "904d"}, "approved plan",
          "approved_plan '904d' is not a plan hash or a prefix of at least 8 hex characters", None),
     ],
@@ -242,7 +243,7 @@ def test_staging_needs_accept_data_loss_for_a_high_risk_step(plans):
     assert failed(refused) == ["risk", "data written"]
     assert rule(refused, "risk").reason == (
         "HIGH-risk step(s) need accept_data_loss in staging: 0607bc5b8536 (data_migration) HIGH")
-    assert rule(refused, "risk").remedy.startswith("pass accept_data_loss if losing this data is acceptable")
+    assert rule(refused, "risk").remedy.startswith("pass accept_data_loss (-p accept_data_loss True) if losing this data is acceptable")
     assert rule(refused, "approver").reason == "no approval required in staging"
     assert rule(refused, "deployment window").reason == "no time limit in staging"
 

@@ -147,12 +147,12 @@ class PolicyDecision:
         return f"PENDING: nothing fails so far; allowed only once {waiting} passes."
 
     def refusal_message(self, instead: str | None = None) -> str:
-        """One paragraph: which rules failed, what would make each pass, and what to do instead."""
+        """A headline, one line per failed rule with what would make it pass, and what to do instead."""
         if not self.refused:
             return ""
-        parts = " ".join(_explain(r) for r in self.failed)
+        rules = "\n".join(f"- {_explain(r)}" for r in self.failed)
         return (f"The {self.subject} policy of {self.environment} ({self.rules_source}) refuses this {self.subject} "
-                f"of {self.hash_label} {self.plan_hash[:SHORT_HASH]}. {parts} {instead or self.alternative}")
+                f"of {self.hash_label} {self.plan_hash[:SHORT_HASH]}:\n{rules}\n{instead or self.alternative}")
 
     def enforce(self, *, final: bool = False, instead: str | None = None) -> None:
         """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending.
@@ -238,7 +238,7 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
 def _operator_rule(request: RollbackRequest) -> RuleResult:
     if not request.operator.strip():
         return RuleResult("operator", "fail", "nobody is named as the operator, and who ran a rollback must be "
-                          "recorded", "pass operator (the person running this rollback)")
+                          "recorded", "pass operator (-p operator NAME: the person running this rollback)")
     return RuleResult("operator", "pass", f"run by {request.operator.strip()}")
 
 
@@ -265,7 +265,8 @@ def _window_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -> 
     if deployed is None:
         return RuleResult("deployment window", "fail",
                           f"deployed_at is not given, so {limit} cannot be checked",
-                          "pass deployed_at (ISO 8601 time the migration was deployed)")
+                          "pass deployed_at (-p deployed_at 2026-01-13T14:05:00Z: the ISO 8601 time the "
+                          "migration was deployed)")
     age = request.now - deployed
     if age.total_seconds() > env.window_minutes * 60:
         return RuleResult("deployment window", "fail",
@@ -298,7 +299,7 @@ def _approver_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -
     if not approver:
         if env.require_approver:
             return RuleResult("approver", "fail", f"{name} requires explicit approval and nobody is named",
-                              "have the team lead review the plan and pass approved_by (their name)")
+                              "have the team lead review the plan and pass approved_by (-p approved_by NAME)")
         return RuleResult("approver", "pass", f"no approval required in {name}")
     if env.approver_not_operator and operator and _same_person(approver, operator):
         return RuleResult("approver", "fail", f"{approver} would approve their own rollback",
@@ -359,8 +360,8 @@ def _risk_rule(env: EnvironmentRules, name: str, request: RollbackRequest, plan:
     if request.accept_data_loss:
         return RuleResult("risk", "pass", f"HIGH-risk step(s) accepted with accept_data_loss: {listed}")
     return RuleResult("risk", "fail", f"HIGH-risk step(s) need accept_data_loss in {name}: {listed}",
-                      "pass accept_data_loss if losing this data is acceptable; otherwise restore from backup "
-                      "or fix forward")
+                      "pass accept_data_loss (-p accept_data_loss True) if losing this data is acceptable; "
+                      "otherwise restore from backup or fix forward")
 
 
 def _atomic_rule(env: EnvironmentRules, name: str, request: RollbackRequest, plan: DowngradePlan) -> RuleResult:
@@ -381,8 +382,8 @@ def _atomic_rule(env: EnvironmentRules, name: str, request: RollbackRequest, pla
                           f"accept_data_loss: {listed}")
     return RuleResult("atomic steps", "fail", f"step(s) that run outside one transaction, which a failure would "
                       f"leave half-done, need accept_data_loss in {name}: {listed}",
-                      "pass accept_data_loss if a half-done step is acceptable (the backup taken first restores "
-                      "it); otherwise restore from backup or fix forward")
+                      "pass accept_data_loss (-p accept_data_loss True) if a half-done step is acceptable "
+                      "(the backup taken first restores it); otherwise restore from backup or fix forward")
 
 
 def _data_written_rule(env: EnvironmentRules, name: str, request: RollbackRequest,
@@ -418,7 +419,8 @@ def _data_written_rule(env: EnvironmentRules, name: str, request: RollbackReques
     if request.accept_data_loss:
         return RuleResult("data written", "pass", f"loss accepted with accept_data_loss: {facts}")
     return RuleResult("data written", "fail", f"the downgrade would destroy data written using the new schema: "
-                      f"{facts}", "pass accept_data_loss if losing this data is acceptable; otherwise fix forward")
+                      f"{facts}", "pass accept_data_loss (-p accept_data_loss True) if losing this data is "
+                       "acceptable; otherwise fix forward")
 
 
 def _blocking_rule(plan: DowngradePlan) -> RuleResult:

@@ -98,7 +98,8 @@ def show_rollbook_errors_briefly(shell: Any, session: _Session) -> None:
         result = getattr(value, "result", None)
         if result is not None:
             display(result)
-        message = f"{etype.__name__}: {value}"
+        # rollbook's own errors are messages for the operator; the class name is for a traceback.
+        message = str(value) if issubclass(etype, RollbookError) else f"{etype.__name__}: {value}"
         if session.target is not None:
             message = session.target.scrub(message)
         _file_stopped_run(session, value, message)

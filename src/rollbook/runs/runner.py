@@ -73,7 +73,7 @@ class RunbookResult:
             lines.append(str(record.message))
         lines += [f"  {line}" for line in _what_the_run_did(record)]
         after = record.revision_after
-        if self.verdict.exit_code and after is not None:
+        if self.verdict.exit_code == ExitCode.FAILED and after is not None:
             lines.append(f"the database is at {', '.join(after) or 'base'} (read after the run stopped)")
         return "\n".join([*lines, f"record: {self.record.path}"])
 
