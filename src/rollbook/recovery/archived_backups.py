@@ -8,7 +8,7 @@ be checked.
 
 A backup taken here also records a *write horizon*: the oldest transaction id still running when the
 backup started. Any row inserted or updated later carries a newer `xmin`, which is how a restore
-finds out whether the database was written to since (see rollbook.recovery.restore).
+finds out whether the database was written to since (see rollbook.recovery.writes_since_backup).
 """
 
 from __future__ import annotations
