@@ -26,7 +26,8 @@ from rollbook.planning.plan import DowngradePlan
 from rollbook.project.migrations import MigrationProject
 from rollbook.records.archive import Archive
 from rollbook.records.model import BackupFacts, ClientTool, RecordedIdentity, RunRecord, TableRows
-from rollbook.recovery.backup import Backup, BackupVerification, take_backup, verify_backup
+from rollbook.recovery.backup import Backup, take_backup
+from rollbook.recovery.backup_verification import BackupVerification, verify_backup
 
 # pg_current_snapshot() is PostgreSQL 13+; txid_current_snapshot() is its older spelling.
 _HORIZON_SQL = {True: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text",
