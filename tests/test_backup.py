@@ -18,7 +18,8 @@ from rollbook.demo.server import HEAD
 from rollbook.errors import BadInput
 from rollbook.pg.client_tools import PG_BIN_VARIABLE, PgToolUnavailable, find_pg_tool, libpq_environment
 from rollbook.pg.database import DatabaseTarget
-from rollbook.recovery.backup import BackupFailed, take_backup, verify_backup
+from rollbook.recovery.backup import BackupFailed, take_backup
+from rollbook.recovery.backup_verification import verify_backup
 
 DEBIAN_PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 

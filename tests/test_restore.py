@@ -31,16 +31,12 @@ from rollbook.recovery.archived_backups import (
     find_restore_point,
     take_recorded_backup,
 )
-from rollbook.recovery.restore import (
-    BackupRefused,
-    RestoreRefused,
-    check_backup,
-    evaluate_restore_policy,
-    plan_restore,
-    restore_backup,
-    verify_restore,
-    writes_since_backup,
-)
+from rollbook.recovery.backup_check import BackupRefused, check_backup
+from rollbook.recovery.restore import RestoreRefused, restore_backup
+from rollbook.recovery.restore_plan import plan_restore
+from rollbook.recovery.restore_policy import evaluate_restore_policy
+from rollbook.recovery.restore_verification import verify_restore
+from rollbook.recovery.writes_since_backup import writes_since_backup
 
 BEFORE_BACKFILL = "0607bc5b8535"
 BEFORE_USER_PREFERENCES = "0607bc5b8533"

@@ -25,7 +25,7 @@ from rollbook.errors import RollbookError
 
 if TYPE_CHECKING:
     from rollbook.project.migrations import MigrationProject
-    from rollbook.recovery.rehearsal import RehearsalReport
+    from rollbook.recovery.rehearsal_report import RehearsalReport
 
 MARKER = "rollbook"
 ITEM_PREFIX = "rollbook-rollback-test"

@@ -8,7 +8,7 @@ be checked.
 
 A backup taken here also records a *write horizon*: the oldest transaction id still running when the
 backup started. Any row inserted or updated later carries a newer `xmin`, which is how a restore
-finds out whether the database was written to since (see rollbook.recovery.restore).
+finds out whether the database was written to since (see rollbook.recovery.writes_since_backup).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from rollbook.planning.plan import DowngradePlan
 from rollbook.project.migrations import MigrationProject
 from rollbook.records.archive import Archive
 from rollbook.records.model import BackupFacts, ClientTool, RecordedIdentity, RunRecord, TableRows
-from rollbook.recovery.backup import Backup, BackupVerification, take_backup, verify_backup
+from rollbook.recovery.backup import Backup, take_backup
+from rollbook.recovery.backup_verification import BackupVerification, verify_backup
 
 # pg_current_snapshot() is PostgreSQL 13+; txid_current_snapshot() is its older spelling.
 _HORIZON_SQL = {True: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text",

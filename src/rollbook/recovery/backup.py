@@ -1,4 +1,7 @@
-"""The backup before a rollback: a pg_dump archive that is complete or absent, hashed, and verifiable."""
+"""The backup before a rollback: a pg_dump archive that is complete or absent, hashed, and verifiable.
+
+Taking it is this module; verifying it (its sha256, its archive read or restored) is backup_verification's.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +24,10 @@ from rollbook.errors import BadInput, RollbookError
 from rollbook.file_digest import file_sha256
 from rollbook.file_publishing import fsync_directory, publish_new
 from rollbook.parent_death import end_with_parent
-from rollbook.pg.client_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
+from rollbook.pg.client_tools import PgTool, find_pg_tool, libpq_environment, stderr_tail
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import DatabaseIdentity, read_identity
-from rollbook.pg.scratch import ScratchUnavailable, scratch_database
 
-VERIFY_METHODS = ("list", "restore")
 BACKUP_SUFFIX = ".dump"
 PARTIAL_SUFFIX = ".partial"
 # A rollback is often taken while something else holds locks; waiting forever would hide that.
@@ -110,63 +111,6 @@ class Backup:
         return markdown.table(("Backup", ""), rows)
 
 
-@dataclass(frozen=True)
-class BackupVerification:
-    """Whether a backup can be read ("list") or restored with the same rows ("restore")."""
-
-    backup: Backup
-    method: str
-    passed: bool
-    detail: str
-    seconds: float
-    toc_entries: int
-    table_rows_compared: tuple[tuple[str, int | None, int | None], ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backup": str(self.backup.path),
-            "sha256": self.backup.sha256,
-            "method": self.method,
-            "passed": self.passed,
-            "detail": self.detail,
-            "seconds": self.seconds,
-            "toc_entries": self.toc_entries,
-            "table_rows_compared": [
-                {"table": table, "expected": expected, "restored": restored}
-                for table, expected, restored in self.table_rows_compared
-            ],
-        }
-
-    def to_text(self) -> str:
-        verdict = "PASSED" if self.passed else "FAILED"
-        lines = [
-            f"Backup verification ({self.method}) of {self.backup.path}: {verdict} in {self.seconds:.1f} s",
-            f"  {self.detail}",
-        ]
-        for table, expected, restored in self.table_rows_compared:
-            mark = "ok" if expected == restored else "DIFFERS"
-            lines.append(f"  {table}: {_count(expected)} at backup, {_count(restored)} restored  {mark}")
-        return "\n".join(lines)
-
-    def _repr_markdown_(self) -> str:
-        text = markdown.table(
-            ("Backup verification", ""),
-            [
-                ("File", markdown.code(str(self.backup.path))),
-                ("Method", self.method),
-                ("Result", "**passed**" if self.passed else "**FAILED**"),
-                ("Detail", markdown.cell(self.detail)),
-                ("Time", f"{self.seconds:.1f} s"),
-            ],
-        )
-        if self.table_rows_compared:
-            text += "\n\n" + markdown.table(
-                ("Table", "Rows at backup", "Rows restored"),
-                [(markdown.code(t), _count(e), _count(r)) for t, e, r in self.table_rows_compared],
-            )
-        return text
-
-
 def take_backup(
     target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], count_rows: bool = False
 ) -> Backup:
@@ -190,7 +134,7 @@ def take_backup(
         try:
             with conn.transaction():
                 snapshot, taken = _export_snapshot(conn)
-                table_rows = _count_rows(conn) if count_rows else ()
+                table_rows = count_table_rows(conn) if count_rows else ()
                 final, partial = _reserve_names(folder, identity.database, taken, revisions)
                 _run_pg_dump(pg_dump, env, target, partial, snapshot)
             size, digest = _sync_and_hash(partial)
@@ -223,74 +167,6 @@ def take_backup(
         table_rows=table_rows,
         rows_counted=count_rows,
     )
-
-
-def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> BackupVerification:
-    """Check a backup: its sha256 first, then "list" (the archive reads) or "restore" (into a scratch database)."""
-    if method not in VERIFY_METHODS:
-        raise BadInput(f"Unknown verification method {method!r}: use 'list' or 'restore'.")
-    started = time.monotonic()
-
-    def result(
-        passed: bool, detail: str, toc_entries: int = 0,
-        compared: tuple[tuple[str, int | None, int | None], ...] = (),
-    ) -> BackupVerification:
-        return BackupVerification(
-            backup, method, passed, detail, round(time.monotonic() - started, 3), toc_entries, compared
-        )
-
-    problem = _checksum_problem(backup)
-    if problem:
-        return result(False, problem)
-    needed = max(backup.pg_dump.major_version, backup.identity.major_version)
-    if method == "list":
-        try:
-            pg_restore = find_pg_tool("pg_restore", needed)
-        except PgToolUnavailable as exc:
-            return result(False, str(exc))
-        passed, detail, entries = _check_listing(pg_restore, backup)
-        return result(passed, detail, entries)
-
-    if not backup.rows_counted:
-        return result(False, (
-            "The backup was taken without row counts (take_backup(..., count_rows=True)), so a restore cannot "
-            "be compared with anything: not verified. Take the backup again with row counts, or verify with "
-            "method 'list'."
-        ))
-    try:
-        with scratch_database(target) as scratch:
-            with connect(scratch) as conn:
-                needed = max(needed, read_identity(conn).major_version)
-            try:
-                pg_restore = find_pg_tool("pg_restore", needed)
-            except PgToolUnavailable as exc:
-                return result(False, str(exc))
-            passed, detail, entries = _check_listing(pg_restore, backup)
-            if not passed:
-                return result(False, detail, entries)
-            failure = _restore(pg_restore, backup.path, scratch)
-            if failure:
-                return result(False, failure, entries)
-            with connect(scratch) as conn:
-                restored = dict(_count_rows(conn))
-    except ScratchUnavailable as exc:
-        return result(False, (
-            f"Not verified by restore: {exc} Verify with method 'list' instead (it reads the whole archive "
-            "without a database), or run the restore check with a role that may create databases."
-        ))
-    compared = _compare_rows(backup.table_rows, restored)
-    differing = [(t, e, r) for t, e, r in compared if e != r]
-    if differing:
-        shown = "; ".join(f"{t}: {_count(e)} at backup, {_count(r)} restored" for t, e, r in differing[:10])
-        return result(False, (
-            f"Restored into a scratch database, but {len(differing)} of {len(compared)} table(s) have other row "
-            f"counts than at backup time: {shown}. Do not rely on this backup; take a new one and verify it."
-        ), entries, compared)
-    total = sum(rows for _, rows in backup.table_rows)
-    return result(True, (
-        f"Restored into a scratch database (since dropped) with pg_restore {pg_restore.major_version}: "
-        f"all {len(compared)} table(s) hold the rows counted at backup time ({total} rows in all)."
-    ), entries, compared)
 
 
 # --- taking a backup -------------------------------------------------------------------------
@@ -338,7 +214,7 @@ def _export_snapshot(conn: psycopg.Connection[Any]) -> tuple[str, datetime]:
     return str(row[0]), row[1].astimezone(UTC).replace(microsecond=0)
 
 
-def _count_rows(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int], ...]:
+def count_table_rows(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int], ...]:
     """Rows of every user table; ONLY, because pg_dump's data of a parent table excludes its children."""
     counts = []
     for schema, name, qualified in conn.execute(_USER_TABLES_SQL).fetchall():
@@ -460,121 +336,6 @@ def _advice(message: str, *, killed: bool = False) -> str:
     return "Fix the cause reported above and take the backup again."
 
 
-# --- verifying a backup ----------------------------------------------------------------------
-
-
-def _checksum_problem(backup: Backup) -> str | None:
-    try:
-        sha256_now = file_sha256(backup.path)
-    except OSError as exc:
-        return f"The backup file {backup.path} cannot be read: {exc.strerror or exc}. It cannot be verified or used."
-    if sha256_now != backup.sha256:
-        return (
-            f"Checksum mismatch: {backup.path} now has sha256 {sha256_now}, but {backup.sha256} was "
-            "recorded when the backup was taken. The file changed since (corruption or tampering): do not restore "
-            "from it; take a new backup."
-        )
-    return None
-
-
-def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
-    """pg_restore --list reads the archive's table of contents; every counted table must have its data in it."""
-    completed = subprocess.run(
-        [str(pg_restore.path), "--list", str(backup.path)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", check=False,
-        preexec_fn=end_with_parent,
-    )
-    if completed.returncode != 0:
-        return False, (
-            f"pg_restore --list could not read {backup.path} (exit code {completed.returncode}): "
-            f"{stderr_tail(completed.stderr, STDERR_LINES) or 'no message'}. The archive is damaged or not a "
-            "custom-format dump: do not restore from it; take a new backup."
-        ), 0
-    entries = [line for line in completed.stdout.splitlines() if line.strip() and not line.startswith(";")]
-    # Each entry reads "<id>; <oid> <oid> <type> <schema> <name> <owner>".
-    descriptions = [line.split(";", 1)[1].strip().split(" ", 2)[-1] for line in entries if ";" in line]
-    if not entries:
-        return False, f"pg_restore --list found no entries in {backup.path}: the archive holds nothing.", 0
-    missing = [
-        table for table, _ in backup.table_rows
-        if not any(_is_table_data(entry, *_split_qualified(table)) for entry in descriptions)
-    ]
-    if missing:
-        return False, (
-            f"The archive lists {len(entries)} entries but no data for {len(missing)} table(s) counted at backup "
-            f"time: {', '.join(missing[:10])}. Do not rely on this backup; take a new one."
-        ), len(entries)
-    checked = (
-        f"; data for all {len(backup.table_rows)} counted table(s) is in it" if backup.table_rows
-        else "; table data was not checked table by table (no row counts were taken with the backup)"
-        if not backup.rows_counted else ""
-    )
-    return True, (
-        f"pg_restore --list reads the archive: {len(entries)} entries{checked}. The file's sha256 matches the "
-        "one recorded at backup time."
-    ), len(entries)
-
-
-def _is_table_data(description: str, schema: str, name: str) -> bool:
-    prefix = f"TABLE DATA {schema} {name}"
-    return description == prefix or description.startswith(prefix + " ")
-
-
-def _split_qualified(qualified: str) -> tuple[str, str]:
-    """Undo format('%I.%I'): split at the dot outside quotes and unquote both parts."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    index = 0
-    while index < len(qualified):
-        char = qualified[index]
-        if quoted:
-            if char == '"' and qualified[index + 1:index + 2] == '"':
-                current.append('"')
-                index += 1
-            elif char == '"':
-                quoted = False
-            else:
-                current.append(char)
-        elif char == '"':
-            quoted = True
-        elif char == "." and not parts:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        index += 1
-    parts.append("".join(current))
-    return (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
-
-
-def _restore(pg_restore: PgTool, path: Path, scratch: DatabaseTarget) -> str | None:
-    completed = subprocess.run(
-        [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password",
-         f"--dbname={scratch.database}", str(path)],
-        env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        errors="replace", check=False, preexec_fn=end_with_parent,
-    )
-    if completed.returncode == 0:
-        return None
-    return (
-        f"pg_restore could not restore {path} into a scratch database (exit code {completed.returncode}): "
-        f"{stderr_tail(scratch.scrub(completed.stderr), STDERR_LINES) or 'no message'}. A restore of this backup "
-        "would fail the same way: fix the cause, or take a new backup and verify it."
-    )
-
-
-def _compare_rows(
-    expected: tuple[tuple[str, int], ...], restored: dict[str, int]
-) -> tuple[tuple[str, int | None, int | None], ...]:
-    compared: list[tuple[str, int | None, int | None]] = [
-        (table, rows, restored.get(table)) for table, rows in expected
-    ]
-    known = {table for table, _ in expected}
-    compared += [(table, None, rows) for table, rows in restored.items() if table not in known]
-    return tuple(compared)
-
-
 # --- rendering -------------------------------------------------------------------------------
 
 
@@ -598,6 +359,3 @@ def _revisions(revisions: tuple[str, ...]) -> str:
 def _rows_text(table_rows: tuple[tuple[str, int], ...]) -> str:
     return ", ".join(f"{table} {rows}" for table, rows in table_rows) or "(no tables)"
 
-
-def _count(value: int | None) -> str:
-    return "absent" if value is None else str(value)

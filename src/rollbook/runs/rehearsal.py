@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rollbook.outcomes import Outcome
-from rollbook.recovery.rehearsal import RehearsalReport, rehearse_rollbacks
+from rollbook.recovery.rehearsal import rehearse_rollbacks
+from rollbook.recovery.rehearsal_report import RehearsalReport
 from rollbook.runs.parameters import RollbackTestParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 

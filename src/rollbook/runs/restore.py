@@ -2,7 +2,7 @@
 
 Like the rollback runbook: a dry run unless `execute`, every step recorded as it goes, and a refusal
 or failure raises `RunbookStopped` with the result to show. Restoring over the database goes through
-the environment's policy (rollbook.recovery.restore.evaluate_restore_policy) and a verified backup of the
+the environment's policy (rollbook.recovery.restore_policy.evaluate_restore_policy) and a verified backup of the
 database as it is; restoring into a new database changes nothing that exists and needs neither.
 """
 
@@ -17,20 +17,12 @@ from rollbook.outcomes import Outcome
 from rollbook.policy.gate import RollbackRequest
 from rollbook.project.status import MigrationStatus, read_status
 from rollbook.recovery.archived_backups import ArchivedBackup, RecordedBackup, find_backup, take_recorded_backup
-from rollbook.recovery.restore import (
-    BackupCheck,
-    RestoreDecision,
-    RestoreExecution,
-    RestorePlan,
-    RestoreVerification,
-    WritesSinceBackup,
-    check_backup,
-    evaluate_restore_policy,
-    plan_restore,
-    restore_backup,
-    verify_restore,
-    writes_since_backup,
-)
+from rollbook.recovery.backup_check import BackupCheck, check_backup
+from rollbook.recovery.restore import RestoreExecution, restore_backup
+from rollbook.recovery.restore_plan import RestorePlan, plan_restore
+from rollbook.recovery.restore_policy import RestoreDecision, evaluate_restore_policy
+from rollbook.recovery.restore_verification import RestoreVerification, verify_restore
+from rollbook.recovery.writes_since_backup import WritesSinceBackup, writes_since_backup
 from rollbook.runs.parameters import RestoreParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
 
