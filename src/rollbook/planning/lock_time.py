@@ -346,7 +346,8 @@ def _add(blocked: dict[str, TableBlocking], table: TableBlocking, *, first_lock_
     if first_lock_only:
         # A later, stronger lock in the same transaction blocks reads from its own start to the commit.
         reads = reads_before if known.blocks_reads else reads_now
-        blocked[table.table] = replace(known, reads_seconds=reads, blocks_reads=known.blocks_reads or table.blocks_reads)
+        blocked[table.table] = replace(known, reads_seconds=reads,
+                                       blocks_reads=known.blocks_reads or table.blocks_reads)
         return
     blocked[table.table] = TableBlocking(table.table, _total((known.writes_seconds, table.writes_seconds)),
                                          _total((reads_before, reads_now)), known.blocks_reads or table.blocks_reads)
