@@ -641,3 +641,22 @@ def test_a_nullable_binary_column_is_seeded_null_not_with_made_up_bytes(tmp_path
     assert {s["table"]: s["rows"] for s in s2["seeded"]}["serialized_dag"] == 3
     assert s2["downgrade"]["status"] == "passed", s2["downgrade"]
     assert "without seeded rows" not in s2["downgrade"]["detail"]
+
+
+def test_ids_a_table_makes_itself_are_left_to_it_when_seeding(tmp_path, database_url):
+    """Prefect's 9e83011d1f2a copies concurrency_limit rows into concurrency_limit_v2 keeping their ids: made-up
+    ids shared by both tables would collide when the upgrade runs again; ids from gen_random_uuid() do not."""
+    from alembic_projects import write_project
+
+    config = write_project(tmp_path / "project", {
+        "u1": (None, "op.execute('CREATE TABLE limit_v1 (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text); "
+                     "CREATE TABLE limit_v2 (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text)')",
+               "op.execute('DROP TABLE limit_v1, limit_v2')"),
+        "u2": ("u1", "op.execute('INSERT INTO limit_v2 (id, name) SELECT id, name FROM limit_v1')", "pass"),
+    })
+
+    result = rollbook(tmp_path, "test-rollback", "--config", str(config), "--json", url=database_url)
+
+    [u2] = [trip for trip in json.loads(result.stdout)["revisions"] if trip["revision"] == "u2"]
+    assert {s["table"]: s["rows"] for s in u2["seeded"]} == {"limit_v1": 3, "limit_v2": 3}
+    assert u2["upgrade_again"]["status"] == "passed", u2["upgrade_again"]
