@@ -1,4 +1,6 @@
 """Running a planned downgrade: one revision per Alembic call, under a lock, every statement timed.
+One idea at about 480 lines, kept whole: the execution's record types, the connection guard, the statement
+log and the check after each step exist only for `execute_downgrade` and are read with it.
 
 The project's own env.py runs each step, as `alembic downgrade` would, so whatever it configures
 (search_path, schemas, version table) still applies. Around it rollbook adds what env.py cannot
