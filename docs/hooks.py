@@ -40,7 +40,8 @@ from mkdocs.structure.pages import Page
 from mkdocs.structure.toc import AnchorLink, get_toc
 
 from rollbook import markdown
-from rollbook.records.archive import Archive, ArchivedRecord, ArchiveVerification
+from rollbook.records.archive import Archive, ArchivedRecord
+from rollbook.records.archive_verification import ArchiveVerification
 from rollbook.records.model import RunRecord, record_fields, record_json_schema_text
 from rollbook.records.signing import RecordSigning
 from rollbook.redaction.connection_secrets import secret_leaks

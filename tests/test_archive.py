@@ -14,15 +14,9 @@ import nbformat
 import pytest
 
 from rollbook.errors import BadInput, RollbookError
-from rollbook.records.archive import (
-    GENESIS,
-    MANIFEST,
-    RECORD_MIME,
-    Archive,
-    ArchiveUnavailable,
-    RecordNotFiled,
-    entry_hash,
-)
+from rollbook.records.archive import Archive, ArchiveUnavailable, RecordNotFiled
+from rollbook.records.archive_files import MANIFEST, RECORD_MIME
+from rollbook.records.hash_chain import GENESIS, entry_hash
 from rollbook.records.model import read_record
 
 

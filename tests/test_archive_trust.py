@@ -19,7 +19,9 @@ from test_archive import make_notebook, make_summary
 from test_cli import ROLLBOOK
 
 from rollbook.demo.server import DEMO_CONFIG
-from rollbook.records.archive import MANIFEST, SIGNATURES, Archive, entry_hash
+from rollbook.records.archive import Archive
+from rollbook.records.archive_files import MANIFEST, SIGNATURES
+from rollbook.records.hash_chain import entry_hash
 from rollbook.records.model import read_record
 from rollbook.records.signing import RecordSigning
 

@@ -16,7 +16,8 @@ from pg import database_name
 from psycopg import sql
 
 from rollbook.demo.server import DEMO_CONFIG
-from rollbook.execution.diagnosis import Diagnosis, diagnose_failure
+from rollbook.execution.diagnosis import diagnose_failure
+from rollbook.execution.diagnosis_model import Diagnosis
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import PlanStep, plan_downgrade
 from rollbook.project.migrations import alembic_config_for, load_project

@@ -18,11 +18,8 @@ from pg import PgServer, database_name, psycopg_kwargs, url_with
 from psycopg import sql
 
 from rollbook.pg.database import connect
-from rollbook.pg.embedded_server import (
-    EmbeddedServerError,
-    start_embedded_server,
-    stop_embedded_server,
-)
+from rollbook.pg.embedded_install import EmbeddedServerError
+from rollbook.pg.embedded_server import start_embedded_server, stop_embedded_server
 
 
 def _alive(pid: int) -> bool:

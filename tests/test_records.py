@@ -28,7 +28,8 @@ from test_cli import ROLLBOOK
 
 from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.database import DatabaseTarget
-from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.archive import Archive
+from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RunRecord, read_record
 
 STAGING = ("-p", "environment", "staging", "-p", "operator", "alice", "-p", "accept_data_loss", "True")

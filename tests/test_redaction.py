@@ -13,7 +13,8 @@ import nbformat
 import pytest
 
 from rollbook.errors import RollbookError
-from rollbook.records.archive import RECORD_MIME, Archive, SecretInRecord
+from rollbook.records.archive import Archive, SecretInRecord
+from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import read_record
 from rollbook.redaction.connection_secrets import secrets_in_text
 from rollbook.redaction.redact import collect_secrets, find_secrets, redact_notebook, redact_text

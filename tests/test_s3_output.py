@@ -33,7 +33,8 @@ from sqlalchemy.engine import make_url
 
 from rollbook.cli import main
 from rollbook.demo.server import DEMO_CONFIG
-from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.archive import Archive
+from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RunRecord, read_record
 from rollbook.redaction.redact import find_secrets
 

@@ -21,7 +21,9 @@ from psycopg import sql
 
 from rollbook.execution.expected_schema import SchemaBuildFailed, SchemaCheck, build_schema_at, check_schema_matches
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.schema_snapshot import OWNED_SEQUENCE, SchemaSnapshot, compare_schemas, read_schema
+from rollbook.pg.schema_comparison import compare_schemas
+from rollbook.pg.schema_objects import SchemaSnapshot
+from rollbook.pg.schema_snapshot import OWNED_SEQUENCE, read_schema
 from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 
 HEAD = "0607bc5b8536"

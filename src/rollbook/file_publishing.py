@@ -1,6 +1,6 @@
 """Publishing a fully written file under its final name, never over an existing one.
 
-Records (records/archive.py) and backups (recovery/backup.py) are written under a temporary name, synced,
+Records (records/archive_files.py) and backups (recovery/backup.py) are written under a temporary name, synced,
 and only then given their final name, so that a reader never sees half a file and a name, once taken, is
 never replaced. A hard link is the atomic "create this name unless it exists"; on a file system without
 hard links the name is first reserved exclusively (O_EXCL), then the content is moved over the

@@ -14,7 +14,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from rollbook.records.archive import Archive, entry_hash
+from rollbook.records.archive import Archive
+from rollbook.records.hash_chain import entry_hash
 from rollbook.records.model import (
     SCHEMA_PATH,
     SCHEMA_VERSION,

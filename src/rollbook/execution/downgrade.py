@@ -1,4 +1,6 @@
 """Running a planned downgrade: one revision per Alembic call, under a lock, every statement timed.
+One idea at about 480 lines, kept whole: the execution's record types, the connection guard, the statement
+log and the check after each step exist only for `execute_downgrade` and are read with it.
 
 The project's own env.py runs each step, as `alembic downgrade` would, so whatever it configures
 (search_path, schemas, version table) still applies. Around it rollbook adds what env.py cannot
@@ -38,7 +40,9 @@ from rollbook.outcomes import Outcome
 from rollbook.pg.advisory_lock import rollback_lock
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import DatabaseIdentity, read_identity
-from rollbook.pg.schema_snapshot import BEFORE_AND_AFTER_STEP, SchemaSnapshot, compare_schemas, read_schema
+from rollbook.pg.schema_comparison import BEFORE_AND_AFTER_STEP, compare_schemas
+from rollbook.pg.schema_objects import SchemaSnapshot
+from rollbook.pg.schema_snapshot import read_schema
 from rollbook.planning.downgrade_path import alembic_downgrade_destination
 from rollbook.planning.plan import DowngradePlan
 from rollbook.project.env_py_settings import handed_connection, reads_flask_app

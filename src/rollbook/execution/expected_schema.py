@@ -13,15 +13,9 @@ from psycopg import sql
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.schema_snapshot import (
-    START_AND_DATABASE_BEFORE,
-    STATEMENT_TIMEOUT,
-    SchemaSnapshot,
-    apply_change,
-    compare_schemas,
-    list_schemas,
-    read_schema,
-)
+from rollbook.pg.schema_comparison import START_AND_DATABASE_BEFORE, compare_schemas
+from rollbook.pg.schema_objects import SchemaSnapshot, apply_change
+from rollbook.pg.schema_snapshot import STATEMENT_TIMEOUT, list_schemas, read_schema
 from rollbook.pg.scratch import scratch_database
 from rollbook.project.base_schema import create_base_schema
 from rollbook.project.migrations import MigrationProject

@@ -11,7 +11,7 @@ from typing import Any
 
 from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget
-from rollbook.pg.embedded_server import MAJOR_VERSIONS, WHEEL_NAME, EmbeddedServerError, pg_bin_dir
+from rollbook.pg.embedded_install import MAJOR_VERSIONS, WHEEL_NAME, EmbeddedServerError, pg_bin_dir
 
 PG_BIN_VARIABLE = "ROLLBOOK_PG_BIN"
 VERSION_TIMEOUT_SECONDS = 10

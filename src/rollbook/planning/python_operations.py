@@ -1,4 +1,6 @@
 """Reads a migration function's Python source when offline rendering is impossible.
+One idea at about 580 lines, kept whole: the function reader (loops, dialect tests, helpers, literals) and
+the table of `op.<name>(...)` calls it feeds depend on each other at every step of the walk.
 
 Migrations that query the database (op.get_bind().execute(...)) cannot run offline. Their Alembic
 operations are still visible in the source: each `op.<name>(...)` call (and `batch_op.<name>(...)`

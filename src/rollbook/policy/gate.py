@@ -1,4 +1,6 @@
 """The policy gate: whether this rollback may run here, rule by rule, with what would make it pass.
+One idea at about 450 lines, kept whole: the request, the decision and one short function per rule are read
+together whenever a rule changes (policy/rules.py holds the settings).
 
 Each rule of the environment's rules (policy/rules.py) is evaluated against the request and the plan;
 a refusal names every rule that failed and what would make it pass.

@@ -20,7 +20,8 @@ from pydantic_core import to_jsonable_python
 from rollbook import markdown
 from rollbook.errors import RunInterrupted
 from rollbook.outcomes import Outcome
-from rollbook.records.archive import RECORD_MIME, Archive
+from rollbook.records.archive import Archive
+from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.redaction.redact import collect_secrets, redact_value
 

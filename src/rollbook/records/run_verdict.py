@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import nbformat
 
 from rollbook.outcomes import ExitCode, Outcome
-from rollbook.records.archive import RECORD_MIME
+from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RunRecord, read_record
 from rollbook.records.run_record import RecordView
 

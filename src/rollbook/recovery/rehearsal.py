@@ -36,7 +36,9 @@ from psycopg import sql
 
 from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.pg.schema_snapshot import SchemaSnapshot, compare_schemas, read_schema
+from rollbook.pg.schema_comparison import compare_schemas
+from rollbook.pg.schema_objects import SchemaSnapshot
+from rollbook.pg.schema_snapshot import read_schema
 from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
 from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
 from rollbook.planning.operations import Risk

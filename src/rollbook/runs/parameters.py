@@ -1,4 +1,6 @@
 """Every runbook's parameters as papermill delivers them, checked for the ways papermill misleads.
+One idea at a little over 400 lines, kept whole: each runbook's parameters dataclass and the checks they share
+(revisions, flags, durations, passwords), so that one file shows every parameter a runbook takes and how it is read.
 
 papermill guesses the type of every `-p` value, only warns about unknown names, and writes every
 parameter into the output notebook. So a revision id can arrive as a number, a misspelt parameter

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from rollbook import markdown
 from rollbook.errors import RollbookError
-from rollbook.execution.diagnosis import Diagnosis, diagnose_failure
+from rollbook.execution.diagnosis import diagnose_failure
+from rollbook.execution.diagnosis_model import Diagnosis
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
 from rollbook.execution.expected_schema import check_schema_matches
 from rollbook.execution.health import check_health

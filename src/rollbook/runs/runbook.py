@@ -25,7 +25,7 @@ from rollbook.outcomes import Outcome
 from rollbook.pg.database import DatabaseTarget
 from rollbook.policy.rules import PolicyRules
 from rollbook.project.migrations import MigrationProject
-from rollbook.records.archive import RECORD_MIME
+from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RunRecord
 from rollbook.records.run_record import RunRecorder
 from rollbook.runs.context import READ_ONLY, RunContext, open_run

@@ -34,7 +34,8 @@ from rollbook.parent_death import end_with_parent
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import load_project, parse_x_args
 from rollbook.project.status import read_current_revisions
-from rollbook.records.archive import ARCHIVE_VARIABLE, IN_PROGRESS, Archive, ArchivedRecord, RecordNotFiled
+from rollbook.records.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord, RecordNotFiled
+from rollbook.records.archive_files import IN_PROGRESS
 from rollbook.records.model import RecordedStep, RunRecord
 from rollbook.records.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
 from rollbook.records.run_verdict import RunVerdict, reconcile, recorded_record
