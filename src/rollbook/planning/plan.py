@@ -311,9 +311,9 @@ class DowngradePlan:
     def _not_renderable_message(self, step: PlanStep) -> str:
         rev = step.revision
         if any(op.op == "raises" for op in step.operations):
-            return (f"The downgrade of {rev.revision} ({rev.file}) raises {step.render_error} while it builds its "
-                    "schema objects: it fails on every database, offline and online, so no script was written. Fix "
-                    "the migration, or restore from backup instead of rolling back through it.")
+            return (f"The downgrade of {rev.revision} ({rev.file}) {step.render_error}: it fails on every database, "
+                    "offline and online, so no script was written. Fix the migration, or restore from backup instead "
+                    "of rolling back through it.")
         return (f"The downgrade of {rev.revision} ({rev.file}) cannot be rendered offline ({step.render_error}). "
                 f"A script without it would still move {self.version_table} to {rev.down_revision or 'base'}, so "
                 "none was written. Run the downgrade through Alembic online (rollbook run rollback), which "

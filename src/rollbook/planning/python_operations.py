@@ -74,9 +74,9 @@ def operations_from_python(
             if fails_everywhere:
                 first = Operation(
                     "raises", None, None,
-                    f"fails: {function}() raises {render_error.rstrip('.')} while it builds its schema objects, on "
-                    "every database: a defect of the migration itself, to fix before rolling back through it; the "
-                    "operations below were read from its source", code, extra={RENDER_FALLBACK: True})
+                    f"fails: {function}() {render_error.rstrip('.')}, on every database: a defect of the migration "
+                    "itself, to fix before rolling back through it; the operations below were read from its source",
+                    code, extra={RENDER_FALLBACK: True})
             else:
                 first = Operation(
                     "unknown", None, None,
