@@ -154,7 +154,8 @@ def init(directory: Path) -> None:
         click.echo(f"kept     {directory / name} (already as rollbook writes it)")
     for name in result.skipped:
         click.echo(f"skipped  {directory / name} (it is there and differs: yours, not overwritten)")
-    click.echo(f"Next: cd {directory} && pip install 'rollbook[site]' && mkdocs build --strict")
+    into = "" if directory == Path(".") else f"cd {directory} && "
+    click.echo(f"Next, with the [site] extra (pip install 'rollbook[site]'): {into}mkdocs build --strict")
 
 
 @main.command()
