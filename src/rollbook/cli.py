@@ -22,6 +22,7 @@ from rollbook.project.status import read_status
 from rollbook.records.archive import Archive, default_root
 from rollbook.records.model import RecordedStep
 from rollbook.s3_support import require_s3_support
+from rollbook.site.team_site import init_site
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
@@ -135,6 +136,26 @@ def _show_step(step: RecordedStep) -> None:
 @click.version_option(package_name="rollbook")
 def main() -> None:
     """Safe, explainable and auditable rollback of Alembic migrations on PostgreSQL."""
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Write the team's rollbook.toml, mkdocs.yml and procedure pages into DIRECTORY (default: here).
+
+    As `alembic init` and `mkdocs new`: the pages are the team's to edit, and running it again writes only
+    what is missing, never over a file that is there. Then `mkdocs build --strict` there (pip install
+    'rollbook[site]') builds the team's procedures site with every runbook and the archive.
+    """
+    result = init_site(directory)
+    for name in result.written:
+        click.echo(f"wrote    {directory / name}")
+    for name in result.unchanged:
+        click.echo(f"kept     {directory / name} (already as rollbook writes it)")
+    for name in result.skipped:
+        click.echo(f"skipped  {directory / name} (it is there and differs: yours, not overwritten)")
+    into = "" if directory == Path(".") else f"cd {directory} && "
+    click.echo(f"Next, with the [site] extra (pip install 'rollbook[site]'): {into}mkdocs build --strict")
 
 
 @main.command()

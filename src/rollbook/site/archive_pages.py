@@ -1,0 +1,226 @@
+"""The archive as site pages: one page per run (its executed notebook, or its summary), an index of runs that
+says whether the manifest verifies, and the facts of a run at a glance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rollbook import markdown
+from rollbook.records.archive import Archive, ArchivedRecord
+from rollbook.records.archive_verification import ArchiveVerification
+from rollbook.records.model import RunRecord
+from rollbook.records.signing import RecordSigning
+from rollbook.site.pictures import recorded_path_picture, timeline_picture
+from rollbook.site.runbook_pages import Runbook, UrlOf
+
+ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """One run of the archive: its page, the records filed for it, and what the manifest says of them."""
+
+    run_id: str
+    src_uri: str
+    notebook: Path | None
+    record: RunRecord | None  # None when its file is missing, damaged or not a run record
+    records: tuple[ArchivedRecord, ...]
+    manifest: str
+    title: str
+    unreadable: str = ""  # why the record could not be read
+
+    @property
+    def outcome(self) -> str:
+        """The verdict in words (or the outcome), as the index and the page name it."""
+        last = self.records[-1]
+        text = "record unreadable" if self.record is None else self.record.verdict or self.record.outcome.value
+        return f"{text} (not filed yet)" if last.kind == "in progress" else text
+
+
+
+def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...]]:
+    """Each run of the archive (its notebook if filed, else its summary), oldest first, and the verification."""
+    archive = Archive(root, RecordSigning.configured())  # signatures checked as `rollbook archive verify` does
+    verification = archive.verify()
+    runs: dict[str, list[ArchivedRecord]] = {}
+    for record in archive.records():
+        runs.setdefault(record.run_id, []).append(record)
+    pages = []
+    for run_id, records in runs.items():
+        notebook = next((r for r in reversed(records) if r.kind == "notebook"), None)
+        main = notebook or records[-1]
+        loaded: RunRecord | None = None
+        unreadable = ""
+        try:
+            loaded = archive.load_record(main)
+        except Exception as error:  # a deleted or damaged record still gets its page, saying so
+            unreadable = str(error)
+        changed = [r.file for r in records if any(r.file in problem for problem in verification.problems)]
+        if main.kind == "in progress":
+            manifest = "not filed yet"
+        elif changed:
+            manifest = "✗ changed or missing"
+        else:
+            manifest = "✓ verified" if verification.ok else "✓ record intact (chain broken elsewhere)"
+        stem = Path(main.file).name.rsplit(".", 1)[0] if main.kind != "in progress" else f"in-progress-{run_id}"
+        shown = notebook.path if notebook is not None and notebook.path.is_file() else None
+        uri = f"archive/{safe_name(stem)}.{'ipynb' if shown else 'md'}"
+        page = RecordPage(run_id, uri, shown, loaded, tuple(records), manifest, "",
+                          unreadable)
+        started = loaded.started_at.isoformat() if loaded and loaded.started_at else main.started_at
+        title = " · ".join(str(v) for v in (_when(started), (loaded.runbook if loaded else main.runbook) or "run",
+                                             page.outcome) if v)
+        pages.append(dataclasses.replace(page, title=title))
+    return verification, tuple(pages)
+
+
+def archive_index(archive: Path | None, verification: ArchiveVerification | None,
+                  records: tuple[RecordPage, ...]) -> str:
+    """The archive's index: whether the manifest verifies, and one row per run, newest first."""
+    if archive is None:
+        return ("# Archive\n\nThis site was built without an archive. Every run of a runbook leaves a record in the "
+                "archive folder (`ROLLBOOK_ARCHIVE`, default `./rollback-records`); name that folder as the "
+                "`archive` of the rollbook plugin in `mkdocs.yml`, or build the site with "
+                f"`{ARCHIVE_VARIABLE}` pointing at it, to publish the records here:\n\n"
+                f"```bash\n{ARCHIVE_VARIABLE}=rollback-records mkdocs build --strict\n```\n\n"
+                "See [Records and the archive](../records.md) for what a record holds.\n")
+    assert verification is not None
+    if verification.ok:
+        banner = (f'!!! success "The manifest verifies"\n\n    {verification.entries} record file(s); the hash chain '
+                  "is intact and every record matches its sha256.")
+        if verification.head:
+            banner += f" Head entry hash: `{verification.head}`."
+        if verification.signatures:
+            banner += f" Signatures: {markdown.cell(verification.signatures)}"
+    else:
+        banner = ('!!! failure "The manifest does not verify"\n\n    The archive was changed outside rollbook:\n\n'
+                  + "\n".join(f"    - {markdown.cell(p)}" for p in verification.problems))
+    rows = []
+    for page in records:
+        r = page.record
+        rows.append((
+            f"[{markdown.cell(_when(r.started_at if r else None) or '?')}]({posixpath.basename(page.src_uri)})",
+            markdown.cell(r.database_name if r else ""), markdown.cell(r.runbook if r else ""),
+            _moved(r), markdown.cell(page.outcome), markdown.cell(r.operator or "" if r else ""),
+            markdown.cell(r.approved_by or "" if r else ""), page.manifest))
+    table = markdown.table(["started (UTC)", "database", "runbook", "revision before → after", "outcome", "operator",
+                            "approved by", "manifest"], list(reversed(rows)))
+    return "\n\n".join([
+        # The index is one wide table and has no sections: the table of contents' column goes to it.
+        "---\nhide:\n  - toc\n---\n# Archive", banner,
+        f"{len(records)} run(s), newest first. Each row links to the run's record: the executed notebook "
+        "as it was filed (already scrubbed of passwords), with its summary, timeline and hashes."
+        + (" [Download the manifest](manifest.jsonl) to check it with `rollbook archive verify`."
+           if (archive / "manifest.jsonl").is_file() else ""),
+        table if rows else "The archive holds no record yet.",
+    ]) + "\n"
+
+
+def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: UrlOf, notebook_html: str) -> str:
+    """The facts of a run at a glance, its pictures (unless the notebook drew them) and its files."""
+    # An unreadable record still gets its page: its run id, why it could not be read, and its files.
+    s = record.record or RunRecord(run_id=record.run_id, runbook="")
+    backup, identity = s.backup, s.identity
+    runbook = next((r for r in runbooks if r.name == s.runbook), None)
+    facts = [
+        ("run", markdown.code(record.run_id)),
+        ("runbook", f"[{markdown.cell(runbook.title)}]({url_of(runbook.src_uri)})" if runbook
+         else markdown.cell(s.runbook)),
+        ("outcome", f"**{markdown.cell(record.outcome)}**"),
+        ("message", markdown.cell(s.message or record.unreadable)),
+        ("database", markdown.code(s.database) if s.database else ""),
+        ("server", markdown.cell(f"server_version {identity.server_version} system_identifier "
+                                 f"{identity.system_identifier}") if identity else ""),
+        ("environment", markdown.cell(s.environment or "")),
+        ("operator", markdown.cell(s.operator or "")),
+        ("approved by", markdown.cell(s.approved_by or "")),
+        ("ticket", markdown.cell(s.ticket or "")),
+        ("revision before → after", _moved(record.record)),
+        ("plan", markdown.cell(" ".join(v for v in (s.plan_hash, s.plan_verdict) if v))),
+        ("backup", markdown.cell(f"{backup.path}, {backup.size_bytes} bytes, sha256 {backup.sha256}, verified: "
+                                 f"{backup.verified}") if backup else ""),
+        ("started", markdown.cell(s.started_at.isoformat() if s.started_at else "")),
+        ("finished", markdown.cell(s.finished_at.isoformat() if s.finished_at else "")),
+        ("manifest", record.manifest),
+    ]
+    parts = [f"# {markdown.cell(record.title)}", "## At a glance",
+             markdown.table(["recorded", "value"], [(k, v) for k, v in facts if v])]
+    pictures = []
+    if "rollbook-downgrade-path" not in notebook_html:
+        picture = recorded_path_picture(s)
+        if picture is not None:
+            pictures.append(picture.to_html())
+    if "rollbook-timeline" not in notebook_html and s.steps:
+        pictures.append(timeline_picture(s).to_html())
+    if pictures:
+        parts += ["## Pictures", *pictures]
+    parts.append("## Files and hashes")
+    parts.append(markdown.table(["file", "kind", "sha256", "filed"], [
+        (markdown.code(r.file), r.kind, markdown.code(r.sha256 or ""), markdown.cell(r.filed_at or "not filed"))
+        for r in record.records]))
+    downloads = [f"[{r.path.name}]({r.path.name}){{: download }}" for r in record.records
+                 if r.kind != "in progress" and r.path.is_file()]
+    if downloads:
+        parts.append("Download: " + ", ".join(downloads) + ". Check them against the manifest with "
+                     "`rollbook archive verify`.")
+    if record.notebook is not None:
+        parts.append("## The executed notebook\n\nAs filed in the archive: cells that never ran are marked "
+                     "*not run*, and the last cell is the record rollbook added when it filed the run.")
+    return "\n\n".join(parts)
+
+
+def summary_only_page(record: RecordPage) -> str:
+    if record.record is None:
+        return f"The record of run `{record.run_id}` could not be read: {markdown.cell(record.unreadable)}\n"
+    text = json.dumps(record.record.to_json(), indent=2, ensure_ascii=False)
+    return ("No executed notebook was filed for this run (a plain papermill run whose notebook was not added with "
+            "`rollbook archive add`, or a run that has not ended): this is its summary.\n\n"
+            '??? note "The record summary (JSON)"\n\n    ```json\n'
+            + "\n".join(f"    {line}" for line in text.splitlines()) + "\n    ```\n")
+
+
+def copy_archive_files(records: tuple[RecordPage, ...], site: Path) -> None:
+    """The records behind each page, so a reader can download and verify them."""
+    (site / "archive").mkdir(parents=True, exist_ok=True)
+    for record in records:
+        folder = site / "archive" / Path(record.src_uri).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        for filed in record.records:
+            if filed.kind != "in progress" and filed.path.is_file():
+                shutil.copyfile(filed.path, folder / filed.path.name)
+
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def _when(value: datetime | str | None) -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    except ValueError:
+        return value if isinstance(value, str) else ""
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return f"{parsed:%Y-%m-%d %H:%M:%S}"
+
+
+def _revisions(value: list[str] | None) -> str:
+    if value is None:
+        return "?"
+    return ", ".join(value) or "base"
+
+
+def _moved(record: RunRecord | None) -> str:
+    if record is None:
+        return "? → ?"
+    before, after = _revisions(record.revision_before), _revisions(record.revision_after)
+    return f"{markdown.cell(before)} → {markdown.cell(after)}"

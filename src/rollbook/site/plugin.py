@@ -1,0 +1,317 @@
+"""The `rollbook` MkDocs plugin: a team's procedures site gets its runbooks and its archive as pages.
+
+Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdocs-jupyter):
+
+    plugins:
+      - search
+      - rollbook:
+          archive: rollback-records   # default: ROLLBOOK_ARCHIVE, else ./rollback-records, if it exists
+          runbooks: [bundled, runbooks]   # the default: rollbook's runbooks, then the team's own notebooks
+
+- Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
+  site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
+  the nav's section that lists `runbooks/index.md` lists them all.
+- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies.
+  ROLLBOOK_SITE_ARCHIVE, when set, names the archive of this build whatever mkdocs.yml says.
+- `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
+- Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`,
+  `<!-- rollbook:record-fields -->`) become tables generated from the code, so the reference cannot
+  drift from the program; the run record's JSON Schema is published as `run-record.schema.json`.
+- No page or file of the site may contain a connection-string secret (a URL's password, `?password=`,
+  `password=` or `sslpassword=` keywords): the build fails if one does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import markdown as python_markdown
+from mkdocs.config import base
+from mkdocs.config import config_options as c
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
+from mkdocs.plugins import BasePlugin, event_priority
+from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
+from mkdocs.structure.toc import AnchorLink, get_toc
+
+from rollbook.records.archive import default_root
+from rollbook.records.archive_verification import ArchiveVerification
+from rollbook.records.model import record_json_schema_text
+from rollbook.redaction.connection_secrets import secret_leaks
+from rollbook.site.archive_pages import (
+    ARCHIVE_VARIABLE,
+    RecordPage,
+    archive_index,
+    copy_archive_files,
+    read_archive,
+    record_header,
+    summary_only_page,
+)
+from rollbook.site.reference import cli_reference, policy_defaults, record_fields_table
+from rollbook.site.runbook_pages import (
+    RUNBOOK_LINK,
+    Runbook,
+    read_runbook,
+    runbook_block,
+    runbook_link,
+    runbook_order,
+    runbooks_index,
+)
+
+RUNBOOKS_INDEX = "runbooks/index.md"
+ARCHIVE_INDEX = "archive/index.md"
+RECORD_SCHEMA = "run-record.schema.json"  # next to records.md, which links to it
+# The runbooks shipped in the package (`rollbook run NAME` runs them), named `bundled` in the plugin's `runbooks`.
+BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
+BUNDLED = "bundled"
+DEFAULT_RUNBOOKS = (BUNDLED, "runbooks")
+# mkdocs-jupyter as the runbook and record pages need it, when the site does not configure it itself.
+JUPYTER = "mkdocs-jupyter"
+JUPYTER_SETTINGS: Mapping[str, Any] = {
+    "include": ["*.ipynb"],  # the default also turns .py files into pages
+    "execute": False,  # runbooks are shown as stored (no outputs) and records as filed: the build runs no notebook
+    "include_source": True,
+    "cache": False,  # the cache would keep copies of archived records in .cache/ of the working tree
+}
+# The Markdown the plugin writes into pages (tabs, admonitions, download links, tables) needs these.
+MARKDOWN_EXTENSIONS: Mapping[str, Mapping[str, Any]] = {
+    "admonition": {}, "attr_list": {}, "tables": {}, "pymdownx.details": {}, "pymdownx.superfences": {},
+    "pymdownx.tabbed": {"alternate_style": True},
+}
+_SCANNED = {".html", ".json", ".ipynb", ".xml", ".txt", ".md", ".jsonl", ".svg", ".js", ".css"}
+_ID = re.compile(r'\bid="([^"]+)"')
+_FIRST_CODE_CELL = re.compile(r'<div[^>]*class="jp-Cell jp-CodeCell')
+
+
+class RollbookPluginConfig(base.Config):
+    # A folder of run records (relative to mkdocs.yml), or false for none. Unset: ROLLBOOK_ARCHIVE or
+    # ./rollback-records, as the runs file them, when that folder exists.
+    archive = c.Optional(c.Type((str, bool)))
+    # Folders whose notebooks are runbook pages (relative to mkdocs.yml); `bundled` is rollbook's own runbooks.
+    # A runbook of a later folder replaces one of the same name. Unset: bundled, then runbooks/ if it exists.
+    runbooks = c.Optional(c.ListOfItems(c.Type(str)))
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """What the build reads besides docs/: the runbooks, and the archive when one is given."""
+
+    runbooks: tuple[Runbook, ...]
+    archive: Path | None = None
+    verification: ArchiveVerification | None = None
+    records: tuple[RecordPage, ...] = ()
+    by_uri: Mapping[str, Runbook | RecordPage] = field(default_factory=dict)
+
+
+class NotebookPage(File):
+    """A notebook from outside docs/ that is a page, rendered by mkdocs-jupyter from its path."""
+
+    def is_documentation_page(self) -> bool:
+        return True
+
+
+class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
+    """Runbook pages, archive pages, generated reference tables and the secret guard of a procedures site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs = SiteInputs(())
+
+    def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
+        root = Path(config.config_file_path).parent
+        runbooks = read_runbooks(self._runbook_folders(root))
+        archive = self._archive(root, config.config_file_path)
+        verification, records = read_archive(archive) if archive else (None, ())
+        by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
+        by_uri.update({r.src_uri: r for r in records})
+        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri)
+        _extend_nav(config.nav or [], RUNBOOKS_INDEX, [r.src_uri for r in runbooks])
+        _extend_nav(config.nav or [], ARCHIVE_INDEX, [{r.title: r.src_uri} for r in records])
+        _add_jupyter(config)
+        for name, settings in MARKDOWN_EXTENSIONS.items():
+            if name not in config.markdown_extensions:
+                config.markdown_extensions.append(name)
+                config.mdx_configs.setdefault(name, dict(settings))
+        return config
+
+    @event_priority(-100)  # after mkdocs-jupyter's on_files, whose wrapper loses a generated file's path
+    def on_files(self, files: Files, /, *, config: MkDocsConfig) -> Files:
+        inputs = self.inputs
+        for runbook in inputs.runbooks:
+            files.append(NotebookPage.generated(config, runbook.src_uri, abs_src_path=str(runbook.path)))
+        files.append(File.generated(config, RUNBOOKS_INDEX, content=runbooks_index(inputs.runbooks)))
+        files.append(File.generated(config, ARCHIVE_INDEX,
+                                    content=archive_index(inputs.archive, inputs.verification, inputs.records)))
+        files.append(File.generated(config, RECORD_SCHEMA, content=record_json_schema_text()))
+        if inputs.archive is not None and (inputs.archive / "manifest.jsonl").is_file():
+            files.append(File.generated(config, "archive/manifest.jsonl",
+                                        abs_src_path=str(inputs.archive / "manifest.jsonl")))
+        for record in inputs.records:
+            if record.notebook is not None:
+                files.append(NotebookPage.generated(config, record.src_uri, abs_src_path=str(record.notebook)))
+            else:
+                files.append(File.generated(config, record.src_uri, content=summary_only_page(record)))
+        return files
+
+    def on_page_markdown(self, markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        if page.file.src_uri.endswith(".ipynb"):
+            return markdown  # mkdocs-jupyter renders notebooks from the file, not from this text
+        text = RUNBOOK_LINK.sub(lambda m: runbook_link(m, self.inputs.runbooks, page.file.src_uri), markdown)
+        text = text.replace("<!-- rollbook:cli -->", cli_reference())
+        text = text.replace("<!-- rollbook:record-fields -->", record_fields_table())
+        return text.replace("<!-- rollbook:policy-defaults -->", policy_defaults())
+
+    def on_page_content(self, html: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        item = self.inputs.by_uri.get(page.file.src_uri)
+
+        def url_of(src_uri: str) -> str:
+            target = files.get_file_from_path(src_uri)
+            return target.url_relative_to(page.file) if target else src_uri
+
+        if isinstance(item, Runbook):
+            runs = [(r.title, url_of(r.src_uri)) for r in self.inputs.records
+                    if r.record is not None and r.record.runbook == item.name]
+            block, tokens = _render(config, runbook_block(item, runs))
+            at = _FIRST_CODE_CELL.search(html)
+            html = html[:at.start()] + block + html[at.start():] if at else html + block
+            _add_to_toc(page, tokens, first=True)
+        elif isinstance(item, RecordPage):
+            block, tokens = _render(config, record_header(item, self.inputs.runbooks, url_of, html))
+            html = block + html
+            page.title = item.title
+            _add_to_toc(page, tokens, first=False)
+        if page.file.src_uri.endswith(".ipynb"):
+            # mkdocs collects anchors only from Markdown it rendered; this lets links to runbook sections be checked.
+            page.present_anchor_ids = set(_ID.findall(html))
+        return html
+
+    def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str:
+        leaks = secret_leaks(output)
+        if leaks:
+            # Raised before the page is written, so the password never reaches the site folder.
+            raise PluginError(f"The page built from {page.file.src_uri} contains {', '.join(leaks)}. Nothing may "
+                              "publish a password: scrub the record (rollbook.redaction.redact) or fix the page, "
+                              "then build again.")
+        return output
+
+    @event_priority(-100)  # after the search plugin has written search_index.json
+    def on_post_build(self, *, config: MkDocsConfig) -> None:
+        site = Path(config.site_dir)
+        if self.inputs.archive is not None:
+            copy_archive_files(self.inputs.records, site)
+        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site)}
+        if leaked:
+            for name in leaked:
+                (site / name).unlink()
+            described = "; ".join(f"{name}: {', '.join(leaks)}" for name, leaks in leaked.items())
+            raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were "
+                              "deleted and the build fails: find where the password came from, scrub it, and build "
+                              "again.")
+
+    def _runbook_folders(self, root: Path) -> list[Path]:
+        given = self.config.runbooks
+        folders = []
+        for name in DEFAULT_RUNBOOKS if given is None else given:
+            folder = BUNDLED_RUNBOOKS if name == BUNDLED else root / name
+            if folder.is_dir():
+                folders.append(folder)
+            elif given is not None:
+                raise PluginError(f"rollbook plugin, runbooks: there is no folder {folder}. Name folders of notebooks "
+                                  f"relative to mkdocs.yml, or `{BUNDLED}` for rollbook's own runbooks.")
+        return folders
+
+    def _archive(self, root: Path, config_file: str | None) -> Path | None:
+        given = os.environ.get(ARCHIVE_VARIABLE, "").strip()
+        if given:
+            archive = Path(given).resolve()
+            if not archive.is_dir():
+                raise PluginError(f"{ARCHIVE_VARIABLE}={given}: there is no archive folder there. Point it at the "
+                                  "folder of run records (ROLLBOOK_ARCHIVE of the runs), or unset it to build "
+                                  "without the archive.")
+            return archive
+        option = self.config.archive
+        if option is False or option == "":
+            return None
+        if not isinstance(option, str):  # unset (or true): where the runs file their records
+            default = default_root().resolve()  # where the runs file their records: none filed yet is no error
+            return default if default.is_dir() else None
+        archive = (root / option).resolve()
+        if not archive.is_dir():
+            raise PluginError(f"rollbook plugin, archive: {option} ({config_file}): there is no archive folder "
+                              f"{archive}. Name the folder of run records, or `archive: false` to build without one.")
+        return archive
+
+
+def read_runbooks(folders: list[Path]) -> tuple[Runbook, ...]:
+    """The notebooks of the folders, in the procedure's order; a later folder's runbook replaces an earlier one's."""
+    by_name = {path.stem: path for folder in folders for path in sorted(folder.glob("*.ipynb"))}
+    return tuple(read_runbook(path) for path in sorted(by_name.values(), key=runbook_order))
+
+
+def scan_site(site: Path) -> Iterator[tuple[Path, list[str]]]:
+    """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret."""
+    for path in sorted(site.rglob("*")):
+        if path.is_file() and path.suffix in _SCANNED:
+            leaks = secret_leaks(path.read_text(encoding="utf-8", errors="replace"))
+            if leaks:
+                yield path, leaks
+
+
+def _add_jupyter(config: MkDocsConfig) -> None:
+    """mkdocs-jupyter, which renders the runbook and record pages, unless the site configures it itself."""
+    if JUPYTER in config.plugins:
+        return
+    found = list(entry_points(group="mkdocs.plugins", name=JUPYTER))
+    if not found:
+        raise PluginError("The rollbook plugin renders runbooks with mkdocs-jupyter, which is not installed: "
+                          "pip install 'rollbook[site]'.")
+    plugin = found[0].load()()
+    errors, warnings = plugin.load_config(dict(JUPYTER_SETTINGS), config.config_file_path)
+    if errors or warnings:
+        raise PluginError(f"mkdocs-jupyter did not take rollbook's settings: {errors or warnings}")
+    config.plugins[JUPYTER] = plugin
+
+
+def _render(config: MkDocsConfig, text: str) -> tuple[str, list[Any]]:
+    """Markdown written by the plugin, rendered with the site's own extensions; its HTML and toc tokens."""
+    converter = python_markdown.Markdown(extensions=config.markdown_extensions,
+                                         extension_configs=config.mdx_configs or {})
+    html = converter.convert(text)
+    return html, getattr(converter, "toc_tokens", [])
+
+
+def _add_to_toc(page: Page, tokens: list[Any], *, first: bool) -> None:
+    added = list(get_toc(tokens))
+    toc = page.toc
+    items: list[AnchorLink] = toc.items
+    if first and items and items[0].level == 1:
+        items[0].children[0:0] = added  # the notebook's title stays on top
+    elif first:
+        items[0:0] = added
+    else:
+        # A record's own title leads; the notebook's headings follow under it.
+        head = added[0] if added and added[0].level == 1 else None
+        if head is not None:
+            head.children.extend(items)
+            items[:] = added
+        else:
+            items[0:0] = added
+
+
+def _extend_nav(nav: list[Any], anchor: str, entries: list[Any]) -> bool:
+    """Append `entries` to the nav section that lists `anchor`; True if it was found."""
+    for item in nav:
+        children = next(iter(item.values())) if isinstance(item, dict) and len(item) == 1 else None
+        if item == anchor or (isinstance(item, dict) and anchor in item.values()):
+            nav.extend(e for e in entries if e not in nav)
+            return True
+        if isinstance(children, list) and _extend_nav(children, anchor, entries):
+            return True
+    return False
