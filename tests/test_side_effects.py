@@ -162,3 +162,22 @@ def test_with_live_checks_off_the_foreign_keys_are_still_named(tmp_path, databas
         ("delete", "folders", None), ("cascade_delete", "files", None), ("cascade_delete", "comments", None),
         ("cascade_set_null", "shares", None)]
     assert plan.verdict.code == "do_not_downgrade"
+
+
+@pytest.mark.parametrize("order", ["key dropped first", "key dropped after"])
+def test_a_foreign_key_the_downgrade_drops_first_sets_nothing_off(tmp_path, database_url, order):
+    """Prefect's 0a1250a5aa25 drops a work queue's key to its pool, then deletes pools: nothing cascades. Dropped
+    after the DELETE, the key still cascades. The plan follows the statements in order, as PostgreSQL does."""
+    drop_key = "ALTER TABLE files DROP CONSTRAINT files_folder_id_fkey"
+    delete = "DELETE FROM folders WHERE folders.name LIKE 'seed%'"
+    statements = [drop_key, delete] if order == "key dropped first" else [delete, drop_key]
+    plan, config = planned(tmp_path, database_url, "; ".join(statements))
+
+    cascades = {(op, table) for op, table in operations(plan) if op.startswith("cascade")}
+    before = table_rows(database_url)
+    command.downgrade(config, "-1")
+    lost_files = before["files"] - table_rows(database_url)["files"]
+    if order == "key dropped first":
+        assert ("cascade_delete", "files") not in cascades and lost_files == 0
+    else:
+        assert operations(plan)[("cascade_delete", "files")] == 15 and lost_files == 15

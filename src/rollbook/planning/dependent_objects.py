@@ -156,6 +156,11 @@ class DroppedSoFar:
                     or any((table, column) in self.columns for column in dependent.constraint_columns))
         return False
 
+    def drops_key(self, table: TableName, name: str, columns: tuple[str, ...]) -> bool:
+        """Whether an earlier statement dropped the foreign key `name` of `table`: itself, its table or a column."""
+        return ((table.name, name) in self.constraints or table.name in self.tables
+                or any((table.name, column) in self.columns for column in columns))
+
     def in_catalog(self, table: TableName) -> TableName:
         """`table` by the name the catalog has for it now, before the renames recorded so far."""
         catalog = next((old for old, new in self.renamed.items() if new == table.name), None)

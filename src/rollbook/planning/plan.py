@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -388,7 +389,9 @@ def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep,
     expanded = []
     for step in steps:
         checked = with_missing_objects(conn, list(step.operations), names)
-        operations = with_side_effects(with_dependent_objects(conn, checked, dropped), dependencies)
+        # Side effects follow the step's statements in order from what the path dropped before it.
+        before = copy.deepcopy(dropped)
+        operations = with_side_effects(with_dependent_objects(conn, checked, dropped), dependencies, before)
         # The step's own risk anew: a drop of what does not exist has lost the risk of a drop.
         risk = Risk.worst([step_risk(step.migration_type, checked), *(op.risk for op in operations)])
         expanded.append(replace(step, operations=tuple(operations), risk=risk))

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from rollbook.planning.data_loss import column_reference, regclass_text, table_identifier
+from rollbook.planning.dependent_objects import DroppedSoFar
 from rollbook.planning.operations import LiveCheck, Operation, Risk, TableName
 
 ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
@@ -131,31 +132,39 @@ def _table_name(schema: str, name: str, visible: bool) -> TableName:
     return TableName(None if visible else schema, name)
 
 
-def with_side_effects(operations: list[Operation], dependencies: DataDependencies) -> list[Operation]:
-    """`operations`, each data change followed by what PostgreSQL does because of it elsewhere."""
+def with_side_effects(operations: list[Operation], dependencies: DataDependencies,
+                      dropped: DroppedSoFar) -> list[Operation]:
+    """`operations`, each data change followed by what PostgreSQL does because of it elsewhere.
+
+    `dropped` is what the downgrade dropped before these operations; it is kept up to date as they are read
+    in order, so a foreign key an earlier statement drops sets off nothing (Prefect's 0a1250a5aa25 drops
+    fk_work_queue__work_pool_id__work_pool, then deletes work_pool rows).
+    """
     expanded = []
     for op in operations:
         expanded.append(op)
         oid = dependencies.oids.get(op.table) if op.table is not None else None
-        if oid is None or op.op not in _EVENTS:
-            continue
-        assert op.table is not None
-        if op.op == "delete":
-            predicate = op.check.predicate if op.check is not None else None
-            expanded += _after_delete(dependencies, oid, op.table, predicate, op.statement, {oid})
-        elif op.op == "truncate":
-            expanded += _after_truncate(dependencies, oid, op)
-        expanded += _triggers(dependencies, oid, op.table, _EVENTS[op.op], op.statement)
+        if oid is not None and op.op in _EVENTS:
+            assert op.table is not None
+            if op.op == "delete":
+                predicate = op.check.predicate if op.check is not None else None
+                expanded += _after_delete(dependencies, dropped, oid, op.table, predicate, op.statement, {oid})
+            elif op.op == "truncate":
+                expanded += _after_truncate(dependencies, oid, op)
+            expanded += _triggers(dependencies, oid, op.table, _EVENTS[op.op], op.statement)
+        dropped.record(op)
     return expanded
 
 
 def _after_delete(
-    dependencies: DataDependencies, oid: int, table: TableName, predicate: str | None, statement: str,
-    path: set[int],
+    dependencies: DataDependencies, dropped: DroppedSoFar, oid: int, table: TableName, predicate: str | None,
+    statement: str, path: set[int],
 ) -> list[Operation]:
     """The foreign-key actions a DELETE of `table`'s rows matching `predicate` sets off, recursively."""
     found: list[Operation] = []
     for fk in dependencies.referencing(oid):
+        if dropped.drops_key(fk.table, fk.name, fk.columns):
+            continue
         action = ON_DELETE[fk.on_delete]
         via = f"{fk.name}, ON DELETE {action}"
         if fk.table_oid in path:
@@ -190,7 +199,8 @@ def _after_delete(
         event = "DELETE" if op == "cascade_delete" else "UPDATE"
         found += _triggers(dependencies, fk.table_oid, fk.table, event, statement)
         if op == "cascade_delete":
-            found += _after_delete(dependencies, fk.table_oid, fk.table, reference, statement, path | {fk.table_oid})
+            found += _after_delete(dependencies, dropped, fk.table_oid, fk.table, reference, statement,
+                                   path | {fk.table_oid})
     return found
 
 
