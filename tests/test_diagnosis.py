@@ -19,7 +19,8 @@ from rollbook.demo.server import DEMO_CONFIG
 from rollbook.execution.diagnosis import diagnose_failure
 from rollbook.execution.diagnosis_model import Diagnosis
 from rollbook.pg.database import DatabaseTarget
-from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.planning.plan import plan_downgrade
+from rollbook.planning.step import PlanStep
 from rollbook.project.migrations import alembic_config_for, load_project
 
 HEAD = "0607bc5b8536"

@@ -24,9 +24,11 @@ from pg import PgServer, database_name, psycopg_kwargs
 from rollbook.cli import main
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.operations import Risk
-from rollbook.planning.plan import DowngradePlan, PlanStep, judge, plan_downgrade
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.planning.python_operations import operations_from_python
 from rollbook.planning.sql_operations import operations_from_sql
+from rollbook.planning.step import PlanStep
+from rollbook.planning.verdict import judge
 from rollbook.project.migrations import MigrationProject, load_project
 
 PROJECT = Path(__file__).parent / "projects" / "realworld"

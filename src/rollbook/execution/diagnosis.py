@@ -27,8 +27,8 @@ from rollbook.execution.diagnosis_rows import CONSTRAINTS, DOES_NOT_FIT, rows_in
 from rollbook.execution.diagnosis_timeouts import lock_timeout, statement_timeout
 from rollbook.execution.downgrade import LeftChanged
 from rollbook.pg.database import DatabaseTarget
-from rollbook.planning.plan import PlanStep
 from rollbook.planning.sql_operations import operations_from_sql
+from rollbook.planning.step import PlanStep
 from rollbook.project.migrations import MigrationProject
 
 _DEPENDENT_OBJECTS = errors.DependentObjectsStillExist.sqlstate

@@ -19,7 +19,7 @@ from rollbook import markdown
 from rollbook.errors import RollbookError
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.operations import Operation
-from rollbook.planning.plan import PlanStep
+from rollbook.planning.step import PlanStep
 
 Scenario = Literal[
     "dependent_objects",

@@ -20,7 +20,7 @@ from rollbook.execution.diagnosis_model import (
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.data_loss import read_only_transaction, regclass_text
 from rollbook.planning.operations import Operation, TableName
-from rollbook.planning.plan import PlanStep
+from rollbook.planning.step import PlanStep
 
 SHOWN_SESSIONS = 10
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from rollbook import markdown
 from rollbook.errors import RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.data_loss import LiveCounts, TableFacts, count_affected_rows, table_facts
-from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
+from rollbook.planning.data_loss import TableFacts, count_affected_rows
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.lock_time import (
     NO_LIVE_CHECKS,
@@ -25,104 +22,28 @@ from rollbook.planning.lock_time import (
     LockCalibration,
     calibrate,
     plan_blocking,
-    step_blocking,
     with_lock_estimates,
 )
-from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
 from rollbook.planning.operations import (
-    CERTAIN_FAILURES,
     NO_DOWNGRADE,
-    ROW_CHANGES,
-    LiveCheck,
-    Operation,
-    Risk,
-    TableName,
-    type_widening,
-    with_autocommit_marked,
 )
-from rollbook.planning.python_operations import operations_from_python
-from rollbook.planning.risk import MIGRATION_TYPES, assess_downgrade_operations, migration_type, step_risk
-from rollbook.planning.side_effects import read_data_dependencies, with_side_effects
-from rollbook.planning.sql_operations import operations_from_sql
-from rollbook.project.migrations import MigrationProject, RevisionInfo
-from rollbook.project.offline_sql import OfflineRenderer, RenderedSQL
+from rollbook.planning.step import PlanStep
+from rollbook.planning.step_reading import (
+    NO_DOWNGRADE_ADVICE,
+    account_for_earlier_steps,
+    analyse_steps,
+    checks_to_run,
+    with_counts,
+    with_what_the_database_adds,
+    with_widenings_recognised,
+)
+from rollbook.planning.verdict import Verdict, judge
+from rollbook.project.migrations import MigrationProject
 from rollbook.project.status import read_current_revisions
-
-VERDICT_ORDER = ("safe", "loses_data", "review_by_hand", "do_not_downgrade")
 
 
 class DowngradeNotRenderable(RollbookError):
     """A step of the downgrade cannot be rendered offline, so no complete SQL script exists (exit 1)."""
-
-
-@dataclass(frozen=True)
-class PlanStep:
-    """Undoing one revision: what its upgrade did, what its downgrade will do, and the risk."""
-
-    revision: RevisionInfo
-    migration_type: str
-    risk: Risk
-    operations: tuple[Operation, ...]
-    upgrade_operations: tuple[Operation, ...]
-    downgrade_sql: str | None
-    render_error: str | None
-
-    @property
-    def not_atomic_reasons(self) -> tuple[str, ...]:
-        """Why the downgrade does not run as one transaction, one reason per kind of statement; empty if it does."""
-        return tuple(dict.fromkeys(op.not_atomic_reason for op in self.operations if op.not_atomic_reason))
-
-    @property
-    def atomic(self) -> bool:
-        """Whether the whole downgrade() runs in one transaction, so that a failure undoes all of it."""
-        return not self.not_atomic_reasons
-
-    @property
-    def blocking(self) -> Blocking:
-        """The tables this step blocks, and for about how long (estimates)."""
-        return step_blocking(self.operations)
-
-    @property
-    def estimated_lock_seconds(self) -> float | None:
-        """The longest any table (or row it changes) is expected to stay locked during this step; None when not
-        estimated."""
-        return self.blocking.longest_seconds
-
-    def atomicity_text(self) -> str:
-        """'NOT ATOMIC: why; what a failure leaves', or '' for an atomic step."""
-        if self.atomic:
-            return ""
-        return (f"NOT ATOMIC: {'; '.join(self.not_atomic_reasons)}. If this step fails part-way, what ran before "
-                f"the failure stays done while the version table still names {self.revision.revision}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        seed = MIGRATION_TYPES.get(self.migration_type)
-        return {
-            **self.revision.to_dict(),
-            "migration_type": self.migration_type,
-            "risk": self.risk.value,
-            "atomic": self.atomic,
-            "not_atomic_reasons": list(self.not_atomic_reasons),
-            "estimated_lock_seconds": self.estimated_lock_seconds,
-            "blocking": self.blocking.to_dict(),
-            "seed_guidance": None if seed is None else {
-                "data_loss": seed.data_loss, "rollback_safety": seed.rollback_safety, "mitigation": seed.mitigation,
-            },
-            "operations": [op.to_dict() for op in self.operations],
-            "upgrade_operations": [{"op": op.op, "table": str(op.table) if op.table else None, "column": op.column}
-                                   for op in self.upgrade_operations],
-            "understood_from": "python source" if self.render_error else "offline SQL",
-        }
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The answer for the whole path, with the reasons behind it and what to do."""
-
-    code: str
-    headline: str
-    reasons: tuple[str, ...]
-    advice: str
 
 
 @dataclass(frozen=True)
@@ -281,7 +202,7 @@ class DowngradePlan:
             missing = next((op for op in step.operations if op.op == NO_DOWNGRADE), None)
             if missing is not None:
                 raise DowngradeNotRenderable(f"No script can undo {step.revision.revision}: "
-                                             f"{missing.detail.removeprefix('fails: ')}. {_NO_DOWNGRADE_ADVICE}")
+                                             f"{missing.detail.removeprefix('fails: ')}. {NO_DOWNGRADE_ADVICE}")
             if step.render_error is not None:
                 raise DowngradeNotRenderable(self._not_renderable_message(step))
         parts = []
@@ -330,15 +251,15 @@ def plan_downgrade(
         current = read_current_revisions(conn, project)
         path = resolve_downgrade_path(project, current, requested)
         steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, analyse_steps(project, path)))
-        steps = _account_for_earlier_steps(steps)
+        steps = account_for_earlier_steps(steps)
         counts = None
         calibration = LockCalibration(unavailable=NO_LIVE_CHECKS)
         if live_checks:
-            counts = count_affected_rows(conn, _checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
+            counts = count_affected_rows(conn, checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
             calibration = calibrate(conn, (op for step in steps for op in step.operations),
                                     statement_timeout_ms=statement_timeout_ms)
     steps = tuple(replace(step, operations=tuple(with_lock_estimates(step.operations, calibration)))
-                  for step in _with_counts(steps, counts))
+                  for step in with_counts(steps, counts))
     return DowngradePlan(
         database=target.redacted,
         path=path,
@@ -349,248 +270,6 @@ def plan_downgrade(
         version_table=_sql_name(project.version_table_schema, project.version_table),
         lock_calibration=calibration,
     )
-
-
-def analyse_steps(project: MigrationProject, path: DowngradePath) -> tuple[PlanStep, ...]:
-    """The operations and risk of every revision on the path, as its migration file states them."""
-    renderer = OfflineRenderer(project)
-    steps = []
-    for revision in path.steps:
-        info = project.info(revision)
-        upgrade = _operations(project, renderer.render(revision, "upgrade"))
-        if not project.has_downgrade(revision):
-            rendered = RenderedSQL(revision, "downgrade", None)
-            downgrade = [_no_downgrade(project, revision)]
-        else:
-            rendered = renderer.render(revision, "downgrade")
-            downgrade = assess_downgrade_operations(upgrade, _operations(project, rendered))
-        kind = migration_type(upgrade)
-        risk = step_risk(kind, downgrade)
-        steps.append(PlanStep(info, kind, risk, tuple(downgrade), tuple(upgrade), rendered.sql, rendered.error))
-    return tuple(steps)
-
-
-_NO_DOWNGRADE_ADVICE = "Restore from a backup taken before the upgrade, or fix forward with a new migration."
-
-
-def _no_downgrade(project: MigrationProject, revision: str) -> Operation:
-    return Operation(
-        NO_DOWNGRADE, None, None, f"fails: {project.no_downgrade_text(revision)}", "", risk=Risk.HIGH,
-        reason=f"It has no downgrade(): `alembic downgrade` stops at it with nothing undone. {_NO_DOWNGRADE_ADVICE}")
-
-
-def with_what_the_database_adds(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
-    """Each step with what the catalog adds to it: the foreign-key actions and triggers its data changes set
-    off, the objects that stop what it drops or retypes, and the objects it drops that do not exist."""
-    tables = [op.table for step in steps for op in step.operations if op.table is not None]
-    dependencies = read_data_dependencies(conn, tables)
-    dropped = DroppedSoFar()
-    names = NamesSoFar()
-    expanded = []
-    for step in steps:
-        checked = with_missing_objects(conn, list(step.operations), names)
-        # Side effects follow the step's statements in order from what the path dropped before it.
-        before = copy.deepcopy(dropped)
-        operations = with_side_effects(with_dependent_objects(conn, checked, dropped), dependencies, before)
-        # The step's own risk anew: a drop of what does not exist has lost the risk of a drop.
-        risk = Risk.worst([step_risk(step.migration_type, checked), *(op.risk for op in operations)])
-        expanded.append(replace(step, operations=tuple(operations), risk=risk))
-    return tuple(expanded)
-
-
-# Operations after which a column's type is no longer today's: it is dropped or made anew.
-_RESHAPES = frozenset({"add_column", "drop_column", "create_table", "drop_table", "rename_column", "rename_table"})
-
-
-def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
-    """Each type change that keeps every value (varchar(255) to varchar, integer to bigint) made LOW, with no
-    count: it can neither fail nor change a value, whatever the rows and the server version.
-
-    The type a column has when its change runs is the one an earlier change of this downgrade gave it, or
-    else today's type in the catalog.
-    """
-    types: dict[tuple[str, str], str] = {}
-    reshaped: set[tuple[str, str]] = set()
-    catalog: dict[TableName, dict[str, str]] = {}
-    recognised = []
-    for step in steps:
-        operations: list[Operation] = []
-        widened: set[str] = set()
-        for op in step.operations:
-            check = op.check
-            if op.op == "convert_values" and op.statement in widened:
-                continue  # a widening changes no value
-            if op.op in _RESHAPES and op.table is not None:
-                # Re-created by this downgrade: neither today's type nor a tracked change says what it will be.
-                reshaped.add((str(op.table), op.column or ""))
-            if op.op != "alter_column_type" or op.table is None or check is None or not check.type_name:
-                operations.append(op)
-                continue
-            key = (str(op.table), op.column or "")
-            if op.table not in catalog:
-                catalog[op.table] = dict(table_facts(conn, op.table).columns)
-            unknowable = key in reshaped or (str(op.table), "") in reshaped
-            current = None if unknowable else types.get(key) or catalog[op.table].get(op.column or "")
-            mods = check.type_modifiers
-            types[key] = f"{check.type_name}({','.join(map(str, mods))})" if mods else check.type_name
-            widening = None if check.predicate or current is None else type_widening(current, check.type_name, mods)
-            if widening is None:
-                operations.append(op)
-                continue
-            widened.add(op.statement)
-            in_place = widening == "in_place"
-            operations.append(replace(
-                op, check=None, rewrites_table=not in_place, risk=Risk.LOW,
-                detail=f"{op.detail}: a widening from {current}, every value fits"
-                + ("" if in_place else " (rewrites the table)"),
-                reason="A widening type change: every value fits the new type, so it can neither fail nor change "
-                       "a value. " + ("PostgreSQL changes only the catalog; the table is not rewritten." if in_place
-                                      else "It rewrites the table under an ACCESS EXCLUSIVE lock.")))
-        recognised.append(replace(step, operations=tuple(operations),
-                                  risk=step_risk(step.migration_type, list(operations))))
-    return tuple(recognised)
-
-
-def _operations(project: MigrationProject, rendered: RenderedSQL) -> list[Operation]:
-    if rendered.sql is not None:
-        return with_autocommit_marked(operations_from_sql(rendered.sql)) if rendered.sql.strip() else []
-    script = project.script(rendered.revision)
-    return with_autocommit_marked(operations_from_python(script.path, rendered.direction, rendered.error or "",
-                                                         vars(script.module),
-                                                         fails_everywhere=rendered.fails_everywhere))
-
-
-# Downgrade operations that change what a later count of their table would see: every row, or one column.
-_TABLE_CHANGES = (ROW_CHANGES - {"convert_values"}) | {"insert"}
-_COLUMN_CHANGES = {"alter_column_type", "convert_values"}
-
-
-def _account_for_earlier_steps(steps: tuple[PlanStep, ...]) -> tuple[PlanStep, ...]:
-    """Mark checks whose table an earlier statement of the same downgrade re-creates or changes.
-
-    A table or column re-created earlier comes back empty: its check counts zero rows. A table (or,
-    after a type change, a column) that an earlier statement changes is counted on today's data, which
-    the later statement will not see.
-    """
-    created: dict[str, str] = {}
-    changed: dict[str, tuple[str, str]] = {}  # table or table.column -> (revision, statement) that changes it
-    types: dict[str, tuple[str, tuple[str, ...]]] = {}  # type created -> (revision, enum labels)
-    marked = []
-    for step in steps:
-        operations = []
-        for op in step.operations:
-            table_key, column_key = str(op.table), f"{op.table}.{op.column}"
-            check = op.check
-            if check:
-                source = created.get(column_key) if check.kind == "non_null_values" else None
-                source = source or created.get(table_key)
-                earlier = [changed[key] for key in (table_key, *(f"{op.table}.{c}" for c in check.columns))
-                           if key in changed and changed[key][1] != op.statement]
-                new_type = types.get(check.type_name or "") if check.kind in ("not_fitting", "converted") else None
-                if source:
-                    op = replace(op, rows_affected=0, count_note=f"comes back empty in step {source} of this downgrade")
-                elif new_type and new_type[1]:
-                    op = replace(op, check=replace(check, allowed_values=new_type[1]))
-                elif new_type:
-                    op = replace(op, count_note=f"type {check.type_name} is created by step {new_type[0]} of this "
-                                 "downgrade, so today's values cannot be checked against it: not counted")
-                elif earlier:
-                    op = replace(op, changed_earlier_by=earlier[0][0])
-            operations.append(op)
-            if op.op == "create_type":
-                types[op.extra["name"]] = (step.revision.revision, tuple(op.extra.get("labels", ())))
-            elif op.op == "create_table":
-                created[table_key] = step.revision.revision
-            elif op.op == "add_column":
-                created[column_key] = step.revision.revision
-            elif op.op in _TABLE_CHANGES or op.op in _COLUMN_CHANGES:
-                key = table_key if op.op in _TABLE_CHANGES else column_key
-                changed.setdefault(key, (step.revision.revision, op.statement))
-        marked.append(replace(step, operations=tuple(operations)))
-    return tuple(marked)
-
-
-def _checks_to_run(steps: tuple[PlanStep, ...]) -> list[LiveCheck]:
-    return [op.check for step in steps for op in step.operations if op.check and op.count_note is None]
-
-
-def _with_counts(steps: tuple[PlanStep, ...], counts: LiveCounts | None) -> tuple[PlanStep, ...]:
-    if counts is None:
-        return steps
-    updated = []
-    for step in steps:
-        operations = []
-        for op in step.operations:
-            if op.check is not None and op.count_note is None and op.check in counts.checks:
-                result = counts.checks[op.check]
-                op = replace(op, rows_affected=result.rows, count_note=result.note)
-            operations.append(op)
-        updated.append(replace(step, operations=tuple(operations)))
-    return tuple(updated)
-
-
-def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
-    """The verdict for the whole path; anything not understood or not counted is never called safe."""
-    if not steps:
-        return Verdict("safe", "Nothing to do: the database is already at the target.", (), "No downgrade needed.")
-    high: list[str] = []
-    blocking: list[str] = []
-    unclear: list[str] = []
-    lost: list[str] = []
-    # Not a verdict of its own: a step that is not atomic loses nothing by itself, but the policy gate treats
-    # it like a HIGH-risk step, and every verdict says so.
-    not_atomic = [f"{step.revision.revision} is {step.atomicity_text()}" for step in steps if not step.atomic]
-    for step in steps:
-        rev = step.revision.revision
-        if step.risk == Risk.HIGH:
-            empty = next((op for op in step.operations if op.op == "no_op_downgrade"), None)
-            guidance = MIGRATION_TYPES.get(step.migration_type)
-            if empty is not None:
-                # The procedures' words for the type describe what a downgrade does; this one does nothing.
-                why = f"{empty.detail}. {empty.reason}"
-            elif guidance and guidance.risk == Risk.HIGH:
-                why = f"{guidance.rollback_safety} {guidance.mitigation}"
-            else:
-                why = next((op.reason for op in step.operations if op.risk == Risk.HIGH), "")
-            high.append(f"{rev} ({step.migration_type}) is HIGH risk: {why}")
-        for op in step.operations:
-            if op.risk == Risk.UNKNOWN:
-                unclear.append(f"{rev}: {op.detail}")
-            if op.op in CERTAIN_FAILURES:
-                blocking.append(f"{rev}: {op.detail}")
-            if op.check is None:
-                continue
-            if op.rows_affected is None:
-                why = op.count_note or "live checks were not run"
-                unclear.append(f"{rev}: {op.detail}: not counted ({why})")
-            elif op.rows_affected == 0 and op.changed_earlier_by:
-                unclear.append(f"{rev}: {op.detail}: 0 counted on today's data, but step {op.changed_earlier_by} "
-                               f"changes {op.table} first")
-            elif op.rows_affected > 0:
-                estimate = f" (on today's data; step {op.changed_earlier_by} changes it first)" if (
-                    op.changed_earlier_by) else ""
-                (blocking if op.check.effect == "blocks" else lost).append(
-                    f"{rev}: {op.detail}: {op.count_text()}{estimate}")
-    if high or blocking:
-        advice = ("Do not run this downgrade. Restore from a backup taken before the migration, or fix forward "
-                  "with a new migration.")
-        if blocking and not high:
-            advice = ("Do not run this downgrade as it stands: it would fail part-way. Fix the rows or objects "
-                      "named above first, or restore from backup.")
-        return Verdict("do_not_downgrade", "DO NOT DOWNGRADE: restore from backup or fix forward.",
-                       tuple(high + blocking + unclear + not_atomic + lost), advice)
-    if unclear:
-        return Verdict("review_by_hand", "REVIEW BY HAND: rollbook could not understand or count everything.",
-                       tuple(unclear + not_atomic + lost), "Read the migration files named above and count the data "
-                       "by hand before deciding; until then treat this downgrade as destructive.")
-    if lost:
-        total = sum(op.rows_affected or 0 for s in steps for op in s.operations
-                    if op.check and op.check.effect == "lost")
-        return Verdict("loses_data", f"DOWNGRADE LOSES DATA: {total} row(s) or value(s) would be destroyed.",
-                       tuple(not_atomic + lost), "Downgrade only if this loss is acceptable, with a verified backup "
-                       "taken first; otherwise fix forward.")
-    return Verdict("safe", "SAFE TO DOWNGRADE: no step destroys data according to the live counts.", tuple(not_atomic),
-                   "Take and verify a backup anyway, then run the downgrade.")
 
 
 def _sql_name(*parts: str | None) -> str:

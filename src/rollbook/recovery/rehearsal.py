@@ -42,7 +42,8 @@ from rollbook.pg.schema_snapshot import read_schema
 from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
 from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
 from rollbook.planning.operations import Risk
-from rollbook.planning.plan import PlanStep, plan_downgrade
+from rollbook.planning.plan import plan_downgrade
+from rollbook.planning.step import PlanStep
 from rollbook.project.base_schema import create_base_schema
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 from rollbook.project.own_migrations import MigrationFailed, run_own_migrations

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from rollbook.planning.operations import ROW_CHANGES, Operation
-from rollbook.planning.plan import PlanStep
+from rollbook.planning.step import PlanStep
 from rollbook.project.migrations import MigrationProject
 from rollbook.recovery.rehearsal_report import StepResult
 from rollbook.recovery.rehearsal_tables import TABLES_SQL, display, version_keys

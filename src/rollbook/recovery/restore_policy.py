@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from rollbook.planning.downgrade_path import DowngradePath
-from rollbook.planning.plan import DowngradePlan, judge
+from rollbook.planning.plan import DowngradePlan
+from rollbook.planning.verdict import judge
 from rollbook.policy.gate import SHORT_HASH, PolicyDecision, RollbackRequest, RuleResult, evaluate_policy
 from rollbook.policy.rules import PolicyRules
 from rollbook.recovery.restore_plan import RestorePlan
