@@ -114,7 +114,9 @@ HALF_DONE = {
     HEAD: (BASE, 'op.execute("CREATE TABLE audit_log (id int PRIMARY KEY, note text)")',
            'op.drop_table("audit_log")\n    ' + AUTOCOMMIT
            + 'op.create_index("ix_accounts_email", "accounts", ["email"], postgresql_concurrently=True)\n'
-           '    raise RuntimeError("the downgrade broke half-way")'),
+           # Only against a database: offline the step renders whole, so nothing predicts the failure.
+           '    if not op.get_context().as_sql:\n'
+           '        raise RuntimeError("the downgrade broke half-way")'),
 }
 ROWS = "INSERT INTO accounts VALUES (1, 'a@example.com'); INSERT INTO audit_log VALUES (1, 'kept'), (2, 'kept')"
 ROLLED_BACK = "the failed step's transaction was rolled back"

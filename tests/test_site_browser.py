@@ -161,7 +161,7 @@ def test_the_archive_lists_the_demo_runs_and_a_record_shows_its_outputs_and_pict
     expect(page.locator("h1").first).to_contain_text("refused at policy gate")
     # The refused run never reached its timeline cell: the page draws it from the record.
     expect(page.locator("figure.rollbook-timeline svg")).to_contain_text("policy gate")
-    expect(page.locator(".jp-OutputArea-output").filter(has_text="PolicyRefused").first).to_be_visible()
+    expect(page.locator(".jp-OutputArea-output").filter(has_text="refuses this rollback").first).to_be_visible()
     page.locator("figure.rollbook-timeline").scroll_into_view_if_needed()
     shot(page, "06-record-refused")
 
