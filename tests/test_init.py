@@ -12,7 +12,7 @@ from pathlib import Path
 from site_build import MKDOCS, ROLLBOOK, ROOT
 
 from rollbook.demo.server import DEMO_CONFIG
-from rollbook.site.team_site import PROCEDURE_PAGES
+from rollbook.website.team_site import PROCEDURE_PAGES
 
 RUNBOOKS = sorted((ROOT / "runbooks").glob("*.ipynb"))
 

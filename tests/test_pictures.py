@@ -9,7 +9,7 @@ import pytest
 from rollbook.pg.database import DatabaseTarget
 from rollbook.planning.plan import plan_downgrade
 from rollbook.records.model import InvalidRecord, RunRecord, read_record
-from rollbook.site.pictures import (
+from rollbook.website.pictures import (
     RISK_COLOURS,
     PathStep,
     downgrade_path_picture,

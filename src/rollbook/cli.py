@@ -22,7 +22,7 @@ from rollbook.project.status import read_status
 from rollbook.records.archive import Archive, default_root
 from rollbook.records.model import RecordedStep
 from rollbook.s3_support import require_s3_support
-from rollbook.site.team_site import init_site
+from rollbook.website.team_site import init_site
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,

@@ -11,7 +11,7 @@ PACKAGE = Path(rollbook.__file__).parent
 # Lowest first. Modules at the top of the package are the shared vocabulary (errors, outcomes, ...) or the
 # entry points (cli, pytest_plugin); every folder is a stage of the work.
 LAYERS = ("redaction", "pg", "records", "project", "planning", "policy", "execution", "recovery", "runs",
-          "site", "demo")
+          "website", "demo")
 ENTRY_POINTS = {"cli", "pytest_plugin", "__main__"}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rollbook.policy.rules import default_policy
 
-# rollbook's own procedure pages (its docs/, shipped as rollbook/site/procedures/): every page but the
+# rollbook's own procedure pages (its docs/, shipped as rollbook/website/procedures/): every page but the
 # architecture of rollbook's code, which is not the team's procedure.
 PROCEDURES = Path(__file__).parent / "procedures"
 PROCEDURE_PAGES = (

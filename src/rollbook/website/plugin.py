@@ -45,7 +45,7 @@ from rollbook.records.archive import default_root
 from rollbook.records.archive_verification import ArchiveVerification
 from rollbook.records.model import record_json_schema_text
 from rollbook.redaction.connection_secrets import secret_leaks
-from rollbook.site.archive_pages import (
+from rollbook.website.archive_pages import (
     ARCHIVE_VARIABLE,
     RecordPage,
     archive_index,
@@ -54,8 +54,8 @@ from rollbook.site.archive_pages import (
     record_header,
     summary_only_page,
 )
-from rollbook.site.reference import cli_reference, policy_defaults, record_fields_table
-from rollbook.site.runbook_pages import (
+from rollbook.website.reference import cli_reference, policy_defaults, record_fields_table
+from rollbook.website.runbook_pages import (
     RUNBOOK_LINK,
     Runbook,
     read_runbook,

@@ -17,8 +17,8 @@ from rollbook.records.archive import Archive, ArchivedRecord
 from rollbook.records.archive_verification import ArchiveVerification
 from rollbook.records.model import RunRecord
 from rollbook.records.signing import RecordSigning
-from rollbook.site.pictures import recorded_path_picture, timeline_picture
-from rollbook.site.runbook_pages import Runbook, UrlOf
+from rollbook.website.pictures import recorded_path_picture, timeline_picture
+from rollbook.website.runbook_pages import Runbook, UrlOf
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 
