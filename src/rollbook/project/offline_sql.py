@@ -95,9 +95,9 @@ def failure_everywhere_in_words(error: Exception, path: str | Path, function: st
     """
     if isinstance(error, DEFINITION_ERRORS):
         return f"raises {type(error).__name__}: {error} while it builds its schema objects"
-    unnamed = _UNNAMED_DROP.search(str(error))
-    if type(error).__name__ == "CompileError" and unnamed:
-        return offline_failure_in_words(error).removeprefix("it ")
+    unnamed = unnamed_drop_in_words(error)
+    if unnamed is not None:
+        return unnamed
     if _raises_unconditionally(path, function):
         return f"raises {type(error).__name__}: {error} unconditionally"
     return None
@@ -121,14 +121,23 @@ def offline_failure_in_words(error: Exception) -> str:
                 "needs the live database")
     if type(error).__name__ == "NoInspectionAvailable":
         return "it inspects the live database (sqlalchemy.inspect on its connection)"
-    unnamed = _UNNAMED_DROP.search(str(error))
-    if type(error).__name__ == "CompileError" and unnamed:
-        kind = {"ForeignKeyConstraint": "foreign key", "UniqueConstraint": "unique constraint",
-                "CheckConstraint": "check constraint", "PrimaryKeyConstraint": "primary key"}.get(unnamed.group(1),
-                                                                                                 "constraint")
-        return (f"it drops a {kind} of table {unnamed.group(2)} without naming it (drop_constraint(None, ...)), "
-                "which SQLAlchemy cannot emit online either: the downgrade fails when it runs")
+    unnamed = unnamed_drop_in_words(error)
+    if unnamed is not None:
+        return f"it {unnamed}"
     return f"{type(error).__name__}: {error}"
+
+
+def unnamed_drop_in_words(error: Exception) -> str | None:
+    """SQLAlchemy's refusal to drop a constraint without a name, in words without its objects' reprs; None for
+    any other error."""
+    unnamed = _UNNAMED_DROP.search(str(error))
+    if type(error).__name__ != "CompileError" or unnamed is None:
+        return None
+    kind = {"ForeignKeyConstraint": "foreign key", "UniqueConstraint": "unique constraint",
+            "CheckConstraint": "check constraint", "PrimaryKeyConstraint": "primary key"}.get(unnamed.group(1),
+                                                                                             "constraint")
+    return (f"drops a {kind} of table {unnamed.group(2)} without naming it (drop_constraint(None, ...)), "
+            "which SQLAlchemy cannot emit online either: the downgrade fails when it runs")
 
 
 def branches_on_offline_mode(path: str | Path, function: str) -> bool:

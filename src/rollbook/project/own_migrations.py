@@ -16,14 +16,14 @@ from typing import Any, Literal
 from alembic.runtime.environment import EnvironmentContext
 from psycopg import sql
 from sqlalchemy import Connection, create_engine, event, pool
-from sqlalchemy.exc import CompileError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from rollbook.errors import RollbookError
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.project.migrations import MigrationProject, alembic_config_for
 from rollbook.project.naming_convention import read_naming_convention
-from rollbook.project.offline_sql import offline_failure_in_words
+from rollbook.project.offline_sql import unnamed_drop_in_words
 from rollbook.project.outside_event_loop import BackendPids, run_outside_event_loop
 
 Direction = Literal["upgrade", "downgrade"]
@@ -109,10 +109,9 @@ def run_own_migrations(
                     engine.dispose()
     except Exception as exc:
         failed = next((rev for rev in planned if rev not in applied), None)
-        cause = f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
-        if isinstance(exc, CompileError):
-            # SQLAlchemy's words hold the repr of the objects it could not compile (Zou's unnamed constraint).
-            cause = offline_failure_in_words(exc)
+        # SQLAlchemy's words for an unnamed constraint hold the reprs of its objects (Zou's a0f668430352).
+        unnamed = unnamed_drop_in_words(exc)
+        cause = f"it {unnamed}" if unnamed else f"{type(exc).__name__}: {target.scrub(first_line(exc))}"
         raised = "raised"
         if direction == "downgrade" and failed is not None and not project.has_downgrade(failed):
             cause, raised = project.no_downgrade_text(failed), "failed:"
