@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -24,11 +25,13 @@ from runbook_runs import current_revision, demo_at
 from test_records import rollbook
 
 from rollbook.demo.server import DEMO_CONFIG, install_demo
+from rollbook.errors import BadInput
 from rollbook.pg.database import DatabaseTarget
 from rollbook.pg.embedded_cluster import prepare_runtime_dirs
 from rollbook.pg.embedded_install import as_account, server_account
 from rollbook.pg.embedded_server import EmbeddedServer, start_embedded_server
 from rollbook.records.model import RunRecord, read_record
+from rollbook.recovery.wal_restore_point import create_wal_restore_point
 
 # Undoing this revision drops users.preferences: data is lost, but no row is inserted, updated or deleted.
 DROPS_A_COLUMN = "0607bc5b8531"
@@ -161,6 +164,21 @@ def set_archive_command(server: EmbeddedServer, command: str) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
+def archiving_works_again(server: EmbeddedServer) -> None:
+    """Archive with `true` and wait until a success is newer than the last failure (the next test's check)."""
+    set_archive_command(server, "true")
+    with psycopg.connect(**psycopg_kwargs(server.url()), autocommit=True) as conn:
+        deadline = time.monotonic() + 90
+        while True:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            archived_at, failed_at = conn.execute(
+                "SELECT last_archived_time, last_failed_time FROM pg_stat_archiver").fetchone()  # type: ignore[misc]
+            if archived_at is not None and (failed_at is None or archived_at > failed_at):
+                return
+            assert time.monotonic() < deadline, "archiving did not recover"
+            time.sleep(0.2)
+
+
 def demo_database(server: EmbeddedServer, name: str) -> str:
     with psycopg.connect(**psycopg_kwargs(server.url()), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -233,9 +251,41 @@ def test_pitr_is_refused_before_anything_changes_while_archiving_fails(archiving
 
         run = rollback_with(tmp_path, url, "pitr")
     finally:
-        set_archive_command(server, "true")
+        archiving_works_again(server)
 
     assert run.returncode == 2, run.stdout + run.stderr
     assert "WAL archiving is failing on this server: pg_stat_archiver shows" in run.stdout
     assert "Fix the archive_command" in run.stdout and "-p backup_strategy full" in run.stdout
     assert fingerprint(url) == before and current_revision(url) == ["0607bc5b8536"]
+
+
+def test_a_segment_not_archived_in_time_is_reported_as_not_archived_with_what_to_check(archiving_server):
+    server, _ = archiving_server
+    url = demo_database(server, "pitr_slow")
+    # An archive_command that has not failed yet but takes longer than the wait.
+    set_archive_command(server, "sleep 3")
+    try:
+        point = create_wal_restore_point(DatabaseTarget.from_url(url), "slow", revisions=("abc",), wait_seconds=0.5)
+    finally:
+        set_archive_command(server, "true")
+
+    assert point.name == "rollbook-slow" and not point.archived
+    assert f"the segment {point.segment} holding the point was not archived within 0.5 s" in point.archived_detail
+    assert "check the archive_command and the server log" in point.archived_detail
+
+
+def test_a_role_that_may_not_create_restore_points_is_refused_with_the_grant_to_run(archiving_server):
+    server, _ = archiving_server
+    demo_database(server, "pitr_unprivileged")
+    password = secrets.token_urlsafe(12)
+    with psycopg.connect(**psycopg_kwargs(server.url()), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE pitr_app LOGIN PASSWORD {}").format(sql.Literal(password)))
+    app_url = server.url(database="pitr_unprivileged", user="pitr_app", password=password)
+
+    with pytest.raises(BadInput) as refused:
+        create_wal_restore_point(DatabaseTarget.from_url(app_url), "denied", revisions=())
+
+    assert str(refused.value).startswith("The role pitr_app may not create restore points or switch WAL: as a "
+                                         "superuser, run GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), "
+                                         "pg_switch_wal() TO that role")
+    assert "-p backup_strategy full" in str(refused.value) and password not in str(refused.value)

@@ -177,7 +177,7 @@ def _wait_archived(
         if time.monotonic() >= deadline:
             failing = (f"; the last failure was {last_failed} at {failed_at:%H:%M:%S %Z}"
                        if failed_at is not None and failed_at >= created else "")
-            return False, (f"the segment {segment} holding the point was not archived within {wait_seconds:.0f} s "
+            return False, (f"the segment {segment} holding the point was not archived within {wait_seconds:g} s "
                            f"(pg_stat_archiver's last archived segment: {last_archived or 'none'}{failing}); check "
                            "the archive_command and the server log")
         time.sleep(_POLL_SECONDS)
