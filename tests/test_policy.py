@@ -134,7 +134,7 @@ def test_production_refuses_the_high_risk_data_migration_and_says_what_to_do_ins
     assert refused.value.exit_code == 4
     # A headline, one line per failed rule, then what to do instead.
     headline, *rules, instead = message.split("\n")
-    assert headline == ("The rollback policy of production (defaults (the team's rollback procedure)) "
+    assert headline == ("The rollback policy of production, from defaults (the team's rollback procedure), "
                         f"refuses this rollback of plan {plans.high.plan_hash[:12]}:")
     assert [line.split(":")[0] for line in rules] == ["- Rule 'risk' fails", "- Rule 'data written' fails"]
     assert rules[0].startswith("- Rule 'risk' fails: production allows no HIGH-risk step")

@@ -21,6 +21,8 @@ from rollbook.project.migrations import MigrationProject, load_project, parse_x_
 from rollbook.project.status import read_status
 from rollbook.records.archive import Archive, default_root
 from rollbook.records.model import RecordedStep
+from rollbook.records.run_listing import RunFilter, list_runs, runs_table
+from rollbook.records.run_summary import find_run
 from rollbook.s3_support import require_s3_support
 from rollbook.website.team_site import init_site
 
@@ -270,11 +272,13 @@ def rollback_test(database_url: str | None, config_path: str, ini_section: str, 
               callback=_duration_seconds,
               help="How long the whole run may take before papermill and its kernel are killed (a bare number is "
                    "seconds).")
+@click.option("--log-output", is_flag=True,
+              help="Stream the notebook's cell outputs to stderr while it runs, as papermill's --log-output does.")
 @prints_archive_head
 @reports_errors
 def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...],
         parameters_file: str | None, parameters_yaml: str | None, x_args: tuple[str, ...], execute: bool,
-        output: str | None, cell_timeout: int, run_timeout: int) -> None:
+        output: str | None, cell_timeout: int, run_timeout: int, log_output: bool) -> None:
     """Run RUNBOOK with papermill and archive its record; also write the executed notebook to OUTPUT.
 
     RUNBOOK is a bundled runbook (rollback, status, plan, backup, restore, rollback-test) or a notebook's path.
@@ -300,7 +304,7 @@ def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...
         parameters["execute"] = True
     result = run_runbook(runbook, parameters, archive=Archive.default(), output=output,
                          cell_timeout_seconds=cell_timeout, run_timeout_seconds=run_timeout,
-                         on_step=_show_step)
+                         on_step=_show_step, log_output=log_output)
     click.echo(result.report())
     sys.exit(result.exit_code)
 
@@ -354,18 +358,34 @@ def archive() -> None:
 
 
 @archive.command("list")
+@click.option("--environment", help="Only runs in this policy environment (production, staging, ...).")
+@click.option("--runbook", help="Only runs of this runbook (rollback, backup, restore, ...).")
+@click.option("--outcome", help="Only runs that ended so (succeeded, refused, failed, dry_run, ...).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Only the newest N runs (still listed oldest first).")
 @reports_errors
-def archive_list() -> None:
-    """Every record, oldest first: when, database, runbook, outcome, operator, approver."""
-    click.echo(Archive.default().listing())
+def archive_list(environment: str | None, runbook: str | None, outcome: str | None, limit: int | None) -> None:
+    """One row per run, oldest first: run id, start, database, environment, runbook, mode, target, outcome.
+
+    Read from the manifest alone (no notebook is opened), so it stays fast on a large archive.
+    """
+    archive = Archive.default()
+    rows = list_runs(archive, RunFilter(environment=environment, runbook=runbook, outcome=outcome, limit=limit))
+    click.echo(runs_table(archive, rows))
 
 
 @archive.command("show")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw run record (JSON) instead of its summary.")
 @reports_errors
-def archive_show(ref: str) -> None:
-    """The summary of one record (a run id or a unique prefix, a file name, or a manifest number)."""
-    click.echo(Archive.default().show(ref))
+def archive_show(ref: str, as_json: bool) -> None:
+    """One run's summary: outcome, mode, target, revisions, backup, checks, refusal, where its records are.
+
+    REF is a run id or a unique prefix of one, a record's file name (with or without its folder), or a
+    manifest number.
+    """
+    found = find_run(Archive.default(), ref)
+    click.echo(json.dumps(found.to_json(), indent=2, ensure_ascii=False) if as_json else found.to_text())
 
 
 @archive.command("verify")

@@ -153,8 +153,9 @@ class PolicyDecision:
         if not self.refused:
             return ""
         rules = "\n".join(f"- {_explain(r)}" for r in self.failed)
-        return (f"The {self.subject} policy of {self.environment} ({self.rules_source}) refuses this {self.subject} "
-                f"of {self.hash_label} {self.plan_hash[:SHORT_HASH]}:\n{rules}\n{instead or self.alternative}")
+        return (f"The {self.subject} policy of {self.environment}, from {self.rules_source}, refuses this "
+                f"{self.subject} of {self.hash_label} {self.plan_hash[:SHORT_HASH]}:\n{rules}\n"
+                f"{instead or self.alternative}")
 
     def enforce(self, *, final: bool = False, instead: str | None = None) -> None:
         """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending.
@@ -166,7 +167,7 @@ class PolicyDecision:
         if final and not self.allowed:
             waiting = " ".join(_explain(r) for r in self.pending)
             raise PolicyRefused(
-                f"The {self.subject} policy of {self.environment} ({self.rules_source}) has not yet allowed this "
+                f"The {self.subject} policy of {self.environment}, from {self.rules_source}, has not yet allowed this "
                 f"{self.subject} of {self.hash_label} {self.plan_hash[:SHORT_HASH]}: {waiting} Re-evaluate the "
                 "policy once the backup is verified; nothing was changed.",
                 self,
@@ -184,7 +185,7 @@ class PolicyDecision:
         }
 
     def to_text(self) -> str:
-        lines = [f"Policy for {self.environment} ({self.rules_source}), {self.hash_label} "
+        lines = [f"Policy for {self.environment} from {self.rules_source}, {self.hash_label} "
                  f"{self.plan_hash[:SHORT_HASH]}:"]
         width = max((len(r.rule) for r in self.results), default=0)
         for r in self.results:
