@@ -113,7 +113,7 @@ def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tm
     database = DatabaseTarget.from_url(demo_url).database
     lines = result.stdout.splitlines()
     assert len(lines) < 15, result.stdout
-    assert f"  rollback of {database} (staging, executed), target 0607bc5b8535" in lines
+    assert f"  rollback of {database} (staging, executed), target 0607bc5b8535, accept_data_loss true" in lines
     assert "  revision 0607bc5b8536 -> 0607bc5b8535" in lines
     assert any(re.fullmatch(r"  backup .*\.dump \(verified by pg_restore --list\)", line) for line in lines)
     assert ("  checks: revision passed; application health not checked (no health_url given: the application was "
@@ -182,9 +182,9 @@ def test_a_plain_papermill_run_records_itself_and_archive_add_files_its_notebook
     [record] = notebook_records(archive)
     assert record_summary(record).run_id == recorded.run_id
     listing = rollbook(tmp_path, "archive", "list", url=demo_url).stdout
-    assert listing.count(recorded.run_id[-6:]) == 2
+    assert listing.count(recorded.run_id) == 1  # one row for the run, its summary and notebook alike
     show = rollbook(tmp_path, "archive", "show", recorded.run_id, url=demo_url)
-    assert show.returncode == 0 and "dry_run" in show.stdout
+    assert show.returncode == 0 and show.stdout.startswith(f"run {recorded.run_id}: dry run completed\n")
     assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
 
 

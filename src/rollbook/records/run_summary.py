@@ -22,7 +22,9 @@ _CHECK_WORDS = {"passed": "passed", "failed": "FAILED", "not_checked": "not chec
 
 def run_summary(record: RunRecord) -> list[str]:
     """The verdict, why the run did not succeed, and what it did, one fact a line."""
-    verdict = record.verdict or record.message or record.outcome.value
+    # A summary filed by the runbook itself has no verdict yet (it is settled when the notebook is filed).
+    verdict = record.verdict or record.outcome.value.replace("_", " ") + (
+        f" at {record.failed_step}" if record.failed_step else "")
     lines = [verdict]
     if not record.outcome.succeeded and record.message and record.message != verdict:
         lines.append(record.message)
@@ -95,7 +97,8 @@ class ArchivedRun:
 def find_run(archive: Archive, ref: str) -> ArchivedRun:
     """The run a reference names (run id, unique prefix, file name with or without folder, manifest number).
 
-    A wrong reference is a BadInput that names the closest run ids; a run id gives the record filed last.
+    A wrong reference is a BadInput that names the closest run ids.
     """
-    found = archive.find(ref)
-    return ArchivedRun(archive.load_record(found), archive.records_of(found.run_id))
+    files = archive.records_of(archive.find(ref).run_id)
+    # The record filed last speaks for the run: the notebook's carries the verdict settled when it was filed.
+    return ArchivedRun(archive.load_record(files[-1]), files)

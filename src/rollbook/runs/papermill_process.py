@@ -30,6 +30,7 @@ from traitlets.config import Config
 
 from rollbook.records.archive import Archive, default_root
 from rollbook.records.run_record import RUN_ID_VARIABLE
+from rollbook.redaction.redact import collect_secrets, redact_text
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 JOIN_SECONDS = 0.2
@@ -100,10 +101,21 @@ def _execute(spec: dict[str, Any]) -> str:
     return "completed"
 
 
-def _log_to_stderr() -> None:
+class _RedactingFormatter(logging.Formatter):
+    """A log line with the run's secrets scrubbed: cell outputs reach the terminal before the record is scrubbed."""
+
+    def __init__(self, secrets: frozenset[str]) -> None:
+        super().__init__("%(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record), self.secrets)
+
+
+def _log_to_stderr(parameters: dict[str, Any]) -> None:
     """papermill's log (each cell as it starts, its outputs) on stderr, as its own command line shows it."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_RedactingFormatter(collect_secrets(os.environ, parameters)))
     logger = logging.getLogger("papermill")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -113,7 +125,7 @@ def run(spec_path: Path) -> str:
     """Execute the notebook described by the JSON spec, stopping it on a signal; return how it ended."""
     spec = json.loads(spec_path.read_text())
     if spec["log_output"]:
-        _log_to_stderr()
+        _log_to_stderr(spec["parameters"])
     stop = _StopRequest(Path(spec["stop_file"]), os.environ[RUN_ID_VARIABLE])
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop.handle)
