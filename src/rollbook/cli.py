@@ -9,22 +9,22 @@ import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import BadInput, RollbookError
-from rollbook.pg.database import DatabaseTarget
-from rollbook.planning.plan import plan_downgrade
-from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
-from rollbook.project.status import read_status
 from rollbook.records.archive import Archive, default_root
-from rollbook.records.model import RecordedStep
 from rollbook.records.run_listing import RunFilter, list_runs, runs_table
 from rollbook.records.run_summary import find_run
 from rollbook.s3_support import require_s3_support
-from rollbook.website.team_site import init_site
+
+if TYPE_CHECKING:
+    from rollbook.project.migrations import MigrationProject
+    from rollbook.records.model import RecordedStep
+
+# Commands that read the database, a project or the demo import what they need when they run: SQLAlchemy,
+# Alembic and MkDocs take seconds to import, which `archive list` and `--help` should not pay.
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
@@ -149,6 +149,8 @@ def init(directory: Path) -> None:
     what is missing, never over a file that is there. Then `mkdocs build --strict` there (pip install
     'rollbook[site]') builds the team's procedures site with every runbook and the archive.
     """
+    from rollbook.website.team_site import init_site
+
     result = init_site(directory)
     for name in result.written:
         click.echo(f"wrote    {directory / name}")
@@ -170,6 +172,9 @@ def init(directory: Path) -> None:
 def status(database_url: str | None, config_path: str, ini_section: str, x_args: tuple[str, ...],
            as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
+    from rollbook.pg.database import DatabaseTarget
+    from rollbook.project.status import read_status
+
     with _project_output_to_stderr():
         result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
@@ -198,6 +203,9 @@ def plan(revision: str | None, database_url: str | None, config_path: str, ini_s
 
     Prints the path, operations, risk, rows each step would destroy, and a verdict.
     """
+    from rollbook.pg.database import DatabaseTarget
+    from rollbook.planning.plan import plan_downgrade
+
     with _project_output_to_stderr():
         result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args),
                                 _plan_target(revision, target), live_checks=not no_live_checks,
@@ -240,6 +248,7 @@ def rollback_test(database_url: str | None, config_path: str, ini_section: str, 
     says, and re-upgrade cleanly. Exits 0 when all pass, 1 when one fails (the differences are named),
     2 for a history with several heads or a branch point.
     """
+    from rollbook.pg.database import DatabaseTarget
     from rollbook.recovery.rehearsal import rehearse_rollbacks
 
     with _project_output_to_stderr():
@@ -288,6 +297,7 @@ def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...
     0 when the run succeeded, 4 when it was refused, 1 when it failed, timed out or its kernel died.
     The last line on stderr is the archive's new head (`archive head: HASH`): keep it outside the archive.
     """
+    from rollbook.project.migrations import parse_x_args
     from rollbook.runs.runner import run_runbook
 
     if output and output_path and output != output_path:
@@ -349,6 +359,8 @@ def papermill_value(text: str) -> bool | int | float | str | None:
 
 
 def _project(config_path: str, ini_section: str, x_args: tuple[str, ...]) -> MigrationProject:
+    from rollbook.project.migrations import load_project, parse_x_args
+
     return load_project(config_path, parse_x_args(list(x_args), "--x-arg"), ini_section)
 
 
@@ -471,6 +483,8 @@ def demo_up_command() -> None:
     in a fresh folder, so demos in two shells never touch each other; with ROLLBOOK_DEMO_DIR set, that
     folder is used, and a server already running there is refused, never replaced.
     """
+    from rollbook.demo.server import demo_up
+
     environment = demo_up()
     click.echo(f"rollbook: demo server in {environment.server_dir}; stop it with `rollbook demo down` in this "
                "shell.", err=True)
@@ -481,4 +495,6 @@ def demo_up_command() -> None:
 @reports_errors
 def demo_down_command() -> None:
     """Stop the demo server ROLLBOOK_DEMO_DIR names (demo up exports it) and delete its data."""
+    from rollbook.demo.server import demo_down
+
     click.echo(demo_down().message())
