@@ -134,7 +134,15 @@ def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
 
     assert result.returncode == 4
     assert result.stdout.startswith("refused at policy gate")
-    assert "Rule 'risk' fails" in result.stdout
+    # The refusal's headline, then one line per failed rule, each with the flag that would make it pass.
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("The rollback policy of production, from defaults (the team's rollback procedure), "
+                               "refuses this rollback of plan ") and "((" not in lines[1] and "))" not in lines[1]
+    rules = [line for line in lines if line.startswith("- Rule ")]
+    assert [line.split(":")[0] for line in rules] == [
+        "- Rule 'deployment window' fails", "- Rule 'approver' fails", "- Rule 'risk' fails",
+        "- Rule 'data written' fails"]
+    assert "(-p deployed_at 2026-01-13T14:05:00Z" in rules[0] and "(-p approved_by NAME)" in rules[1]
     assert "  revision 0607bc5b8536 (unchanged)" in result.stdout.splitlines()
     assert not [line for line in result.stdout.splitlines() if line.startswith("  backup ")]
     assert len(result.stdout.splitlines()) < 15, result.stdout
