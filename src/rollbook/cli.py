@@ -19,12 +19,11 @@ from rollbook.records.run_listing import RunFilter, list_runs, runs_table
 from rollbook.records.run_summary import find_run
 from rollbook.s3_support import require_s3_support
 
+# Commands that read the database, a project or the demo import what they need when they run: SQLAlchemy,
+# Alembic and MkDocs take seconds to import, which `archive list` and `--help` should not pay.
 if TYPE_CHECKING:
     from rollbook.project.migrations import MigrationProject
     from rollbook.records.model import RecordedStep
-
-# Commands that read the database, a project or the demo import what they need when they run: SQLAlchemy,
-# Alembic and MkDocs take seconds to import, which `archive list` and `--help` should not pay.
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,

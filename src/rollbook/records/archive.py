@@ -19,7 +19,8 @@ runbook and the outcome; it is built from those fields only, so it cannot carry 
 
 Each manifest line is a JSON object: seq, file, kind ("summary" or "notebook"), run_id, sha256 (of the
 record's bytes), filed_at, prev (the previous entry's entry_hash, or 64 zeros), the listing fields of the
-run (started_at, finished_at, runbook, database, outcome, operator, approved_by, ticket, environment) and
+run (started_at, finished_at, runbook, database, outcome, operator, approved_by, ticket, environment, mode,
+target; entries filed before mode and target lack them) and
 entry_hash: the sha256 of `json.dumps(entry_without_entry_hash, sort_keys=True, separators=(",", ":"))`
 in UTF-8. The listing fields are in the entry so that `archive list` reads one file, and so that they
 are covered by the chain as well.
@@ -446,10 +447,8 @@ def _closest_runs(ref: str, records: tuple[ArchivedRecord, ...]) -> str:
     if not records:
         return "The archive holds no record yet. "
     by_file = {Path(r.file).stem: r.run_id for r in records}
-    by_run = {r.run_id: r.run_id for r in records}
-    name = Path(ref).stem
-    close = [by_run[found] for found in get_close_matches(ref, list(by_run), n=CLOSEST, cutoff=0.5)]
-    close += [by_file[found] for found in get_close_matches(name, list(by_file), n=CLOSEST, cutoff=0.5)]
+    close = get_close_matches(ref, list(dict.fromkeys(r.run_id for r in records)), n=CLOSEST, cutoff=0.5)
+    close += [by_file[found] for found in get_close_matches(Path(ref).stem, list(by_file), n=CLOSEST, cutoff=0.5)]
     shown = list(dict.fromkeys(close))[:CLOSEST]
     if shown:
         return f"The closest run ids: {', '.join(shown)}. "
