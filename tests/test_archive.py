@@ -18,6 +18,8 @@ from rollbook.records.archive import Archive, ArchiveUnavailable, RecordNotFiled
 from rollbook.records.archive_files import MANIFEST, RECORD_MIME
 from rollbook.records.hash_chain import GENESIS, entry_hash
 from rollbook.records.model import read_record
+from rollbook.records.run_listing import list_runs, runs_table
+from rollbook.records.run_summary import find_run
 
 
 def make_summary(started: str = "2026-11-24T12:34:56+00:00", tail: str = "3f9a1c", *, database: str = "app",
@@ -31,6 +33,11 @@ def make_summary(started: str = "2026-11-24T12:34:56+00:00", tail: str = "3f9a1c
         "revision_before": ["0003"], "revision_after": ["0002"], "steps": [{"step": "plan", "status": "done"}],
         **extra,
     }
+
+
+def listed(archive: Archive) -> str:
+    """`archive list` as printed."""
+    return runs_table(archive, list_runs(archive))
 
 
 def make_notebook(summary: dict[str, Any]) -> bytes:
@@ -94,9 +101,9 @@ def test_records_are_named_by_time_database_runbook_and_outcome_and_listed_by_ti
     assert on_disk == sorted(r.file for r in records)
     assert [(r.database, r.runbook, r.outcome, r.operator) for r in records][-1] == (
         "billing", "status", "dry_run", "alice")
-    listing = archive.listing()
+    listing = listed(archive)
     assert listing.index("timed_out") < listing.index("kernel_died") < listing.index("dry_run")
-    assert "billing" in listing and "bob" in listing
+    assert "billing" in listing and "staging" in listing
     # Filing removed the in-progress files.
     assert list((archive.root / ".in-progress").glob("*.json")) == []
 
@@ -109,7 +116,7 @@ def test_a_run_in_progress_is_listed_until_it_is_filed(archive: Archive) -> None
     assert archive.progress(summary["run_id"]).steps[-1].step == "backup"
     [record] = archive.records()
     assert record.kind == "in progress" and record.seq is None and record.outcome == "running"
-    assert "(not filed)" in archive.listing()
+    assert "(not filed)" in listed(archive)
     assert archive.load_record(archive.find(summary["run_id"])).steps[-1].step == "backup"
     # Nothing in the folder but the in-progress file: no temporary files left behind.
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
@@ -134,16 +141,23 @@ def test_a_run_has_a_summary_record_and_a_notebook_record_linked_by_run_id(archi
     assert archive.find(found.file) == found
     assert archive.find(str(found.path)) == found
     assert archive.find("3f9a1c") == found  # the tail every file name ends with
-    shown = archive.show(summary["run_id"])
-    assert found.file in shown and "also filed for this run" in shown and '"outcome": "succeeded"' in shown
+    shown = find_run(archive, summary["run_id"]).to_text()
+    assert shown.startswith(f"run {summary['run_id']}: succeeded\n")
+    assert f"record (#1 summary): {archive.root / found.file.replace('.ipynb', '.json')}" in shown
+    assert f"record (#2 notebook): {found.path}" in shown
 
 
 def test_find_names_the_candidates_of_an_ambiguous_or_unknown_reference(archive: Archive, filed: list[str]) -> None:
     with pytest.raises(BadInput) as ambiguous:
         archive.find("20261124T1")
     assert "20261124T120000Z-aaaaaa" in str(ambiguous.value) and "20261124T140000Z-cccccc" in str(ambiguous.value)
-    with pytest.raises(BadInput, match="archive list"):
+    with pytest.raises(BadInput, match="The newest run ids: 20261124T140000Z-cccccc, 20261124T130000Z-bbbbbb, "):
         archive.find("nope")
+    # A mistyped id or file name is answered with the runs it is closest to.
+    with pytest.raises(BadInput, match=r"The closest run ids: 20261124T130000Z-bbbbbb, "):
+        archive.find("20261124T130000Z-bbbbbc")
+    with pytest.raises(BadInput, match=r"The closest run ids: 20261124T140000Z-cccccc"):
+        archive.find("records/20261124T140000Z_app_rollback_failed_cccccd.json")
     assert archive.filed_record("nope") is None and archive.progress("nope") is None
 
 
@@ -233,7 +247,7 @@ def test_verify_names_a_foreign_file_inserted_in_the_folder(archive: Archive, fi
                                            "inserted by hand")
     assert len(archive.verify().problems) == 1
     # The inserted file is not a record: listing shows what the manifest holds.
-    assert name not in archive.listing()
+    assert name not in listed(archive)
 
 
 def test_verify_names_an_edited_manifest_entry(archive: Archive, filed: list[str]) -> None:
@@ -366,7 +380,7 @@ def test_ensure_writable_creates_the_folder(archive: Archive) -> None:
     assert archive.records() == () and archive.head() is None
     # Nothing filed yet is not "verified": an emptied archive looks just the same.
     assert archive.verify().problems[0].startswith(f"no record is filed in {archive.root}")
-    assert "No records" in archive.listing()
+    assert "No records" in listed(archive)
 
 
 def test_default_archive_comes_from_the_environment() -> None:
@@ -379,7 +393,7 @@ def test_reading_a_missing_archive_says_so(tmp_path: Path) -> None:
     for root in (tmp_path / "absent", tmp_path / "file" / "records"):
         archive = Archive(root)
         assert archive.records() == ()
-        assert "no archive at" in archive.listing()
+        assert "no archive at" in listed(archive)
         verification = archive.verify()
         assert not verification.ok and verification.entries == 0 and archive.head() is None
         assert verification.problems[0].startswith(f"there is no archive folder at {root}")
@@ -402,7 +416,7 @@ def test_records_written_by_this_module_are_never_rewritten(archive: Archive, fi
     lines = manifest_lines(archive)
     archive.file_summary(make_summary("2026-11-24T17:00:00+00:00", "ffffff"))
     archive.verify()
-    archive.listing()
-    archive.show("1")
+    listed(archive)
+    find_run(archive, "1")
     assert {name: (archive.root / name).read_bytes() for name in filed} == before
     assert manifest_lines(archive)[:4] == lines

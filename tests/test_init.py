@@ -81,3 +81,29 @@ def test_init_again_never_overwrites_a_file_the_team_changed_and_says_what_it_sk
     assert policy.read_text() == "# Our policy\n\nNo rollback on Fridays.\n"
     assert "\nwindow_minutes = 15" in settings.read_text()
     assert (tmp_path / "docs" / "checklist.md").read_text() == (ROOT / "docs" / "checklist.md").read_text()
+
+
+def test_the_plugin_titles_runbook_pages_as_mkdocs_yml_says_and_refuses_a_title_for_no_runbook(tmp_path):
+    team = tmp_path / "team"
+    _init(team)
+    config = team / "mkdocs.yml"
+    default = config.read_text()
+    config.write_text(default.replace("  - rollbook\n", "  - rollbook:\n      archive: false\n      titles:\n"
+                                      "        rollback: Roll back a release\n", 1))
+
+    built = subprocess.run([MKDOCS, "build", "--strict"], cwd=team, env=_environment(), capture_output=True,
+                           text=True, timeout=300)
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    page = (team / "site" / "runbooks" / "rollback" / "index.html").read_text()
+    assert "<title>Roll back a release - Rollback procedures</title>" in page
+    index = (team / "site" / "runbooks" / "index.html").read_text()
+    assert ">Roll back a release</a>" in index  # the nav and the runbooks' table
+    # A runbook without a title in mkdocs.yml keeps its notebook's heading.
+    assert "<title>Roll back a release" not in (team / "site" / "runbooks" / "status" / "index.html").read_text()
+
+    config.write_text(default.replace("  - rollbook\n", "  - rollbook:\n      titles:\n        rolback: Oops\n", 1))
+    wrong = subprocess.run([MKDOCS, "build", "--strict"], cwd=team, env=_environment(), capture_output=True,
+                           text=True, timeout=300)
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stdout + wrong.stderr
+    assert "rollbook plugin, titles: there is no runbook 'rolback' in this build" in wrong.stdout + wrong.stderr

@@ -134,7 +134,7 @@ def test_production_refuses_the_high_risk_data_migration_and_says_what_to_do_ins
     assert refused.value.exit_code == 4
     # A headline, one line per failed rule, then what to do instead.
     headline, *rules, instead = message.split("\n")
-    assert headline == ("The rollback policy of production (defaults (the team's rollback procedure)) "
+    assert headline == ("The rollback policy of production, from defaults (the team's rollback procedure), "
                         f"refuses this rollback of plan {plans.high.plan_hash[:12]}:")
     assert [line.split(":")[0] for line in rules] == ["- Rule 'risk' fails", "- Rule 'data written' fails"]
     assert rules[0].startswith("- Rule 'risk' fails: production allows no HIGH-risk step")
@@ -176,11 +176,12 @@ def test_a_plan_that_was_not_counted_is_never_treated_as_safe(plans):
          "pass deployed_at (-p deployed_at 2026-01-13T14:05:00Z: the ISO 8601 time the migration was deployed)"),
         ({"deployed_at": NOW + timedelta(hours=1)}, "deployment window",
          "deployed_at 2026-01-13T15:00:00+00:00 is 1 h 0 min in the future",
-         "pass the time the migration was actually deployed, with its correct UTC offset"),
+         "pass the time the migration was actually deployed, with its correct UTC offset "
+         "(-p deployed_at 2026-01-13T14:05:00Z)"),
         ({"approved_by": ""}, "approver", "production requires explicit approval and nobody is named",
          "have the team lead review the plan and pass approved_by (-p approved_by NAME)"),
         ({"approved_by": " Bob "}, "approver", "Bob would approve their own rollback",
-         "a second person (the team lead) must approve: pass their name as approved_by"),
+         "a second person (the team lead) must approve: pass their name (-p approved_by NAME)"),
         ({"operator": ""}, "operator", "nobody is named as the operator, and who ran a rollback must be recorded",
          "pass operator (-p operator NAME: the person running this rollback)"),
         ({"approved_plan": "904d"}, "approved plan",
@@ -208,7 +209,7 @@ def test_a_plan_that_changed_since_approval_is_refused_with_both_hashes(plans):
     current = plans.low_empty.plan_hash[:12]
     assert result.reason == (f"the plan changed since it was approved: approved {approved[:10]}, now {current} "
                              "(the database, the target or a migration file differs)")
-    assert result.remedy == f"have the approver review the current plan {current} and approve it again"
+    assert result.remedy == f"have the approver review the current plan and approve it again (-r approved_plan {current})"
 
 
 def test_an_approval_may_name_the_plan_by_a_prefix_of_eight_characters(plans):

@@ -113,7 +113,7 @@ def test_a_run_whose_checks_could_not_all_run_is_succeeded_not_fully_verified(tm
     database = DatabaseTarget.from_url(demo_url).database
     lines = result.stdout.splitlines()
     assert len(lines) < 15, result.stdout
-    assert f"  rollback of {database} (staging, executed), target 0607bc5b8535" in lines
+    assert f"  rollback of {database} (staging, executed), target 0607bc5b8535, accept_data_loss true" in lines
     assert "  revision 0607bc5b8536 -> 0607bc5b8535" in lines
     assert any(re.fullmatch(r"  backup .*\.dump \(verified by pg_restore --list\)", line) for line in lines)
     assert ("  checks: revision passed; application health not checked (no health_url given: the application was "
@@ -134,7 +134,15 @@ def test_a_refused_run_exits_4_and_is_archived_as_refused(tmp_path, demo_url):
 
     assert result.returncode == 4
     assert result.stdout.startswith("refused at policy gate")
-    assert "Rule 'risk' fails" in result.stdout
+    # The refusal's headline, then one line per failed rule, each with the flag that would make it pass.
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("The rollback policy of production, from defaults (the team's rollback procedure), "
+                               "refuses this rollback of plan ") and "((" not in lines[1] and "))" not in lines[1]
+    rules = [line for line in lines if line.startswith("- Rule ")]
+    assert [line.split(":")[0] for line in rules] == [
+        "- Rule 'deployment window' fails", "- Rule 'approver' fails", "- Rule 'risk' fails",
+        "- Rule 'data written' fails"]
+    assert "(-p deployed_at 2026-01-13T14:05:00Z" in rules[0] and "(-p approved_by NAME)" in rules[1]
     assert "  revision 0607bc5b8536 (unchanged)" in result.stdout.splitlines()
     assert not [line for line in result.stdout.splitlines() if line.startswith("  backup ")]
     assert len(result.stdout.splitlines()) < 15, result.stdout
@@ -182,9 +190,9 @@ def test_a_plain_papermill_run_records_itself_and_archive_add_files_its_notebook
     [record] = notebook_records(archive)
     assert record_summary(record).run_id == recorded.run_id
     listing = rollbook(tmp_path, "archive", "list", url=demo_url).stdout
-    assert listing.count(recorded.run_id[-6:]) == 2
+    assert listing.count(recorded.run_id) == 1  # one row for the run, its summary and notebook alike
     show = rollbook(tmp_path, "archive", "show", recorded.run_id, url=demo_url)
-    assert show.returncode == 0 and "dry_run" in show.stdout
+    assert show.returncode == 0 and show.stdout.startswith(f"run {recorded.run_id}: dry run completed\n")
     assert rollbook(tmp_path, "archive", "verify", url=demo_url).returncode == 0
 
 

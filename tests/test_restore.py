@@ -257,6 +257,10 @@ def test_the_newest_verified_backup_taken_at_or_below_the_target_is_named(demo_u
     assert too_far.backup is None and "all taken after revision base" in too_far.advice()
     assert find_backup(archive, "run-after").revisions == ("0607bc5b8536",)
     assert find_backup(archive, str(at_target.backup.path)).run_id == "run-at-target"
+    # A run is named by its record's file name too, with or without the archive's folder.
+    [after_record] = archive.records_of("run-after")
+    for ref in (after_record.file, str(after_record.path), f"archive/{after_record.file}"):
+        assert find_backup(archive, ref).run_id == "run-after", ref
 
 
 def test_a_restore_over_a_production_database_needs_a_second_person_and_the_approved_hash(

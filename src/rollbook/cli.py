@@ -9,20 +9,21 @@ import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollbook.demo.server import demo_down, demo_up
 from rollbook.errors import BadInput, RollbookError
-from rollbook.pg.database import DatabaseTarget
-from rollbook.planning.plan import plan_downgrade
-from rollbook.project.migrations import MigrationProject, load_project, parse_x_args
-from rollbook.project.status import read_status
 from rollbook.records.archive import Archive, default_root
-from rollbook.records.model import RecordedStep
+from rollbook.records.run_listing import RunFilter, list_runs, runs_table
+from rollbook.records.run_summary import find_run
 from rollbook.s3_support import require_s3_support
-from rollbook.website.team_site import init_site
+
+# Commands that read the database, a project or the demo import what they need when they run: SQLAlchemy,
+# Alembic and MkDocs take seconds to import, which `archive list` and `--help` should not pay.
+if TYPE_CHECKING:
+    from rollbook.project.migrations import MigrationProject
+    from rollbook.records.model import RecordedStep
 
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
@@ -147,6 +148,8 @@ def init(directory: Path) -> None:
     what is missing, never over a file that is there. Then `mkdocs build --strict` there (pip install
     'rollbook[site]') builds the team's procedures site with every runbook and the archive.
     """
+    from rollbook.website.team_site import init_site
+
     result = init_site(directory)
     for name in result.written:
         click.echo(f"wrote    {directory / name}")
@@ -168,6 +171,9 @@ def init(directory: Path) -> None:
 def status(database_url: str | None, config_path: str, ini_section: str, x_args: tuple[str, ...],
            as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
+    from rollbook.pg.database import DatabaseTarget
+    from rollbook.project.status import read_status
+
     with _project_output_to_stderr():
         result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
@@ -196,6 +202,9 @@ def plan(revision: str | None, database_url: str | None, config_path: str, ini_s
 
     Prints the path, operations, risk, rows each step would destroy, and a verdict.
     """
+    from rollbook.pg.database import DatabaseTarget
+    from rollbook.planning.plan import plan_downgrade
+
     with _project_output_to_stderr():
         result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args),
                                 _plan_target(revision, target), live_checks=not no_live_checks,
@@ -238,6 +247,7 @@ def rollback_test(database_url: str | None, config_path: str, ini_section: str, 
     says, and re-upgrade cleanly. Exits 0 when all pass, 1 when one fails (the differences are named),
     2 for a history with several heads or a branch point.
     """
+    from rollbook.pg.database import DatabaseTarget
     from rollbook.recovery.rehearsal import rehearse_rollbacks
 
     with _project_output_to_stderr():
@@ -270,11 +280,13 @@ def rollback_test(database_url: str | None, config_path: str, ini_section: str, 
               callback=_duration_seconds,
               help="How long the whole run may take before papermill and its kernel are killed (a bare number is "
                    "seconds).")
+@click.option("--log-output", is_flag=True,
+              help="Stream the notebook's cell outputs to stderr while it runs, as papermill's --log-output does.")
 @prints_archive_head
 @reports_errors
 def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...], raw: tuple[tuple[str, str], ...],
         parameters_file: str | None, parameters_yaml: str | None, x_args: tuple[str, ...], execute: bool,
-        output: str | None, cell_timeout: int, run_timeout: int) -> None:
+        output: str | None, cell_timeout: int, run_timeout: int, log_output: bool) -> None:
     """Run RUNBOOK with papermill and archive its record; also write the executed notebook to OUTPUT.
 
     RUNBOOK is a bundled runbook (rollback, status, plan, backup, restore, rollback-test) or a notebook's path.
@@ -284,6 +296,7 @@ def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...
     0 when the run succeeded, 4 when it was refused, 1 when it failed, timed out or its kernel died.
     The last line on stderr is the archive's new head (`archive head: HASH`): keep it outside the archive.
     """
+    from rollbook.project.migrations import parse_x_args
     from rollbook.runs.runner import run_runbook
 
     if output and output_path and output != output_path:
@@ -300,7 +313,7 @@ def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...
         parameters["execute"] = True
     result = run_runbook(runbook, parameters, archive=Archive.default(), output=output,
                          cell_timeout_seconds=cell_timeout, run_timeout_seconds=run_timeout,
-                         on_step=_show_step)
+                         on_step=_show_step, log_output=log_output)
     click.echo(result.report())
     sys.exit(result.exit_code)
 
@@ -345,6 +358,8 @@ def papermill_value(text: str) -> bool | int | float | str | None:
 
 
 def _project(config_path: str, ini_section: str, x_args: tuple[str, ...]) -> MigrationProject:
+    from rollbook.project.migrations import load_project, parse_x_args
+
     return load_project(config_path, parse_x_args(list(x_args), "--x-arg"), ini_section)
 
 
@@ -354,18 +369,34 @@ def archive() -> None:
 
 
 @archive.command("list")
+@click.option("--environment", help="Only runs in this policy environment (production, staging, ...).")
+@click.option("--runbook", help="Only runs of this runbook (rollback, backup, restore, ...).")
+@click.option("--outcome", help="Only runs that ended so (succeeded, refused, failed, dry_run, ...).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Only the newest N runs (still listed oldest first).")
 @reports_errors
-def archive_list() -> None:
-    """Every record, oldest first: when, database, runbook, outcome, operator, approver."""
-    click.echo(Archive.default().listing())
+def archive_list(environment: str | None, runbook: str | None, outcome: str | None, limit: int | None) -> None:
+    """One row per run, oldest first: run id, start, database, environment, runbook, mode, target, outcome.
+
+    Read from the manifest alone (no notebook is opened), so it stays fast on a large archive.
+    """
+    archive = Archive.default()
+    rows = list_runs(archive, RunFilter(environment=environment, runbook=runbook, outcome=outcome, limit=limit))
+    click.echo(runs_table(archive, rows))
 
 
 @archive.command("show")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw run record (JSON) instead of its summary.")
 @reports_errors
-def archive_show(ref: str) -> None:
-    """The summary of one record (a run id or a unique prefix, a file name, or a manifest number)."""
-    click.echo(Archive.default().show(ref))
+def archive_show(ref: str, as_json: bool) -> None:
+    """One run's summary: outcome, mode, target, revisions, backup, checks, refusal, where its records are.
+
+    REF is a run id or a unique prefix of one, a record's file name (with or without its folder), or a
+    manifest number.
+    """
+    found = find_run(Archive.default(), ref)
+    click.echo(json.dumps(found.to_json(), indent=2, ensure_ascii=False) if as_json else found.to_text())
 
 
 @archive.command("verify")
@@ -451,6 +482,8 @@ def demo_up_command() -> None:
     in a fresh folder, so demos in two shells never touch each other; with ROLLBOOK_DEMO_DIR set, that
     folder is used, and a server already running there is refused, never replaced.
     """
+    from rollbook.demo.server import demo_up
+
     environment = demo_up()
     click.echo(f"rollbook: demo server in {environment.server_dir}; stop it with `rollbook demo down` in this "
                "shell.", err=True)
@@ -461,4 +494,6 @@ def demo_up_command() -> None:
 @reports_errors
 def demo_down_command() -> None:
     """Stop the demo server ROLLBOOK_DEMO_DIR names (demo up exports it) and delete its data."""
+    from rollbook.demo.server import demo_down
+
     click.echo(demo_down().message())

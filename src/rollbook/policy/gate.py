@@ -155,8 +155,9 @@ class PolicyDecision:
         if not self.refused:
             return ""
         rules = "\n".join(f"- {_explain(r)}" for r in self.failed)
-        return (f"The {self.subject} policy of {self.environment} ({self.rules_source}) refuses this {self.subject} "
-                f"of {self.hash_label} {self.plan_hash[:SHORT_HASH]}:\n{rules}\n{instead or self.alternative}")
+        return (f"The {self.subject} policy of {self.environment}, from {self.rules_source}, refuses this "
+                f"{self.subject} of {self.hash_label} {self.plan_hash[:SHORT_HASH]}:\n{rules}\n"
+                f"{instead or self.alternative}")
 
     def enforce(self, *, final: bool = False, instead: str | None = None) -> None:
         """Raise PolicyRefused if a rule failed; with `final`, also while a rule is still pending.
@@ -168,7 +169,7 @@ class PolicyDecision:
         if final and not self.allowed:
             waiting = " ".join(_explain(r) for r in self.pending)
             raise PolicyRefused(
-                f"The {self.subject} policy of {self.environment} ({self.rules_source}) has not yet allowed this "
+                f"The {self.subject} policy of {self.environment}, from {self.rules_source}, has not yet allowed this "
                 f"{self.subject} of {self.hash_label} {self.plan_hash[:SHORT_HASH]}: {waiting} Re-evaluate the "
                 "policy once the backup is verified; nothing was changed.",
                 self,
@@ -186,7 +187,7 @@ class PolicyDecision:
         }
 
     def to_text(self) -> str:
-        lines = [f"Policy for {self.environment} ({self.rules_source}), {self.hash_label} "
+        lines = [f"Policy for {self.environment} from {self.rules_source}, {self.hash_label} "
                  f"{self.plan_hash[:SHORT_HASH]}:"]
         width = max((len(r.rule) for r in self.results), default=0)
         for r in self.results:
@@ -267,7 +268,8 @@ def _window_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -> 
     if deployed is not None and deployed > request.now:
         return RuleResult("deployment window", "fail",
                           f"deployed_at {deployed.isoformat()} is {_duration(deployed - request.now)} in the future",
-                          "pass the time the migration was actually deployed, with its correct UTC offset")
+                          "pass the time the migration was actually deployed, with its correct UTC offset "
+                          "(-p deployed_at 2026-01-13T14:05:00Z)")
     if env.window_minutes is None:
         when = f" (deployed {_duration(request.now - deployed)} ago)" if deployed else ""
         return RuleResult("deployment window", "pass", f"no time limit in {name}{when}")
@@ -313,7 +315,7 @@ def _approver_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -
         return RuleResult("approver", "pass", f"no approval required in {name}")
     if env.approver_not_operator and operator and _same_person(approver, operator):
         return RuleResult("approver", "fail", f"{approver} would approve their own rollback",
-                          "a second person (the team lead) must approve: pass their name as approved_by")
+                          "a second person (the team lead) must approve: pass their name (-p approved_by NAME)")
     if not operator:
         who = ""
     elif _same_person(approver, operator):
@@ -331,21 +333,22 @@ def _approved_plan_rule(env: EnvironmentRules, name: str, request: RollbackReque
     if not given:
         if env.require_approved_plan:
             return RuleResult("approved plan", "fail", f"{name} requires the approval to name the plan reviewed",
-                              f"have the approver review this plan and pass its hash as approved_plan "
-                              f"({current[:SHORT_HASH]})")
+                              f"have the approver review this plan and pass its hash (-r approved_plan "
+                              f"{current[:SHORT_HASH]})")
         return RuleResult("approved plan", "pass", "no plan hash given: the approval is not tied to a plan "
                           f"(optional in {name})")
     if len(given) < MIN_PLAN_PREFIX or any(c not in string.hexdigits for c in given):
         return RuleResult("approved plan", "fail",
                           f"approved_plan '{request.approved_plan.strip()}' is not a plan hash or a prefix of at "
                           f"least {MIN_PLAN_PREFIX} hex characters",
-                          f"pass the plan hash the approver reviewed, as shown with the plan ({current[:SHORT_HASH]} "
-                          "for this one)")
+                          f"pass the plan hash the approver reviewed, as shown with the plan (-r approved_plan "
+                          f"{current[:SHORT_HASH]} for this one)")
     if not current.startswith(given):
         return RuleResult("approved plan", "fail",
                           f"the plan changed since it was approved: approved {given[:SHORT_HASH]}, now "
                           f"{current[:SHORT_HASH]} (the database, the target or a migration file differs)",
-                          f"have the approver review the current plan {current[:SHORT_HASH]} and approve it again")
+                          f"have the approver review the current plan and approve it again (-r approved_plan "
+                          f"{current[:SHORT_HASH]})")
     return RuleResult("approved plan", "pass", f"the plan is the one approved ({current[:SHORT_HASH]})")
 
 

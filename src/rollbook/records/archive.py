@@ -19,7 +19,8 @@ runbook and the outcome; it is built from those fields only, so it cannot carry 
 
 Each manifest line is a JSON object: seq, file, kind ("summary" or "notebook"), run_id, sha256 (of the
 record's bytes), filed_at, prev (the previous entry's entry_hash, or 64 zeros), the listing fields of the
-run (started_at, finished_at, runbook, database, outcome, operator, approved_by, ticket, environment) and
+run (started_at, finished_at, runbook, database, outcome, operator, approved_by, ticket, environment, mode,
+target; entries filed before mode and target lack them) and
 entry_hash: the sha256 of `json.dumps(entry_without_entry_hash, sort_keys=True, separators=(",", ":"))`
 in UTF-8. The listing fields are in the entry so that `archive list` reads one file, and so that they
 are covered by the chain as well.
@@ -45,6 +46,7 @@ import secrets as token_source
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ from rollbook.outcomes import Outcome
 from rollbook.records.archive_files import (
     EXTENSIONS,
     IN_PROGRESS,
+    LATER_LISTING_FIELDS,
     LISTING_FIELDS,
     MANIFEST,
     SIGNATURES,
@@ -69,7 +72,6 @@ from rollbook.records.archive_files import (
     reason,
     record_name,
     replace_file,
-    short_time,
     summary_bytes,
     write_new_record,
 )
@@ -81,6 +83,8 @@ from rollbook.redaction.redact import find_secrets, redact_value
 
 ARCHIVE_VARIABLE = "ROLLBOOK_ARCHIVE"
 DEFAULT_ARCHIVE = Path("rollback-records")
+# How many run ids a wrong reference is answered with.
+CLOSEST = 5
 
 
 class ArchiveUnavailable(RollbookError):
@@ -118,6 +122,10 @@ class ArchivedRecord:
     approved_by: str | None = None
     ticket: str | None = None
     environment: str | None = None
+    mode: str | None = None
+    target: str | None = None
+    # False for a manifest entry filed before mode and target were listed: read them from the record.
+    listing_complete: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -308,7 +316,7 @@ class Archive:
         return ArchivedRecord(
             file=entry["file"], path=self.root / entry["file"], kind=entry["kind"], run_id=entry["run_id"],
             seq=entry["seq"], sha256=entry["sha256"], filed_at=entry["filed_at"], entry_hash=entry["entry_hash"],
-            **fields,
+            listing_complete=all(key in entry for key in LATER_LISTING_FIELDS), **fields,
         )
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -339,7 +347,8 @@ class Archive:
             except (OSError, ValueError, InvalidRecord):
                 continue
             found.append(ArchivedRecord(file=f"{IN_PROGRESS}/{path.name}", path=path, kind="in progress",
-                                        run_id=running.run_id, seq=None, **listing_fields(running)))
+                                        run_id=running.run_id, seq=None, listing_complete=True,
+                                        **listing_fields(running)))
         return found
 
     def records_of(self, run_id: str) -> tuple[ArchivedRecord, ...]:
@@ -370,8 +379,8 @@ class Archive:
             of_run = [r for r in records if r.run_id == runs[0]]
             return max(of_run, key=lambda r: -1 if r.seq is None else r.seq)
         if not runs:
-            raise BadInput(f"No record in {self.root} matches '{ref}'. Give a run id (or a unique prefix of one), "
-                           "a record's file name or its manifest number; `rollbook archive list` shows them.")
+            raise BadInput(f"No record in {self.root} matches '{ref}'. {_closest_runs(ref, records)}Give a run id "
+                           "(or a unique prefix of one), a record's file name or its manifest number.")
         shown = ", ".join(runs[:10]) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
         raise BadInput(f"'{ref}' matches {len(runs)} runs in {self.root}: {shown}. Give more of the run id.")
 
@@ -410,35 +419,6 @@ class Archive:
         except BadInput:
             return None
 
-    def listing(self) -> str:
-        """Every record as a table, oldest first: when, database, runbook, outcome, who, approver, file."""
-        if not self.root.is_dir():
-            return f"There is no archive at {self.root} yet (set ROLLBOOK_ARCHIVE if the records are elsewhere)."
-        records = self.records()
-        if not records:
-            return f"No records in {self.root} yet."
-        header = ("#", "started (UTC)", "database", "runbook", "outcome", "operator", "approved by", "file")
-        rows = [(str(r.seq) if r.seq is not None else "-", short_time(r.started_at), r.database or "",
-                 r.runbook or "", (r.outcome or "") + (" (not filed)" if r.kind == "in progress" else ""),
-                 r.operator or "", r.approved_by or "", r.file) for r in records]
-        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                         for row in (header, *rows))
-
-    def show(self, ref: str) -> str:
-        """One record: where it is, its manifest entry, the run's other records, and its summary."""
-        record = self.find(ref)
-        loaded = self.load_record(record)
-        where = f"#{record.seq} {record.kind}" if record.seq is not None else record.kind
-        lines = [f"{record.file} ({where}, run {record.run_id})"]
-        if record.sha256:
-            lines.append(f"sha256 {record.sha256}, filed {record.filed_at}")
-        others = [r.file for r in self.records() if r.run_id == record.run_id and r.file != record.file]
-        if others:
-            lines.append(f"also filed for this run: {', '.join(others)}")
-        lines.append(json.dumps(loaded.to_json(), indent=2, ensure_ascii=False))
-        return "\n".join(lines)
-
     # -- verification --------------------------------------------------------------------------------------
 
     def verify(self, head: str | None = None) -> ArchiveVerification:
@@ -460,3 +440,17 @@ def default_root(environ: Mapping[str, str] | None = None) -> Path:
 def _time_order(record: ArchivedRecord) -> tuple[datetime, float, str]:
     started = parse_time(record.started_at) or datetime.max.replace(tzinfo=UTC)
     return started, float("inf") if record.seq is None else record.seq, record.file
+
+
+def _closest_runs(ref: str, records: tuple[ArchivedRecord, ...]) -> str:
+    """The run ids nearest to a ref that matched none (by run id, or by file name), else the newest ones."""
+    if not records:
+        return "The archive holds no record yet. "
+    by_file = {Path(r.file).stem: r.run_id for r in records}
+    close = get_close_matches(ref, list(dict.fromkeys(r.run_id for r in records)), n=CLOSEST, cutoff=0.5)
+    close += [by_file[found] for found in get_close_matches(Path(ref).stem, list(by_file), n=CLOSEST, cutoff=0.5)]
+    shown = list(dict.fromkeys(close))[:CLOSEST]
+    if shown:
+        return f"The closest run ids: {', '.join(shown)}. "
+    newest = list(dict.fromkeys(r.run_id for r in reversed(records)))[:CLOSEST]
+    return f"The newest run ids: {', '.join(newest)}. "

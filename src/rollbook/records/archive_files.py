@@ -32,7 +32,9 @@ SIGNATURES = "signatures"
 TEMP_PREFIX = ".tmp-"
 EXTENSIONS = {"summary": ".json", "notebook": ".ipynb"}
 LISTING_FIELDS = ("started_at", "finished_at", "runbook", "database", "outcome", "operator", "approved_by",
-                  "ticket", "environment")
+                  "ticket", "environment", "mode", "target")
+# Listing fields a manifest entry filed before them lacks: `archive list` reads them from the summary record.
+LATER_LISTING_FIELDS = ("mode", "target")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -77,7 +79,15 @@ def listing_fields(record: RunRecord) -> dict[str, str | None]:
     facts = record.to_json()
     fields = {key: listing_text(facts.get(key)) for key in LISTING_FIELDS}
     fields["database"] = listing_text(database_name(record))
+    fields["mode"] = run_mode(record)
     return fields
+
+
+def run_mode(record: RunRecord) -> str | None:
+    """Whether the run changed the database ("executed") or only looked ("dry run"); None for a runbook with no mode."""
+    if record.execute is None:
+        return None
+    return "executed" if record.execute else "dry run"
 
 
 def notebook_record(notebook: Any) -> RunRecord | None:

@@ -8,7 +8,6 @@ and it travels in the notebook as a display output with rollbook's own MIME type
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,18 +22,13 @@ from rollbook.outcomes import Outcome
 from rollbook.records.archive import Archive
 from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RecordedStep, RunRecord
+from rollbook.records.run_ids import new_run_id, run_id_time
 from rollbook.redaction.redact import collect_secrets, redact_value
 
 RUN_ID_VARIABLE = "ROLLBOOK_RUN_ID"
 # A file whose existence means the operator asked the run to stop: `rollbook run` names it, its papermill
 # process creates it on a signal. A kernel between two cells ignores SIGINT, so the next step must look.
 STOP_FILE_VARIABLE = "ROLLBOOK_STOP_FILE"
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A run id that sorts by start time: 20261124T123456Z-3f9a1c."""
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def stop_requested() -> bool:
@@ -57,9 +51,12 @@ class RunRecorder:
         self.archive = archive
         # Passwords and tokens of this process's environment: never written into a record.
         self.secrets = collect_secrets(os.environ, {})
-        started = datetime.now(UTC)
-        self.record = RunRecord(run_id=run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id(started),
-                                runbook=runbook, started_at=started)
+        now = datetime.now(UTC)
+        given = run_id or os.environ.get(RUN_ID_VARIABLE)
+        # One clock: an id made by `rollbook run` before the kernel started names the run's start, so
+        # started_at (and the file name made from it) carry the id's second, not the kernel's a moment later.
+        started = (run_id_time(given) or now) if given else now
+        self.record = RunRecord(run_id=given or new_run_id(now), runbook=runbook, started_at=started)
 
     @classmethod
     def begin(cls, runbook: str, archive: Archive | None = None) -> RunRecorder:

@@ -25,6 +25,7 @@ from rollbook.planning.downgrade_path import ancestors
 from rollbook.planning.plan import DowngradePlan
 from rollbook.project.migrations import MigrationProject
 from rollbook.records.archive import Archive
+from rollbook.records.archive_files import EXTENSIONS
 from rollbook.records.model import BackupFacts, BackupFile, ClientTool, RecordedIdentity, RunRecord, TableRows
 from rollbook.recovery.backup import Backup, take_backup
 from rollbook.recovery.backup_verification import BackupVerification, verify_backup
@@ -188,7 +189,8 @@ def archived_backups(archive: Archive) -> tuple[ArchivedBackup, ...]:
 
 
 def find_backup(archive: Archive, ref: str) -> ArchivedBackup:
-    """The backup taken by run `ref` (a run id, a unique prefix or tail of one), or recorded at path `ref`."""
+    """The backup taken by run `ref` (a run id, a unique prefix or tail of one, a record's file name), or recorded
+    at path `ref`."""
     ref = ref.strip()
     if not ref:
         raise BadInput("No backup named: pass backup, the run id of the run that took it (the backup runbook "
@@ -197,7 +199,8 @@ def find_backup(archive: Archive, ref: str) -> ArchivedBackup:
     by_path = [b for b in backups if _same_file(b.path, Path(ref).expanduser())]
     if by_path:
         return by_path[-1]
-    if ref.endswith(".dump") or "/" in ref:
+    # A path that is not a record's (a .json or .ipynb of the archive, named with its folder) names a backup file.
+    if ref.endswith(".dump") or ("/" in ref and not ref.endswith(tuple(EXTENSIONS.values()))):
         raise BadInput(f"No record in the archive {archive.root} names the backup file {ref}: rollbook restores only "
                        "backups whose checksum, database and revision it recorded. Give the run id of the run "
                        "that took it, or set ROLLBOOK_ARCHIVE to the archive that holds its record.")

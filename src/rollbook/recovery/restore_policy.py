@@ -65,15 +65,15 @@ def _approved_restore_rule(required: bool, name: str, approved: str, restore_has
     if not given:
         if required:
             return RuleResult("approved restore", "fail", f"{name} requires the approval to name the restore reviewed",
-                              "have the approver review this restore plan and pass its hash as approved_plan "
-                              f"({short})")
+                              f"have the approver review this restore plan and pass its hash (-r approved_plan "
+                              f"{short})")
         return RuleResult("approved restore", "pass", f"no hash given: the approval is not tied to this restore "
                           f"(optional in {name})")
     if len(given) < 8 or any(c not in "0123456789abcdef" for c in given) or not restore_hash.startswith(given):
         return RuleResult("approved restore", "fail",
                           f"approved_plan {approved.strip()!r} does not name this restore ({short}): the backup, the "
                           "database or its revision differ from what was approved",
-                          f"have the approver review the restore plan {short} and approve it")
+                          f"have the approver review the restore plan and approve it (-r approved_plan {short})")
     return RuleResult("approved restore", "pass", f"the restore is the one approved ({short})")
 
 
@@ -99,5 +99,5 @@ def writes_rule(writes: WritesSinceBackup, accept: bool) -> RuleResult:
                           f"accepted with accept_writes_since_backup: these changes are undone: {facts}")
     return RuleResult("writes since the backup", "fail",
                       f"restoring would undo what changed since the backup ({writes.status}): {facts}",
-                      "restore into a new database and compare first; pass accept_writes_since_backup if undoing "
-                      "these changes is intended")
+                      "restore into a new database and compare first; pass accept_writes_since_backup (-p "
+                      "accept_writes_since_backup True) if undoing these changes is intended")

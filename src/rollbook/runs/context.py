@@ -105,22 +105,26 @@ def open_run(recorder: RunRecorder, parameters: RunbookParameters, *, mode: str 
             rules = load_policy(project.config_path.parent)
             rules.for_environment(request.environment)
         context = describe_run(target, project, runbook=recorder.record.runbook, parameters=parameters.to_dict(),
-                               request=request, run_id=recorder.run_id, mode=mode)
+                               request=request, run_id=recorder.run_id, started_at=recorder.record.started_at,
+                               mode=mode)
         recorder.update(identity=context.identity.to_dict(), host=context.host)
     return OpenedRun(target, project, rules, context)
 
 
 def describe_run(
     target: DatabaseTarget, project: MigrationProject, *, runbook: str, parameters: dict[str, Any],
-    request: RunRequest, run_id: str, mode: str = READ_ONLY,
+    request: RunRequest, run_id: str, started_at: datetime | None, mode: str = READ_ONLY,
 ) -> RunContext:
-    """Connect (read-only) and record the database's identity and whether another rollback is running."""
+    """Connect (read-only) and record the database's identity and whether another rollback is running.
+
+    `started_at` is the run's start as its record and run id carry it (one clock); now if it has none.
+    """
     with connect(target) as conn:
         identity = read_identity(conn)
         other_run = rollback_lock_holder(conn)
     return RunContext(
         runbook=runbook, run_id=run_id, operator=request.operator, operator_from=request.operator_from,
-        host=socket.gethostname(), started_at=datetime.now(UTC), environment=request.environment,
+        host=socket.gethostname(), started_at=started_at or datetime.now(UTC), environment=request.environment,
         ticket=request.ticket, database=target.redacted, identity=identity, alembic_config=str(project.config_path),
         execute=request.execute, mode=mode, parameters=parameters, other_run=other_run,
     )

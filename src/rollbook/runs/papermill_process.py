@@ -14,6 +14,7 @@ instead of interrupting it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from traitlets.config import Config
 
 from rollbook.records.archive import Archive, default_root
 from rollbook.records.run_record import RUN_ID_VARIABLE
+from rollbook.redaction.redact import collect_secrets, redact_text
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 JOIN_SECONDS = 0.2
@@ -84,7 +86,7 @@ def _execute(spec: dict[str, Any]) -> str:
             spec["input"], spec["output"], parameters=spec["parameters"], kernel_name="python3",
             progress_bar=False, execution_timeout=spec["cell_timeout"], cwd=spec["cwd"], config=config,
             # Without these, a timed-out cell can be recorded as completed and a kernel can take seconds to stop.
-            interrupt_on_timeout=True, shutdown_kernel="immediate",
+            interrupt_on_timeout=True, shutdown_kernel="immediate", log_output=spec["log_output"],
         )
     except PapermillExecutionError as error:
         return "timeout" if error.ename == "KeyboardInterrupt" else "error"
@@ -99,9 +101,31 @@ def _execute(spec: dict[str, Any]) -> str:
     return "completed"
 
 
+class _RedactingFormatter(logging.Formatter):
+    """A log line with the run's secrets scrubbed: cell outputs reach the terminal before the record is scrubbed."""
+
+    def __init__(self, secrets: frozenset[str]) -> None:
+        super().__init__("%(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record), self.secrets)
+
+
+def _log_to_stderr(parameters: dict[str, Any]) -> None:
+    """papermill's log (each cell as it starts, its outputs) on stderr, as its own command line shows it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter(collect_secrets(os.environ, parameters)))
+    logger = logging.getLogger("papermill")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def run(spec_path: Path) -> str:
     """Execute the notebook described by the JSON spec, stopping it on a signal; return how it ended."""
     spec = json.loads(spec_path.read_text())
+    if spec["log_output"]:
+        _log_to_stderr(spec["parameters"])
     stop = _StopRequest(Path(spec["stop_file"]), os.environ[RUN_ID_VARIABLE])
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop.handle)

@@ -37,7 +37,9 @@ from rollbook.project.status import read_current_revisions
 from rollbook.records.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord, RecordNotFiled
 from rollbook.records.archive_files import IN_PROGRESS
 from rollbook.records.model import RecordedStep, RunRecord
-from rollbook.records.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE, new_run_id
+from rollbook.records.run_ids import new_run_id, run_id_time
+from rollbook.records.run_record import RUN_ID_VARIABLE, STOP_FILE_VARIABLE
+from rollbook.records.run_summary import run_summary
 from rollbook.records.run_verdict import RunVerdict, reconcile, recorded_record
 from rollbook.redaction.connection_secrets import split_connection_string
 from rollbook.redaction.redact import collect_secrets, redact_notebook
@@ -65,47 +67,8 @@ class RunbookResult:
         return self.verdict.exit_code
 
     def report(self) -> str:
-        """What happened, in a few lines a person reads at 3 a.m.: the verdict, why (for a run that did not
-        succeed), what the run did (mode, database, revision before and after), the backup and how it was
-        verified, each check after the change, and where the record is."""
-        record = self.summary
-        lines = [self.verdict.text]
-        if not self.verdict.outcome.succeeded and record.message and record.message != self.verdict.text:
-            lines.append(str(record.message))
-        lines += [f"  {line}" for line in _what_the_run_did(record)]
-        after = record.revision_after
-        if self.verdict.exit_code == ExitCode.FAILED and after is not None:
-            lines.append(f"the database is at {', '.join(after) or 'base'} (read after the run stopped)")
-        return "\n".join([*lines, f"record: {self.record.path}"])
-
-
-def _what_the_run_did(record: RunRecord) -> list[str]:
-    """The facts of a run's record a terminal shows: mode and database, revisions, backup, checks."""
-    lines = []
-    if record.execute is not None:
-        mode = "executed" if record.execute else "dry run"
-        where = ", ".join(part for part in (record.environment, mode) if part)
-        database = record.identity.database if record.identity and record.identity.database else record.database
-        lines.append(f"{record.runbook} of {database or 'the database'} ({where})"
-                     + (f", target {record.target}" if record.target else ""))
-    before, after = record.revision_before, record.revision_after
-    if before is not None and after is not None and before != after:
-        lines.append(f"revision {', '.join(before) or 'base'} -> {', '.join(after) or 'base'}")
-    elif before is not None:
-        lines.append(f"revision {', '.join(before) or 'base'} (unchanged)")
-    if record.backup is not None:
-        how = {"list": "pg_restore --list", "restore": "a restore into a scratch database"}.get(
-            record.backup.verification, record.backup.verification or "nothing")
-        state = "verified" if record.backup.verified else "NOT verified"
-        lines.append(f"backup {record.backup.path} ({state} by {how})")
-    checks = (record.verification or {}).get("checks") or []
-    if checks:
-        words = {"passed": "passed", "failed": "FAILED", "not_checked": "not checked"}
-        # A check that did not pass says why: what is left for a person to check by hand.
-        lines.append("checks: " + "; ".join(
-            f"{c.get('name')} {words.get(c.get('status'), c.get('status'))}"
-            + (f" ({c.get('detail')})" if c.get("status") != "passed" and c.get("detail") else "") for c in checks))
-    return lines
+        """What happened, in a few lines a person reads at 3 a.m. (records/run_summary.py), and where its record is."""
+        return "\n".join([*run_summary(self.summary), f"record: {self.record.path}"])
 
 
 def resolve_runbook(name: str) -> Path:
@@ -123,12 +86,13 @@ def resolve_runbook(name: str) -> Path:
 def run_runbook(
     runbook: str, parameters: Mapping[str, Any], *, archive: Archive, output: str | None = None,
     cell_timeout_seconds: int = 3600, run_timeout_seconds: int = 4 * 3600,
-    on_step: Callable[[RecordedStep], None] | None = None,
+    on_step: Callable[[RecordedStep], None] | None = None, log_output: bool = False,
 ) -> RunbookResult:
     """Run `runbook` with papermill, then file its reconciled, scrubbed record in `archive`.
 
     `on_step` hears of each step of the run when it starts and when it ends, from the summary the
     runbook keeps in the archive: how a terminal shows progress through long steps (backup, downgrade).
+    With `log_output`, papermill streams each cell's outputs to stderr as the cell runs (its --log-output).
     """
     path = resolve_runbook(runbook)
     _refuse_unknown_parameters(path, parameters)
@@ -148,12 +112,14 @@ def run_runbook(
             "input": str(path), "output": str(executed), "parameters": parameters,
             "cell_timeout": cell_timeout_seconds, "cwd": os.getcwd(), "ipc_path": str(Path(work) / "kernel"),
             "stop_file": str(stop_file), "ending_file": str(Path(work) / "ending"), "parent_pid": os.getpid(),
+            "log_output": log_output,
         }))
         ending = _run_papermill(spec, environment, run_timeout_seconds, _StepWatcher(archive, run_id, on_step))
         notebook = nbformat.read(executed, as_version=4) if executed.exists() else nbformat.read(path, as_version=4)
     # A run that stopped before its first step (a kernel that could not import rollbook) recorded nothing:
     # its record still names the runbook that was run.
-    summary = archive.progress(run_id) or archive.filed_record(run_id) or RunRecord(run_id=run_id, runbook=path.stem)
+    summary = archive.progress(run_id) or archive.filed_record(run_id) or RunRecord(
+        run_id=run_id, runbook=path.stem, started_at=run_id_time(run_id))
     if summary.outcome is Outcome.RUNNING:
         summary = summary.with_facts(revision_after=_revisions_now(given))
     record, summary, verdict, notebook = _file(archive, notebook, summary, ending, secrets)

@@ -7,6 +7,8 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
       - rollbook:
           archive: rollback-records   # default: ROLLBOOK_ARCHIVE, else ./rollback-records, if it exists
           runbooks: [bundled, runbooks]   # the default: rollbook's runbooks, then the team's own notebooks
+          titles:                          # page titles by runbook name (default: the notebook's heading)
+            rollback: Roll back a release
 
 - Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
   site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,9 @@ class RollbookPluginConfig(base.Config):
     # Folders whose notebooks are runbook pages (relative to mkdocs.yml); `bundled` is rollbook's own runbooks.
     # A runbook of a later folder replaces one of the same name. Unset: bundled, then runbooks/ if it exists.
     runbooks = c.Optional(c.ListOfItems(c.Type(str)))
+    # Page titles by runbook name (its notebook's file name without .ipynb), in place of the notebook's first
+    # heading: in the nav, on the page, in the runbooks' index.
+    titles = c.Type(dict, default={})
 
 
 @dataclass(frozen=True)
@@ -126,13 +131,14 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         root = Path(config.config_file_path).parent
-        runbooks = read_runbooks(self._runbook_folders(root))
+        runbooks = retitled(read_runbooks(self._runbook_folders(root)), self.config.titles)
         archive = self._archive(root, config.config_file_path)
         verification, records = read_archive(archive) if archive else (None, ())
         by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
         by_uri.update({r.src_uri: r for r in records})
         self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri)
-        _extend_nav(config.nav or [], RUNBOOKS_INDEX, [r.src_uri for r in runbooks])
+        _extend_nav(config.nav or [], RUNBOOKS_INDEX,
+                    [{r.title: r.src_uri} if r.name in self.config.titles else r.src_uri for r in runbooks])
         _extend_nav(config.nav or [], ARCHIVE_INDEX, [{r.title: r.src_uri} for r in records])
         _add_jupyter(config)
         for name, settings in MARKDOWN_EXTENSIONS.items():
@@ -182,6 +188,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             at = _FIRST_CODE_CELL.search(html)
             html = html[:at.start()] + block + html[at.start():] if at else html + block
             _add_to_toc(page, tokens, first=True)
+            if item.name in self.config.titles:
+                page.title = item.title
         elif isinstance(item, RecordPage):
             block, tokens = _render(config, record_header(item, self.inputs.runbooks, url_of, html))
             html = block + html
@@ -253,6 +261,18 @@ def read_runbooks(folders: list[Path]) -> tuple[Runbook, ...]:
     """The notebooks of the folders, in the procedure's order; a later folder's runbook replaces an earlier one's."""
     by_name = {path.stem: path for folder in folders for path in sorted(folder.glob("*.ipynb"))}
     return tuple(read_runbook(path) for path in sorted(by_name.values(), key=runbook_order))
+
+
+def retitled(runbooks: tuple[Runbook, ...], titles: Mapping[str, Any]) -> tuple[Runbook, ...]:
+    """The runbooks with the titles mkdocs.yml gives them; a title for a runbook not in the build fails it."""
+    names = {r.name for r in runbooks}
+    for name, title in titles.items():
+        if name not in names:
+            raise PluginError(f"rollbook plugin, titles: there is no runbook {name!r} in this build. Name a runbook by "
+                              f"its notebook's file name without .ipynb: {', '.join(sorted(names))}.")
+        if not isinstance(title, str) or not title.strip():
+            raise PluginError(f"rollbook plugin, titles: the title of {name} must be text, not {title!r}.")
+    return tuple(replace(r, title=titles[r.name].strip()) if r.name in titles else r for r in runbooks)
 
 
 def scan_site(site: Path) -> Iterator[tuple[Path, list[str]]]:

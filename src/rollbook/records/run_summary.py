@@ -1,0 +1,104 @@
+"""A run's record as a few lines a person reads at 3 a.m.: what `rollbook run` ends with and `archive show` prints.
+
+The verdict, why (for a run that did not succeed: a refusal's headline and one line per failed rule),
+what the run did (mode, database, target, revision before and after), the backup and how it was
+verified, and each check after the change. No plan detail and no SQL: the record holds those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rollbook.outcomes import ExitCode
+from rollbook.records.archive import Archive, ArchivedRecord
+from rollbook.records.archive_files import utc
+from rollbook.records.model import RunRecord
+
+# How a backup was verified, in the words of the command that did it: a listing is not a restore.
+_VERIFIED_BY = {"list": "pg_restore --list", "restore": "a restore into a scratch database"}
+_CHECK_WORDS = {"passed": "passed", "failed": "FAILED", "not_checked": "not checked"}
+
+
+def run_summary(record: RunRecord) -> list[str]:
+    """The verdict, why the run did not succeed, and what it did, one fact a line."""
+    # A summary filed by the runbook itself has no verdict yet (it is settled when the notebook is filed).
+    verdict = record.verdict or record.outcome.value.replace("_", " ") + (
+        f" at {record.failed_step}" if record.failed_step else "")
+    lines = [verdict]
+    if not record.outcome.succeeded and record.message and record.message != verdict:
+        lines.append(record.message)
+    lines += [f"  {line}" for line in run_facts(record)]
+    after = record.revision_after
+    if record.outcome.exit_code == ExitCode.FAILED and after is not None:
+        lines.append(f"the database is at {', '.join(after) or 'base'} (read after the run stopped)")
+    return lines
+
+
+def run_facts(record: RunRecord) -> list[str]:
+    """What the run did: mode, database and target, revisions, backup and its verification, each check."""
+    lines = []
+    if record.execute is not None:
+        mode = "executed" if record.execute else "dry run"
+        where = ", ".join(part for part in (record.environment, mode) if part)
+        accepted = (record.parameters or {}).get("accept_data_loss") is True
+        lines.append(f"{record.runbook} of {record.database_name or 'the database'} ({where})"
+                     + (f", target {record.target}" if record.target else "")
+                     + (", accept_data_loss true" if accepted else ""))
+    before, after = record.revision_before, record.revision_after
+    if before is not None and after is not None and before != after:
+        lines.append(f"revision {', '.join(before) or 'base'} -> {', '.join(after) or 'base'}")
+    elif before is not None:
+        lines.append(f"revision {', '.join(before) or 'base'} (unchanged)")
+    if record.backup is not None:
+        how = _VERIFIED_BY.get(record.backup.verification, record.backup.verification or "nothing")
+        state = "verified" if record.backup.verified else "NOT verified"
+        lines.append(f"backup {record.backup.path} ({state} by {how})")
+    checks = (record.verification or {}).get("checks") or []
+    if checks:
+        # A check that did not pass says why: what is left for a person to check by hand.
+        lines.append("checks: " + "; ".join(
+            f"{c.get('name')} {_CHECK_WORDS.get(c.get('status'), c.get('status'))}"
+            + (f" ({c.get('detail')})" if c.get("status") != "passed" and c.get("detail") else "") for c in checks))
+    return lines
+
+
+@dataclass(frozen=True)
+class ArchivedRun:
+    """A run found in the archive by a reference: the record read, and every record filed for the run."""
+
+    record: RunRecord
+    files: tuple[ArchivedRecord, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The run record as filed: what `archive show --json` prints."""
+        return self.record.to_json()
+
+    def to_text(self) -> str:
+        """`archive show`: the run's summary, who and when, and where its records are."""
+        record = self.record
+        first, *rest = run_summary(record)
+        lines = [f"run {record.run_id}: {first}", *rest]
+        if record.operator is not None or record.execute is not None:
+            # An empty approver or ticket is shown as none, not left out: its absence is a fact of the run.
+            lines.append(f"  operator {record.operator or 'none'}, approved by {record.approved_by or 'none'}, "
+                         f"ticket {record.ticket or 'none'}")
+        when = [f"started {utc(record.started_at):%Y-%m-%d %H:%M:%S} UTC" if record.started_at
+                else "start not recorded"]
+        if record.finished_at:
+            when.append(f"finished {utc(record.finished_at):%Y-%m-%d %H:%M:%S} UTC")
+        lines.append(f"  {', '.join(when)}")
+        for file in self.files:
+            where = f"#{file.seq} {file.kind}" if file.seq is not None else file.kind
+            lines.append(f"record ({where}): {file.path}")
+        return "\n".join(lines)
+
+
+def find_run(archive: Archive, ref: str) -> ArchivedRun:
+    """The run a reference names (run id, unique prefix, file name with or without folder, manifest number).
+
+    A wrong reference is a BadInput that names the closest run ids.
+    """
+    files = archive.records_of(archive.find(ref).run_id)
+    # The record filed last speaks for the run: the notebook's carries the verdict settled when it was filed.
+    return ArchivedRun(archive.load_record(files[-1]), files)
