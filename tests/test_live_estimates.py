@@ -144,3 +144,24 @@ def test_plan_json_carries_estimate_exact_and_basis(demo_url):
     # A migration's own condition is not something the column statistics describe: no number is made up.
     assert update["rows_estimated"] is None
     assert update["row_estimate"]["basis"].startswith("no estimate: the statistics do not describe")
+
+
+def test_an_uncounted_narrowing_fails_by_its_estimate_so_the_plan_says_do_not_downgrade(
+        demo_url, demo_project: MigrationProject):
+    demo_at(demo_url, "0607bc5b8533")  # one step left: users.email back to varchar(100), with long emails in it
+    analyse(demo_url)
+    target = DatabaseTarget.from_url(demo_url)
+    counted = plan_downgrade(target, demo_project, "-1")
+    narrowing = next(op for op in counted.steps[0].operations if op.op == "alter_column_type")
+    assert narrowing.rows_affected == sample_data.LONG_EMAILS
+    assert narrowing.row_estimate is not None and narrowing.row_estimate.rows == sample_data.LONG_EMAILS
+    assert narrowing.row_estimate.basis.startswith("pg_stats most common values and histogram bounds of email")
+    with psycopg.connect(**target.connect_kwargs()) as migration:
+        migration.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        plan = plan_downgrade(target, demo_project, "-1", lock_timeout_ms=300)
+
+    narrowing = next(op for op in plan.steps[0].operations if op.op == "alter_column_type")
+    assert narrowing.rows_affected is None and narrowing.fails
+    assert narrowing.count_text() == (f"about {sample_data.LONG_EMAILS} rows that would make it fail "
+                                      "(estimate only: not counted exactly)")
+    assert plan.verdict.code == "do_not_downgrade"

@@ -21,8 +21,7 @@ from psycopg import errors, sql
 from rollbook.planning.operations import INTEGER_RANGES, TEXT_TYPES, LiveCheck, TableName
 from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, table_statistics
 
-# The statistics are read under their own short timeout: a tiny statement_timeout for the counts must not
-# take the estimates away with them.
+# How long reading the statistics of one table may take.
 STATISTICS_TIMEOUT_MS = 5_000
 # Tables whose heap is at least this big get their count's progress reported (a count of one takes a second or more).
 PROGRESS_BYTES = 64 * 2**20
@@ -88,7 +87,7 @@ def count_affected_rows(
     by_table: dict[TableName, list[LiveCheck]] = defaultdict(list)
     for check in dict.fromkeys(checks):
         by_table[check.table].append(check)
-    statistics = {table: _statistics(conn, table, lock_timeout_ms) for table in by_table}
+    statistics = {table: _statistics(conn, table, table_checks) for table, table_checks in by_table.items()}
     results: dict[LiveCheck, CheckResult] = {}
     tables: dict[TableName, TableFacts] = {}
     server_version = conn.info.server_version
@@ -113,10 +112,14 @@ def count_affected_rows(
     return LiveCounts(results, tables)
 
 
-def _statistics(conn: psycopg.Connection, table: TableName, lock_timeout_ms: int) -> TableStatistics | None:
+def _statistics(conn: psycopg.Connection, table: TableName, checks: list[LiveCheck]) -> TableStatistics | None:
+    columns = list(dict.fromkeys(column for check in checks for column in check.columns[:1]))
     try:
-        with read_only_transaction(conn, STATISTICS_TIMEOUT_MS, lock_timeout_ms):
-            return table_statistics(conn, regclass_text(table), table)
+        with conn.transaction():
+            # The catalog alone, no table lock; its own timeout, as a tiny one for the counts must not take the
+            # estimates away with them.
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(STATISTICS_TIMEOUT_MS)])
+            return table_statistics(conn, regclass_text(table), table, columns)
     except psycopg.Error:
         return None  # the exact count says what is wrong with the table
 

@@ -7,8 +7,9 @@ runs out of time. An estimate is always labelled as one, with the time of the AN
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,37 +44,41 @@ class TableStatistics:
 
     def analysed_words(self) -> str:
         assert self.analyzed_at is not None
-        return f"ANALYZE of {self.analyzed_at:%Y-%m-%d %H:%M} UTC"
+        return f"ANALYZE of {self.analyzed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-_TABLE_QUERY = """
-SELECT c.reltuples, c.relpages::bigint * current_setting('block_size')::bigint, n.nspname, c.relname,
-       greatest(s.last_analyze, s.last_autoanalyze) AT TIME ZONE 'UTC'
+# One round trip: the table's counters and the statistics of the checked columns. anyarray has no direct cast to
+# text[]; through text it parses as an array literal of the values' text. A partitioned table's statistics are
+# the inherited ones, a plain table's the others: the first row per column wins.
+_STATISTICS_QUERY = """
+SELECT c.reltuples, c.relpages::bigint * current_setting('block_size')::bigint,
+       greatest(s.last_analyze, s.last_autoanalyze),
+       (SELECT json_agg(json_build_object(
+                    'column', p.attname, 'null_frac', p.null_frac, 'common', p.most_common_vals::text::text[],
+                    'frequencies', p.most_common_freqs, 'bounds', p.histogram_bounds::text::text[])
+                ORDER BY p.attname, p.inherited)
+        FROM pg_stats p WHERE p.schemaname = n.nspname AND p.tablename = c.relname AND p.attname = ANY(%s))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
 WHERE c.oid = to_regclass(%s)
 """
 
-# anyarray has no direct cast to text[]; through text it parses as an array literal of the values' text.
-_COLUMNS_QUERY = """
-SELECT DISTINCT ON (attname) attname, null_frac, most_common_vals::text::text[], most_common_freqs,
-       histogram_bounds::text::text[]
-FROM pg_stats WHERE schemaname = %s AND tablename = %s
-ORDER BY attname, inherited
-"""
 
-
-def table_statistics(conn: psycopg.Connection, regclass: str, table: TableName) -> TableStatistics | None:
-    """The statistics of `table` (None when it does not exist); reads the catalog only, takes no table lock."""
-    row = conn.execute(_TABLE_QUERY, [regclass]).fetchone()
+def table_statistics(conn: psycopg.Connection, regclass: str, table: TableName,
+                     columns: Sequence[str]) -> TableStatistics | None:
+    """The statistics of `table` and its `columns` (None when it does not exist), in one read of the catalog
+    that takes no lock on the table."""
+    row = conn.execute(_STATISTICS_QUERY, [list(columns), regclass]).fetchone()
     if row is None:
         return None
-    reltuples, heap_bytes, schema, name, analyzed_at = row
-    columns = {r[0]: (float(r[1]), r[2], list(r[3]) if r[3] is not None else None, r[4])
-               for r in conn.execute(_COLUMNS_QUERY, [schema, name]).fetchall()}
+    reltuples, heap_bytes, analyzed_at, described = row
+    stats: dict[str, tuple[float, list[str] | None, list[float] | None, list[str] | None]] = {}
+    for column in described or ():
+        stats.setdefault(column["column"], (float(column["null_frac"]), column["common"], column["frequencies"],
+                                            column["bounds"]))
     # reltuples is -1 until the first VACUUM or ANALYZE (PostgreSQL 14 and later).
     rows = round(reltuples) if reltuples >= 0 else None
-    return TableStatistics(table, rows, int(heap_bytes), analyzed_at, columns)
+    return TableStatistics(table, rows, int(heap_bytes), analyzed_at, stats)
 
 
 def estimate_check(stats: TableStatistics, check: LiveCheck) -> RowEstimate:
