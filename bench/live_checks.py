@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from bench_support import embedded_database, machine, summarize
@@ -89,7 +90,7 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def measure(conn: psycopg.Connection, name: str, rows: int, runs: int) -> dict[str, object]:
+def measure(conn: psycopg.Connection, name: str, rows: int, runs: int) -> dict[str, Any]:
     """Time every subject on table `name` (warm-up first, then `runs` interleaved rounds), counts checked."""
     table = TableName(None, name)
     table_bytes = conn.execute("SELECT pg_table_size(%s::regclass)", [name]).fetchone()[0]
@@ -128,7 +129,8 @@ def measure(conn: psycopg.Connection, name: str, rows: int, runs: int) -> dict[s
     plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {FLOOR.format(table=name)}"))
     return {
         "rows": rows, "table_bytes": table_bytes, "row_bytes": float(row_bytes),
-        "floor_query": FLOOR.format(table=name), "floor_plan": plan, "samples_seconds": samples, "median_seconds": medians,
+        "floor_query": FLOOR.format(table=name), "floor_plan": plan,
+        "samples_seconds": samples, "median_seconds": medians,
         "min_seconds": {subject: min(times) for subject, times in samples.items()},
         "ratio_to_floor": ratios["count_affected_rows"], "ratios_to_floor": ratios,
         "ratio_to_count_star": medians["count_affected_rows"] / medians["ref_select_count_star"],
@@ -143,7 +145,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     options = parser.parse_args()
 
-    tables: dict[str, dict[str, object]] = {}
+    tables: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="rollbook-bench-live-") as work:
         with embedded_database(Path(work), DATABASE) as url:
             with connect(DatabaseTarget.from_url(url)) as conn:
@@ -160,9 +162,9 @@ def main() -> None:
     for name, result in tables.items():
         print(f"{name}: {result['rows']:,} rows of about {result['row_bytes']:.0f} bytes, "
               f"{result['table_bytes'] / 2**20:.0f} MiB")
-        for subject, seconds in result["median_seconds"].items():  # type: ignore[attr-defined]
+        for subject, seconds in result["median_seconds"].items():
             print(f"  {subject:42} median {seconds * 1000:7.1f} ms  "
-                  f"ratio to floor {result['ratios_to_floor'][subject]:.2f}x")  # type: ignore[index]
+                  f"ratio to floor {result['ratios_to_floor'][subject]:.2f}x")
         print(f"  live checks / floor = {result['ratio_to_floor']:.2f}x (bar {BAR}x): {result['verdict']}")
     verdict = "PASS" if all(r["verdict"] == "PASS" for r in tables.values()) else "FAIL"
     RESULTS.parent.mkdir(exist_ok=True)

@@ -19,9 +19,9 @@ import psycopg
 from psycopg import errors, sql
 
 from rollbook.planning.operations import INTEGER_RANGES, TEXT_TYPES, LiveCheck, TableName
-from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, table_statistics
+from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, tables_statistics
 
-# How long reading the statistics of one table may take.
+# How long reading the statistics of the plan's tables may take.
 STATISTICS_TIMEOUT_MS = 5_000
 # Tables whose heap is at least this big get their count's progress reported (a count of one takes a second or more).
 PROGRESS_BYTES = 64 * 2**20
@@ -87,12 +87,12 @@ def count_affected_rows(
     by_table: dict[TableName, list[LiveCheck]] = defaultdict(list)
     for check in dict.fromkeys(checks):
         by_table[check.table].append(check)
-    statistics = {table: _statistics(conn, table, table_checks) for table, table_checks in by_table.items()}
+    statistics = _statistics(conn, by_table)
     results: dict[LiveCheck, CheckResult] = {}
     tables: dict[TableName, TableFacts] = {}
     server_version = conn.info.server_version
     for table, table_checks in by_table.items():
-        stats = statistics[table]
+        stats = statistics.get(table)
         estimates = {c: estimate_check(stats, c) for c in table_checks} if stats else {}
         rows_estimate = estimate_check(stats, LiveCheck("all_rows", table)) if stats else None
         report = progress if stats and rows_estimate and stats.heap_bytes >= PROGRESS_BYTES else None
@@ -112,16 +112,19 @@ def count_affected_rows(
     return LiveCounts(results, tables)
 
 
-def _statistics(conn: psycopg.Connection, table: TableName, checks: list[LiveCheck]) -> TableStatistics | None:
-    columns = list(dict.fromkeys(column for check in checks for column in check.columns[:1]))
+def _statistics(
+    conn: psycopg.Connection, by_table: dict[TableName, list[LiveCheck]]
+) -> dict[TableName, TableStatistics]:
+    wanted = [(table, regclass_text(table), list(dict.fromkeys(c for check in checks for c in check.columns[:1])))
+              for table, checks in by_table.items()]
     try:
         with conn.transaction():
             # The catalog alone, no table lock; its own timeout, as a tiny one for the counts must not take the
             # estimates away with them.
             conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(STATISTICS_TIMEOUT_MS)])
-            return table_statistics(conn, regclass_text(table), table, columns)
+            return tables_statistics(conn, wanted)
     except psycopg.Error:
-        return None  # the exact count says what is wrong with the table
+        return {}  # no estimates; each exact count says what is wrong with its table
 
 
 def _scan_table(

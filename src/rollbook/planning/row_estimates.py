@@ -7,6 +7,7 @@ runs out of time. An estimate is always labelled as one, with the time of the AN
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,38 +48,41 @@ class TableStatistics:
         return f"ANALYZE of {self.analyzed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-# One round trip: the table's counters and the statistics of the checked columns. anyarray has no direct cast to
-# text[]; through text it parses as an array literal of the values' text. A partitioned table's statistics are
-# the inherited ones, a plain table's the others: the first row per column wins.
+# One round trip for every table: its counters and the statistics of its checked columns. anyarray has no direct
+# cast to text[]; through text it parses as an array literal of the values' text. A partitioned table's statistics
+# are the inherited ones, a plain table's the others: the first row per column wins.
 _STATISTICS_QUERY = """
-SELECT c.reltuples, c.relpages::bigint * current_setting('block_size')::bigint,
+SELECT t.ordinality, c.reltuples, c.relpages::bigint * current_setting('block_size')::bigint,
        greatest(s.last_analyze, s.last_autoanalyze),
        (SELECT json_agg(json_build_object(
                     'column', p.attname, 'null_frac', p.null_frac, 'common', p.most_common_vals::text::text[],
                     'frequencies', p.most_common_freqs, 'bounds', p.histogram_bounds::text::text[])
                 ORDER BY p.attname, p.inherited)
-        FROM pg_stats p WHERE p.schemaname = n.nspname AND p.tablename = c.relname AND p.attname = ANY(%s))
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        FROM pg_stats p WHERE p.schemaname = n.nspname AND p.tablename = c.relname
+          AND p.attname IN (SELECT jsonb_array_elements_text(t.wanted -> 'columns')))
+FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(wanted, ordinality)
+JOIN pg_class c ON c.oid = to_regclass(t.wanted ->> 'regclass')
+JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
-WHERE c.oid = to_regclass(%s)
 """
 
 
-def table_statistics(conn: psycopg.Connection, regclass: str, table: TableName,
-                     columns: Sequence[str]) -> TableStatistics | None:
-    """The statistics of `table` and its `columns` (None when it does not exist), in one read of the catalog
-    that takes no lock on the table."""
-    row = conn.execute(_STATISTICS_QUERY, [list(columns), regclass]).fetchone()
-    if row is None:
-        return None
-    reltuples, heap_bytes, analyzed_at, described = row
-    stats: dict[str, tuple[float, list[str] | None, list[float] | None, list[str] | None]] = {}
-    for column in described or ():
-        stats.setdefault(column["column"], (float(column["null_frac"]), column["common"], column["frequencies"],
-                                            column["bounds"]))
-    # reltuples is -1 until the first VACUUM or ANALYZE (PostgreSQL 14 and later).
-    rows = round(reltuples) if reltuples >= 0 else None
-    return TableStatistics(table, rows, int(heap_bytes), analyzed_at, stats)
+def tables_statistics(conn: psycopg.Connection,
+                      wanted: Sequence[tuple[TableName, str, Sequence[str]]]) -> dict[TableName, TableStatistics]:
+    """The statistics of each (table, its name as to_regclass takes it, its checked columns), in one read of the
+    catalog that takes no lock on a table; a table that does not exist is left out."""
+    request = json.dumps([{"regclass": regclass, "columns": list(columns)} for _, regclass, columns in wanted])
+    found: dict[TableName, TableStatistics] = {}
+    for ordinality, reltuples, heap_bytes, analyzed_at, described in conn.execute(_STATISTICS_QUERY, [request]):
+        table = wanted[ordinality - 1][0]
+        stats: dict[str, tuple[float, list[str] | None, list[float] | None, list[str] | None]] = {}
+        for column in described or ():
+            stats.setdefault(column["column"], (float(column["null_frac"]), column["common"], column["frequencies"],
+                                                column["bounds"]))
+        # reltuples is -1 until the first VACUUM or ANALYZE (PostgreSQL 14 and later).
+        rows = round(reltuples) if reltuples >= 0 else None
+        found[table] = TableStatistics(table, rows, int(heap_bytes), analyzed_at, stats)
+    return found
 
 
 def estimate_check(stats: TableStatistics, check: LiveCheck) -> RowEstimate:
