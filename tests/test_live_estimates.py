@@ -87,7 +87,6 @@ def test_a_count_stopped_by_statement_timeout_keeps_the_estimate_and_never_says_
     # ANALYZE samples 30,000 rows: the estimate is close, not exact, and certainly not zero.
     assert abs(estimate.rows - BIG_ROWS // LEGACY_EVERY) < BIG_ROWS // LEGACY_EVERY * 0.1
     assert stopped.tables[BIG].rows is None and stopped.tables[BIG].estimate is not None
-    assert stopped.tables[BIG].total_bytes is not None
     # A big table's count is reported as it starts and ends, its estimate first.
     assert [(p.table, p.seconds is None, p.counted) for p in shown] == [
         (BIG, True, False), (BIG, False, True), (BIG, True, False), (BIG, False, False)]

@@ -95,18 +95,16 @@ def count_affected_rows(
         stats = statistics.get(table)
         estimates = {c: estimate_check(stats, c) for c in table_checks} if stats else {}
         rows_estimate = estimate_check(stats, LiveCheck("all_rows", table)) if stats else None
-        report = progress if stats and rows_estimate and stats.heap_bytes >= PROGRESS_BYTES else None
-        if report and stats and rows_estimate:
-            report(CountProgress(table, stats.heap_bytes, rows_estimate))
+        shown = (CountProgress(table, stats.heap_bytes, rows_estimate)
+                 if progress and stats and rows_estimate and stats.heap_bytes >= PROGRESS_BYTES else None)
+        if progress and shown:
+            progress(shown)
         started = time.monotonic()
         facts, table_results = _scan_table(
             conn, table, table_checks, server_version, statement_timeout_ms, lock_timeout_ms
         )
-        if report and stats and rows_estimate:
-            report(CountProgress(table, stats.heap_bytes, rows_estimate, time.monotonic() - started,
-                                 counted=facts.rows is not None))
-        if facts.exists and facts.total_bytes is None and stats:
-            facts = replace(facts, total_bytes=stats.heap_bytes)  # the catalog's, when the size could not be read
+        if progress and shown:
+            progress(replace(shown, seconds=time.monotonic() - started, counted=facts.rows is not None))
         tables[table] = replace(facts, estimate=rows_estimate)
         results.update({c: replace(r, estimate=estimates.get(c)) for c, r in table_results.items()})
     return LiveCounts(results, tables)
