@@ -142,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the narrow table")
     parser.add_argument("--wide-rows", type=int, default=1_000_000, help="rows of the ~500-byte-row table")
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=11)
     options = parser.parse_args()
 
     tables: dict[str, dict[str, Any]] = {}
