@@ -230,8 +230,9 @@ class Operation:
         if self.rows_affected is None or self.row_estimate is None:
             return None
         estimate = self.row_estimate
-        about = f"about {estimate.rows}" if estimate.rows is not None else "none"
-        return f"estimate before counting: {about} ({estimate.basis})"
+        if estimate.rows is None:
+            return estimate.basis  # "no estimate: ..." says why
+        return f"estimate before counting: about {estimate.rows} ({estimate.basis})"
 
     def described(self) -> str:
         """The detail, followed by the live count when there is a check."""
