@@ -87,9 +87,11 @@ def tables_statistics(conn: psycopg.Connection,
 
 def estimate_check(stats: TableStatistics, check: LiveCheck) -> RowEstimate:
     """What `check` would count according to the statistics, or why they cannot say."""
-    if stats.analyzed_at is None or stats.rows is None:
+    if stats.analyzed_at is None:
         return RowEstimate(None, f"no estimate: {stats.table} has never been analysed (ANALYZE {stats.table} "
                                  "gives the planner statistics)")
+    if stats.rows is None:  # reltuples is -1 again since that ANALYZE (a new relfilenode, as TRUNCATE makes)
+        return RowEstimate(None, f"no estimate: pg_class holds no row count for {stats.table}", stats.analyzed_at)
     since = stats.analysed_words()
     if check.kind in ("all_rows", "rows_present"):
         return RowEstimate(stats.rows, f"pg_class.reltuples, {since}", stats.analyzed_at)
