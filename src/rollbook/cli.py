@@ -6,6 +6,8 @@ import contextlib
 import json
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -22,6 +24,7 @@ from rollbook.s3_support import require_s3_support
 # Commands that read the database, a project or the demo import what they need when they run: SQLAlchemy,
 # Alembic and MkDocs take seconds to import, which `archive list` and `--help` should not pay.
 if TYPE_CHECKING:
+    from rollbook.planning.data_loss import CountProgress
     from rollbook.project.migrations import MigrationProject
     from rollbook.records.model import RecordedStep
 
@@ -133,6 +136,39 @@ def _show_step(step: RecordedStep) -> None:
         click.echo(f"  {step.step}: {step.status} ({step.seconds or 0:.2f} s)", err=True)
 
 
+class _CountProgressShown:
+    """A big table's exact count on stderr: the statistics' estimate before it, the elapsed time while it runs
+    (every second, on a terminal) and how it ended."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __call__(self, progress: CountProgress) -> None:
+        if progress.seconds is None:
+            rows = progress.estimate.rows
+            about = f"about {rows} rows" if rows is not None else "no estimate"
+            click.echo(f"Counting {progress.table} ({progress.heap_bytes / 2**20:.0f} MB) exactly; the statistics "
+                       f"say {about} ({progress.estimate.basis}) ...", err=True)
+            if sys.stderr.isatty():
+                self._stop.clear()
+                self._ticker = threading.Thread(target=self._tick, daemon=True)
+                self._ticker.start()
+            return
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
+            click.echo("\r\033[K", nl=False, err=True)
+        ended = "counted" if progress.counted else "not counted (the plan keeps the estimate)"
+        click.echo(f"  {progress.table}: {ended} after {progress.seconds:.1f} s", err=True)
+
+    def _tick(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(1.0):
+            click.echo(f"\r  {time.monotonic() - started:.0f} s elapsed", nl=False, err=True)
+
+
 @click.group()
 @click.version_option(package_name="rollbook")
 def main() -> None:
@@ -208,7 +244,7 @@ def plan(revision: str | None, database_url: str | None, config_path: str, ini_s
     with _project_output_to_stderr():
         result = plan_downgrade(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args),
                                 _plan_target(revision, target), live_checks=not no_live_checks,
-                                statement_timeout_ms=statement_timeout)
+                                statement_timeout_ms=statement_timeout, progress=_CountProgressShown())
         output = result.downgrade_sql() if as_sql else None
     if output is not None:
         click.echo(output, nl=False)

@@ -2,30 +2,41 @@
 
 Every affected table is read once: all of its checks are aggregates of a single SELECT, run in a
 READ ONLY transaction under statement_timeout and lock_timeout, taking only ACCESS SHARE locks.
+Before any table is scanned, every check gets its estimate from the statistics (row_estimates): a
+count that is stopped, by statement_timeout or a lock held by another session, leaves that estimate.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 from psycopg import errors, sql
 
-from rollbook.planning.operations import INTEGER_RANGES, LiveCheck, TableName
+from rollbook.planning.operations import INTEGER_RANGES, TEXT_TYPES, LiveCheck, TableName
+from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, tables_statistics
 
-_TEXT_TYPES = ("varchar", "character varying", "bpchar", "char", "character")
+# How long reading the statistics of the plan's tables may take.
+STATISTICS_TIMEOUT_MS = 5_000
+# Tables whose heap is at least this big get their count's progress reported (a count of one takes a second or more).
+PROGRESS_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The count for one check; `rows` is None when it could not be counted, and `note` says why."""
+    """The count for one check; `rows` is None when it could not be counted, and `note` says why.
+
+    `estimate` is what the statistics said before the count; when `rows` is None it is all the plan has.
+    """
 
     rows: int | None
     note: str | None = None
+    estimate: RowEstimate | None = None
 
 
 @dataclass(frozen=True)
@@ -37,9 +48,26 @@ class TableFacts:
     rows: int | None = None
     total_bytes: int | None = None
     columns: tuple[tuple[str, str], ...] = ()
+    # The table's rows according to the statistics, taken before the count.
+    estimate: RowEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"table": str(self.table), "exists": self.exists, "rows": self.rows, "total_bytes": self.total_bytes}
+        return {"table": str(self.table), "exists": self.exists, "rows": self.rows, "total_bytes": self.total_bytes,
+                "estimate": self.estimate.to_dict() if self.estimate else None}
+
+
+@dataclass(frozen=True)
+class CountProgress:
+    """An exact count of a big table (PROGRESS_BYTES or more) starting (`seconds` None) or over.
+
+    `counted` says whether it finished; a count stopped by a timeout or a lock leaves `estimate` in the plan.
+    """
+
+    table: TableName
+    heap_bytes: int
+    estimate: RowEstimate
+    seconds: float | None = None
+    counted: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,22 +80,49 @@ class LiveCounts:
 
 def count_affected_rows(
     conn: psycopg.Connection, checks: list[LiveCheck], *, statement_timeout_ms: int = 30_000,
-    lock_timeout_ms: int = 2_000,
+    lock_timeout_ms: int = 2_000, progress: Callable[[CountProgress], None] | None = None,
 ) -> LiveCounts:
-    """Run every check against the live database, one scan per table."""
+    """Estimate every check from the statistics, then count it exactly against the live database, one scan per
+    table; `progress` hears when the count of a big table starts and ends."""
     by_table: dict[TableName, list[LiveCheck]] = defaultdict(list)
     for check in dict.fromkeys(checks):
         by_table[check.table].append(check)
+    statistics = _statistics(conn, by_table)
     results: dict[LiveCheck, CheckResult] = {}
     tables: dict[TableName, TableFacts] = {}
     server_version = conn.info.server_version
     for table, table_checks in by_table.items():
+        stats = statistics.get(table)
+        estimates = {c: estimate_check(stats, c) for c in table_checks} if stats else {}
+        rows_estimate = estimate_check(stats, LiveCheck("all_rows", table)) if stats else None
+        shown = (CountProgress(table, stats.heap_bytes, rows_estimate)
+                 if progress and stats and rows_estimate and stats.heap_bytes >= PROGRESS_BYTES else None)
+        if progress and shown:
+            progress(shown)
+        started = time.monotonic()
         facts, table_results = _scan_table(
             conn, table, table_checks, server_version, statement_timeout_ms, lock_timeout_ms
         )
-        tables[table] = facts
-        results.update(table_results)
+        if progress and shown:
+            progress(replace(shown, seconds=time.monotonic() - started, counted=facts.rows is not None))
+        tables[table] = replace(facts, estimate=rows_estimate)
+        results.update({c: replace(r, estimate=estimates.get(c)) for c, r in table_results.items()})
     return LiveCounts(results, tables)
+
+
+def _statistics(
+    conn: psycopg.Connection, by_table: dict[TableName, list[LiveCheck]]
+) -> dict[TableName, TableStatistics]:
+    wanted = [(table, regclass_text(table), list(dict.fromkeys(c for check in checks for c in check.columns[:1])))
+              for table, checks in by_table.items()]
+    try:
+        with conn.transaction():
+            # The catalog alone, no table lock; its own timeout, as a tiny one for the counts must not take the
+            # estimates away with them.
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(STATISTICS_TIMEOUT_MS)])
+            return tables_statistics(conn, wanted)
+    except psycopg.Error:
+        return {}  # no estimates; each exact count says what is wrong with its table
 
 
 def _scan_table(
@@ -102,7 +157,10 @@ def _scan_table(
         note = f"counting {table} took longer than statement_timeout ({statement_timeout_ms} ms): not counted"
         return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
     except errors.LockNotAvailable:
-        note = f"{table} is locked by another session (lock_timeout {lock_timeout_ms} ms): not counted"
+        holders = lock_holders(conn, table)
+        who = f"another session, pid {', '.join(map(str, holders))}," if holders else "another session"
+        note = (f"{table} is locked by {who} and the count gave up after lock_timeout ({lock_timeout_ms} ms): "
+                "not counted; wait until that session commits or rolls back, then plan again")
         return TableFacts(table, True), {c: CheckResult(None, note) for c in checks}
     except psycopg.Error as exc:
         if len(checks) > 1:
@@ -159,6 +217,16 @@ def read_only_transaction(conn: psycopg.Connection, statement_timeout_ms: int, l
         yield
 
 
+def lock_holders(conn: psycopg.Connection, table: TableName) -> tuple[int, ...]:
+    """The pids of the other sessions holding a lock on `table` that blocks a read (ACCESS EXCLUSIVE)."""
+    rows = conn.execute(
+        "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'relation' AND relation = to_regclass(%s) AND granted "
+        "AND mode = 'AccessExclusiveLock' AND pid <> pg_backend_pid() ORDER BY pid",
+        [regclass_text(table)],
+    ).fetchall()
+    return tuple(int(r[0]) for r in rows)
+
+
 def table_identifier(table: TableName) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
 
@@ -174,18 +242,24 @@ def regclass_text(table: TableName) -> str:
 
 
 def table_facts(conn: psycopg.Connection, table: TableName) -> TableFacts:
+    """The table's size and columns; the size takes an ACCESS SHARE lock, so call it under lock_timeout."""
     row = conn.execute(
         "SELECT c.oid, pg_total_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
         [regclass_text(table)],
     ).fetchone()
     if row is None:
         return TableFacts(table, False)
+    return TableFacts(table, True, total_bytes=int(row[1]), columns=table_columns(conn, table))
+
+
+def table_columns(conn: psycopg.Connection, table: TableName) -> tuple[tuple[str, str], ...]:
+    """Each column's name and type, from the catalog alone: no lock on the table, so never a wait."""
     columns = conn.execute(
         "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        [row[0]],
+        "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [regclass_text(table)],
     ).fetchall()
-    return TableFacts(table, True, total_bytes=int(row[1]), columns=tuple((c[0], c[1]) for c in columns))
+    return tuple((c[0], c[1]) for c in columns)
 
 
 def check_aggregate(
@@ -294,7 +368,7 @@ def _not_fitting(
         return sql.SQL("count(*) FILTER (WHERE {v} IS NOT NULL AND {v}::text NOT IN ({labels}))").format(
             v=value, labels=sql.SQL(", ").join(map(sql.Literal, check.allowed_values))
         ), f"checked against the labels of {type_name} as this downgrade creates it"
-    if type_name in _TEXT_TYPES and mods:
+    if type_name in TEXT_TYPES and mods:
         # octet_length reads only the stored length; char_length (never larger) decodes the value, so it
         # runs only for the few values long enough in bytes.
         return sql.SQL("count(*) FILTER (WHERE octet_length({c}::text) > {n} AND char_length({c}::text) > {n})").format(
@@ -347,7 +421,7 @@ def _converted(
         changed.append(sql.SQL("({fits} AND {v}::numeric <> round({v}::numeric, {s}))").format(
             fits=fits, v=value, s=sql.Literal(scale)))
     # A cast to a text type or an enum fails rather than change a value; others (a timestamp's precision) may round.
-    note = None if rounds or type_name in _TEXT_TYPES or type_name == "text" or check.allowed_values else (
+    note = None if rounds or type_name in TEXT_TYPES or type_name == "text" or check.allowed_values else (
         f"values the USING expression changes; rounding by {type_name} afterwards is not counted")
     return sql.SQL("count(*) FILTER (WHERE {})").format(sql.SQL(" OR ").join(changed)), note
 

@@ -233,7 +233,10 @@ def estimate_lock(op: Operation, calibration: LockCalibration) -> LockEstimate:
                             "metadata")
     if work is None:
         return not_estimated(f"not estimated: rollbook has no model of how long {op.op} takes")
-    sizes = [calibration.sizes.get(t) for t in _tables_worked_on(op)]
+    worked_on = _tables_worked_on(op)
+    if calibration.unavailable and any(t not in calibration.sizes for t in worked_on):
+        return not_estimated(calibration.unavailable)  # its size was never read: a lock or a timeout stopped it
+    sizes = [calibration.sizes.get(t) for t in worked_on]
     if any(size is None for size in sizes):
         return not_estimated(f"not estimated: {op.table} is not there now (if an earlier step creates it, it is "
                              "empty and this takes milliseconds)")

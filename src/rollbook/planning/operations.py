@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:  # lock_time reads operations; an operation only carries its estimate
+if TYPE_CHECKING:  # lock_time and row_estimates read operations; an operation only carries their estimates
     from rollbook.planning.lock_time import LockEstimate
+    from rollbook.planning.row_estimates import RowEstimate
 
 
 class Risk(str, Enum):  # noqa: UP042 (StrEnum changes str() and f-strings: "high", not "Risk.HIGH")
@@ -69,6 +70,8 @@ INTEGER_RANGES = {
     **dict.fromkeys(("int8", "bigint"), (-9223372036854775808, 9223372036854775807)),
 }
 INTEGER_TYPES = frozenset(INTEGER_RANGES)
+# The character types whose length modifier limits a value.
+TEXT_TYPES = ("varchar", "character varying", "bpchar", "char", "character")
 
 # Type names as the parser, SQLAlchemy or PostgreSQL's format_type() write them, to one spelling.
 _TYPE_SPELLINGS = {
@@ -174,6 +177,8 @@ class Operation:
     extra: dict[str, Any] = field(default_factory=dict)
     # How long it is expected to hold its lock and what that blocks; None until the plan estimates it.
     lock_estimate: LockEstimate | None = None
+    # What the statistics said the check would count, before the exact count; None without live checks.
+    row_estimate: RowEstimate | None = None
 
     @property
     def understood(self) -> bool:
@@ -184,18 +189,50 @@ class Operation:
         """Whether the statement is known to fail: an object in its way, or counted rows that break it."""
         if self.op in CERTAIN_FAILURES:
             return True
-        return self.check is not None and self.check.effect == "blocks" and (self.rows_affected or 0) > 0
+        # An uncounted check keeps its estimate's alarm: a false alarm rather than a false all-clear.
+        return self.check is not None and self.check.effect == "blocks" and (self.rows_counted_or_estimated or 0) > 0
+
+    @property
+    def estimate_only(self) -> bool:
+        """Whether the exact count did not finish and the statistics' estimate is all the plan has."""
+        return self.rows_affected is None and self.row_estimate is not None and self.row_estimate.rows is not None
+
+    @property
+    def rows_counted_or_estimated(self) -> int | None:
+        """The exact count, or else the estimate when the count did not finish; None when neither is known."""
+        if self.rows_affected is not None:
+            return self.rows_affected
+        return self.row_estimate.rows if self.row_estimate is not None else None
+
+    @property
+    def count_basis(self) -> Literal["exact", "estimate_only", "not_counted"] | None:
+        """What `rows_counted_or_estimated` rests on; None without a check."""
+        if self.check is None:
+            return None
+        return "exact" if self.rows_affected is not None else "estimate_only" if self.estimate_only else "not_counted"
 
     def count_text(self) -> str | None:
         """The live count in words ("5 values lost", "9 rows rewritten"); None without a check."""
         if self.check is None:
             return None
-        if self.rows_affected is None:
+        rows = self.rows_counted_or_estimated
+        if rows is None:
             return "not counted"
+        number = f"{rows}" if self.rows_affected is not None else f"about {rows}"
         noun = "values" if self.check.kind in ("non_null_values", "converted") else "rows"
+        after = " (estimate only: not counted exactly)" if self.rows_affected is None else ""
         if self.check.effect == "blocks":
-            return f"{self.rows_affected} {noun} that would make it fail"
-        return f"{self.rows_affected} {noun} {_LOSS_VERBS.get(self.op, 'lost')}"
+            return f"{number} {noun} that would make it fail{after}"
+        return f"{number} {noun} {_LOSS_VERBS.get(self.op, 'lost')}{after}"
+
+    def estimate_text(self) -> str | None:
+        """The statistics' estimate beside an exact count ("estimate before counting: about 5, ..."), if any."""
+        if self.rows_affected is None or self.row_estimate is None:
+            return None
+        estimate = self.row_estimate
+        if estimate.rows is None:
+            return estimate.basis  # "no estimate: ..." says why
+        return f"estimate before counting: about {estimate.rows} ({estimate.basis})"
 
     def described(self) -> str:
         """The detail, followed by the live count when there is a check."""
@@ -209,6 +246,9 @@ class Operation:
             "column": self.column,
             "risk": self.risk.value,
             "rows_affected": self.rows_affected,
+            "rows_estimated": self.row_estimate.rows if self.row_estimate else None,
+            "count_basis": self.count_basis,
+            "row_estimate": self.row_estimate.to_dict() if self.row_estimate else None,
             "effect": self.check.effect if self.check else None,
             "fails": self.fails,
             "detail": self.detail,

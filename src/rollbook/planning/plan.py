@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from psycopg import sql
+import psycopg
+from psycopg import errors, sql
 
 from rollbook import markdown
-from rollbook.errors import RollbookError
+from rollbook.errors import DatabaseUnreachable, RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.data_loss import TableFacts, count_affected_rows
+from rollbook.planning.data_loss import CountProgress, TableFacts, count_affected_rows, lock_holders
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.lock_time import (
     NO_LIVE_CHECKS,
@@ -44,6 +46,11 @@ from rollbook.project.status import read_current_revisions
 
 class DowngradeNotRenderable(RollbookError):
     """A step of the downgrade cannot be rendered offline, so no complete SQL script exists (exit 1)."""
+
+
+# Planning may run while a migration holds ACCESS EXCLUSIVE on a table: no query of the plan waits longer than
+# this for a lock, so that planning neither hangs nor, queued behind that lock, blocks everyone queued after it.
+PLANNING_LOCK_TIMEOUT_MS = 2_000
 
 
 @dataclass(frozen=True)
@@ -144,12 +151,14 @@ class DowngradePlan:
                     lines.append(f"     not atomic: {op.not_atomic_reason}")
                 if op.count_note:
                     lines.append(f"     note: {op.count_note}")
+                if op.estimate_text():
+                    lines.append(f"     {op.estimate_text()}")
                 if op.changed_earlier_by:
                     lines.append(f"     note: counted on today's data; step {op.changed_earlier_by} changes "
                                  f"{op.table} first")
         if self.tables:
             lines += ["", "Affected tables (live):"]
-            lines += [f"  {t.table}: {t.rows} rows, {_size(t.total_bytes)}" if t.exists
+            lines += [f"  {t.table}: {_rows(t)}, {_size(t.total_bytes)}" if t.exists
                       else f"  {t.table}: not there now"
                       for t in self.tables]
         blocked = self.blocking_lines()
@@ -181,7 +190,8 @@ class DowngradePlan:
                   for number, step in enumerate(self.steps, 1) if not step.atomic]
         if self.tables:
             parts.append("Affected tables now: " + ", ".join(
-                f"`{t.table}` {t.rows} rows ({_size(t.total_bytes)})" if t.exists else f"`{t.table}` (not there)"
+                f"`{t.table}` {markdown.cell(_rows(t))} ({_size(t.total_bytes)})" if t.exists
+                else f"`{t.table}` (not there)"
                 for t in self.tables))
         blocked = self.blocking_lines()
         parts.append(f"**{markdown.cell(blocked[0])}**" + "".join(f"\n- {markdown.cell(line)}" for line in blocked[1:]))
@@ -244,20 +254,32 @@ class DowngradePlan:
 
 def plan_downgrade(
     target: DatabaseTarget, project: MigrationProject, requested: str, *, live_checks: bool = True,
-    statement_timeout_ms: int = 30_000,
+    statement_timeout_ms: int = 30_000, lock_timeout_ms: int = PLANNING_LOCK_TIMEOUT_MS,
+    progress: Callable[[CountProgress], None] | None = None,
 ) -> DowngradePlan:
-    """Plan a downgrade of the database at `target` to `requested` (`-N`, a revision or prefix, `base`)."""
+    """Plan a downgrade of the database at `target` to `requested` (`-N`, a revision or prefix, `base`).
+
+    Live checks show the statistics' estimates first, then count exactly; `progress` hears when the count of
+    a big table starts and ends. No query waits longer than `lock_timeout_ms` for a lock another session holds.
+    """
     with connect(target) as conn:
-        current = read_current_revisions(conn, project)
-        path = resolve_downgrade_path(project, current, requested)
-        steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, analyse_steps(project, path)))
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", [str(lock_timeout_ms)])
+        steps: tuple[PlanStep, ...] = ()
+        try:
+            current = read_current_revisions(conn, project)
+            path = resolve_downgrade_path(project, current, requested)
+            steps = analyse_steps(project, path)
+            steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, steps))
+        except errors.LockNotAvailable:
+            raise _locked(conn, steps, lock_timeout_ms) from None
         steps = account_for_earlier_steps(steps)
         counts = None
         calibration = LockCalibration(unavailable=NO_LIVE_CHECKS)
         if live_checks:
-            counts = count_affected_rows(conn, checks_to_run(steps), statement_timeout_ms=statement_timeout_ms)
+            counts = count_affected_rows(conn, checks_to_run(steps), statement_timeout_ms=statement_timeout_ms,
+                                         lock_timeout_ms=lock_timeout_ms, progress=progress)
             calibration = calibrate(conn, (op for step in steps for op in step.operations),
-                                    statement_timeout_ms=statement_timeout_ms)
+                                    statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms)
     steps = tuple(replace(step, operations=tuple(with_lock_estimates(step.operations, calibration)))
                   for step in with_counts(steps, counts))
     return DowngradePlan(
@@ -270,6 +292,27 @@ def plan_downgrade(
         version_table=_sql_name(project.version_table_schema, project.version_table),
         lock_calibration=calibration,
     )
+
+
+def _locked(conn: psycopg.Connection, steps: tuple[PlanStep, ...], lock_timeout_ms: int) -> DatabaseUnreachable:
+    """The error for a catalog read that gave up on a lock: who holds it, and what to do."""
+    tables = dict.fromkeys(op.table for step in steps for op in step.operations if op.table is not None)
+    held = [f"pid {', '.join(map(str, pids))} holds ACCESS EXCLUSIVE on {table}"
+            for table in tables if (pids := lock_holders(conn, table))]
+    who = "; ".join(held) or "another session holds a lock on a table the plan reads"
+    return DatabaseUnreachable(
+        f"Planning gave up after waiting {lock_timeout_ms} ms for a lock ({who}): a migration or another session "
+        "is changing the schema now. Nothing was changed. Wait until it commits or rolls back "
+        "(pg_stat_activity shows what it runs), then plan again.")
+
+
+def _rows(facts: TableFacts) -> str:
+    """'12 rows', or the statistics' 'about 12 rows (estimate only: ...)' when the table was not counted."""
+    if facts.rows is not None:
+        return f"{facts.rows} rows"
+    if facts.estimate is not None and facts.estimate.rows is not None:
+        return f"about {facts.estimate.rows} rows (estimate only: {facts.estimate.basis})"
+    return "rows not counted"
 
 
 def _sql_name(*parts: str | None) -> str:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import psycopg
 
-from rollbook.planning.data_loss import LiveCounts, table_facts
+from rollbook.planning.data_loss import LiveCounts, table_columns
 from rollbook.planning.dependent_objects import DroppedSoFar, with_dependent_objects
 from rollbook.planning.downgrade_path import DowngradePath
 from rollbook.planning.missing_objects import NamesSoFar, with_missing_objects
@@ -108,7 +108,7 @@ def with_widenings_recognised(conn: psycopg.Connection, steps: tuple[PlanStep, .
                 continue
             key = (str(op.table), op.column or "")
             if op.table not in catalog:
-                catalog[op.table] = dict(table_facts(conn, op.table).columns)
+                catalog[op.table] = dict(table_columns(conn, op.table))
             unknowable = key in reshaped or (str(op.table), "") in reshaped
             current = None if unknowable else types.get(key) or catalog[op.table].get(op.column or "")
             mods = check.type_modifiers
@@ -203,7 +203,7 @@ def with_counts(steps: tuple[PlanStep, ...], counts: LiveCounts | None) -> tuple
         for op in step.operations:
             if op.check is not None and op.count_note is None and op.check in counts.checks:
                 result = counts.checks[op.check]
-                op = replace(op, rows_affected=result.rows, count_note=result.note)
+                op = replace(op, rows_affected=result.rows, count_note=result.note, row_estimate=result.estimate)
             operations.append(op)
         updated.append(replace(step, operations=tuple(operations)))
     return tuple(updated)

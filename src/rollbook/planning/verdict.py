@@ -58,6 +58,9 @@ def judge(steps: tuple[PlanStep, ...], live_checks: bool) -> Verdict:
             if op.rows_affected is None:
                 why = op.count_note or "live checks were not run"
                 unclear.append(f"{rev}: {op.detail}: not counted ({why})")
+                if op.estimate_only and (op.rows_counted_or_estimated or 0) > 0:
+                    # Uncounted is never safer than the statistics say: their estimate keeps its weight.
+                    (blocking if op.check.effect == "blocks" else lost).append(f"{rev}: {op.detail}: {op.count_text()}")
             elif op.rows_affected == 0 and op.changed_earlier_by:
                 unclear.append(f"{rev}: {op.detail}: 0 counted on today's data, but step {op.changed_earlier_by} "
                                f"changes {op.table} first")

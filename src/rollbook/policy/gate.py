@@ -408,7 +408,7 @@ def _data_written_rule(env: EnvironmentRules, name: str, request: RollbackReques
                 continue
             where = f"{step.revision.revision}: {op.detail}"
             if op.rows_affected is None:
-                uncounted.append(f"{where} (not counted)")
+                uncounted.append(f"{where} ({op.count_text()})")  # an estimate-only count keeps its estimate
             elif op.rows_affected > 0:
                 lost.append(f"{where}: {op.count_text()}")
             elif op.changed_earlier_by:
