@@ -51,9 +51,8 @@ from rollbook.website.archive_pages import (
     archive_index,
     copy_archive_files,
     read_archive,
-    record_header,
-    summary_only_page,
 )
+from rollbook.website.record_page import PAGE_CLASS, record_page_html, summary_only_page
 from rollbook.website.reference import cli_reference, policy_defaults, record_fields_table
 from rollbook.website.runbook_pages import (
     RUNBOOK_LINK,
@@ -68,6 +67,9 @@ from rollbook.website.runbook_pages import (
 RUNBOOKS_INDEX = "runbooks/index.md"
 ARCHIVE_INDEX = "archive/index.md"
 RECORD_SCHEMA = "run-record.schema.json"  # next to records.md, which links to it
+# The plugin's stylesheet (record pages: where a run stopped, steps never run, wide tables), added to every site.
+STYLESHEET = "assets/rollbook.css"
+STYLESHEET_SOURCE = Path(__file__).parent / "rollbook.css"
 # The runbooks shipped in the package (`rollbook run NAME` runs them), named `bundled` in the plugin's `runbooks`.
 BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
 BUNDLED = "bundled"
@@ -135,6 +137,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         _extend_nav(config.nav or [], RUNBOOKS_INDEX, [r.src_uri for r in runbooks])
         _extend_nav(config.nav or [], ARCHIVE_INDEX, [{r.title: r.src_uri} for r in records])
         _add_jupyter(config)
+        if STYLESHEET not in config.extra_css:
+            config.extra_css.append(STYLESHEET)
         for name, settings in MARKDOWN_EXTENSIONS.items():
             if name not in config.markdown_extensions:
                 config.markdown_extensions.append(name)
@@ -150,6 +154,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         files.append(File.generated(config, ARCHIVE_INDEX,
                                     content=archive_index(inputs.archive, inputs.verification, inputs.records)))
         files.append(File.generated(config, RECORD_SCHEMA, content=record_json_schema_text()))
+        files.append(File.generated(config, STYLESHEET, abs_src_path=str(STYLESHEET_SOURCE)))
         if inputs.archive is not None and (inputs.archive / "manifest.jsonl").is_file():
             files.append(File.generated(config, "archive/manifest.jsonl",
                                         abs_src_path=str(inputs.archive / "manifest.jsonl")))
@@ -183,8 +188,11 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             html = html[:at.start()] + block + html[at.start():] if at else html + block
             _add_to_toc(page, tokens, first=True)
         elif isinstance(item, RecordPage):
-            block, tokens = _render(config, record_header(item, self.inputs.runbooks, url_of, html))
-            html = block + html
+            header, notebook = record_page_html(item, self.inputs.runbooks, url_of, html)
+            block, tokens = _render(config, header)
+            html = f'<div class="{PAGE_CLASS}">{block}{notebook}</div>'
+            # The notebook's tables and pictures need the width: its headings are in the nav's list of runs.
+            page.meta["hide"] = [*page.meta.get("hide", []), "toc"]
             page.title = item.title
             _add_to_toc(page, tokens, first=False)
         if page.file.src_uri.endswith(".ipynb"):
