@@ -31,7 +31,7 @@ def mode_in_words(record: RunRecord) -> str:
     """Dry run, executed, or a runbook that only reads; an execute request a run stopped before is not "executed"."""
     parameters = record.parameters or {}
     if "execute" not in parameters and record.execute is None:
-        return "read only (this runbook changes nothing)"
+        return "read only (this runbook does not change the database)"
     if not record.execute:
         return "dry run (changes nothing)"
     changed = any(step.step in ("downgrade", "restore") for step in record.steps)
