@@ -14,7 +14,7 @@ import pytest
 
 from rollbook.outcomes import Outcome
 from rollbook.records.model import BackupFacts, RunRecord, read_record
-from rollbook.records.record_words import backup_in_words, glance, mode_in_words, operator_in_words
+from rollbook.records.record_words import backup_check_in_words, glance, mode_in_words, operator_in_words
 from rollbook.website.record_notebook import NotebookCells, mark_cells, read_cells
 from rollbook.website.record_page import stop_callout
 
@@ -44,7 +44,7 @@ def test_a_refused_rollback_says_what_was_asked_and_that_nothing_changed() -> No
     assert facts["environment"] == "production" and facts["accept_data_loss"] == "no"
     assert facts["operator"] == "demo-operator (parameter)"
     assert facts["approved by"] == "demo-lead" and facts["ticket"] == "DEMO-1"
-    assert facts["backup"] == "no backup taken by this run"
+    assert facts["backup"] == "no backup taken by this run" and "backup check" not in facts
 
 
 def test_an_executed_rollback_names_its_backup_check_as_a_listing_not_a_restore() -> None:
@@ -53,19 +53,20 @@ def test_an_executed_rollback_names_its_backup_check_as_a_listing_not_a_restore(
     assert facts["mode"] == "executed" and facts["accept_data_loss"] == "yes"
     assert facts["revision before → after"] == "0607bc5b8536 → 0607bc5b8535"
     assert facts["approved by"] == "none"  # empty: said, never left out
-    assert facts["backup"].endswith(": listed with pg_restore --list (not restored)")
-    assert "verified" not in facts["backup"]
+    assert facts["backup"].endswith("backup_rollbook_demo_20261201T171252Z_0607bc5b8536.dump, 9476 bytes, sha256 "
+                                    "9711dc313fc907fb029cba1bd67f3042eb80e0d61b675a6048d797b0b6b55a01")
+    assert facts["backup check"] == "listed with pg_restore --list (not restored)"
 
 
 @pytest.mark.parametrize(("verification", "verified", "said"), [
-    ("restore", True, ": restored into a scratch database"),
-    ("list", False, ": check FAILED (listed with pg_restore --list)"),
-    ("restore", False, ": check FAILED (restored into a scratch database)"),
+    ("restore", True, "restored into a scratch database"),
+    ("list", False, "check FAILED (listed with pg_restore --list)"),
+    ("restore", False, "check FAILED (restored into a scratch database)"),
 ])
 def test_a_backup_check_is_said_as_it_ran(verification: str, verified: bool, said: str) -> None:
     backup = BackupFacts(path="/b/x.dump", size_bytes=10, sha256="ab", verified=verified, verification=verification)
 
-    assert backup_in_words(backup) == f"/b/x.dump, 10 bytes, sha256 ab{said}"
+    assert backup_check_in_words(backup) == said
 
 
 def test_an_operator_taken_from_the_login_name_says_so_and_a_read_only_runbook_is_no_dry_run() -> None:

@@ -68,12 +68,16 @@ def revisions_in_words(record: RunRecord) -> str:
 
 
 def backup_in_words(backup: BackupFacts | None) -> str:
-    """The backup file and how it was checked; never "verified" for a check that did not restore it."""
+    """The backup file: its path, size and sha256, or that the run took none."""
     if backup is None:
         return "no backup taken by this run"
+    return f"{backup.path}, {backup.size_bytes} bytes, sha256 {backup.sha256}"
+
+
+def backup_check_in_words(backup: BackupFacts) -> str:
+    """How the backup was checked and whether that passed; a check that did not restore it never reads "verified"."""
     check = BACKUP_CHECKS.get(backup.verification, f"checked by {backup.verification or 'an unrecorded method'}")
-    result = check if backup.verified else f"check FAILED ({check.split(' (')[0]})"
-    return f"{backup.path}, {backup.size_bytes} bytes, sha256 {backup.sha256}: {result}"
+    return check if backup.verified else f"check FAILED ({check.split(' (')[0]})"
 
 
 def glance(record: RunRecord) -> tuple[Fact, ...]:
@@ -89,6 +93,7 @@ def glance(record: RunRecord) -> tuple[Fact, ...]:
         Fact("ticket", record.ticket or NONE),
         Fact("backup", backup_in_words(record.backup) if record.runbook in ("rollback", "backup") or record.backup
              else ""),
+        Fact("backup check", backup_check_in_words(record.backup) if record.backup else ""),
     ]
     return tuple(fact for fact in facts if fact.value)
 
