@@ -15,6 +15,7 @@ import pytest
 from rollbook.outcomes import Outcome
 from rollbook.records.model import BackupFacts, RunRecord, read_record
 from rollbook.records.record_words import backup_check_in_words, glance, mode_in_words, operator_in_words
+from rollbook.website.pictures import PathStep, path_picture
 from rollbook.website.record_notebook import NotebookCells, mark_cells, read_cells
 from rollbook.website.record_page import stop_callout
 
@@ -118,6 +119,19 @@ def test_the_refused_notebook_loses_papermills_banners_and_marks_where_it_stoppe
     assert marked.index("The run stopped here: refused at policy gate.") > stopped
     assert marked.index("run.policy_gate()") > stopped > marked.index("run.plan()")
     assert read_cells(ROLLED_BACK.with_suffix(".ipynb")) == NotebookCells((), (), None)
+
+
+def test_a_path_pictures_long_title_wraps_instead_of_being_cut() -> None:
+    step = PathStep(revision="0607bc5b8536", parent="0607bc5b8535", message="", migration_type="data_migration",
+                    risk="high")
+
+    picture = path_picture([step], start="0607bc5b8536", target="0607bc5b8535", verdict="do_not_downgrade")
+
+    titles = re.findall(r'<text x="16" y="(\d+)" font-size="15"[^>]*>([^<]*)</text>', picture.svg)
+    assert [text for _, text in titles] == ["Downgrade 0607bc5b8536 → 0607bc5b8535: 1 step, verdict",
+                                           "do_not_downgrade"]
+    assert all(len(text) <= 62 for _, text in titles)  # what fits the 600 px picture at 15 px
+    assert picture.text.splitlines()[0].endswith("verdict do_not_downgrade")
 
 
 def test_no_emoji_in_what_rollbook_prints_or_publishes() -> None:
