@@ -11,7 +11,9 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
 - Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
   site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
   the nav's section that lists `runbooks/index.md` lists them all.
-- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies.
+- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies;
+  a record page calls out a refusal or failure, says its facts at a glance and marks the cells that never ran
+  (record_page.py; its look is the plugin's stylesheet, rollbook.css, added to every site).
   ROLLBOOK_SITE_ARCHIVE, when set, names the archive of this build whatever mkdocs.yml says.
 - `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
 - Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`,
@@ -191,7 +193,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             header, notebook = record_page_html(item, self.inputs.runbooks, url_of, html)
             block, tokens = _render(config, header)
             html = f'<div class="{PAGE_CLASS}">{block}{notebook}</div>'
-            # The notebook's tables and pictures need the width: its headings are in the nav's list of runs.
+            # The notebook's wide tables need the width the table of contents' column would take.
             page.meta["hide"] = [*page.meta.get("hide", []), "toc"]
             page.title = item.title
             _add_to_toc(page, tokens, first=False)
