@@ -86,13 +86,13 @@ def test_an_operator_taken_from_the_login_name_says_so_and_a_read_only_runbook_i
 def test_a_refusal_is_a_callout_with_a_line_per_rule() -> None:
     record = RunRecord(run_id="r", runbook="rollback", outcome=Outcome.REFUSED, failed_step="policy gate",
                        message="The policy refuses this rollback:\n- Rule 'risk' fails: pass `-p accept_data_loss true`\n"
-                               "- Rule 'approver' fails: name one")
+                               "- Rule 'approver' fails: name one\nInstead, restore from a backup.")
 
     callout = stop_callout(record, "refused at policy gate", stopped_cell=True)
 
     assert callout.startswith('!!! warning "Refused at policy gate"\n\n    The policy refuses this rollback:')
     assert "\n\n    - Rule 'risk' fails: pass `-p accept_data_loss true`" in callout
-    assert "\n\n    - Rule 'approver' fails: name one" in callout
+    assert "\n\n    - Rule 'approver' fails: name one\n\n    Instead, restore from a backup." in callout
     assert "(#rollbook-stopped)" in callout
     assert stop_callout(record.with_facts(outcome=Outcome.SUCCEEDED), "succeeded") == ""
     assert stop_callout(record.with_facts(outcome=Outcome.FAILED), "failed at downgrade").startswith("!!! failure")

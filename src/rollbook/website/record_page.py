@@ -89,8 +89,9 @@ def stop_callout(record: RunRecord, verdict: str, *, stopped_cell: bool = False)
         return ""
     kind = _CALLOUTS.get(record.outcome, "failure")
     lines = [line.strip() for line in (record.message or "").splitlines() if line.strip()]
-    body = [f"    {markdown.prose(lines[0])}"] if lines else []
-    body += [f"    - {markdown.prose(line.removeprefix('- '))}" for line in lines[1:]]
+    # A refusal's headline, then one "- " line per failed rule (a list here), then what to do instead.
+    body = [f"    - {markdown.prose(line[2:])}" if line.startswith("- ") else f"    {markdown.prose(line)}"
+            for line in lines]
     if stopped_cell:
         body.append(f"    [The cell where it stopped](#{STOPPED_ANCHOR}), in the notebook below.")
     title = verdict[:1].upper() + verdict[1:]
