@@ -281,7 +281,7 @@ def test_a_refused_run_reads_as_a_refusal_with_its_facts_and_the_steps_it_never_
     assert facts["operator"].endswith("(login name (no operator parameter given))")
     assert facts["backup"] == "no backup taken by this run"
     assert facts["revision before → after"] == "0607bc5b8536 → 0607bc5b8536"
-    stopped = team_page.locator(".rollbook-stopped-here")
+    stopped = team_page.locator(".rollbook-stopped-here.rollbook-refusal")
     expect(stopped).to_have_count(1)
     expect(stopped).to_contain_text("run.policy_gate()")
     not_run = team_page.locator(".rollbook-not-run")

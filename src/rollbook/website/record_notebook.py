@@ -23,6 +23,8 @@ import nbformat
 PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 NOT_RUN_CLASS = "rollbook-not-run"
 STOPPED_CLASS = "rollbook-stopped-here"
+# Added to the stopping cell of a refusal, which is how a runbook is meant to stop: not styled as a crash.
+REFUSAL_CLASS = "rollbook-refusal"
 # The anchor of the cell the run stopped in, which the page's callout links to.
 STOPPED_ANCHOR = "rollbook-stopped"
 _DIV = re.compile(r"<div\b|</div>")
@@ -54,17 +56,18 @@ def read_cells(path: Path) -> NotebookCells:
     return NotebookCells(tuple(c for c in banners if c), tuple(c for c in not_run if c), stopped or None)
 
 
-def mark_cells(rendered: str, cells: NotebookCells, *, stopped_at: str, stop_words: str) -> str:
+def mark_cells(rendered: str, cells: NotebookCells, *, stopped_at: str, stop_words: str, refusal: bool = False) -> str:
     """The notebook's HTML without papermill's banners, the stopping cell and the cells that never ran marked.
 
-    `stopped_at` names the step the run stopped at; `stop_words` says how it stopped ("refused at policy gate").
+    `stopped_at` names the step the run stopped at; `stop_words` says how it stopped ("refused at policy gate");
+    `refusal` when a rule refused the run (its message is then shown as a notice, not as an error).
     """
     for cell_id in cells.papermill_banners:
         start, end = _cell_span(rendered, cell_id)
         if start >= 0:
             rendered = rendered[:start] + rendered[end:]
     if cells.stopped:
-        rendered = _mark(rendered, cells.stopped, STOPPED_CLASS,
+        rendered = _mark(rendered, cells.stopped, f"{STOPPED_CLASS} {REFUSAL_CLASS}" if refusal else STOPPED_CLASS,
                          f'<p class="rollbook-cell-note" id="{STOPPED_ANCHOR}">The run stopped here: '
                          f"{html.escape(stop_words)}.</p>")
     for cell_id in cells.not_run:

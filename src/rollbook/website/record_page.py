@@ -27,7 +27,8 @@ def record_page_html(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: 
     cells = read_cells(record.notebook) if record.notebook is not None else NotebookCells((), (), None)
     s = record.record
     stopped_at = (s.failed_step or s.stopped_at if s else None) or "an earlier step"
-    marked = mark_cells(notebook_html, cells, stopped_at=stopped_at, stop_words=record.outcome)
+    marked = mark_cells(notebook_html, cells, stopped_at=stopped_at, stop_words=record.outcome,
+                        refusal=s is not None and s.outcome is Outcome.REFUSED)
     return record_header(record, runbooks, url_of, marked, stopped_cell=cells.stopped is not None), marked
 
 
