@@ -14,7 +14,7 @@ from rollbook.website.pictures import recorded_path_picture, timeline_picture
 from rollbook.website.record_notebook import STOPPED_ANCHOR, NotebookCells, mark_cells, read_cells
 from rollbook.website.runbook_pages import Runbook, UrlOf
 
-# The class the site's stylesheet (rollbook.css) gives a record page's width and its marks.
+# The class of a record page's content, which the plugin's stylesheet (rollbook.css) styles.
 PAGE_CLASS = "rollbook-record"
 # How each way of stopping is called out on top of the page (an admonition type of Material).
 _CALLOUTS = {Outcome.REFUSED: "warning", Outcome.BAD_INPUT: "warning", Outcome.UNAVAILABLE: "warning",
@@ -26,7 +26,7 @@ def record_page_html(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: 
     """The page's header (Markdown, rendered by the plugin) and the notebook's HTML with its cells marked."""
     cells = read_cells(record.notebook) if record.notebook is not None else NotebookCells((), (), None)
     s = record.record
-    stopped_at = (s.failed_step or s.stopped_at if s else None) or "an earlier step"
+    stopped_at = ((s.failed_step or s.stopped_at) if s is not None else None) or "an earlier step"
     marked = mark_cells(notebook_html, cells, stopped_at=stopped_at, stop_words=record.outcome,
                         refusal=s is not None and s.outcome is Outcome.REFUSED)
     return record_header(record, runbooks, url_of, marked, stopped_cell=cells.stopped is not None), marked
