@@ -121,4 +121,4 @@ def test_the_rollback_runbook_verifies_a_project_with_a_naming_convention(conven
 
     assert run.returncode == 0, run.error or run.stderr
     assert current_revision(database_url) == ["a1b2c3d4e5f6"]
-    assert "| schema | ✅ passed |" in run.text
+    assert "| schema | passed |" in run.text

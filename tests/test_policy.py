@@ -274,8 +274,8 @@ def test_the_decision_renders_as_markdown_text_and_json(plans):
 
     markdown = decision._repr_markdown_()
     assert "| rule | outcome | reason | what would make it pass |" in markdown
-    assert "| approver | ✅ pass | approved by alice (not the operator bob) | — |" in markdown
-    assert "| risk | ❌ fail | production allows no HIGH-risk step" in markdown
+    assert "| approver | pass | approved by alice (not the operator bob) | — |" in markdown
+    assert "| risk | **FAIL** | production allows no HIGH-risk step" in markdown
     assert "**REFUSED: the production policy does not allow this rollback.**" in markdown
     text = decision.to_text()
     assert "FAIL    risk" in text and text.splitlines()[-2].startswith("REFUSED")

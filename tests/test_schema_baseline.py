@@ -81,5 +81,5 @@ def test_a_rollback_dropping_a_table_with_a_check_and_a_generated_column_runs_an
 
     assert run.returncode == 0, run.error or run.stderr
     assert current_revision(database_url) == ["ffff00000001"]
-    assert "| schema | ✅ passed |" in run.text
+    assert "| schema | passed |" in run.text
     assert "table legacy_audit: not made by the migrations (in the database before the rollback)" in run.text

@@ -166,8 +166,16 @@ def test_an_archive_filed_in_the_version_1_format_is_published_with_its_facts(tm
     assert "The manifest verifies" in index and index.count("✓ verified") == 2
     rolled_back = unescape(built.page(
         "archive/20261201T171252Z_rollbook_demo_rollback_succeeded_unverified_8f1acd/index.html"))
-    assert "0607bc5b8536 → 0607bc5b8535" in rolled_back and "verified: True" in rolled_back
+    assert "0607bc5b8536 → 0607bc5b8535" in rolled_back and "verified: True" not in rolled_back
     assert "backup_rollbook_demo_20261201T171252Z_0607bc5b8536.dump" in rolled_back
+    # A pg_restore --list check is said as what it was, not as a restore.
+    assert "listed with pg_restore --list (not restored)" in rolled_back
+    refused = unescape(built.page("archive/20261201T171250Z_rollbook_demo_rollback_refused_36da2d/index.html"))
+    assert "An Exception was encountered" not in refused and "papermill encountered an exception" not in refused
+    assert '<p class="admonition-title">Refused at policy gate</p>' in refused
+    # The six code cells after the gate: critical tables, backup, downgrade, verification, timeline, summary.
+    assert refused.count("not run: the run stopped at policy gate") == 6
+    assert "The run stopped here: refused at policy gate." in refused
 
 
 def test_no_password_of_a_recorded_run_reaches_any_page_or_the_search_index(tmp_path, demo_url):

@@ -55,7 +55,8 @@ class RollbackVerification:
                 "schema": self.schema.to_dict() if self.schema else None}
 
     def _repr_markdown_(self) -> str:
-        marks = {"passed": "✅ passed", "failed": "❌ **FAILED**", "not_checked": "⚪ not checked"}
+        # Words, not emoji: a page or terminal without an emoji font shows those as empty boxes.
+        marks = {"passed": "passed", "failed": "**FAILED**", "not_checked": "not checked"}
         rows = [(markdown.cell(c.name), marks.get(c.status, c.status), markdown.cell(c.detail)) for c in self.checks]
         parts = [markdown.table(["check", "result", "detail"], rows)]
         if self.schema and (self.schema.differences or self.schema.drift):

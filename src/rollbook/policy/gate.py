@@ -200,7 +200,8 @@ class PolicyDecision:
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
-        marks = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending"}
+        # Words, not emoji: a page or terminal without an emoji font shows those as empty boxes.
+        marks = {"pass": "pass", "fail": "**FAIL**", "pending": "pending"}
         rows = [(markdown.cell(r.rule), marks[r.outcome], markdown.cell(r.reason), markdown.cell(r.remedy) or "—")
                 for r in self.results]
         intro = (f"Policy for **{markdown.cell(self.environment)}** from {markdown.code(self.rules_source)}, "

@@ -132,8 +132,8 @@ class RehearsalReport:
         return "\n".join([*lines, "", self.headline()])
 
     def _repr_markdown_(self) -> str:
-        marks = {"passed": "✅ passed", "failed": "❌ **failed**", "not_run": "⚪ not run",
-                 "not_checked": "⚪ not checked"}
+        # Words, not emoji: a page or terminal without an emoji font shows them as empty boxes.
+        marks = {"passed": "passed", "failed": "**FAILED**", "not_run": "not run", "not_checked": "not checked"}
         team = "\n".join(f"- {markdown.cell(line)}" for line in self.team_test.lines)
         team += "".join(f"\n  - {markdown.cell(d)}" for d in self.team_test.differences)
         rows = [(markdown.code(t.revision.revision), markdown.cell(t.revision.message), markdown.cell(t.migration_type),

@@ -39,7 +39,8 @@ class RestoreVerification:
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
-        marks = {"passed": "✅ passed", "failed": "❌ **FAILED**", "not_checked": "⚪ not checked"}
+        # Words, not emoji: a page or terminal without an emoji font shows those as empty boxes.
+        marks = {"passed": "passed", "failed": "**FAILED**", "not_checked": "not checked"}
         text = markdown.table(["check", "result", "detail"], [
             (markdown.cell(c.name), marks.get(c.status, c.status), markdown.cell(c.detail)) for c in self.checks])
         if self.table_rows:

@@ -95,8 +95,7 @@ class WritesSinceBackup:
                           *[f"  - {t.describe()}" for t in self.changed]])
 
     def _repr_markdown_(self) -> str:
-        marks = {"none": "✅ none", "found": "❌ found", "unknown": "⚠️ cannot tell",
-                 "not_checked": "⚪ not checked"}
+        marks = {"none": "none", "found": "FOUND", "unknown": "cannot tell", "not_checked": "not checked"}
         text = f"**Writes since the backup: {marks.get(self.status, self.status)}**. {markdown.prose(self.detail)}"
         if self.changed:
             rows = [(markdown.code(t.table), count_text(t.rows_at_backup), count_text(t.rows_now),

@@ -1,10 +1,9 @@
-"""The archive as site pages: one page per run (its executed notebook, or its summary), an index of runs that
-says whether the manifest verifies, and the facts of a run at a glance."""
+"""The archive as site pages: one page per run (its executed notebook, or its summary; record_page.py draws it)
+and an index of runs that says whether the manifest verifies."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import posixpath
 import re
 import shutil
@@ -17,8 +16,6 @@ from rollbook.records.archive import Archive, ArchivedRecord
 from rollbook.records.archive_verification import ArchiveVerification
 from rollbook.records.model import RunRecord
 from rollbook.records.signing import RecordSigning
-from rollbook.website.pictures import recorded_path_picture, timeline_picture
-from rollbook.website.runbook_pages import Runbook, UrlOf
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 
@@ -121,72 +118,6 @@ def archive_index(archive: Path | None, verification: ArchiveVerification | None
            if (archive / "manifest.jsonl").is_file() else ""),
         table if rows else "The archive holds no record yet.",
     ]) + "\n"
-
-
-def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: UrlOf, notebook_html: str) -> str:
-    """The facts of a run at a glance, its pictures (unless the notebook drew them) and its files."""
-    # An unreadable record still gets its page: its run id, why it could not be read, and its files.
-    s = record.record or RunRecord(run_id=record.run_id, runbook="")
-    backup, identity, point = s.backup, s.identity, s.wal_restore_point
-    runbook = next((r for r in runbooks if r.name == s.runbook), None)
-    facts = [
-        ("run", markdown.code(record.run_id)),
-        ("runbook", f"[{markdown.cell(runbook.title)}]({url_of(runbook.src_uri)})" if runbook
-         else markdown.cell(s.runbook)),
-        ("outcome", f"**{markdown.cell(record.outcome)}**"),
-        ("message", markdown.cell(s.message or record.unreadable)),
-        ("database", markdown.code(s.database) if s.database else ""),
-        ("server", markdown.cell(f"server_version {identity.server_version} system_identifier "
-                                 f"{identity.system_identifier}") if identity else ""),
-        ("environment", markdown.cell(s.environment or "")),
-        ("operator", markdown.cell(s.operator or "")),
-        ("approved by", markdown.cell(s.approved_by or "")),
-        ("ticket", markdown.cell(s.ticket or "")),
-        ("revision before → after", _moved(record.record)),
-        ("plan", markdown.cell(" ".join(v for v in (s.plan_hash, s.plan_verdict) if v))),
-        ("backup", markdown.cell(f"{backup.path}, {backup.size_bytes} bytes, sha256 {backup.sha256}, verified: "
-                                 f"{backup.verified}") if backup else ""),
-        ("backup strategy", markdown.cell(s.backup_strategy or "")),
-        ("restore point", markdown.cell(f"{point.name} at LSN {point.lsn}, timeline {point.timeline}, WAL segment "
-                                        f"{point.segment}, archived: {point.archived}") if point else ""),
-        ("started", markdown.cell(s.started_at.isoformat() if s.started_at else "")),
-        ("finished", markdown.cell(s.finished_at.isoformat() if s.finished_at else "")),
-        ("manifest", record.manifest),
-    ]
-    parts = [f"# {markdown.cell(record.title)}", "## At a glance",
-             markdown.table(["recorded", "value"], [(k, v) for k, v in facts if v])]
-    pictures = []
-    if "rollbook-downgrade-path" not in notebook_html:
-        picture = recorded_path_picture(s)
-        if picture is not None:
-            pictures.append(picture.to_html())
-    if "rollbook-timeline" not in notebook_html and s.steps:
-        pictures.append(timeline_picture(s).to_html())
-    if pictures:
-        parts += ["## Pictures", *pictures]
-    parts.append("## Files and hashes")
-    parts.append(markdown.table(["file", "kind", "sha256", "filed"], [
-        (markdown.code(r.file), r.kind, markdown.code(r.sha256 or ""), markdown.cell(r.filed_at or "not filed"))
-        for r in record.records]))
-    downloads = [f"[{r.path.name}]({r.path.name}){{: download }}" for r in record.records
-                 if r.kind != "in progress" and r.path.is_file()]
-    if downloads:
-        parts.append("Download: " + ", ".join(downloads) + ". Check them against the manifest with "
-                     "`rollbook archive verify`.")
-    if record.notebook is not None:
-        parts.append("## The executed notebook\n\nAs filed in the archive: cells that never ran are marked "
-                     "*not run*, and the last cell is the record rollbook added when it filed the run.")
-    return "\n\n".join(parts)
-
-
-def summary_only_page(record: RecordPage) -> str:
-    if record.record is None:
-        return f"The record of run `{record.run_id}` could not be read: {markdown.cell(record.unreadable)}\n"
-    text = json.dumps(record.record.to_json(), indent=2, ensure_ascii=False)
-    return ("No executed notebook was filed for this run (a plain papermill run whose notebook was not added with "
-            "`rollbook archive add`, or a run that has not ended): this is its summary.\n\n"
-            '??? note "The record summary (JSON)"\n\n    ```json\n'
-            + "\n".join(f"    {line}" for line in text.splitlines()) + "\n    ```\n")
 
 
 def copy_archive_files(records: tuple[RecordPage, ...], site: Path) -> None:

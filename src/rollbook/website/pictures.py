@@ -36,6 +36,8 @@ _ROW = 62
 _BAR_LEFT = 150
 _BAR_RIGHT = 470
 _BAR_ROW = 26
+# Characters of a 15 px semibold title that fit the picture's width (about 9 px each, with the margins).
+_TITLE_CHARACTERS = 62
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,10 @@ def path_picture(steps: Sequence[PathStep], *, start: str, target: str, verdict:
     count = len(steps)
     header = (f"Downgrade {start} → {target}: {count} step{'s' if count != 1 else ''}"
               + (f", verdict {verdict}" if verdict else ""))
-    top = 40
+    titles = _title_lines(header)
+    top = 22 + 18 * len(titles)
     height = top + _ROW * (count + 1) + 34
-    parts = [_svg_open(_WIDTH, height, header),
-             f'<text x="16" y="24" font-size="15" font-weight="600" fill="{TEXT}" {FONT}>{_x(header)}</text>']
+    parts = [_svg_open(_WIDTH, height, header), *_title(titles)]
     x = 30
     for index, step in enumerate(steps):
         y = top + index * _ROW + 14
@@ -171,11 +173,11 @@ def timeline_picture(record: RunRecord) -> Picture:
     # Drawn during a run (outcome "running"), the header says how far it got rather than how it ended.
     header = (f"{record.runbook or 'run'}: {len(steps)} step{'s' if len(steps) != 1 else ''}, "
               f"{_duration(total)} in steps" + ("" if outcome == "running" else f", {outcome}"))
-    top = 40
+    titles = _title_lines(header)
+    top = 22 + 18 * len(titles)
     height = top + _BAR_ROW * max(len(steps), 1) + 48
     scale = (_BAR_RIGHT - _BAR_LEFT) / total if total > 0 else 0.0
-    parts = [_svg_open(_WIDTH, height, header),
-             f'<text x="16" y="24" font-size="15" font-weight="600" fill="{TEXT}" {FONT}>{_x(header)}</text>']
+    parts = [_svg_open(_WIDTH, height, header), *_title(titles)]
     offset = 0.0
     for index, step in enumerate(steps):
         y = top + index * _BAR_ROW
@@ -240,6 +242,22 @@ def _legend(x: int, y: int) -> list[str]:
         parts.append(f'<text x="{x + 16}" y="{y}" font-size="12" fill="{MUTED}" {FONT}>{risk}</text>')
         x += 30 + 8 * len(risk)
     return parts
+
+
+def _title_lines(title: str) -> list[str]:
+    """The title in lines that fit the picture's width, broken at spaces (one line when it fits)."""
+    lines = [""]
+    for word in title.split(" "):
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > _TITLE_CHARACTERS:
+            lines.append(word)
+        else:
+            lines[-1] = f"{lines[-1]} {word}".strip()
+    return [_clip(line, _TITLE_CHARACTERS) for line in lines]
+
+
+def _title(lines: list[str]) -> list[str]:
+    return [f'<text x="16" y="{24 + 18 * i}" font-size="15" font-weight="600" fill="{TEXT}" {FONT}>{_x(line)}</text>'
+            for i, line in enumerate(lines)]
 
 
 def _svg_open(width: int, height: int, label: str) -> str:

@@ -13,7 +13,9 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
 - Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
   site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
   the nav's section that lists `runbooks/index.md` lists them all.
-- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies.
+- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies;
+  a record page calls out a refusal or failure, says its facts at a glance and marks the cells that never ran
+  (record_page.py; its look is the plugin's stylesheet, rollbook.css, added to every site).
   ROLLBOOK_SITE_ARCHIVE, when set, names the archive of this build whatever mkdocs.yml says.
 - `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
 - Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`,
@@ -53,9 +55,8 @@ from rollbook.website.archive_pages import (
     archive_index,
     copy_archive_files,
     read_archive,
-    record_header,
-    summary_only_page,
 )
+from rollbook.website.record_page import PAGE_CLASS, record_page_html, summary_only_page
 from rollbook.website.reference import cli_reference, policy_defaults, record_fields_table
 from rollbook.website.runbook_pages import (
     RUNBOOK_LINK,
@@ -70,6 +71,9 @@ from rollbook.website.runbook_pages import (
 RUNBOOKS_INDEX = "runbooks/index.md"
 ARCHIVE_INDEX = "archive/index.md"
 RECORD_SCHEMA = "run-record.schema.json"  # next to records.md, which links to it
+# The plugin's stylesheet (record pages: where a run stopped, steps never run, wide tables), added to every site.
+STYLESHEET = "assets/rollbook.css"
+STYLESHEET_SOURCE = Path(__file__).parent / "rollbook.css"
 # The runbooks shipped in the package (`rollbook run NAME` runs them), named `bundled` in the plugin's `runbooks`.
 BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
 BUNDLED = "bundled"
@@ -141,6 +145,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                     [{r.title: r.src_uri} if r.name in self.config.titles else r.src_uri for r in runbooks])
         _extend_nav(config.nav or [], ARCHIVE_INDEX, [{r.title: r.src_uri} for r in records])
         _add_jupyter(config)
+        if STYLESHEET not in config.extra_css:
+            config.extra_css.append(STYLESHEET)
         for name, settings in MARKDOWN_EXTENSIONS.items():
             if name not in config.markdown_extensions:
                 config.markdown_extensions.append(name)
@@ -156,6 +162,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         files.append(File.generated(config, ARCHIVE_INDEX,
                                     content=archive_index(inputs.archive, inputs.verification, inputs.records)))
         files.append(File.generated(config, RECORD_SCHEMA, content=record_json_schema_text()))
+        files.append(File.generated(config, STYLESHEET, abs_src_path=str(STYLESHEET_SOURCE)))
         if inputs.archive is not None and (inputs.archive / "manifest.jsonl").is_file():
             files.append(File.generated(config, "archive/manifest.jsonl",
                                         abs_src_path=str(inputs.archive / "manifest.jsonl")))
@@ -191,8 +198,11 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             if item.name in self.config.titles:
                 page.title = item.title
         elif isinstance(item, RecordPage):
-            block, tokens = _render(config, record_header(item, self.inputs.runbooks, url_of, html))
-            html = block + html
+            header, notebook = record_page_html(item, self.inputs.runbooks, url_of, html)
+            block, tokens = _render(config, header)
+            html = f'<div class="{PAGE_CLASS}">{block}{notebook}</div>'
+            # The notebook's wide tables need the width the table of contents' column would take.
+            page.meta["hide"] = [*page.meta.get("hide", []), "toc"]
             page.title = item.title
             _add_to_toc(page, tokens, first=False)
         if page.file.src_uri.endswith(".ipynb"):
