@@ -39,6 +39,8 @@ class EnvironmentRules:
     allow_data_written: DataWrittenRule = "never"
     # The approval must name the plan (its hash) that the approver reviewed.
     require_approved_plan: bool = False
+    # The downgrade rehearsed first on a restored copy of the database (the rollback runbook's `rehearse copy`).
+    require_rehearsal: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -88,7 +90,7 @@ def default_policy() -> PolicyRules:
 
 
 _BOOL_KEYS = ("rollback_allowed", "require_approver", "approver_not_operator", "require_backup",
-              "require_approved_plan")
+              "require_approved_plan", "require_rehearsal")
 _ALLOWED_KEYS = (*(f.name for f in fields(EnvironmentRules)), "based_on")
 
 

@@ -28,6 +28,8 @@ from rollbook.redaction.connection_secrets import UnreadableConnectionString, se
 from rollbook.redaction.redact import SECRET_NAME_PARTS
 
 VERIFY_METHODS = ("list", "restore")
+# How the rollback runbook rehearses the downgrade first: not at all, or on a restored copy of the database.
+REHEARSE_CHOICES = ("none", "copy")
 RESTORE_INTO = ("new", "database")
 # Where backups go when backup_dir is given empty.
 DEFAULT_BACKUP_DIR = "backups"
@@ -168,6 +170,8 @@ class RollbackParameters(RunbookParameters):
     critical_tables: tuple[str, ...]
     lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
     statement_timeout_ms: int = field(metadata=from_parameter("statement_timeout"))
+    rehearse: str
+    rehearsal_budget_ms: int = field(metadata=from_parameter("rehearsal_budget"))
     accept_data_loss: bool
     execute: bool
 
@@ -175,7 +179,7 @@ class RollbackParameters(RunbookParameters):
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         strings = {name: _string(name, given[name]) for name in (
             "environment", "operator", "approved_by", "approved_plan", "ticket", "deployed_at", "backup_dir",
-            "verify_backup", "health_url")}
+            "verify_backup", "health_url", "rehearse")}
         operator, operator_from = _operator(strings["operator"])
         return {
             **super().checked(given),
@@ -193,6 +197,8 @@ class RollbackParameters(RunbookParameters):
             "critical_tables": _table_list(given["critical_tables"]),
             "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
             "statement_timeout_ms": parse_duration_ms("statement_timeout", given["statement_timeout"]),
+            "rehearse": _rehearse(strings["rehearse"]),
+            "rehearsal_budget_ms": parse_duration_ms("rehearsal_budget", given["rehearsal_budget"]),
             "accept_data_loss": _flag("accept_data_loss", given["accept_data_loss"]),
             "execute": _flag("execute", given["execute"]),
         }
@@ -322,6 +328,13 @@ def _verify_method(method: str) -> str:
         raise BadInput(f"verify_backup must be 'list' (pg_restore --list) or 'restore' (restore into a scratch "
                        f"database and compare row counts), not '{method}'.")
     return method
+
+
+def _rehearse(choice: str) -> str:
+    if choice not in REHEARSE_CHOICES:
+        raise BadInput(f"rehearse must be 'none' or 'copy' (run the downgrade first on a restored copy of the "
+                       f"database: -p rehearse copy), not '{choice}'. Nothing was changed.")
+    return choice
 
 
 def _user_values(namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from rollbook.execution.diagnosis_model import Diagnosis
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
 from rollbook.execution.expected_schema import check_schema_matches
 from rollbook.execution.health import check_health
+from rollbook.execution.step_timings import step_times, step_times_lines
 from rollbook.execution.verification import (
     RollbackVerification,
     VerificationCheck,
@@ -35,6 +36,8 @@ from rollbook.project.migrations import RevisionInfo
 from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
 from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
 from rollbook.recovery.backup import Backup
+from rollbook.recovery.copy_cost import CopyCost, measure_copy_cost, refuse_impossible_copy
+from rollbook.recovery.dress_rehearsal import DressRehearsal, not_rehearsed, rehearse_on_copy
 from rollbook.runs.parameters import RollbackParameters
 from rollbook.runs.plan import plan_facts
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
@@ -140,6 +143,8 @@ class RollbackRun(Runbook[RollbackParameters]):
     backup_report: BackupReport | None = None
     downgrade_report: DowngradeReport | None = None
     verification: RollbackVerification | None = None
+    copy_cost: CopyCost | None = None
+    rehearsal: DressRehearsal | None = None
 
     @classmethod
     def mode(cls, parameters: RollbackParameters) -> str:
@@ -200,6 +205,10 @@ class RollbackRun(Runbook[RollbackParameters]):
         if not plan.steps:
             self.backup_report = BackupReport(None, None, "nothing to roll back")
             return self.backup_report
+        if self.parameters.rehearse == "copy":
+            # Refused here, before pg_dump writes anything: a copy the server cannot hold or the role cannot create.
+            self.copy_cost = measure_copy_cost(self.target, plan)
+            refuse_impossible_copy(self.copy_cost)
         # Row counts and the write horizon, as the backup runbook records them: restoring this backup later can
         # then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
         taken = take_recorded_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
@@ -219,6 +228,43 @@ class RollbackRun(Runbook[RollbackParameters]):
                                  step="policy gate", result=self.backup_report)
         return self.backup_report
 
+    @recorded("rehearsal")
+    def rehearse(self) -> DressRehearsal:
+        """With rehearse copy: run the downgrade first on a copy restored from the backup; a failure stops the run."""
+        plan, p = self._plan(), self.parameters
+        budget = p.rehearsal_budget_ms / 1000
+        if p.rehearse != "copy" or not plan.steps or not p.execute:
+            why = ("not asked for (rehearse none): the plan's estimates stand alone" if p.rehearse != "copy"
+                   else "nothing to roll back" if not plan.steps else "dry run: no copy is made")
+            self.rehearsal = not_rehearsed(why, budget, self.copy_cost)
+            return self.rehearsal
+        taken = self.backup_report.taken if self.backup_report else None
+        if taken is None or self.copy_cost is None or self.decision is None or not self.decision.allowed:
+            raise RunbookStopped("The rehearsal runs only after the policy gate allowed the rollback and the backup "
+                                 "was taken; run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
+                                 step="rehearsal")
+        self.rehearsal = rehearse_on_copy(self.target, self.project, plan, taken.backup, self.copy_cost,
+                                          lock_timeout_ms=p.lock_timeout_ms,
+                                          statement_timeout_ms=p.statement_timeout_ms, budget_ms=p.rehearsal_budget_ms)
+        rehearsal = self.rehearsal
+        facts: dict[str, Any] = {"rehearsal": rehearsal.to_dict(),
+                                 "step_timings": [t.to_dict() for t in step_times(plan, rehearsal=rehearsal.execution)]}
+        if rehearsal.restore is not None and rehearsal.restore.passed:
+            # The rehearsal's restore is the backup's restore test: the record says it was verified that way.
+            facts["backup"] = RecordedBackup(taken.backup, rehearsal.restore, taken.write_horizon).record_facts()
+        self.recorder.update(**facts)
+        if rehearsal.status == "too_big" and self.rules.for_environment(p.environment).require_rehearsal:
+            raise RunbookStopped(
+                f"The {p.environment} policy requires a rehearsal, but {rehearsal.summary} Nothing was changed.",
+                outcome=Outcome.REFUSED, step="rehearsal", result=rehearsal)
+        if rehearsal.status in ("failed", "exceeded_budget"):
+            diagnosis = f" {rehearsal.diagnosis.summary}" if rehearsal.diagnosis else ""
+            raise RunbookStopped(
+                f"The rehearsal on a copy of the database failed: {rehearsal.summary}.{diagnosis} The real downgrade "
+                "was not started: the database is as it was. The copy was dropped.",
+                outcome=Outcome.FAILED, step="rehearsal", result=rehearsal)
+        return rehearsal
+
     @recorded("downgrade")
     def downgrade(self) -> DowngradeReport:
         """Run the downgrade under the rollback lock, one transaction per migration, every statement timed."""
@@ -233,10 +279,16 @@ class RollbackRun(Runbook[RollbackParameters]):
             raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
                                  "verified; run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
                                  step="downgrade")
+        if self.parameters.rehearse == "copy" and (self.rehearsal is None or self.rehearsal.status
+                                                   not in ("passed", "too_big")):
+            raise RunbookStopped("With rehearse copy the downgrade runs only after the rehearsal on the copy passed; "
+                                 "run the notebook's cells in order.", outcome=Outcome.BAD_INPUT, step="downgrade")
         execution = execute_downgrade(self.target, self.project, plan,
                                       lock_timeout_ms=self.parameters.lock_timeout_ms,
                                       statement_timeout_ms=self.parameters.statement_timeout_ms)
-        self.recorder.update(revision_after=list(execution.revisions_after), downgrade=execution.to_dict())
+        timings = step_times(plan, rehearsal=self.rehearsal.execution if self.rehearsal else None, real=execution)
+        self.recorder.update(revision_after=list(execution.revisions_after), downgrade=execution.to_dict(),
+                             step_timings=[t.to_dict() for t in timings])
         if execution.succeeded:
             self.downgrade_report = DowngradeReport(execution)
             return self.downgrade_report
@@ -324,6 +376,9 @@ class RollbackRun(Runbook[RollbackParameters]):
             "backup": f"{backup.path} ({backup.size_bytes} bytes, sha256 {backup.sha256[:12]})" if backup else "",
             "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
             if self.verification else "",
+            "rehearsal": f"{self.rehearsal.status}: {self.rehearsal.summary}" if self.rehearsal else "",
+            "step times": "; ".join(step_times_lines(step_times(
+                plan, rehearsal=self.rehearsal.execution if self.rehearsal else None, real=execution))),
             "started": self.context.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
         return RunFacts(outcome, headline, shown)
@@ -337,7 +392,7 @@ class RollbackRun(Runbook[RollbackParameters]):
         p = self.parameters
         return RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
                                approved_plan=p.approved_plan, deployed_at=p.deployed_at,
-                               accept_data_loss=p.accept_data_loss, execute=p.execute)
+                               accept_data_loss=p.accept_data_loss, execute=p.execute, rehearse=p.rehearse)
 
     def _instead(self) -> str:
         """What to do instead of a refused rollback; a plan that says "restore from backup" names the backup."""
