@@ -1,8 +1,10 @@
 """Each downgrade step's time three ways, side by side: the plan's estimate, the rehearsal on a copy, the real run.
 
-The estimate is how long the step is expected to hold its locks (rollbook.planning.lock_time); the
-measured times are the whole step, Alembic's start-up and any wait for a lock included: what an
-operator compares with the estimate to judge the next one.
+The estimate is how long the step is expected to hold its locks (rollbook.planning.lock_time). The
+measured time is what the step's statements took, from the downgrade's timed statement log: the time
+its locks were held, a wait for a lock included, without Alembic's start-up (the whole step's time is
+in the downgrade's record). That is the figure the estimate predicts, and the one an operator compares
+with it to judge the next estimate.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _measured(execution: DowngradeExecution | None, revision: str) -> float | No
     if execution is None:
         return None
     step = next((s for s in execution.steps if s.revision == revision and s.outcome != "not run"), None)
-    return round(step.seconds, 3) if step else None
+    return round(sum(statement.seconds for statement in step.statements), 3) if step else None
 
 
 def _seconds(value: float | None, absent: str) -> str:

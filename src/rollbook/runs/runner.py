@@ -29,6 +29,7 @@ import papermill
 from papermill.iorw import load_notebook_node, write_ipynb
 
 from rollbook.errors import BadInput, RollbookError
+from rollbook.execution.step_timings import StepTimes, step_times_lines
 from rollbook.outcomes import ExitCode, Outcome
 from rollbook.parent_death import end_with_parent
 from rollbook.pg.database import DatabaseTarget, connect
@@ -98,6 +99,11 @@ def _what_the_run_did(record: RunRecord) -> list[str]:
             record.backup.verification, record.backup.verification or "nothing")
         state = "verified" if record.backup.verified else "NOT verified"
         lines.append(f"backup {record.backup.path} ({state} by {how})")
+    if record.rehearsal is not None and record.rehearsal.get("status") != "not_run":
+        lines.append(f"rehearsal on a copy: {record.rehearsal.get('status')} ({record.rehearsal.get('summary')})")
+    if record.step_timings:
+        lines.append("step times (estimate, rehearsal, real):")
+        lines += [f"  {line}" for line in step_times_lines([StepTimes(**t.model_dump()) for t in record.step_timings])]
     checks = (record.verification or {}).get("checks") or []
     if checks:
         words = {"passed": "passed", "failed": "FAILED", "not_checked": "not checked"}
