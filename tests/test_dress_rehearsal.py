@@ -38,6 +38,13 @@ CAST_BACK = {
            'op.execute("ALTER TABLE items ALTER COLUMN code TYPE integer USING code::integer")'),
 }
 
+# A head whose downgrade sleeps a minute: long enough to stop mid-rehearsal, or to run past a budget.
+SLOW = {
+    "s1": (None, 'op.execute("CREATE TABLE audit_trail (id int)")', 'op.execute("DROP TABLE audit_trail")'),
+    "s2": ("s1", 'op.execute("CREATE TABLE audit_extra (id int)")',
+           'op.execute("DROP TABLE audit_extra"); op.execute("SELECT pg_sleep(60)")'),
+}
+
 
 def _upgraded(root: Path, url: str, revisions: dict[str, tuple[str | None, str, str]], rows: str) -> Path:
     config = write_project(root, revisions)
@@ -128,12 +135,7 @@ def test_a_rehearsal_that_fails_on_the_copy_stops_the_run_with_production_untouc
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
 def test_the_copy_is_dropped_when_the_run_is_stopped_during_the_rehearsal(tmp_path, database_url, how):
-    slow = {
-        "s1": (None, 'op.execute("CREATE TABLE audit_trail (id int)")', 'op.execute("DROP TABLE audit_trail")'),
-        "s2": ("s1", 'op.execute("CREATE TABLE audit_extra (id int)")',
-               'op.execute("DROP TABLE audit_extra"); op.execute("SELECT pg_sleep(60)")'),
-    }
-    config = _upgraded(tmp_path / "project", database_url, slow, "INSERT INTO audit_trail VALUES (1)")
+    config = _upgraded(tmp_path / "project", database_url, SLOW, "INSERT INTO audit_trail VALUES (1)")
     process = _rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy", "--execute")
     deadline = time.monotonic() + 120
     # The rehearsal's pg_sleep runs in the copy, never in production.
@@ -181,3 +183,38 @@ def test_rehearse_copy_without_createdb_is_refused_before_the_backup(tmp_path, p
     assert "Traceback" not in stdout + stderr and pg_server.app_password not in stdout + stderr
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
     assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("c2",)]
+
+
+def test_a_rehearsal_running_past_its_budget_is_stopped_and_the_real_rollback_not_started(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, SLOW, "INSERT INTO audit_trail VALUES (1)")
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", "8s", "--execute"))
+
+    assert code == 1, stdout + stderr
+    record = _record(tmp_path)
+    assert record.failed_step == "rehearsal"
+    assert record.rehearsal is not None and record.rehearsal["status"] == "exceeded_budget", record.rehearsal
+    assert "when rehearsal_budget (8.0 s) ran out" in (record.message or "")
+    assert "downgrade" not in [step.step for step in record.steps]
+    assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("s2",)]
+    assert _rows(database_url, "SELECT to_regclass('audit_extra') IS NOT NULL") == [(True,)]
+    assert not _scratch_databases(database_url)
+
+
+def test_a_copy_too_big_for_the_budget_is_not_made_and_the_estimate_stands_alone(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, CAST_BACK,
+                       "INSERT INTO items SELECT i, i::text FROM generate_series(1, 20000) i")
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", "1ms", "--execute"))
+
+    assert code == 0, stdout + stderr
+    record = _record(tmp_path)
+    assert record.rehearsal is not None and record.rehearsal["status"] == "too_big", record.rehearsal
+    assert "would take longer to restore than rehearsal_budget" in record.rehearsal["summary"]
+    assert "the plan's estimates stand alone" in record.rehearsal["summary"]
+    [timing] = record.step_timings or []
+    assert timing.estimated_seconds is not None and timing.rehearsal_seconds is None and timing.real_seconds
+    assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("c1",)]
+    assert not _scratch_databases(database_url)

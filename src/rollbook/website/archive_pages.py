@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rollbook import markdown
+from rollbook.execution.step_timings import StepTimes, step_times_table
 from rollbook.records.archive import Archive, ArchivedRecord
 from rollbook.records.archive_verification import ArchiveVerification
 from rollbook.records.model import RunRecord
@@ -152,6 +153,9 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
     ]
     parts = [f"# {markdown.cell(record.title)}", "## At a glance",
              markdown.table(["recorded", "value"], [(k, v) for k, v in facts if v])]
+    timings = step_timings_section(s)
+    if timings:
+        parts.append(timings)
     pictures = []
     if "rollbook-downgrade-path" not in notebook_html:
         picture = recorded_path_picture(s)
@@ -174,6 +178,21 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
         parts.append("## The executed notebook\n\nAs filed in the archive: cells that never ran are marked "
                      "*not run*, and the last cell is the record rollbook added when it filed the run.")
     return "\n\n".join(parts)
+
+
+def step_timings_section(record: RunRecord) -> str:
+    """"Estimate vs rehearsal vs real": each step's lock-time estimate beside its measured times; '' without any."""
+    if not record.step_timings:
+        return ""
+    rehearsal = record.rehearsal or {}
+    note = (f"Dress rehearsal on a restored copy: **{markdown.cell(str(rehearsal.get('status')))}**, "
+            f"{markdown.prose(str(rehearsal.get('summary', '')))}." if rehearsal.get("status") not in (None, "not_run")
+            else "No dress rehearsal on a copy in this run: the estimates stand alone.")
+    return "\n\n".join([
+        "## Estimate vs rehearsal vs real", note,
+        "Measured: what each step's statements took (the time its locks were held, a wait for a lock included); "
+        "estimated: the plan's lock time for the step, from the table sizes and a read rate measured on the server.",
+        step_times_table([StepTimes(**t.model_dump()) for t in record.step_timings])])
 
 
 def summary_only_page(record: RecordPage) -> str:
