@@ -20,6 +20,7 @@ from alembic import command
 from alembic_projects import write_project
 from pg import PgServer, database_name, psycopg_kwargs
 from psycopg import sql
+from sqlalchemy.engine import make_url
 from test_cli import ROLLBOOK
 from test_lock_estimates import REWRITING, ROWS
 
@@ -107,6 +108,23 @@ def test_a_rewriting_step_is_estimated_within_half_to_twice_the_rehearsal_and_th
     assert "b2: estimate" in stdout and "rehearsal" in stdout and "real" in stdout
     assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("a1",)]
     assert not _scratch_databases(database_url)
+    password = make_url(database_url).password
+    assert password and not [path for path in (tmp_path / "archive").rglob("*")
+                                                   if path.is_file() and password in path.read_text()]
+
+
+def test_a_dry_run_says_what_the_copy_would_cost_and_changes_nothing(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, CAST_BACK, "INSERT INTO items VALUES (1, '1')")
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy"))
+
+    assert code == 0, stdout + stderr
+    rehearsal = _record(tmp_path).rehearsal
+    assert rehearsal is not None and rehearsal["status"] == "not_run"
+    assert rehearsal["summary"] == "dry run: no copy is made. An executed run: the copy fits rehearsal_budget"
+    assert rehearsal["cost"]["may_create_databases"] is True and rehearsal["cost"]["database_bytes"] > 0
+    assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("c2",)]
+    assert not _scratch_databases(database_url) and not (tmp_path / "backups").exists()
 
 
 def test_a_rehearsal_that_fails_on_the_copy_stops_the_run_with_production_untouched(tmp_path, database_url):

@@ -233,10 +233,19 @@ class RollbackRun(Runbook[RollbackParameters]):
         """With rehearse copy: run the downgrade first on a copy restored from the backup; a failure stops the run."""
         plan, p = self._plan(), self.parameters
         budget = p.rehearsal_budget_ms / 1000
-        if p.rehearse != "copy" or not plan.steps or not p.execute:
+        if p.rehearse != "copy" or not plan.steps:
             why = ("not asked for (rehearse none): the plan's estimates stand alone" if p.rehearse != "copy"
-                   else "nothing to roll back" if not plan.steps else "dry run: no copy is made")
-            self.rehearsal = not_rehearsed(why, budget, self.copy_cost)
+                   else "nothing to roll back")
+            self.rehearsal = not_rehearsed(why, budget)
+            self.recorder.update(rehearsal=self.rehearsal.to_dict())
+            return self.rehearsal
+        if not p.execute:
+            # Read-only: what an executed run would find, so the approver sees it before approving.
+            cost = measure_copy_cost(self.target, plan)
+            would = cost.refusal() or ("the copy fits rehearsal_budget" if cost.fits_in(budget) else
+                                       "the copy would not fit rehearsal_budget: the estimates would stand alone")
+            self.rehearsal = not_rehearsed(f"dry run: no copy is made. An executed run: {would}", budget, cost)
+            self.recorder.update(rehearsal=self.rehearsal.to_dict())
             return self.rehearsal
         taken = self.backup_report.taken if self.backup_report else None
         if taken is None or self.copy_cost is None or self.decision is None or not self.decision.allowed:
