@@ -211,8 +211,10 @@ class RollbackRun(Runbook[RollbackParameters]):
             refuse_impossible_copy(self.copy_cost)
         # Row counts and the write horizon, as the backup runbook records them: restoring this backup later can
         # then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
+        # With a rehearsal the backup is restored into the copy next, its rows compared: not restored twice.
+        verify = "list" if self.parameters.rehearse == "copy" else self.parameters.verify_backup
         taken = take_recorded_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
-                                     verify=self.parameters.verify_backup)
+                                     verify=verify)
         verification = taken.verification
         decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=verification.passed)
         self.decision = decision
