@@ -270,9 +270,11 @@ class RollbackRun(Runbook[RollbackParameters]):
                 outcome=Outcome.REFUSED, step="rehearsal", result=rehearsal)
         if rehearsal.status in ("failed", "exceeded_budget"):
             diagnosis = f" {rehearsal.diagnosis.summary}" if rehearsal.diagnosis else ""
+            copy = ("The copy was dropped." if rehearsal.copy_dropped else
+                    "The copy could not be confirmed dropped: look for a rollbook_scratch_ database and drop it.")
             raise RunbookStopped(
                 f"The rehearsal on a copy of the database failed: {rehearsal.summary}.{diagnosis} The real downgrade "
-                "was not started: the database is as it was. The copy was dropped.",
+                f"was not started: the database is as it was. {copy}",
                 outcome=Outcome.FAILED, step="rehearsal", result=rehearsal)
         return rehearsal
 
