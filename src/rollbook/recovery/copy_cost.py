@@ -4,8 +4,9 @@ A dress rehearsal restores the backup into a new database on the same server. Th
 impossible or pointless, and each is known before anything changes: the role may not create databases;
 the server's disk cannot hold a second copy (measured where the data directory is readable from here);
 the copy would take longer to restore than the run allows. The restore time is the database's size over
-a rate measured on this server: pg_restore writes every table and builds every index, which is the work
-of a table rewrite (REWRITE_SLOWDOWN over a timed read, see rollbook.planning.lock_time).
+a rate measured on this server: pg_restore writes every table and builds every index, the work of a
+table rewrite (REWRITE_SLOWDOWN over a timed read, see rollbook.planning.lock_time) plus parsing COPY's
+text, about twice as long per byte (RESTORE_SLOWDOWN).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from rollbook.planning.plan import DowngradePlan
 
 # A restore needs the database's size again, and room for its WAL and the sorts of its index builds.
 DISK_FACTOR = 1.5
+# pg_restore parses COPY's text and builds every index afresh: about twice a rewrite's time per byte, measured
+# with bench/dress_rehearsal.py (bench/README.md; the restore estimate at the rewrite's factor alone came out at
+# 0.46x-0.54x of the measured restore).
+RESTORE_SLOWDOWN = 2 * REWRITE_SLOWDOWN
 _LARGEST_TABLE_SQL = """
 SELECT n.nspname, c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -96,8 +101,9 @@ def measure_copy_cost(target: DatabaseTarget, plan: DowngradePlan) -> CopyCost:
     if scan is None:
         restore_seconds, basis = None, "not estimated: no table with rows to time a read on"
     else:
-        restore_seconds = database_bytes / (scan.bytes_per_second / REWRITE_SLOWDOWN)
-        basis = f"estimate: the database's size at a rewrite's rate, calibrated on this server: {scan.described()}"
+        restore_seconds = database_bytes / (scan.bytes_per_second / RESTORE_SLOWDOWN)
+        basis = (f"estimate: the database's size at half a rewrite's rate, calibrated on this server: "
+                 f"{scan.described()}")
     return CopyCost(role, may_create, database_bytes, restore_seconds, basis, free, disk_basis)
 
 
