@@ -99,6 +99,9 @@ def test_a_rewriting_step_is_estimated_within_half_to_twice_the_rehearsal_and_th
     record = _record(tmp_path)
     assert record.rehearsal is not None and record.rehearsal["status"] == "passed", record.rehearsal
     assert record.rehearsal["copy_dropped"] is True
+    assert record.rehearsal["rows"]["detail"] == ("accounts: 500000 rows before, 500000 after (too many rows to "
+                                                  "compare values: counts only)")
+    assert record.rehearsal["schema"]["status"] == "passed"
     assert record.backup is not None and record.backup.verification == "restore" and record.backup.verified
     [timing] = record.step_timings or []
     assert timing.revision == "b2" and record.plan_steps and record.plan_steps[0].estimated_lock_seconds
