@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from rollbook.cli import main
 from rollbook.demo.project import sample_data
+from rollbook.durations import duration_text
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.lock_time import METADATA_SECONDS, NO_LIVE_CHECKS, LockEstimate, duration_text, step_blocking
+from rollbook.planning.lock_time import METADATA_SECONDS, NO_LIVE_CHECKS, LockEstimate, step_blocking
 from rollbook.planning.operations import Operation, TableName
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.project.migrations import MigrationProject

@@ -31,7 +31,7 @@ from rollbook.project.migrations import alembic_config_for, load_project
 
 NOW = datetime(2026, 1, 13, 14, 0, tzinfo=UTC)
 RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "atomic steps",
-         "data written", "what blocks the downgrade", "backup strategy", "backup")
+         "data written", "what blocks the downgrade", "backup strategy", "backup", "rehearsal")
 
 
 @dataclass(frozen=True)
@@ -433,3 +433,19 @@ def test_a_team_can_make_an_environment_forward_only_or_allow_self_approval(repo
                                   plans.low_empty, backup_verified=True)
     assert development.allowed
     assert rule(development, "approver").reason == "approved by bob (also the operator; allowed in development)"
+
+
+def test_an_environment_requiring_a_rehearsal_refuses_a_run_without_one_and_says_which_flag_to_pass(plans, tmp_path):
+    (tmp_path / "rollbook.toml").write_text("[policy.production]\nrequire_rehearsal = true\n")
+    rules = load_policy(tmp_path)
+
+    without = evaluate_policy(rules, request(plans.low_empty), plans.low_empty, backup_verified=True)
+    rehearsed = evaluate_policy(rules, request(plans.low_empty, rehearse="copy"), plans.low_empty,
+                                backup_verified=True)
+
+    assert failed(without) == ["rehearsal"]
+    assert "Rule 'rehearsal' fails: production requires the downgrade rehearsed first on a restored copy" in \
+        without.refusal_message()
+    assert "-p rehearse copy" in without.refusal_message()
+    assert rehearsed.allowed
+    assert rule(decide(plans.low_empty), "rehearsal").reason == "not required in production (no rehearsal asked for)"

@@ -51,6 +51,7 @@ def test_the_defaults_are_a_dry_run_one_step_back_in_development() -> None:
     assert (parameters.target_revision, parameters.environment, parameters.execute) == ("-1", "development", False)
     assert (parameters.operator, parameters.operator_from) == ("alice", "parameter")
     assert (parameters.lock_timeout_ms, parameters.statement_timeout_ms) == (5_000, 300_000)
+    assert (parameters.rehearse, parameters.rehearsal_budget_ms) == ("none", 600_000)
     assert (parameters.backup_dir, parameters.verify_backup, parameters.accept_data_loss) == (
         Path("backups"), "list", False)
 
@@ -121,6 +122,8 @@ def test_a_secret_in_an_x_argument_is_refused_naming_only_its_key() -> None:
                                  "scratch database and compare row counts), not 'quick'."),
     ({"environment": 3}, "Parameter environment must be text, but papermill delivered int 3; pass it with "
                          "-r environment VALUE to keep it as text."),
+    ({"rehearse": "yes"}, "rehearse must be 'none' or 'copy' (run the downgrade first on a restored copy of the "
+                          "database: -p rehearse copy), not 'yes'. Nothing was changed."),
     ({"critical_tables": 3}, "critical_tables must be table names separated by commas (users,content_jobs) or a "
                              "list."),
 ])
@@ -151,7 +154,8 @@ def test_the_parameters_record_holds_no_password_and_names_where_the_url_comes_f
     recorded = read_rollback_parameters({"operator": "a"}).to_dict()
 
     assert recorded["database_url"] == "(from DATABASE_URL)"
-    assert set(recorded) >= set(notebook_parameters(RollbackParameters)) - {"lock_timeout", "statement_timeout"}
+    assert set(recorded) >= set(notebook_parameters(RollbackParameters)) - {"lock_timeout", "statement_timeout",
+                                                                            "rehearsal_budget"}
 
 
 def test_the_plan_runbook_checks_like_the_rollback_runbook() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import errors
 
+from rollbook.durations import duration_text
 from rollbook.pg.server_rates import ScanRate, TableSize, measure_scan_rate, table_size
 from rollbook.planning.data_loss import read_only_transaction, regclass_text, table_identifier
 from rollbook.planning.operations import COMMIT, Operation, TableName
@@ -313,17 +314,6 @@ def plan_blocking(steps: Iterable[Blocking]) -> Blocking:
         for table in step.tables:
             _add(blocked, table, first_lock_only=False)
     return Blocking(tuple(blocked.values()), estimated, basis, tuple(row_locks))
-
-
-def duration_text(seconds: float) -> str:
-    """'12 ms', '40 s', '3.5 min', '1.2 h': rounded as an estimate should be."""
-    if seconds < 1:
-        return f"{max(1, round(seconds * 1000))} ms"
-    if seconds < 100:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def blocking_text(writes: Sequence[str], reads: Sequence[str], seconds: float | None) -> str:

@@ -57,6 +57,8 @@ class RollbackRequest:
     execute: bool = False
     # The backup strategy asked for; empty: the environment's default (the first of its backup_strategies).
     backup_strategy: str = ""
+    # How the downgrade is rehearsed before it runs: "none" or "copy" (on a restored copy of the database).
+    rehearse: str = "none"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
@@ -238,6 +240,7 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
         _blocking_rule(plan),
         _strategy_rule(env, name, request),
         _backup_rule(env, name, request, backup_verified),
+        _rehearsal_rule(env, name, request),
     )
     return PolicyDecision(name, rules.source, results, plan.plan_hash, request.now)
 
@@ -481,3 +484,14 @@ def _backup_rule(env: EnvironmentRules, name: str, request: RollbackRequest,
                           "run with execute to take and verify a backup before the downgrade")
     return RuleResult("backup", "pending", "no backup taken yet",
                       "rollbook takes and verifies a backup next; the policy is checked again afterwards")
+
+
+def _rehearsal_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -> RuleResult:
+    if request.rehearse == "copy":
+        return RuleResult("rehearsal", "pass", "the downgrade is rehearsed first on a restored copy of the database; "
+                                               "a failed rehearsal stops the run before the real downgrade")
+    if not env.require_rehearsal:
+        return RuleResult("rehearsal", "pass", f"not required in {name} (no rehearsal asked for)")
+    return RuleResult("rehearsal", "fail", f"{name} requires the downgrade rehearsed first on a restored copy "
+                                           "of the database",
+                      "run again with -p rehearse copy (the role needs CREATEDB and the server room for a copy)")

@@ -41,6 +41,8 @@ class EnvironmentRules:
     allow_data_written: DataWrittenRule = "never"
     # The approval must name the plan (its hash) that the approver reviewed.
     require_approved_plan: bool = False
+    # The downgrade rehearsed first on a restored copy of the database (the rollback runbook's `rehearse copy`).
+    require_rehearsal: bool = False
     # The backup strategies accepted here; the first is the default. `full` first keeps a pg_dump of everything
     # the default; production accepts only a copy of everything (full) or continuous archiving (pitr).
     backup_strategies: tuple[str, ...] = ("full", "pitr")
@@ -98,7 +100,7 @@ def default_policy() -> PolicyRules:
 
 
 _BOOL_KEYS = ("rollback_allowed", "require_approver", "approver_not_operator", "require_backup",
-              "require_approved_plan")
+              "require_approved_plan", "require_rehearsal")
 _ALLOWED_KEYS = (*(f.name for f in fields(EnvironmentRules)), "based_on")
 
 

@@ -76,6 +76,17 @@ class PlannedStep(_Part):
     migration_type: str
     risk: str = Field(description="low, medium, high or unknown")
     atomic: bool = Field(description="false when the step's downgrade does not run as one transaction")
+    estimated_lock_seconds: float | None = Field(
+        default=None, description="the plan's estimate of how long the step holds its locks; null: not estimated")
+
+
+class StepTiming(_Part):
+    """One step's time three ways: the plan's estimate, the dress rehearsal on a copy, the real downgrade."""
+
+    revision: str
+    estimated_seconds: float | None = Field(default=None, description="the plan's lock-time estimate")
+    rehearsal_seconds: float | None = Field(default=None, description="measured on the restored copy")
+    real_seconds: float | None = Field(default=None, description="measured in the real downgrade")
 
 
 class ClientTool(_Part):
@@ -206,6 +217,10 @@ class RunRecord(_Part):
     verification: _Details | None = Field(
         default=None, description="each check after the change: passed, failed or not "
                                   "checked")
+    rehearsal: _Details | None = Field(
+        default=None, description="the dress rehearsal of the downgrade on a restored copy, or why there was none")
+    step_timings: list[StepTiming] | None = Field(
+        default=None, description="each step's estimated, rehearsed and real duration, side by side")
     restore_point: _Details | None = Field(
         default=None, description="the backup to restore instead of a refused rollback")
     # The restore runbook.

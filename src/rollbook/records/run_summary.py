@@ -7,13 +7,15 @@ verified, and each check after the change. No plan detail and no SQL: the record
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rollbook.durations import duration_text
 from rollbook.outcomes import ExitCode
 from rollbook.records.archive import Archive, ArchivedRecord
 from rollbook.records.archive_files import utc
-from rollbook.records.model import RunRecord
+from rollbook.records.model import RunRecord, StepTiming
 
 # How a backup was verified, in the words of the command that did it: a listing is not a restore.
 _VERIFIED_BY = {"list": "pg_restore --list", "restore": "a restore into a scratch database"}
@@ -54,6 +56,11 @@ def run_facts(record: RunRecord) -> list[str]:
         how = _VERIFIED_BY.get(record.backup.verification, record.backup.verification or "nothing")
         state = "verified" if record.backup.verified else "NOT verified"
         lines.append(f"backup {record.backup.path} ({state} by {how})")
+    if record.rehearsal is not None and record.rehearsal.get("status") != "not_run":
+        lines.append(f"rehearsal on a copy: {record.rehearsal.get('status')} ({record.rehearsal.get('summary')})")
+    if record.step_timings:
+        lines.append("step times (estimate, rehearsal, real):")
+        lines += [f"  {line}" for line in step_times_lines(record.step_timings)]
     checks = (record.verification or {}).get("checks") or []
     if checks:
         # A check that did not pass says why: what is left for a person to check by hand.
@@ -61,6 +68,16 @@ def run_facts(record: RunRecord) -> list[str]:
             f"{c.get('name')} {_CHECK_WORDS.get(c.get('status'), c.get('status'))}"
             + (f" ({c.get('detail')})" if c.get("status") != "passed" and c.get("detail") else "") for c in checks))
     return lines
+
+
+def step_times_lines(times: Sequence[StepTiming]) -> list[str]:
+    """'0607bc5b8533: estimate 2.1 s, rehearsal 1.9 s, real 2.0 s', one line per step."""
+    return [f"{t.revision}: estimate {_seconds(t.estimated_seconds, 'not estimated')}, rehearsal "
+            f"{_seconds(t.rehearsal_seconds, 'none')}, real {_seconds(t.real_seconds, 'not run')}" for t in times]
+
+
+def _seconds(value: float | None, absent: str) -> str:
+    return absent if value is None else duration_text(value)
 
 
 @dataclass(frozen=True)

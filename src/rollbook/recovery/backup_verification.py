@@ -81,6 +81,32 @@ def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> Backup
     """Check a backup: its sha256 first, then "list" (the archive reads) or "restore" (into a scratch database)."""
     if method not in VERIFY_METHODS:
         raise BadInput(f"Unknown verification method {method!r}: use 'list' or 'restore'.")
+    if method == "restore":
+        try:
+            with scratch_database(target) as scratch:
+                return verify_by_restore_into(backup, scratch)
+        except ScratchUnavailable as exc:
+            return BackupVerification(backup, method, False, (
+                f"Not verified by restore: {exc} Verify with method 'list' instead (it reads the whole archive "
+                "without a database), or run the restore check with a role that may create databases."
+            ), 0.0, 0, ())
+    started = time.monotonic()
+    problem = _checksum_problem(backup)
+    if not problem:
+        try:
+            pg_restore = find_pg_tool("pg_restore", max(backup.pg_dump.major_version, backup.identity.major_version))
+        except PgToolUnavailable as exc:
+            problem = str(exc)
+    if problem:
+        return BackupVerification(backup, method, False, problem, round(time.monotonic() - started, 3), 0, ())
+    passed, detail, entries = _check_listing(pg_restore, backup)
+    return BackupVerification(backup, method, passed, detail, round(time.monotonic() - started, 3), entries, ())
+
+
+def verify_by_restore_into(backup: Backup, scratch: DatabaseTarget, *,
+                           timeout_seconds: float | None = None) -> BackupVerification:
+    """Restore `backup` (its checksum checked) into the empty database `scratch` and compare its rows with the
+    counts taken at backup time; the caller owns `scratch` (a dress rehearsal then downgrades it)."""
     started = time.monotonic()
 
     def result(
@@ -88,48 +114,32 @@ def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> Backup
         compared: tuple[tuple[str, int | None, int | None], ...] = (),
     ) -> BackupVerification:
         return BackupVerification(
-            backup, method, passed, detail, round(time.monotonic() - started, 3), toc_entries, compared
+            backup, "restore", passed, detail, round(time.monotonic() - started, 3), toc_entries, compared
         )
 
     problem = _checksum_problem(backup)
     if problem:
         return result(False, problem)
-    needed = max(backup.pg_dump.major_version, backup.identity.major_version)
-    if method == "list":
-        try:
-            pg_restore = find_pg_tool("pg_restore", needed)
-        except PgToolUnavailable as exc:
-            return result(False, str(exc))
-        passed, detail, entries = _check_listing(pg_restore, backup)
-        return result(passed, detail, entries)
-
     if not backup.rows_counted:
         return result(False, (
             "The backup was taken without row counts (take_backup(..., count_rows=True)), so a restore cannot "
             "be compared with anything: not verified. Take the backup again with row counts, or verify with "
             "method 'list'."
         ))
+    with connect(scratch) as conn:
+        needed = max(backup.pg_dump.major_version, backup.identity.major_version, read_identity(conn).major_version)
     try:
-        with scratch_database(target) as scratch:
-            with connect(scratch) as conn:
-                needed = max(needed, read_identity(conn).major_version)
-            try:
-                pg_restore = find_pg_tool("pg_restore", needed)
-            except PgToolUnavailable as exc:
-                return result(False, str(exc))
-            passed, detail, entries = _check_listing(pg_restore, backup)
-            if not passed:
-                return result(False, detail, entries)
-            failure = _restore(pg_restore, backup, scratch)
-            if failure:
-                return result(False, failure, entries)
-            with connect(scratch) as conn:
-                restored = dict(count_table_rows(conn))
-    except ScratchUnavailable as exc:
-        return result(False, (
-            f"Not verified by restore: {exc} Verify with method 'list' instead (it reads the whole archive "
-            "without a database), or run the restore check with a role that may create databases."
-        ))
+        pg_restore = find_pg_tool("pg_restore", needed)
+    except PgToolUnavailable as exc:
+        return result(False, str(exc))
+    passed, detail, entries = _check_listing(pg_restore, backup)
+    if not passed:
+        return result(False, detail, entries)
+    failure = _restore(pg_restore, backup, scratch, timeout_seconds)
+    if failure:
+        return result(False, failure, entries)
+    with connect(scratch) as conn:
+        restored = dict(count_table_rows(conn))
     compared = _compare_rows(backup.table_rows, restored)
     differing = [(t, e, r) for t, e, r in compared if e != r]
     if differing:
@@ -140,8 +150,9 @@ def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> Backup
         ), entries, compared)
     total = sum(rows for _, rows in backup.table_rows)
     return result(True, (
-        f"Restored into a scratch database (since dropped) with pg_restore {pg_restore.major_version}: "
-        f"all {len(compared)} table(s) hold the rows counted at backup time ({total} rows in all)."
+        f"Restored into a scratch database with pg_restore {pg_restore.major_version}: "
+        f"all {len(compared)} table(s) hold the rows counted at backup time ({total} rows in all); the "
+        "scratch database is dropped afterwards."
     ), entries, compared)
 
 
@@ -230,16 +241,21 @@ def _split_qualified(qualified: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
 
 
-def _restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget) -> str | None:
+def _restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget, timeout_seconds: float | None) -> str | None:
     path = backup.path
     # A directory-format dump restores with as many jobs as wrote it (pg_restore -j reads only that format here).
     jobs = [f"--jobs={backup.jobs}"] if backup.format == "directory" and backup.jobs > 1 else []
-    completed = subprocess.run(
-        [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password", *jobs,
-         f"--dbname={scratch.database}", str(path)],
-        env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        errors="replace", check=False, preexec_fn=end_with_parent,
-    )
+    try:
+        completed = subprocess.run(
+            [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password", *jobs,
+             f"--dbname={scratch.database}", str(path)],
+            env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            errors="replace", check=False, preexec_fn=end_with_parent, timeout=timeout_seconds,
+        )
+    except subprocess.TimeoutExpired:
+        # subprocess.run has killed pg_restore; the caller drops the half-restored database.
+        return (f"pg_restore did not restore {path} within {timeout_seconds:.0f} s and was stopped: the time "
+                "allowed for it ran out.")
     if completed.returncode == 0:
         return None
     return (

@@ -29,6 +29,8 @@ from rollbook.redaction.connection_secrets import UnreadableConnectionString, se
 from rollbook.redaction.redact import SECRET_NAME_PARTS
 
 VERIFY_METHODS = ("list", "restore")
+# How the rollback runbook rehearses the downgrade first: not at all, or on a restored copy of the database.
+REHEARSE_CHOICES = ("none", "copy")
 RESTORE_INTO = ("new", "database")
 # Where backups go when backup_dir is given empty.
 DEFAULT_BACKUP_DIR = "backups"
@@ -171,6 +173,8 @@ class RollbackParameters(RunbookParameters):
     critical_tables: tuple[str, ...]
     lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
     statement_timeout_ms: int = field(metadata=from_parameter("statement_timeout"))
+    rehearse: str
+    rehearsal_budget_ms: int = field(metadata=from_parameter("rehearsal_budget"))
     accept_data_loss: bool
     execute: bool
 
@@ -178,7 +182,7 @@ class RollbackParameters(RunbookParameters):
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         strings = {name: _string(name, given[name]) for name in (
             "environment", "operator", "approved_by", "approved_plan", "ticket", "deployed_at", "backup_dir",
-            "verify_backup", "backup_strategy", "health_url")}
+            "verify_backup", "backup_strategy", "health_url", "rehearse")}
         operator, operator_from = _operator(strings["operator"])
         return {
             **super().checked(given),
@@ -197,6 +201,8 @@ class RollbackParameters(RunbookParameters):
             "critical_tables": _table_list(given["critical_tables"]),
             "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
             "statement_timeout_ms": parse_duration_ms("statement_timeout", given["statement_timeout"]),
+            "rehearse": _rehearse(strings["rehearse"]),
+            "rehearsal_budget_ms": parse_duration_ms("rehearsal_budget", given["rehearsal_budget"]),
             "accept_data_loss": _flag("accept_data_loss", given["accept_data_loss"]),
             "execute": _flag("execute", given["execute"]),
         }
@@ -333,6 +339,13 @@ def _backup_strategy(strategy: str) -> str:
         raise BadInput(f"backup_strategy must be one of {', '.join(BACKUP_STRATEGIES)} (or empty for the policy's "
                        f"default), not '{strategy}': for example -p backup_strategy full.")
     return strategy
+
+
+def _rehearse(choice: str) -> str:
+    if choice not in REHEARSE_CHOICES:
+        raise BadInput(f"rehearse must be 'none' or 'copy' (run the downgrade first on a restored copy of the "
+                       f"database: -p rehearse copy), not '{choice}'. Nothing was changed.")
+    return choice
 
 
 def _user_values(namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:

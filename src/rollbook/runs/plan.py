@@ -21,7 +21,8 @@ def plan_facts(plan: DowngradePlan) -> dict[str, Any]:
     return {"revision_before": list(plan.path.current), "target": plan.path.target_label,
             "plan_hash": plan.plan_hash, "plan_verdict": plan.verdict.code,
             "plan_steps": [{"revision": s.revision.revision, "migration_type": s.migration_type,
-                            "risk": s.risk.value, "atomic": s.atomic} for s in plan.steps]}
+                            "risk": s.risk.value, "atomic": s.atomic,
+                            "estimated_lock_seconds": s.estimated_lock_seconds} for s in plan.steps]}
 
 
 @dataclass

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rollbook import markdown
-from rollbook.errors import RollbookError
+from rollbook.errors import BadInput, RollbookError
 from rollbook.execution.diagnosis import diagnose_failure
 from rollbook.execution.diagnosis_model import Diagnosis
 from rollbook.execution.downgrade import DowngradeExecution, execute_downgrade
 from rollbook.execution.expected_schema import check_schema_matches
 from rollbook.execution.health import check_health
+from rollbook.execution.step_timings import step_times
 from rollbook.execution.verification import (
     RollbackVerification,
     VerificationCheck,
@@ -33,9 +34,12 @@ from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, chosen_backup_strategy, evaluate_policy
 from rollbook.project.migrations import RevisionInfo
 from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
-from rollbook.recovery.archived_backups import find_restore_point
+from rollbook.records.run_summary import step_times_lines
+from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point
 from rollbook.recovery.backup import Backup
 from rollbook.recovery.backup_strategy import StrategyBackup, take_backup_with
+from rollbook.recovery.copy_cost import CopyCost, measure_copy_cost, refuse_impossible_copy
+from rollbook.recovery.dress_rehearsal import DressRehearsal, not_rehearsed, rehearse_on_copy
 from rollbook.runs.parameters import RollbackParameters
 from rollbook.runs.plan import plan_facts
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
@@ -145,6 +149,8 @@ class RollbackRun(Runbook[RollbackParameters]):
     backup_report: BackupReport | None = None
     downgrade_report: DowngradeReport | None = None
     verification: RollbackVerification | None = None
+    copy_cost: CopyCost | None = None
+    rehearsal: DressRehearsal | None = None
 
     @classmethod
     def mode(cls, parameters: RollbackParameters) -> str:
@@ -205,11 +211,21 @@ class RollbackRun(Runbook[RollbackParameters]):
         if not plan.steps:
             self.backup_report = BackupReport(None, None, "nothing to roll back")
             return self.backup_report
+        strategy = chosen_backup_strategy(self.rules, self._request())
+        if self.parameters.rehearse == "copy":
+            if strategy not in ("full", "parallel"):
+                raise BadInput(f"rehearse copy restores this run's dump into a copy, and the {strategy} strategy "
+                               "writes no dump: pass -p backup_strategy full (or parallel), or -p rehearse none. "
+                               "Nothing was changed.")
+            # Refused here, before pg_dump writes anything: a copy the server cannot hold or the role cannot create.
+            self.copy_cost = measure_copy_cost(self.target, plan)
+            refuse_impossible_copy(self.copy_cost)
         # A dump carries row counts and the write horizon, as the backup runbook records them: restoring it later
         # can then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
-        strategy = chosen_backup_strategy(self.rules, self._request())
-        taken = take_backup_with(strategy, self.target, self.parameters.backup_dir, plan=plan,
-                                 verify=self.parameters.verify_backup, run_id=self.recorder.run_id)
+        # With a rehearsal the backup is restored into the copy next, its rows compared: not restored twice.
+        verify = "list" if self.parameters.rehearse == "copy" else self.parameters.verify_backup
+        taken = take_backup_with(strategy, self.target, self.parameters.backup_dir, plan=plan, verify=verify,
+                                 run_id=self.recorder.run_id)
         decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=taken.verified)
         self.decision = decision
         self.backup_report = BackupReport(taken, decision)
@@ -223,6 +239,55 @@ class RollbackRun(Runbook[RollbackParameters]):
             raise RunbookStopped(decision.refusal_message() or decision.headline(), outcome=Outcome.REFUSED,
                                  step="policy gate", result=self.backup_report)
         return self.backup_report
+
+    @recorded("rehearsal")
+    def rehearse(self) -> DressRehearsal:
+        """With rehearse copy: run the downgrade first on a copy restored from the backup; a failure stops the run."""
+        plan, p = self._plan(), self.parameters
+        budget = p.rehearsal_budget_ms / 1000
+        if p.rehearse != "copy" or not plan.steps:
+            why = ("not asked for (rehearse none): the plan's estimates stand alone" if p.rehearse != "copy"
+                   else "nothing to roll back")
+            self.rehearsal = not_rehearsed(why, budget)
+            self.recorder.update(rehearsal=self.rehearsal.to_dict())
+            return self.rehearsal
+        if not p.execute:
+            # Read-only: what an executed run would find, so the approver sees it before approving.
+            cost = measure_copy_cost(self.target, plan)
+            would = cost.refusal() or ("the copy fits rehearsal_budget" if cost.fits_in(budget) else
+                                       "the copy would not fit rehearsal_budget: the estimates would stand alone")
+            self.rehearsal = not_rehearsed(f"dry run: no copy is made. An executed run: {would}", budget, cost)
+            self.recorder.update(rehearsal=self.rehearsal.to_dict())
+            return self.rehearsal
+        # The dump this run took (rehearse copy is refused up front for a strategy without one).
+        taken = self.backup_report.taken.dump if self.backup_report and self.backup_report.taken else None
+        if taken is None or self.copy_cost is None or self.decision is None or not self.decision.allowed:
+            raise RunbookStopped("The rehearsal runs only after the policy gate allowed the rollback and the backup "
+                                 "was taken; run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
+                                 step="rehearsal")
+        self.rehearsal = rehearse_on_copy(self.target, self.project, plan, taken.backup, self.copy_cost,
+                                          lock_timeout_ms=p.lock_timeout_ms,
+                                          statement_timeout_ms=p.statement_timeout_ms, budget_ms=p.rehearsal_budget_ms)
+        rehearsal = self.rehearsal
+        timings = step_times(plan, rehearsal=rehearsal.execution)
+        facts: dict[str, Any] = {"rehearsal": rehearsal.to_dict(), "step_timings": [t.model_dump() for t in timings]}
+        if rehearsal.restore is not None and rehearsal.restore.passed:
+            # The rehearsal's restore is the backup's restore test: the record says it was verified that way.
+            facts["backup"] = RecordedBackup(taken.backup, rehearsal.restore, taken.write_horizon).record_facts()
+        self.recorder.update(**facts)
+        if rehearsal.status == "too_big" and self.rules.for_environment(p.environment).require_rehearsal:
+            raise RunbookStopped(
+                f"The {p.environment} policy requires a rehearsal, but {rehearsal.summary} Nothing was changed.",
+                outcome=Outcome.REFUSED, step="rehearsal", result=rehearsal)
+        if rehearsal.status in ("failed", "exceeded_budget"):
+            diagnosis = f" {rehearsal.diagnosis.summary}" if rehearsal.diagnosis else ""
+            copy = ("The copy was dropped." if rehearsal.copy_dropped else
+                    "The copy could not be confirmed dropped: look for a rollbook_scratch_ database and drop it.")
+            raise RunbookStopped(
+                f"The rehearsal on a copy of the database failed: {rehearsal.summary}.{diagnosis} The real downgrade "
+                f"was not started: the database is as it was. {copy}",
+                outcome=Outcome.FAILED, step="rehearsal", result=rehearsal)
+        return rehearsal
 
     @recorded("downgrade")
     def downgrade(self) -> DowngradeReport:
@@ -238,10 +303,16 @@ class RollbackRun(Runbook[RollbackParameters]):
             raise RunbookStopped("The downgrade runs only after the policy gate allowed it and the backup was "
                                  "verified; run the notebook's cells in order.", outcome=Outcome.BAD_INPUT,
                                  step="downgrade")
+        if self.parameters.rehearse == "copy" and (self.rehearsal is None or self.rehearsal.status
+                                                   not in ("passed", "too_big")):
+            raise RunbookStopped("With rehearse copy the downgrade runs only after the rehearsal on the copy passed; "
+                                 "run the notebook's cells in order.", outcome=Outcome.BAD_INPUT, step="downgrade")
         execution = execute_downgrade(self.target, self.project, plan,
                                       lock_timeout_ms=self.parameters.lock_timeout_ms,
                                       statement_timeout_ms=self.parameters.statement_timeout_ms)
-        self.recorder.update(revision_after=list(execution.revisions_after), downgrade=execution.to_dict())
+        timings = step_times(plan, rehearsal=self.rehearsal.execution if self.rehearsal else None, real=execution)
+        self.recorder.update(revision_after=list(execution.revisions_after), downgrade=execution.to_dict(),
+                             step_timings=[t.model_dump() for t in timings])
         if execution.succeeded:
             self.downgrade_report = DowngradeReport(execution)
             return self.downgrade_report
@@ -329,6 +400,9 @@ class RollbackRun(Runbook[RollbackParameters]):
             "backup": f"{taken.strategy}: {taken.where()}" if taken else "",
             "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
             if self.verification else "",
+            "rehearsal": f"{self.rehearsal.status}: {self.rehearsal.summary}" if self.rehearsal else "",
+            "step times": "; ".join(step_times_lines(step_times(
+                plan, rehearsal=self.rehearsal.execution if self.rehearsal else None, real=execution))),
             "started": self.context.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         }
         return RunFacts(outcome, headline, shown)
@@ -343,7 +417,7 @@ class RollbackRun(Runbook[RollbackParameters]):
         return RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
                                approved_plan=p.approved_plan, deployed_at=p.deployed_at,
                                accept_data_loss=p.accept_data_loss, execute=p.execute,
-                               backup_strategy=p.backup_strategy)
+                               backup_strategy=p.backup_strategy, rehearse=p.rehearse)
 
     def _instead(self) -> str:
         """What to do instead of a refused rollback; a plan that says "restore from backup" names the backup."""

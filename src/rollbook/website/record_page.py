@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from rollbook import markdown
+from rollbook.execution.step_timings import step_times_table
 from rollbook.outcomes import Outcome
 from rollbook.records.model import RunRecord
 from rollbook.records.record_words import glance
@@ -59,6 +60,9 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
     if record.record is not None:
         parts.append(stop_callout(record.record, record.outcome, stopped_cell=stopped_cell))
     parts += ["## At a glance", markdown.table(["recorded", "value"], [(k, v) for k, v in facts if v])]
+    timings = step_timings_section(s)
+    if timings:
+        parts.append(timings)
     pictures = []
     if "rollbook-downgrade-path" not in notebook_html:
         picture = recorded_path_picture(s)
@@ -108,3 +112,18 @@ def summary_only_page(record: RecordPage) -> str:
             "`rollbook archive add`, or a run that has not ended): this is its summary.\n\n"
             '??? note "The record summary (JSON)"\n\n    ```json\n'
             + "\n".join(f"    {line}" for line in text.splitlines()) + "\n    ```\n")
+
+
+def step_timings_section(record: RunRecord) -> str:
+    """"Estimate vs rehearsal vs real": each step's lock-time estimate beside its measured times; '' without any."""
+    if not record.step_timings:
+        return ""
+    rehearsal = record.rehearsal or {}
+    note = (f"Dress rehearsal on a restored copy: **{markdown.cell(str(rehearsal.get('status')))}**, "
+            f"{markdown.prose(str(rehearsal.get('summary', '')))}." if rehearsal.get("status") not in (None, "not_run")
+            else "No dress rehearsal on a copy in this run: the estimates stand alone.")
+    return "\n\n".join([
+        "## Estimate vs rehearsal vs real", note,
+        "Measured: what each step's statements took (the time its locks were held, a wait for a lock included); "
+        "estimated: the plan's lock time for the step, from the table sizes and a read rate measured on the server.",
+        step_times_table(record.step_timings)])
