@@ -5,7 +5,7 @@ from __future__ import annotations
 from rollbook.records.model import RunRecord, StepTiming
 from rollbook.records.run_summary import step_times_lines
 from rollbook.recovery.copy_cost import DISK_FACTOR, CopyCost
-from rollbook.website.archive_pages import step_timings_section
+from rollbook.website.record_page import step_timings_section
 
 
 def _cost(**changes: object) -> CopyCost:
