@@ -137,6 +137,19 @@ def test_a_strategy_that_cannot_run_here_is_bad_input_and_changes_nothing(demo_u
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
 
 
+
+def test_a_rehearsal_on_a_copy_needs_a_dump_and_a_restore_point_is_refused_before_anything_changes(demo_url, tmp_path):
+    before = fingerprint(demo_url)
+
+    run = rollback_with(tmp_path, demo_url, "pitr", "-p", "rehearse", "copy")
+
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert ("rehearse copy restores this run's dump into a copy, and the pitr strategy writes no dump: pass "
+            "-p backup_strategy full (or parallel), or -p rehearse none") in " ".join(run.stdout.split())
+    assert "Traceback" not in run.stdout + run.stderr
+    assert fingerprint(demo_url) == before
+
+
 # --------------------------------------------------------------------------------------------- pitr
 
 
