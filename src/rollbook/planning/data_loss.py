@@ -21,6 +21,9 @@ from psycopg import errors, sql
 from rollbook.planning.operations import INTEGER_RANGES, TEXT_TYPES, LiveCheck, TableName
 from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, tables_statistics
 
+# Planning (and status) may run while a migration holds ACCESS EXCLUSIVE on a table: no query of theirs waits longer
+# than this for a lock, so that they neither hang nor, queued behind that lock, block everyone queued after it.
+PLANNING_LOCK_TIMEOUT_MS = 2_000
 # How long reading the statistics of the plan's tables may take.
 STATISTICS_TIMEOUT_MS = 5_000
 # Tables whose heap is at least this big get their count's progress reported (a count of one takes a second or more).

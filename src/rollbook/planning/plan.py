@@ -16,7 +16,13 @@ from rollbook import markdown
 from rollbook.errors import DatabaseUnreachable, RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.data_loss import CountProgress, TableFacts, count_affected_rows, lock_holders
+from rollbook.planning.data_loss import (
+    PLANNING_LOCK_TIMEOUT_MS,
+    CountProgress,
+    TableFacts,
+    count_affected_rows,
+    lock_holders,
+)
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.lock_time import (
     NO_LIVE_CHECKS,
@@ -46,11 +52,6 @@ from rollbook.project.status import read_current_revisions
 
 class DowngradeNotRenderable(RollbookError):
     """A step of the downgrade cannot be rendered offline, so no complete SQL script exists (exit 1)."""
-
-
-# Planning may run while a migration holds ACCESS EXCLUSIVE on a table: no query of the plan waits longer than
-# this for a lock, so that planning neither hangs nor, queued behind that lock, blocks everyone queued after it.
-PLANNING_LOCK_TIMEOUT_MS = 2_000
 
 
 @dataclass(frozen=True)
