@@ -53,10 +53,17 @@ class TableFacts:
     columns: tuple[tuple[str, str], ...] = ()
     # The table's rows according to the statistics, taken before the count.
     estimate: RowEstimate | None = None
+    # The heap's size according to the catalog (relpages), None when the statistics could not be read.
+    heap_bytes: int | None = None
+
+    @property
+    def big(self) -> bool:
+        """Whether counting it takes a second or more (PROGRESS_BYTES): its plan shows the estimate beside the count."""
+        return self.heap_bytes is not None and self.heap_bytes >= PROGRESS_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         return {"table": str(self.table), "exists": self.exists, "rows": self.rows, "total_bytes": self.total_bytes,
-                "estimate": self.estimate.to_dict() if self.estimate else None}
+                "estimate": self.estimate.to_dict() if self.estimate else None, "heap_bytes": self.heap_bytes}
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ def count_affected_rows(
         )
         if progress and shown:
             progress(replace(shown, seconds=time.monotonic() - started, counted=facts.rows is not None))
-        tables[table] = replace(facts, estimate=rows_estimate)
+        tables[table] = replace(facts, estimate=rows_estimate, heap_bytes=stats.heap_bytes if stats else None)
         results.update({c: replace(r, estimate=estimates.get(c)) for c, r in table_results.items()})
     return LiveCounts(results, tables)
 

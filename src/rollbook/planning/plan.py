@@ -174,10 +174,13 @@ class DowngradePlan:
         head = (f"**Downgrade** `{self.path.start}` → `{self.path.target_label}`: {len(self.steps)} step(s), "
                 f"requested `{markdown.cell(self.path.requested)}`, on `{self.database}`")
         rows = []
+        # Only a big table's exact count gets the statistics' estimate beside it: the table stays short otherwise.
+        big = {t.table for t in self.tables if t.big}
         for number, step in enumerate(self.steps, 1):
             operations = "<br>".join(
                 f"{op.risk.value.upper()} {markdown.cell(op.detail)}"
                 + (f" **[{markdown.cell(op.count_text())}]**" if op.check else "")
+                + (f" ({markdown.cell(estimate)})" if op.table in big and (estimate := op.estimate_text()) else "")
                 + (f" ({markdown.cell(op.count_note)})" if op.count_note else "")
                 + (" *(not atomic)*" if op.not_atomic_reason else "")
                 for op in step.operations) or "(nothing)"
@@ -308,11 +311,15 @@ def _locked(conn: psycopg.Connection, steps: tuple[PlanStep, ...], lock_timeout_
 
 
 def _rows(facts: TableFacts) -> str:
-    """'12 rows', or the statistics' 'about 12 rows (estimate only: ...)' when the table was not counted."""
+    """'12 rows', or the statistics' 'about 12 rows (estimate only: ...)' when the table was not counted; a big
+    table's count has the statistics' estimate beside it, so that a reader sees how far to trust the next one."""
+    estimate = facts.estimate
     if facts.rows is not None:
+        if facts.big and estimate is not None and estimate.rows is not None:
+            return f"{facts.rows:,} rows (statistics said about {estimate.rows:,}: {estimate.basis})"
         return f"{facts.rows} rows"
-    if facts.estimate is not None and facts.estimate.rows is not None:
-        return f"about {facts.estimate.rows} rows (estimate only: {facts.estimate.basis})"
+    if estimate is not None and estimate.rows is not None:
+        return f"about {estimate.rows} rows (estimate only: {estimate.basis})"
     return "rows not counted"
 
 
