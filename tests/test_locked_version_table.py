@@ -13,7 +13,7 @@ import psycopg
 from pg import fingerprint, psycopg_kwargs
 from test_records import STAGING, notebook_records, record_summary, rollbook
 
-from rollbook.planning.data_loss import PLANNING_LOCK_TIMEOUT_MS
+from rollbook.pg.lock_waits import PLANNING_LOCK_TIMEOUT_MS
 
 
 @contextmanager

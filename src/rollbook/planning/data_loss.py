@@ -18,12 +18,10 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
+from rollbook.pg.lock_waits import access_exclusive_holders
 from rollbook.planning.operations import INTEGER_RANGES, TEXT_TYPES, LiveCheck, TableName
 from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, tables_statistics
 
-# Planning (and status) may run while a migration holds ACCESS EXCLUSIVE on a table: no query of theirs waits longer
-# than this for a lock, so that they neither hang nor, queued behind that lock, block everyone queued after it.
-PLANNING_LOCK_TIMEOUT_MS = 2_000
 # How long reading the statistics of the plan's tables may take.
 STATISTICS_TIMEOUT_MS = 5_000
 # Tables whose heap is at least this big get their count's progress reported (a count of one takes a second or more).
@@ -229,12 +227,7 @@ def read_only_transaction(conn: psycopg.Connection, statement_timeout_ms: int, l
 
 def lock_holders(conn: psycopg.Connection, table: TableName) -> tuple[int, ...]:
     """The pids of the other sessions holding a lock on `table` that blocks a read (ACCESS EXCLUSIVE)."""
-    rows = conn.execute(
-        "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'relation' AND relation = to_regclass(%s) AND granted "
-        "AND mode = 'AccessExclusiveLock' AND pid <> pg_backend_pid() ORDER BY pid",
-        [regclass_text(table)],
-    ).fetchall()
-    return tuple(int(r[0]) for r in rows)
+    return access_exclusive_holders(conn, regclass_text(table))
 
 
 def table_identifier(table: TableName) -> sql.Identifier:

@@ -16,13 +16,8 @@ from rollbook import markdown
 from rollbook.errors import DatabaseUnreachable, RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.data_loss import (
-    PLANNING_LOCK_TIMEOUT_MS,
-    CountProgress,
-    TableFacts,
-    count_affected_rows,
-    lock_holders,
-)
+from rollbook.pg.lock_waits import PLANNING_LOCK_TIMEOUT_MS
+from rollbook.planning.data_loss import CountProgress, TableFacts, count_affected_rows, lock_holders
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.lock_time import (
     NO_LIVE_CHECKS,

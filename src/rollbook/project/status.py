@@ -11,8 +11,7 @@ from psycopg import errors, sql
 from rollbook.errors import BadInput, DatabaseUnreachable
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
-from rollbook.planning.data_loss import PLANNING_LOCK_TIMEOUT_MS, lock_holders
-from rollbook.planning.operations import TableName
+from rollbook.pg.lock_waits import PLANNING_LOCK_TIMEOUT_MS, access_exclusive_holders
 from rollbook.project.migrations import MigrationProject, RevisionInfo
 
 
@@ -109,7 +108,7 @@ class MigrationStatus:
 def read_current_revisions(conn: psycopg.Connection, project: MigrationProject) -> tuple[str, ...]:
     """The rows of the version table, read through rollbook's own connection (never through env.py)."""
     schema = project.version_table_schema
-    name = f"{schema}.{project.version_table}" if schema else project.version_table
+    name = _version_table_name(project)
     exists = conn.execute("SELECT to_regclass(%s)", [_quoted(schema, project.version_table)]).fetchone()
     if exists is None or exists[0] is None:
         raise BadInput(
@@ -148,8 +147,8 @@ def read_revisions_unless_locked(target: DatabaseTarget, project: MigrationProje
         try:
             return read_current_revisions(conn, project)
         except errors.LockNotAvailable:
-            version_table = TableName(project.version_table_schema, project.version_table)
-            raise VersionTableLocked(VersionTableLock(str(version_table), lock_holders(conn, version_table),
+            holders = access_exclusive_holders(conn, _quoted(project.version_table_schema, project.version_table))
+            raise VersionTableLocked(VersionTableLock(_version_table_name(project), holders,
                                                       PLANNING_LOCK_TIMEOUT_MS)) from None
 
 
@@ -186,6 +185,12 @@ def _pending(project: MigrationProject, current: tuple[str, ...], heads: tuple[s
     applied = set(current)
     pending = [project.info(script.revision) for script in revisions if script.revision not in applied]
     return tuple(reversed(pending))
+
+
+def _version_table_name(project: MigrationProject) -> str:
+    """The version table as a reader writes it: `alembic_version`, or `schema.alembic_version`."""
+    schema = project.version_table_schema
+    return f"{schema}.{project.version_table}" if schema else project.version_table
 
 
 def _quoted(schema: str | None, table: str) -> str:
