@@ -127,11 +127,13 @@ def test_planning_gives_up_on_a_locked_version_table_with_a_message_not_a_hang(d
     before = fingerprint(demo_url)
     with psycopg.connect(**psycopg_kwargs(demo_url)) as migration:
         migration.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        pid = migration.info.backend_pid
         result = run("plan", "-1", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)})
 
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
-    assert "Planning gave up after waiting 2000 ms for a lock" in result.stderr
+    assert f"Planning gave up after waiting 2000 ms for a lock (pid {pid} holds ACCESS EXCLUSIVE on alembic_version)" \
+        in result.stderr
     assert "plan again" in result.stderr
     assert result.stdout == ""
     assert fingerprint(demo_url) == before

@@ -27,9 +27,7 @@ from rollbook.planning.lock_time import (
     plan_blocking,
     with_lock_estimates,
 )
-from rollbook.planning.operations import (
-    NO_DOWNGRADE,
-)
+from rollbook.planning.operations import NO_DOWNGRADE, TableName
 from rollbook.planning.step import PlanStep
 from rollbook.planning.step_reading import (
     NO_DOWNGRADE_ADVICE,
@@ -270,7 +268,7 @@ def plan_downgrade(
             steps = analyse_steps(project, path)
             steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, steps))
         except errors.LockNotAvailable:
-            raise _locked(conn, steps, lock_timeout_ms) from None
+            raise _locked(conn, project, steps, lock_timeout_ms) from None
         steps = account_for_earlier_steps(steps)
         counts = None
         calibration = LockCalibration(unavailable=NO_LIVE_CHECKS)
@@ -293,9 +291,11 @@ def plan_downgrade(
     )
 
 
-def _locked(conn: psycopg.Connection, steps: tuple[PlanStep, ...], lock_timeout_ms: int) -> DatabaseUnreachable:
+def _locked(conn: psycopg.Connection, project: MigrationProject, steps: tuple[PlanStep, ...],
+            lock_timeout_ms: int) -> DatabaseUnreachable:
     """The error for a catalog read that gave up on a lock: who holds it, and what to do."""
-    tables = dict.fromkeys(op.table for step in steps for op in step.operations if op.table is not None)
+    version_table = TableName(project.version_table_schema, project.version_table)
+    tables = dict.fromkeys([version_table, *(op.table for step in steps for op in step.operations if op.table)])
     held = [f"pid {', '.join(map(str, pids))} holds ACCESS EXCLUSIVE on {table}"
             for table in tables if (pids := lock_holders(conn, table))]
     who = "; ".join(held) or "another session holds a lock on a table the plan reads"
