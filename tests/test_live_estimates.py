@@ -9,7 +9,7 @@ import time
 
 import psycopg
 from pg import fingerprint, psycopg_kwargs
-from runbook_runs import demo_at
+from runbook_runs import MARKDOWN_ESCAPE, demo_at
 from test_cli import run
 
 from rollbook.demo.project import sample_data
@@ -53,6 +53,9 @@ def test_the_plan_shows_the_statistics_estimate_beside_the_exact_count(demo_url,
     assert operation["rows_affected"] == operation["rows_estimated"] == sample_data.USER_PREFERENCE_ROWS
     assert operation["count_basis"] == "exact"
     assert operation["row_estimate"]["analyzed_at"] is not None
+    # Small tables: the notebook's table and the affected tables keep to the exact count.
+    assert "statistics said" not in plan.to_text()
+    assert "estimate before counting" not in plan._repr_markdown_()
 
 
 def test_a_never_analysed_table_says_so_instead_of_guessing(demo_url, demo_project: MigrationProject):
@@ -124,11 +127,13 @@ def test_planning_gives_up_on_a_locked_version_table_with_a_message_not_a_hang(d
     before = fingerprint(demo_url)
     with psycopg.connect(**psycopg_kwargs(demo_url)) as migration:
         migration.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        pid = migration.info.backend_pid
         result = run("plan", "-1", env={"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)})
 
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
-    assert "Planning gave up after waiting 2000 ms for a lock" in result.stderr
+    assert f"Planning gave up after waiting 2000 ms for a lock (pid {pid} holds ACCESS EXCLUSIVE on alembic_version)" \
+        in result.stderr
     assert "plan again" in result.stderr
     assert result.stdout == ""
     assert fingerprint(demo_url) == before
@@ -168,13 +173,7 @@ def test_an_uncounted_narrowing_fails_by_its_estimate_so_the_plan_says_do_not_do
 
 
 def test_plan_shows_a_big_tables_estimate_and_count_on_stderr_and_a_stopped_count_as_estimate_only(demo_url):
-    demo_at(demo_url, "0607bc5b8534")  # one step left: drop user_preferences, and all its rows
-    with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as conn:
-        conn.execute("SET session_replication_role = replica")  # no foreign-key check per row: a quicker load
-        conn.execute("INSERT INTO user_preferences (id, user_id, key, value) SELECT 100 + i, 1, 'k' || i, "
-                     "repeat('v', 150) FROM generate_series(1, 450000) AS i")
-        conn.execute("ANALYZE user_preferences")
-        rows = conn.execute("SELECT count(*) FROM user_preferences").fetchone()[0]
+    rows = load_big_user_preferences(demo_url)
     env = {"DATABASE_URL": demo_url, "ALEMBIC_CONFIG": str(DEMO_CONFIG)}
 
     counted = run("plan", "-1", env=env)
@@ -190,3 +189,32 @@ def test_plan_shows_a_big_tables_estimate_and_count_on_stderr_and_a_stopped_coun
     assert re.search(r"\[about \d+ rows lost \(estimate only: not counted exactly\)\]", stopped.stdout), stopped.stdout
     assert "took longer than statement_timeout (1 ms)" in stopped.stdout
     assert "[0 rows lost]" not in stopped.stdout
+
+
+def load_big_user_preferences(url: str) -> int:
+    """The demo one step above 0607bc5b8533, its user_preferences past PROGRESS_BYTES and analysed: its row count."""
+    demo_at(url, "0607bc5b8534")  # one step left: drop user_preferences, and all its rows
+    with psycopg.connect(**psycopg_kwargs(url), autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # no foreign-key check per row: a quicker load
+        conn.execute("INSERT INTO user_preferences (id, user_id, key, value) SELECT 100 + i, 1, 'k' || i, "
+                     "repeat('v', 150) FROM generate_series(1, 450000) AS i")
+        conn.execute("ANALYZE user_preferences")
+        return int(conn.execute("SELECT count(*) FROM user_preferences").fetchone()[0])
+
+
+def test_a_big_tables_exact_count_has_the_statistics_estimate_beside_it_in_text_and_notebook(
+        demo_url, demo_project: MigrationProject):
+    rows = load_big_user_preferences(demo_url)
+    plan = plan_downgrade(DatabaseTarget.from_url(demo_url), demo_project, "-1")
+
+    [table] = plan.tables
+    assert table.big and table.rows == rows and table.estimate is not None and table.estimate.rows is not None
+    estimated = table.estimate.rows
+    analysed = r"pg_class.reltuples, ANALYZE of [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} UTC"
+    said = rf"{rows:,} rows \(statistics said about {estimated:,}: {analysed}\)"
+    assert re.search(rf"  user_preferences: {said}, [0-9.]+ MB", plan.to_text()), plan.to_text()
+    markdown = MARKDOWN_ESCAPE.sub(r"\1", plan._repr_markdown_())  # as a reader sees it
+    assert re.search(rf"`user_preferences` {said} \([0-9.]+ MB\)", markdown), markdown
+    assert re.search(rf"\*\*\[{rows} rows lost\]\*\* \(estimate before counting: about {estimated} \({analysed}\)\)",
+                     markdown), markdown
+    assert plan.to_dict()["tables"][0]["heap_bytes"] >= PROGRESS_BYTES

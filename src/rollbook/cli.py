@@ -208,11 +208,12 @@ def status(database_url: str | None, config_path: str, ini_section: str, x_args:
            as_json: bool) -> None:
     """Current revision, heads, pending revisions and missing migration files."""
     from rollbook.pg.database import DatabaseTarget
-    from rollbook.project.status import read_status
+    from rollbook.project.status import look_at_status
 
     with _project_output_to_stderr():
-        result = read_status(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args))
+        result = look_at_status(DatabaseTarget.from_url(database_url), _project(config_path, ini_section, x_args))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
+    sys.exit(result.exit_code)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
+from rollbook.pg.lock_waits import access_exclusive_holders
 from rollbook.planning.operations import INTEGER_RANGES, TEXT_TYPES, LiveCheck, TableName
 from rollbook.planning.row_estimates import RowEstimate, TableStatistics, estimate_check, tables_statistics
 
@@ -50,10 +51,17 @@ class TableFacts:
     columns: tuple[tuple[str, str], ...] = ()
     # The table's rows according to the statistics, taken before the count.
     estimate: RowEstimate | None = None
+    # The heap's size according to the catalog (relpages), None when the statistics could not be read.
+    heap_bytes: int | None = None
+
+    @property
+    def big(self) -> bool:
+        """Whether counting it takes a second or more (PROGRESS_BYTES): its plan shows the estimate beside the count."""
+        return self.heap_bytes is not None and self.heap_bytes >= PROGRESS_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         return {"table": str(self.table), "exists": self.exists, "rows": self.rows, "total_bytes": self.total_bytes,
-                "estimate": self.estimate.to_dict() if self.estimate else None}
+                "estimate": self.estimate.to_dict() if self.estimate else None, "heap_bytes": self.heap_bytes}
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ def count_affected_rows(
         )
         if progress and shown:
             progress(replace(shown, seconds=time.monotonic() - started, counted=facts.rows is not None))
-        tables[table] = replace(facts, estimate=rows_estimate)
+        tables[table] = replace(facts, estimate=rows_estimate, heap_bytes=stats.heap_bytes if stats else None)
         results.update({c: replace(r, estimate=estimates.get(c)) for c, r in table_results.items()})
     return LiveCounts(results, tables)
 
@@ -219,12 +227,7 @@ def read_only_transaction(conn: psycopg.Connection, statement_timeout_ms: int, l
 
 def lock_holders(conn: psycopg.Connection, table: TableName) -> tuple[int, ...]:
     """The pids of the other sessions holding a lock on `table` that blocks a read (ACCESS EXCLUSIVE)."""
-    rows = conn.execute(
-        "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'relation' AND relation = to_regclass(%s) AND granted "
-        "AND mode = 'AccessExclusiveLock' AND pid <> pg_backend_pid() ORDER BY pid",
-        [regclass_text(table)],
-    ).fetchall()
-    return tuple(int(r[0]) for r in rows)
+    return access_exclusive_holders(conn, regclass_text(table))
 
 
 def table_identifier(table: TableName) -> sql.Identifier:

@@ -16,6 +16,7 @@ from rollbook import markdown
 from rollbook.errors import DatabaseUnreachable, RollbookError
 from rollbook.outcomes import ExitCode
 from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.lock_waits import PLANNING_LOCK_TIMEOUT_MS
 from rollbook.planning.data_loss import CountProgress, TableFacts, count_affected_rows, lock_holders
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.lock_time import (
@@ -26,9 +27,7 @@ from rollbook.planning.lock_time import (
     plan_blocking,
     with_lock_estimates,
 )
-from rollbook.planning.operations import (
-    NO_DOWNGRADE,
-)
+from rollbook.planning.operations import NO_DOWNGRADE, TableName
 from rollbook.planning.step import PlanStep
 from rollbook.planning.step_reading import (
     NO_DOWNGRADE_ADVICE,
@@ -46,11 +45,6 @@ from rollbook.project.status import read_current_revisions
 
 class DowngradeNotRenderable(RollbookError):
     """A step of the downgrade cannot be rendered offline, so no complete SQL script exists (exit 1)."""
-
-
-# Planning may run while a migration holds ACCESS EXCLUSIVE on a table: no query of the plan waits longer than
-# this for a lock, so that planning neither hangs nor, queued behind that lock, blocks everyone queued after it.
-PLANNING_LOCK_TIMEOUT_MS = 2_000
 
 
 @dataclass(frozen=True)
@@ -173,10 +167,13 @@ class DowngradePlan:
         head = (f"**Downgrade** `{self.path.start}` → `{self.path.target_label}`: {len(self.steps)} step(s), "
                 f"requested `{markdown.cell(self.path.requested)}`, on `{self.database}`")
         rows = []
+        # Only a big table's exact count gets the statistics' estimate beside it: the table stays short otherwise.
+        big = {t.table for t in self.tables if t.big}
         for number, step in enumerate(self.steps, 1):
             operations = "<br>".join(
                 f"{op.risk.value.upper()} {markdown.cell(op.detail)}"
                 + (f" **[{markdown.cell(op.count_text())}]**" if op.check else "")
+                + (f" ({markdown.cell(estimate)})" if op.table in big and (estimate := op.estimate_text()) else "")
                 + (f" ({markdown.cell(op.count_note)})" if op.count_note else "")
                 + (" *(not atomic)*" if op.not_atomic_reason else "")
                 for op in step.operations) or "(nothing)"
@@ -271,7 +268,7 @@ def plan_downgrade(
             steps = analyse_steps(project, path)
             steps = with_widenings_recognised(conn, with_what_the_database_adds(conn, steps))
         except errors.LockNotAvailable:
-            raise _locked(conn, steps, lock_timeout_ms) from None
+            raise _locked(conn, project, steps, lock_timeout_ms) from None
         steps = account_for_earlier_steps(steps)
         counts = None
         calibration = LockCalibration(unavailable=NO_LIVE_CHECKS)
@@ -294,9 +291,11 @@ def plan_downgrade(
     )
 
 
-def _locked(conn: psycopg.Connection, steps: tuple[PlanStep, ...], lock_timeout_ms: int) -> DatabaseUnreachable:
+def _locked(conn: psycopg.Connection, project: MigrationProject, steps: tuple[PlanStep, ...],
+            lock_timeout_ms: int) -> DatabaseUnreachable:
     """The error for a catalog read that gave up on a lock: who holds it, and what to do."""
-    tables = dict.fromkeys(op.table for step in steps for op in step.operations if op.table is not None)
+    version_table = TableName(project.version_table_schema, project.version_table)
+    tables = dict.fromkeys([version_table, *(op.table for step in steps for op in step.operations if op.table)])
     held = [f"pid {', '.join(map(str, pids))} holds ACCESS EXCLUSIVE on {table}"
             for table in tables if (pids := lock_holders(conn, table))]
     who = "; ".join(held) or "another session holds a lock on a table the plan reads"
@@ -307,11 +306,15 @@ def _locked(conn: psycopg.Connection, steps: tuple[PlanStep, ...], lock_timeout_
 
 
 def _rows(facts: TableFacts) -> str:
-    """'12 rows', or the statistics' 'about 12 rows (estimate only: ...)' when the table was not counted."""
+    """'12 rows', or the statistics' 'about 12 rows (estimate only: ...)' when the table was not counted; a big
+    table's count has the statistics' estimate beside it, so that a reader sees how far to trust the next one."""
+    estimate = facts.estimate
     if facts.rows is not None:
+        if facts.big and estimate is not None and estimate.rows is not None:
+            return f"{facts.rows:,} rows (statistics said about {estimate.rows:,}: {estimate.basis})"
         return f"{facts.rows} rows"
-    if facts.estimate is not None and facts.estimate.rows is not None:
-        return f"about {facts.estimate.rows} rows (estimate only: {facts.estimate.basis})"
+    if estimate is not None and estimate.rows is not None:
+        return f"about {estimate.rows} rows (estimate only: {estimate.basis})"
     return "rows not counted"
 
 

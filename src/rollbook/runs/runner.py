@@ -31,9 +31,9 @@ from papermill.iorw import load_notebook_node, write_ipynb
 from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import ExitCode, Outcome
 from rollbook.parent_death import end_with_parent
-from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import load_project, parse_x_args
-from rollbook.project.status import read_current_revisions
+from rollbook.project.status import read_revisions_or_none
 from rollbook.records.archive import ARCHIVE_VARIABLE, Archive, ArchivedRecord, RecordNotFiled
 from rollbook.records.archive_files import IN_PROGRESS
 from rollbook.records.model import RecordedStep, RunRecord
@@ -337,7 +337,7 @@ def _revisions_now(parameters: Mapping[str, Any]) -> list[str] | None:
         target = DatabaseTarget.from_url(parameters.get("database_url") or None)
         config = parameters.get("alembic_config") or None
         project = load_project(config, parse_x_args(parameters.get("alembic_x_args"), "Parameter alembic_x_args"))
-        with connect(target) as conn:
-            return list(read_current_revisions(conn, project))
     except RollbookError:
         return None
+    revisions = read_revisions_or_none(target, project)
+    return None if revisions is None else list(revisions)
