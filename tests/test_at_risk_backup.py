@@ -15,6 +15,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic_projects import project_at_head
+from test_records import notebook_records, record_summary, rollbook
 
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.plan import plan_downgrade
@@ -195,3 +196,33 @@ def test_a_full_disk_mid_copy_leaves_no_folder_and_changes_nothing(
     assert contents(target) == before
     with connect(target) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("aaaa00000004",)
+
+
+def test_the_restore_lost_data_runbook_refuses_before_the_fix_forward_then_puts_the_data_back(
+        project: Project, tmp_path: Path, database_url: str) -> None:
+    migrations, target, config = project
+    original = contents(target)
+    backup = take_at_risk_backup(target, plan_downgrade(target, migrations, "aaaa00000001"), tmp_path / "backups")
+    command.downgrade(config, "aaaa00000001")
+    arguments = ("run", "restore-lost-data", "-p", "at_risk_backup", str(backup.folder), "-p", "operator", "alice")
+
+    early = rollbook(tmp_path, *arguments, "--execute", url=database_url, config=migrations.config_path)
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert "re-create it first by upgrading" in early.stdout + early.stderr
+
+    command.upgrade(config, "head")
+    fixed_forward = contents(target)
+    dry = rollbook(tmp_path, *arguments, url=database_url, config=migrations.config_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert contents(target) == fixed_forward
+
+    done = rollbook(tmp_path, *arguments, "--execute", url=database_url, config=migrations.config_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert contents(target) == original
+    record = record_summary(notebook_records(tmp_path / "archive")[-1])
+    assert record.outcome == "succeeded" and record.lost_data_restore is not None
+    assert record.lost_data_restore["verified"] is True
+    assert record.at_risk_backup is not None and record.at_risk_backup["folder"] == str(backup.folder)
+    password = DatabaseTarget.from_url(database_url).url.password
+    archived = b"".join(p.read_bytes() for p in (tmp_path / "archive").iterdir() if p.is_file())
+    assert password and password.encode() not in archived
