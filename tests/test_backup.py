@@ -203,7 +203,8 @@ def test_pg_dump_older_than_the_server(
     assert files_in(tmp_path) == []
 
 
-def test_disk_full_during_pg_dump_leaves_no_file(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [None, 2], ids=["custom-format file", "directory-format folder"])
+def test_disk_full_during_pg_dump_leaves_no_file(database_url: str, tmp_path: Path, jobs: int | None) -> None:
     mount_point = tmp_path / "small"
     mount_point.mkdir()
     mounted = subprocess.run(
@@ -219,7 +220,7 @@ def test_disk_full_during_pg_dump_leaves_no_file(database_url: str, tmp_path: Pa
                 "|| md5(random()::text) AS filler FROM generate_series(1, 20000) g"
             )
         with pytest.raises(BackupFailed) as failure:
-            take_backup(DatabaseTarget.from_url(database_url), mount_point, revisions=(), count_rows=True)
+            take_backup(DatabaseTarget.from_url(database_url), mount_point, revisions=(), count_rows=True, jobs=jobs)
         assert "ran out of space" in str(failure.value)
         assert files_in(mount_point) == []
     finally:

@@ -31,7 +31,7 @@ from rollbook.project.migrations import alembic_config_for, load_project
 
 NOW = datetime(2026, 1, 13, 14, 0, tzinfo=UTC)
 RULES = ("operator", "rollback allowed", "deployment window", "approver", "approved plan", "risk", "atomic steps",
-         "data written", "what blocks the downgrade", "backup")
+         "data written", "what blocks the downgrade", "backup strategy", "backup")
 
 
 @dataclass(frozen=True)

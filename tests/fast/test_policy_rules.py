@@ -94,7 +94,7 @@ def test_pyproject_tool_rollbook_is_read_too(project: Path) -> None:
     ("[policy.production]\nwindow = 5\n",
      "[policy.production] window is not a rule rollbook knows (allowed keys: rollback_allowed, window_minutes, "
      "require_approver, approver_not_operator, require_backup, allow_high_risk, allow_data_written, "
-     "require_approved_plan, based_on). Fix the file and retry; nothing was changed."),
+     "require_approved_plan, backup_strategies, based_on). Fix the file and retry; nothing was changed."),
     ('[policy.canary]\nbased_on = "qa"\n',
      "[policy.canary] based_on = 'qa' names no default environment (allowed: production, staging, development). "
      "Fix the file and retry; nothing was changed."),

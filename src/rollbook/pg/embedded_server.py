@@ -31,7 +31,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,9 +106,16 @@ class EmbeddedServer:
 
 
 def start_embedded_server(
-    base_dir: Path, *, major_version: int = 18, tie_to_parent: bool = True
+    base_dir: Path,
+    *,
+    major_version: int = 18,
+    tie_to_parent: bool = True,
+    settings: Mapping[str, str] | None = None,
 ) -> EmbeddedServer:
     """Start a server whose cluster lives in `base_dir` (initialized if absent).
+
+    `settings` are extra server settings (`postgres -c name=value`), for example `archive_mode`;
+    they override the embedded defaults.
 
     With `tie_to_parent` the server gets SIGINT (fast shutdown) when the calling thread's process
     dies, even by SIGKILL; call this from a thread that lives as long as the server should.
@@ -139,7 +146,7 @@ def start_embedded_server(
         port = _free_port()
         log_offset = log_path.stat().st_size if log_path.exists() else 0
         process = _spawn_postgres(
-            bin_dir, data_dir, socket_dir, port, run_as, env, log_path, tie_to_parent
+            bin_dir, data_dir, socket_dir, port, run_as, env, log_path, tie_to_parent, settings or {}
         )
         try:
             password = _wait_ready_and_set_password(
@@ -255,6 +262,7 @@ def _spawn_postgres(
     env: dict[str, str],
     log_path: Path,
     tie_to_parent: bool,
+    extra_settings: Mapping[str, str],
 ) -> subprocess.Popen[bytes]:
     settings = {
         "listen_addresses": HOST,
@@ -265,6 +273,7 @@ def _spawn_postgres(
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
+        **extra_settings,
     }
     command = [str(bin_dir / "postgres"), "-D", str(data_dir)]
     for name, value in settings.items():

@@ -55,6 +55,8 @@ class RollbackRequest:
     deployed_at: datetime | None = None
     accept_data_loss: bool = False
     execute: bool = False
+    # The backup strategy asked for; empty: the environment's default (the first of its backup_strategies).
+    backup_strategy: str = ""
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
@@ -232,9 +234,15 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
         _atomic_rule(env, name, request, plan),
         _data_written_rule(env, name, request, plan),
         _blocking_rule(plan),
+        _strategy_rule(env, name, request),
         _backup_rule(env, name, request, backup_verified),
     )
     return PolicyDecision(name, rules.source, results, plan.plan_hash, request.now)
+
+
+def chosen_backup_strategy(rules: PolicyRules, request: RollbackRequest) -> str:
+    """The strategy this rollback's backup is taken with: the one asked for, else the environment's default."""
+    return request.backup_strategy or rules.for_environment(request.environment).default_backup_strategy
 
 
 def _operator_rule(request: RollbackRequest) -> RuleResult:
@@ -438,6 +446,18 @@ def _blocking_rule(plan: DowngradePlan) -> RuleResult:
                           f"the downgrade would fail part-way: {'; '.join(blocking)}", remedy)
     return RuleResult("what blocks the downgrade", "pass",
                       "no counted row and no object in the catalog would make the downgrade fail")
+
+
+def _strategy_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -> RuleResult:
+    accepted = env.backup_strategies
+    strategy = request.backup_strategy or env.default_backup_strategy
+    if strategy in accepted:
+        how = "asked for" if request.backup_strategy else "the default"
+        return RuleResult("backup strategy", "pass", f"{strategy} ({how}) is accepted in {name}")
+    return RuleResult("backup strategy", "fail",
+                      f"the {strategy} strategy is not accepted in {name} (accepted: {', '.join(accepted)})",
+                      f"pass -p backup_strategy {accepted[0]}, or add {strategy} to backup_strategies in the "
+                      f"policy of {name}")
 
 
 def _backup_rule(env: EnvironmentRules, name: str, request: RollbackRequest,

@@ -7,7 +7,7 @@ no destructive step. Teams override the rules in `rollbook.toml` or `[tool.rollb
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +21,8 @@ DataWrittenRule = Literal["never", "with_accept_data_loss", "always"]
 HIGH_RISK_CHOICES: tuple[str, ...] = ("never", "with_accept_data_loss")
 DATA_WRITTEN_CHOICES: tuple[str, ...] = ("never", "with_accept_data_loss", "always")
 DEFAULTS_SOURCE = "defaults (the team's rollback procedure)"
+# How a rollback's safety net is taken (rollbook.recovery.backup_strategy carries them out).
+BACKUP_STRATEGIES: tuple[str, ...] = ("full", "parallel", "at-risk", "pitr")
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,17 @@ class EnvironmentRules:
     allow_data_written: DataWrittenRule = "never"
     # The approval must name the plan (its hash) that the approver reviewed.
     require_approved_plan: bool = False
+    # The backup strategies accepted here; the first is the default. `full` first keeps a pg_dump of everything
+    # the default; production accepts only a copy of everything (full) or continuous archiving (pitr).
+    backup_strategies: tuple[str, ...] = ("full", "pitr")
+
+    @property
+    def default_backup_strategy(self) -> str:
+        return self.backup_strategies[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**values, "backup_strategies": list(self.backup_strategies)}
 
 
 # The procedure: production is forward-only, with a rollback allowed only right after deployment, on
@@ -49,7 +59,7 @@ class EnvironmentRules:
 PRODUCTION = EnvironmentRules()
 # "Staging and development" are where the procedure calls rollbacks safe; losing data still needs a yes.
 STAGING = EnvironmentRules(window_minutes=None, require_approver=False, allow_high_risk="with_accept_data_loss",
-                           allow_data_written="with_accept_data_loss")
+                           allow_data_written="with_accept_data_loss", backup_strategies=BACKUP_STRATEGIES)
 DEVELOPMENT = STAGING
 
 
@@ -167,4 +177,19 @@ def _environment_rules(path: Path, section: str, name: str, values: dict[str, An
             if value not in DATA_WRITTEN_CHOICES:
                 raise bad(key, f"must be one of {', '.join(map(repr, DATA_WRITTEN_CHOICES))}, not {value!r}")
             changes[key] = value
+        elif key == "backup_strategies":
+            changes[key] = _strategies(value, bad)
     return replace(rules, **changes)
+
+
+def _strategies(value: Any, bad: Callable[[str, str], BadInput]) -> tuple[str, ...]:
+    """A non-empty list of known strategies without repeats; the first is the environment's default."""
+    if (not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value)
+            or len(set(value)) != len(value)):
+        raise bad("backup_strategies", f"must be a list of strategies without repeats, the default first, like "
+                                       f"[\"pitr\", \"full\"], not {value!r}")
+    unknown = [v for v in value if v not in BACKUP_STRATEGIES]
+    if unknown:
+        raise bad("backup_strategies", f"names {unknown[0]!r}, which is no strategy rollbook knows (known: "
+                                       f"{', '.join(BACKUP_STRATEGIES)})")
+    return tuple(value)

@@ -94,6 +94,14 @@ class TableRows(_Part):
     rows: int
 
 
+class BackupFile(_Part):
+    """One file of a directory-format backup, as its manifest lists it."""
+
+    name: str
+    size_bytes: int
+    sha256: str
+
+
 class BackupFacts(_Part):
     """A backup as its run recorded it: every fact a later restore checks (see rollbook.recovery.archived_backups)."""
 
@@ -114,6 +122,28 @@ class BackupFacts(_Part):
     write_horizon: str | None = Field(
         default=None, description="the oldest transaction running when the backup started: "
                                   "rows with a newer xmin were written since")
+    strategy: str = Field(default="full", description="the backup strategy that took it: full or parallel")
+    format: str = Field(default="custom", description="pg_dump's format: custom (one file) or directory (a folder)")
+    jobs: int = Field(default=1, description="parallel pg_dump jobs that wrote it")
+    files: list[BackupFile] = Field(default_factory=list, description="a directory backup's files; sha256 above is "
+                                                                      "the sha256 of their sha256sum lines")
+
+
+class WalRestorePointFacts(_Part):
+    """A named restore point in the archived WAL (the pitr strategy): what a point-in-time restore needs."""
+
+    name: str = Field(description="the restore point's name, for recovery_target_name")
+    lsn: str = Field(description="the write-ahead log position of the restore point")
+    timeline: int
+    segment: str = Field(description="the WAL segment file holding it")
+    archived: bool = Field(description="whether pg_stat_archiver reported the segment archived")
+    archived_detail: str = ""
+    created_at: str = ""
+    seconds: float | None = None
+    identity: RecordedIdentity | None = None
+    revisions: list[str] = Field(default_factory=list, description="the revision(s) the database was at")
+    recovery_settings: dict[str, str] = Field(
+        default_factory=dict, description="postgresql.conf settings that restore a base backup to this point")
 
 
 _Details = dict[str, Any]
@@ -167,6 +197,10 @@ class RunRecord(_Part):
     critical_tables_after: dict[str, int | None] | None = Field(
         default=None, description="rows per critical table after")
     backup: BackupFacts | None = Field(default=None, description="the backup this run took")
+    backup_strategy: str | None = Field(default=None, description="how the safety net was taken: full, parallel, "
+                                                                  "at-risk or pitr")
+    wal_restore_point: WalRestorePointFacts | None = Field(
+        default=None, description="the named restore point the pitr strategy created and saw archived")
     downgrade: _Details | None = Field(default=None, description="every statement executed, with its duration")
     diagnosis: _Details | None = Field(default=None, description="what a failed downgrade left and what to do next")
     verification: _Details | None = Field(

@@ -25,7 +25,7 @@ from rollbook.planning.downgrade_path import ancestors
 from rollbook.planning.plan import DowngradePlan
 from rollbook.project.migrations import MigrationProject
 from rollbook.records.archive import Archive
-from rollbook.records.model import BackupFacts, ClientTool, RecordedIdentity, RunRecord, TableRows
+from rollbook.records.model import BackupFacts, BackupFile, ClientTool, RecordedIdentity, RunRecord, TableRows
 from rollbook.recovery.backup import Backup, take_backup
 from rollbook.recovery.backup_verification import BackupVerification, verify_backup
 
@@ -59,7 +59,9 @@ class RecordedBackup:
             revisions=list(backup.revisions), taken_at=backup.taken_at, rows_counted=backup.rows_counted,
             table_rows=[TableRows(table=table, rows=rows) for table, rows in backup.table_rows],
             verified=self.verified, verification=self.verification.method,
-            verification_detail=self.verification.detail, write_horizon=self.write_horizon)
+            verification_detail=self.verification.detail, write_horizon=self.write_horizon,
+            strategy="parallel" if backup.format == "directory" else "full", format=backup.format, jobs=backup.jobs,
+            files=[BackupFile(name=name, size_bytes=size, sha256=digest) for name, size, digest in backup.files])
 
     def to_dict(self) -> dict[str, Any]:
         return self.record_facts().model_dump(mode="json")
@@ -75,14 +77,17 @@ class RecordedBackup:
 
 
 def take_recorded_backup(
-    target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], verify: str,
+    target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], verify: str, jobs: int | None = None,
 ) -> RecordedBackup:
-    """Back up `target` with row counts, verify it (`list` or `restore`), and note its write horizon."""
+    """Back up `target` with row counts, verify it (`list` or `restore`), and note its write horizon.
+
+    With `jobs`, the backup is a directory-format dump written by that many parallel pg_dump jobs.
+    """
     with connect(target) as conn:
         # Read before pg_dump's snapshot: a transaction that commits in between counts as a write since
         # the backup. That errs on the safe side: a restore asks before overwriting it.
         horizon = read_write_horizon(conn)
-    backup = take_backup(target, backup_dir, revisions=revisions, count_rows=True)
+    backup = take_backup(target, backup_dir, revisions=revisions, count_rows=True, jobs=jobs)
     return RecordedBackup(backup, verify_backup(backup, verify, target), horizon)
 
 
@@ -248,7 +253,7 @@ def find_restore_point(
     mine = [b for b in archived_backups(archive)
             if (b.system_identifier, b.database) == (identity.system_identifier, identity.database)]
     below = [b for b in mine if _at_or_below(project, b.revisions, target)]
-    usable = [b for b in below if b.verified and b.path.is_file()]
+    usable = [b for b in below if b.verified and b.path.exists()]  # a file, or a directory-format dump
     where = f"revision {target or 'base'}"
     if usable:
         return RestorePoint(identity.database, target, usable[-1], "")

@@ -1,5 +1,8 @@
 """The backup before a rollback: a pg_dump archive that is complete or absent, hashed, and verifiable.
 
+Two formats: one custom-format file (`pg_dump -Fc`, the `full` strategy), or a directory-format folder
+written by parallel jobs (`pg_dump -Fd -j N`, the `parallel` strategy), hashed file by file (a manifest).
+
 Taking it is this module; verifying it (its sha256, its archive read or restored) is backup_verification's.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -21,7 +25,7 @@ from psycopg import sql
 
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
-from rollbook.file_digest import file_sha256
+from rollbook.file_digest import file_sha256, folder_manifest, manifest_sha256
 from rollbook.file_publishing import fsync_directory, publish_new
 from rollbook.parent_death import end_with_parent
 from rollbook.pg.client_tools import PgTool, find_pg_tool, libpq_environment, stderr_tail
@@ -29,6 +33,7 @@ from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import DatabaseIdentity, read_identity
 
 BACKUP_SUFFIX = ".dump"
+DIRECTORY_SUFFIX = ".dumpdir"
 PARTIAL_SUFFIX = ".partial"
 # A rollback is often taken while something else holds locks; waiting forever would hide that.
 LOCK_WAIT_TIMEOUT = "60s"
@@ -69,6 +74,11 @@ class Backup:
     table_rows: tuple[tuple[str, int], ...]
     # Separate from table_rows: a database without tables counts to an empty tuple too.
     rows_counted: bool = False
+    # "custom" (one file) or "directory" (a folder written by `jobs` parallel pg_dump workers).
+    format: str = "custom"
+    jobs: int = 1
+    # A directory backup's files: (name in the folder, size, sha256); sha256 above is this manifest's digest.
+    files: tuple[tuple[str, int, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,12 +92,15 @@ class Backup:
             "taken_at": self.taken_at,
             "rows_counted": self.rows_counted,
             "table_rows": [{"table": table, "rows": rows} for table, rows in self.table_rows],
+            "format": self.format,
+            "jobs": self.jobs,
+            "files": [{"name": name, "size_bytes": size, "sha256": digest} for name, size, digest in self.files],
         }
 
     def to_text(self) -> str:
         lines = [
             f"Backup: {self.path}",
-            f"  {_size(self.size_bytes)}, sha256 {self.sha256}",
+            f"  {_size(self.size_bytes)}, sha256 {self.sha256}{self._format_text()}",
             f"  {self.identity.to_text()}",
             f"  at revision {_revisions(self.revisions)}, taken {self.taken_at} in {self.seconds:.1f} s "
             f"with {self.pg_dump.to_text()}",
@@ -100,7 +113,7 @@ class Backup:
         rows = [
             ("File", markdown.code(str(self.path))),
             ("Size", _size(self.size_bytes)),
-            ("sha256", markdown.code(self.sha256)),
+            ("sha256", markdown.code(self.sha256) + markdown.cell(self._format_text())),
             ("Database", markdown.cell(self.identity.to_text())),
             ("Revision", markdown.code(_revisions(self.revisions))),
             ("Taken", f"{self.taken_at} ({self.seconds:.1f} s)"),
@@ -110,14 +123,23 @@ class Backup:
             rows.append(("Rows", markdown.cell(_rows_text(self.table_rows))))
         return markdown.table(("Backup", ""), rows)
 
+    def _format_text(self) -> str:
+        if self.format != "directory":
+            return ""
+        return (f" (of the manifest of {len(self.files)} files; directory format, "
+                f"written by {self.jobs} parallel jobs)")
+
 
 def take_backup(
-    target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], count_rows: bool = False
+    target: DatabaseTarget, backup_dir: Path, *, revisions: tuple[str, ...], count_rows: bool = False,
+    jobs: int | None = None,
 ) -> Backup:
-    """pg_dump `target` into `backup_dir` (custom format); optionally count every table's rows in the same snapshot.
+    """pg_dump `target` into `backup_dir`; optionally count every table's rows in the same snapshot.
 
-    The archive is written as `<name>.partial` (mode 0600: it holds all the data) and renamed only
-    once pg_dump succeeded and the file is on disk; on any failure it is deleted.
+    Without `jobs`: one custom-format file. With `jobs`: a directory-format folder written by that many
+    parallel pg_dump workers, all reading the same exported snapshot.
+    The archive is written as `<name>.partial` (mode 0600/0700: it holds all the data) and renamed only
+    once pg_dump succeeded and every file is on disk; on any failure it is deleted.
     """
     if isinstance(revisions, str):
         raise BadInput("revisions must be a tuple of revision ids (for example status.current), not one string.")
@@ -135,10 +157,17 @@ def take_backup(
             with conn.transaction():
                 snapshot, taken = _export_snapshot(conn)
                 table_rows = count_table_rows(conn) if count_rows else ()
-                final, partial = _reserve_names(folder, identity.database, taken, revisions)
-                _run_pg_dump(pg_dump, env, target, partial, snapshot)
-            size, digest = _sync_and_hash(partial)
-            final = _publish(partial, final)
+                final, partial = _reserve_names(folder, identity.database, taken, revisions,
+                                                directory=jobs is not None)
+                _run_pg_dump(pg_dump, env, target, partial, snapshot, jobs)
+            files: tuple[tuple[str, int, str], ...] = ()
+            if jobs is None:
+                size, digest = _sync_and_hash(partial)
+                final = _publish(partial, final)
+            else:
+                files = _sync_folder(partial)
+                size, digest = sum(size for _, size, _ in files), manifest_sha256(files)
+                final = _publish_folder(partial, final)
         except psycopg.Error as exc:
             _discard(partial)
             raise BackupFailed(
@@ -166,6 +195,9 @@ def take_backup(
         taken_at=taken.isoformat(timespec="seconds").replace("+00:00", "Z"),
         table_rows=table_rows,
         rows_counted=count_rows,
+        format="custom" if jobs is None else "directory",
+        jobs=jobs or 1,
+        files=files,
     )
 
 
@@ -231,28 +263,34 @@ def _safe_name(text: str) -> str:
 
 
 def _reserve_names(
-    folder: Path, database: str, taken: datetime, revisions: tuple[str, ...]
+    folder: Path, database: str, taken: datetime, revisions: tuple[str, ...], *, directory: bool = False
 ) -> tuple[Path, Path]:
-    """The final name and its partial file, created empty and private; never an existing name."""
+    """The final name and its partial file (or empty folder), created private; never an existing name."""
+    suffix = DIRECTORY_SUFFIX if directory else BACKUP_SUFFIX
     stem = f"backup_{_safe_name(database)}_{taken.strftime('%Y%m%dT%H%M%SZ')}_" \
            f"{_safe_name(revisions[0]) if revisions else 'base'}"
     for attempt in range(1, 1000):
-        final = folder / f"{stem}{'' if attempt == 1 else f'_{attempt}'}{BACKUP_SUFFIX}"
+        final = folder / f"{stem}{'' if attempt == 1 else f'_{attempt}'}{suffix}"
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         if final.exists():
             continue
         try:
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            if directory:
+                # pg_dump -Fd writes into an empty folder; mkdir is the exclusive reservation.
+                partial.mkdir(mode=0o700)
+            else:
+                os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             continue
         return final, partial
-    raise OSError(errno.EEXIST, f"no free file name for {stem}{BACKUP_SUFFIX}")
+    raise OSError(errno.EEXIST, f"no free file name for {stem}{suffix}")
 
 
-def _run_pg_dump(pg_dump: PgTool, env: dict[str, str], target: DatabaseTarget, partial: Path, snapshot: str) -> None:
+def _run_pg_dump(pg_dump: PgTool, env: dict[str, str], target: DatabaseTarget, partial: Path, snapshot: str,
+                 jobs: int | None) -> None:
     command = [
         str(pg_dump.path),
-        "--format=custom",
+        *(["--format=custom"] if jobs is None else ["--format=directory", f"--jobs={jobs}"]),
         f"--file={partial}",
         f"--snapshot={snapshot}",
         f"--lock-wait-timeout={LOCK_WAIT_TIMEOUT}",
@@ -292,6 +330,38 @@ def _sync_and_hash(path: Path) -> tuple[int, str]:
     return size, file_sha256(path)
 
 
+def _sync_folder(folder: Path) -> tuple[tuple[str, int, str], ...]:
+    """Flush every file of a directory-format dump and the folder itself, then hash each file (the manifest)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_directory(folder)
+    files = folder_manifest(folder)
+    if not any(name == "toc.dat" for name, _, _ in files):
+        raise OSError(errno.EIO, "pg_dump wrote no toc.dat")
+    return files
+
+
+def _publish_folder(partial: Path, final: Path) -> Path:
+    """Rename the finished folder to a free final name; rename(2) replaces no file and no folder holding files."""
+    candidate = final
+    for attempt in range(2, 1000):
+        # An empty folder of that name is the only thing a rename would replace; names carry the time to the second.
+        if not candidate.exists():
+            try:
+                partial.rename(candidate)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise
+        candidate = final.with_name(f"{final.name.removesuffix(DIRECTORY_SUFFIX)}_{attempt}{DIRECTORY_SUFFIX}")
+    else:
+        raise OSError(errno.EEXIST, f"no free folder name for {final.name}")
+    fsync_directory(partial.parent)
+    return candidate
+
+
 def _publish(partial: Path, final: Path) -> Path:
     """Give the finished archive its final name without ever replacing an existing file."""
     candidate = final
@@ -313,7 +383,10 @@ def _publish(partial: Path, final: Path) -> Path:
 def _discard(partial: Path | None) -> None:
     if partial is not None:
         try:
-            partial.unlink(missing_ok=True)
+            if partial.is_dir():
+                shutil.rmtree(partial)
+            else:
+                partial.unlink(missing_ok=True)
         except OSError:
             pass
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from rollbook import markdown
 from rollbook.errors import BadInput
-from rollbook.file_digest import file_sha256
+from rollbook.file_digest import path_sha256
 from rollbook.pg.identity import DatabaseIdentity
 from rollbook.recovery.archived_backups import ArchivedBackup
 
@@ -57,7 +57,7 @@ def check_backup(backup: ArchivedBackup, database: DatabaseIdentity) -> BackupCh
     """Hash the file and compare it with its record; check that it is a backup of `database`."""
     problems = []
     try:
-        sha256_now: str | None = file_sha256(backup.path)
+        sha256_now: str | None = path_sha256(backup.path)
     except OSError as exc:
         sha256_now = None
         problems.append(f"The backup file {backup.path} cannot be read ({exc.strerror or exc}), so it cannot be "

@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rollbook import markdown
 from rollbook.errors import BadInput
-from rollbook.file_digest import file_sha256
+from rollbook.file_digest import path_sha256
 from rollbook.parent_death import end_with_parent
 from rollbook.pg.client_tools import PgTool, PgToolUnavailable, find_pg_tool, libpq_environment, stderr_tail
 from rollbook.pg.database import DatabaseTarget, connect
@@ -121,7 +120,7 @@ def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> Backup
             passed, detail, entries = _check_listing(pg_restore, backup)
             if not passed:
                 return result(False, detail, entries)
-            failure = _restore(pg_restore, backup.path, scratch)
+            failure = _restore(pg_restore, backup, scratch)
             if failure:
                 return result(False, failure, entries)
             with connect(scratch) as conn:
@@ -148,7 +147,7 @@ def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> Backup
 
 def _checksum_problem(backup: Backup) -> str | None:
     try:
-        sha256_now = file_sha256(backup.path)
+        sha256_now = path_sha256(backup.path)
     except OSError as exc:
         return f"The backup file {backup.path} cannot be read: {exc.strerror or exc}. It cannot be verified or used."
     if sha256_now != backup.sha256:
@@ -171,7 +170,7 @@ def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
         return False, (
             f"pg_restore --list could not read {backup.path} (exit code {completed.returncode}): "
             f"{stderr_tail(completed.stderr, STDERR_LINES) or 'no message'}. The archive is damaged or not a "
-            "custom-format dump: do not restore from it; take a new backup."
+            "pg_dump archive: do not restore from it; take a new backup."
         ), 0
     entries = [line for line in completed.stdout.splitlines() if line.strip() and not line.startswith(";")]
     # Each entry reads "<id>; <oid> <oid> <type> <schema> <name> <owner>".
@@ -231,9 +230,12 @@ def _split_qualified(qualified: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
 
 
-def _restore(pg_restore: PgTool, path: Path, scratch: DatabaseTarget) -> str | None:
+def _restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget) -> str | None:
+    path = backup.path
+    # A directory-format dump restores with as many jobs as wrote it (pg_restore -j reads only that format here).
+    jobs = [f"--jobs={backup.jobs}"] if backup.format == "directory" and backup.jobs > 1 else []
     completed = subprocess.run(
-        [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password",
+        [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password", *jobs,
          f"--dbname={scratch.database}", str(path)],
         env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
         errors="replace", check=False, preexec_fn=end_with_parent,

@@ -23,6 +23,7 @@ from pydantic_core import to_jsonable_python
 
 from rollbook.errors import BadInput
 from rollbook.policy.gate import parse_deployed_at
+from rollbook.policy.rules import BACKUP_STRATEGIES
 from rollbook.project.migrations import parse_x_args
 from rollbook.redaction.connection_secrets import UnreadableConnectionString, secrets_in_text, split_connection_string
 from rollbook.redaction.redact import SECRET_NAME_PARTS
@@ -164,6 +165,8 @@ class RollbackParameters(RunbookParameters):
     deployed_at: datetime | None
     backup_dir: Path
     verify_backup: str
+    # Empty: the environment's default strategy (the policy's backup_strategies, first one).
+    backup_strategy: str
     health_url: str
     critical_tables: tuple[str, ...]
     lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
@@ -175,7 +178,7 @@ class RollbackParameters(RunbookParameters):
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         strings = {name: _string(name, given[name]) for name in (
             "environment", "operator", "approved_by", "approved_plan", "ticket", "deployed_at", "backup_dir",
-            "verify_backup", "health_url")}
+            "verify_backup", "backup_strategy", "health_url")}
         operator, operator_from = _operator(strings["operator"])
         return {
             **super().checked(given),
@@ -189,6 +192,7 @@ class RollbackParameters(RunbookParameters):
             "deployed_at": parse_deployed_at(strings["deployed_at"]),
             "backup_dir": Path(strings["backup_dir"] or DEFAULT_BACKUP_DIR).expanduser(),
             "verify_backup": _verify_method(strings["verify_backup"]),
+            "backup_strategy": _backup_strategy(strings["backup_strategy"]),
             "health_url": strings["health_url"],
             "critical_tables": _table_list(given["critical_tables"]),
             "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
@@ -356,6 +360,13 @@ def _verify_method(method: str) -> str:
         raise BadInput(f"verify_backup must be 'list' (pg_restore --list) or 'restore' (restore into a scratch "
                        f"database and compare row counts), not '{method}'.")
     return method
+
+
+def _backup_strategy(strategy: str) -> str:
+    if strategy and strategy not in BACKUP_STRATEGIES:
+        raise BadInput(f"backup_strategy must be one of {', '.join(BACKUP_STRATEGIES)} (or empty for the policy's "
+                       f"default), not '{strategy}': for example -p backup_strategy full.")
+    return strategy
 
 
 def _user_values(namespace: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:

@@ -30,11 +30,12 @@ from rollbook.pg.database import connect
 from rollbook.pg.table_counts import TableRowCounts, compare_counts, count_table_rows
 from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_path
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
-from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, evaluate_policy
+from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, chosen_backup_strategy, evaluate_policy
 from rollbook.project.migrations import RevisionInfo
 from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
-from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point, take_recorded_backup
+from rollbook.recovery.archived_backups import find_restore_point
 from rollbook.recovery.backup import Backup
+from rollbook.recovery.backup_strategy import StrategyBackup, take_backup_with
 from rollbook.runs.parameters import RollbackParameters
 from rollbook.runs.plan import plan_facts
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
@@ -63,21 +64,25 @@ class MigrationFiles:
 
 @dataclass(frozen=True)
 class BackupReport:
-    """The backup taken before any change (recorded as the backup runbook records one) and the policy once known."""
+    """The safety net taken before any change, with the strategy the policy chose, and the policy once known."""
 
-    taken: RecordedBackup | None
+    taken: StrategyBackup | None
     policy: PolicyDecision | None
     skipped: str = ""
 
     @property
     def backup(self) -> Backup | None:
+        """The dump a restore puts back (full, parallel); None for a restore point or when nothing was taken."""
         return self.taken.backup if self.taken else None
 
     def to_dict(self) -> dict[str, Any]:
+        dump = self.taken.dump if self.taken else None
         return {
             "skipped": self.skipped,
-            "backup": self.taken.record_facts() if self.taken else None,
-            "verification": self.taken.verification.to_dict() if self.taken else None,
+            "strategy": self.taken.strategy if self.taken else None,
+            "backup": dump.record_facts() if dump else None,
+            "verification": dump.verification.to_dict() if dump else None,
+            "wal_restore_point": self.taken.wal_point.to_dict() if self.taken and self.taken.wal_point else None,
             "policy": self.policy.to_dict() if self.policy else None,
         }
 
@@ -192,7 +197,7 @@ class RollbackRun(Runbook[RollbackParameters]):
 
     @recorded("backup")
     def backup(self) -> BackupReport:
-        """Back up the database and verify the backup; no verified backup, no rollback."""
+        """Take the safety net with the chosen backup strategy and verify it; no verified backup, no rollback."""
         plan = self._plan()
         if not self.parameters.execute:
             self.backup_report = BackupReport(None, None, "dry run: no backup is written")
@@ -200,19 +205,19 @@ class RollbackRun(Runbook[RollbackParameters]):
         if not plan.steps:
             self.backup_report = BackupReport(None, None, "nothing to roll back")
             return self.backup_report
-        # Row counts and the write horizon, as the backup runbook records them: restoring this backup later can
-        # then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
-        taken = take_recorded_backup(self.target, self.parameters.backup_dir, revisions=plan.path.current,
-                                     verify=self.parameters.verify_backup)
-        verification = taken.verification
-        decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=verification.passed)
+        # A dump carries row counts and the write horizon, as the backup runbook records them: restoring it later
+        # can then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
+        strategy = chosen_backup_strategy(self.rules, self._request())
+        taken = take_backup_with(strategy, self.target, self.parameters.backup_dir, plan=plan,
+                                 verify=self.parameters.verify_backup, run_id=self.recorder.run_id)
+        decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=taken.verified)
         self.decision = decision
         self.backup_report = BackupReport(taken, decision)
-        self.recorder.update(backup=taken.record_facts(), policy=decision.to_dict())
-        if not verification.passed:
+        self.recorder.update(**taken.record_facts(), policy=decision.to_dict())
+        if not taken.verified:
             raise RunbookStopped(
-                f"The backup {taken.backup.path} could not be verified ({verification.detail}). No verified backup, "
-                "no rollback: fix the cause (disk, permissions, pg_restore) and run again. Nothing was changed.",
+                f"The {strategy} backup {taken.where()} could not be verified ({taken.detail}). No verified backup, "
+                "no rollback: fix the cause and run again. Nothing was changed.",
                 outcome=Outcome.FAILED, step="backup", result=self.backup_report)
         if not decision.allowed:
             raise RunbookStopped(decision.refusal_message() or decision.headline(), outcome=Outcome.REFUSED,
@@ -310,7 +315,7 @@ class RollbackRun(Runbook[RollbackParameters]):
         else:
             outcome, headline = Outcome.SUCCEEDED, (
                 f"Rolled back {plan.path.start} -> {plan.path.target_label} and verified.")
-        backup = self.backup_report.backup if self.backup_report else None
+        taken = self.backup_report.taken if self.backup_report else None
         shown = {
             "database": self.context.database,
             "environment": self.context.environment,
@@ -321,7 +326,7 @@ class RollbackRun(Runbook[RollbackParameters]):
             "revision after": ", ".join(execution.revisions_after) if execution else ", ".join(plan.path.current),
             "plan": f"{plan.plan_hash[:12]} ({plan.verdict.code})",
             "policy": self.decision.status if self.decision else "",
-            "backup": f"{backup.path} ({backup.size_bytes} bytes, sha256 {backup.sha256[:12]})" if backup else "",
+            "backup": f"{taken.strategy}: {taken.where()}" if taken else "",
             "verification": ", ".join(f"{c.name} {c.status}" for c in self.verification.checks)
             if self.verification else "",
             "started": self.context.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -337,7 +342,8 @@ class RollbackRun(Runbook[RollbackParameters]):
         p = self.parameters
         return RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
                                approved_plan=p.approved_plan, deployed_at=p.deployed_at,
-                               accept_data_loss=p.accept_data_loss, execute=p.execute)
+                               accept_data_loss=p.accept_data_loss, execute=p.execute,
+                               backup_strategy=p.backup_strategy)
 
     def _instead(self) -> str:
         """What to do instead of a refused rollback; a plan that says "restore from backup" names the backup."""
@@ -358,7 +364,14 @@ class RollbackRun(Runbook[RollbackParameters]):
         return tuple(dict.fromkeys(str(t.table) for t in plan.tables if t.exists))
 
     def _restore_hint(self) -> str:
-        backup = self.backup_report.backup if self.backup_report else None
+        taken = self.backup_report.taken if self.backup_report else None
+        point = taken.wal_point if taken else None
+        if point is not None:
+            settings = ", ".join(f"{k} = '{v}'" for k, v in point.recovery_settings().items())
+            return (f"restore the cluster to the restore point {point.name} with your archiving tool: a base backup "
+                    f"taken before it, your restore_command, recovery.signal and {settings} (this run's record "
+                    "keeps them under wal_restore_point)")
+        backup = taken.backup if taken else None
         if backup is None:
             return "no backup was taken"
         libpq_url = self.target.libpq_url_without_secrets
