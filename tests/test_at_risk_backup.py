@@ -15,11 +15,14 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic_projects import project_at_head
+from runbook_runs import demo_at
 from test_records import notebook_records, record_summary, rollbook
 
+from rollbook.demo.server import DEMO_CONFIG
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.plan import plan_downgrade
-from rollbook.project.migrations import MigrationProject
+from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
+from rollbook.records.model import read_record
 from rollbook.recovery.at_risk_backup import (
     AtRiskBackupFailed,
     AtRiskBackupUnusable,
@@ -49,6 +52,8 @@ INSERT INTO children SELECT i, (i % 40) + 1, 'child ' || i FROM generate_series(
 INSERT INTO extras SELECT i, i * 1.25 FROM generate_series(1, 25) i;
 """
 TABLES = ("items", "children", "extras")
+# Undoing this demo revision drops users.preferences and its values.
+DROPS_A_COLUMN = "0607bc5b8531"
 
 
 def contents(target: DatabaseTarget) -> dict[str, str | None]:
@@ -226,3 +231,54 @@ def test_the_restore_lost_data_runbook_refuses_before_the_fix_forward_then_puts_
     password = DatabaseTarget.from_url(database_url).url.password
     archived = b"".join(p.read_bytes() for p in (tmp_path / "archive").iterdir() if p.is_file())
     assert password and password.encode() not in archived
+
+
+def test_the_rollback_runbook_takes_an_at_risk_backup_that_restore_lost_data_puts_back(
+        demo_url: str, tmp_path: Path) -> None:
+    demo_at(demo_url, DROPS_A_COLUMN)  # undoing it drops users.preferences, with its values
+    before = users(demo_url)
+
+    rolled_back = rollbook(tmp_path, "run", "rollback", "-p", "environment", "staging", "-p", "operator", "alice",
+                           "-p", "accept_data_loss", "True", "-p", "backup_strategy", "at-risk",
+                           "-p", "backup_dir", str(tmp_path / "backups"), "--execute", url=demo_url)
+
+    assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
+    [summary] = (tmp_path / "archive").glob("*_rollback_succeeded_*.json")
+    record = read_record(json.loads(summary.read_text()))
+    assert record.backup_strategy == "at-risk" and record.backup is None and record.at_risk_backup is not None
+    folder = Path(record.at_risk_backup["folder"])
+    [saved] = record.at_risk_backup["files"]
+    # The 5 users whose preferences hold a value (NULLs need no saving).
+    assert (saved["table"], [c for c, _ in saved["columns"]], saved["rows"]) == ("users", ["id", "preferences"], 5)
+    assert f"rollbook run restore-lost-data -p at_risk_backup {folder}" in rolled_back.stdout
+
+    command.upgrade(alembic_config_for(load_project(DEMO_CONFIG), DatabaseTarget.from_url(demo_url)), DROPS_A_COLUMN)
+    assert users(demo_url) != before  # the fix-forward brings the column back empty (and last)
+    restored = rollbook(tmp_path, "run", "restore-lost-data", "-p", "at_risk_backup", str(folder),
+                        "-p", "operator", "alice", "--execute", url=demo_url)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert users(demo_url) == before
+
+
+def users(url: str) -> list[tuple[object, ...]]:
+    """Every user's values by column name: the fix-forward re-creates preferences as the last column."""
+    with connect(DatabaseTarget.from_url(url)) as conn:
+        return conn.execute("SELECT id, email, name, status, old_preferences, preferences::text FROM users "
+                            "ORDER BY id").fetchall()
+
+
+def test_the_gate_refuses_an_at_risk_backup_of_a_plan_it_cannot_protect(tmp_path: Path, database_url: str) -> None:
+    revisions = {**REVISIONS, "aaaa00000005": (
+        "aaaa00000004", "pass", 'op.execute("DO $$ BEGIN DELETE FROM children WHERE id < 5; END $$")')}
+    migrations, target, _ = project_at_head(tmp_path / "project", database_url, revisions, ROWS)
+    before = contents(target)
+
+    run = rollbook(tmp_path, "run", "rollback", "-p", "environment", "staging", "-p", "operator", "alice",
+                   "-p", "accept_data_loss", "True", "-p", "backup_strategy", "at-risk",
+                   "-p", "backup_dir", str(tmp_path / "backups"), "--execute", url=database_url,
+                   config=migrations.config_path)
+
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "an at-risk backup cannot protect this downgrade" in run.stdout
+    assert "pass -p backup_strategy full (a copy of the whole database)" in run.stdout
+    assert contents(target) == before and not (tmp_path / "backups").exists()

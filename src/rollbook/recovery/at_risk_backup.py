@@ -1,6 +1,6 @@
 """The at-risk backup: exactly the data a downgrade destroys or rewrites, copied before it runs.
 
-Every piece the plan names (recovery/at_risk_scope.py) is copied with binary COPY inside one REPEATABLE
+Every piece the plan names (planning/at_risk.py) is copied with binary COPY inside one REPEATABLE
 READ snapshot, with the DDL of its tables (pg_dump --schema-only in the same snapshot), into a folder
 with a manifest that says what each file holds, its rows and its sha256. The folder is written under a
 `.partial` name, synced and renamed only when complete: a reader never sees half a backup, and a failure
@@ -11,7 +11,6 @@ putting the data back is recovery/lost_data_restore.py.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -34,9 +33,9 @@ from rollbook.parent_death import end_with_parent
 from rollbook.pg.client_tools import find_pg_tool, libpq_environment, stderr_tail
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import read_identity
+from rollbook.planning.at_risk import AtRiskPiece, Keep, at_risk_scope
 from rollbook.planning.data_loss import regclass_text
 from rollbook.planning.plan import DowngradePlan
-from rollbook.recovery.at_risk_scope import AtRiskPiece, Keep, at_risk_scope
 
 MANIFEST = "manifest.json"
 SCHEMA_FILE = "schema.sql"
@@ -187,7 +186,7 @@ def take_at_risk_backup(target: DatabaseTarget, plan: DowngradePlan, backup_dir:
                                     plan.path.current)
                 partial = final.with_name(final.name + PARTIAL_SUFFIX)
                 partial.mkdir(mode=0o700)
-                files = tuple(_copy_piece(conn, partial, index, item) for index, item in enumerate(resolved, 1))
+                files = _copy_pieces(target, identity.major_version, snapshot, partial, resolved)
                 schema_sha = _dump_schema(target, identity.major_version, snapshot, resolved, partial / SCHEMA_FILE)
             backup = AtRiskBackup(final, files, schema_sha, identity.database, identity.system_identifier,
                                   plan.path.current, plan.path.target_label, plan.plan_hash,
@@ -219,8 +218,8 @@ _NOTHING_KEPT = "No backup folder was kept, the database was not changed, and no
 def _insufficient(reasons: tuple[str, ...]) -> str:
     return ("An at-risk backup cannot protect this downgrade: the plan could not say exactly what it destroys ("
             + "; ".join(reasons) + "). Use a strategy that copies the whole database instead ("
-            + ", ".join(WHOLE_DATABASE_STRATEGIES) + ", as the environment's policy accepts). Nothing was written; "
-            "the database was not changed.")
+            + ", ".join(WHOLE_DATABASE_STRATEGIES) + ", as the environment's policy accepts: -p backup_strategy "
+            "full). Nothing was written; the database was not changed.")
 
 
 def _advice(exc: OSError) -> str:
@@ -283,38 +282,69 @@ def _resolve(conn: psycopg.Connection[Any], pieces: tuple[AtRiskPiece, ...]) -> 
     return resolved
 
 
-def _copy_piece(conn: psycopg.Connection[Any], folder: Path, index: int, item: _Resolved) -> SavedFile:
-    """Binary COPY of the piece's rows into its file, hashed as it is written, then synced."""
+def _copy_pieces(target: DatabaseTarget, server_major: int, snapshot: str, folder: Path,
+                 resolved: list[_Resolved]) -> tuple[SavedFile, ...]:
+    """Binary COPY of every piece into its file, by psql in the backup's snapshot, then each file synced and hashed.
+
+    psql's \\copy writes the rows as the server sends them; reading them through Python costs a call per row,
+    several times the server's scan on a big table.
+    """
+    names = [_file_name(index, item) for index, item in enumerate(resolved, 1)]
+    script = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;",
+              f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string()};",
+              f"SET lock_timeout = {sql.Literal(LOCK_WAIT_TIMEOUT).as_string()};"]
+    for item, name in zip(resolved, names):
+        query = _query(item).as_string()
+        if "\n" in query or "\r" in query:
+            # \copy takes one line; a condition whose text spans lines (a literal with a line break) cannot go.
+            raise AtRiskInsufficient(_insufficient((f"{item.piece.revision}: {item.piece.why}: its condition spans "
+                                                    "several lines, which psql's \\copy cannot take",)))
+        # Relative names, in psql's working folder: nothing in them needs quoting.
+        script.append(f"\\copy ({query}) TO '{name}' WITH (FORMAT binary)")
+    script.append("COMMIT;")
+    psql = find_pg_tool("psql", server_major)
+    completed = subprocess.run(
+        [str(psql.path), "-X", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"], input="\n".join(script) + "\n",
+        cwd=folder, env=libpq_environment(target), capture_output=True, text=True, errors="replace", check=False,
+        preexec_fn=end_with_parent)
+    if completed.returncode != 0:
+        stderr = stderr_tail(target.scrub(completed.stderr), 20)
+        if "no space left" in stderr.lower():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise AtRiskBackupFailed(f"psql's copy of the data at risk failed with exit code {completed.returncode}: "
+                                 f"{stderr}. {_NOTHING_KEPT}")
+    rows = [int(line.split()[1]) for line in completed.stdout.splitlines() if re.fullmatch(r"COPY \d+", line)]
+    if len(rows) != len(resolved):
+        raise AtRiskBackupFailed(f"psql reported {len(rows)} copies for {len(resolved)} pieces. {_NOTHING_KEPT}")
+    saved = []
+    for item, name, count in zip(resolved, names, rows):
+        path = folder / name
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())  # a full disk can surface only here
+        path.chmod(0o600)
+        piece = item.piece
+        saved.append(SavedFile(name, item.schema, item.table, piece.keep, item.key_columns, item.columns,
+                               piece.predicate, count, path.stat().st_size, file_sha256(path), piece.revision,
+                               piece.why))
+    return tuple(saved)
+
+
+def _file_name(index: int, item: _Resolved) -> str:
+    part = "rows" if item.piece.keep == "whole_rows" else "_".join(item.piece.columns)
+    return f"{index:02d}_{_safe_name(item.schema)}.{_safe_name(item.table)}_{_safe_name(part)}.copy"
+
+
+def _query(item: _Resolved) -> sql.Composed:
+    """The rows and columns of a piece; no alias: a migration's condition may name the table, as live checks read it."""
     piece = item.piece
     conditions = [sql.SQL("({})").format(sql.SQL(piece.predicate))] if piece.predicate else []
     if piece.only_non_null:
         conditions.append(sql.SQL("({}) IS NOT NULL").format(
             sql.SQL(", ").join(sql.Identifier(item.table, c) for c in piece.columns)))
-    # No alias: a migration's condition may name the table, as the live checks read it.
-    query = sql.SQL("SELECT {} FROM {}{}").format(
+    return sql.SQL("SELECT {} FROM {}{}").format(
         sql.SQL(", ").join(sql.Identifier(item.table, c) for c, _ in item.columns),
         sql.Identifier(item.schema, item.table),
         sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL(""))
-    part = "rows" if piece.keep == "whole_rows" else "_".join(piece.columns)
-    name = f"{index:02d}_{_safe_name(item.schema)}.{_safe_name(item.table)}_{_safe_name(part)}.copy"
-    digest, size = hashlib.sha256(), 0
-    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with conn.cursor() as cursor:
-            with cursor.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)) as copy:
-                for chunk in copy:
-                    data = bytes(chunk)
-                    digest.update(data)
-                    size += len(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-            rows = cursor.rowcount
-        os.fsync(fd)  # a full disk can surface only here
-    finally:
-        os.close(fd)
-    return SavedFile(name, item.schema, item.table, piece.keep, item.key_columns, item.columns, piece.predicate,
-                     rows, size, digest.hexdigest(), piece.revision, piece.why)
 
 
 def _dump_schema(target: DatabaseTarget, server_major: int, snapshot: str, resolved: list[_Resolved],

@@ -98,6 +98,10 @@ def _what_the_run_did(record: RunRecord) -> list[str]:
             record.backup.verification, record.backup.verification or "nothing")
         state = "verified" if record.backup.verified else "NOT verified"
         lines.append(f"backup {record.backup.path} ({state} by {how})")
+    if record.at_risk_backup is not None and record.runbook == "rollback":
+        folder = record.at_risk_backup.get("folder")
+        lines.append(f"at-risk backup {folder} ({record.at_risk_backup.get('rows')} rows; to put them back after a "
+                     f"fix-forward: rollbook run restore-lost-data -p at_risk_backup {folder})")
     checks = (record.verification or {}).get("checks") or []
     if checks:
         words = {"passed": "passed", "failed": "FAILED", "not_checked": "not checked"}

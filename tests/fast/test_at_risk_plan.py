@@ -3,13 +3,13 @@ anything the plan could not pin down makes the backup insufficient, with the rea
 
 from __future__ import annotations
 
+from rollbook.planning.at_risk import AtRiskPiece, at_risk_scope
 from rollbook.planning.downgrade_path import DowngradePath
 from rollbook.planning.operations import LiveCheck, Operation, Risk, TableName
 from rollbook.planning.plan import DowngradePlan
 from rollbook.planning.step import PlanStep
 from rollbook.planning.verdict import judge
 from rollbook.project.migrations import RevisionInfo
-from rollbook.recovery.at_risk_scope import AtRiskPiece, at_risk_scope
 
 USERS = TableName(None, "users")
 
