@@ -8,10 +8,14 @@ row). Then times, once each (they take minutes):
 - `full`: rollbook's `take_backup` (`pg_dump -Fc` of the whole database);
 - `parallel`: `pg_dump -Fd -j 2` of the whole database, the parallel strategy's dump;
 - `at_risk`: rollbook's `take_at_risk_backup` for the plan of `downgrade -1` (the (id, tag) pairs);
-- the restore paths: the full dump restored into a new database (`pg_restore`, one job), and the
-  lost-data restore after the real downgrade and a fix-forward upgrade (`restore_lost_data`).
+- `pitr`: rollbook's `create_wal_restore_point` on the server archiving WAL into a folder (`cp`), after
+  a base backup (`pg_basebackup`, timed apart: a team takes those on its own schedule);
+- the restore paths: the full dump restored into a new database (`pg_restore`, one job); the cluster
+  restored to the restore point (the base backup started with `recovery_target_name`, until it
+  accepts connections, after the real downgrade ran); and the lost-data restore after that
+  downgrade and a fix-forward upgrade (`restore_lost_data`).
 
-Bars: at_risk_s <= 0.10 x full_s. parallel is reported as a ratio to full.
+Bars: at_risk_s <= 0.10 x full_s; pitr_s <= 2 s. parallel is reported as a ratio to full.
 
 Run from the repository root: .venv/bin/python bench/backup_strategies.py [--scale 1.0] [--work-dir DIR]
 """
@@ -20,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -31,17 +38,22 @@ from typing import Any, TypeVar
 import psycopg
 from alembic import command
 from bench_support import machine
+from psycopg import sql
 
 from rollbook.pg.client_tools import find_pg_tool, libpq_environment
 from rollbook.pg.database import DatabaseTarget, connect
+from rollbook.pg.embedded_cluster import prepare_runtime_dirs
+from rollbook.pg.embedded_install import as_account, server_account
 from rollbook.pg.embedded_server import EmbeddedServer, start_embedded_server
 from rollbook.planning.plan import plan_downgrade
 from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 from rollbook.recovery.at_risk_backup import load_at_risk_backup, take_at_risk_backup
 from rollbook.recovery.backup import take_backup
 from rollbook.recovery.lost_data_restore import restore_lost_data
+from rollbook.recovery.wal_restore_point import create_wal_restore_point
 
 AT_RISK_BAR = 0.10
+PITR_BAR_S = 2.0
 DATABASE = "bench_backup"
 RESULTS = Path(__file__).resolve().parent / "results" / "backup_strategies.json"
 # Rows at scale 1: events rows are about 330 bytes on disk, accounts rows about 300.
@@ -118,15 +130,59 @@ def pg_tool(target: DatabaseTarget, name: str, *arguments: str) -> None:
 
 @contextmanager
 def bench_server(work: Path) -> Iterator[EmbeddedServer]:
-    server = start_embedded_server(work / "pg")
+    """A server with WAL archiving on; its archive_command discards segments until `archive_into` sets a folder."""
+    server = start_embedded_server(work / "pg", settings={"archive_mode": "on"})
     try:
+        set_archive_command(server, "true")
         yield server
     finally:
         server.stop(delete_data=True)
+        shutil.rmtree(server.data_dir.parent / "wal-archive", ignore_errors=True)
+
+
+def set_archive_command(server: EmbeddedServer, archive_command: str) -> None:
+    with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(
+            sql.Literal(archive_command)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def archive_into(server: EmbeddedServer) -> Path:
+    """Archive every WAL segment into a folder from now on, as a team's archive_command would.
+
+    The folder is next to the cluster (the server's account can reach it; the work folder is root's own).
+    """
+    archive = server.data_dir.parent / "wal-archive"
+    archive.mkdir(mode=0o700)
+    account = server_account()
+    if account is not None:
+        os.chown(archive, account.uid, account.gid)
+    folder = shlex.quote(str(archive))
+    set_archive_command(server, f"test ! -f {folder}/%f && cp %p {folder}/%f")
+    return archive
+
+
+def base_backup(server: EmbeddedServer, base_dir: Path) -> Path:
+    """pg_basebackup of the whole cluster into a new embedded-server folder; its data directory."""
+    account = server_account()
+    base_dir.mkdir()
+    data_dir, _ = prepare_runtime_dirs(base_dir, account)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    subprocess.run([str(server.bin_dir / "pg_basebackup"), "-D", str(data_dir), "-h", str(server.socket_dir),
+                    "-p", str(server.port), "-U", "postgres", "--checkpoint=fast", "--no-sync"],
+                   env=env, cwd="/", check=True, capture_output=True, **as_account(account))
+    return data_dir
+
+
+def tags(url: str) -> int:
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT count(tag) FROM events").fetchone()
+    return int(row[0]) if row else -1
 
 
 def run(scale: float, work: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {"benchmark": "backup_strategies", "scale": scale, "bar_at_risk_vs_full": AT_RISK_BAR}
+    results: dict[str, Any] = {"benchmark": "backup_strategies", "scale": scale, "bar_at_risk_vs_full": AT_RISK_BAR,
+                               "bar_pitr_s": PITR_BAR_S}
     with bench_server(work) as server:
         with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -136,6 +192,7 @@ def run(scale: float, work: Path) -> dict[str, Any]:
         command.upgrade(config, "head")
         results["data"] = load_data(target, scale)
         print(f"loaded: {results['data']}", flush=True)
+        tagged = tags(server.url(DATABASE))
 
         results["plan_s"], plan = timed(lambda: plan_downgrade(target, project, "-1"))
         results["full_s"], full = timed(lambda: take_backup(target, work / "full", revisions=plan.path.current))
@@ -149,6 +206,32 @@ def run(scale: float, work: Path) -> dict[str, Any]:
         results["at_risk_bytes"], results["at_risk_rows"] = at_risk.size_bytes, at_risk.rows
         print(f"at-risk: {results['at_risk_s']:.1f} s", flush=True)
 
+        archive = archive_into(server)
+        results["base_backup_s"], restored_data = timed(lambda: base_backup(server, work / "restored"))
+        results["pitr_s"], point = timed(lambda: create_wal_restore_point(target, "bench",
+                                                                          revisions=plan.path.current))
+        results["pitr_archived"] = point.archived
+        print(f"pitr: {results['pitr_s']:.2f} s (base backup {results['base_backup_s']:.1f} s)", flush=True)
+
+        results["downgrade_s"], _ = timed(lambda: command.downgrade(config, "-1"))
+        (restored_data / "recovery.signal").touch()
+        recovery = {**point.recovery_settings(), "recovery_target_action": "promote", "hot_standby": "off",
+                    "restore_command": f"cp {shlex.quote(str(archive))}/%f %p"}
+        results["pitr_restore_s"], recovered = timed(lambda: start_embedded_server(work / "restored",
+                                                                                   settings=recovery))
+        try:
+            results["pitr_restore_tags_equal"] = tags(recovered.url(DATABASE)) == tagged
+        finally:
+            recovered.stop(delete_data=True)
+        print(f"pitr restore: {results['pitr_restore_s']:.1f} s", flush=True)
+        set_archive_command(server, "true")  # the restores below are not part of the point-in-time test
+
+        results["fix_forward_s"], _ = timed(lambda: command.upgrade(config, "head"))
+        results["lost_data_restore_s"], lost = timed(lambda: restore_lost_data(
+            target, load_at_risk_backup(at_risk.folder), execute=True))
+        results["lost_data_restore_verified"] = lost.verified and tags(server.url(DATABASE)) == tagged
+        print(f"lost-data restore: {results['lost_data_restore_s']:.1f} s, verified {lost.verified}", flush=True)
+
         with connect(target) as conn:
             conn.execute("CREATE DATABASE bench_restored")
         restored = DatabaseTarget.from_url(server.url("bench_restored"))
@@ -156,20 +239,13 @@ def run(scale: float, work: Path) -> dict[str, Any]:
                                                               "bench_restored", str(full.path)))
         print(f"full restore: {results['full_restore_s']:.1f} s", flush=True)
         with connect(target) as conn:
-            conn.execute("DROP DATABASE bench_restored")
-
-        results["downgrade_s"], _ = timed(lambda: command.downgrade(config, "-1"))
-        results["fix_forward_s"], _ = timed(lambda: command.upgrade(config, "head"))
-        results["lost_data_restore_s"], lost = timed(lambda: restore_lost_data(
-            target, load_at_risk_backup(at_risk.folder), execute=True))
-        results["lost_data_restore_verified"] = lost.verified
-        print(f"lost-data restore: {results['lost_data_restore_s']:.1f} s, verified {lost.verified}", flush=True)
-        with connect(target) as conn:
             version = conn.execute("SHOW server_version").fetchone()
+            conn.execute("DROP DATABASE bench_restored")
         results["server_version"] = version[0] if version else None
     results["at_risk_vs_full"] = results["at_risk_s"] / results["full_s"]
     results["parallel_vs_full"] = results["parallel_s"] / results["full_s"]
     results["at_risk_meets_bar"] = results["at_risk_vs_full"] <= AT_RISK_BAR
+    results["pitr_meets_bar"] = results["pitr_s"] <= PITR_BAR_S
     results["machine"] = machine(note="2 cores shared with other helpers' work while this ran")
     return results
 
