@@ -40,7 +40,7 @@ REVISIONS = {
     "aaaa00000001": (None, f"op.execute({SCHEMA!r})", 'op.execute("DROP TABLE children, items")'),
     "aaaa00000002": ("aaaa00000001", 'op.execute("ALTER TABLE items ADD COLUMN code text")',
                      'op.execute("ALTER TABLE items DROP COLUMN code")'),
-    "aaaa00000003": ("aaaa00000002", 'op.execute("CREATE TABLE extras (id int PRIMARY KEY, val numeric(8, 2))")',
+    "aaaa00000003": ("aaaa00000002", 'op.execute("CREATE TABLE extras (id serial PRIMARY KEY, val numeric(8, 2))")',
                      'op.execute("DROP TABLE extras")'),
     "aaaa00000004": ("aaaa00000003", "op.execute(\"UPDATE items SET note = 'migrated' WHERE note IS NULL\")",
                      "op.execute(\"DELETE FROM items WHERE note = 'migrated'\")"),
@@ -118,6 +118,8 @@ def test_at_risk_backup_saves_exactly_what_is_lost_and_puts_it_back(
     assert by_table[("public.extras", "whole_rows")].rows_written == 25
     assert by_table[("public.items", "key_and_columns")].rows_written == 27
     json.dumps(restored.to_dict())
+    with connect(target) as conn:  # the re-created sequence moved past the restored keys
+        assert conn.execute("INSERT INTO extras (val) VALUES (1) RETURNING id").fetchone() == (26,)
 
 
 def test_restore_refuses_a_column_whose_type_changed_and_a_damaged_file(

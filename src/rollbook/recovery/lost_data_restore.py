@@ -175,6 +175,7 @@ def _restore_file(conn: psycopg.Connection[Any], backup: AtRiskBackup, saved: Sa
         written = conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s{}").format(
             table, listed, listed, saved_table, missing)).rowcount
         gone = 0
+        _advance_sequences(conn, saved, names)
     else:
         values = sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in names if c not in keys)
         written = conn.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
@@ -193,6 +194,22 @@ def _restore_file(conn: psycopg.Connection[Any], backup: AtRiskBackup, saved: Sa
         restored_sum = _checksum(conn, sql.SQL("SELECT count(*), {} FROM {} AS x").format(row_hash, table))
     return RestoredFile(saved.name, saved.qualified_table, saved.keep, saved.rows, written,
                         saved.rows - written - gone, gone, saved_sum, restored_sum)
+
+
+def _advance_sequences(conn: psycopg.Connection[Any], saved: SavedFile, names: list[str]) -> None:
+    """Move each sequence a restored column takes its values from past the largest restored value.
+
+    A fix-forward re-creates a serial or identity column's sequence from its start: the application's next
+    insert would collide with a restored key.
+    """
+    table = sql.Identifier(saved.schema, saved.table)
+    for name in names:
+        row = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", [table.as_string(), name]).fetchone()
+        if row is None or row[0] is None:
+            continue
+        conn.execute(sql.SQL("SELECT setval(%s::regclass, m) FROM (SELECT max({}) AS m FROM {}) AS x "
+                             "WHERE m > coalesce(pg_sequence_last_value(%s::regclass), 0)").format(
+            sql.Identifier(name), table), [row[0], row[0]])
 
 
 def _same_key(keys: list[str], left: str, right: str) -> sql.Composed:
