@@ -161,6 +161,8 @@ def _restore_file(conn: psycopg.Connection[Any], backup: AtRiskBackup, saved: Sa
         with cursor.copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(saved_table)) as copy:
             while chunk := handle.read(_CHUNK):
                 copy.write(chunk)
+    # A temporary table has no statistics until analysed: without them a join over millions of rows is planned blind.
+    conn.execute(sql.SQL("ANALYZE {}").format(saved_table))
     loaded = _number(conn, sql.SQL("SELECT count(*) FROM {}").format(saved_table))
     if loaded != saved.rows:
         raise LostDataNotVerified(f"{saved.name} holds {loaded} rows, but its manifest says {saved.rows}: the restore "
