@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from alembic import command
+from alembic.config import Config
 from bench_support import machine
 from psycopg import sql
 
@@ -45,7 +46,7 @@ from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.embedded_cluster import prepare_runtime_dirs
 from rollbook.pg.embedded_install import as_account, server_account
 from rollbook.pg.embedded_server import EmbeddedServer, start_embedded_server
-from rollbook.planning.plan import plan_downgrade
+from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.project.migrations import MigrationProject, alembic_config_for, load_project
 from rollbook.recovery.at_risk_backup import load_at_risk_backup, take_at_risk_backup
 from rollbook.recovery.backup import take_backup
@@ -180,7 +181,7 @@ def tags(url: str) -> int:
     return int(row[0]) if row else -1
 
 
-def run(scale: float, work: Path) -> dict[str, Any]:
+def run(scale: float, work: Path, *, at_risk_only: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"benchmark": "backup_strategies", "scale": scale, "bar_at_risk_vs_full": AT_RISK_BAR,
                                "bar_pitr_s": PITR_BAR_S}
     with bench_server(work) as server:
@@ -195,6 +196,8 @@ def run(scale: float, work: Path) -> dict[str, Any]:
         tagged = tags(server.url(DATABASE))
 
         results["plan_s"], plan = timed(lambda: plan_downgrade(target, project, "-1"))
+        if at_risk_only:
+            return {**results, **at_risk_path(target, plan, config, work, tagged, server.url(DATABASE))}
         results["full_s"], full = timed(lambda: take_backup(target, work / "full", revisions=plan.path.current))
         results["full_bytes"] = full.size_bytes
         print(f"full: {results['full_s']:.1f} s", flush=True)
@@ -250,14 +253,31 @@ def run(scale: float, work: Path) -> dict[str, Any]:
     return results
 
 
+def at_risk_path(target: DatabaseTarget, plan: DowngradePlan, config: Config, work: Path, tagged: int,
+                 url: str) -> dict[str, Any]:
+    """The at-risk backup, the real downgrade, the fix-forward and the lost-data restore alone."""
+    results: dict[str, Any] = {"at_risk_only": True}
+    results["at_risk_s"], at_risk = timed(lambda: take_at_risk_backup(target, plan, work / "at-risk"))
+    results["at_risk_bytes"], results["at_risk_rows"] = at_risk.size_bytes, at_risk.rows
+    results["downgrade_s"], _ = timed(lambda: command.downgrade(config, "-1"))
+    results["fix_forward_s"], _ = timed(lambda: command.upgrade(config, "head"))
+    results["lost_data_restore_s"], lost = timed(lambda: restore_lost_data(
+        target, load_at_risk_backup(at_risk.folder), execute=True))
+    results["lost_data_restore_verified"] = lost.verified and tags(url) == tagged
+    results["machine"] = machine(note="2 cores shared with other helpers' work while this ran")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the rows (1.0: about 4.5 GB)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the server and the backups go")
+    parser.add_argument("--at-risk-only", type=Path, default=None, metavar="RESULTS",
+                        help="only the at-risk backup and the lost-data restore, written to RESULTS")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="bench-backup-") as work:
-        results = run(args.scale, Path(work))
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        results = run(args.scale, Path(work), at_risk_only=args.at_risk_only is not None)
+    (args.at_risk_only or RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v for k, v in results.items() if k.endswith(("_s", "_full"))}, indent=2))
 
 
