@@ -36,14 +36,15 @@ from rollbook.pg.identity import read_identity
 from rollbook.planning.at_risk import AtRiskPiece, Keep, at_risk_scope
 from rollbook.planning.data_loss import regclass_text
 from rollbook.planning.plan import DowngradePlan
+from rollbook.policy.rules import BACKUP_STRATEGIES
+from rollbook.recovery.backup import LOCK_WAIT_TIMEOUT, safe_file_name
 
 MANIFEST = "manifest.json"
 SCHEMA_FILE = "schema.sql"
 MANIFEST_FORMAT = "rollbook-at-risk/1"
 PARTIAL_SUFFIX = ".partial"
 # Strategies that copy the whole database, for the refusal to name (the policy decides which are accepted).
-WHOLE_DATABASE_STRATEGIES = ("full", "parallel", "pitr")
-LOCK_WAIT_TIMEOUT = "60s"
+WHOLE_DATABASE_STRATEGIES = tuple(s for s in BACKUP_STRATEGIES if s != "at-risk")
 
 
 class AtRiskInsufficient(BadInput):
@@ -233,14 +234,10 @@ def _discard(partial: Path | None) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip(".") or "_"
-
-
 def _final_name(folder: Path, database: str, taken: str, revisions: tuple[str, ...]) -> Path:
     folder = folder.expanduser().absolute()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    stem = f"at-risk_{_safe_name(database)}_{taken}_{_safe_name(revisions[0]) if revisions else 'base'}"
+    stem = f"at-risk_{safe_file_name(database)}_{taken}_{safe_file_name(revisions[0]) if revisions else 'base'}"
     for attempt in range(1, 1000):
         final = folder / (stem if attempt == 1 else f"{stem}_{attempt}")
         if not final.exists() and not final.with_name(final.name + PARTIAL_SUFFIX).exists():
@@ -331,7 +328,7 @@ def _copy_pieces(target: DatabaseTarget, server_major: int, snapshot: str, folde
 
 def _file_name(index: int, item: _Resolved) -> str:
     part = "rows" if item.piece.keep == "whole_rows" else "_".join(item.piece.columns)
-    return f"{index:02d}_{_safe_name(item.schema)}.{_safe_name(item.table)}_{_safe_name(part)}.copy"
+    return f"{index:02d}_{safe_file_name(item.schema)}.{safe_file_name(item.table)}_{safe_file_name(part)}.copy"
 
 
 def _query(item: _Resolved) -> sql.Composed:
