@@ -53,6 +53,17 @@ def test_without_a_file_the_defaults_apply(project: Path) -> None:
     assert load_policy(project).source == DEFAULTS_SOURCE
 
 
+def test_backup_strategies_default_to_full_and_a_file_chooses_them_with_the_default_first(project: Path) -> None:
+    assert (PRODUCTION.backup_strategies, PRODUCTION.default_backup_strategy) == (("full", "pitr"), "full")
+    assert (STAGING.backup_strategies, STAGING.default_backup_strategy) == (
+        ("full", "parallel", "at-risk", "pitr"), "full")
+
+    production = load_policy(policy_file(project, '[policy.production]\nbackup_strategies = ["pitr", "full"]\n'))
+
+    assert production.for_environment("production").default_backup_strategy == "pitr"
+    assert production.to_dict()["environments"]["production"]["backup_strategies"] == ["pitr", "full"]
+
+
 def test_a_file_changes_only_the_rules_it_names(project: Path) -> None:
     policy = load_policy(policy_file(project, "[policy.staging]\nrequire_approver = true\nwindow_minutes = 30\n"))
 
@@ -103,6 +114,15 @@ def test_pyproject_tool_rollbook_is_read_too(project: Path) -> None:
      "ignore them. Move them there and retry."),
     ("policy = 3\n",
      "[policy] must be a table of environments, like [policy.production]. Fix the file and retry."),
+    ('[policy.production]\nbackup_strategies = "pitr"\n',
+     "[policy.production] backup_strategies must be a list of strategies without repeats, the default first, like "
+     "[\"pitr\", \"full\"], not 'pitr'. Fix the file and retry; nothing was changed."),
+    ('[policy.production]\nbackup_strategies = ["full", "full"]\n',
+     "[policy.production] backup_strategies must be a list of strategies without repeats, the default first, like "
+     "[\"pitr\", \"full\"], not ['full', 'full']. Fix the file and retry; nothing was changed."),
+    ('[policy.production]\nbackup_strategies = ["snapshot"]\n',
+     "[policy.production] backup_strategies names 'snapshot', which is no strategy rollbook knows (known: full, "
+     "parallel, at-risk, pitr). Fix the file and retry; nothing was changed."),
 ])
 def test_a_mistake_in_the_file_is_refused_naming_the_file_and_the_rule(project: Path, text: str, problem: str) -> None:
     path = policy_file(project, text) / "rollbook.toml"

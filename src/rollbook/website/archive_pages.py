@@ -127,7 +127,7 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
     """The facts of a run at a glance, its pictures (unless the notebook drew them) and its files."""
     # An unreadable record still gets its page: its run id, why it could not be read, and its files.
     s = record.record or RunRecord(run_id=record.run_id, runbook="")
-    backup, identity = s.backup, s.identity
+    backup, identity, point = s.backup, s.identity, s.wal_restore_point
     runbook = next((r for r in runbooks if r.name == s.runbook), None)
     facts = [
         ("run", markdown.code(record.run_id)),
@@ -146,6 +146,9 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
         ("plan", markdown.cell(" ".join(v for v in (s.plan_hash, s.plan_verdict) if v))),
         ("backup", markdown.cell(f"{backup.path}, {backup.size_bytes} bytes, sha256 {backup.sha256}, verified: "
                                  f"{backup.verified}") if backup else ""),
+        ("backup strategy", markdown.cell(s.backup_strategy or "")),
+        ("restore point", markdown.cell(f"{point.name} at LSN {point.lsn}, timeline {point.timeline}, WAL segment "
+                                        f"{point.segment}, archived: {point.archived}") if point else ""),
         ("started", markdown.cell(s.started_at.isoformat() if s.started_at else "")),
         ("finished", markdown.cell(s.finished_at.isoformat() if s.finished_at else "")),
         ("manifest", record.manifest),
