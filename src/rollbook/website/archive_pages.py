@@ -127,7 +127,7 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
     """The facts of a run at a glance, its pictures (unless the notebook drew them) and its files."""
     # An unreadable record still gets its page: its run id, why it could not be read, and its files.
     s = record.record or RunRecord(run_id=record.run_id, runbook="")
-    backup, identity, point = s.backup, s.identity, s.wal_restore_point
+    backup, identity, point, at_risk = s.backup, s.identity, s.wal_restore_point, s.at_risk_backup
     runbook = next((r for r in runbooks if r.name == s.runbook), None)
     facts = [
         ("run", markdown.code(record.run_id)),
@@ -149,6 +149,8 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
         ("backup strategy", markdown.cell(s.backup_strategy or "")),
         ("restore point", markdown.cell(f"{point.name} at LSN {point.lsn}, timeline {point.timeline}, WAL segment "
                                         f"{point.segment}, archived: {point.archived}") if point else ""),
+        ("at-risk backup", markdown.cell(f"{at_risk.get('folder')}, {at_risk.get('rows')} rows in "
+                                         f"{len(at_risk.get('files', []))} file(s)") if at_risk else ""),
         ("started", markdown.cell(s.started_at.isoformat() if s.started_at else "")),
         ("finished", markdown.cell(s.finished_at.isoformat() if s.finished_at else "")),
         ("manifest", record.manifest),
