@@ -124,7 +124,6 @@ def test_a_policy_file_sets_the_accepted_strategies_and_the_first_is_the_default
     ("nope", "backup_strategy must be one of full, parallel, at-risk, pitr"),
     ("pitr", "The pitr strategy needs continuous archiving, but this server has archive_mode = off: set "
              "archive_mode = on and an archive_command"),
-    ("at-risk", "The at-risk backup strategy is not available in this build"),
 ])
 def test_a_strategy_that_cannot_run_here_is_bad_input_and_changes_nothing(demo_url, tmp_path, strategy, words):
     before = fingerprint(demo_url)

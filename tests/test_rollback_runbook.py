@@ -80,7 +80,8 @@ def test_runbooks_are_stored_without_outputs_and_declare_their_parameters(runboo
     assert list(declared) == list(notebook_parameters(parameters))
     # And the notebook's defaults are parameters the dataclass accepts (the restore runbook needs its backup named).
     defaults = {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
-    named = {"backup": "20260113T140500Z-3f9a1c"} if runbook == "restore" else {}
+    named = {"restore": {"backup": "20260113T140500Z-3f9a1c"},
+             "restore-lost-data": {"at_risk_backup": "backups/at-risk_app"}}.get(runbook, {})
     assert parameters.read({**defaults, **named}).to_dict()["database_url"] == "(from DATABASE_URL)"
 
 

@@ -326,7 +326,8 @@ def run(runbook: str, output_path: str | None, typed: tuple[tuple[str, str], ...
         output: str | None, cell_timeout: int, run_timeout: int, log_output: bool) -> None:
     """Run RUNBOOK with papermill and archive its record; also write the executed notebook to OUTPUT.
 
-    RUNBOOK is a bundled runbook (rollback, status, plan, backup, restore, rollback-test) or a notebook's path.
+    RUNBOOK is a bundled runbook (rollback, status, plan, backup, restore, restore-lost-data, rollback-test) or a
+    notebook's path.
     Parameters are given as papermill takes them: -f FILE, -y YAML, -p NAME VALUE, -r NAME VALUE.
 
     A password in database_url is moved to the kernel's environment, never into the notebook. Exits

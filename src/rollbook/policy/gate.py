@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
 from rollbook.outcomes import Outcome as RunOutcome
+from rollbook.planning.at_risk import at_risk_scope
 from rollbook.planning.operations import NO_DOWNGRADE, Risk
 from rollbook.planning.plan import DowngradePlan
 from rollbook.policy.rules import EnvironmentRules, PolicyRules
@@ -238,7 +239,7 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
         _atomic_rule(env, name, request, plan),
         _data_written_rule(env, name, request, plan),
         _blocking_rule(plan),
-        _strategy_rule(env, name, request),
+        _strategy_rule(env, name, request, plan),
         _backup_rule(env, name, request, backup_verified),
         _rehearsal_rule(env, name, request),
     )
@@ -455,16 +456,25 @@ def _blocking_rule(plan: DowngradePlan) -> RuleResult:
                       "no counted row and no object in the catalog would make the downgrade fail")
 
 
-def _strategy_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -> RuleResult:
+def _strategy_rule(env: EnvironmentRules, name: str, request: RollbackRequest, plan: DowngradePlan) -> RuleResult:
     accepted = env.backup_strategies
     strategy = request.backup_strategy or env.default_backup_strategy
-    if strategy in accepted:
-        how = "asked for" if request.backup_strategy else "the default"
-        return RuleResult("backup strategy", "pass", f"{strategy} ({how}) is accepted in {name}")
-    return RuleResult("backup strategy", "fail",
-                      f"the {strategy} strategy is not accepted in {name} (accepted: {', '.join(accepted)})",
-                      f"pass -p backup_strategy {accepted[0]}, or add {strategy} to backup_strategies in the "
-                      f"policy of {name}")
+    if strategy not in accepted:
+        return RuleResult("backup strategy", "fail",
+                          f"the {strategy} strategy is not accepted in {name} (accepted: {', '.join(accepted)})",
+                          f"pass -p backup_strategy {accepted[0]}, or add {strategy} to backup_strategies in the "
+                          f"policy of {name}")
+    scope = at_risk_scope(plan) if strategy == "at-risk" else None
+    if scope is not None and not scope.sufficient:
+        # Never a partial copy: what the plan cannot pin down would be lost with no backup of it.
+        others = [s for s in accepted if s != "at-risk"]
+        remedy = (f"pass -p backup_strategy {others[0]} (a copy of the whole database)" if others else
+                  f"add full to backup_strategies in the policy of {name}")
+        return RuleResult("backup strategy", "fail",
+                          f"an at-risk backup cannot protect this downgrade: the plan could not say exactly what it "
+                          f"destroys ({'; '.join(scope.unquantified)})", remedy)
+    how = "asked for" if request.backup_strategy else "the default"
+    return RuleResult("backup strategy", "pass", f"{strategy} ({how}) is accepted in {name}")
 
 
 def _backup_rule(env: EnvironmentRules, name: str, request: RollbackRequest,

@@ -233,6 +233,11 @@ class RunRecord(_Part):
     restore_plan: _Details | None = Field(default=None, description="where the backup goes and the command")
     restore_hash: str | None = Field(default=None, description="the hash an approver names for a restore")
     restore: _Details | None = Field(default=None, description="the restore as executed")
+    # The at-risk backup (a rollback's safety net) and the restore-lost-data runbook.
+    at_risk_backup: _Details | None = Field(default=None, description="the at-risk backup: each file, what it holds, "
+                                                                      "its rows and sha256")
+    lost_data_restore: _Details | None = Field(default=None, description="the saved data written back: rows and "
+                                                                         "checksums per file")
     # The rollback-test runbook.
     rollback_test: _Details | None = Field(default=None, description="every revision's round trip on scratch databases")
 

@@ -8,6 +8,7 @@ claim more than the record holds: a backup read with `pg_restore --list` is "lis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rollbook.records.model import BackupFacts, RunRecord, WalRestorePointFacts
 
@@ -95,6 +96,7 @@ def glance(record: RunRecord) -> tuple[Fact, ...]:
              else ""),
         Fact("backup check", backup_check_in_words(record.backup) if record.backup else ""),
         Fact("backup strategy", record.backup_strategy or ""),
+        Fact("at-risk backup", at_risk_backup_in_words(record.at_risk_backup) if record.at_risk_backup else ""),
         Fact("restore point", restore_point_in_words(record.wal_restore_point) if record.wal_restore_point else ""),
     ]
     return tuple(fact for fact in facts if fact.value)
@@ -104,6 +106,11 @@ def restore_point_in_words(point: WalRestorePointFacts) -> str:
     """A pitr restore point: its name, where it is in the WAL, and whether the archiver reported it archived."""
     archived = "archived" if point.archived else f"NOT archived ({point.archived_detail or 'not reported'})"
     return f"{point.name} at LSN {point.lsn}, timeline {point.timeline}, WAL segment {point.segment}, {archived}"
+
+
+def at_risk_backup_in_words(at_risk: dict[str, Any]) -> str:
+    """An at-risk backup: its folder, and how many rows in how many files it saved."""
+    return f"{at_risk.get('folder')}, {at_risk.get('rows')} rows in {len(at_risk.get('files', []))} file(s)"
 
 
 def _revisions(value: list[str] | None) -> str:

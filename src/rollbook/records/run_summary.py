@@ -56,6 +56,10 @@ def run_facts(record: RunRecord) -> list[str]:
         how = _VERIFIED_BY.get(record.backup.verification, record.backup.verification or "nothing")
         state = "verified" if record.backup.verified else "NOT verified"
         lines.append(f"backup {record.backup.path} ({state} by {how})")
+    if record.at_risk_backup is not None and record.runbook == "rollback":
+        folder = record.at_risk_backup.get("folder")
+        lines.append(f"at-risk backup {folder} ({record.at_risk_backup.get('rows')} rows; to put them back after a "
+                     f"fix-forward: rollbook run restore-lost-data -p at_risk_backup {folder})")
     if record.rehearsal is not None and record.rehearsal.get("status") != "not_run":
         lines.append(f"rehearsal on a copy: {record.rehearsal.get('status')} ({record.rehearsal.get('summary')})")
     if record.step_timings:

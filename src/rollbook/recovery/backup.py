@@ -258,7 +258,8 @@ def count_table_rows(conn: psycopg.Connection[Any]) -> tuple[tuple[str, int], ..
     return tuple(counts)
 
 
-def _safe_name(text: str) -> str:
+def safe_file_name(text: str) -> str:
+    """`text` with anything but letters, digits, `_`, `.` and `-` replaced: a part of a file name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip(".") or "_"
 
 
@@ -267,8 +268,8 @@ def _reserve_names(
 ) -> tuple[Path, Path]:
     """The final name and its partial file (or empty folder), created private; never an existing name."""
     suffix = DIRECTORY_SUFFIX if directory else BACKUP_SUFFIX
-    stem = f"backup_{_safe_name(database)}_{taken.strftime('%Y%m%dT%H%M%SZ')}_" \
-           f"{_safe_name(revisions[0]) if revisions else 'base'}"
+    stem = f"backup_{safe_file_name(database)}_{taken.strftime('%Y%m%dT%H%M%SZ')}_" \
+           f"{safe_file_name(revisions[0]) if revisions else 'base'}"
     for attempt in range(1, 1000):
         final = folder / f"{stem}{'' if attempt == 1 else f'_{attempt}'}{suffix}"
         partial = final.with_name(final.name + PARTIAL_SUFFIX)

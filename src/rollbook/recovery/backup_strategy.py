@@ -23,6 +23,7 @@ from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.plan import DowngradePlan
 from rollbook.policy.rules import BACKUP_STRATEGIES
 from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
+from rollbook.recovery.at_risk_backup import AtRiskBackup, load_at_risk_backup, take_at_risk_backup
 from rollbook.recovery.backup import Backup
 from rollbook.recovery.wal_restore_point import ARCHIVE_WAIT_SECONDS, WalRestorePoint, create_wal_restore_point
 
@@ -44,6 +45,8 @@ class StrategyBackup:
     strategy: str
     dump: RecordedBackup | None = None
     wal_point: WalRestorePoint | None = None
+    # The at-risk copy, read back after it was written: every file's size and sha256 as its manifest says.
+    at_risk: AtRiskBackup | None = None
 
     @property
     def backup(self) -> Backup | None:
@@ -55,6 +58,8 @@ class StrategyBackup:
         """Whether the safety net was checked: the dump verified, or the restore point's segment archived."""
         if self.dump is not None:
             return self.dump.verified
+        if self.at_risk is not None:
+            return True
         return self.wal_point is not None and self.wal_point.archived
 
     @property
@@ -62,12 +67,19 @@ class StrategyBackup:
         """Why it is (or is not) verified, in one sentence."""
         if self.dump is not None:
             return self.dump.verification.detail
+        if self.at_risk is not None:
+            return (f"every file read back after it was written: {len(self.at_risk.files)} file(s), "
+                    f"{self.at_risk.rows} rows, sizes and sha256 as in the manifest")
         return self.wal_point.archived_detail if self.wal_point else "nothing was taken"
 
     def where(self) -> str:
         """The safety net in a few words, for a summary or a message."""
         if self.backup is not None:
             return f"{self.backup.path} ({self.backup.size_bytes} bytes, sha256 {self.backup.sha256[:12]})"
+        if self.at_risk is not None:
+            folder = self.at_risk.folder
+            return (f"{folder} ({self.at_risk.rows} rows in {len(self.at_risk.files)} file(s); put them back after a "
+                    f"fix-forward: rollbook run restore-lost-data -p at_risk_backup {folder})")
         if self.wal_point is not None:
             return (f"restore point {self.wal_point.name} at LSN {self.wal_point.lsn} "
                     f"(WAL segment {self.wal_point.segment})")
@@ -80,21 +92,24 @@ class StrategyBackup:
             facts["backup"] = self.dump.record_facts()
         if self.wal_point is not None:
             facts["wal_restore_point"] = self.wal_point.record_facts()
+        if self.at_risk is not None:
+            facts["at_risk_backup"] = self.at_risk.to_dict()
         return facts
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "verified": self.verified, "detail": self.detail,
                 "dump": self.dump.to_dict() if self.dump else None,
-                "wal_restore_point": self.wal_point.to_dict() if self.wal_point else None}
+                "wal_restore_point": self.wal_point.to_dict() if self.wal_point else None,
+                "at_risk_backup": self.at_risk.to_dict() if self.at_risk else None}
 
     def to_text(self) -> str:
         parts = [f"Backup strategy: {self.strategy}"]
-        parts += [item.to_text() for item in (self.dump, self.wal_point) if item is not None]
+        parts += [item.to_text() for item in (self.dump, self.wal_point, self.at_risk) if item is not None]
         return "\n".join(parts)
 
     def _repr_markdown_(self) -> str:
         parts = [f"Backup strategy: **{markdown.cell(self.strategy)}**"]
-        parts += [item._repr_markdown_() for item in (self.dump, self.wal_point) if item is not None]
+        parts += [item._repr_markdown_() for item in (self.dump, self.wal_point, self.at_risk) if item is not None]
         return "\n\n".join(parts)
 
 
@@ -117,17 +132,9 @@ def take_backup_with(
         return StrategyBackup(strategy, wal_point=create_wal_restore_point(
             target, run_id, revisions=revisions, wait_seconds=archive_wait_seconds))
     if strategy == "at-risk":
-        return take_at_risk_backup(target, backup_dir, plan=plan)
+        written = take_at_risk_backup(target, plan, backup_dir)
+        return StrategyBackup(strategy, at_risk=load_at_risk_backup(written.folder))
     raise BadInput(f"Unknown backup strategy {strategy!r}: use one of {', '.join(BACKUP_STRATEGIES)}.")
-
-
-def take_at_risk_backup(target: DatabaseTarget, backup_dir: Path, *, plan: DowngradePlan) -> StrategyBackup:
-    """The at-risk strategy's dispatch point: a copy of exactly what `plan` destroys or rewrites.
-
-    Not part of this build yet; until it is, asking for it is refused before anything changes.
-    """
-    raise BadInput("The at-risk backup strategy is not available in this build of rollbook. Nothing was changed: "
-                   "run again with -p backup_strategy full (or another strategy your policy accepts).")
 
 
 def parallel_jobs(target: DatabaseTarget) -> int:

@@ -16,6 +16,7 @@ from rollbook.project.migrations import MigrationProject
 from rollbook.project.status import read_revisions_or_none
 from rollbook.records.run_record import RunRecorder, outcome_of_error
 from rollbook.runs.backup import BackupRun
+from rollbook.runs.lost_data_restore import LostDataRestoreRun
 from rollbook.runs.plan import PlanRun
 from rollbook.runs.rehearsal import RollbackTestRun
 from rollbook.runs.restore import RestoreRun
@@ -25,7 +26,7 @@ from rollbook.runs.status import StatusRun
 
 # Every runbook rollbook ships, by the name of its notebook (runbooks/NAME.ipynb).
 RUNBOOKS: dict[str, type[Runbook[Any]]] = {runbook.name: runbook for runbook in (
-    StatusRun, PlanRun, BackupRun, RollbackRun, RestoreRun, RollbackTestRun)}
+    StatusRun, PlanRun, BackupRun, RollbackRun, RestoreRun, LostDataRestoreRun, RollbackTestRun)}
 R = TypeVar("R", bound=Runbook[Any])
 
 
@@ -80,6 +81,11 @@ def start_rollback_run() -> RollbackRun:
 def start_restore_run() -> RestoreRun:
     """The restore runbook."""
     return start_run(RestoreRun)
+
+
+def start_lost_data_restore_run() -> LostDataRestoreRun:
+    """The restore-lost-data runbook."""
+    return start_run(LostDataRestoreRun)
 
 
 def start_rollback_test_run() -> RollbackTestRun:

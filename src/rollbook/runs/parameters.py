@@ -289,6 +289,40 @@ class RestoreParameters(RunbookParameters):
                           self.execute)
 
 
+@dataclass(frozen=True)
+class LostDataRestoreParameters(RunbookParameters):
+    """The checked parameters of one run putting back, from an at-risk backup, what a downgrade destroyed."""
+
+    runbook: ClassVar[str] = "restore-lost-data"
+
+    at_risk_backup: Path
+    environment: str
+    operator: str
+    operator_from: str = field(metadata=from_parameter(None))
+    approved_by: str
+    ticket: str
+    lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
+    execute: bool
+
+    @classmethod
+    def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        strings = {name: _string(name, given[name]) for name in (
+            "at_risk_backup", "environment", "operator", "approved_by", "ticket")}
+        if not strings["at_risk_backup"]:
+            raise BadInput("Parameter at_risk_backup is empty: name the folder of the at-risk backup taken before the "
+                           "downgrade (the rollback's record and summary print it).")
+        operator, operator_from = _operator(strings["operator"])
+        return {**super().checked(given), "at_risk_backup": Path(strings["at_risk_backup"]).expanduser(),
+                "environment": strings["environment"], "operator": operator, "operator_from": operator_from,
+                "approved_by": strings["approved_by"], "ticket": strings["ticket"],
+                "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
+                "execute": _flag("execute", given["execute"])}
+
+    def requested_by(self) -> RunRequest:
+        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
+                          self.execute)
+
+
 def runbook_values(parameters: type[RunbookParameters], namespace: Mapping[str, Any],
                    hidden: frozenset[str]) -> dict[str, Any]:
     """The runbook's parameters with papermill's values; unknown names and passwords are refused."""

@@ -87,6 +87,7 @@ class BackupReport:
             "backup": dump.record_facts() if dump else None,
             "verification": dump.verification.to_dict() if dump else None,
             "wal_restore_point": self.taken.wal_point.to_dict() if self.taken and self.taken.wal_point else None,
+            "at_risk_backup": self.taken.at_risk.to_dict() if self.taken and self.taken.at_risk else None,
             "policy": self.policy.to_dict() if self.policy else None,
         }
 

@@ -18,7 +18,7 @@ from typing import Any
 from rollbook import markdown
 
 # The procedure's order; runbooks added later follow, by name.
-RUNBOOK_ORDER = ("status", "plan", "backup", "rollback", "restore", "rollback-test")
+RUNBOOK_ORDER = ("status", "plan", "backup", "rollback", "restore", "restore-lost-data", "rollback-test")
 RUNBOOK_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\(runbook:(?P<name>[A-Za-z0-9_.-]+)(?P<anchor>#[^)\s]*)?\)")
 
 # A page's relative URL of another page of the site, given by its source path (src_uri).
