@@ -284,3 +284,24 @@ def test_the_gate_refuses_an_at_risk_backup_of_a_plan_it_cannot_protect(tmp_path
     assert "an at-risk backup cannot protect this downgrade" in run.stdout
     assert "pass -p backup_strategy full (a copy of the whole database)" in run.stdout
     assert contents(target) == before and not (tmp_path / "backups").exists()
+
+
+def test_a_default_at_risk_strategy_falls_back_to_a_whole_copy_for_a_plan_it_cannot_protect(
+        tmp_path: Path, database_url: str) -> None:
+    revisions = {**REVISIONS, "aaaa00000005": (
+        "aaaa00000004", "pass", 'op.execute("DO $$ BEGIN DELETE FROM children WHERE id < 5; END $$")')}
+    migrations, target, _ = project_at_head(tmp_path / "project", database_url, revisions, ROWS)
+    (tmp_path / "project" / "rollbook.toml").write_text('[policy.staging]\nbackup_strategies = ["at-risk", "full"]\n')
+
+    run = rollbook(tmp_path, "run", "rollback", "-p", "environment", "staging", "-p", "operator", "alice",
+                   "-p", "accept_data_loss", "True", "-p", "backup_dir", str(tmp_path / "backups"), "--execute",
+                   url=database_url, config=migrations.config_path)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    [summary] = (tmp_path / "archive").glob("*_rollback_succeeded*.json")
+    record = read_record(json.loads(summary.read_text()))
+    # The policy's default could not cover the DO block, so the next strategy it accepts was taken: a full dump.
+    assert record.backup_strategy == "full" and record.backup is not None and record.at_risk_backup is None
+    [rule] = [r for r in record.policy["results"] if r["rule"] == "backup strategy"]
+    assert rule["outcome"] == "pass" and "at-risk (the default) cannot protect this downgrade" in rule["reason"]
+    assert "full, the next strategy staging accepts, is taken instead" in rule["reason"]

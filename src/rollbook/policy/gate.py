@@ -246,9 +246,19 @@ def evaluate_policy(rules: PolicyRules, request: RollbackRequest, plan: Downgrad
     return PolicyDecision(name, rules.source, results, plan.plan_hash, request.now)
 
 
-def chosen_backup_strategy(rules: PolicyRules, request: RollbackRequest) -> str:
-    """The strategy this rollback's backup is taken with: the one asked for, else the environment's default."""
-    return request.backup_strategy or rules.for_environment(request.environment).default_backup_strategy
+def chosen_backup_strategy(rules: PolicyRules, request: RollbackRequest, plan: DowngradePlan) -> str:
+    """The strategy this rollback's backup is taken with: the one asked for, else the environment's default.
+
+    A default of at-risk that cannot protect this plan (a step it could not quantify) falls back to the next
+    strategy the environment accepts, a copy of the whole database; one asked for by name is never swapped.
+    """
+    env = rules.for_environment(request.environment)
+    if request.backup_strategy:
+        return request.backup_strategy
+    strategy = env.default_backup_strategy
+    if strategy == "at-risk" and not at_risk_scope(plan).sufficient:
+        return next((s for s in env.backup_strategies if s != "at-risk"), strategy)
+    return strategy
 
 
 def _operator_rule(request: RollbackRequest) -> RuleResult:
@@ -468,11 +478,14 @@ def _strategy_rule(env: EnvironmentRules, name: str, request: RollbackRequest, p
     if scope is not None and not scope.sufficient:
         # Never a partial copy: what the plan cannot pin down would be lost with no backup of it.
         others = [s for s in accepted if s != "at-risk"]
+        why = f"the plan could not say exactly what it destroys ({'; '.join(scope.unquantified)})"
+        if others and not request.backup_strategy:
+            return RuleResult("backup strategy", "pass", f"at-risk (the default) cannot protect this downgrade: "
+                              f"{why}; {others[0]}, the next strategy {name} accepts, is taken instead")
         remedy = (f"pass -p backup_strategy {others[0]} (a copy of the whole database)" if others else
                   f"add full to backup_strategies in the policy of {name}")
-        return RuleResult("backup strategy", "fail",
-                          f"an at-risk backup cannot protect this downgrade: the plan could not say exactly what it "
-                          f"destroys ({'; '.join(scope.unquantified)})", remedy)
+        return RuleResult("backup strategy", "fail", f"an at-risk backup cannot protect this downgrade: {why}",
+                          remedy)
     how = "asked for" if request.backup_strategy else "the default"
     return RuleResult("backup strategy", "pass", f"{strategy} ({how}) is accepted in {name}")
 

@@ -212,7 +212,7 @@ class RollbackRun(Runbook[RollbackParameters]):
         if not plan.steps:
             self.backup_report = BackupReport(None, None, "nothing to roll back")
             return self.backup_report
-        strategy = chosen_backup_strategy(self.rules, self._request())
+        strategy = chosen_backup_strategy(self.rules, self._request(), plan)
         if self.parameters.rehearse == "copy":
             if strategy not in ("full", "parallel"):
                 raise BadInput(f"rehearse copy restores this run's dump into a copy, and the {strategy} strategy "
