@@ -7,12 +7,16 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
       - rollbook:
           archive: rollback-records   # default: ROLLBOOK_ARCHIVE, else ./rollback-records, if it exists
           runbooks: [bundled, runbooks]   # the default: rollbook's runbooks, then the team's own notebooks
+          cache_dir: .cache/rollbook      # the default: rendered record pages, reused while a record is unchanged
 
 - Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
   site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
   the nav's section that lists `runbooks/index.md` lists them all.
-- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies.
-  ROLLBOOK_SITE_ARCHIVE, when set, names the archive of this build whatever mkdocs.yml says.
+- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies
+  and lists every run in one table, sorted, filtered and paged in the browser (archive_index.js and .css,
+  shipped as the site's own assets: no CDN). Record pages are not in the navigation: the index is. A record
+  page's notebook is rendered once and kept in the cache folder, reused while the record's sha256 is the one
+  filed. ROLLBOOK_SITE_ARCHIVE, when set, names the archive of this build whatever mkdocs.yml says.
 - `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
 - Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`,
   `<!-- rollbook:record-fields -->`) become tables generated from the code, so the reference cannot
@@ -23,13 +27,14 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import markdown as python_markdown
 from mkdocs.config import base
@@ -37,7 +42,7 @@ from mkdocs.config import config_options as c
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import BasePlugin, event_priority
-from mkdocs.structure.files import File, Files
+from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
 from mkdocs.structure.toc import AnchorLink, get_toc
 
@@ -54,6 +59,13 @@ from rollbook.website.archive_pages import (
     record_header,
     summary_only_page,
 )
+from rollbook.website.record_page_cache import (
+    DEFAULT_CACHE_DIR,
+    CachedRecordPage,
+    RecordPageCache,
+    renderer_settings,
+    toc_tokens,
+)
 from rollbook.website.reference import cli_reference, policy_defaults, record_fields_table
 from rollbook.website.runbook_pages import (
     RUNBOOK_LINK,
@@ -67,6 +79,9 @@ from rollbook.website.runbook_pages import (
 
 RUNBOOKS_INDEX = "runbooks/index.md"
 ARCHIVE_INDEX = "archive/index.md"
+# The index's sorting, filtering and paging, shipped with the package and published as the site's own files.
+ASSETS = Path(__file__).parent / "assets"
+INDEX_ASSETS = {"javascript": "assets/rollbook/archive_index.js", "css": "assets/rollbook/archive_index.css"}
 RECORD_SCHEMA = "run-record.schema.json"  # next to records.md, which links to it
 # The runbooks shipped in the package (`rollbook run NAME` runs them), named `bundled` in the plugin's `runbooks`.
 BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
@@ -88,6 +103,7 @@ MARKDOWN_EXTENSIONS: Mapping[str, Mapping[str, Any]] = {
 _SCANNED = {".html", ".json", ".ipynb", ".xml", ".txt", ".md", ".jsonl", ".svg", ".js", ".css"}
 _ID = re.compile(r'\bid="([^"]+)"')
 _FIRST_CODE_CELL = re.compile(r'<div[^>]*class="jp-Cell jp-CodeCell')
+log = logging.getLogger("mkdocs.plugins.rollbook")
 
 
 class RollbookPluginConfig(base.Config):
@@ -97,6 +113,9 @@ class RollbookPluginConfig(base.Config):
     # Folders whose notebooks are runbook pages (relative to mkdocs.yml); `bundled` is rollbook's own runbooks.
     # A runbook of a later folder replaces one of the same name. Unset: bundled, then runbooks/ if it exists.
     runbooks = c.Optional(c.ListOfItems(c.Type(str)))
+    # Where rendered record pages are kept between builds (relative to mkdocs.yml), or false for no cache.
+    # Unset: .cache/rollbook next to mkdocs.yml. Keep it out of the site folder and out of version control.
+    cache_dir = c.Optional(c.Type((str, bool)))
 
 
 @dataclass(frozen=True)
@@ -108,6 +127,7 @@ class SiteInputs:
     verification: ArchiveVerification | None = None
     records: tuple[RecordPage, ...] = ()
     by_uri: Mapping[str, Runbook | RecordPage] = field(default_factory=dict)
+    cache: RecordPageCache = field(default_factory=lambda: RecordPageCache(None))
 
 
 class NotebookPage(File):
@@ -128,13 +148,18 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         root = Path(config.config_file_path).parent
         runbooks = read_runbooks(self._runbook_folders(root))
         archive = self._archive(root, config.config_file_path)
-        verification, records = read_archive(archive) if archive else (None, ())
+        _add_jupyter(config)
+        renderer = renderer_settings(JUPYTER, config.plugins[JUPYTER].config)
+        cache = RecordPageCache(self._cache_dir(root, config), renderer)
+        verification, records = read_archive(archive, cache) if archive else (None, ())
         by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
         by_uri.update({r.src_uri: r for r in records})
-        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri)
+        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri, cache)
+        # Runbooks are a handful and each gets its nav entry; runs are thousands: the archive's index lists them.
         _extend_nav(config.nav or [], RUNBOOKS_INDEX, [r.src_uri for r in runbooks])
-        _extend_nav(config.nav or [], ARCHIVE_INDEX, [{r.title: r.src_uri} for r in records])
-        _add_jupyter(config)
+        if records:
+            config.extra_javascript.append(INDEX_ASSETS["javascript"])
+            config.extra_css.append(INDEX_ASSETS["css"])
         for name, settings in MARKDOWN_EXTENSIONS.items():
             if name not in config.markdown_extensions:
                 config.markdown_extensions.append(name)
@@ -147,18 +172,30 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         for runbook in inputs.runbooks:
             files.append(NotebookPage.generated(config, runbook.src_uri, abs_src_path=str(runbook.path)))
         files.append(File.generated(config, RUNBOOKS_INDEX, content=runbooks_index(inputs.runbooks)))
-        files.append(File.generated(config, ARCHIVE_INDEX,
-                                    content=archive_index(inputs.archive, inputs.verification, inputs.records)))
+        files.append(File.generated(config, ARCHIVE_INDEX, content=archive_index(
+            inputs.archive, inputs.verification, inputs.records, directory_urls=config.use_directory_urls)))
+        if inputs.records:
+            for uri in INDEX_ASSETS.values():
+                files.append(File.generated(config, uri, abs_src_path=str(ASSETS / Path(uri).name)))
         files.append(File.generated(config, RECORD_SCHEMA, content=record_json_schema_text()))
         if inputs.archive is not None and (inputs.archive / "manifest.jsonl").is_file():
             files.append(File.generated(config, "archive/manifest.jsonl",
                                         abs_src_path=str(inputs.archive / "manifest.jsonl")))
-        for record in inputs.records:
+        for record in inputs.records:  # reached from the index, not the nav (which says so to no one)
             if record.notebook is not None:
-                files.append(NotebookPage.generated(config, record.src_uri, abs_src_path=str(record.notebook)))
+                files.append(NotebookPage.generated(config, record.src_uri, abs_src_path=str(record.notebook),
+                                                    inclusion=InclusionLevel.NOT_IN_NAV))
             else:
-                files.append(File.generated(config, record.src_uri, content=summary_only_page(record)))
+                files.append(File.generated(config, record.src_uri, content=summary_only_page(record),
+                                            inclusion=InclusionLevel.NOT_IN_NAV))
         return files
+
+    @event_priority(-100)  # after mkdocs-jupyter's on_pre_page, which sets how the notebook is rendered
+    def on_pre_page(self, page: Page, /, *, config: MkDocsConfig, files: Files) -> Page:
+        item = self.inputs.by_uri.get(page.file.src_uri)
+        if isinstance(item, RecordPage) and item.notebook is not None:
+            _render_once(page, item.cache_key, self.inputs.cache)
+        return page
 
     def on_page_markdown(self, markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         if page.file.src_uri.endswith(".ipynb"):
@@ -186,6 +223,9 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             block, tokens = _render(config, record_header(item, self.inputs.runbooks, url_of, html))
             html = block + html
             page.title = item.title
+            # The index's rows are searched (and filtered); thousands of notebooks would make the search index
+            # too big to load (Material's search reads this; MkDocs' own search indexes every page).
+            page.meta["search"] = {"exclude": True}
             _add_to_toc(page, tokens, first=False)
         if page.file.src_uri.endswith(".ipynb"):
             # mkdocs collects anchors only from Markdown it rendered; this lets links to runbook sections be checked.
@@ -206,6 +246,11 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         site = Path(config.site_dir)
         if self.inputs.archive is not None:
             copy_archive_files(self.inputs.records, site)
+            cache = self.inputs.cache
+            if cache.folder is not None:
+                evicted = cache.evict_unused()
+                log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", cache.rendered,
+                         cache.reused, cache.folder, f" ({evicted} stale entries deleted)" if evicted else "")
         leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site)}
         if leaked:
             for name in leaked:
@@ -226,6 +271,20 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                 raise PluginError(f"rollbook plugin, runbooks: there is no folder {folder}. Name folders of notebooks "
                                   f"relative to mkdocs.yml, or `{BUNDLED}` for rollbook's own runbooks.")
         return folders
+
+    def _cache_dir(self, root: Path, config: MkDocsConfig) -> Path | None:
+        option = self.config.cache_dir
+        if option is False or option == "":
+            return None
+        given = option if isinstance(option, str) else DEFAULT_CACHE_DIR
+        folder = (root / given).resolve()
+        for name, inside in (("docs_dir", config.docs_dir), ("site_dir", config.site_dir)):
+            if folder.is_relative_to(Path(inside).resolve()):
+                # In docs/ its entries would become pages; in site/ each build would delete them.
+                raise PluginError(f"rollbook plugin, cache_dir: {given} is inside the site's {name} ({inside}). "
+                                  f"Name a folder outside both, such as the default {DEFAULT_CACHE_DIR}, or "
+                                  "`cache_dir: false` for no cache.")
+        return folder
 
     def _archive(self, root: Path, config_file: str | None) -> Path | None:
         given = os.environ.get(ARCHIVE_VARIABLE, "").strip()
@@ -277,6 +336,25 @@ def _add_jupyter(config: MkDocsConfig) -> None:
     if errors or warnings:
         raise PluginError(f"mkdocs-jupyter did not take rollbook's settings: {errors or warnings}")
     config.plugins[JUPYTER] = plugin
+
+
+def _render_once(page: Page, key: str | None, cache: RecordPageCache) -> None:
+    """Render a record page's notebook from the cache entry `key`, or render it and fill the entry (no key: a
+    record whose bytes are not the filed ones, always rendered from the file)."""
+    render = page.render  # mkdocs-jupyter's, which converts the notebook
+
+    def cached_render(config: MkDocsConfig, files: Files) -> None:
+        entry = cache.get(key) if key else None
+        if entry is not None and entry.content is not None:
+            page.content, page.toc = entry.content, get_toc(cast(Any, entry.toc_tokens))  # the tokens it read
+            cache.reused += 1
+            return
+        render(config, files)
+        cache.rendered += 1
+        if key:
+            cache.put(key, CachedRecordPage(entry.record if entry else None, page.content, toc_tokens(page.toc)))
+
+    page.render = cached_render  # type: ignore[method-assign]
 
 
 def _render(config: MkDocsConfig, text: str) -> tuple[str, list[Any]]:

@@ -1,0 +1,113 @@
+"""Record pages rendered once: a record's rendered notebook and its run record, kept outside the site folder.
+
+A filed record never changes (the manifest holds its sha256, and a changed file is shown as changed, never
+from the cache), so what its page shows is a function of its bytes, of rollbook (which reads the record and
+draws the page) and of the notebook renderer's settings. The cache key is the sha256 of those three; an
+entry is one JSON file named by its key. Rendering a notebook is most of a record page's build time, so an
+archive of years builds in the time of its new records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.toc import AnchorLink
+
+# Bumped whenever what rollbook renders into a cached entry changes shape or content (the notebook's HTML as
+# the renderer returns it, its headings, the record): older entries are then never read again.
+PAGE_TEMPLATE_VERSION = 1
+DEFAULT_CACHE_DIR = ".cache/rollbook"
+_ENTRY = re.compile(r"[0-9a-f]{64}\.json")
+
+log = logging.getLogger("mkdocs.plugins.rollbook")
+
+
+@dataclass
+class CachedRecordPage:
+    """What a record page reuses: the run record it shows and, once rendered, its notebook's HTML and headings."""
+
+    record: dict[str, Any] | None
+    content: str | None = None
+    toc_tokens: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RecordPageCache:
+    """A folder of rendered record pages, keyed by record sha256, rollbook's version and the renderer's settings.
+
+    `folder` None is no cache: every lookup misses and nothing is stored.
+    """
+
+    folder: Path | None
+    renderer: str = ""  # the notebook renderer's name, version and settings, as text
+    used: set[str] = field(default_factory=set)
+    rendered: int = 0
+    reused: int = 0
+
+    def key(self, sha256: str) -> str:
+        """The entry of a record whose bytes have this sha256."""
+        text = "\0".join((sha256, version("rollbook"), str(PAGE_TEMPLATE_VERSION), self.renderer))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def get(self, key: str) -> CachedRecordPage | None:
+        """The entry, or None when there is none or it cannot be read (it is then rendered again)."""
+        if self.folder is None:
+            return None
+        try:
+            data = json.loads((self.folder / f"{key}.json").read_bytes())
+            page = CachedRecordPage(data["record"], data.get("content"), list(data.get("toc_tokens", [])))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self.used.add(key)
+        return page
+
+    def put(self, key: str, page: CachedRecordPage) -> None:
+        """Store an entry atomically (a build killed halfway leaves no half entry); a cache that cannot be
+        written only costs the next build its time, so that is logged, not raised."""
+        if self.folder is None:
+            return
+        self.used.add(key)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump({"record": page.record, "content": page.content, "toc_tokens": page.toc_tokens}, stream)
+            os.replace(temporary, self.folder / f"{key}.json")
+        except OSError as error:
+            log.warning("rollbook: the record page cache %s cannot be written (%s): pages will be rendered "
+                        "again next build", self.folder, error.strerror or error)
+
+    def evict_unused(self) -> int:
+        """Delete the entries this build did not use (records of another rollbook version or renderer setting)."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        stale = [path for path in self.folder.iterdir()
+                 if _ENTRY.fullmatch(path.name) and path.stem not in self.used]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
+
+def renderer_settings(name: str, settings: Mapping[str, Any]) -> str:
+    """The renderer as part of the key: its version and every setting, so a changed setting renders again."""
+    try:
+        installed = version(name)
+    except PackageNotFoundError:
+        installed = "?"
+    return f"{name} {installed} " + json.dumps({k: repr(v) for k, v in settings.items()}, sort_keys=True)
+
+
+def toc_tokens(items: Iterable[AnchorLink]) -> list[dict[str, Any]]:
+    """A page's table of contents as the tokens mkdocs.structure.toc.get_toc reads back."""
+    return [{"level": item.level, "id": item.id, "name": item.title, "children": toc_tokens(item.children)}
+            for item in items]
