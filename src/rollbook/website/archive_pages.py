@@ -161,8 +161,10 @@ def runs_table(records: tuple[RecordPage, ...], *, directory_urls: bool = True) 
             _td(page.manifest),
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="rollbook-archive" data-page-size="{INDEX_PAGE_SIZE}">\n<thead><tr>{head}</tr></thead>\n'
-            "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+    # In Material's scrolling wrapper, as it wraps its own tables: a narrow window scrolls the table, not the page.
+    return ('<div class="md-typeset__scrollwrap"><div class="md-typeset__table">\n'
+            f'<table class="rollbook-archive" data-page-size="{INDEX_PAGE_SIZE}">\n<thead><tr>{head}</tr></thead>\n'
+            "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</div></div>")
 
 
 def run_mode(record: RunRecord | None) -> str:
