@@ -20,7 +20,7 @@ from rollbook.records.archive_verification import ArchiveVerification
 from rollbook.records.model import RunRecord, read_record
 from rollbook.records.signing import RecordSigning
 from rollbook.website.pictures import recorded_path_picture, timeline_picture
-from rollbook.website.record_page_cache import CachedRecordPage, RecordPageCache
+from rollbook.website.record_page_cache import RecordPageCache
 from rollbook.website.runbook_pages import Runbook, UrlOf
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
@@ -87,15 +87,15 @@ def read_archive(root: Path, cache: RecordPageCache) -> tuple[ArchiveVerificatio
 def _load(archive: Archive, main: ArchivedRecord, cache: RecordPageCache,
           key: str | None) -> tuple[RunRecord | None, str]:
     """The run record of a run's main record file (from the cache when there), or why it cannot be read."""
-    cached = cache.get(key) if key else None
-    if cached is not None and cached.record is not None:
-        return read_record(cached.record), ""
+    cached = cache.record(key) if key else None
+    if cached is not None:
+        return read_record(cached), ""
     try:
         loaded = archive.load_record(main)
     except Exception as error:  # a deleted or damaged record still gets its page, saying so
         return None, str(error)
     if key:
-        cache.put(key, CachedRecordPage(loaded.to_json()))
+        cache.put_record(key, loaded.to_json())
     return loaded, ""
 
 

@@ -61,8 +61,8 @@ from rollbook.website.archive_pages import (
 )
 from rollbook.website.record_page_cache import (
     DEFAULT_CACHE_DIR,
-    CachedRecordPage,
     RecordPageCache,
+    RenderedNotebook,
     renderer_settings,
     toc_tokens,
 )
@@ -344,15 +344,15 @@ def _render_once(page: Page, key: str | None, cache: RecordPageCache) -> None:
     render = page.render  # mkdocs-jupyter's, which converts the notebook
 
     def cached_render(config: MkDocsConfig, files: Files) -> None:
-        entry = cache.get(key) if key else None
-        if entry is not None and entry.content is not None:
-            page.content, page.toc = entry.content, get_toc(cast(Any, entry.toc_tokens))  # the tokens it read
+        rendered = cache.page(key) if key else None
+        if rendered is not None:
+            page.content, page.toc = rendered.content, get_toc(cast(Any, rendered.toc_tokens))  # tokens it wrote
             cache.reused += 1
             return
         render(config, files)
         cache.rendered += 1
-        if key:
-            cache.put(key, CachedRecordPage(entry.record if entry else None, page.content, toc_tokens(page.toc)))
+        if key and page.content is not None:
+            cache.put_page(key, RenderedNotebook(page.content, toc_tokens(page.toc)))
 
     page.render = cached_render  # type: ignore[method-assign]
 

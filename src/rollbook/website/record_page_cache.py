@@ -27,25 +27,26 @@ from mkdocs.structure.toc import AnchorLink
 # the renderer returns it, its headings, the record): older entries are then never read again.
 PAGE_TEMPLATE_VERSION = 1
 DEFAULT_CACHE_DIR = ".cache/rollbook"
-_ENTRY = re.compile(r"[0-9a-f]{64}\.json")
+_ENTRY = re.compile(r"[0-9a-f]{64}\.(record|page)\.json")
 
 log = logging.getLogger("mkdocs.plugins.rollbook")
 
 
-@dataclass
-class CachedRecordPage:
-    """What a record page reuses: the run record it shows and, once rendered, its notebook's HTML and headings."""
+@dataclass(frozen=True)
+class RenderedNotebook:
+    """A record page's notebook as the renderer made it: its HTML and its headings (toc tokens)."""
 
-    record: dict[str, Any] | None
-    content: str | None = None
-    toc_tokens: list[dict[str, Any]] = field(default_factory=list)
+    content: str
+    toc_tokens: list[dict[str, Any]]
 
 
 @dataclass
 class RecordPageCache:
     """A folder of rendered record pages, keyed by record sha256, rollbook's version and the renderer's settings.
 
-    `folder` None is no cache: every lookup misses and nothing is stored.
+    Each entry is two files: `<key>.record.json`, the run record (read for the index, small), and
+    `<key>.page.json`, the rendered notebook (read only when its page is built). `folder` None is no cache:
+    every lookup misses and nothing is stored.
     """
 
     folder: Path | None
@@ -59,21 +60,48 @@ class RecordPageCache:
         text = "\0".join((sha256, version("rollbook"), str(PAGE_TEMPLATE_VERSION), self.renderer))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, key: str) -> CachedRecordPage | None:
-        """The entry, or None when there is none or it cannot be read (it is then rendered again)."""
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The run record of the entry, or None when there is none or it cannot be read."""
+        data = self._read(key, "record")
+        return data if isinstance(data, dict) else None
+
+    def page(self, key: str) -> RenderedNotebook | None:
+        """The rendered notebook of the entry, or None when there is none or it cannot be read."""
+        data = self._read(key, "page")
+        try:
+            return RenderedNotebook(str(data["content"]), list(data["toc_tokens"])) if data is not None else None
+        except (KeyError, TypeError):
+            return None
+
+    def put_record(self, key: str, record: dict[str, Any]) -> None:
+        self._write(key, "record", record)
+
+    def put_page(self, key: str, page: RenderedNotebook) -> None:
+        self._write(key, "page", {"content": page.content, "toc_tokens": page.toc_tokens})
+
+    def evict_unused(self) -> int:
+        """Delete the entries this build did not use (records of another rollbook version or renderer setting)."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        stale = [path for path in self.folder.iterdir()
+                 if _ENTRY.fullmatch(path.name) and path.name[:64] not in self.used]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len({path.name[:64] for path in stale})
+
+    def _read(self, key: str, part: str) -> Any:
         if self.folder is None:
             return None
         try:
-            data = json.loads((self.folder / f"{key}.json").read_bytes())
-            page = CachedRecordPage(data["record"], data.get("content"), list(data.get("toc_tokens", [])))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            data = json.loads((self.folder / f"{key}.{part}.json").read_bytes())
+        except (OSError, ValueError):
+            return None  # none yet, or damaged: rendered again
         self.used.add(key)
-        return page
+        return data
 
-    def put(self, key: str, page: CachedRecordPage) -> None:
-        """Store an entry atomically (a build killed halfway leaves no half entry); a cache that cannot be
-        written only costs the next build its time, so that is logged, not raised."""
+    def _write(self, key: str, part: str, data: Any) -> None:
+        """Write a part atomically (a build killed halfway leaves no half entry). A cache that cannot be written
+        costs the next build its time, not this one its pages: said, not raised."""
         if self.folder is None:
             return
         self.used.add(key)
@@ -81,21 +109,12 @@ class RecordPageCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump({"record": page.record, "content": page.content, "toc_tokens": page.toc_tokens}, stream)
-            os.replace(temporary, self.folder / f"{key}.json")
+                json.dump(data, stream)
+            os.replace(temporary, self.folder / f"{key}.{part}.json")
         except OSError as error:
             log.warning("rollbook: the record page cache %s cannot be written (%s): pages will be rendered "
-                        "again next build", self.folder, error.strerror or error)
-
-    def evict_unused(self) -> int:
-        """Delete the entries this build did not use (records of another rollbook version or renderer setting)."""
-        if self.folder is None or not self.folder.is_dir():
-            return 0
-        stale = [path for path in self.folder.iterdir()
-                 if _ENTRY.fullmatch(path.name) and path.stem not in self.used]
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return len(stale)
+                        "again next build. Make it writable, or set cache_dir to another folder (false: none).",
+                        self.folder, error.strerror or error)
 
 
 def renderer_settings(name: str, settings: Mapping[str, Any]) -> str:
