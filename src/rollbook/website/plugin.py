@@ -59,6 +59,7 @@ from rollbook.website.archive_pages import (
     record_header,
     summary_only_page,
 )
+from rollbook.website.clean_scans import CleanScans
 from rollbook.website.record_page_cache import (
     DEFAULT_CACHE_DIR,
     RecordPageCache,
@@ -128,6 +129,7 @@ class SiteInputs:
     records: tuple[RecordPage, ...] = ()
     by_uri: Mapping[str, Runbook | RecordPage] = field(default_factory=dict)
     cache: RecordPageCache = field(default_factory=lambda: RecordPageCache(None))
+    clean: CleanScans = field(default_factory=lambda: CleanScans(None))
 
 
 class NotebookPage(File):
@@ -143,6 +145,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
     def __init__(self) -> None:
         super().__init__()
         self.inputs = SiteInputs(())
+        self.converter = python_markdown.Markdown()
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         root = Path(config.config_file_path).parent
@@ -150,11 +153,14 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         archive = self._archive(root, config.config_file_path)
         _add_jupyter(config)
         renderer = renderer_settings(JUPYTER, config.plugins[JUPYTER].config)
-        cache = RecordPageCache(self._cache_dir(root, config), renderer)
+        cache_dir = self._cache_dir(root, config)
+        cache = RecordPageCache(cache_dir, renderer)
         verification, records = read_archive(archive, cache) if archive else (None, ())
         by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
         by_uri.update({r.src_uri: r for r in records})
-        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri, cache)
+        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri, cache, CleanScans.load(cache_dir))
+        self.converter = python_markdown.Markdown(extensions=config.markdown_extensions,
+                                                  extension_configs=config.mdx_configs or {})
         # Runbooks are a handful and each gets its nav entry; runs are thousands: the archive's index lists them.
         _extend_nav(config.nav or [], RUNBOOKS_INDEX, [r.src_uri for r in runbooks])
         if records:
@@ -215,30 +221,35 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         if isinstance(item, Runbook):
             runs = [(r.title, url_of(r.src_uri)) for r in self.inputs.records
                     if r.record is not None and r.record.runbook == item.name]
-            block, tokens = _render(config, runbook_block(item, runs))
+            block, tokens = self._render(runbook_block(item, runs))
             at = _FIRST_CODE_CELL.search(html)
             html = html[:at.start()] + block + html[at.start():] if at else html + block
             _add_to_toc(page, tokens, first=True)
         elif isinstance(item, RecordPage):
-            block, tokens = _render(config, record_header(item, self.inputs.runbooks, url_of, html))
+            block, tokens = self._render(record_header(item, self.inputs.runbooks, url_of, html))
             html = block + html
             page.title = item.title
             # The index's rows are searched (and filtered); thousands of notebooks would make the search index
             # too big to load (Material's search reads this; MkDocs' own search indexes every page).
             page.meta["search"] = {"exclude": True}
             _add_to_toc(page, tokens, first=False)
-        if page.file.src_uri.endswith(".ipynb"):
+        if isinstance(item, Runbook) and page.file.src_uri.endswith(".ipynb"):
             # mkdocs collects anchors only from Markdown it rendered; this lets links to runbook sections be checked.
+            # (Nothing links into a record's sections: reading thousands of record pages for their ids is skipped.)
             page.present_anchor_ids = set(_ID.findall(html))
         return html
 
     def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str:
+        known, digest = self.inputs.clean.known_clean(output.encode("utf-8"))
+        if known:
+            return output
         leaks = secret_leaks(output)
         if leaks:
             # Raised before the page is written, so the password never reaches the site folder.
             raise PluginError(f"The page built from {page.file.src_uri} contains {', '.join(leaks)}. Nothing may "
                               "publish a password: scrub the record (rollbook.redaction.redact) or fix the page, "
                               "then build again.")
+        self.inputs.clean.add(digest)
         return output
 
     @event_priority(-100)  # after the search plugin has written search_index.json
@@ -251,7 +262,9 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                 evicted = cache.evict_unused()
                 log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", cache.rendered,
                          cache.reused, cache.folder, f" ({evicted} stale entries deleted)" if evicted else "")
-        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site)}
+        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site, self.inputs.clean)}
+        if not leaked:
+            self.inputs.clean.save()
         if leaked:
             for name in leaked:
                 (site / name).unlink()
@@ -271,6 +284,14 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                 raise PluginError(f"rollbook plugin, runbooks: there is no folder {folder}. Name folders of notebooks "
                                   f"relative to mkdocs.yml, or `{BUNDLED}` for rollbook's own runbooks.")
         return folders
+
+    def _render(self, text: str) -> tuple[str, list[Any]]:
+        """Markdown written by the plugin, rendered with the site's own extensions; its HTML and toc tokens."""
+        # One converter per build, reset between pages: loading the extensions again for each of thousands of
+        # record pages was a good part of their build time.
+        converter = self.converter.reset()
+        html = converter.convert(text)
+        return html, list(getattr(converter, "toc_tokens", []))
 
     def _cache_dir(self, root: Path, config: MkDocsConfig) -> Path | None:
         option = self.config.cache_dir
@@ -314,13 +335,21 @@ def read_runbooks(folders: list[Path]) -> tuple[Runbook, ...]:
     return tuple(read_runbook(path) for path in sorted(by_name.values(), key=runbook_order))
 
 
-def scan_site(site: Path) -> Iterator[tuple[Path, list[str]]]:
-    """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret."""
+def scan_site(site: Path, clean: CleanScans) -> Iterator[tuple[Path, list[str]]]:
+    """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret;
+    a file whose bytes `clean` knows (a page scanned as it was written, a record scanned by an earlier build) is not
+    scanned again."""
     for path in sorted(site.rglob("*")):
         if path.is_file() and path.suffix in _SCANNED:
-            leaks = secret_leaks(path.read_text(encoding="utf-8", errors="replace"))
+            data = path.read_bytes()
+            known, digest = clean.known_clean(data)
+            if known:
+                continue
+            leaks = secret_leaks(data.decode("utf-8", errors="replace"))
             if leaks:
                 yield path, leaks
+            else:
+                clean.add(digest)
 
 
 def _add_jupyter(config: MkDocsConfig) -> None:
@@ -355,14 +384,6 @@ def _render_once(page: Page, key: str | None, cache: RecordPageCache) -> None:
             cache.put_page(key, RenderedNotebook(page.content, toc_tokens(page.toc)))
 
     page.render = cached_render  # type: ignore[method-assign]
-
-
-def _render(config: MkDocsConfig, text: str) -> tuple[str, list[Any]]:
-    """Markdown written by the plugin, rendered with the site's own extensions; its HTML and toc tokens."""
-    converter = python_markdown.Markdown(extensions=config.markdown_extensions,
-                                         extension_configs=config.mdx_configs or {})
-    html = converter.convert(text)
-    return html, getattr(converter, "toc_tokens", [])
 
 
 def _add_to_toc(page: Page, tokens: list[Any], *, first: bool) -> None:

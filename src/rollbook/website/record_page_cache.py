@@ -9,6 +9,7 @@ archive of years builds in the time of its new records.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,9 +24,11 @@ from typing import Any
 
 from mkdocs.structure.toc import AnchorLink
 
-# Bumped whenever what rollbook renders into a cached entry changes shape or content (the notebook's HTML as
-# the renderer returns it, its headings, the record): older entries are then never read again.
+# Bumped whenever a cached entry changes shape (its files and their fields): older entries are never read again.
 PAGE_TEMPLATE_VERSION = 1
+# The code that reads records and draws record pages: a change to it (even without a new version number, as in a
+# working tree) renders every page again.
+_PAGE_CODE = Path(__file__).parent
 DEFAULT_CACHE_DIR = ".cache/rollbook"
 _ENTRY = re.compile(r"[0-9a-f]{64}\.(record|page)\.json")
 
@@ -57,8 +60,16 @@ class RecordPageCache:
 
     def key(self, sha256: str) -> str:
         """The entry of a record whose bytes have this sha256."""
-        text = "\0".join((sha256, version("rollbook"), str(PAGE_TEMPLATE_VERSION), self.renderer))
+        text = "\0".join((sha256, version("rollbook"), str(PAGE_TEMPLATE_VERSION), self.code, self.renderer))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @functools.cached_property
+    def code(self) -> str:
+        """The sha256 of rollbook's site code and record model, as part of every key."""
+        digest = hashlib.sha256()
+        for path in [*sorted(_PAGE_CODE.glob("*.py")), *sorted(_PAGE_CODE.parent.joinpath("records").glob("*.py"))]:
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The run record of the entry, or None when there is none or it cannot be read."""
