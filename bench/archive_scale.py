@@ -113,7 +113,7 @@ def file_copy(archive: Archive, real: RealRun, started: datetime) -> None:
     archive.file_notebook(json.dumps(notebook, indent=1, ensure_ascii=False).encode(), summary)
 
 
-def timed(command: list[str], environment: dict[str, str], cwd: Path, cpu: dict[str, float], name: str) -> float:
+def timed(command: list[str], environment: dict[str, str], cwd: Path, cpu: dict[str, list[float]], name: str) -> float:
     """The wall time of a command; its CPU time (user + system, of the process and its children) goes to `cpu`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()

@@ -150,3 +150,24 @@ def test_without_a_cache_every_record_page_is_rendered_and_nothing_is_kept(tmp_p
 
     assert output.count("Converting notebook (execute=False): " + str(team / "rollback-records")) == 2
     assert not (team / ".cache").exists()
+
+
+def test_a_rebuild_still_refuses_a_password_in_a_new_page_though_the_rest_is_remembered_clean(tmp_path):
+    team = team_site(tmp_path)
+    mkdocs_build(team)
+    assert (team / ".cache" / "rollbook" / "clean-sha256.txt").is_file()
+    password = "hunter2-not-masked"
+    progress = team / "rollback-records" / ".in-progress"
+    progress.mkdir()
+    (progress / "20261203T120000Z-abcdef.json").write_text(json.dumps({
+        "run_id": "20261203T120000Z-abcdef", "runbook": "rollback", "outcome": "running",
+        "started_at": "2026-12-03T12:00:00+00:00", "database": f"postgresql+psycopg://app:{password}@db/app",
+        "steps": [],
+    }))
+
+    built = subprocess.run([MKDOCS, "build", "--strict"], cwd=team, env=_environment(), capture_output=True,
+                           text=True, timeout=300)
+
+    assert built.returncode != 0
+    assert "connection-string password of 18 characters" in built.stdout + built.stderr
+    assert not [p for p in (team / "site").rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
