@@ -62,7 +62,7 @@ class RealRun:
 
 def run(command: list[str], environment: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """A command as a user runs it; its output is kept for the error message should it fail."""
-    done = subprocess.run(command, env=environment, cwd=cwd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, env=environment, cwd=cwd, capture_output=True, text=True, timeout=3600)
     if done.returncode not in (0, 4):  # 4: the demo's production rollback is refused, as it should be
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
