@@ -171,3 +171,21 @@ def test_a_rebuild_still_refuses_a_password_in_a_new_page_though_the_rest_is_rem
     assert built.returncode != 0
     assert "connection-string password of 18 characters" in built.stdout + built.stderr
     assert not [p for p in (team / "site").rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+
+
+def test_a_bare_site_gets_the_markdown_its_record_and_runbook_pages_need_and_no_record_in_its_nav(tmp_path):
+    site = tmp_path / "bare"
+    (site / "docs").mkdir(parents=True)
+    (site / "docs" / "index.md").write_text("# Our procedures\n")
+    shutil.copytree(FIXTURE, site / "records")
+    (site / "mkdocs.yml").write_text("site_name: Bare\ntheme:\n  name: material\n  font: false\nplugins:\n"
+                                     "  - search\n  - rollbook:\n      archive: records\n")
+
+    output = mkdocs_build(site)
+
+    assert "WARNING" not in output
+    record = (site / "site" / "archive" / SUCCEEDED / "index.html").read_text()
+    assert "<table>" in record.split('class="jp-Notebook', 1)[0]  # the at-a-glance table, rendered
+    assert "tabbed-set" in (site / "site" / "runbooks" / "rollback" / "index.html").read_text()
+    nav = (site / "site" / "index.html").read_text().split('<nav class="md-nav md-nav--primary"', 1)[1]
+    assert SUCCEEDED not in nav.split("</nav>", 1)[0]

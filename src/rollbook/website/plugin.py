@@ -159,8 +159,6 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
         by_uri.update({r.src_uri: r for r in records})
         self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri, cache, CleanScans.load(cache_dir))
-        self.converter = python_markdown.Markdown(extensions=config.markdown_extensions,
-                                                  extension_configs=config.mdx_configs or {})
         # Runbooks are a handful and each gets its nav entry; runs are thousands: the archive's index lists them.
         _extend_nav(config.nav or [], RUNBOOKS_INDEX, [r.src_uri for r in runbooks])
         if records:
@@ -170,6 +168,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             if name not in config.markdown_extensions:
                 config.markdown_extensions.append(name)
                 config.mdx_configs.setdefault(name, dict(settings))
+        self.converter = python_markdown.Markdown(extensions=config.markdown_extensions,
+                                                  extension_configs=config.mdx_configs or {})
         return config
 
     @event_priority(-100)  # after mkdocs-jupyter's on_files, whose wrapper loses a generated file's path
@@ -263,8 +263,6 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                 log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", cache.rendered,
                          cache.reused, cache.folder, f" ({evicted} stale entries deleted)" if evicted else "")
         leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site, self.inputs.clean)}
-        if not leaked:
-            self.inputs.clean.save()
         if leaked:
             for name in leaked:
                 (site / name).unlink()
@@ -272,6 +270,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were "
                               "deleted and the build fails: find where the password came from, scrub it, and build "
                               "again.")
+        self.inputs.clean.save()
 
     def _runbook_folders(self, root: Path) -> list[Path]:
         given = self.config.runbooks
