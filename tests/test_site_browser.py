@@ -191,11 +191,13 @@ def test_the_archive_lists_the_demo_runs_and_a_record_shows_its_outputs_and_pict
     expect(page.locator(".admonition.success")).to_contain_text("The manifest verifies")
     rows = page.locator("article table tbody tr")
     expect(rows).to_have_count(2)
-    expect(rows.filter(has_text="refused at policy gate")).to_contain_text("demo-operator")
-    expect(rows.filter(has_text="refused at policy gate")).to_contain_text("demo-lead")
+    # One row per run (not per record file): its environment, mode and target as well as its outcome.
+    expect(rows.filter(has_text="refused at policy gate")).to_contain_text("production")
     succeeded = rows.filter(has_text="succeeded")
     expect(succeeded).to_contain_text("rollbook_demo")
-    expect(succeeded).to_contain_text("0607bc5b8536 → 0607bc5b8535")
+    expect(succeeded).to_contain_text("staging")
+    expect(succeeded).to_contain_text("executed")
+    expect(succeeded).to_contain_text("0607bc5b8535")
     expect(succeeded).to_contain_text("✓ verified")
     shot(page, "03-archive")
 

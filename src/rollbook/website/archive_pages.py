@@ -4,6 +4,7 @@ and an index of runs that says whether the manifest verifies."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import posixpath
 import re
 import shutil
@@ -13,9 +14,11 @@ from pathlib import Path
 
 from rollbook import markdown
 from rollbook.records.archive import Archive, ArchivedRecord
+from rollbook.records.archive_files import database_name, run_mode
 from rollbook.records.archive_verification import ArchiveVerification
-from rollbook.records.model import RunRecord
+from rollbook.records.model import RunRecord, read_record
 from rollbook.records.signing import RecordSigning
+from rollbook.website.record_page_cache import RecordPageCache
 
 ARCHIVE_VARIABLE = "ROLLBOOK_SITE_ARCHIVE"
 
@@ -32,6 +35,7 @@ class RecordPage:
     manifest: str
     title: str
     unreadable: str = ""  # why the record could not be read
+    cache_key: str | None = None  # its entry in the record page cache; None when its bytes are not the filed ones
 
     @property
     def outcome(self) -> str:
@@ -41,9 +45,11 @@ class RecordPage:
         return f"{text} (not filed yet)" if last.kind == "in progress" else text
 
 
+def read_archive(root: Path, cache: RecordPageCache) -> tuple[ArchiveVerification, tuple[RecordPage, ...]]:
+    """Each run of the archive (its notebook if filed, else its summary), oldest first, and the verification.
 
-def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...]]:
-    """Each run of the archive (its notebook if filed, else its summary), oldest first, and the verification."""
+    A record whose bytes the verification found to be the filed ones is read from the cache when it is there.
+    """
     archive = Archive(root, RecordSigning.configured())  # signatures checked as `rollbook archive verify` does
     verification = archive.verify()
     runs: dict[str, list[ArchivedRecord]] = {}
@@ -53,12 +59,6 @@ def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...
     for run_id, records in runs.items():
         notebook = next((r for r in reversed(records) if r.kind == "notebook"), None)
         main = notebook or records[-1]
-        loaded: RunRecord | None = None
-        unreadable = ""
-        try:
-            loaded = archive.load_record(main)
-        except Exception as error:  # a deleted or damaged record still gets its page, saying so
-            unreadable = str(error)
         changed = [r.file for r in records if any(r.file in problem for problem in verification.problems)]
         if main.kind == "in progress":
             manifest = "not filed yet"
@@ -66,11 +66,14 @@ def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...
             manifest = "✗ changed or missing"
         else:
             manifest = "✓ verified" if verification.ok else "✓ record intact (chain broken elsewhere)"
+        # Only bytes the manifest vouches for are cached: a changed record is always read and shown as it is now.
+        key = cache.key(main.sha256) if main.sha256 and not changed else None
+        loaded, unreadable = _load(archive, main, cache, key)
         stem = Path(main.file).name.rsplit(".", 1)[0] if main.kind != "in progress" else f"in-progress-{run_id}"
         shown = notebook.path if notebook is not None and notebook.path.is_file() else None
         uri = f"archive/{safe_name(stem)}.{'ipynb' if shown else 'md'}"
-        page = RecordPage(run_id, uri, shown, loaded, tuple(records), manifest, "",
-                          unreadable)
+        page = RecordPage(run_id, uri, shown, loaded, tuple(records), manifest, "", unreadable,
+                          key if shown else None)
         started = loaded.started_at.isoformat() if loaded and loaded.started_at else main.started_at
         title = " · ".join(str(v) for v in (_when(started), (loaded.runbook if loaded else main.runbook) or "run",
                                              page.outcome) if v)
@@ -78,9 +81,25 @@ def read_archive(root: Path) -> tuple[ArchiveVerification, tuple[RecordPage, ...
     return verification, tuple(pages)
 
 
+def _load(archive: Archive, main: ArchivedRecord, cache: RecordPageCache,
+          key: str | None) -> tuple[RunRecord | None, str]:
+    """The run record of a run's main record file (from the cache when there), or why it cannot be read."""
+    cached = cache.record(key) if key else None
+    if cached is not None:
+        return read_record(cached), ""
+    try:
+        loaded = archive.load_record(main)
+    except Exception as error:  # a deleted or damaged record still gets its page, saying so
+        return None, str(error)
+    if key:
+        cache.put_record(key, loaded.to_json())
+    return loaded, ""
+
+
 def archive_index(archive: Path | None, verification: ArchiveVerification | None,
-                  records: tuple[RecordPage, ...]) -> str:
-    """The archive's index: whether the manifest verifies, and one row per run, newest first."""
+                  records: tuple[RecordPage, ...], *, directory_urls: bool = True) -> str:
+    """The archive's index: whether the manifest verifies, and one row per run, newest first, sortable,
+    filterable and paged in the browser (archive_index.js; without it, the whole table)."""
     if archive is None:
         return ("# Archive\n\nThis site was built without an archive. Every run of a runbook leaves a record in the "
                 "archive folder (`ROLLBOOK_ARCHIVE`, default `./rollback-records`); name that folder as the "
@@ -99,25 +118,54 @@ def archive_index(archive: Path | None, verification: ArchiveVerification | None
     else:
         banner = ('!!! failure "The manifest does not verify"\n\n    The archive was changed outside rollbook:\n\n'
                   + "\n".join(f"    - {markdown.cell(p)}" for p in verification.problems))
-    rows = []
-    for page in records:
-        r = page.record
-        rows.append((
-            f"[{markdown.cell(_when(r.started_at if r else None) or '?')}]({posixpath.basename(page.src_uri)})",
-            markdown.cell(r.database_name if r else ""), markdown.cell(r.runbook if r else ""),
-            _moved(r), markdown.cell(page.outcome), markdown.cell(r.operator or "" if r else ""),
-            markdown.cell(r.approved_by or "" if r else ""), page.manifest))
-    table = markdown.table(["started (UTC)", "database", "runbook", "revision before → after", "outcome", "operator",
-                            "approved by", "manifest"], list(reversed(rows)))
     return "\n\n".join([
         # The index is one wide table and has no sections: the table of contents' column goes to it.
         "---\nhide:\n  - toc\n---\n# Archive", banner,
         f"{len(records)} run(s), newest first. Each row links to the run's record: the executed notebook "
-        "as it was filed (already scrubbed of passwords), with its summary, timeline and hashes."
+        "as it was filed (already scrubbed of passwords), with its summary, timeline and hashes. Click a column's "
+        "name to sort by it; type in the boxes under the names to keep only the rows that contain that text."
         + (" [Download the manifest](manifest.jsonl) to check it with `rollbook archive verify`."
            if (archive / "manifest.jsonl").is_file() else ""),
-        table if rows else "The archive holds no record yet.",
+        runs_table(records, directory_urls=directory_urls) if records else "The archive holds no record yet.",
     ]) + "\n"
+
+
+INDEX_COLUMNS = ("run", "started (UTC)", "database", "environment", "runbook", "mode", "target", "outcome",
+                 "manifest")
+INDEX_PAGE_SIZE = 50  # rows the browser shows at a time; the filters and sorting see every run
+
+
+def runs_table(records: tuple[RecordPage, ...], *, directory_urls: bool = True) -> str:
+    """The index's table as HTML: one row per run, newest first; each cell's text is what the filters match,
+    and `data-sort` what the sorting compares when the text would sort wrongly."""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in INDEX_COLUMNS)
+    rows = []
+    for page in reversed(records):
+        r = page.record
+        main = page.records[-1]
+        started = r.started_at.isoformat() if r and r.started_at else main.started_at
+        stem = posixpath.basename(page.src_uri).rsplit(".", 1)[0]
+        cells = [
+            f'<td><a href="{html.escape(stem + ("/" if directory_urls else ".html"))}"><code>'
+            f"{html.escape(page.run_id)}</code></a></td>",
+            f'<td data-sort="{html.escape(_when(started))}">{html.escape(_when(started) or "?")}</td>',
+            _td((database_name(r) if r else None) or main.database),
+            _td((r.environment if r else None) or main.environment),
+            _td((r.runbook if r else None) or main.runbook),
+            _td(run_mode(r) if r else None),
+            _td(r.target if r else None),
+            _td(page.outcome),
+            _td(page.manifest),
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    # In Material's scrolling wrapper, as it wraps its own tables: a narrow window scrolls the table, not the page.
+    return ('<div class="md-typeset__scrollwrap"><div class="md-typeset__table">\n'
+            f'<table class="rollbook-archive" data-page-size="{INDEX_PAGE_SIZE}">\n<thead><tr>{head}</tr></thead>\n'
+            "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</div></div>")
+
+
+def _td(value: str | None) -> str:
+    return f"<td>{html.escape(value or '')}</td>"
 
 
 def copy_archive_files(records: tuple[RecordPage, ...], site: Path) -> None:

@@ -9,13 +9,17 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
           runbooks: [bundled, runbooks]   # the default: rollbook's runbooks, then the team's own notebooks
           titles:                          # page titles by runbook name (default: the notebook's heading)
             rollback: Roll back a release
+          cache_dir: .cache/rollbook      # the default: rendered record pages, reused while a record is unchanged
 
 - Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
   site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
   the nav's section that lists `runbooks/index.md` lists them all.
-- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies;
-  a record page calls out a refusal or failure, says its facts at a glance and marks the cells that never ran
-  (record_page.py; its look is the plugin's stylesheet, rollbook.css, added to every site).
+- The archive's records become pages under `archive/`, with an index that says whether the manifest verifies
+  and lists every run in one table, sorted, filtered and paged in the browser (archive_index.js and .css,
+  shipped as the site's own assets: no CDN). Record pages are not in the navigation: the index is. A record
+  page calls out a refusal or failure, says its facts at a glance and marks the cells that never ran
+  (record_page.py; its look is the plugin's stylesheet, rollbook.css, added to every site). Its notebook is
+  rendered once and kept in the cache folder, reused while the record's sha256 is the one filed.
   ROLLBOOK_SITE_ARCHIVE, when set, names the archive of this build whatever mkdocs.yml says.
 - `runbook:NAME#section` links in the docs point at a runbook's page (or say it is not in this build).
 - Marker comments (`<!-- rollbook:cli -->`, `<!-- rollbook:policy-defaults -->`,
@@ -27,13 +31,14 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import markdown as python_markdown
 from mkdocs.config import base
@@ -41,7 +46,7 @@ from mkdocs.config import config_options as c
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import BasePlugin, event_priority
-from mkdocs.structure.files import File, Files
+from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
 from mkdocs.structure.toc import AnchorLink, get_toc
 
@@ -56,7 +61,15 @@ from rollbook.website.archive_pages import (
     copy_archive_files,
     read_archive,
 )
+from rollbook.website.clean_scans import CleanScans
 from rollbook.website.record_page import PAGE_CLASS, record_page_html, summary_only_page
+from rollbook.website.record_page_cache import (
+    DEFAULT_CACHE_DIR,
+    RecordPageCache,
+    RenderedNotebook,
+    renderer_settings,
+    toc_tokens,
+)
 from rollbook.website.reference import cli_reference, policy_defaults, record_fields_table
 from rollbook.website.runbook_pages import (
     RUNBOOK_LINK,
@@ -70,6 +83,9 @@ from rollbook.website.runbook_pages import (
 
 RUNBOOKS_INDEX = "runbooks/index.md"
 ARCHIVE_INDEX = "archive/index.md"
+# The index's sorting, filtering and paging, shipped with the package and published as the site's own files.
+ASSETS = Path(__file__).parent / "assets"
+INDEX_ASSETS = {"javascript": "assets/rollbook/archive_index.js", "css": "assets/rollbook/archive_index.css"}
 RECORD_SCHEMA = "run-record.schema.json"  # next to records.md, which links to it
 # The plugin's stylesheet (record pages: where a run stopped, steps never run, wide tables), added to every site.
 STYLESHEET = "assets/rollbook.css"
@@ -94,6 +110,7 @@ MARKDOWN_EXTENSIONS: Mapping[str, Mapping[str, Any]] = {
 _SCANNED = {".html", ".json", ".ipynb", ".xml", ".txt", ".md", ".jsonl", ".svg", ".js", ".css"}
 _ID = re.compile(r'\bid="([^"]+)"')
 _FIRST_CODE_CELL = re.compile(r'<div[^>]*class="jp-Cell jp-CodeCell')
+log = logging.getLogger("mkdocs.plugins.rollbook")
 
 
 class RollbookPluginConfig(base.Config):
@@ -106,6 +123,9 @@ class RollbookPluginConfig(base.Config):
     # Page titles by runbook name (its notebook's file name without .ipynb), in place of the notebook's first
     # heading: in the nav, on the page, in the runbooks' index.
     titles = c.Type(dict, default={})
+    # Where rendered record pages are kept between builds (relative to mkdocs.yml), or false for no cache.
+    # Unset: .cache/rollbook next to mkdocs.yml. Keep it out of the site folder and out of version control.
+    cache_dir = c.Optional(c.Type((str, bool)))
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,8 @@ class SiteInputs:
     verification: ArchiveVerification | None = None
     records: tuple[RecordPage, ...] = ()
     by_uri: Mapping[str, Runbook | RecordPage] = field(default_factory=dict)
+    cache: RecordPageCache = field(default_factory=lambda: RecordPageCache(None))
+    clean: CleanScans = field(default_factory=lambda: CleanScans(None))
 
 
 class NotebookPage(File):
@@ -132,25 +154,34 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
     def __init__(self) -> None:
         super().__init__()
         self.inputs = SiteInputs(())
+        self.converter = python_markdown.Markdown()
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         root = Path(config.config_file_path).parent
         runbooks = retitled(read_runbooks(self._runbook_folders(root)), self.config.titles)
         archive = self._archive(root, config.config_file_path)
-        verification, records = read_archive(archive) if archive else (None, ())
+        _add_jupyter(config)
+        renderer = renderer_settings(JUPYTER, config.plugins[JUPYTER].config)
+        cache_dir = self._cache_dir(root, config)
+        cache = RecordPageCache(cache_dir, renderer)
+        verification, records = read_archive(archive, cache) if archive else (None, ())
         by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
         by_uri.update({r.src_uri: r for r in records})
-        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri)
+        self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri, cache, CleanScans.load(cache_dir))
+        # Runbooks are a handful and each gets its nav entry; runs are thousands: the archive's index lists them.
         _extend_nav(config.nav or [], RUNBOOKS_INDEX,
                     [{r.title: r.src_uri} if r.name in self.config.titles else r.src_uri for r in runbooks])
-        _extend_nav(config.nav or [], ARCHIVE_INDEX, [{r.title: r.src_uri} for r in records])
-        _add_jupyter(config)
         if STYLESHEET not in config.extra_css:
             config.extra_css.append(STYLESHEET)
+        if records:
+            config.extra_javascript.append(INDEX_ASSETS["javascript"])
+            config.extra_css.append(INDEX_ASSETS["css"])
         for name, settings in MARKDOWN_EXTENSIONS.items():
             if name not in config.markdown_extensions:
                 config.markdown_extensions.append(name)
                 config.mdx_configs.setdefault(name, dict(settings))
+        self.converter = python_markdown.Markdown(extensions=config.markdown_extensions,
+                                                  extension_configs=config.mdx_configs or {})
         return config
 
     @event_priority(-100)  # after mkdocs-jupyter's on_files, whose wrapper loses a generated file's path
@@ -159,19 +190,31 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         for runbook in inputs.runbooks:
             files.append(NotebookPage.generated(config, runbook.src_uri, abs_src_path=str(runbook.path)))
         files.append(File.generated(config, RUNBOOKS_INDEX, content=runbooks_index(inputs.runbooks)))
-        files.append(File.generated(config, ARCHIVE_INDEX,
-                                    content=archive_index(inputs.archive, inputs.verification, inputs.records)))
+        files.append(File.generated(config, ARCHIVE_INDEX, content=archive_index(
+            inputs.archive, inputs.verification, inputs.records, directory_urls=config.use_directory_urls)))
+        if inputs.records:
+            for uri in INDEX_ASSETS.values():
+                files.append(File.generated(config, uri, abs_src_path=str(ASSETS / Path(uri).name)))
         files.append(File.generated(config, RECORD_SCHEMA, content=record_json_schema_text()))
         files.append(File.generated(config, STYLESHEET, abs_src_path=str(STYLESHEET_SOURCE)))
         if inputs.archive is not None and (inputs.archive / "manifest.jsonl").is_file():
             files.append(File.generated(config, "archive/manifest.jsonl",
                                         abs_src_path=str(inputs.archive / "manifest.jsonl")))
-        for record in inputs.records:
+        for record in inputs.records:  # reached from the index, not the nav (which says so to no one)
             if record.notebook is not None:
-                files.append(NotebookPage.generated(config, record.src_uri, abs_src_path=str(record.notebook)))
+                files.append(NotebookPage.generated(config, record.src_uri, abs_src_path=str(record.notebook),
+                                                    inclusion=InclusionLevel.NOT_IN_NAV))
             else:
-                files.append(File.generated(config, record.src_uri, content=summary_only_page(record)))
+                files.append(File.generated(config, record.src_uri, content=summary_only_page(record),
+                                            inclusion=InclusionLevel.NOT_IN_NAV))
         return files
+
+    @event_priority(-100)  # after mkdocs-jupyter's on_pre_page, which sets how the notebook is rendered
+    def on_pre_page(self, page: Page, /, *, config: MkDocsConfig, files: Files) -> Page:
+        item = self.inputs.by_uri.get(page.file.src_uri)
+        if isinstance(item, RecordPage) and item.notebook is not None:
+            _render_once(page, item.cache_key, self.inputs.cache)
+        return page
 
     def on_page_markdown(self, markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         if page.file.src_uri.endswith(".ipynb"):
@@ -191,7 +234,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         if isinstance(item, Runbook):
             runs = [(r.title, url_of(r.src_uri)) for r in self.inputs.records
                     if r.record is not None and r.record.runbook == item.name]
-            block, tokens = _render(config, runbook_block(item, runs))
+            block, tokens = self._render(runbook_block(item, runs))
             at = _FIRST_CODE_CELL.search(html)
             html = html[:at.start()] + block + html[at.start():] if at else html + block
             _add_to_toc(page, tokens, first=True)
@@ -199,24 +242,32 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                 page.title = item.title
         elif isinstance(item, RecordPage):
             header, notebook = record_page_html(item, self.inputs.runbooks, url_of, html)
-            block, tokens = _render(config, header)
+            block, tokens = self._render(header)
             html = f'<div class="{PAGE_CLASS}">{block}{notebook}</div>'
             # The notebook's wide tables need the width the table of contents' column would take.
             page.meta["hide"] = [*page.meta.get("hide", []), "toc"]
             page.title = item.title
+            # The index's rows are searched (and filtered); thousands of notebooks would make the search index
+            # too big to load (Material's search reads this; MkDocs' own search indexes every page).
+            page.meta["search"] = {"exclude": True}
             _add_to_toc(page, tokens, first=False)
-        if page.file.src_uri.endswith(".ipynb"):
+        if isinstance(item, Runbook) and page.file.src_uri.endswith(".ipynb"):
             # mkdocs collects anchors only from Markdown it rendered; this lets links to runbook sections be checked.
+            # (Nothing links into a record's sections: reading thousands of record pages for their ids is skipped.)
             page.present_anchor_ids = set(_ID.findall(html))
         return html
 
     def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str:
+        known, digest = self.inputs.clean.known_clean(output.encode("utf-8"))
+        if known:
+            return output
         leaks = secret_leaks(output)
         if leaks:
             # Raised before the page is written, so the password never reaches the site folder.
             raise PluginError(f"The page built from {page.file.src_uri} contains {', '.join(leaks)}. Nothing may "
                               "publish a password: scrub the record (rollbook.redaction.redact) or fix the page, "
                               "then build again.")
+        self.inputs.clean.add(digest)
         return output
 
     @event_priority(-100)  # after the search plugin has written search_index.json
@@ -224,7 +275,12 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         site = Path(config.site_dir)
         if self.inputs.archive is not None:
             copy_archive_files(self.inputs.records, site)
-        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site)}
+            cache = self.inputs.cache
+            if cache.folder is not None:
+                evicted = cache.evict_unused()
+                log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", cache.rendered,
+                         cache.reused, cache.folder, f" ({evicted} stale entries deleted)" if evicted else "")
+        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site, self.inputs.clean)}
         if leaked:
             for name in leaked:
                 (site / name).unlink()
@@ -232,6 +288,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             raise PluginError(f"The built site contained a connection-string secret ({described}). Those files were "
                               "deleted and the build fails: find where the password came from, scrub it, and build "
                               "again.")
+        self.inputs.clean.save()
 
     def _runbook_folders(self, root: Path) -> list[Path]:
         given = self.config.runbooks
@@ -244,6 +301,28 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                 raise PluginError(f"rollbook plugin, runbooks: there is no folder {folder}. Name folders of notebooks "
                                   f"relative to mkdocs.yml, or `{BUNDLED}` for rollbook's own runbooks.")
         return folders
+
+    def _render(self, text: str) -> tuple[str, list[Any]]:
+        """Markdown written by the plugin, rendered with the site's own extensions; its HTML and toc tokens."""
+        # One converter per build, reset between pages: loading the extensions again for each of thousands of
+        # record pages was a good part of their build time.
+        converter = self.converter.reset()
+        html = converter.convert(text)
+        return html, list(getattr(converter, "toc_tokens", []))
+
+    def _cache_dir(self, root: Path, config: MkDocsConfig) -> Path | None:
+        option = self.config.cache_dir
+        if option is False or option == "":
+            return None
+        given = option if isinstance(option, str) else DEFAULT_CACHE_DIR
+        folder = (root / given).resolve()
+        for name, inside in (("docs_dir", config.docs_dir), ("site_dir", config.site_dir)):
+            if folder.is_relative_to(Path(inside).resolve()):
+                # In docs/ its entries would become pages; in site/ each build would delete them.
+                raise PluginError(f"rollbook plugin, cache_dir: {given} is inside the site's {name} ({inside}). "
+                                  f"Name a folder outside both, such as the default {DEFAULT_CACHE_DIR}, or "
+                                  "`cache_dir: false` for no cache.")
+        return folder
 
     def _archive(self, root: Path, config_file: str | None) -> Path | None:
         given = os.environ.get(ARCHIVE_VARIABLE, "").strip()
@@ -285,13 +364,21 @@ def retitled(runbooks: tuple[Runbook, ...], titles: Mapping[str, Any]) -> tuple[
     return tuple(replace(r, title=titles[r.name].strip()) if r.name in titles else r for r in runbooks)
 
 
-def scan_site(site: Path) -> Iterator[tuple[Path, list[str]]]:
-    """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret."""
+def scan_site(site: Path, clean: CleanScans) -> Iterator[tuple[Path, list[str]]]:
+    """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret;
+    a file whose bytes `clean` knows (a page scanned as it was written, a record scanned by an earlier build) is not
+    scanned again."""
     for path in sorted(site.rglob("*")):
         if path.is_file() and path.suffix in _SCANNED:
-            leaks = secret_leaks(path.read_text(encoding="utf-8", errors="replace"))
+            data = path.read_bytes()
+            known, digest = clean.known_clean(data)
+            if known:
+                continue
+            leaks = secret_leaks(data.decode("utf-8", errors="replace"))
             if leaks:
                 yield path, leaks
+            else:
+                clean.add(digest)
 
 
 def _add_jupyter(config: MkDocsConfig) -> None:
@@ -309,12 +396,23 @@ def _add_jupyter(config: MkDocsConfig) -> None:
     config.plugins[JUPYTER] = plugin
 
 
-def _render(config: MkDocsConfig, text: str) -> tuple[str, list[Any]]:
-    """Markdown written by the plugin, rendered with the site's own extensions; its HTML and toc tokens."""
-    converter = python_markdown.Markdown(extensions=config.markdown_extensions,
-                                         extension_configs=config.mdx_configs or {})
-    html = converter.convert(text)
-    return html, getattr(converter, "toc_tokens", [])
+def _render_once(page: Page, key: str | None, cache: RecordPageCache) -> None:
+    """Render a record page's notebook from the cache entry `key`, or render it and fill the entry (no key: a
+    record whose bytes are not the filed ones, always rendered from the file)."""
+    render = page.render  # mkdocs-jupyter's, which converts the notebook
+
+    def cached_render(config: MkDocsConfig, files: Files) -> None:
+        rendered = cache.page(key) if key else None
+        if rendered is not None:
+            page.content, page.toc = rendered.content, get_toc(cast(Any, rendered.toc_tokens))  # tokens it wrote
+            cache.reused += 1
+            return
+        render(config, files)
+        cache.rendered += 1
+        if key and page.content is not None:
+            cache.put_page(key, RenderedNotebook(page.content, toc_tokens(page.toc)))
+
+    page.render = cached_render  # type: ignore[method-assign]
 
 
 def _add_to_toc(page: Page, tokens: list[Any], *, first: bool) -> None:

@@ -54,6 +54,7 @@ plugins:
   #     archive: rollback-records    # the folder of run records; false for none
   #     runbooks: [bundled, runbooks]   # rollbook's runbooks, then this folder's own notebooks
   #     titles: {}                      # page titles by runbook name: {rollback: Roll back a release}
+  #     cache_dir: .cache/rollbook      # rendered record pages kept between builds (keep it out of git)
 
 validation:
   # A link to a runbook section that does not exist fails the strict build.

@@ -1,0 +1,143 @@
+"""Record pages rendered once: a record's rendered notebook and its run record, kept outside the site folder.
+
+A filed record never changes (the manifest holds its sha256, and a changed file is shown as changed, never
+from the cache), so what its page shows is a function of its bytes, of rollbook (which reads the record and
+draws the page) and of the notebook renderer's settings. The cache key is the sha256 of those three; an
+entry is one JSON file named by its key. Rendering a notebook is most of a record page's build time, so an
+archive of years builds in the time of its new records.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.toc import AnchorLink
+
+# Bumped whenever a cached entry changes shape (its files and their fields): older entries are never read again.
+PAGE_TEMPLATE_VERSION = 1
+# The code that reads records and draws record pages: a change to it (even without a new version number, as in a
+# working tree) renders every page again.
+_PAGE_CODE = Path(__file__).parent
+DEFAULT_CACHE_DIR = ".cache/rollbook"
+_ENTRY = re.compile(r"[0-9a-f]{64}\.(record|page)\.json")
+
+log = logging.getLogger("mkdocs.plugins.rollbook")
+
+
+@dataclass(frozen=True)
+class RenderedNotebook:
+    """A record page's notebook as the renderer made it: its HTML and its headings (toc tokens)."""
+
+    content: str
+    toc_tokens: list[dict[str, Any]]
+
+
+@dataclass
+class RecordPageCache:
+    """A folder of rendered record pages, keyed by record sha256, rollbook's version and the renderer's settings.
+
+    Each entry is two files: `<key>.record.json`, the run record (read for the index, small), and
+    `<key>.page.json`, the rendered notebook (read only when its page is built). `folder` None is no cache:
+    every lookup misses and nothing is stored.
+    """
+
+    folder: Path | None
+    renderer: str = ""  # the notebook renderer's name, version and settings, as text
+    used: set[str] = field(default_factory=set)
+    rendered: int = 0
+    reused: int = 0
+
+    def key(self, sha256: str) -> str:
+        """The entry of a record whose bytes have this sha256."""
+        text = "\0".join((sha256, version("rollbook"), str(PAGE_TEMPLATE_VERSION), self.code, self.renderer))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @functools.cached_property
+    def code(self) -> str:
+        """The sha256 of rollbook's site code and record model, as part of every key."""
+        digest = hashlib.sha256()
+        for path in [*sorted(_PAGE_CODE.glob("*.py")), *sorted(_PAGE_CODE.parent.joinpath("records").glob("*.py"))]:
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The run record of the entry, or None when there is none or it cannot be read."""
+        data = self._read(key, "record")
+        return data if isinstance(data, dict) else None
+
+    def page(self, key: str) -> RenderedNotebook | None:
+        """The rendered notebook of the entry, or None when there is none or it cannot be read."""
+        data = self._read(key, "page")
+        try:
+            return RenderedNotebook(str(data["content"]), list(data["toc_tokens"])) if data is not None else None
+        except (KeyError, TypeError):
+            return None
+
+    def put_record(self, key: str, record: dict[str, Any]) -> None:
+        self._write(key, "record", record)
+
+    def put_page(self, key: str, page: RenderedNotebook) -> None:
+        self._write(key, "page", {"content": page.content, "toc_tokens": page.toc_tokens})
+
+    def evict_unused(self) -> int:
+        """Delete the entries this build did not use (records of another rollbook version or renderer setting)."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        stale = [path for path in self.folder.iterdir()
+                 if _ENTRY.fullmatch(path.name) and path.name[:64] not in self.used]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len({path.name[:64] for path in stale})
+
+    def _read(self, key: str, part: str) -> Any:
+        if self.folder is None:
+            return None
+        try:
+            data = json.loads((self.folder / f"{key}.{part}.json").read_bytes())
+        except (OSError, ValueError):
+            return None  # none yet, or damaged: rendered again
+        self.used.add(key)
+        return data
+
+    def _write(self, key: str, part: str, data: Any) -> None:
+        """Write a part atomically (a build killed halfway leaves no half entry). A cache that cannot be written
+        costs the next build its time, not this one its pages: said, not raised."""
+        if self.folder is None:
+            return
+        self.used.add(key)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(data, stream)
+            os.replace(temporary, self.folder / f"{key}.{part}.json")
+        except OSError as error:
+            log.warning("rollbook: the record page cache %s cannot be written (%s): pages will be rendered "
+                        "again next build. Make it writable, or set cache_dir to another folder (false: none).",
+                        self.folder, error.strerror or error)
+
+
+def renderer_settings(name: str, settings: Mapping[str, Any]) -> str:
+    """The renderer as part of the key: its version and every setting, so a changed setting renders again."""
+    try:
+        installed = version(name)
+    except PackageNotFoundError:
+        installed = "?"
+    return f"{name} {installed} " + json.dumps({k: repr(v) for k, v in settings.items()}, sort_keys=True)
+
+
+def toc_tokens(items: Iterable[AnchorLink]) -> list[dict[str, Any]]:
+    """A page's table of contents as the tokens mkdocs.structure.toc.get_toc reads back."""
+    return [{"level": item.level, "id": item.id, "name": item.title, "children": toc_tokens(item.children)}
+            for item in items]
