@@ -242,12 +242,14 @@ def test_a_copy_too_big_for_the_budget_is_not_made_and_the_estimate_stands_alone
     assert not _scratch_databases(database_url)
 
 
-# events is big and the downgrade never touches it; items is small and cast back; item_notes points at items.
+# events is big and the downgrade never touches it; items is small and cast back; item_notes points at items,
+# items at kinds (whose rows its foreign key is checked against when restored).
 TABLES_ONLY = {
     "t1": (None, 'op.execute("CREATE TABLE events (id bigint, payload text); '
-                 'CREATE TABLE items (id int PRIMARY KEY, code integer NOT NULL); '
+                 'CREATE TABLE kinds (id int PRIMARY KEY); '
+                 'CREATE TABLE items (id int PRIMARY KEY, code integer NOT NULL, kind int REFERENCES kinds); '
                  'CREATE TABLE item_notes (id int PRIMARY KEY, item_id int REFERENCES items)")',
-           'op.execute("DROP TABLE item_notes, items, events")'),
+           'op.execute("DROP TABLE item_notes, items, kinds, events")'),
     "t2": ("t1", 'op.execute("ALTER TABLE items ALTER COLUMN code TYPE text")',
            'op.execute("ALTER TABLE items ALTER COLUMN code TYPE integer USING code::integer")'),
 }
@@ -272,7 +274,8 @@ def _most_of_the_whole_copy(tmp_path: Path, url: str, config: Path) -> str:
 
 def test_a_copy_too_big_for_the_budget_is_rehearsed_on_the_tables_the_downgrade_needs(tmp_path, database_url):
     config = _upgraded(tmp_path / "project", database_url, TABLES_ONLY,
-                       f"{BIG_EVENTS}; INSERT INTO items SELECT i, i::text FROM generate_series(1, 1000) i; "
+                       f"{BIG_EVENTS}; INSERT INTO kinds VALUES (1); "
+                       "INSERT INTO items SELECT i, i::text, 1 FROM generate_series(1, 1000) i; "
                        "INSERT INTO item_notes VALUES (1, 1)")
     budget = _most_of_the_whole_copy(tmp_path, database_url, config)
 
@@ -283,13 +286,14 @@ def test_a_copy_too_big_for_the_budget_is_rehearsed_on_the_tables_the_downgrade_
     rehearsal = _record(tmp_path).rehearsal
     assert rehearsal is not None and rehearsal["status"] == "passed", rehearsal
     assert rehearsal["copy"] == "tables-only" and rehearsal["copy_dropped"] is True
-    assert rehearsal["tables_only"]["tables"] == ["public.alembic_version", "public.item_notes", "public.items"]
+    assert rehearsal["tables_only"]["tables"] == ["public.alembic_version", "public.item_notes", "public.items",
+                                                  "public.kinds"]
     assert rehearsal["tables_only"]["tables_left_empty"] == 1
     assert "On a tables-only copy" in rehearsal["summary"] and "restored empty" in rehearsal["summary"]
     assert "it cannot show what the downgrade does to the rows of the tables restored empty" in rehearsal["summary"]
     # Only the restored tables' rows are compared with the backup's counts: events was restored empty.
     assert {row["table"] for row in rehearsal["restore"]["table_rows_compared"]} == {
-        "public.alembic_version", "public.item_notes", "public.items"}
+        "public.alembic_version", "public.item_notes", "public.items", "public.kinds"}
     assert rehearsal["rows"]["status"] != "failed" and rehearsal["schema"]["status"] == "passed", rehearsal
     assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("t1",)]
     assert _rows(database_url, "SELECT count(*) FROM events") == [(1000000,)]
@@ -298,8 +302,9 @@ def test_a_copy_too_big_for_the_budget_is_rehearsed_on_the_tables_the_downgrade_
 
 def test_a_downgrade_failing_on_the_tables_only_copy_stops_the_run_with_production_untouched(tmp_path, database_url):
     config = _upgraded(tmp_path / "project", database_url, TABLES_ONLY,
-                       f"{BIG_EVENTS}; INSERT INTO items SELECT i, i::text FROM generate_series(1, 1000) i; "
-                       "INSERT INTO items VALUES (1001, 'A-17')")
+                       f"{BIG_EVENTS}; INSERT INTO kinds VALUES (1); "
+                       "INSERT INTO items SELECT i, i::text, 1 FROM generate_series(1, 1000) i; "
+                       "INSERT INTO items VALUES (1001, 'A-17', 1)")
     budget = _most_of_the_whole_copy(tmp_path, database_url, config)
 
     code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
@@ -315,3 +320,24 @@ def test_a_downgrade_failing_on_the_tables_only_copy_stops_the_run_with_producti
     assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("t2",)]
     assert _rows(database_url, "SELECT count(*), max(code) FILTER (WHERE id = 1001) FROM items") == [(1001, "A-17")]
     assert not _scratch_databases(database_url)
+
+
+# Undoing the head calls a function: which tables it changes, the plan cannot tell.
+THROUGH_A_FUNCTION = {
+    "u1": (None, 'op.execute("CREATE TABLE items (id int)")', 'op.execute("DROP TABLE items")'),
+    "u2": ("u1", 'op.execute("CREATE FUNCTION tidy() RETURNS void LANGUAGE sql AS $$DELETE FROM items$$")',
+           'op.execute("SELECT tidy()"); op.execute("DROP FUNCTION tidy()")'),
+}
+
+
+def test_no_tables_only_copy_is_made_when_the_plan_cannot_tell_which_tables_change(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, THROUGH_A_FUNCTION, "INSERT INTO items VALUES (1)")
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", "1ms", "--execute"))
+
+    assert code == 0, stdout + stderr
+    rehearsal = _record(tmp_path).rehearsal
+    assert rehearsal is not None and rehearsal["status"] == "too_big", rehearsal
+    assert "no tables-only copy either: the plan cannot tell which tables are changed by u2" in rehearsal["summary"]
+    assert rehearsal["copy_dropped"] is None and not _scratch_databases(database_url)

@@ -44,6 +44,10 @@ SELECT format('%I.%I', cn.nspname, c.relname), format('%I.%I', pn.nspname, p.rel
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
 JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
 """
+# Operations that may change rows of tables the plan cannot name (SQL it could not read, an INSERT of a computed
+# table, a SELECT of a function); the other table-less ones (types, sequences, functions' definitions) come with
+# the schema, which a tables-only copy restores whole.
+ROWS_OF_UNKNOWN_TABLES = frozenset({"unknown", "insert", "select"})
 CANNOT_PROVE = ("what the downgrade does to the rows of the tables restored empty (cascades past one foreign key, "
                 "triggers or functions reading them) and how long it takes on them")
 
@@ -79,10 +83,11 @@ def plan_tables_only_copy(target: DatabaseTarget, project: MigrationProject, pla
                           cost: CopyCost) -> TablesOnlyCopy | str:
     """The tables whose rows the downgrade needs and their restore estimate (read-only); a str says why there is
     no such copy (a step whose tables the plan does not know)."""
-    unknown = [step.revision.revision for step in plan.steps for op in step.operations if op.table is None]
+    unknown = [step.revision.revision for step in plan.steps for op in step.operations
+               if op.table is None and op.op in ROWS_OF_UNKNOWN_TABLES]
     if unknown:
-        return (f"no tables-only copy either: the plan does not know which tables {', '.join(dict.fromkeys(unknown))} "
-                "change")
+        return ("no tables-only copy either: the plan cannot tell which tables are changed by "
+                f"{', '.join(dict.fromkeys(unknown))}")
     with connect(target) as conn:
         named = [sql.Identifier(*filter(None, (project.version_table_schema, project.version_table)))]
         named += [sql.Identifier(*filter(None, (op.table.schema, op.table.name)))
