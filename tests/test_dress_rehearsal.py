@@ -234,8 +234,110 @@ def test_a_copy_too_big_for_the_budget_is_not_made_and_the_estimate_stands_alone
     record = _record(tmp_path)
     assert record.rehearsal is not None and record.rehearsal["status"] == "too_big", record.rehearsal
     assert "would take longer to restore than rehearsal_budget" in record.rehearsal["summary"]
+    assert "nor would a tables-only copy" in record.rehearsal["summary"]
     assert "the plan's estimates stand alone" in record.rehearsal["summary"]
     [timing] = record.step_timings or []
     assert timing.estimated_seconds is not None and timing.rehearsal_seconds is None and timing.real_seconds
     assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("c1",)]
     assert not _scratch_databases(database_url)
+
+
+# events is big and the downgrade never touches it; items is small and cast back; item_notes points at items,
+# items at kinds (whose rows its foreign key is checked against when restored).
+TABLES_ONLY = {
+    "t1": (None, 'op.execute("CREATE TABLE events (id bigint, payload text); '
+                 'CREATE TABLE kinds (id int PRIMARY KEY); '
+                 'CREATE TABLE items (id int PRIMARY KEY, code integer NOT NULL, kind int REFERENCES kinds); '
+                 'CREATE TABLE item_notes (id int PRIMARY KEY, item_id int REFERENCES items)")',
+           'op.execute("DROP TABLE item_notes, items, kinds, events")'),
+    "t2": ("t1", 'op.execute("ALTER TABLE items ALTER COLUMN code TYPE text")',
+           'op.execute("ALTER TABLE items ALTER COLUMN code TYPE integer USING code::integer")'),
+}
+# About 420 MB of events: the whole copy's estimated restore (about 40 MB/s here) is about 10 s.
+BIG_EVENTS = "INSERT INTO events SELECT i, repeat('x', 400) FROM generate_series(1, 1000000) i"
+
+
+def _most_of_the_whole_copy(tmp_path: Path, url: str, config: Path) -> str:
+    """A rehearsal_budget of 80 % of the whole copy's estimated restore, read from a dry run's record."""
+    dry = tmp_path / "dry"
+    dry.mkdir()
+    code, stdout, stderr = _finished(_rollbook_run(dry, url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", "1s"))
+    assert code == 0, stdout + stderr
+    rehearsal = _record(dry).rehearsal
+    assert rehearsal is not None and "a tables-only copy would" in rehearsal["summary"], rehearsal
+    whole = rehearsal["cost"]["estimated_restore_seconds"]
+    # The tables-only copy must have the time to restore the schema and run the downgrade and its checks.
+    assert whole * 0.8 >= 6, f"the whole copy is estimated at only {whole:.1f} s: make events bigger"
+    return f"{int(whole * 0.8)}s"
+
+
+def test_a_copy_too_big_for_the_budget_is_rehearsed_on_the_tables_the_downgrade_needs(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, TABLES_ONLY,
+                       f"{BIG_EVENTS}; INSERT INTO kinds VALUES (1); "
+                       "INSERT INTO items SELECT i, i::text, 1 FROM generate_series(1, 1000) i; "
+                       "INSERT INTO item_notes VALUES (1, 1)")
+    budget = _most_of_the_whole_copy(tmp_path, database_url, config)
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", budget, "--execute"))
+
+    assert code == 0, stdout + stderr
+    rehearsal = _record(tmp_path).rehearsal
+    assert rehearsal is not None and rehearsal["status"] == "passed", rehearsal
+    assert rehearsal["copy"] == "tables-only" and rehearsal["copy_dropped"] is True
+    assert rehearsal["tables_only"]["tables"] == ["public.alembic_version", "public.item_notes", "public.items",
+                                                  "public.kinds"]
+    assert rehearsal["tables_only"]["tables_left_empty"] == 1
+    assert "On a tables-only copy" in rehearsal["summary"] and "restored empty" in rehearsal["summary"]
+    assert "it cannot show what the downgrade does to the rows of the tables restored empty" in rehearsal["summary"]
+    # Only the restored tables' rows are compared with the backup's counts: events was restored empty.
+    assert {row["table"] for row in rehearsal["restore"]["table_rows_compared"]} == {
+        "public.alembic_version", "public.item_notes", "public.items", "public.kinds"}
+    assert rehearsal["rows"]["status"] != "failed" and rehearsal["schema"]["status"] == "passed", rehearsal
+    assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("t1",)]
+    assert _rows(database_url, "SELECT count(*) FROM events") == [(1000000,)]
+    assert not _scratch_databases(database_url)
+
+
+def test_a_downgrade_failing_on_the_tables_only_copy_stops_the_run_with_production_untouched(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, TABLES_ONLY,
+                       f"{BIG_EVENTS}; INSERT INTO kinds VALUES (1); "
+                       "INSERT INTO items SELECT i, i::text, 1 FROM generate_series(1, 1000) i; "
+                       "INSERT INTO items VALUES (1001, 'A-17', 1)")
+    budget = _most_of_the_whole_copy(tmp_path, database_url, config)
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", budget, "--execute"))
+
+    assert code == 1, stdout + stderr
+    record = _record(tmp_path)
+    assert record.failed_step == "rehearsal" and "downgrade" not in [step.step for step in record.steps]
+    assert record.rehearsal is not None and record.rehearsal["status"] == "failed", record.rehearsal
+    assert record.rehearsal["copy"] == "tables-only" and record.rehearsal["copy_dropped"] is True
+    assert "The real downgrade was not started" in (record.message or "")
+    assert "On a tables-only copy" in (record.message or "")
+    assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("t2",)]
+    assert _rows(database_url, "SELECT count(*), max(code) FILTER (WHERE id = 1001) FROM items") == [(1001, "A-17")]
+    assert not _scratch_databases(database_url)
+
+
+# Undoing the head calls a function: which tables it changes, the plan cannot tell.
+THROUGH_A_FUNCTION = {
+    "u1": (None, 'op.execute("CREATE TABLE items (id int)")', 'op.execute("DROP TABLE items")'),
+    "u2": ("u1", 'op.execute("CREATE FUNCTION tidy() RETURNS void LANGUAGE sql AS $$DELETE FROM items$$")',
+           'op.execute("SELECT tidy()"); op.execute("DROP FUNCTION tidy()")'),
+}
+
+
+def test_no_tables_only_copy_is_made_when_the_plan_cannot_tell_which_tables_change(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, THROUGH_A_FUNCTION, "INSERT INTO items VALUES (1)")
+
+    code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                   "-p", "rehearsal_budget", "1ms", "--execute"))
+
+    assert code == 0, stdout + stderr
+    rehearsal = _record(tmp_path).rehearsal
+    assert rehearsal is not None and rehearsal["status"] == "too_big", rehearsal
+    assert "no tables-only copy either: the plan cannot tell which tables are changed by u2" in rehearsal["summary"]
+    assert rehearsal["copy_dropped"] is None and not _scratch_databases(database_url)

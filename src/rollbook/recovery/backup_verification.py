@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rollbook import markdown
@@ -103,10 +105,14 @@ def verify_backup(backup: Backup, method: str, target: DatabaseTarget) -> Backup
     return BackupVerification(backup, method, passed, detail, round(time.monotonic() - started, 3), entries, ())
 
 
-def verify_by_restore_into(backup: Backup, scratch: DatabaseTarget, *,
-                           timeout_seconds: float | None = None) -> BackupVerification:
+def verify_by_restore_into(backup: Backup, scratch: DatabaseTarget, *, timeout_seconds: float | None = None,
+                           rows_of: frozenset[str] | None = None) -> BackupVerification:
     """Restore `backup` (its checksum checked) into the empty database `scratch` and compare its rows with the
-    counts taken at backup time; the caller owns `scratch` (a dress rehearsal then downgrades it)."""
+    counts taken at backup time; the caller owns `scratch` (a dress rehearsal then downgrades it).
+
+    `rows_of` (tables named as take_backup names them): the whole schema, but the rows of only these tables,
+    and only theirs compared.
+    """
     started = time.monotonic()
 
     def result(
@@ -135,12 +141,16 @@ def verify_by_restore_into(backup: Backup, scratch: DatabaseTarget, *,
     passed, detail, entries = _check_listing(pg_restore, backup)
     if not passed:
         return result(False, detail, entries)
-    failure = _restore(pg_restore, backup, scratch, timeout_seconds)
+    failure = _restore(pg_restore, backup, scratch, timeout_seconds, rows_of)
     if failure:
         return result(False, failure, entries)
     with connect(scratch) as conn:
         restored = dict(count_table_rows(conn))
-    compared = _compare_rows(backup.table_rows, restored)
+    expected = backup.table_rows
+    if rows_of is not None:
+        expected = tuple((table, rows) for table, rows in expected if table in rows_of)
+        restored = {table: rows for table, rows in restored.items() if table in rows_of}
+    compared = _compare_rows(expected, restored)
     differing = [(t, e, r) for t, e, r in compared if e != r]
     if differing:
         shown = "; ".join(f"{t}: {_count(e)} at backup, {_count(r)} restored" for t, e, r in differing[:10])
@@ -148,9 +158,11 @@ def verify_by_restore_into(backup: Backup, scratch: DatabaseTarget, *,
             f"Restored into a scratch database, but {len(differing)} of {len(compared)} table(s) have other row "
             f"counts than at backup time: {shown}. Do not rely on this backup; take a new one and verify it."
         ), entries, compared)
-    total = sum(rows for _, rows in backup.table_rows)
+    total = sum(rows for _, rows in expected)
+    partly = "" if rows_of is None else (f" (the whole schema, the rows of {len(compared)} of "
+                                         f"{len(backup.table_rows)} table(s))")
     return result(True, (
-        f"Restored into a scratch database with pg_restore {pg_restore.major_version}: "
+        f"Restored into a scratch database with pg_restore {pg_restore.major_version}{partly}: "
         f"all {len(compared)} table(s) hold the rows counted at backup time ({total} rows in all); the "
         "scratch database is dropped afterwards."
     ), entries, compared)
@@ -184,8 +196,7 @@ def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
             "pg_dump archive: do not restore from it; take a new backup."
         ), 0
     entries = [line for line in completed.stdout.splitlines() if line.strip() and not line.startswith(";")]
-    # Each entry reads "<id>; <oid> <oid> <type> <schema> <name> <owner>".
-    descriptions = [line.split(";", 1)[1].strip().split(" ", 2)[-1] for line in entries if ";" in line]
+    descriptions = [_description(line) for line in entries if ";" in line]
     if not entries:
         return False, f"pg_restore --list found no entries in {backup.path}: the archive holds nothing.", 0
     missing = [
@@ -206,6 +217,11 @@ def _check_listing(pg_restore: PgTool, backup: Backup) -> tuple[bool, str, int]:
         f"pg_restore --list reads the archive: {len(entries)} entries{checked}. The file's sha256 matches the "
         "one recorded at backup time."
     ), len(entries)
+
+
+def _description(entry: str) -> str:
+    """An entry "<id>; <oid> <oid> <type> <schema> <name> <owner>" of pg_restore --list, from its type on."""
+    return entry.split(";", 1)[1].strip().split(" ", 2)[-1]
 
 
 def _is_table_data(description: str, schema: str, name: str) -> bool:
@@ -241,13 +257,37 @@ def _split_qualified(qualified: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
 
 
-def _restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget, timeout_seconds: float | None) -> str | None:
-    path = backup.path
+def _restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget, timeout_seconds: float | None,
+             rows_of: frozenset[str] | None) -> str | None:
     # A directory-format dump restores with as many jobs as wrote it (pg_restore -j reads only that format here).
     jobs = [f"--jobs={backup.jobs}"] if backup.format == "directory" and backup.jobs > 1 else []
+    with tempfile.TemporaryDirectory(prefix="rollbook-restore-list-") as directory:
+        listed = [] if rows_of is None else [f"--use-list={_rows_only_of(pg_restore, backup, rows_of, directory)}"]
+        return _run_restore(pg_restore, backup, scratch, timeout_seconds, [*jobs, *listed])
+
+
+def _rows_only_of(pg_restore: PgTool, backup: Backup, rows_of: frozenset[str], directory: str) -> Path:
+    """A pg_restore list of the whole archive with every other table's data commented out (pg_restore -L)."""
+    listing = subprocess.run([str(pg_restore.path), "--list", str(backup.path)], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, errors="replace", check=True,
+                             preexec_fn=end_with_parent).stdout
+    kept = [_split_qualified(table) for table in rows_of]
+    lines = []
+    for line in listing.splitlines():
+        description = "" if line.startswith(";") or ";" not in line else _description(line)
+        other_data = description.startswith("TABLE DATA ") and not any(_is_table_data(description, *t) for t in kept)
+        lines.append(f";{line}" if other_data else line)
+    path = Path(directory) / "restore.list"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _run_restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget, timeout_seconds: float | None,
+                 options: list[str]) -> str | None:
+    path = backup.path
     try:
         completed = subprocess.run(
-            [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password", *jobs,
+            [str(pg_restore.path), "--exit-on-error", "--no-owner", "--no-password", *options,
              f"--dbname={scratch.database}", str(path)],
             env=libpq_environment(scratch), stdin=subprocess.DEVNULL, capture_output=True, text=True,
             errors="replace", check=False, preexec_fn=end_with_parent, timeout=timeout_seconds,

@@ -68,18 +68,19 @@ class CopyCost:
                     f"databases: grant it CREATEDB (ALTER ROLE {self.role} CREATEDB) or run with a role that has "
                     "it, or run with -p rehearse none. Nothing was changed.")
         if self.free_bytes is not None and self.free_bytes < self.needed_bytes:
-            return (f"rehearse copy needs about {_mb(self.needed_bytes)} free on the server's disk (the database's "
-                    f"{_mb(self.database_bytes)} x {DISK_FACTOR}), but {self.disk_basis} has {_mb(self.free_bytes)} "
-                    "free: free space there, or run with -p rehearse none. Nothing was changed.")
+            return (f"rehearse copy needs about {megabytes(self.needed_bytes)} free on the server's disk (the "
+                    f"database's {megabytes(self.database_bytes)} x {DISK_FACTOR}), but {self.disk_basis} has "
+                    f"{megabytes(self.free_bytes)} free: free space there, or run with -p rehearse none. Nothing was "
+                    "changed.")
         return None
 
     def described(self) -> str:
         """'a copy of 61.2 MB, restored in about 2.1 s (basis); 40 GB free on ...'."""
         restore = (f"restored in about {duration_text(self.restore_seconds)} ({self.restore_basis})"
                    if self.restore_seconds is not None else f"restore time {self.restore_basis}")
-        disk = (f"{_mb(self.free_bytes)} free on {self.disk_basis}" if self.free_bytes is not None
+        disk = (f"{megabytes(self.free_bytes)} free on {self.disk_basis}" if self.free_bytes is not None
                 else f"free disk {self.disk_basis}")
-        return f"a copy of {_mb(self.database_bytes)}, {restore}; {disk}"
+        return f"a copy of {megabytes(self.database_bytes)}, {restore}; {disk}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"role": self.role, "may_create_databases": self.may_create_databases,
@@ -142,5 +143,6 @@ def _free_disk(conn: psycopg.Connection[Any], target: DatabaseTarget) -> tuple[i
     return shutil.disk_usage(directory).free, f"the file system of the server's data directory {directory}"
 
 
-def _mb(size: int) -> str:
+def megabytes(size: int) -> str:
+    """A size as people read it: MB, or GB from 10 GB on."""
     return f"{size / 1_000_000:.1f} MB" if size < 10_000_000_000 else f"{size / 1_000_000_000:.1f} GB"

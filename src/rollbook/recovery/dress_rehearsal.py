@@ -42,6 +42,7 @@ from rollbook.recovery.backup_verification import BackupVerification, verify_by_
 from rollbook.recovery.copy_cost import CopyCost
 from rollbook.recovery.rehearsal_report import StepResult
 from rollbook.recovery.rehearsal_rows import check_predictions, table_data
+from rollbook.recovery.tables_only_copy import CANNOT_PROVE, TablesOnlyCopy, plan_tables_only_copy
 
 RehearsalStatus = Literal["passed", "failed", "exceeded_budget", "too_big", "not_run"]
 
@@ -63,6 +64,8 @@ class DressRehearsal:
     # Whether the copy is known gone: checked in pg_database after it was dropped (None: no copy was made).
     copy_dropped: bool | None = None
     plan: DowngradePlan | None = None
+    # The whole copy did not fit the budget: the rows of only these tables were restored (None: the whole copy).
+    tables_only: TablesOnlyCopy | None = None
 
     @property
     def passed(self) -> bool:
@@ -72,6 +75,8 @@ class DressRehearsal:
         return {
             "status": self.status, "summary": self.summary, "budget_seconds": self.budget_seconds,
             "seconds": round(self.seconds, 3), "copy_dropped": self.copy_dropped,
+            "copy": "tables-only" if self.tables_only else "whole",
+            "tables_only": self.tables_only.to_dict() if self.tables_only else None,
             "cost": self.cost.to_dict() if self.cost else None,
             "restore": self.restore.to_dict() if self.restore else None,
             "downgrade": self.execution.to_dict() if self.execution else None,
@@ -111,6 +116,21 @@ def not_rehearsed(why: str, budget_seconds: float, cost: CopyCost | None = None,
     return DressRehearsal(status, why, budget_seconds, cost)
 
 
+def copy_within_budget(target: DatabaseTarget, project: MigrationProject, plan: DowngradePlan, cost: CopyCost,
+                       budget_seconds: float) -> TablesOnlyCopy | str | None:
+    """The copy a rehearsal makes within the budget: None for the whole one, else a tables-only one (read-only);
+    a str says why neither fits."""
+    if cost.fits_in(budget_seconds):
+        return None
+    smaller = plan_tables_only_copy(target, project, plan, cost)
+    if isinstance(smaller, TablesOnlyCopy) and smaller.fits_in(budget_seconds):
+        return smaller
+    why = smaller if isinstance(smaller, str) else f"nor would a tables-only copy ({smaller.described()})"
+    return (f"the copy ({cost.described()}) would take longer to restore than rehearsal_budget "
+            f"({duration_text(budget_seconds)}) allows, {why}: not rehearsed, and the plan's estimates stand alone. "
+            "Raise rehearsal_budget to rehearse anyway.")
+
+
 def rehearse_on_copy(
     target: DatabaseTarget, project: MigrationProject, plan: DowngradePlan, backup: Backup, cost: CopyCost, *,
     lock_timeout_ms: int, statement_timeout_ms: int, budget_ms: int,
@@ -121,24 +141,27 @@ def rehearse_on_copy(
     statement of the downgrade is given at most what is left of it.
     """
     budget = budget_ms / 1000
-    if not cost.fits_in(budget):
-        return not_rehearsed(
-            f"the copy ({cost.described()}) would take longer to restore than rehearsal_budget "
-            f"({duration_text(budget)}) allows: not rehearsed, and the plan's estimates stand alone. Raise "
-            "rehearsal_budget to rehearse anyway.", budget, cost, "too_big")
+    tables_only = copy_within_budget(target, project, plan, cost, budget)
+    if isinstance(tables_only, str):
+        return not_rehearsed(tables_only, budget, cost, "too_big")
     started = time.monotonic()
     with scratch_database(target) as copy:
-        rehearsal = _rehearse(copy, project, plan, backup, cost, started, budget,
+        rehearsal = _rehearse(copy, project, plan, backup, cost, started, budget, tables_only,
                               lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms)
     return replace(rehearsal, seconds=time.monotonic() - started, copy_dropped=_gone(target, copy.database))
 
 
 def _rehearse(copy: DatabaseTarget, project: MigrationProject, plan: DowngradePlan, backup: Backup, cost: CopyCost,
-              started: float, budget: float, *, lock_timeout_ms: int, statement_timeout_ms: int) -> DressRehearsal:
+              started: float, budget: float, tables_only: TablesOnlyCopy | None, *, lock_timeout_ms: int,
+              statement_timeout_ms: int) -> DressRehearsal:
     def ended(status: RehearsalStatus, summary: str, **found: Any) -> DressRehearsal:
-        return DressRehearsal(status, summary, budget, cost, plan=plan, **found)
+        if tables_only:
+            summary = (f"{summary}. On a tables-only copy (the whole copy would not fit rehearsal_budget): "
+                       f"{tables_only.described()}; it cannot show {CANNOT_PROVE}")
+        return DressRehearsal(status, summary, budget, cost, plan=plan, tables_only=tables_only, **found)
 
-    restore = verify_by_restore_into(backup, copy, timeout_seconds=budget)
+    restore = verify_by_restore_into(backup, copy, timeout_seconds=budget,
+                                     rows_of=frozenset(tables_only.tables) if tables_only else None)
     if not restore.passed:
         over = time.monotonic() - started >= budget
         return ended("exceeded_budget" if over else "failed",

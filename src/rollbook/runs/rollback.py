@@ -39,7 +39,7 @@ from rollbook.recovery.archived_backups import RecordedBackup, find_restore_poin
 from rollbook.recovery.backup import Backup
 from rollbook.recovery.backup_strategy import StrategyBackup, take_backup_with
 from rollbook.recovery.copy_cost import CopyCost, measure_copy_cost, refuse_impossible_copy
-from rollbook.recovery.dress_rehearsal import DressRehearsal, not_rehearsed, rehearse_on_copy
+from rollbook.recovery.dress_rehearsal import DressRehearsal, copy_within_budget, not_rehearsed, rehearse_on_copy
 from rollbook.runs.parameters import RollbackParameters
 from rollbook.runs.plan import plan_facts
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
@@ -255,8 +255,11 @@ class RollbackRun(Runbook[RollbackParameters]):
         if not p.execute:
             # Read-only: what an executed run would find, so the approver sees it before approving.
             cost = measure_copy_cost(self.target, plan)
-            would = cost.refusal() or ("the copy fits rehearsal_budget" if cost.fits_in(budget) else
-                                       "the copy would not fit rehearsal_budget: the estimates would stand alone")
+            within = None if cost.refusal() else copy_within_budget(self.target, self.project, plan, cost, budget)
+            would = cost.refusal() or (
+                "the copy fits rehearsal_budget" if within is None else
+                "the copy would not fit rehearsal_budget: the estimates would stand alone" if isinstance(within, str)
+                else f"the whole copy would not fit rehearsal_budget, a tables-only copy would: {within.described()}")
             self.rehearsal = not_rehearsed(f"dry run: no copy is made. An executed run: {would}", budget, cost)
             self.recorder.update(rehearsal=self.rehearsal.to_dict())
             return self.rehearsal
