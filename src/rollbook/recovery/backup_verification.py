@@ -262,7 +262,12 @@ def _restore(pg_restore: PgTool, backup: Backup, scratch: DatabaseTarget, timeou
     # A directory-format dump restores with as many jobs as wrote it (pg_restore -j reads only that format here).
     jobs = [f"--jobs={backup.jobs}"] if backup.format == "directory" and backup.jobs > 1 else []
     with tempfile.TemporaryDirectory(prefix="rollbook-restore-list-") as directory:
-        listed = [] if rows_of is None else [f"--use-list={_rows_only_of(pg_restore, backup, rows_of, directory)}"]
+        try:
+            listed = [] if rows_of is None else [f"--use-list={_rows_only_of(pg_restore, backup, rows_of, directory)}"]
+        except subprocess.CalledProcessError as exc:
+            # The same listing has just succeeded in the check before; a failure now is the file or the disk.
+            return (f"pg_restore --list of {backup.path} failed (exit code {exc.returncode}) while choosing the tables "
+                    "to restore: check the backup file and the disk, then run again.")
         return _run_restore(pg_restore, backup, scratch, timeout_seconds, [*jobs, *listed])
 
 
