@@ -25,7 +25,8 @@ from test_cli import ROLLBOOK
 from test_lock_estimates import REWRITING, ROWS
 
 from rollbook.pg.database import DatabaseTarget
-from rollbook.pg.scratch import SCRATCH_PREFIX
+from rollbook.pg.scratch import SCRATCH_MARKER, SCRATCH_PREFIX
+from rollbook.pg.stale_scratch import drop_stale_scratch_databases
 from rollbook.project.migrations import alembic_config_for, load_project
 from rollbook.records.model import RunRecord, read_record
 
@@ -341,3 +342,45 @@ def test_no_tables_only_copy_is_made_when_the_plan_cannot_tell_which_tables_chan
     assert rehearsal is not None and rehearsal["status"] == "too_big", rehearsal
     assert "no tables-only copy either: the plan cannot tell which tables are changed by u2" in rehearsal["summary"]
     assert rehearsal["copy_dropped"] is None and not _scratch_databases(database_url)
+
+
+def _rehearsing(process: subprocess.Popen[str], url: str, besides: tuple[str, ...] = ()) -> str:
+    """The copy `process` is rehearsing in (its downgrade's pg_sleep running there), once it is."""
+    deadline = time.monotonic() + 120
+    while True:
+        copies = [row[0] for row in _rows(url, "SELECT datname FROM pg_stat_activity WHERE query LIKE "
+                                               "'SELECT pg_sleep%%' AND state = 'active'") if row[0] not in besides]
+        if copies:
+            return copies[0]
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+
+
+def test_the_copy_of_a_sigkilled_run_is_dropped_by_the_next_run_and_a_live_runs_copy_never(tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, SLOW, "INSERT INTO audit_trail VALUES (1)")
+    killed = _rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy", "--execute")
+    stale = _rehearsing(killed, database_url)
+    # The kernel that made the copy (its comment names it) killed outright: nothing is left to drop the copy.
+    [(comment,)] = _rows(database_url, f"SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                       f"WHERE datname = '{stale}'")
+    os.kill(json.loads(comment.removeprefix(SCRATCH_MARKER))["pid"], signal.SIGKILL)
+    _finished(killed)
+    assert stale in _scratch_databases(database_url)
+    # The server notices a dead client only when it next writes to it (after the 60 s sleep): end it now.
+    _rows(database_url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{stale}'")
+
+    (tmp_path / "archive").rename(tmp_path / "archive-killed")
+    live = _rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy", "--execute")
+    copy = _rehearsing(live, database_url, besides=(stale,))
+
+    # The next run dropped the stale copy before making its own; a sweep now leaves the live run's copy alone.
+    assert _scratch_databases(database_url) == [copy]
+    sweep = drop_stale_scratch_databases(DatabaseTarget.from_url(database_url))
+    assert not sweep.dropped and not sweep.kept and _scratch_databases(database_url) == [copy]
+
+    os.kill(live.pid, signal.SIGTERM)
+    code, stdout, _ = _finished(live)
+    assert code == 1 and f"dropped stale scratch database {stale} (pid " in stdout, stdout
+    record = _record(tmp_path)
+    assert record.stale_scratch is not None and [s["name"] for s in record.stale_scratch["dropped"]] == [stale]
+    assert not _scratch_databases(database_url)

@@ -221,6 +221,9 @@ class RunRecord(_Part):
         default=None, description="the dress rehearsal of the downgrade on a restored copy, or why there was none")
     step_timings: list[StepTiming] | None = Field(
         default=None, description="each step's estimated, rehearsed and real duration, side by side")
+    stale_scratch: _Details | None = Field(
+        default=None, description="scratch databases left by runs killed outright (SIGKILL): those this run dropped "
+                                  "(their creator provably gone, nobody connected) and those it kept, with why")
     restore_point: _Details | None = Field(
         default=None, description="the backup to restore instead of a refused rollback")
     # The restore runbook.

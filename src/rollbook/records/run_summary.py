@@ -62,6 +62,9 @@ def run_facts(record: RunRecord) -> list[str]:
                      f"fix-forward: rollbook run restore-lost-data -p at_risk_backup {folder})")
     if record.rehearsal is not None and record.rehearsal.get("status") != "not_run":
         lines.append(f"rehearsal on a copy: {record.rehearsal.get('status')} ({record.rehearsal.get('summary')})")
+    stale = record.stale_scratch or {}
+    lines += [f"dropped stale scratch database {s.get('name')} ({s.get('why')})" for s in stale.get("dropped", [])]
+    lines += [f"kept scratch database {s.get('name')} ({s.get('why')})" for s in stale.get("kept", [])]
     if record.step_timings:
         lines.append("step times (estimate, rehearsal, real):")
         lines += [f"  {line}" for line in step_times_lines(record.step_timings)]

@@ -10,7 +10,8 @@ failure, made on the copy, where the real run would have failed the same way.
 
 The copy is dropped in every outcome: on success, on failure, and when the run is stopped (the
 kernel's KeyboardInterrupt unwinds through `scratch_database`, whose DROP ... WITH (FORCE) ends the
-copy's sessions). Only a kernel killed outright (SIGKILL) leaves it: a `rollbook_scratch_` database.
+copy's sessions). Only a kernel killed outright (SIGKILL) leaves it; the next run that makes scratch databases
+drops it (rollbook.pg.stale_scratch).
 
 No other session connects to the copy, so its steps never wait for a lock: the rehearsal measures the
 work; the real run's measured time adds any wait for the locks production's sessions hold.

@@ -26,20 +26,17 @@ plan's row predictions rehearsal_rows', and the report rehearsal_report's.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
-
-from psycopg import sql
 
 from rollbook.errors import BadInput, RollbookError
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.schema_comparison import compare_schemas
 from rollbook.pg.schema_objects import SchemaSnapshot
 from rollbook.pg.schema_snapshot import read_schema
-from rollbook.pg.scratch import SCRATCH_PREFIX, scratch_database
+from rollbook.pg.scratch import create_scratch_database, drop_scratch_database, scratch_database
 from rollbook.planning.downgrade_path import alembic_downgrade_destination, ancestors
 from rollbook.planning.operations import Risk
 from rollbook.planning.plan import plan_downgrade
@@ -358,14 +355,12 @@ def _not_run(info: RevisionInfo, why: str, *, failed: bool = False) -> RoundTrip
 @contextmanager
 def copy_of(server: DatabaseTarget, source: DatabaseTarget) -> Iterator[DatabaseTarget]:
     """A copy of the scratch database `source` (CREATE DATABASE ... TEMPLATE), dropped afterwards."""
-    name = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
     with connect(server) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                        sql.Identifier(source.database)))
+        name = create_scratch_database(conn, template=source.database)
         try:
             yield DatabaseTarget(source.url.set(database=name))
         finally:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            drop_scratch_database(conn, name)
 
 
 def _schema(target: DatabaseTarget, project: MigrationProject) -> SchemaSnapshot:

@@ -33,6 +33,10 @@ class BackupRun(Runbook[BackupParameters]):
     def mode(cls, parameters: BackupParameters) -> str:
         return "a backup is written; the database is only read"
 
+    @classmethod
+    def makes_scratch_databases(cls, parameters: BackupParameters) -> bool:
+        return parameters.verify_backup == "restore"
+
     @recorded("current revision")
     def status(self) -> MigrationStatus:
         """The revision the backup will be taken at, read through rollbook's own connection."""

@@ -25,6 +25,10 @@ class RollbackTestRun(Runbook[RollbackTestParameters]):
     def mode(cls, parameters: RollbackTestParameters) -> str:
         return "read-only: scratch databases are created next to this one and dropped"
 
+    @classmethod
+    def makes_scratch_databases(cls, parameters: RollbackTestParameters) -> bool:
+        return True
+
     @recorded("rollback test")
     def rehearse(self) -> RehearsalReport:
         """The team's test and every revision's round trip, on scratch databases next to the one named."""

@@ -159,6 +159,11 @@ class RollbackRun(Runbook[RollbackParameters]):
             return "**DRY RUN**: nothing is changed, no backup is written, no lock is taken"
         return "**EXECUTE**: this run changes the database"
 
+    @classmethod
+    def makes_scratch_databases(cls, parameters: RollbackParameters) -> bool:
+        # An executed run restores its backup (verify_backup restore, rehearse copy) and builds expected schemas.
+        return parameters.execute
+
     @recorded("current revision")
     def status(self) -> MigrationStatus:
         """Check the current revision, read through rollbook's own connection."""

@@ -23,6 +23,7 @@ from rollbook import markdown
 from rollbook.errors import RollbookError
 from rollbook.outcomes import Outcome
 from rollbook.pg.database import DatabaseTarget
+from rollbook.pg.stale_scratch import drop_stale_scratch_databases
 from rollbook.policy.rules import PolicyRules
 from rollbook.project.migrations import MigrationProject
 from rollbook.records.archive_files import RECORD_MIME
@@ -121,9 +122,20 @@ class Runbook(Generic[P]):
         return READ_ONLY
 
     @classmethod
+    def makes_scratch_databases(cls, parameters: P) -> bool:
+        """Whether the run may create scratch databases: it then first drops those left by killed runs."""
+        return False
+
+    @classmethod
     def start(cls, parameters: P, recorder: RunRecorder) -> Self:
         """Connect to the database named by the parameters (or DATABASE_URL) and record who, where, when."""
         opened = open_run(recorder, parameters, mode=cls.mode(parameters), gated=cls.gated)
+        if cls.makes_scratch_databases(parameters):
+            # A run killed with SIGKILL could not drop its scratch databases; the next one that makes some does.
+            with recorder.step("stale scratch databases"):
+                sweep = drop_stale_scratch_databases(opened.target)
+                if sweep.dropped or sweep.kept:
+                    recorder.update(stale_scratch=sweep.to_dict())
         return cls(parameters, opened.target, opened.project, opened.context, recorder, opened.rules)
 
     @property
