@@ -69,10 +69,37 @@ def test_a_sampler_whose_connection_dies_says_why_and_the_figure_is_not_claimed(
             waits = _once_failed(sampler)
 
     assert waits.seconds is None
-    assert waits.not_measured is not None and waits.not_measured.startswith("the sampler's connection failed (")
-    assert waits.described().startswith("lock waits not measured: the sampler's connection failed")
+    assert waits.not_measured is not None and waits.not_measured.startswith("the sampler failed (")
+    assert waits.described().startswith("lock waits not measured: the sampler failed")
     password = target.url.password
     assert not password or password not in waits.not_measured
+
+
+def test_a_sampler_that_dies_mid_downgrade_leaves_the_downgrade_done_and_says_lock_waits_were_not_measured(
+        demo_url, demo_project):
+    target = DatabaseTarget.from_url(demo_url)
+    plan = plan_downgrade(target, demo_project, "0607bc5b8534")
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_users_lock, args=(demo_url, locked))
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with psycopg.connect(**psycopg_kwargs(demo_url), autocommit=True) as admin:
+            # The first step is blocked by the holder meanwhile: the sampler is ended while it waits.
+            killer = threading.Thread(target=lambda: admin.execute("SELECT pg_terminate_backend(%s)",
+                                                                   [_sampler_pid(admin)]))
+            killer.start()
+            result = execute_downgrade(target, demo_project, plan, lock_timeout_ms=10_000,
+                                       statement_timeout_ms=30_000)
+            killer.join()
+    finally:
+        holder.join()
+
+    assert result.succeeded
+    for step in result.steps:
+        assert step.lock_waits is not None and step.lock_waits.seconds is None
+        assert (step.lock_waits.not_measured or "").startswith("the sampler failed (")
+    assert "lock waits not measured: the sampler failed" in result.to_text()
 
 
 def _sampler_pid(admin: psycopg.Connection) -> int:

@@ -27,11 +27,11 @@ def test_each_measured_step_says_how_long_it_waited_for_locks_or_why_that_is_not
     times = [StepTiming(revision="b2", estimated_seconds=0.01, rehearsal_seconds=0.02, rehearsal_lock_wait_seconds=0.0,
                         real_seconds=1.6, real_lock_wait_seconds=1.5),
              StepTiming(revision="a1", estimated_seconds=0.01, real_seconds=0.02,
-                        real_lock_waits_not_measured="the sampler's connection failed (terminated)")]
+                        real_lock_waits_not_measured="the sampler failed (terminated)")]
 
     assert step_times_lines(times) == [
         "b2: estimate 10 ms, rehearsal 20 ms (lock waits none seen), real 1.6 s (lock waits 1.5 s)",
-        "a1: estimate 10 ms, rehearsal none, real 20 ms (lock waits not measured: the sampler's connection failed "
+        "a1: estimate 10 ms, rehearsal none, real 20 ms (lock waits not measured: the sampler failed "
         "(terminated))"]
 
 

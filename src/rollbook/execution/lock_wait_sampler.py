@@ -58,6 +58,7 @@ class LockWaitSampler:
         self._thread = threading.Thread(target=self._sample, name="rollbook lock-wait sampler", daemon=True)
 
     def start(self) -> None:
+        """Start sampling in a daemon thread (its connection is opened there: a slow connect never delays the run)."""
         self._thread.start()
 
     def stop(self) -> None:
@@ -95,7 +96,7 @@ class LockWaitSampler:
             reason = (exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.diag.message_primary
                       else type(exc).__name__)
             with self._guard:
-                self._failure = f"the sampler's connection failed ({self._target.scrub(str(reason))})"
+                self._failure = f"the sampler failed ({self._target.scrub(str(reason))})"
 
 
 @contextmanager
