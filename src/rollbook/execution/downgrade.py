@@ -6,8 +6,9 @@ The project's own env.py runs each step, as `alembic downgrade` would, so whatev
 (search_path, schemas, version table) still applies. Around it rollbook adds what env.py cannot
 promise: a session advisory lock so two runs never interleave, lock and statement timeouts on every
 connection, a guard that refuses any connection to a database other than the one named, a timed
-log of every statement, and a check after each step, through rollbook's own connection, that the
-database named really moved one revision down.
+log of every statement, the time each step waited for locks (execution/lock_wait_sampler.py), and a
+check after each step, through rollbook's own connection, that the database named really moved one
+revision down.
 
 Each step runs in a worker thread where no event loop runs (see `outside_event_loop`), so an async
 env.py works as under `alembic`; stopping the run cancels the step's statements server-side.
