@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +116,55 @@ def test_a_rewriting_step_is_estimated_within_half_to_twice_the_rehearsal_and_th
     password = make_url(database_url).password
     assert password and not [path for path in (tmp_path / "archive").rglob("*")
                                                    if path.is_file() and password in path.read_text()]
+
+
+# Undoing the head drops a column: the step needs ACCESS EXCLUSIVE on accounts, which a reader in SHARE mode blocks.
+DROP_COLUMN = {
+    "d1": (None, 'op.execute("CREATE TABLE accounts (id int PRIMARY KEY, note text)")',
+           'op.execute("DROP TABLE accounts")'),
+    "d2": ("d1", 'op.execute("ALTER TABLE accounts ADD COLUMN extra text")',
+           'op.execute("ALTER TABLE accounts DROP COLUMN extra")'),
+}
+HELD_AFTER_BLOCKING_SECONDS = 1.5
+
+
+def _hold_accounts_until_blocking(url: str, locked: threading.Event, ended: threading.Event) -> None:
+    """Hold SHARE on accounts (the backup and the plan only read it) until a session waits for it, then 1.5 s more."""
+    with psycopg.connect(**psycopg_kwargs(url)) as holder, \
+            psycopg.connect(**psycopg_kwargs(url), autocommit=True) as watcher:
+        holder.execute("LOCK TABLE accounts IN SHARE MODE")
+        locked.set()
+        holder_pid = holder.info.backend_pid
+        while not ended.is_set() and not watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                [holder_pid]).fetchone()[0]:  # type: ignore[index]
+            time.sleep(0.02)
+        time.sleep(HELD_AFTER_BLOCKING_SECONDS)
+        holder.rollback()
+
+
+def test_a_step_blocked_by_another_session_records_its_lock_wait_in_the_real_run_and_none_on_the_copy(
+        tmp_path, database_url):
+    config = _upgraded(tmp_path / "project", database_url, DROP_COLUMN,
+                       "INSERT INTO accounts SELECT i, 'n' FROM generate_series(1, 100) i")
+    locked, ended = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_accounts_until_blocking, args=(database_url, locked, ended))
+    holder.start()
+    try:
+        assert locked.wait(10)
+        code, stdout, stderr = _finished(_rollbook_run(tmp_path, database_url, config, "-p", "rehearse", "copy",
+                                                       "-p", "lock_timeout", "20s", "--execute"))
+    finally:
+        ended.set()
+        holder.join()
+
+    assert code == 0, stdout + stderr
+    [timing] = _record(tmp_path).step_timings or []
+    assert timing.real_lock_wait_seconds is not None and timing.real_lock_wait_seconds >= 1.0, timing
+    assert timing.real_seconds is not None and timing.real_seconds >= timing.real_lock_wait_seconds
+    assert timing.rehearsal_lock_wait_seconds is not None and timing.rehearsal_lock_wait_seconds < 0.2, timing
+    assert "(lock waits none seen), real" in stdout and "(lock waits 1." in stdout
+    assert _rows(database_url, "SELECT version_num FROM alembic_version") == [("d1",)]
 
 
 def test_a_dry_run_says_what_the_copy_would_cost_and_changes_nothing(tmp_path, database_url):

@@ -12,3 +12,8 @@ def duration_text(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def lock_wait_text(seconds: float) -> str:
+    """A sampled lock wait: 'none seen' for zero (a wait shorter than the sampling interval can be missed)."""
+    return "none seen" if seconds <= 0 else duration_text(seconds)

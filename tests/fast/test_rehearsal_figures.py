@@ -23,17 +23,30 @@ def test_each_step_reads_estimate_rehearsal_and_real_side_by_side() -> None:
                                        "a1: estimate not estimated, rehearsal none, real not run"]
 
 
+def test_each_measured_step_says_how_long_it_waited_for_locks_or_why_that_is_not_known() -> None:
+    times = [StepTiming(revision="b2", estimated_seconds=0.01, rehearsal_seconds=0.02, rehearsal_lock_wait_seconds=0.0,
+                        real_seconds=1.6, real_lock_wait_seconds=1.5),
+             StepTiming(revision="a1", estimated_seconds=0.01, real_seconds=0.02,
+                        real_lock_waits_not_measured="the sampler failed (terminated)")]
+
+    assert step_times_lines(times) == [
+        "b2: estimate 10 ms, rehearsal 20 ms (lock waits none seen), real 1.6 s (lock waits 1.5 s)",
+        "a1: estimate 10 ms, rehearsal none, real 20 ms (lock waits not measured: the sampler failed "
+        "(terminated))"]
+
+
 def test_the_record_page_has_an_estimate_vs_rehearsal_vs_real_table() -> None:
     record = RunRecord(run_id="r1", runbook="rollback",
                        step_timings=[StepTiming(revision="b2", estimated_seconds=2.0, rehearsal_seconds=1.8,
-                                                real_seconds=3.0)],
+                                                rehearsal_lock_wait_seconds=0.0, real_seconds=3.0,
+                                                real_lock_wait_seconds=1.2)],
                        rehearsal={"status": "passed", "summary": "the downgrade ran on a copy"})
 
     page = step_timings_section(record)
 
     assert page.startswith("## Estimate vs rehearsal vs real")
     assert "Dress rehearsal on a restored copy: **passed**" in page
-    assert "| `b2` | 2.0 s | 1.8 s | 3.0 s | 1.50 |" in page
+    assert "| `b2` | 2.0 s | 1.8 s | none seen | 3.0 s | 1.2 s | 1.50 |" in page
     assert step_timings_section(RunRecord(run_id="r2", runbook="rollback")) == ""
 
 

@@ -6,8 +6,9 @@ The project's own env.py runs each step, as `alembic downgrade` would, so whatev
 (search_path, schemas, version table) still applies. Around it rollbook adds what env.py cannot
 promise: a session advisory lock so two runs never interleave, lock and statement timeouts on every
 connection, a guard that refuses any connection to a database other than the one named, a timed
-log of every statement, and a check after each step, through rollbook's own connection, that the
-database named really moved one revision down.
+log of every statement, the time each step waited for locks (execution/lock_wait_sampler.py), and a
+check after each step, through rollbook's own connection, that the database named really moved one
+revision down.
 
 Each step runs in a worker thread where no event loop runs (see `outside_event_loop`), so an async
 env.py works as under `alembic`; stopping the run cancels the step's statements server-side.
@@ -36,6 +37,7 @@ from sqlalchemy.pool import NullPool, Pool
 
 from rollbook import markdown
 from rollbook.errors import BadInput, RollbookError
+from rollbook.execution.lock_wait_sampler import LockWaits, sampling_lock_waits
 from rollbook.outcomes import Outcome
 from rollbook.pg.advisory_lock import rollback_lock
 from rollbook.pg.database import DatabaseTarget, connect
@@ -124,11 +126,15 @@ class StepExecution:
     statements: tuple[ExecutedStatement, ...] = ()
     error: str | None = None
     left_changed: LeftChanged | None = None
+    # Of `seconds`, the time its statements waited for a lock another session held (sampled).
+    lock_waits: LockWaits | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "revision": self.revision, "down_to": self.down_to, "outcome": self.outcome,
             "seconds": round(self.seconds, 3), "error": self.error,
+            "lock_wait_seconds": self.lock_waits.seconds if self.lock_waits else None,
+            "lock_waits_not_measured": self.lock_waits.not_measured if self.lock_waits else None,
             "statements": [s.to_dict() for s in self.statements],
             "left_changed": self.left_changed.to_dict() if self.left_changed else None,
         }
@@ -177,7 +183,8 @@ class DowngradeExecution:
                  f"(target {self.target}) in {self.seconds:.2f} s, lock_timeout {self.lock_timeout_ms} ms, "
                  f"statement_timeout {self.statement_timeout_ms} ms"]
         for step in self.steps:
-            lines.append(f"  {step.revision} -> {step.down_to}: {step.outcome.upper()} ({step.seconds:.3f} s)")
+            lines.append(f"  {step.revision} -> {step.down_to}: {step.outcome.upper()} ({step.seconds:.3f} s"
+                         + (f", {step.lock_waits.described()})" if step.lock_waits else ")"))
             lines += [f"    {s.seconds * 1000:8.1f} ms  {'FAILED ' if s.failed else ''}{_one_line(s.sql)}"
                       for s in step.statements]
             if step.error:
@@ -192,7 +199,8 @@ class DowngradeExecution:
                  f"`{_revs(self.revisions_after)}` (target `{self.target}`), {self.seconds:.2f} s; "
                  f"lock_timeout {self.lock_timeout_ms} ms, statement_timeout {self.statement_timeout_ms} ms.", ""]
         for step in self.steps:
-            lines.append(f"- `{step.revision}` → `{step.down_to}`: **{step.outcome}** ({step.seconds:.3f} s)")
+            lines.append(f"- `{step.revision}` → `{step.down_to}`: **{step.outcome}** ({step.seconds:.3f} s"
+                         + (f", {markdown.prose(step.lock_waits.described())})" if step.lock_waits else ")"))
             if step.statements:
                 rows = [(f"{s.seconds * 1000:.1f}",
                          ("**FAILED** " if s.failed else "") + markdown.code(_one_line(s.sql)))
@@ -235,7 +243,8 @@ def execute_downgrade(
         failed_statement = None
         schema_before: SchemaSnapshot | None = None
         started = time.monotonic()
-        with _guarded_connections(identity, target, lock_timeout_ms, statement_timeout_ms) as (log, backends):
+        with (_guarded_connections(identity, target, lock_timeout_ms, statement_timeout_ms) as (log, backends),
+              sampling_lock_waits(target, backends) as lock_waits):
             for revision in plan.path.steps:
                 down_to = project.info(revision).down_revision or "base"
                 if failure is not None:
@@ -245,6 +254,7 @@ def execute_downgrade(
                 before_step = _schema_or_reason(control)
                 if not steps and isinstance(before_step, SchemaSnapshot):
                     schema_before = before_step
+                lock_waits.begin_step()
                 step_started = time.monotonic()
                 try:
                     destination = alembic_downgrade_destination(project, revision)
@@ -259,15 +269,16 @@ def execute_downgrade(
                              else target.scrub(_error_text(exc)))
                     steps.append(StepExecution(revision, down_to, "failed", time.monotonic() - step_started,
                                                log.statements(), error,
-                                               _left_changed(control, before_step, atomic.get(revision, False))))
+                                               _left_changed(control, before_step, atomic.get(revision, False)),
+                                               lock_waits.step_lock_waits()))
                     continue
                 steps.append(StepExecution(revision, down_to, "done", time.monotonic() - step_started,
-                                           log.statements()))
+                                           log.statements(), lock_waits=lock_waits.step_lock_waits()))
                 now = read_current_revisions(control, project)
                 if revision in now:
                     failure = WrongDatabase(_did_not_move(target, revision, now))
                     steps[-1] = StepExecution(revision, down_to, "failed", steps[-1].seconds, steps[-1].statements,
-                                              str(failure))
+                                              str(failure), lock_waits=steps[-1].lock_waits)
         after = read_current_revisions(control, project)
     return DowngradeExecution(
         database=target.redacted, revisions_before=before, revisions_after=after,

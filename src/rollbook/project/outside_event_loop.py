@@ -59,6 +59,11 @@ class BackendPids:
         finally:
             cursor.close()
 
+    def pids(self) -> list[int]:
+        """The recorded backends' pids (for reading their state in pg_stat_activity)."""
+        with self._lock:
+            return sorted(pid for pid, _ in self._backends)
+
     def cancel_all(self, conn: psycopg.Connection[Any]) -> None:
         """Cancel whatever statement each recorded backend runs, through rollbook's own connection."""
         self.stopped = True

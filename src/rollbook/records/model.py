@@ -87,6 +87,14 @@ class StepTiming(_Part):
     estimated_seconds: float | None = Field(default=None, description="the plan's lock-time estimate")
     rehearsal_seconds: float | None = Field(default=None, description="measured on the restored copy")
     real_seconds: float | None = Field(default=None, description="measured in the real downgrade")
+    rehearsal_lock_wait_seconds: float | None = Field(
+        default=None, description="of rehearsal_seconds, the time spent waiting for locks (sampled every 50 ms)")
+    real_lock_wait_seconds: float | None = Field(
+        default=None, description="of real_seconds, the time spent waiting for locks (sampled every 50 ms)")
+    rehearsal_lock_waits_not_measured: str | None = Field(
+        default=None, description="why the rehearsal's lock waits were not measured")
+    real_lock_waits_not_measured: str | None = Field(
+        default=None, description="why the real run's lock waits were not measured")
 
 
 class ClientTool(_Part):

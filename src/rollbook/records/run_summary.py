@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rollbook.durations import duration_text
+from rollbook.durations import duration_text, lock_wait_text
 from rollbook.outcomes import ExitCode
 from rollbook.records.archive import Archive, ArchivedRecord
 from rollbook.records.archive_files import utc
@@ -78,13 +78,23 @@ def run_facts(record: RunRecord) -> list[str]:
 
 
 def step_times_lines(times: Sequence[StepTiming]) -> list[str]:
-    """'0607bc5b8533: estimate 2.1 s, rehearsal 1.9 s, real 2.0 s', one line per step."""
+    """'0607bc5b8533: estimate 2.1 s, rehearsal 1.9 s (lock waits 0 ms), real 2.0 s (lock waits 1.2 s)', one line
+    per step."""
     return [f"{t.revision}: estimate {_seconds(t.estimated_seconds, 'not estimated')}, rehearsal "
-            f"{_seconds(t.rehearsal_seconds, 'none')}, real {_seconds(t.real_seconds, 'not run')}" for t in times]
+            f"{_seconds(t.rehearsal_seconds, 'none')}"
+            f"{_lock_waits(t.rehearsal_lock_wait_seconds, t.rehearsal_lock_waits_not_measured)}, "
+            f"real {_seconds(t.real_seconds, 'not run')}"
+            f"{_lock_waits(t.real_lock_wait_seconds, t.real_lock_waits_not_measured)}" for t in times]
 
 
 def _seconds(value: float | None, absent: str) -> str:
     return absent if value is None else duration_text(value)
+
+
+def _lock_waits(seconds: float | None, not_measured: str | None) -> str:
+    if seconds is not None:
+        return f" (lock waits {lock_wait_text(seconds)})"
+    return f" (lock waits not measured: {not_measured})" if not_measured else ""
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,6 @@ class DressRehearsal:
             "rows": self.rows.to_dict() if self.rows else None,
             "schema": self.schema.to_dict() if self.schema else None,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
-            "lock_waits": "none on the copy: no other session connects to it",
         }
 
     def _repr_markdown_(self) -> str:
@@ -94,8 +93,8 @@ class DressRehearsal:
         if self.cost:
             parts.append(f"Copy: {markdown.prose(self.cost.described())}.")
         if self.plan is not None and self.execution is not None:
-            parts.append("Each step on the copy against the plan's estimate (no other session uses the copy, so no "
-                         "step waits for a lock there):\n\n" + step_times_table(step_times(self.plan,
+            parts.append("Each step on the copy against the plan's estimate, with the part of it spent waiting for "
+                         "locks (no other session should use the copy):\n\n" + step_times_table(step_times(self.plan,
                                                                                           rehearsal=self.execution)))
         if self.rows:
             parts.append(f"Rows against the plan's counts: **{self.rows.status}**, {markdown.prose(self.rows.detail)}"

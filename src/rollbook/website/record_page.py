@@ -125,5 +125,7 @@ def step_timings_section(record: RunRecord) -> str:
     return "\n\n".join([
         "## Estimate vs rehearsal vs real", note,
         "Measured: what each step's statements took (the time its locks were held, a wait for a lock included); "
-        "estimated: the plan's lock time for the step, from the table sizes and a read rate measured on the server.",
+        "of it lock waits: the part spent waiting for a lock another session held, sampled every 50 ms from a "
+        "second connection (a wait shorter than that can be missed); estimated: the plan's lock time for the step, "
+        "from the table sizes and a read rate measured on the server.",
         step_times_table(record.step_timings)])
