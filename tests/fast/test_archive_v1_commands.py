@@ -108,7 +108,7 @@ def test_archive_show_json_prints_the_raw_record(archive: Path) -> None:
 
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
-    assert record["run_id"] == REFUSED and record["outcome"] == "refused" and record["schema_version"] == 2
+    assert record["run_id"] == REFUSED and record["outcome"] == "refused" and record["schema_version"] == 3
     assert [r["rule"] for r in record["policy"]["results"] if r["outcome"] == "fail"] == ["risk", "data written"]
 
 

@@ -97,8 +97,14 @@ def test_records_that_are_not_run_records_are_refused_with_the_field_named() -> 
         read_record({**version_1_record(), "backup": {"path": "/b.dump", "size_bytes": 1, "verified": True}})
     with pytest.raises(InvalidRecord, match="notes"):
         read_record({**version_1_record(), "notes": "an unknown fact"})
-    with pytest.raises(InvalidRecord, match="schema_version 3"):
-        read_record({"schema_version": 3, "run_id": "x", "runbook": "rollback"})
+    with pytest.raises(InvalidRecord, match="schema_version 4"):
+        read_record({"schema_version": 4, "run_id": "x", "runbook": "rollback"})
+
+
+def test_a_version_2_record_reads_as_the_current_version() -> None:
+    record = read_record({"schema_version": 2, "run_id": "20261124T123456Z-3f9a1c", "runbook": "rollback",
+                          "outcome": "succeeded"})
+    assert record.schema_version == SCHEMA_VERSION == 3 and record.backup_strategy is None
 
 
 def test_a_record_that_does_not_match_the_model_is_not_filed(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from pydantic_core import to_jsonable_python
 from rollbook.errors import BadInput
 from rollbook.outcomes import Outcome
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 SCHEMA_PATH = Path(__file__).with_name("run-record.schema.json")
 # The marker of the records written before the model: no schema_version, this key instead.
 _VERSION_1_MARKER = "rollbook_record"
@@ -177,7 +177,7 @@ class RunRecord(_Part):
 
     model_config = ConfigDict(extra="forbid", title="rollbook run record")
 
-    schema_version: Literal[2] = Field(default=SCHEMA_VERSION, description="the record format's version")
+    schema_version: Literal[3] = Field(default=SCHEMA_VERSION, description="the record format's version")
     run_id: str = Field(min_length=1, description="the run's id: its start time and a random tail")
     runbook: str = Field(description="status, plan, backup, rollback, restore, rollback-test, or another notebook")
     started_at: datetime | None = Field(default=None, description="when the run started (UTC)")
@@ -279,6 +279,10 @@ def read_record(data: Any) -> RunRecord:
         raise InvalidRecord(f"A run record is a JSON object, not {type(data).__name__}.")
     if "schema_version" not in data and data.get(_VERSION_1_MARKER) == 1:
         data = _upgrade_version_1(data)
+    elif data.get("schema_version") == 2:
+        # Version 3 only added optional parts (backup strategy, restore point, at-risk backup, dress rehearsal,
+        # step timings, stale scratch databases): a version-2 record is a version-3 record without them.
+        data = {**data, "schema_version": SCHEMA_VERSION}
     elif data.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise InvalidRecord(f"The record of run {data.get('run_id')!r} has schema_version "
                             f"{data.get('schema_version')!r}; this rollbook reads versions 1 to {SCHEMA_VERSION}: "
