@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import psycopg
 from alembic import command
 from alembic.config import Config
-from bench_support import machine
+from bench_support import machine, write_project
 from psycopg import sql
 
 from rollbook.pg.client_tools import find_pg_tool, libpq_environment
@@ -61,14 +61,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "backup_strategies.json"
 EVENTS_ROWS, ACCOUNTS_ROWS = 10_000_000, 3_000_000
 T = TypeVar("T")
 
-ENV_PY = (
-    "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"
-    "engine = create_engine(context.config.get_main_option('sqlalchemy.url'), poolclass=pool.NullPool)\n"
-    "with engine.connect() as connection:\n"
-    "    context.configure(connection=connection)\n"
-    "    with context.begin_transaction():\n"
-    "        context.run_migrations()\n"
-)
 REVISIONS = {
     "bench0000001": (None, "op.execute('CREATE TABLE events (id bigint NOT NULL, account_id int NOT NULL, "
                      "kind text NOT NULL, created_at timestamptz NOT NULL, payload text NOT NULL); "
@@ -79,17 +71,6 @@ REVISIONS = {
 }
 # Eight distinct md5s per row: a payload zlib cannot shrink to nothing, as real data.
 PAYLOAD = " || ".join(f"md5(i::text || '{salt}')" for salt in "abcdefgh")
-
-
-def write_project(root: Path) -> Path:
-    (root / "versions").mkdir(parents=True)
-    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\npath_separator = os\n")
-    (root / "env.py").write_text(ENV_PY)
-    for revision, (down, upgrade, downgrade) in REVISIONS.items():
-        (root / "versions" / f"{revision}.py").write_text(
-            f'"""{revision}"""\nimport sqlalchemy as sa\nfrom alembic import op\nrevision = "{revision}"\n'
-            f"down_revision = {down!r}\n\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n")
-    return root / "alembic.ini"
 
 
 def load_data(target: DatabaseTarget, scale: float) -> dict[str, Any]:
@@ -188,7 +169,7 @@ def run(scale: float, work: Path, *, at_risk_only: bool = False) -> dict[str, An
         with psycopg.connect(server.url().replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
         target = DatabaseTarget.from_url(server.url(DATABASE))
-        project: MigrationProject = load_project(write_project(work / "project"))
+        project: MigrationProject = load_project(write_project(work / "project", REVISIONS))
         config = alembic_config_for(project, target)
         command.upgrade(config, "head")
         results["data"] = load_data(target, scale)

@@ -1,4 +1,5 @@
-"""What both benchmarks share: a throwaway database, the summary of timings, and the record of the machine."""
+"""What the benchmarks share: a throwaway database, a small Alembic project, the summary of timings, and the record
+of the machine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from pathlib import Path
 import psycopg
 
 from rollbook.pg.embedded_server import start_embedded_server
+
+ENV_PY = (
+    "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"
+    "engine = create_engine(context.config.get_main_option('sqlalchemy.url'), poolclass=pool.NullPool)\n"
+    "with engine.connect() as connection:\n"
+    "    context.configure(connection=connection)\n"
+    "    with context.begin_transaction():\n"
+    "        context.run_migrations()\n"
+)
 
 
 @contextmanager
@@ -38,3 +48,15 @@ def machine(**software: str) -> dict[str, object]:
                 if line.startswith("model name")), platform.processor())
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "platform": platform.platform(), "load_average_at_end": os.getloadavg(), **software}
+
+
+def write_project(root: Path, revisions: dict[str, tuple[str | None, str, str]]) -> Path:
+    """A project under `root` whose revisions map to (down_revision, upgrade line, downgrade line); its alembic.ini."""
+    (root / "versions").mkdir(parents=True)
+    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\npath_separator = os\n")
+    (root / "env.py").write_text(ENV_PY)
+    for revision, (down, upgrade, downgrade) in revisions.items():
+        (root / "versions" / f"{revision}.py").write_text(
+            f'"""{revision}"""\nimport sqlalchemy as sa\nfrom alembic import op\nrevision = "{revision}"\n'
+            f"down_revision = {down!r}\n\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n")
+    return root / "alembic.ini"

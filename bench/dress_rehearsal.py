@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 from alembic import command
-from bench_support import embedded_database, machine
+from bench_support import embedded_database, machine, write_project
 
 from rollbook.pg.database import DatabaseTarget
 from rollbook.project.migrations import alembic_config_for, load_project
@@ -41,14 +41,6 @@ from rollbook.project.migrations import alembic_config_for, load_project
 RESULTS = Path(__file__).resolve().parent / "results" / "dress_rehearsal.json"
 ROLLBOOK = shutil.which("rollbook", path=str(Path(sys.executable).parent)) or "rollbook"
 BYTES_PER_ROW = 120  # heap and index bytes per row of this table, measured once: rows for a size
-ENV_PY = (
-    "from alembic import context\nfrom sqlalchemy import create_engine, pool\n"
-    "engine = create_engine(context.config.get_main_option('sqlalchemy.url'), poolclass=pool.NullPool)\n"
-    "with engine.connect() as connection:\n"
-    "    context.configure(connection=connection)\n"
-    "    with context.begin_transaction():\n"
-    "        context.run_migrations()\n"
-)
 REVISIONS = {
     "a1": (None, 'op.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email varchar(100) NOT NULL, '
                  'note text NOT NULL); CREATE INDEX ix_accounts_email ON accounts (email)")',
@@ -56,17 +48,6 @@ REVISIONS = {
     "b2": ("a1", 'op.execute("ALTER TABLE accounts ALTER COLUMN email TYPE varchar(255)")',
            'op.execute("ALTER TABLE accounts ALTER COLUMN email TYPE varchar(100)")'),
 }
-
-
-def write_project(root: Path) -> Path:
-    (root / "versions").mkdir(parents=True)
-    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\npath_separator = os\n")
-    (root / "env.py").write_text(ENV_PY)
-    for revision, (down, upgrade, downgrade) in REVISIONS.items():
-        (root / "versions" / f"{revision}.py").write_text(
-            f'"""{revision}"""\nfrom alembic import op\nrevision = "{revision}"\ndown_revision = {down!r}\n'
-            f"\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n")
-    return root / "alembic.ini"
 
 
 def one_run(work: Path, url: str, config: Path, index: int) -> dict[str, Any]:
@@ -106,7 +87,7 @@ def main() -> None:
             work = Path(tmp) / f"{size}mb"
             work.mkdir()
             with embedded_database(work, "bench") as url:
-                config = write_project(work / "project")
+                config = write_project(work / "project", REVISIONS)
                 command.upgrade(alembic_config_for(load_project(config), DatabaseTarget.from_url(url)), "head")
                 rows = size * 1_000_000 // BYTES_PER_ROW
                 with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
