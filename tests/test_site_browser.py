@@ -165,9 +165,9 @@ def test_a_reader_follows_the_navigation_to_a_runbook_and_sees_its_code_paramete
 
     expect(page).to_have_title("Roll back a migration - rollbook")
     expect(page.locator("h1").first).to_contain_text("Roll back a migration")
-    code = page.locator(".jp-CodeCell .highlight-ipynb")
+    code = page.locator("article .highlight")
     assert code.count() >= 12
-    expect(page.locator(".jp-CodeCell").filter(has_text="start_rollback_run").first).to_be_visible()
+    expect(code.filter(has_text="start_rollback_run").first).to_be_visible()
     expect(page.locator("table").filter(has_text="target_revision").first).to_be_visible()
     expect(page.locator(".tabbed-set").first).to_contain_text("rollbook run rollback -r target_revision -1")
     shot(page, "02-runbook")
@@ -205,7 +205,7 @@ def test_the_archive_lists_the_demo_runs_and_a_record_shows_its_outputs_and_pict
     expect(page.locator("h1").first).to_contain_text("rollback · succeeded, not fully verified")
     # The heading comes first in a long page: count the notebook's outputs once the whole page has loaded.
     page.wait_for_load_state("load")
-    outputs = page.locator(".jp-OutputArea-output")
+    outputs = page.locator(".rollbook-output")
     assert outputs.count() >= 10
     expect(page.get_by_text("Rolled back 0607bc5b8536 -> 0607bc5b8535, not fully verified: application health "
                             "not checked").first).to_be_visible()
@@ -227,7 +227,7 @@ def test_the_archive_lists_the_demo_runs_and_a_record_shows_its_outputs_and_pict
     expect(page.locator("h1").first).to_contain_text("refused at policy gate")
     # The refused run never reached its timeline cell: the page draws it from the record.
     expect(page.locator("figure.rollbook-timeline svg")).to_contain_text("policy gate")
-    expect(page.locator(".jp-OutputArea-output").filter(has_text="refuses this rollback").first).to_be_visible()
+    expect(page.locator(".rollbook-output").filter(has_text="refuses this rollback").first).to_be_visible()
     page.locator("figure.rollbook-timeline").scroll_into_view_if_needed()
     shot(page, "06-record-refused")
 

@@ -9,14 +9,13 @@ import json
 import re
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from rollbook.outcomes import Outcome
 from rollbook.records.model import BackupFacts, RunRecord, read_record
 from rollbook.records.record_words import backup_check_in_words, glance, mode_in_words, operator_in_words
 from rollbook.website.pictures import PathStep, path_picture
-from rollbook.website.record_notebook import NotebookCells, mark_cells, read_cells
+from rollbook.website.record_notebook import NotebookRenderer, StopMarks
 from rollbook.website.record_page import stop_callout
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "archive-v1"
@@ -99,26 +98,42 @@ def test_a_refusal_is_a_callout_with_a_line_per_rule() -> None:
 
 
 def test_the_refused_notebook_loses_papermills_banners_and_marks_where_it_stopped_and_what_never_ran() -> None:
-    notebook = nbformat.read(REFUSED.with_suffix(".ipynb"), as_version=4)
-    cells = read_cells(REFUSED.with_suffix(".ipynb"))
-    # Rendered as nbconvert does it: one div per cell, by id; a code cell inside mkdocs-jupyter's wrapper div.
-    rendered = "".join(
-        (f'<div class="jp-Cell jp-CodeCell jp-Notebook-cell"><div class="jp-Cell jp-CodeCell jp-Notebook-cell" '
-         f'id="cell-id={c.id}"><div class="jp-InputArea"><pre>{c.source}</pre></div></div></div>')
-        if c.cell_type == "code" else
-        f'<div class="jp-Cell jp-MarkdownCell jp-Notebook-cell" id="cell-id={c.id}"><div><p>{c.source}</p></div></div>'
-        for c in notebook.cells)
+    notebook = json.loads(REFUSED.with_suffix(".ipynb").read_text())
+    assert "An Exception was encountered" in json.dumps(notebook)
 
-    marked = mark_cells(rendered, cells, stopped_at="policy gate", stop_words="refused at policy gate")
+    drawn = NotebookRenderer().render(notebook, StopMarks("policy gate", "refused at policy gate", refusal=True))
 
-    assert len(cells.papermill_banners) == 2 and "An Exception was encountered" in rendered
-    assert "An Exception was encountered" not in marked and "papermill encountered an exception" not in marked
-    assert marked.count("<div") == marked.count("</div>")  # whole cells removed, nothing else
-    assert marked.count("not run: the run stopped at policy gate") == 6
-    stopped = marked.index("rollbook-stopped-here")
-    assert marked.index("The run stopped here: refused at policy gate.") > stopped
-    assert marked.index("run.policy_gate()") > stopped > marked.index("run.plan()")
-    assert read_cells(ROLLED_BACK.with_suffix(".ipynb")) == NotebookCells((), (), None)
+    page = drawn.html
+    assert drawn.stopped_cell
+    assert "An Exception was encountered" not in page and "papermill encountered an exception" not in page
+    assert page.count("<div") == page.count("</div>")
+    assert page.count("not run: the run stopped at policy gate") == 6
+    stopped = page.index("rollbook-stopped-here rollbook-refusal")
+    assert page.index('id="rollbook-stopped">The run stopped here: refused at policy gate.') > stopped
+    assert page.index("policy_gate") > stopped > page.index("plan")
+    # Code as Material highlights it, Markdown outputs as tables, no script of the record run.
+    assert '<div class="highlight"><pre><span></span><code>' in page and "<table>" in page
+    assert "<script" not in page
+    rolled_back = NotebookRenderer().render(json.loads(ROLLED_BACK.with_suffix(".ipynb").read_text()),
+                                            StopMarks("an earlier step", "succeeded"))
+    assert not rolled_back.stopped_cell and "rollbook-not-run" not in rolled_back.html
+
+
+def test_a_notebooks_outputs_are_shown_as_jupyter_chooses_them_and_escaped_where_they_are_text() -> None:
+    notebook = {"cells": [{"cell_type": "code", "source": ["print(1)"], "metadata": {}, "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": ["<b>not bold</b>\n"]},
+        {"output_type": "display_data", "data": {"text/plain": "plain", "text/html": "<em>chosen</em>"}},
+        {"output_type": "display_data", "data": {"application/javascript": "alert(1)"}},
+        {"output_type": "display_data", "data": {"image/png": "not base64 <script>"}},
+        {"output_type": "error", "ename": "E", "evalue": "v", "traceback": ["\x1b[31mTraceback\x1b[0m <x>"]},
+    ]}]}
+
+    page = NotebookRenderer().render(notebook, StopMarks("downgrade", "failed at downgrade")).html
+
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in page and "<em>chosen</em>" in page and "plain" not in page
+    assert "alert(1)" not in page and "<script>" not in page
+    assert "Traceback &lt;x&gt;" in page and "\x1b" not in page
+    assert "rollbook-stopped-here" in page and "rollbook-refusal" not in page
 
 
 def test_a_path_pictures_long_title_wraps_instead_of_being_cut() -> None:

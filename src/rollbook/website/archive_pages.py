@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import posixpath
 import re
 import shutil
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ class RecordPage:
     """One run of the archive: its page, the records filed for it, and what the manifest says of them."""
 
     run_id: str
-    src_uri: str
+    slug: str  # its folder under archive/ in the site: its page and the files filed for it
     notebook: Path | None
     record: RunRecord | None  # None when its file is missing, damaged or not a run record
     records: tuple[ArchivedRecord, ...]
@@ -36,6 +35,14 @@ class RecordPage:
     title: str
     unreadable: str = ""  # why the record could not be read
     cache_key: str | None = None  # its entry in the record page cache; None when its bytes are not the filed ones
+
+    def url(self, *, directory_urls: bool) -> str:
+        """The page's URL relative to the site's root."""
+        return f"archive/{self.slug}/" if directory_urls else f"archive/{self.slug}.html"
+
+    def output_path(self, *, directory_urls: bool) -> str:
+        """The page's file relative to the site folder."""
+        return f"archive/{self.slug}/index.html" if directory_urls else f"archive/{self.slug}.html"
 
     @property
     def outcome(self) -> str:
@@ -71,8 +78,7 @@ def read_archive(root: Path, cache: RecordPageCache) -> tuple[ArchiveVerificatio
         loaded, unreadable = _load(archive, main, cache, key)
         stem = Path(main.file).name.rsplit(".", 1)[0] if main.kind != "in progress" else f"in-progress-{run_id}"
         shown = notebook.path if notebook is not None and notebook.path.is_file() else None
-        uri = f"archive/{safe_name(stem)}.{'ipynb' if shown else 'md'}"
-        page = RecordPage(run_id, uri, shown, loaded, tuple(records), manifest, "", unreadable,
+        page = RecordPage(run_id, safe_name(stem), shown, loaded, tuple(records), manifest, "", unreadable,
                           key if shown else None)
         started = loaded.started_at.isoformat() if loaded and loaded.started_at else main.started_at
         title = " · ".join(str(v) for v in (_when(started), (loaded.runbook if loaded else main.runbook) or "run",
@@ -144,9 +150,9 @@ def runs_table(records: tuple[RecordPage, ...], *, directory_urls: bool = True) 
         r = page.record
         main = page.records[-1]
         started = r.started_at.isoformat() if r and r.started_at else main.started_at
-        stem = posixpath.basename(page.src_uri).rsplit(".", 1)[0]
         cells = [
-            f'<td><a href="{html.escape(stem + ("/" if directory_urls else ".html"))}"><code>'
+            # The index is archive/index.md: a record's page is next to it.
+            f'<td><a href="{html.escape(page.slug + ("/" if directory_urls else ".html"))}"><code>'
             f"{html.escape(page.run_id)}</code></a></td>",
             f'<td data-sort="{html.escape(_when(started))}">{html.escape(_when(started) or "?")}</td>',
             _td((database_name(r) if r else None) or main.database),
@@ -172,7 +178,7 @@ def copy_archive_files(records: tuple[RecordPage, ...], site: Path) -> None:
     """The records behind each page, so a reader can download and verify them."""
     (site / "archive").mkdir(parents=True, exist_ok=True)
     for record in records:
-        folder = site / "archive" / Path(record.src_uri).stem
+        folder = site / "archive" / record.slug
         folder.mkdir(parents=True, exist_ok=True)
         for filed in record.records:
             if filed.kind != "in progress" and filed.path.is_file():

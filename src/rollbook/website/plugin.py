@@ -1,6 +1,6 @@
 """The `rollbook` MkDocs plugin: a team's procedures site gets its runbooks and its archive as pages.
 
-Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdocs-jupyter):
+Configured in mkdocs.yml (the `[site]` extra installs MkDocs and Material):
 
     plugins:
       - search
@@ -11,9 +11,9 @@ Configured in mkdocs.yml (the `[site]` extra installs MkDocs, Material and mkdoc
             rollback: Roll back a release
           cache_dir: .cache/rollbook      # the default: rendered record pages, reused while a record is unchanged
 
-- Every runbook notebook becomes a page rendered by mkdocs-jupyter (added with the settings below when the
-  site does not configure it), with how to run it, its parameters and a download link to the clean notebook;
-  the nav's section that lists `runbooks/index.md` lists them all.
+- Every runbook notebook becomes a page of the site's Markdown (its Markdown cells as written, its code cells as
+  code blocks), with how to run it, its parameters and a download link to the clean notebook; the nav's
+  section that lists `runbooks/index.md` lists them all.
 - The archive's records become pages under `archive/`, with an index that says whether the manifest verifies
   and lists every run in one table, sorted, filtered and paged in the browser (archive_index.js and .css,
   shipped as the site's own assets: no CDN). Record pages are not in the navigation: the index is. A record
@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterator, Mapping
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import markdown as python_markdown
 from mkdocs.config import base
@@ -48,7 +47,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.pages import Page
-from mkdocs.structure.toc import AnchorLink, get_toc
+from mkdocs.utils import get_relative_url
 
 from rollbook.records.archive import default_root
 from rollbook.records.archive_verification import ArchiveVerification
@@ -62,13 +61,14 @@ from rollbook.website.archive_pages import (
     read_archive,
 )
 from rollbook.website.clean_scans import CleanScans
-from rollbook.website.record_page import PAGE_CLASS, record_page_html, summary_only_page
-from rollbook.website.record_page_cache import (
-    DEFAULT_CACHE_DIR,
-    RecordPageCache,
-    RenderedNotebook,
-    renderer_settings,
-    toc_tokens,
+from rollbook.website.record_page_cache import DEFAULT_CACHE_DIR, RecordPageCache, renderer_settings
+from rollbook.website.record_shell import (
+    SHELL_URI,
+    RecordPages,
+    list_in_sitemap,
+    record_page,
+    shell_markdown,
+    shell_output,
 )
 from rollbook.website.reference import cli_reference, policy_defaults, record_fields_table
 from rollbook.website.runbook_pages import (
@@ -77,6 +77,7 @@ from rollbook.website.runbook_pages import (
     read_runbook,
     runbook_block,
     runbook_link,
+    runbook_markdown,
     runbook_order,
     runbooks_index,
 )
@@ -94,22 +95,16 @@ STYLESHEET_SOURCE = Path(__file__).parent / "rollbook.css"
 BUNDLED_RUNBOOKS = Path(__file__).parents[1] / "runbooks"
 BUNDLED = "bundled"
 DEFAULT_RUNBOOKS = (BUNDLED, "runbooks")
-# mkdocs-jupyter as the runbook and record pages need it, when the site does not configure it itself.
-JUPYTER = "mkdocs-jupyter"
-JUPYTER_SETTINGS: Mapping[str, Any] = {
-    "include": ["*.ipynb"],  # the default also turns .py files into pages
-    "execute": False,  # runbooks are shown as stored (no outputs) and records as filed: the build runs no notebook
-    "include_source": True,
-    "cache": False,  # the cache would keep copies of archived records in .cache/ of the working tree
-}
 # The Markdown the plugin writes into pages (tabs, admonitions, download links, tables) needs these.
 MARKDOWN_EXTENSIONS: Mapping[str, Mapping[str, Any]] = {
     "admonition": {}, "attr_list": {}, "tables": {}, "pymdownx.details": {}, "pymdownx.superfences": {},
     "pymdownx.tabbed": {"alternate_style": True},
 }
+GENERATED_TABLES: Mapping[str, Callable[[], str]] = {
+    "<!-- rollbook:cli -->": cli_reference, "<!-- rollbook:record-fields -->": record_fields_table,
+    "<!-- rollbook:policy-defaults -->": policy_defaults,
+}
 _SCANNED = {".html", ".json", ".ipynb", ".xml", ".txt", ".md", ".jsonl", ".svg", ".js", ".css"}
-_ID = re.compile(r'\bid="([^"]+)"')
-_FIRST_CODE_CELL = re.compile(r'<div[^>]*class="jp-Cell jp-CodeCell')
 log = logging.getLogger("mkdocs.plugins.rollbook")
 
 
@@ -136,13 +131,13 @@ class SiteInputs:
     archive: Path | None = None
     verification: ArchiveVerification | None = None
     records: tuple[RecordPage, ...] = ()
-    by_uri: Mapping[str, Runbook | RecordPage] = field(default_factory=dict)
+    by_uri: Mapping[str, Runbook] = field(default_factory=dict)
     cache: RecordPageCache = field(default_factory=lambda: RecordPageCache(None))
     clean: CleanScans = field(default_factory=lambda: CleanScans(None))
 
 
 class NotebookPage(File):
-    """A notebook from outside docs/ that is a page, rendered by mkdocs-jupyter from its path."""
+    """A runbook notebook from outside docs/ that is a page (its Markdown is written by the plugin)."""
 
     def is_documentation_page(self) -> bool:
         return True
@@ -155,18 +150,26 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         super().__init__()
         self.inputs = SiteInputs(())
         self.converter = python_markdown.Markdown()
+        # This build's record pages: drawn from the shell page MkDocs built for them (record_shell.py).
+        self.record_pages: RecordPages | None = None
+        self.shell = ""
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         root = Path(config.config_file_path).parent
         runbooks = retitled(read_runbooks(self._runbook_folders(root)), self.config.titles)
         archive = self._archive(root, config.config_file_path)
-        _add_jupyter(config)
-        renderer = renderer_settings(JUPYTER, config.plugins[JUPYTER].config)
+        for name, settings in MARKDOWN_EXTENSIONS.items():
+            if name not in config.markdown_extensions:
+                config.markdown_extensions.append(name)
+                config.mdx_configs.setdefault(name, dict(settings))
+        self.converter = python_markdown.Markdown(extensions=config.markdown_extensions,
+                                                  extension_configs=config.mdx_configs or {})
         cache_dir = self._cache_dir(root, config)
-        cache = RecordPageCache(cache_dir, renderer)
+        cache = RecordPageCache(cache_dir, renderer_settings({
+            "markdown_extensions": config.markdown_extensions, "mdx_configs": config.mdx_configs,
+            "use_directory_urls": config.use_directory_urls}))
         verification, records = read_archive(archive, cache) if archive else (None, ())
-        by_uri: dict[str, Runbook | RecordPage] = {r.src_uri: r for r in runbooks}
-        by_uri.update({r.src_uri: r for r in records})
+        by_uri = {r.src_uri: r for r in runbooks}
         self.inputs = SiteInputs(runbooks, archive, verification, records, by_uri, cache, CleanScans.load(cache_dir))
         # Runbooks are a handful and each gets its nav entry; runs are thousands: the archive's index lists them.
         _extend_nav(config.nav or [], RUNBOOKS_INDEX,
@@ -176,15 +179,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         if records:
             config.extra_javascript.append(INDEX_ASSETS["javascript"])
             config.extra_css.append(INDEX_ASSETS["css"])
-        for name, settings in MARKDOWN_EXTENSIONS.items():
-            if name not in config.markdown_extensions:
-                config.markdown_extensions.append(name)
-                config.mdx_configs.setdefault(name, dict(settings))
-        self.converter = python_markdown.Markdown(extensions=config.markdown_extensions,
-                                                  extension_configs=config.mdx_configs or {})
         return config
 
-    @event_priority(-100)  # after mkdocs-jupyter's on_files, whose wrapper loses a generated file's path
     def on_files(self, files: Files, /, *, config: MkDocsConfig) -> Files:
         inputs = self.inputs
         for runbook in inputs.runbooks:
@@ -200,74 +196,44 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         if inputs.archive is not None and (inputs.archive / "manifest.jsonl").is_file():
             files.append(File.generated(config, "archive/manifest.jsonl",
                                         abs_src_path=str(inputs.archive / "manifest.jsonl")))
-        for record in inputs.records:  # reached from the index, not the nav (which says so to no one)
-            if record.notebook is not None:
-                files.append(NotebookPage.generated(config, record.src_uri, abs_src_path=str(record.notebook),
-                                                    inclusion=InclusionLevel.NOT_IN_NAV))
-            else:
-                files.append(File.generated(config, record.src_uri, content=summary_only_page(record),
-                                            inclusion=InclusionLevel.NOT_IN_NAV))
+        if inputs.records:
+            # The one page MkDocs builds for the records; each record's page is written from it after the build.
+            # Reached from the index, not the nav (which says so to no one).
+            files.append(File.generated(config, SHELL_URI, content=shell_markdown(),
+                                        inclusion=InclusionLevel.NOT_IN_NAV))
         return files
 
-    @event_priority(-100)  # after mkdocs-jupyter's on_pre_page, which sets how the notebook is rendered
-    def on_pre_page(self, page: Page, /, *, config: MkDocsConfig, files: Files) -> Page:
-        item = self.inputs.by_uri.get(page.file.src_uri)
-        if isinstance(item, RecordPage) and item.notebook is not None:
-            _render_once(page, item.cache_key, self.inputs.cache)
-        return page
-
     def on_page_markdown(self, markdown: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
-        if page.file.src_uri.endswith(".ipynb"):
-            return markdown  # mkdocs-jupyter renders notebooks from the file, not from this text
+        item = self.inputs.by_uri.get(page.file.src_uri)
+        if item is not None:  # a runbook notebook: its page is written from the notebook, not read from the file
+            runs = [(r.title, get_relative_url(r.url(directory_urls=config.use_directory_urls), page.url))
+                    for r in self.inputs.records if r.record is not None and r.record.runbook == item.name]
+            markdown = runbook_markdown(item, runbook_block(item, runs))
         text = RUNBOOK_LINK.sub(lambda m: runbook_link(m, self.inputs.runbooks, page.file.src_uri), markdown)
-        text = text.replace("<!-- rollbook:cli -->", cli_reference())
-        text = text.replace("<!-- rollbook:record-fields -->", record_fields_table())
-        return text.replace("<!-- rollbook:policy-defaults -->", policy_defaults())
+        for marker, table in GENERATED_TABLES.items():
+            if marker in text:  # each table is drawn from the code, for the page that asks for it only
+                text = text.replace(marker, table())
+        return text
 
     def on_page_content(self, html: str, /, *, page: Page, config: MkDocsConfig, files: Files) -> str:
-        item = self.inputs.by_uri.get(page.file.src_uri)
+        if page.file.src_uri == SHELL_URI:
+            def url_of(src_uri: str) -> str:  # from the shell, which is where every record page is
+                target = files.get_file_from_path(src_uri)
+                return target.url_relative_to(page.file) if target else src_uri
 
-        def url_of(src_uri: str) -> str:
-            target = files.get_file_from_path(src_uri)
-            return target.url_relative_to(page.file) if target else src_uri
-
-        if isinstance(item, Runbook):
-            runs = [(r.title, url_of(r.src_uri)) for r in self.inputs.records
-                    if r.record is not None and r.record.runbook == item.name]
-            block, tokens = self._render(runbook_block(item, runs))
-            at = _FIRST_CODE_CELL.search(html)
-            html = html[:at.start()] + block + html[at.start():] if at else html + block
-            _add_to_toc(page, tokens, first=True)
-            if item.name in self.config.titles:
-                page.title = item.title
-        elif isinstance(item, RecordPage):
-            header, notebook = record_page_html(item, self.inputs.runbooks, url_of, html)
-            block, tokens = self._render(header)
-            html = f'<div class="{PAGE_CLASS}">{block}{notebook}</div>'
-            # The notebook's wide tables need the width the table of contents' column would take.
-            page.meta["hide"] = [*page.meta.get("hide", []), "toc"]
-            page.title = item.title
-            # The index's rows are searched (and filtered); thousands of notebooks would make the search index
-            # too big to load (Material's search reads this; MkDocs' own search indexes every page).
-            page.meta["search"] = {"exclude": True}
-            _add_to_toc(page, tokens, first=False)
-        if isinstance(item, Runbook) and page.file.src_uri.endswith(".ipynb"):
-            # mkdocs collects anchors only from Markdown it rendered; this lets links to runbook sections be checked.
-            # (Nothing links into a record's sections: reading thousands of record pages for their ids is skipped.)
-            page.present_anchor_ids = set(_ID.findall(html))
+            self.record_pages = RecordPages(self.inputs.cache, self._render, self.inputs.runbooks, url_of,
+                                            config.use_directory_urls)
         return html
 
     def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str:
-        known, digest = self.inputs.clean.known_clean(output.encode("utf-8"))
-        if known:
-            return output
-        leaks = secret_leaks(output)
-        if leaks:
-            # Raised before the page is written, so the password never reaches the site folder.
-            raise PluginError(f"The page built from {page.file.src_uri} contains {', '.join(leaks)}. Nothing may "
-                              "publish a password: scrub the record (rollbook.redaction.redact) or fix the page, "
-                              "then build again.")
-        self.inputs.clean.add(digest)
+        if page.file.src_uri == SHELL_URI:
+            self.shell = output
+        self._check_page(output, page.file.src_uri)
+        runbook = self.inputs.by_uri.get(page.file.src_uri)
+        if runbook is not None:  # the clean notebook, which the page's download link names, beside the page
+            folder = Path(page.file.abs_dest_path).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(runbook.path, folder / runbook.path.name)
         return output
 
     @event_priority(-100)  # after the search plugin has written search_index.json
@@ -275,11 +241,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         site = Path(config.site_dir)
         if self.inputs.archive is not None:
             copy_archive_files(self.inputs.records, site)
-            cache = self.inputs.cache
-            if cache.folder is not None:
-                evicted = cache.evict_unused()
-                log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", cache.rendered,
-                         cache.reused, cache.folder, f" ({evicted} stale entries deleted)" if evicted else "")
+            self._write_record_pages(site, directory_urls=config.use_directory_urls)
         leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site, self.inputs.clean)}
         if leaked:
             for name in leaked:
@@ -289,6 +251,40 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                               "deleted and the build fails: find where the password came from, scrub it, and build "
                               "again.")
         self.inputs.clean.save()
+
+    def _write_record_pages(self, site: Path, *, directory_urls: bool) -> None:
+        """Each record's page, written from the shell page MkDocs built for them, in place of the shell."""
+        pages = self.record_pages
+        if pages is None or not self.shell:
+            return
+        for record in self.inputs.records:
+            output = record_page(self.shell, record, pages.content(record))
+            self._check_page(output, f"the record {record.slug}")
+            path = site / record.output_path(directory_urls=directory_urls)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(output, encoding="utf-8")
+        shell = shell_output(site, directory_urls=directory_urls)
+        shell.unlink(missing_ok=True)
+        if directory_urls:
+            shell.parent.rmdir()
+        list_in_sitemap(site, self.inputs.records)
+        cache = self.inputs.cache
+        evicted = cache.evict_unused()
+        log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", pages.rendered, pages.reused,
+                 cache.folder or "(none)", f" ({evicted} stale entries deleted)" if evicted else "")
+
+    def _check_page(self, output: str, source: str) -> None:
+        """Refuse a page that would publish a connection-string secret, before it is written."""
+        known, digest = self.inputs.clean.known_clean(output.encode("utf-8"))
+        if known:
+            return
+        leaks = secret_leaks(output)
+        if leaks:
+            # Raised before the page is written, so the password never reaches the site folder.
+            raise PluginError(f"The page built from {source} contains {', '.join(leaks)}. Nothing may "
+                              "publish a password: scrub the record (rollbook.redaction.redact) or fix the page, "
+                              "then build again.")
+        self.inputs.clean.add(digest)
 
     def _runbook_folders(self, root: Path) -> list[Path]:
         given = self.config.runbooks
@@ -302,13 +298,11 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                                   f"relative to mkdocs.yml, or `{BUNDLED}` for rollbook's own runbooks.")
         return folders
 
-    def _render(self, text: str) -> tuple[str, list[Any]]:
-        """Markdown written by the plugin, rendered with the site's own extensions; its HTML and toc tokens."""
+    def _render(self, text: str) -> str:
+        """Markdown written by the plugin, rendered with the site's own extensions."""
         # One converter per build, reset between pages: loading the extensions again for each of thousands of
         # record pages was a good part of their build time.
-        converter = self.converter.reset()
-        html = converter.convert(text)
-        return html, list(getattr(converter, "toc_tokens", []))
+        return self.converter.reset().convert(text)
 
     def _cache_dir(self, root: Path, config: MkDocsConfig) -> Path | None:
         option = self.config.cache_dir
@@ -379,58 +373,6 @@ def scan_site(site: Path, clean: CleanScans) -> Iterator[tuple[Path, list[str]]]
                 yield path, leaks
             else:
                 clean.add(digest)
-
-
-def _add_jupyter(config: MkDocsConfig) -> None:
-    """mkdocs-jupyter, which renders the runbook and record pages, unless the site configures it itself."""
-    if JUPYTER in config.plugins:
-        return
-    found = list(entry_points(group="mkdocs.plugins", name=JUPYTER))
-    if not found:
-        raise PluginError("The rollbook plugin renders runbooks with mkdocs-jupyter, which is not installed: "
-                          "pip install 'rollbook[site]'.")
-    plugin = found[0].load()()
-    errors, warnings = plugin.load_config(dict(JUPYTER_SETTINGS), config.config_file_path)
-    if errors or warnings:
-        raise PluginError(f"mkdocs-jupyter did not take rollbook's settings: {errors or warnings}")
-    config.plugins[JUPYTER] = plugin
-
-
-def _render_once(page: Page, key: str | None, cache: RecordPageCache) -> None:
-    """Render a record page's notebook from the cache entry `key`, or render it and fill the entry (no key: a
-    record whose bytes are not the filed ones, always rendered from the file)."""
-    render = page.render  # mkdocs-jupyter's, which converts the notebook
-
-    def cached_render(config: MkDocsConfig, files: Files) -> None:
-        rendered = cache.page(key) if key else None
-        if rendered is not None:
-            page.content, page.toc = rendered.content, get_toc(cast(Any, rendered.toc_tokens))  # tokens it wrote
-            cache.reused += 1
-            return
-        render(config, files)
-        cache.rendered += 1
-        if key and page.content is not None:
-            cache.put_page(key, RenderedNotebook(page.content, toc_tokens(page.toc)))
-
-    page.render = cached_render  # type: ignore[method-assign]
-
-
-def _add_to_toc(page: Page, tokens: list[Any], *, first: bool) -> None:
-    added = list(get_toc(tokens))
-    toc = page.toc
-    items: list[AnchorLink] = toc.items
-    if first and items and items[0].level == 1:
-        items[0].children[0:0] = added  # the notebook's title stays on top
-    elif first:
-        items[0:0] = added
-    else:
-        # A record's own title leads; the notebook's headings follow under it.
-        head = added[0] if added and added[0].level == 1 else None
-        if head is not None:
-            head.children.extend(items)
-            items[:] = added
-        else:
-            items[0:0] = added
 
 
 def _extend_nav(nav: list[Any], anchor: str, entries: list[Any]) -> bool:

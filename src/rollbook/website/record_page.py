@@ -12,7 +12,7 @@ from rollbook.records.model import RunRecord
 from rollbook.records.record_words import glance
 from rollbook.website.archive_pages import RecordPage
 from rollbook.website.pictures import recorded_path_picture, timeline_picture
-from rollbook.website.record_notebook import STOPPED_ANCHOR, NotebookCells, mark_cells, read_cells
+from rollbook.website.record_notebook import STOPPED_ANCHOR, StopMarks
 from rollbook.website.runbook_pages import Runbook, UrlOf
 
 # The class of a record page's content, which the plugin's stylesheet (rollbook.css) styles.
@@ -22,20 +22,19 @@ _CALLOUTS = {Outcome.REFUSED: "warning", Outcome.BAD_INPUT: "warning", Outcome.U
              Outcome.INTERRUPTED: "warning"}
 
 
-def record_page_html(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: UrlOf,
-                     notebook_html: str) -> tuple[str, str]:
-    """The page's header (Markdown, rendered by the plugin) and the notebook's HTML with its cells marked."""
-    cells = read_cells(record.notebook) if record.notebook is not None else NotebookCells((), (), None)
+def stop_marks(record: RecordPage) -> StopMarks:
+    """How the run stopped, as its notebook's marked cells say it."""
     s = record.record
     stopped_at = ((s.failed_step or s.stopped_at) if s is not None else None) or "an earlier step"
-    marked = mark_cells(notebook_html, cells, stopped_at=stopped_at, stop_words=record.outcome,
-                        refusal=s is not None and s.outcome is Outcome.REFUSED)
-    return record_header(record, runbooks, url_of, marked, stopped_cell=cells.stopped is not None), marked
+    return StopMarks(stopped_at, record.outcome, refusal=s is not None and s.outcome is Outcome.REFUSED)
 
 
 def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: UrlOf, notebook_html: str, *,
-                  stopped_cell: bool = False) -> str:
-    """How the run stopped, its facts at a glance, its pictures (unless the notebook drew them) and its files."""
+                  stopped_cell: bool = False, files_url: str = "") -> str:
+    """How the run stopped, its facts at a glance, its pictures (unless the notebook drew them) and its files.
+
+    Markdown below the page's title; `files_url` is the URL of the run's files relative to the page.
+    """
     # An unreadable record still gets its page: its run id, why it could not be read, and its files.
     s = record.record or RunRecord(run_id=record.run_id, runbook="")
     identity = s.identity
@@ -56,7 +55,7 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
         ("finished", markdown.cell(s.finished_at.isoformat() if s.finished_at else "")),
         ("manifest", record.manifest),
     ]
-    parts = [f"# {markdown.cell(record.title)}"]
+    parts = []
     if record.record is not None:
         parts.append(stop_callout(record.record, record.outcome, stopped_cell=stopped_cell))
     parts += ["## At a glance", markdown.table(["recorded", "value"], [(k, v) for k, v in facts if v])]
@@ -76,7 +75,7 @@ def record_header(record: RecordPage, runbooks: tuple[Runbook, ...], url_of: Url
     parts.append(markdown.table(["file", "kind", "sha256", "filed"], [
         (markdown.code(r.file), r.kind, markdown.code(r.sha256 or ""), markdown.cell(r.filed_at or "not filed"))
         for r in record.records]))
-    downloads = [f"[{r.path.name}]({r.path.name}){{: download }}" for r in record.records
+    downloads = [f"[{r.path.name}]({files_url}{r.path.name}){{: download }}" for r in record.records
                  if r.kind != "in progress" and r.path.is_file()]
     if downloads:
         parts.append("Download: " + ", ".join(downloads) + ". Check them against the manifest with "

@@ -1,14 +1,16 @@
-"""Record pages rendered once: a record's rendered notebook and its run record, kept outside the site folder.
+"""Record pages rendered once: a record's drawn notebook, page header and run record, kept outside the site folder.
 
 A filed record never changes (the manifest holds its sha256, and a changed file is shown as changed, never
 from the cache), so what its page shows is a function of its bytes, of rollbook (which reads the record and
-draws the page) and of the notebook renderer's settings. The cache key is the sha256 of those three; an
-entry is one JSON file named by its key. Rendering a notebook is most of a record page's build time, so an
-archive of years builds in the time of its new records.
+draws the page) and of the Markdown settings of the site. The cache key is the sha256 of those three. What
+else a page says (the manifest's state, the runbook's title and URL, how the run stopped) is kept in the
+entry beside what was drawn from it, and drawn again when it differs. Drawing a page is most of its build
+time, so an archive of years builds in the time of its new records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -16,31 +18,34 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mkdocs.structure.toc import AnchorLink
-
 # Bumped whenever a cached entry changes shape (its files and their fields): older entries are never read again.
-PAGE_TEMPLATE_VERSION = 1
+PAGE_TEMPLATE_VERSION = 2
 # The code that reads records and draws record pages: a change to it (even without a new version number, as in a
 # working tree) renders every page again.
 _PAGE_CODE = Path(__file__).parent
 DEFAULT_CACHE_DIR = ".cache/rollbook"
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 _ENTRY = re.compile(r"[0-9a-f]{64}\.(record|page)\.json")
 
 log = logging.getLogger("mkdocs.plugins.rollbook")
 
 
 @dataclass(frozen=True)
-class RenderedNotebook:
-    """A record page's notebook as the renderer made it: its HTML and its headings (toc tokens)."""
+class CachedPage:
+    """A record page as drawn: its notebook (drawn for `marks`, how the run stopped) and its header (Markdown, and
+    its HTML)."""
 
-    content: str
-    toc_tokens: list[dict[str, Any]]
+    marks: list[Any]
+    notebook_html: str
+    stopped_cell: bool
+    header_markdown: str
+    header_html: str
 
 
 @dataclass
@@ -53,42 +58,42 @@ class RecordPageCache:
     """
 
     folder: Path | None
-    renderer: str = ""  # the notebook renderer's name, version and settings, as text
+    renderer: str = ""  # the Markdown converter's settings, as text
     used: set[str] = field(default_factory=set)
     rendered: int = 0
     reused: int = 0
 
     def key(self, sha256: str) -> str:
         """The entry of a record whose bytes have this sha256."""
-        text = "\0".join((sha256, version("rollbook"), str(PAGE_TEMPLATE_VERSION), self.code, self.renderer))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(f"{sha256}\0{self.drawn_by}".encode()).hexdigest()
 
     @functools.cached_property
-    def code(self) -> str:
-        """The sha256 of rollbook's site code and record model, as part of every key."""
+    def drawn_by(self) -> str:
+        """What draws every page, as part of every key: rollbook's version, the cache's layout, the sha256 of
+        rollbook's site code and record model, and the settings."""
         digest = hashlib.sha256()
         for path in [*sorted(_PAGE_CODE.glob("*.py")), *sorted(_PAGE_CODE.parent.joinpath("records").glob("*.py"))]:
             digest.update(path.read_bytes())
-        return digest.hexdigest()
+        return "\0".join((version("rollbook"), str(PAGE_TEMPLATE_VERSION), digest.hexdigest(), self.renderer))
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The run record of the entry, or None when there is none or it cannot be read."""
         data = self._read(key, "record")
         return data if isinstance(data, dict) else None
 
-    def page(self, key: str) -> RenderedNotebook | None:
-        """The rendered notebook of the entry, or None when there is none or it cannot be read."""
+    def page(self, key: str) -> CachedPage | None:
+        """The drawn page of the entry, or None when there is none or it cannot be read."""
         data = self._read(key, "page")
         try:
-            return RenderedNotebook(str(data["content"]), list(data["toc_tokens"])) if data is not None else None
-        except (KeyError, TypeError):
+            return CachedPage(**data) if isinstance(data, dict) else None
+        except TypeError:
             return None
 
     def put_record(self, key: str, record: dict[str, Any]) -> None:
         self._write(key, "record", record)
 
-    def put_page(self, key: str, page: RenderedNotebook) -> None:
-        self._write(key, "page", {"content": page.content, "toc_tokens": page.toc_tokens})
+    def put_page(self, key: str, page: CachedPage) -> None:
+        self._write(key, "page", dataclasses.asdict(page))
 
     def evict_unused(self) -> int:
         """Delete the entries this build did not use (records of another rollbook version or renderer setting)."""
@@ -128,16 +133,7 @@ class RecordPageCache:
                         self.folder, error.strerror or error)
 
 
-def renderer_settings(name: str, settings: Mapping[str, Any]) -> str:
-    """The renderer as part of the key: its version and every setting, so a changed setting renders again."""
-    try:
-        installed = version(name)
-    except PackageNotFoundError:
-        installed = "?"
-    return f"{name} {installed} " + json.dumps({k: repr(v) for k, v in settings.items()}, sort_keys=True)
-
-
-def toc_tokens(items: Iterable[AnchorLink]) -> list[dict[str, Any]]:
-    """A page's table of contents as the tokens mkdocs.structure.toc.get_toc reads back."""
-    return [{"level": item.level, "id": item.id, "name": item.title, "children": toc_tokens(item.children)}
-            for item in items]
+def renderer_settings(settings: Mapping[str, Any]) -> str:
+    """The settings pages are drawn with, as part of the key: a changed setting draws them again."""
+    # A setting can be a function (an extension's formatter): its repr's address differs in every build.
+    return json.dumps({k: _ADDRESS.sub("", repr(v)) for k, v in settings.items()}, sort_keys=True)

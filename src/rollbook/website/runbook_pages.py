@@ -123,7 +123,8 @@ def runbook_block(runbook: Runbook, runs: Iterable[tuple[str, str]]) -> str:
     output = f"{runbook.name}-out.ipynb"
     parts = [
         "## Run this runbook",
-        f"Download the clean notebook: [{runbook.path.name}]({runbook.path.name}){{: download }}. Pass each "
+        # Raw HTML: as a Markdown link, MkDocs would take the notebook's name for this page's own source file.
+        f'Download the clean notebook: <a download href="{runbook.path.name}">{runbook.path.name}</a>. Pass each '
         "parameter you change as `-p NAME VALUE`, and revision ids (and any other text papermill would read as a "
         "number) as `-r NAME VALUE`. Keep passwords out of parameters: use `PGPASSWORD` or `~/.pgpass`."
         + (" Without `--execute` (`execute` False) the run is a dry run." if "execute" in names else ""),
@@ -144,6 +145,39 @@ def runbook_block(runbook: Runbook, runs: Iterable[tuple[str, str]]) -> str:
     return "\n\n".join(parts)
 
 
+def runbook_markdown(runbook: Runbook, block: str) -> str:
+    """A runbook's page as Markdown: its Markdown cells as written (its title heading as the site titles it), its
+    code cells as Python code blocks, and `block` (how to run it) before the first code cell. A runbook page is
+    a page of the site like any other: its headings are its table of contents and the anchors links point at."""
+    notebook = json.loads(runbook.path.read_text(encoding="utf-8"))
+    parts, titled = [], False
+    for cell in notebook.get("cells", []):
+        source = _source(cell).strip("\n")
+        if cell.get("cell_type") == "markdown":
+            if not titled:
+                source, titled = _retitled(source, runbook.title)
+            parts.append(source)
+        elif cell.get("cell_type") == "code" and source.strip():
+            if block:
+                parts.append(block)
+                block = ""
+            fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`{3,}", source))])
+            parts.append(f"{fence}python\n{source}\n{fence}")
+    if not titled:
+        parts.insert(0, f"# {runbook.title}")
+    return "\n\n".join([*parts, block] if block else parts) + "\n"
+
+
+def _retitled(source: str, title: str) -> tuple[str, bool]:
+    """A Markdown cell with its first `# ` heading replaced by `title`, and whether it had one."""
+    lines = source.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
+    if at is None:
+        return source, False
+    lines[at] = f"# {title}"
+    return "\n".join(lines), True
+
+
 def runbook_link(match: re.Match[str], runbooks: Iterable[Runbook], src_uri: str) -> str:
     """A `[text](runbook:NAME#section)` link of the page `src_uri` pointed at the runbook's page; text that says so
     when the runbook is not part of this build."""
@@ -153,7 +187,6 @@ def runbook_link(match: re.Match[str], runbooks: Iterable[Runbook], src_uri: str
         return f"{match['text']} (the `{match['name']}` runbook, not part of this build yet)"
     target = posixpath.relpath(runbook.src_uri, posixpath.dirname(src_uri) or ".")
     return f"[{match['text']}]({target}{match['anchor'] or ''})"
-
 
 
 def _one_line(text: str) -> str:
