@@ -11,13 +11,16 @@ held (rollbook.execution.lock_wait_sampler): a long wait means the lock queue, n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rollbook import markdown
 from rollbook.durations import duration_text, lock_wait_text
-from rollbook.execution.downgrade import DowngradeExecution, StepExecution
 from rollbook.execution.lock_wait_sampler import LockWaits
-from rollbook.planning.plan import DowngradePlan
 from rollbook.records.model import StepTiming
+
+if TYPE_CHECKING:  # the site draws step tables from records: it need not import Alembic to do it
+    from rollbook.execution.downgrade import DowngradeExecution, StepExecution
+    from rollbook.planning.plan import DowngradePlan
 
 
 def step_times(plan: DowngradePlan, *, rehearsal: DowngradeExecution | None = None,

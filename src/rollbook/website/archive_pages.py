@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,16 +173,9 @@ def _td(value: str | None) -> str:
     return f"<td>{html.escape(value or '')}</td>"
 
 
-def copy_archive_files(records: tuple[RecordPage, ...], site: Path) -> None:
-    """The records behind each page, so a reader can download and verify them."""
-    (site / "archive").mkdir(parents=True, exist_ok=True)
-    for record in records:
-        folder = site / "archive" / record.slug
-        folder.mkdir(parents=True, exist_ok=True)
-        for filed in record.records:
-            if filed.kind != "in progress" and filed.path.is_file():
-                shutil.copyfile(filed.path, folder / filed.path.name)
-
+def published_files(record: RecordPage) -> list[Path]:
+    """The records behind a run's page, published beside it so a reader can download and verify them."""
+    return [filed.path for filed in record.records if filed.kind != "in progress" and filed.path.is_file()]
 
 
 def safe_name(name: str) -> str:

@@ -57,7 +57,7 @@ from rollbook.website.archive_pages import (
     ARCHIVE_VARIABLE,
     RecordPage,
     archive_index,
-    copy_archive_files,
+    published_files,
     read_archive,
 )
 from rollbook.website.clean_scans import CleanScans
@@ -228,7 +228,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
     def on_post_page(self, output: str, /, *, page: Page, config: MkDocsConfig) -> str:
         if page.file.src_uri == SHELL_URI:
             self.shell = output
-        self._check_page(output, page.file.src_uri)
+        self._check(output.encode("utf-8"), f"the page built from {page.file.src_uri}")
         runbook = self.inputs.by_uri.get(page.file.src_uri)
         if runbook is not None:  # the clean notebook, which the page's download link names, beside the page
             folder = Path(page.file.abs_dest_path).parent
@@ -239,10 +239,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
     @event_priority(-100)  # after the search plugin has written search_index.json
     def on_post_build(self, *, config: MkDocsConfig) -> None:
         site = Path(config.site_dir)
-        if self.inputs.archive is not None:
-            copy_archive_files(self.inputs.records, site)
-            self._write_record_pages(site, directory_urls=config.use_directory_urls)
-        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site, self.inputs.clean)}
+        written = self._write_record_pages(site, directory_urls=config.use_directory_urls)
+        leaked = {str(path.relative_to(site)): leaks for path, leaks in scan_site(site, self.inputs.clean, written)}
         if leaked:
             for name in leaked:
                 (site / name).unlink()
@@ -252,17 +250,25 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
                               "again.")
         self.inputs.clean.save()
 
-    def _write_record_pages(self, site: Path, *, directory_urls: bool) -> None:
-        """Each record's page, written from the shell page MkDocs built for them, in place of the shell."""
+    def _write_record_pages(self, site: Path, *, directory_urls: bool) -> set[Path]:
+        """Each record's page, written from the shell page MkDocs built for them (in place of the shell), and the
+        record files beside it; each checked for secrets before it is written. The files written."""
         pages = self.record_pages
         if pages is None or not self.shell:
-            return
+            return set()
+        written = set()
         for record in self.inputs.records:
-            output = record_page(self.shell, record, pages.content(record))
-            self._check_page(output, f"the record {record.slug}")
-            path = site / record.output_path(directory_urls=directory_urls)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(output, encoding="utf-8")
+            folder = site / "archive" / record.slug
+            folder.mkdir(parents=True, exist_ok=True)
+            outputs = [(folder / path.name, path.read_bytes(), f"the record file {path.name}")
+                       for path in published_files(record)]
+            page = record_page(self.shell, record, pages.content(record)).encode("utf-8")
+            outputs.append((site / record.output_path(directory_urls=directory_urls), page,
+                            f"the page of the record {record.slug}"))
+            for path, data, source in outputs:
+                self._check(data, source)
+                path.write_bytes(data)
+                written.add(path)
         shell = shell_output(site, directory_urls=directory_urls)
         shell.unlink(missing_ok=True)
         if directory_urls:
@@ -272,16 +278,17 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         evicted = cache.evict_unused()
         log.info("rollbook: %d record page(s) rendered, %d reused from the cache %s%s", pages.rendered, pages.reused,
                  cache.folder or "(none)", f" ({evicted} stale entries deleted)" if evicted else "")
+        return written
 
-    def _check_page(self, output: str, source: str) -> None:
-        """Refuse a page that would publish a connection-string secret, before it is written."""
-        known, digest = self.inputs.clean.known_clean(output.encode("utf-8"))
+    def _check(self, data: bytes, source: str) -> None:
+        """Refuse a page or file that would publish a connection-string secret, before it is written."""
+        known, digest = self.inputs.clean.known_clean(data)
         if known:
             return
-        leaks = secret_leaks(output)
+        leaks = secret_leaks(data.decode("utf-8", errors="replace"))
         if leaks:
             # Raised before the page is written, so the password never reaches the site folder.
-            raise PluginError(f"The page built from {source} contains {', '.join(leaks)}. Nothing may "
+            raise PluginError(f"{source[:1].upper()}{source[1:]} contains {', '.join(leaks)}. Nothing may "
                               "publish a password: scrub the record (rollbook.redaction.redact) or fix the page, "
                               "then build again.")
         self.inputs.clean.add(digest)
@@ -358,12 +365,12 @@ def retitled(runbooks: tuple[Runbook, ...], titles: Mapping[str, Any]) -> tuple[
     return tuple(replace(r, title=titles[r.name].strip()) if r.name in titles else r for r in runbooks)
 
 
-def scan_site(site: Path, clean: CleanScans) -> Iterator[tuple[Path, list[str]]]:
+def scan_site(site: Path, clean: CleanScans, checked: set[Path]) -> Iterator[tuple[Path, list[str]]]:
     """Every text file of the built site (pages, search index, copied records) that holds a connection-string secret;
-    a file whose bytes `clean` knows (a page scanned as it was written, a record scanned by an earlier build) is not
+    a file checked as it was written (`checked`) or whose bytes `clean` knows (scanned by an earlier build) is not
     scanned again."""
     for path in sorted(site.rglob("*")):
-        if path.is_file() and path.suffix in _SCANNED:
+        if path not in checked and path.is_file() and path.suffix in _SCANNED:
             data = path.read_bytes()
             known, digest = clean.known_clean(data)
             if known:
