@@ -188,3 +188,35 @@ def test_a_bare_site_gets_the_markdown_its_record_and_runbook_pages_need_and_no_
     assert "tabbed-set" in (site / "site" / "runbooks" / "rollback" / "index.html").read_text()
     nav = (site / "site" / "index.html").read_text().split('<nav class="md-nav md-nav--primary"', 1)[1]
     assert SUCCEEDED not in nav.split("</nav>", 1)[0]
+
+
+def test_record_pages_are_the_sites_own_pages_with_their_title_links_and_files_in_either_url_style(tmp_path):
+    """Record pages are written around one page MkDocs builds for them: each has the theme's navigation, its own
+    title and canonical address, working links to its runbook and its files, and the sitemap lists it (the
+    placeholder page is nowhere)."""
+    for directory_urls in (True, False):
+        team = team_site(tmp_path / str(directory_urls))
+        configuration = team / "mkdocs.yml"
+        configuration.write_text(f"site_url: https://rollbacks.example.com/\nuse_directory_urls: {directory_urls}\n"
+                                 + configuration.read_text())
+
+        mkdocs_build(team)
+
+        site = team / "site"
+        page_file = site / "archive" / (f"{SUCCEEDED}/index.html" if directory_urls else f"{SUCCEEDED}.html")
+        page = page_file.read_text()
+        assert "<title>2026-12-01 17:12:52 · rollback · succeeded, not fully verified - " in unescape(page)
+        assert 'class="md-nav md-nav--primary"' in page and "ROLLBOOK-RECORD" not in page
+        address = f"https://rollbacks.example.com/archive/{SUCCEEDED}{'/' if directory_urls else '.html'}"
+        assert f'<link rel="canonical" href="{address}">' in page
+        links = re.findall(r'href="([^"#]+)"', page.split('class="rollbook-record"', 1)[1])
+        runbook = next(link for link in links if "runbooks/rollback" in link)
+        assert (page_file.parent / runbook / ("index.html" if directory_urls else "")).resolve().is_file()
+        downloads = re.findall(r'<a download href="([^"]+)"', page)
+        assert sorted(Path(d).name for d in downloads) == [f"{SUCCEEDED}.ipynb", f"{SUCCEEDED}.json"]
+        for download in downloads:
+            assert (page_file.parent / download).read_bytes() == (team / "rollback-records" / Path(download).name
+                                                                  ).read_bytes()
+        sitemap = (site / "sitemap.xml").read_text()
+        assert f"<loc>{address}</loc>" in sitemap and "rollbook-record-shell" not in sitemap
+        assert not [p for p in site.rglob("*") if "rollbook-record-shell" in p.name]

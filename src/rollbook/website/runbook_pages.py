@@ -4,6 +4,7 @@ the Markdown the site adds to its page (how to run it, its parameters, its lates
 from __future__ import annotations
 
 import ast
+import html
 import io
 import json
 import logging
@@ -141,7 +142,9 @@ def runbook_block(runbook: Runbook, runs: Iterable[tuple[str, str]]) -> str:
     latest = list(reversed(list(runs)))[:5]
     if latest:
         parts.append("## Latest runs in the archive")
-        parts.append("\n".join(f"- [{markdown.cell(title)}]({url})" for title, url in latest))
+        # Raw HTML: record pages are written after the build, so MkDocs cannot check links to them.
+        parts.append("<ul>\n" + "\n".join(f'<li><a href="{html.escape(url)}">{html.escape(title)}</a></li>'
+                                          for title, url in latest) + "\n</ul>")
     return "\n\n".join(parts)
 
 
