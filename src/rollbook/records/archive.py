@@ -3,7 +3,8 @@
 This module is the store: filing a record, keeping a run's progress, and finding and reading records back.
 It is one idea (what the folder holds and how it is used) at a little over 400 lines; its parts live beside
 it: the folder's files and write primitives in records/archive_files.py, the manifest's hash chain in
-records/hash_chain.py, `archive verify` in records/archive_verification.py.
+records/hash_chain.py, what a filing reads of the manifest in records/manifest_lookup.py, `archive verify` in
+records/archive_verification.py.
 
 Layout of the folder (ROLLBOOK_ARCHIVE, default ./rollback-records):
 
