@@ -372,6 +372,17 @@ def test_many_filings_keep_the_chain_and_refiling_the_first_run_adds_nothing(arc
     assert archive.verify().ok
 
 
+def test_a_run_id_or_sha256_another_entry_carries_in_its_ticket_is_not_taken_for_it(archive: Archive) -> None:
+    first = make_summary("2026-11-24T12:00:00+00:00", "aaaaaa")
+    filed = archive.file_summary(first)
+    # A later run whose ticket names the first run, then its sha256: their lines hold both strings.
+    archive.file_summary(make_summary("2026-11-24T13:00:00+00:00", "bbbbbb", ticket=first["run_id"]))
+    archive.file_summary(make_summary("2026-11-24T14:00:00+00:00", "cccccc", ticket=filed.sha256))
+    assert archive.filed_record(first["run_id"]).started_at.hour == 12
+    assert not archive.knows_run("20261124T130000Z") and archive.knows_run(first["run_id"])
+    assert archive.file_summary(first) == filed and len(manifest_lines(archive)) == 3
+
+
 CONCURRENT_FILER = """
 import sys, time
 from pathlib import Path
