@@ -14,6 +14,9 @@ that `rollbook init` writes (Material theme, the rollbook plugin with its defaul
 - rebuild_after_one_s: one more run filed, then the build again (that run's page alone rendered);
 - verify_s: `rollbook archive verify`; list_s: `rollbook archive list`.
 
+filing_per_run_ms is the mean wall time of filing one run (its summary and its notebook) over the first and the
+last 100 runs filed.
+
 Each is reported as wall time and, in cpu_s, as the CPU time (user + system) the command and its children used:
 on a machine shared with other work the wall time includes waiting for a CPU.
 
@@ -136,8 +139,11 @@ def main() -> None:
         reals = real_runs(work)
         archive = Archive(work / "team" / "rollback-records")
         began = time.perf_counter()
+        per_run: list[float] = []
         for number in range(options.records):
+            filed = time.perf_counter()
             file_copy(archive, reals[number % len(reals)], FIRST_START + number * SPACING)
+            per_run.append((time.perf_counter() - filed) * 1000)
         filing_s = time.perf_counter() - began
         print(f"filed {options.records} runs in {filing_s:.1f} s", file=sys.stderr)
         environment = {key: value for key, value in os.environ.items()
@@ -165,7 +171,12 @@ def main() -> None:
         size = sum(path.stat().st_size for path in archive.root.iterdir() if path.is_file())
     result: dict[str, Any] = {
         "records": options.records, "record_files": 2 * options.records, "archive_bytes": size,
-        "real_runs": [r.summary.get("outcome") for r in reals], "filing_s": filing_s, **site,
+        "real_runs": [r.summary.get("outcome") for r in reals], "filing_s": filing_s,
+        # One run's filing (summary and notebook) at the start of the archive and at its end: equal when
+        # filing does not grow with the archive.
+        "filing_per_run_ms": {"first_100": statistics.fmean(per_run[:100]),
+                              "last_100": statistics.fmean(per_run[-100:])},
+        **site,
         **{name: statistics.median(times) for name, times in samples.items()},
         "samples": samples, "bars": BARS,
         # CPU seconds (user + system) of each command: on a machine shared with other work, wall time waits for

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rollbook.errors import BadInput, RollbookError
 from rollbook.records.archive import Archive, ArchiveUnavailable, RecordNotFiled
 from rollbook.records.archive_files import MANIFEST, RECORD_MIME
 from rollbook.records.hash_chain import GENESIS, entry_hash
+from rollbook.records.manifest_lookup import TAIL_BYTES
 from rollbook.records.model import read_record
 from rollbook.records.run_listing import list_runs, runs_table
 from rollbook.records.run_summary import find_run
@@ -295,6 +297,90 @@ def test_filing_continues_the_chain_after_a_torn_last_line(archive: Archive, fil
     assert json.loads(manifest_lines(archive)[-1])["prev"] == json.loads(manifest_lines(archive)[-3])["entry_hash"]
     problems = archive.verify().problems
     assert problems == ("manifest line 5 is not a valid entry (not JSON): it was edited, inserted or torn by a crash.",)
+
+
+def test_filing_after_damaged_lines_longer_than_the_tail_read_chains_to_the_last_good_entry(
+    archive: Archive, filed: list[str],
+) -> None:
+    good = json.loads(manifest_lines(archive)[-1])
+    # Well-formed JSON that is not an entry, then a torn line far longer than the first read of the end.
+    with archive.manifest_path.open("a") as manifest:
+        manifest.write('{"seq": "five", "file": "x"}\n' + '{"seq": 5, "ticket": "' + "x" * (3 * TAIL_BYTES))
+    assert archive.head() == good["entry_hash"]
+    record = archive.file_summary(make_summary("2026-11-24T16:00:00+00:00", "eeeeee"))
+    assert record.seq == 5
+    last = json.loads(manifest_lines(archive)[-1])
+    assert last["seq"] == 5 and last["prev"] == good["entry_hash"]
+    assert archive.head() == record.entry_hash == last["entry_hash"]
+    problems = archive.verify().problems
+    assert len(problems) == 2
+    assert problems[0].startswith("manifest line 5 is not a valid entry (missing or malformed seq, kind,")
+    assert problems[1].startswith("manifest line 6 is not a valid entry (not JSON)")
+
+
+def test_a_manifest_of_damaged_lines_only_starts_the_chain(archive: Archive) -> None:
+    archive.root.mkdir()
+    write_manifest(archive, ["{not json", '{"seq": 1}'])
+    assert archive.head() is None
+    record = archive.file_summary(make_summary())
+    assert record.seq == 1 and json.loads(manifest_lines(archive)[-1])["prev"] == GENESIS
+
+
+def test_filing_after_reordered_lines_never_gives_a_number_twice(archive: Archive, filed: list[str]) -> None:
+    lines = manifest_lines(archive)
+    lines[2], lines[3] = lines[3], lines[2]  # the last line is now entry #3; #4 is the one before it
+    write_manifest(archive, lines)
+    record = archive.file_summary(make_summary("2026-11-24T16:00:00+00:00", "eeeeee"))
+    assert record.seq == 5
+    assert json.loads(manifest_lines(archive)[-1])["prev"] == json.loads(lines[2])["entry_hash"]
+    assert sorted(json.loads(line)["seq"] for line in manifest_lines(archive)) == [1, 2, 3, 4, 5]
+
+
+def file_runs(archive: Archive, count: int) -> list[dict[str, Any]]:
+    """`count` runs filed, each a summary and its notebook, an hour apart; their summaries."""
+    summaries = []
+    for number in range(count):
+        started = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=number)
+        summary = make_summary(started.isoformat(), f"{number:06x}", ticket=f"OPS-{number}")
+        archive.file_summary(summary)
+        archive.file_notebook(make_notebook(summary), summary)
+        summaries.append(summary)
+    return summaries
+
+
+def test_many_filings_keep_the_chain_and_refiling_the_first_run_adds_nothing(archive: Archive) -> None:
+    summaries = file_runs(archive, 200)
+    lines = manifest_lines(archive)
+    assert len(lines) == 400 and archive.manifest_path.stat().st_size > 2 * TAIL_BYTES  # the first run is far back
+    result = archive.verify()
+    assert result.ok, result.to_text()
+    assert result.entries == 400 and result.head == archive.head() == json.loads(lines[-1])["entry_hash"]
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 401))
+
+    first = summaries[0]
+    [summary, notebook] = archive.records_of(first["run_id"])
+    assert archive.file_summary(first) == summary
+    assert archive.file_notebook(notebook.path.read_bytes(), first) == notebook
+    assert manifest_lines(archive) == lines
+    assert archive.knows_run(first["run_id"]) and not archive.knows_run(first["run_id"][:-1])
+    assert archive.filed_record(first["run_id"]).ticket == "OPS-0"
+
+    # Other bytes of the same run are a new record, chained after the newest entry.
+    changed = archive.file_summary({**first, "message": "filed again with different content"})
+    assert changed.seq == 401 and changed.file == summary.file.replace(".json", "-2.json")
+    assert archive.filed_record(first["run_id"]).message == "filed again with different content"
+    assert archive.verify().ok
+
+
+def test_a_run_id_or_sha256_another_entry_carries_in_its_ticket_is_not_taken_for_it(archive: Archive) -> None:
+    first = make_summary("2026-11-24T12:00:00+00:00", "aaaaaa")
+    filed = archive.file_summary(first)
+    # A later run whose ticket names the first run, then its sha256: their lines hold both strings.
+    archive.file_summary(make_summary("2026-11-24T13:00:00+00:00", "bbbbbb", ticket=first["run_id"]))
+    archive.file_summary(make_summary("2026-11-24T14:00:00+00:00", "cccccc", ticket=filed.sha256))
+    assert archive.filed_record(first["run_id"]).started_at.hour == 12
+    assert not archive.knows_run("20261124T130000Z") and archive.knows_run(first["run_id"])
+    assert archive.file_summary(first) == filed and len(manifest_lines(archive)) == 3
 
 
 CONCURRENT_FILER = """

@@ -17,7 +17,7 @@ import click
 
 from rollbook.errors import BadInput, RollbookError
 from rollbook.records.archive import Archive, default_root
-from rollbook.records.run_listing import RunFilter, list_runs, runs_table
+from rollbook.records.run_listing import RunFilter, list_runs, runs_json, runs_table, why_no_rows
 from rollbook.records.run_summary import find_run
 from rollbook.s3_support import require_s3_support
 
@@ -412,15 +412,25 @@ def archive() -> None:
 @click.option("--outcome", help="Only runs that ended so (succeeded, refused, failed, dry_run, ...).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Only the newest N runs (still listed oldest first).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows as one JSON array of objects (the columns, and each run's record files).")
 @reports_errors
-def archive_list(environment: str | None, runbook: str | None, outcome: str | None, limit: int | None) -> None:
+def archive_list(environment: str | None, runbook: str | None, outcome: str | None, limit: int | None,
+                 as_json: bool) -> None:
     """One row per run, oldest first: run id, start, database, environment, runbook, mode, target, outcome.
 
-    Read from the manifest alone (no notebook is opened), so it stays fast on a large archive.
+    Read from the manifest alone (no notebook is opened), so it stays fast on a large archive. With
+    --json, an empty list is `[]`, and the reason it is empty goes to stderr.
     """
     archive = Archive.default()
     rows = list_runs(archive, RunFilter(environment=environment, runbook=runbook, outcome=outcome, limit=limit))
-    click.echo(runs_table(archive, rows))
+    if not as_json:
+        click.echo(runs_table(archive, rows))
+        return
+    click.echo(runs_json(rows))
+    nothing = why_no_rows(archive, rows)
+    if nothing is not None:
+        click.echo(nothing, err=True)
 
 
 @archive.command("show")

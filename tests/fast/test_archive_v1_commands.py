@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from rollbook.cli import main
+from rollbook.records.archive import Archive
+from rollbook.records.model import RunRecord
 
 VERSION_1_ARCHIVE = Path(__file__).parents[1] / "fixtures" / "archive-v1"
 REFUSED = "20261201T171248Z-36da2d"
@@ -65,6 +68,56 @@ def test_archive_list_filters_by_environment_runbook_and_outcome_and_keeps_the_n
     assert nothing.output == f"No run in {archive} matches.\n"
     zero = rollbook(archive, "archive", "list", "--limit", "0")
     assert zero.exit_code == 2 and "0 is not in the range x>=1" in zero.output
+
+
+def test_archive_list_json_prints_the_rows_with_their_record_files(archive: Path) -> None:
+    result = rollbook(archive, "archive", "list", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    refused, succeeded = json.loads(result.stdout)
+    assert {key: value for key, value in succeeded.items() if key != "records"} == {
+        "run_id": SUCCEEDED, "started_at": "2026-12-01T17:12:52.064569+00:00", "database": "rollbook_demo",
+        "environment": "staging", "runbook": "rollback", "mode": "executed", "target": "0607bc5b8535",
+        "outcome": "succeeded_unverified", "filed": True,
+    }
+    assert refused["run_id"] == REFUSED and refused["outcome"] == "refused"
+    summary, notebook = succeeded["records"]
+    assert (summary["kind"], summary["seq"], notebook["kind"], notebook["seq"]) == ("summary", 3, "notebook", 4)
+    assert notebook["file"] == SUCCEEDED_NOTEBOOK and notebook["path"] == str(archive / SUCCEEDED_NOTEBOOK)
+    manifest = [json.loads(line) for line in (archive / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["sha256"]) for r in (summary, notebook)] == [(e["file"], e["sha256"]) for e in manifest[2:]]
+
+
+def test_archive_list_json_takes_the_filters_and_limit_and_a_run_not_filed(archive: Path) -> None:
+    def run_ids(*args: str) -> list[str]:
+        result = rollbook(archive, "archive", "list", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [row["run_id"] for row in json.loads(result.stdout)]
+
+    assert run_ids("--environment", "production") == [REFUSED]
+    assert run_ids("--outcome", "succeeded_unverified") == [SUCCEEDED]
+    assert run_ids("--runbook", "rollback", "--limit", "1") == [SUCCEEDED]
+    running = RunRecord(run_id="20261201T180000Z-0a0b0c", runbook="status",
+                        started_at=datetime(2026, 12, 1, 19, 0, tzinfo=timezone(timedelta(hours=1))))
+    Archive(archive).write_progress(running)
+    [row] = json.loads(rollbook(archive, "archive", "list", "--json", "--limit", "1").stdout)
+    assert (row["run_id"], row["outcome"], row["filed"], row["started_at"]) == (
+        running.run_id, "running", False, "2026-12-01T18:00:00+00:00")
+    assert [(r["kind"], r["seq"], r["file"]) for r in row["records"]] == [
+        ("in progress", None, f".in-progress/{running.run_id}.json")]
+
+
+def test_archive_list_json_of_nothing_is_an_empty_list_and_says_why_on_stderr(archive: Path, tmp_path: Path) -> None:
+    before = folder_bytes(archive)
+    nothing = rollbook(archive, "archive", "list", "--json", "--runbook", "backup")
+    assert (nothing.exit_code, nothing.stdout, nothing.stderr) == (0, "[]\n", f"No run in {archive} matches.\n")
+    missing = rollbook(tmp_path / "elsewhere", "archive", "list", "--json")
+    assert (missing.exit_code, missing.stdout) == (0, "[]\n")
+    assert missing.stderr.startswith(f"There is no archive at {tmp_path / 'elsewhere'} yet")
+    zero = rollbook(archive, "archive", "list", "--json", "--limit", "0")
+    assert zero.exit_code == 2 and zero.stdout == "" and "0 is not in the range x>=1" in zero.stderr
+    assert folder_bytes(archive) == before
 
 
 def test_archive_show_renders_the_run_for_a_terminal(archive: Path) -> None:

@@ -3,7 +3,8 @@
 This module is the store: filing a record, keeping a run's progress, and finding and reading records back.
 It is one idea (what the folder holds and how it is used) at a little over 400 lines; its parts live beside
 it: the folder's files and write primitives in records/archive_files.py, the manifest's hash chain in
-records/hash_chain.py, `archive verify` in records/archive_verification.py.
+records/hash_chain.py, what a filing reads of the manifest in records/manifest_lookup.py, `archive verify` in
+records/archive_verification.py.
 
 Layout of the folder (ROLLBOOK_ARCHIVE, default ./rollback-records):
 
@@ -77,6 +78,7 @@ from rollbook.records.archive_files import (
 )
 from rollbook.records.archive_verification import ArchiveVerification, verify_archive
 from rollbook.records.hash_chain import GENESIS, canonical, entry_hash, lenient_entries
+from rollbook.records.manifest_lookup import chain_tip, entries_holding, read_newest_entry
 from rollbook.records.model import InvalidRecord, RunRecord, read_record
 from rollbook.records.signing import RecordSigning, SigningUnavailable
 from rollbook.redaction.redact import find_secrets, redact_value
@@ -256,14 +258,16 @@ class Archive:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with locked(self.root):
-                entries = lenient_entries(self._manifest_bytes())
-                same = next((e for e in entries if e["kind"] == kind and e["run_id"] == run_id
-                             and e["sha256"] == digest), None)
+                # Only the lines that hold the record's sha256, and the manifest's end, are parsed: a
+                # filing's cost does not grow with the archive (see records/manifest_lookup.py).
+                manifest = self._manifest_bytes()
+                same = next((e for e in entries_holding(manifest, digest) if e["kind"] == kind
+                             and e["run_id"] == run_id and e["sha256"] == digest), None)
                 if same is not None:
                     # Filing the same bytes twice (`archive add` run again) adds nothing.
                     return self._record(same)
                 name = write_new_record(self.root, base + EXTENSIONS[kind], data)
-                last = max(entries, key=lambda e: e["seq"], default=None)
+                last = chain_tip(manifest)
                 entry: dict[str, Any] = {
                     "seq": (last["seq"] + 1) if last else 1, "file": name, "kind": kind, "run_id": run_id,
                     "sha256": digest, "filed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -288,10 +292,13 @@ class Archive:
         except (FileNotFoundError, NotADirectoryError):
             return b""  # nothing filed yet (or no archive there at all)
         except OSError as error:
-            raise ArchiveUnavailable(
-                f"The manifest of the archive {self.root} cannot be read ({reason(error)}). Check the folder's "
-                "permissions, or set ROLLBOOK_ARCHIVE to the archive you meant."
-            ) from None
+            raise self._unreadable(error) from None
+
+    def _unreadable(self, error: OSError) -> ArchiveUnavailable:
+        return ArchiveUnavailable(
+            f"The manifest of the archive {self.root} cannot be read ({reason(error)}). Check the folder's "
+            "permissions, or set ROLLBOOK_ARCHIVE to the archive you meant."
+        )
 
     def _write_signature(self, seq: int, line: bytes) -> None:
         """Sign a manifest line before it is appended, so no entry is ever there without its signature.
@@ -322,14 +329,21 @@ class Archive:
     # -- reading -------------------------------------------------------------------------------------------
 
     def head(self) -> str | None:
-        """The entry_hash of the newest manifest entry: what to keep outside the folder; None if nothing is filed."""
-        entries = lenient_entries(self._manifest_bytes())
-        return max(entries, key=lambda entry: entry["seq"])["entry_hash"] if entries else None
+        """The entry_hash of the newest manifest entry: what to keep outside the folder; None if nothing is filed.
+
+        Read from the manifest's end (its last well-formed line), so it costs the same however many entries
+        the archive holds.
+        """
+        try:
+            newest = read_newest_entry(self.manifest_path)
+        except OSError as error:
+            raise self._unreadable(error) from None
+        return newest["entry_hash"] if newest else None
 
     def knows_run(self, run_id: str) -> bool:
         """Whether a runbook of this archive started the run: it has an in-progress summary or a filed record."""
         return (progress_path(self.root, run_id)).is_file() or any(
-            entry["run_id"] == run_id for entry in lenient_entries(self._manifest_bytes()))
+            entry["run_id"] == run_id for entry in entries_holding(self._manifest_bytes(), run_id))
 
     def records(self) -> tuple[ArchivedRecord, ...]:
         """Every manifest entry, plus runs not filed yet (kind "in progress"), sorted by start time."""
@@ -410,7 +424,7 @@ class Archive:
 
     def filed_record(self, run_id: str) -> RunRecord | None:
         """The summary record filed for a run, if any and readable (the last one, should there be several)."""
-        summaries = [e for e in lenient_entries(self._manifest_bytes())
+        summaries = [e for e in entries_holding(self._manifest_bytes(), run_id)
                      if e["kind"] == "summary" and e["run_id"] == run_id]
         if not summaries:
             return None

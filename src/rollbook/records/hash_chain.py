@@ -79,7 +79,7 @@ def strict_entries(raw: bytes, problems: list[str]) -> list[tuple[int, dict[str,
     if lines and lines[-1] == b"":
         lines.pop()
     for number, line in enumerate(lines, start=1):
-        entry, why = _parse_entry(line)
+        entry, why = parse_entry(line)
         if entry is None:
             problems.append(f"manifest line {number} is not a valid entry ({why}): it was edited, inserted or "
                             "torn by a crash.")
@@ -90,10 +90,11 @@ def strict_entries(raw: bytes, problems: list[str]) -> list[tuple[int, dict[str,
 
 def lenient_entries(raw: bytes) -> list[dict[str, Any]]:
     """Every well-formed manifest entry, the others skipped (for filing and listing, not for verify)."""
-    return [entry for entry, _ in map(_parse_entry, raw.split(b"\n")) if entry is not None]
+    return [entry for entry, _ in map(parse_entry, raw.split(b"\n")) if entry is not None]
 
 
-def _parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
+def parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A manifest line's entry if it is well-formed, else None and why not."""
     if not line.strip():
         return None, "empty line"
     try:

@@ -3,16 +3,19 @@
 A run has up to two records (its summary, then its executed notebook); the manifest repeats the facts a
 listing shows in each entry, so listing the archive reads one file however many runs it holds. Entries
 filed before mode and target were listed lack them: for those runs alone the small summary record is read.
+The rows print as a table for a terminal, or as JSON (`--json`) for scripts, with each run's record files.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from rollbook.errors import BadInput
 from rollbook.records.archive import Archive, ArchivedRecord
-from rollbook.records.archive_files import run_mode, short_time
+from rollbook.records.archive_files import parse_time, run_mode, short_time
 
 _COLUMNS = ("run id", "started (UTC)", "database", "environment", "runbook", "mode", "target", "outcome")
 
@@ -30,11 +33,24 @@ class RunRow:
     target: str | None
     outcome: str | None
     filed: bool
+    # The run's records in filing order (its summary, then its notebook), or its in-progress summary.
+    records: tuple[ArchivedRecord, ...] = ()
 
     def cells(self) -> tuple[str, ...]:
         outcome = (self.outcome or "") + ("" if self.filed else " (not filed)")
         return (self.run_id, short_time(self.started_at), *(value or "-" for value in (
             self.database, self.environment, self.runbook, self.mode, self.target)), outcome)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as `archive list --json` prints it: the table's columns (the start in UTC, ISO 8601), its files."""
+        started = parse_time(self.started_at)
+        return {
+            "run_id": self.run_id, "started_at": started.isoformat() if started else self.started_at,
+            "database": self.database, "environment": self.environment, "runbook": self.runbook, "mode": self.mode,
+            "target": self.target, "outcome": self.outcome, "filed": self.filed,
+            "records": [{"kind": record.kind, "seq": record.seq, "file": record.file, "path": str(record.path),
+                         "sha256": record.sha256} for record in self.records],
+        }
 
 
 @dataclass(frozen=True)
@@ -61,13 +77,26 @@ def list_runs(archive: Archive, only: RunFilter | None = None) -> list[RunRow]:
 
 def runs_table(archive: Archive, rows: list[RunRow]) -> str:
     """The rows as an aligned table, or a sentence saying why there is none."""
+    nothing = why_no_rows(archive, rows)
+    if nothing is not None:
+        return nothing
+    table = [_COLUMNS, *(row.cells() for row in rows)]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in table)
+
+
+def runs_json(rows: list[RunRow]) -> str:
+    """The rows as one JSON array of objects (RunRow.to_json), oldest run first; `[]` for none."""
+    return json.dumps([row.to_json() for row in rows], indent=2, ensure_ascii=False)
+
+
+def why_no_rows(archive: Archive, rows: list[RunRow]) -> str | None:
+    """A sentence saying why there is no row to list (no archive, no record, no match); None if there are rows."""
     if not archive.root.is_dir():
         return f"There is no archive at {archive.root} yet (set ROLLBOOK_ARCHIVE if the records are elsewhere)."
     if not rows:
         return f"No run in {archive.root} matches." if archive.records() else f"No records in {archive.root} yet."
-    table = [_COLUMNS, *(row.cells() for row in rows)]
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in table)
+    return None
 
 
 def _by_run(records: Iterable[ArchivedRecord]) -> list[list[ArchivedRecord]]:
@@ -93,4 +122,4 @@ def _row(archive: Archive, records: list[ArchivedRecord]) -> RunRow:
             mode, target = run_mode(loaded), loaded.target
     return RunRow(run_id=last.run_id, started_at=last.started_at, database=last.database,
                   environment=last.environment, runbook=last.runbook, mode=mode, target=target,
-                  outcome=last.outcome, filed=last.kind != "in progress")
+                  outcome=last.outcome, filed=last.kind != "in progress", records=tuple(records))
