@@ -14,6 +14,7 @@ import pytest
 from rollbook.errors import BadInput
 from rollbook.outcomes import ExitCode
 from rollbook.runs.parameters import (
+    LostDataRestoreParameters,
     PlanParameters,
     RollbackParameters,
     RollbackTestParameters,
@@ -178,3 +179,13 @@ def test_a_flag_takes_what_papermill_users_type(typed: Any) -> None:
     assert read_rollback_parameters({"operator": "a", "accept_data_loss": typed}).accept_data_loss is True
     assert read_rollback_parameters({"operator": "a", "execute": str(typed).lower().replace("true", "false")
                                      .replace("yes", "no").replace("1", "0")}).execute is False
+
+
+def test_the_restore_lost_data_runbook_takes_the_approved_restore_hash_as_text() -> None:
+    backup = {"at_risk_backup": "backups/at-risk_app"}
+    assert read(LostDataRestoreParameters, backup).approved_plan == ""
+    assert read(LostDataRestoreParameters, {**backup, "approved_plan": " 3f9a1c2b7d4e "}).approved_plan == "3f9a1c2b7d4e"
+    # papermill's -p turns an all-digit hash prefix into a number: refused, saying to pass it with -r.
+    with pytest.raises(BadInput, match="approved_plan must be text, but papermill delivered int 12345678; pass it "
+                                       "with -r approved_plan VALUE"):
+        read(LostDataRestoreParameters, {**backup, "approved_plan": 12345678})

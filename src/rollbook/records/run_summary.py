@@ -60,6 +60,11 @@ def run_facts(record: RunRecord) -> list[str]:
         folder = record.at_risk_backup.get("folder")
         lines.append(f"at-risk backup {folder} ({record.at_risk_backup.get('rows')} rows; to put them back after a "
                      f"fix-forward: rollbook run restore-lost-data -p at_risk_backup {folder})")
+    if record.policy is not None and record.runbook == "restore-lost-data":
+        # The dry run is where an approver gets the hash to approve: it is not in a plan of its own.
+        restore_hash = str(record.policy.get("plan_hash", ""))
+        lines.append(f"policy {record.policy.get('status')}; restore hash {restore_hash} (an approval names it: "
+                     f"-r approved_plan {restore_hash[:12]})")
     if record.rehearsal is not None and record.rehearsal.get("status") != "not_run":
         lines.append(f"rehearsal on a copy: {record.rehearsal.get('status')} ({record.rehearsal.get('summary')})")
     stale = record.stale_scratch or {}

@@ -11,13 +11,14 @@ putting the data back is recovery/lost_data_restore.py.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class AtRiskBackup:
     plan_hash: str
     taken_at: str
     seconds: float
+    # The sha256 of manifest.json as written: it pins every file (each file's sha256 is in it), so an approval names it.
+    manifest_sha256: str = ""
 
     @property
     def size_bytes(self) -> int:
@@ -132,7 +135,8 @@ class AtRiskBackup:
                 "files": [f.to_dict() for f in self.files]}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"folder": str(self.folder), "size_bytes": self.size_bytes, "rows": self.rows, **self.manifest()}
+        return {"folder": str(self.folder), "size_bytes": self.size_bytes, "rows": self.rows,
+                "manifest_sha256": self.manifest_sha256, **self.manifest()}
 
     def to_text(self) -> str:
         lines = [f"At-risk backup: {self.folder}",
@@ -192,7 +196,9 @@ def take_at_risk_backup(target: DatabaseTarget, plan: DowngradePlan, backup_dir:
             backup = AtRiskBackup(final, files, schema_sha, identity.database, identity.system_identifier,
                                   plan.path.current, plan.path.target_label, plan.plan_hash,
                                   taken.isoformat().replace("+00:00", "Z"), round(time.monotonic() - started, 3))
-            write_durably(partial / MANIFEST, json.dumps(backup.manifest(), indent=1).encode(), 0o600)
+            manifest = json.dumps(backup.manifest(), indent=1).encode()
+            backup = replace(backup, manifest_sha256=hashlib.sha256(manifest).hexdigest())
+            write_durably(partial / MANIFEST, manifest, 0o600)
             fsync_directory(partial)
             os.rename(partial, final)
             fsync_directory(final.parent)
@@ -376,7 +382,8 @@ def load_at_risk_backup(folder: Path) -> AtRiskBackup:
         raise AtRiskBackupUnusable(f"{folder} is an unfinished at-risk backup (a run stopped while writing it): it "
                                    "cannot be restored from. Name a finished at-risk backup folder.")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest_bytes = manifest_path.read_bytes()
+        manifest = json.loads(manifest_bytes)
     except FileNotFoundError:
         raise AtRiskBackupUnusable(f"{folder} is not an at-risk backup: it has no {MANIFEST}. Name the folder an "
                                    "at-risk backup wrote (its path is in the run's record).") from None
@@ -398,4 +405,5 @@ def load_at_risk_backup(folder: Path) -> AtRiskBackup:
                                    "restored; restore its files from a copy, or use a full backup.")
     return AtRiskBackup(folder, files, str(manifest["schema"]["sha256"]), str(manifest["database"]),
                         str(manifest["system_identifier"]), tuple(manifest["revisions"]), str(manifest["target"]),
-                        str(manifest["plan_hash"]), str(manifest["taken_at"]), float(manifest["seconds"]))
+                        str(manifest["plan_hash"]), str(manifest["taken_at"]), float(manifest["seconds"]),
+                        hashlib.sha256(manifest_bytes).hexdigest())

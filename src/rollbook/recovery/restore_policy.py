@@ -39,13 +39,12 @@ def evaluate_restore_policy(
     """Apply the environment's rules to restoring over the database; `backup_verified` None: not taken yet."""
     env = rules.for_environment(request.environment)
     name = request.environment.strip().lower()
-    # The rollback gate itself decides the rules both share, so a restore can never be looser than it there.
-    shared = {r.rule: r for r in evaluate_policy(rules, replace(request, approved_plan=""), _no_steps(plan),
-                                                 backup_verified=backup_verified).results}
+    shared = shared_rollback_rules(rules, request, plan.database, plan.revisions_now, backup_verified=backup_verified)
     results = (
         shared["operator"],
         shared["approver"],
-        _approved_restore_rule(env.require_approved_plan, name, request.approved_plan, plan.restore_hash),
+        approved_hash_rule(env.require_approved_plan, name, request.approved_plan, plan.restore_hash,
+                           what="restore", reviewed="restore plan"),
         created_since_rule(plan),
         writes_rule(writes, accept_writes_since_backup),
         shared["backup"],
@@ -53,28 +52,38 @@ def evaluate_restore_policy(
     return RestoreDecision(name, rules.source, results, plan.restore_hash, request.now)
 
 
-def _no_steps(plan: RestorePlan) -> DowngradePlan:
-    start = plan.revisions_now[0] if plan.revisions_now else "base"
-    path = DowngradePath(plan.revisions_now, start, start, "restore", ())
-    return DowngradePlan(plan.database, path, (), judge((), True), (), True)
+def shared_rollback_rules(rules: PolicyRules, request: RollbackRequest, database: str,
+                          revisions_now: tuple[str, ...], *, backup_verified: bool | None) -> dict[str, RuleResult]:
+    """The rollback gate's own results, by rule name, for a run that undoes no migration (a restore of any kind).
+
+    The rollback gate itself decides the rules a restore shares with it (operator, approver, backup), so a
+    restore can never be looser than a rollback there. Its plan hash rule is left to the restore's own hash.
+    """
+    start = revisions_now[0] if revisions_now else "base"
+    path = DowngradePath(revisions_now, start, start, "restore", ())
+    no_steps = DowngradePlan(database, path, (), judge((), True), (), True)
+    decision = evaluate_policy(rules, replace(request, approved_plan=""), no_steps, backup_verified=backup_verified)
+    return {r.rule: r for r in decision.results}
 
 
-def _approved_restore_rule(required: bool, name: str, approved: str, restore_hash: str) -> RuleResult:
+def approved_hash_rule(required: bool, name: str, approved: str, expected: str, *, what: str,
+                       reviewed: str) -> RuleResult:
+    """Whether `approved` (-r approved_plan) names `expected`, the hash of this `what` as its `reviewed` shows it."""
     given = approved.strip().lower()
-    short = restore_hash[:SHORT_HASH]
+    short = expected[:SHORT_HASH]
     if not given:
         if required:
-            return RuleResult("approved restore", "fail", f"{name} requires the approval to name the restore reviewed",
-                              f"have the approver review this restore plan and pass its hash (-r approved_plan "
+            return RuleResult("approved restore", "fail", f"{name} requires the approval to name the {what} reviewed",
+                              f"have the approver review this {reviewed} and pass its hash (-r approved_plan "
                               f"{short})")
-        return RuleResult("approved restore", "pass", f"no hash given: the approval is not tied to this restore "
+        return RuleResult("approved restore", "pass", f"no hash given: the approval is not tied to this {what} "
                           f"(optional in {name})")
-    if len(given) < 8 or any(c not in "0123456789abcdef" for c in given) or not restore_hash.startswith(given):
+    if len(given) < 8 or any(c not in "0123456789abcdef" for c in given) or not expected.startswith(given):
         return RuleResult("approved restore", "fail",
-                          f"approved_plan {approved.strip()!r} does not name this restore ({short}): the backup, the "
+                          f"approved_plan {approved.strip()!r} does not name this {what} ({short}): the backup, the "
                           "database or its revision differ from what was approved",
-                          f"have the approver review the restore plan and approve it (-r approved_plan {short})")
-    return RuleResult("approved restore", "pass", f"the restore is the one approved ({short})")
+                          f"have the approver review the {reviewed} and approve it (-r approved_plan {short})")
+    return RuleResult("approved restore", "pass", f"the {what} is the one approved ({short})")
 
 
 def created_since_rule(plan: RestorePlan) -> RuleResult:

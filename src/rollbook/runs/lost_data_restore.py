@@ -1,8 +1,9 @@
 """One run of the restore-lost-data runbook: put back, from an at-risk backup, what a downgrade destroyed.
 
 A dry run unless `execute`: the backup's files are checked against its manifest, the database must be
-the one it was taken of, and every table and column it fills must exist again (re-created by a
-fix-forward upgrade) with the saved types; only then, with `execute`, are the values written back and
+the one it was taken of, every table and column it fills must exist again (re-created by a fix-forward
+upgrade) with the saved types, and the environment's policy must allow it
+(rollbook.recovery.lost_data_restore_policy); only then, with `execute`, are the values written back and
 verified (rollbook.recovery.lost_data_restore), all in one transaction.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 from rollbook import markdown
 from rollbook.outcomes import Outcome
 from rollbook.pg.database import connect
+from rollbook.policy.gate import SHORT_HASH, RollbackRequest
 from rollbook.project.status import MigrationStatus, read_status
 from rollbook.recovery.at_risk_backup import AtRiskBackup, load_at_risk_backup
 from rollbook.recovery.lost_data_restore import (
@@ -21,6 +23,10 @@ from rollbook.recovery.lost_data_restore import (
     LostDataRestore,
     check_lost_data_targets,
     restore_lost_data,
+)
+from rollbook.recovery.lost_data_restore_policy import (
+    LostDataRestoreDecision,
+    evaluate_lost_data_restore_policy,
 )
 from rollbook.runs.parameters import LostDataRestoreParameters
 from rollbook.runs.runbook import Runbook, RunbookStopped, RunFacts, recorded
@@ -45,9 +51,11 @@ class LostDataRestoreRun(Runbook[LostDataRestoreParameters]):
 
     name: ClassVar[str] = "restore-lost-data"
     parameters_type: ClassVar[type[LostDataRestoreParameters]] = LostDataRestoreParameters
+    gated: ClassVar[bool] = True
 
     backup: AtRiskBackup | None = None
     current: MigrationStatus | None = None
+    decision: LostDataRestoreDecision | None = None
     restored: LostDataRestore | None = None
 
     @classmethod
@@ -88,9 +96,25 @@ class LostDataRestoreRun(Runbook[LostDataRestoreParameters]):
                                  outcome=Outcome.BAD_INPUT, step="targets")
         return TargetsReady(len(backup.files))
 
+    @recorded("policy gate")
+    def policy_gate(self) -> LostDataRestoreDecision:
+        """The environment's rules (operator, approver, approved restore hash); a failed rule stops the run here."""
+        p = self.parameters
+        request = RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
+                                  approved_plan=p.approved_plan, execute=p.execute)
+        revisions = self.current.current if self.current else ()
+        self.decision = evaluate_lost_data_restore_policy(self.rules, request, self._backup(), revisions)
+        self.recorder.update(policy=self.decision.to_dict())
+        self.decision.enforce()
+        return self.decision
+
     @recorded("restore")
     def restore(self) -> LostDataRestore:
         """Write the saved data back and compare it with the saved values (counts and checksums), in one transaction."""
+        if self.parameters.execute and (self.decision is None or not self.decision.allowed):
+            raise RunbookStopped("The lost data is written back only after the policy gate allowed it: run the "
+                                 "notebook's cells in order. Nothing was written.", outcome=Outcome.BAD_INPUT,
+                                 step="restore")
         try:
             self.restored = restore_lost_data(self.target, self._backup(), execute=self.parameters.execute,
                                               lock_timeout_ms=self.parameters.lock_timeout_ms)
@@ -102,9 +126,11 @@ class LostDataRestoreRun(Runbook[LostDataRestoreParameters]):
     def facts(self) -> RunFacts:
         """How the run ended: the data written back and verified, or a dry run."""
         backup = self._backup()
+        restore_hash = self.decision.plan_hash if self.decision else ""
         if self.restored is None or not self.restored.executed:
             outcome, headline = Outcome.DRY_RUN, (f"Dry run complete: the {backup.rows} saved rows of {backup.folder} "
-                                                  "can be put back; nothing was written.")
+                                                  "can be put back; nothing was written. Restore hash (for approvals): "
+                                                  f"{restore_hash}")
         else:
             outcome, headline = Outcome.SUCCEEDED, (f"Put back the data of {backup.folder} and verified it (counts "
                                                     "and checksums equal the saved values).")
@@ -116,6 +142,8 @@ class LostDataRestoreRun(Runbook[LostDataRestoreParameters]):
             "ticket": self.parameters.ticket,
             "at-risk backup": f"{backup.folder} (taken {backup.taken_at}, before the downgrade to {backup.target})",
             "revision": ", ".join(self.current.current) if self.current else "",
+            "restore hash": restore_hash[:SHORT_HASH],
+            "policy": self.decision.status if self.decision else "",
             "restored": "; ".join(f.described() for f in self.restored.files)
             if self.restored and self.restored.executed else "",
         }

@@ -300,6 +300,8 @@ class LostDataRestoreParameters(RunbookParameters):
     operator: str
     operator_from: str = field(metadata=from_parameter(None))
     approved_by: str
+    # The restore hash the approver reviewed (the dry run prints it), or a unique prefix of at least 8 characters.
+    approved_plan: str
     ticket: str
     lock_timeout_ms: int = field(metadata=from_parameter("lock_timeout"))
     execute: bool
@@ -307,14 +309,15 @@ class LostDataRestoreParameters(RunbookParameters):
     @classmethod
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         strings = {name: _string(name, given[name]) for name in (
-            "at_risk_backup", "environment", "operator", "approved_by", "ticket")}
+            "at_risk_backup", "environment", "operator", "approved_by", "approved_plan", "ticket")}
         if not strings["at_risk_backup"]:
             raise BadInput("Parameter at_risk_backup is empty: name the folder of the at-risk backup taken before the "
                            "downgrade (the rollback's record and summary print it).")
         operator, operator_from = _operator(strings["operator"])
         return {**super().checked(given), "at_risk_backup": Path(strings["at_risk_backup"]).expanduser(),
                 "environment": strings["environment"], "operator": operator, "operator_from": operator_from,
-                "approved_by": strings["approved_by"], "ticket": strings["ticket"],
+                "approved_by": strings["approved_by"], "approved_plan": strings["approved_plan"],
+                "ticket": strings["ticket"],
                 "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
                 "execute": _flag("execute", given["execute"])}
 
