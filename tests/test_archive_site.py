@@ -220,3 +220,23 @@ def test_record_pages_are_the_sites_own_pages_with_their_title_links_and_files_i
         sitemap = (site / "sitemap.xml").read_text()
         assert f"<loc>{address}</loc>" in sitemap and "rollbook-record-shell" not in sitemap
         assert not [p for p in site.rglob("*") if "rollbook-record-shell" in p.name]
+
+
+def test_a_rebuild_puts_back_unchanged_record_files_and_writes_again_any_that_differ(tmp_path):
+    """MkDocs deletes the site before each build; the previous build's record pages and files are kept aside and put
+    back where this build would write the same bytes, and written again where anything differs (here a record page
+    edited in the built site, which must never stay)."""
+    team = team_site(tmp_path)
+    mkdocs_build(team)
+    archive = team / "site" / "archive"
+    kept, edited = archive / SUCCEEDED / f"{SUCCEEDED}.ipynb", archive / REFUSED / "index.html"
+    first = {path: (path.stat().st_ino, path.read_bytes()) for path in (kept, edited)}
+    edited.write_text(edited.read_text().replace("refused at policy gate", "succeeded"))
+
+    mkdocs_build(team)
+
+    assert kept.stat().st_ino == first[kept][0] and kept.read_bytes() == first[kept][1]
+    assert edited.read_bytes() == first[edited][1]
+    assert not (team / ".cache" / "rollbook" / "previous-site-archive").exists()
+    assert sorted(p.name for p in (archive / SUCCEEDED).iterdir()) == sorted(
+        ["index.html", f"{SUCCEEDED}.ipynb", f"{SUCCEEDED}.json"])

@@ -61,6 +61,7 @@ from rollbook.website.archive_pages import (
     read_archive,
 )
 from rollbook.website.clean_scans import CleanScans
+from rollbook.website.previous_records import PreviousRecords
 from rollbook.website.record_page_cache import DEFAULT_CACHE_DIR, RecordPageCache, renderer_settings
 from rollbook.website.record_shell import (
     SHELL_URI,
@@ -150,9 +151,11 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         super().__init__()
         self.inputs = SiteInputs(())
         self.converter = python_markdown.Markdown()
-        # This build's record pages: drawn from the shell page MkDocs built for them (record_shell.py).
+        # This build's record pages: drawn from the shell page MkDocs built for them (record_shell.py), and the
+        # previous build's, kept aside from MkDocs' clean to be put back where unchanged (previous_records.py).
         self.record_pages: RecordPages | None = None
         self.shell = ""
+        self.previous = PreviousRecords(None)
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig:
         root = Path(config.config_file_path).parent
@@ -180,6 +183,10 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
             config.extra_javascript.append(INDEX_ASSETS["javascript"])
             config.extra_css.append(INDEX_ASSETS["css"])
         return config
+
+    def on_pre_build(self, *, config: MkDocsConfig) -> None:
+        if self.inputs.records:
+            self.previous = PreviousRecords.keep(Path(config.site_dir) / "archive", self.inputs.cache.folder)
 
     def on_files(self, files: Files, /, *, config: MkDocsConfig) -> Files:
         inputs = self.inputs
@@ -256,19 +263,22 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         pages = self.record_pages
         if pages is None or not self.shell:
             return set()
-        written = set()
+        written: set[Path] = set()
         for record in self.inputs.records:
             folder = site / "archive" / record.slug
-            folder.mkdir(parents=True, exist_ok=True)
             outputs = [(folder / path.name, path.read_bytes(), f"the record file {path.name}")
                        for path in published_files(record)]
             page = record_page(self.shell, record, pages.content(record)).encode("utf-8")
             outputs.append((site / record.output_path(directory_urls=directory_urls), page,
                             f"the page of the record {record.slug}"))
-            for path, data, source in outputs:
+            for _, data, source in outputs:
                 self._check(data, source)
-                path.write_bytes(data)
-                written.add(path)
+            if not self.previous.put_back(site / "archive", {path: data for path, data, _ in outputs}):
+                folder.mkdir(parents=True, exist_ok=True)
+                for path, data, _ in outputs:
+                    path.write_bytes(data)
+            written.update(path for path, _, _ in outputs)
+        self.previous.discard()
         shell = shell_output(site, directory_urls=directory_urls)
         shell.unlink(missing_ok=True)
         if directory_urls:
