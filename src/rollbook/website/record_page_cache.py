@@ -50,18 +50,16 @@ class CachedPage:
 
 @dataclass
 class RecordPageCache:
-    """A folder of rendered record pages, keyed by record sha256, rollbook's version and the renderer's settings.
+    """A folder of drawn record pages, keyed by record sha256, rollbook's version and code and the settings.
 
     Each entry is two files: `<key>.record.json`, the run record (read for the index, small), and
-    `<key>.page.json`, the rendered notebook (read only when its page is built). `folder` None is no cache:
+    `<key>.page.json`, the drawn notebook and header (read only when its page is written). `folder` None is no cache:
     every lookup misses and nothing is stored.
     """
 
     folder: Path | None
     renderer: str = ""  # the Markdown converter's settings, as text
     used: set[str] = field(default_factory=set)
-    rendered: int = 0
-    reused: int = 0
 
     def key(self, sha256: str) -> str:
         """The entry of a record whose bytes have this sha256."""

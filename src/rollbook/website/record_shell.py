@@ -15,7 +15,7 @@ import gzip
 import html
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +120,3 @@ def list_in_sitemap(site: Path, records: tuple[RecordPage, ...]) -> None:
     if packed.is_file():
         packed.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
 
-
-def page_urls(records: tuple[RecordPage, ...], *, directory_urls: bool) -> Mapping[str, str]:
-    """Each record page's URL relative to the site's root, by run id."""
-    return {r.run_id: r.url(directory_urls=directory_urls) for r in records}
