@@ -186,7 +186,8 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
 
     def on_pre_build(self, *, config: MkDocsConfig) -> None:
         if self.inputs.records:
-            self.previous = PreviousRecords.keep(Path(config.site_dir) / "archive", self.inputs.cache.folder)
+            self.previous = PreviousRecords.keep(Path(config.site_dir) / "archive",
+                                                 (r.slug for r in self.inputs.records), self.inputs.cache.folder)
 
     def on_files(self, files: Files, /, *, config: MkDocsConfig) -> Files:
         inputs = self.inputs
@@ -262,6 +263,7 @@ class RollbookPlugin(BasePlugin[RollbookPluginConfig]):
         record files beside it; each checked for secrets before it is written. The files written."""
         pages = self.record_pages
         if pages is None or not self.shell:
+            self.previous.restore(site / "archive")
             return set()
         written: set[Path] = set()
         for record in self.inputs.records:
