@@ -240,9 +240,9 @@ def test_a_rebuild_puts_back_unchanged_record_files_and_writes_again_any_that_di
     assert not (team / ".cache" / "rollbook" / "previous-site-archive").exists()
     assert sorted(p.name for p in (archive / SUCCEEDED).iterdir()) == sorted(
         ["index.html", f"{SUCCEEDED}.ipynb", f"{SUCCEEDED}.json"])
-    # A dirty build (MkDocs cleans nothing; it warns, so not strict) keeps every page and the index.
+    # A dirty build (MkDocs cleans nothing; it warns, so not strict) keeps every record page and the index.
     dirty = subprocess.run([MKDOCS, "build", "--dirty", "--no-strict"], cwd=team, env=_environment(),
                            capture_output=True, text=True, timeout=300)
     assert dirty.returncode == 0, dirty.stdout + dirty.stderr
-    assert kept.read_bytes() == first[kept][1] and edited.read_bytes() == first[edited][1]
-    assert (archive / "index.html").is_file()
+    # (Its navigation may differ: MkDocs' dirty builds name unbuilt pages "None".)
+    assert kept.read_bytes() == first[kept][1] and edited.is_file() and (archive / "index.html").is_file()
