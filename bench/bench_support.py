@@ -3,9 +3,11 @@ of the machine."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,12 +44,29 @@ def summarize(samples: dict[str, list[float]], baseline: str) -> tuple[dict[str,
     return medians, {name: medians[name] / medians[baseline] for name in medians}
 
 
-def machine(**software: str) -> dict[str, object]:
+def machine(**software: object) -> dict[str, object]:
     """The machine and software the numbers were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_at_end": os.getloadavg(), **software}
+            "platform": platform.platform(), "load_average_at_end": os.getloadavg(),
+            "cpu_probe_at_end": cpu_probe(), **software}
+
+
+def cpu_probe() -> dict[str, float]:
+    """How fast this virtual machine ran at the time, in CPU seconds: a fixed pure-Python loop (10 million
+    additions) and the sha256 of 256 MiB in memory. The host shares its cores and memory: on one evening the same
+    commit's rebuild took 2.5 times the CPU an hour after it was measured, the loop unchanged and sha256 five times
+    slower, with the machine otherwise idle."""
+    began = time.process_time()
+    total = 0
+    for number in range(10_000_000):
+        total += number
+    loop = time.process_time() - began
+    data = bytes(range(256)) * (1 << 20)  # 256 MiB in real pages (zeros would all be one shared page)
+    began = time.process_time()
+    hashlib.sha256(data).hexdigest()
+    return {"python_loop_s": round(loop, 3), "sha256_256mib_s": round(time.process_time() - began, 3)}
 
 
 def write_project(root: Path, revisions: dict[str, tuple[str | None, str, str]]) -> Path:
