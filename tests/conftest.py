@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import os
 import secrets
+import signal
 import threading
 import warnings
 from collections.abc import Iterator
@@ -24,6 +25,17 @@ from rollbook.pg.embedded_server import start_embedded_server
 from rollbook.project.migrations import MigrationProject, load_project
 
 EXTERNAL_URL_VARIABLE = "ROLLBOOK_TEST_DATABASE_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let Ctrl-C reach this session and every process its tests start, however the suite was launched.
+
+    A shell starts a background command (`.ci/run &` in a script) with SIGINT ignored, and every process it
+    starts inherits that: a plain papermill run told to stop with Ctrl-C would then never hear it, which is
+    no operator's terminal. The tests send Ctrl-C as a terminal does, so they need its default.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -96,12 +96,19 @@ def _none_left(marker: str, seconds: float = 10) -> None:
     assert not left, f"still running after {seconds} s: {left}"
 
 
+# A script's `rollbook run ... &` starts it with SIGINT ignored, as every background command; Ctrl-C must still stop it.
+STARTED_IGNORING_SIGINT = "SIGINT to the group of a run started with SIGINT ignored"
 SIGNALS = {
     "SIGINT to the group (Ctrl-C)": lambda pid: os.killpg(pid, signal.SIGINT),
+    STARTED_IGNORING_SIGINT: lambda pid: os.killpg(pid, signal.SIGINT),
     "SIGTERM": lambda pid: os.kill(pid, signal.SIGTERM),
     "SIGKILL of rollbook run alone": lambda pid: os.kill(pid, signal.SIGKILL),
     "SIGKILL of the group": lambda pid: os.killpg(pid, signal.SIGKILL),
 }
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -114,6 +121,7 @@ def test_a_stopped_run_leaves_the_database_where_it_was_and_nothing_running(tmp_
          "-p", "accept_data_loss", "True", "-p", "backup_dir", str(backups), "--execute"],
         env=_run_environment(tmp_path, url, config), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
+        preexec_fn=_ignore_sigint if how == STARTED_IGNORING_SIGINT else None,
     )
     try:
         _wait_for(url, phase, process)
