@@ -207,6 +207,7 @@ def test_record_pages_are_the_sites_own_pages_with_their_title_links_and_files_i
         page = page_file.read_text()
         assert "<title>2026-12-01 17:12:52 · rollback · succeeded, not fully verified - " in unescape(page)
         assert 'class="md-nav md-nav--primary"' in page and "ROLLBOOK-RECORD" not in page
+        assert page.count("<h1") == 1, "the record's title is the page's one h1; the notebook's headings come under it"
         address = f"https://rollbacks.example.com/archive/{SUCCEEDED}{'/' if directory_urls else '.html'}"
         assert f'<link rel="canonical" href="{address}">' in page
         links = re.findall(r'href="([^"#]+)"', page.split('class="rollbook-record"', 1)[1])

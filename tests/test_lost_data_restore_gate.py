@@ -79,6 +79,13 @@ def test_production_refuses_without_an_approver_or_the_approved_hash_and_writes_
     assert f"(-r approved_plan {expected[:12]})" in wrong.stdout
     assert "Rule 'approver'" not in wrong.stdout
 
+    own = restore_lost_data(tmp_path, project, backup, database_url, "-p", "environment", "production",
+                            "-p", "approved_by", "Alice", "-r", "approved_plan", expected[:12], "--execute")
+
+    assert own.returncode == 4, own.stdout + own.stderr
+    assert contents(target) == before
+    assert "Rule 'approver' fails: Alice would approve their own lost-data restore" in own.stdout
+
     approved = restore_lost_data(tmp_path, project, backup, database_url, "-p", "environment", "production",
                                  "-p", "approved_by", "bob", "-r", "approved_plan", expected[:12], "--execute")
 

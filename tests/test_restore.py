@@ -273,7 +273,7 @@ def test_a_restore_over_a_production_database_needs_a_second_person_and_the_appr
 
     def decide(approved_by: str = "", approved_plan: str = "", verified: bool | None = True):
         request = RollbackRequest(environment="production", operator="alice", approved_by=approved_by,
-                                  approved_plan=approved_plan, execute=True)
+                                  approved_plan=approved_plan, execute=True, action="restore")
         return evaluate_restore_policy(default_policy(), request, plan, writes, accept_writes_since_backup=False,
                                        backup_verified=verified)
 
@@ -281,7 +281,8 @@ def test_a_restore_over_a_production_database_needs_a_second_person_and_the_appr
     assert [r.rule for r in alone.failed] == ["approver"]
     assert "refuses this restore of restore plan" in alone.refusal_message()
     assert "restore into a new database" in alone.refusal_message()
-    assert [r.rule for r in decide("alice").failed] == ["approver"]
+    [self_approved] = decide("alice").failed
+    assert (self_approved.rule, self_approved.reason) == ("approver", "alice would approve their own restore")
     assert [r.rule for r in decide("bob", "0" * 12).failed] == ["approved restore"]
     assert decide("bob", plan.restore_hash[:12]).allowed
     assert decide("bob", verified=None).status == "pending"

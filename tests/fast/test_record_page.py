@@ -117,6 +117,8 @@ def test_the_refused_notebook_loses_papermills_banners_and_marks_where_it_stoppe
     rolled_back = NotebookRenderer().render(json.loads(ROLLED_BACK.with_suffix(".ipynb").read_text()),
                                             StopMarks("an earlier step", "succeeded"))
     assert not rolled_back.stopped_cell and "rollbook-not-run" not in rolled_back.html
+    # The page's title is its one h1: the runbook's own title comes under it.
+    assert "<h1" not in rolled_back.html and "<h2>Roll back a migration" in rolled_back.html
 
 
 def test_a_notebooks_outputs_are_shown_as_jupyter_chooses_them_and_escaped_where_they_are_text() -> None:

@@ -60,6 +60,8 @@ class RollbackRequest:
     backup_strategy: str = ""
     # How the downgrade is rehearsed before it runs: "none" or "copy" (on a restored copy of the database).
     rehearse: str = "none"
+    # What the run does, as the operator and approver rules name it ("restore" for the restore gates).
+    action: str = "rollback"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
@@ -263,8 +265,9 @@ def chosen_backup_strategy(rules: PolicyRules, request: RollbackRequest, plan: D
 
 def _operator_rule(request: RollbackRequest) -> RuleResult:
     if not request.operator.strip():
-        return RuleResult("operator", "fail", "nobody is named as the operator, and who ran a rollback must be "
-                          "recorded", "pass operator (-p operator NAME: the person running this rollback)")
+        return RuleResult("operator", "fail", f"nobody is named as the operator, and who ran a {request.action} "
+                          f"must be recorded", f"pass operator (-p operator NAME: the person running this "
+                          f"{request.action})")
     return RuleResult("operator", "pass", f"run by {request.operator.strip()}")
 
 
@@ -329,7 +332,7 @@ def _approver_rule(env: EnvironmentRules, name: str, request: RollbackRequest) -
                               "have the team lead review the plan and pass approved_by (-p approved_by NAME)")
         return RuleResult("approver", "pass", f"no approval required in {name}")
     if env.approver_not_operator and operator and _same_person(approver, operator):
-        return RuleResult("approver", "fail", f"{approver} would approve their own rollback",
+        return RuleResult("approver", "fail", f"{approver} would approve their own {request.action}",
                           "a second person (the team lead) must approve: pass their name (-p approved_by NAME)")
     if not operator:
         who = ""

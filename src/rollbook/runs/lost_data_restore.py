@@ -101,7 +101,7 @@ class LostDataRestoreRun(Runbook[LostDataRestoreParameters]):
         """The environment's rules (operator, approver, approved restore hash); a failed rule stops the run here."""
         p = self.parameters
         request = RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
-                                  approved_plan=p.approved_plan, execute=p.execute)
+                                  approved_plan=p.approved_plan, execute=p.execute, action="lost-data restore")
         revisions = self.current.current if self.current else ()
         self.decision = evaluate_lost_data_restore_policy(self.rules, request, self._backup(), revisions)
         self.recorder.update(policy=self.decision.to_dict())

@@ -209,7 +209,7 @@ class RestoreRun(Runbook[RestoreParameters]):
     def _decide(self, *, backup_verified: bool | None) -> RestoreDecision:
         p = self.parameters
         request = RollbackRequest(environment=p.environment, operator=p.operator, approved_by=p.approved_by,
-                                  approved_plan=p.approved_plan, execute=p.execute)
+                                  approved_plan=p.approved_plan, execute=p.execute, action="restore")
         writes = self.writes or WritesSinceBackup("unknown", "writes since the backup were not checked")
         return evaluate_restore_policy(self.rules, request, self._plan(), writes,
                                        accept_writes_since_backup=p.accept_writes_since_backup,

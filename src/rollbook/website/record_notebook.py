@@ -67,8 +67,12 @@ class NotebookHtml:
     stopped_cell: bool
 
 
-class _HighlightedCode(mistune.HTMLRenderer):
-    """mistune's HTML, with fenced code highlighted as Material highlights it (a migration's source in a plan)."""
+class _NotebookMarkdown(mistune.HTMLRenderer):
+    """mistune's HTML, with fenced code highlighted as Material highlights it (a migration's source in a plan),
+    and headings one level down: the record page's own title is its one `<h1>`, the runbook's title comes under it."""
+
+    def heading(self, text: str, level: int, **attrs: Any) -> str:
+        return super().heading(text, min(level + 1, 6), **attrs)
 
     def block_code(self, code: str, info: str | None = None) -> str:
         try:
@@ -87,7 +91,7 @@ class NotebookRenderer:
     _lexer: PythonLexer = field(default_factory=PythonLexer)
     # Raw HTML in Markdown is kept (escape=False), as Jupyter shows it: a runbook's Markdown is the team's own.
     _markdown: mistune.Markdown = field(default_factory=lambda: mistune.create_markdown(
-        renderer=_HighlightedCode(escape=False), plugins=["table", "strikethrough", "url"]))
+        renderer=_NotebookMarkdown(escape=False), plugins=["table", "strikethrough", "url"]))
 
     def markdown(self, text: str) -> str:
         """Markdown as HTML."""
