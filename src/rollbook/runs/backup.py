@@ -40,8 +40,7 @@ class BackupRun(Runbook[BackupParameters]):
     @recorded("current revision")
     def status(self) -> MigrationStatus:
         """The revision the backup will be taken at, read through rollbook's own connection."""
-        self.current = read_status(self.target, self.project)
-        self.recorder.update(revision_before=list(self.current.current))
+        self.current = self.revision_before()
         return self.current
 
     @recorded("backup")

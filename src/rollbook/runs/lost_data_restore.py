@@ -16,7 +16,7 @@ from rollbook import markdown
 from rollbook.outcomes import Outcome
 from rollbook.pg.database import connect
 from rollbook.policy.gate import SHORT_HASH, RollbackRequest
-from rollbook.project.status import MigrationStatus, read_status
+from rollbook.project.status import MigrationStatus
 from rollbook.recovery.at_risk_backup import AtRiskBackup, load_at_risk_backup
 from rollbook.recovery.lost_data_restore import (
     LostDataNotVerified,
@@ -81,8 +81,7 @@ class LostDataRestoreRun(Runbook[LostDataRestoreParameters]):
     @recorded("current revision")
     def status(self) -> MigrationStatus:
         """Where the database stands now: after a fix-forward, at or past the revision the backup was taken at."""
-        self.current = read_status(self.target, self.project)
-        self.recorder.update(revision_before=list(self.current.current))
+        self.current = self.revision_before()
         return self.current
 
     @recorded("targets")

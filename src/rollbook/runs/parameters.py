@@ -62,6 +62,23 @@ class RunRequest:
     execute: bool = False
 
 
+class GatedRequest:
+    """Who asks for a gated run (rollback, restore, lost-data restore) and on whose approval: the fields these
+    runbooks' parameters share, read by `request_values`, as `RunRequest` states them."""
+
+    environment: str
+    operator: str
+    operator_from: str
+    approved_by: str
+    approved_plan: str
+    ticket: str
+    execute: bool
+
+    def requested_by(self) -> RunRequest:
+        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
+                          self.execute)
+
+
 @dataclass(frozen=True)
 class RunbookParameters:
     """The checked parameters every runbook takes: the database and the Alembic project. Never a password.
@@ -152,7 +169,7 @@ class RollbackTestParameters(RunbookParameters):
 
 
 @dataclass(frozen=True)
-class RollbackParameters(RunbookParameters):
+class RollbackParameters(GatedRequest, RunbookParameters):
     """The checked parameters of one rollback run; holds no password."""
 
     runbook: ClassVar[str] = "rollback"
@@ -181,18 +198,11 @@ class RollbackParameters(RunbookParameters):
     @classmethod
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         strings = {name: _string(name, given[name]) for name in (
-            "environment", "operator", "approved_by", "approved_plan", "ticket", "deployed_at", "backup_dir",
-            "verify_backup", "backup_strategy", "health_url", "rehearse")}
-        operator, operator_from = _operator(strings["operator"])
+            "deployed_at", "backup_dir", "verify_backup", "backup_strategy", "health_url", "rehearse")}
         return {
             **super().checked(given),
+            **_request_values(given),
             "target_revision": _revision(given["target_revision"]),
-            "environment": strings["environment"],
-            "operator": operator,
-            "operator_from": operator_from,
-            "approved_by": strings["approved_by"],
-            "approved_plan": strings["approved_plan"],
-            "ticket": strings["ticket"],
             "deployed_at": parse_deployed_at(strings["deployed_at"]),
             "backup_dir": Path(strings["backup_dir"] or DEFAULT_BACKUP_DIR).expanduser(),
             "verify_backup": _verify_method(strings["verify_backup"]),
@@ -204,12 +214,7 @@ class RollbackParameters(RunbookParameters):
             "rehearse": _rehearse(strings["rehearse"]),
             "rehearsal_budget_ms": parse_duration_ms("rehearsal_budget", given["rehearsal_budget"]),
             "accept_data_loss": _flag("accept_data_loss", given["accept_data_loss"]),
-            "execute": _flag("execute", given["execute"]),
         }
-
-    def requested_by(self) -> RunRequest:
-        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
-                          self.execute)
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,7 @@ class BackupParameters(RunbookParameters):
 
 
 @dataclass(frozen=True)
-class RestoreParameters(RunbookParameters):
+class RestoreParameters(GatedRequest, RunbookParameters):
     """The checked parameters of one restore run; holds no password."""
 
     runbook: ClassVar[str] = "restore"
@@ -261,8 +266,7 @@ class RestoreParameters(RunbookParameters):
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         """The backup is named by the run that took it (pass run ids with -r)."""
         strings = {name: _string(name, given[name]) for name in (
-            "backup", "restore_into", "new_database", "environment", "operator", "approved_by", "approved_plan",
-            "ticket", "backup_dir", "verify_backup")}
+            "backup", "restore_into", "new_database", "backup_dir", "verify_backup")}
         if not strings["backup"]:
             raise BadInput("Parameter backup is empty: name the backup to restore, by the run id of the run that took "
                            "it (-r backup 20260113T140500Z-3f9a1c; `rollbook archive list` shows runs) or by its "
@@ -270,27 +274,20 @@ class RestoreParameters(RunbookParameters):
         if strings["restore_into"] not in RESTORE_INTO:
             raise BadInput(f"restore_into must be 'new' (a new database next to this one, for comparison) or "
                            f"'database' (over the database itself), not '{strings['restore_into']}'.")
-        operator, operator_from = _operator(strings["operator"])
         return {
             **super().checked(given),
+            **_request_values(given),
             "backup": strings["backup"], "restore_into": strings["restore_into"],
-            "new_database": strings["new_database"], "environment": strings["environment"], "operator": operator,
-            "operator_from": operator_from, "approved_by": strings["approved_by"],
-            "approved_plan": strings["approved_plan"], "ticket": strings["ticket"],
+            "new_database": strings["new_database"],
             "accept_writes_since_backup": _flag("accept_writes_since_backup", given["accept_writes_since_backup"]),
             "backup_dir": Path(strings["backup_dir"] or DEFAULT_BACKUP_DIR).expanduser(),
             "verify_backup": _verify_method(strings["verify_backup"]),
             "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
-            "execute": _flag("execute", given["execute"]),
         }
-
-    def requested_by(self) -> RunRequest:
-        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
-                          self.execute)
 
 
 @dataclass(frozen=True)
-class LostDataRestoreParameters(RunbookParameters):
+class LostDataRestoreParameters(GatedRequest, RunbookParameters):
     """The checked parameters of one run putting back, from an at-risk backup, what a downgrade destroyed."""
 
     runbook: ClassVar[str] = "restore-lost-data"
@@ -308,22 +305,13 @@ class LostDataRestoreParameters(RunbookParameters):
 
     @classmethod
     def checked(cls, given: Mapping[str, Any]) -> dict[str, Any]:
-        strings = {name: _string(name, given[name]) for name in (
-            "at_risk_backup", "environment", "operator", "approved_by", "approved_plan", "ticket")}
-        if not strings["at_risk_backup"]:
+        at_risk_backup = _string("at_risk_backup", given["at_risk_backup"])
+        if not at_risk_backup:
             raise BadInput("Parameter at_risk_backup is empty: name the folder of the at-risk backup taken before the "
                            "downgrade (the rollback's record and summary print it).")
-        operator, operator_from = _operator(strings["operator"])
-        return {**super().checked(given), "at_risk_backup": Path(strings["at_risk_backup"]).expanduser(),
-                "environment": strings["environment"], "operator": operator, "operator_from": operator_from,
-                "approved_by": strings["approved_by"], "approved_plan": strings["approved_plan"],
-                "ticket": strings["ticket"],
-                "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"]),
-                "execute": _flag("execute", given["execute"])}
-
-    def requested_by(self) -> RunRequest:
-        return RunRequest(self.operator, self.operator_from, self.environment, self.approved_by, self.ticket,
-                          self.execute)
+        return {**super().checked(given), **_request_values(given),
+                "at_risk_backup": Path(at_risk_backup).expanduser(),
+                "lock_timeout_ms": parse_duration_ms("lock_timeout", given["lock_timeout"])}
 
 
 def runbook_values(parameters: type[RunbookParameters], namespace: Mapping[str, Any],
@@ -356,6 +344,15 @@ def parse_duration_ms(name: str, value: Any) -> int:
         raise BadInput(f"{name} must be a duration such as 500ms, 5s, 2min or 1h (a bare number is milliseconds), "
                        f"not {value!r}.")
     return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+
+
+def _request_values(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked values of a `GatedRequest`'s fields."""
+    strings = {name: _string(name, given[name]) for name in (
+        "environment", "operator", "approved_by", "approved_plan", "ticket")}
+    operator, operator_from = _operator(strings["operator"])
+    return {**strings, "operator": operator, "operator_from": operator_from,
+            "execute": _flag("execute", given["execute"])}
 
 
 def _operator(given: str) -> tuple[str, str]:

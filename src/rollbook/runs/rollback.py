@@ -33,7 +33,7 @@ from rollbook.planning.downgrade_path import DowngradePath, resolve_downgrade_pa
 from rollbook.planning.plan import DowngradePlan, plan_downgrade
 from rollbook.policy.gate import INSTEAD, PolicyDecision, RollbackRequest, chosen_backup_strategy, evaluate_policy
 from rollbook.project.migrations import RevisionInfo
-from rollbook.project.status import MigrationStatus, read_current_revisions, read_status
+from rollbook.project.status import MigrationStatus, read_current_revisions
 from rollbook.records.run_summary import step_times_lines
 from rollbook.recovery.archived_backups import RecordedBackup, find_restore_point
 from rollbook.recovery.backup import Backup
@@ -167,8 +167,7 @@ class RollbackRun(Runbook[RollbackParameters]):
     @recorded("current revision")
     def status(self) -> MigrationStatus:
         """Check the current revision, read through rollbook's own connection."""
-        self.current = read_status(self.target, self.project)
-        self.recorder.update(revision_before=list(self.current.current))
+        self.current = self.revision_before()
         return self.current
 
     @recorded("migration files")

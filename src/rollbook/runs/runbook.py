@@ -26,6 +26,7 @@ from rollbook.pg.database import DatabaseTarget
 from rollbook.pg.stale_scratch import drop_stale_scratch_databases
 from rollbook.policy.rules import PolicyRules
 from rollbook.project.migrations import MigrationProject
+from rollbook.project.status import MigrationStatus, read_status
 from rollbook.records.archive_files import RECORD_MIME
 from rollbook.records.model import RunRecord
 from rollbook.records.run_record import RunRecorder
@@ -144,6 +145,13 @@ class Runbook(Generic[P]):
         if self.policy is None:
             raise RollbookError(f"The {self.name} runbook is not gated by a policy: it has no rules to apply.")
         return self.policy
+
+    def revision_before(self) -> MigrationStatus:
+        """The database's revision(s) as the run finds them, read through rollbook's own connection; recorded as
+        the revision the run started from."""
+        status = read_status(self.target, self.project)
+        self.recorder.update(revision_before=list(status.current))
+        return status
 
     def facts(self) -> RunFacts:
         """How the run ended: its outcome, its headline and the facts its summary shows."""
