@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg import fingerprint, psycopg_kwargs
+from pg import PgServer, database_name, fingerprint, psycopg_kwargs, url_with
 from psycopg import sql
 from runbook_runs import current_revision, demo_at
 from test_records import rollbook
@@ -50,7 +50,8 @@ def rollback_with(tmp_path: Path, url: str, strategy: str, *args: str,
                     "--execute", url=url, config=config)
 
 
-def test_a_parallel_backup_is_a_hashed_directory_dump_that_the_restore_runbook_puts_back(demo_url, tmp_path):
+def test_a_parallel_backup_is_a_hashed_directory_dump_that_the_restore_runbook_puts_back(
+        demo_url: str, tmp_path: Path, pg_server: PgServer) -> None:
     demo_at(demo_url, DROPS_A_COLUMN)
     before = fingerprint(demo_url)
 
@@ -72,6 +73,20 @@ def test_a_parallel_backup_is_a_hashed_directory_dump_that_the_restore_runbook_p
     lines = "".join(f"{f.sha256}  {f.name}\n" for f in backup.files)
     assert hashlib.sha256(lines.encode()).hexdigest() == backup.sha256
     assert current_revision(demo_url) == ["0607bc5b8530"] and fingerprint(demo_url) != before
+
+    # Into a new database (dropped again if it fails), as many jobs restore it as wrote it.
+    copy = f"{database_name(demo_url)}_copy"
+    try:
+        copied = rollbook(tmp_path, "run", "restore", "-r", "backup", record.run_id, "-p", "new_database", copy,
+                          "--execute", url=demo_url)
+        assert copied.returncode == 0, copied.stdout + copied.stderr
+        [restore_summary] = (tmp_path / "archive").glob("*_restore_*.json")
+        plan = read_record(json.loads(restore_summary.read_text())).restore_plan
+        assert plan is not None and f" --jobs={backup.jobs} --exit-on-error " in plan["command"]
+        assert "--single-transaction" not in plan["command"]
+        assert fingerprint(url_with(demo_url, database=copy)) == before
+    finally:
+        pg_server.drop_database(copy)
 
     restored = rollbook(tmp_path, "run", "restore", "-r", "backup", record.run_id, "-p", "restore_into", "database",
                         *STAGING, "--execute", url=demo_url)

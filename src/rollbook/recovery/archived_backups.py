@@ -119,6 +119,8 @@ class ArchivedBackup:
     # None when the run did not record them (records filed before every runbook kept row counts).
     table_rows: tuple[tuple[str, int], ...] | None
     write_horizon: str | None
+    # The parallel pg_dump jobs that wrote a directory-format dump; None for a one-file (custom-format) dump.
+    jobs: int | None = None
 
     @classmethod
     def from_record(cls, record: RunRecord, file: str = "") -> ArchivedBackup | None:
@@ -138,6 +140,7 @@ class ArchivedBackup:
             verified=facts.verified, verification=facts.verification,
             table_rows=tuple((r.table, r.rows) for r in facts.table_rows) if facts.rows_counted else None,
             write_horizon=facts.write_horizon,
+            jobs=facts.jobs if facts.format == "directory" else None,
         )
 
     @property
@@ -151,7 +154,7 @@ class ArchivedBackup:
             "revisions": list(self.revisions), "database": self.database,
             "system_identifier": self.system_identifier, "verified": self.verified,
             "verification": self.verification, "rows_recorded": self.table_rows is not None,
-            "write_horizon": self.write_horizon,
+            "write_horizon": self.write_horizon, "jobs": self.jobs,
         }
 
     def to_text(self) -> str:

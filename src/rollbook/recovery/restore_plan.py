@@ -94,8 +94,9 @@ class RestorePlan:
 
     def _where(self) -> str:
         if self.into == "new":
+            jobs = f", by {self.backup.jobs} parallel jobs" if self.backup.jobs else ""
             return (f"into the new database {self.destination}, next to {self.identity.database}, for comparison "
-                    "(nothing existing is changed)")
+                    f"(nothing existing is changed; dropped again if the restore fails){jobs}")
         return (f"over the database {self.identity.database} itself, in one transaction (pg_restore --clean "
                 "--if-exists --single-transaction): all of it or nothing")
 
@@ -130,8 +131,11 @@ def plan_restore(
         arguments = ("--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
                      f"--dbname={_dbname(destination)}", str(backup.path))
     else:
-        # A copy for comparison: owned by whoever restores it, whatever roles the original had.
-        arguments = ("--single-transaction", "--exit-on-error", "--no-owner", "--no-password",
+        # A copy for comparison: owned by whoever restores it, whatever roles the original had. A failed restore
+        # drops the new database, so a directory-format dump may be restored by as many jobs as wrote it (jobs
+        # exclude --single-transaction).
+        atomicity = (f"--jobs={backup.jobs}",) if backup.jobs else ("--single-transaction",)
+        arguments = (*atomicity, "--exit-on-error", "--no-owner", "--no-password",
                      f"--dbname={_dbname(destination)}", str(backup.path))
     return RestorePlan(into, target.redacted, identity, backup, tuple(revisions_now), destination, created,
                        pg_restore, arguments)
