@@ -286,19 +286,25 @@ def test_pitr_is_refused_before_anything_changes_while_archiving_fails(archiving
     assert fingerprint(url) == before and current_revision(url) == ["0607bc5b8536"]
 
 
-def test_a_segment_not_archived_in_time_is_reported_as_not_archived_with_what_to_check(archiving_server):
+def test_a_segment_not_archived_within_the_environments_wait_stops_the_rollback_before_any_change(
+        archiving_server: tuple[EmbeddedServer, Path], tmp_path: Path) -> None:
     server, _ = archiving_server
     url = demo_database(server, "pitr_slow")
-    # An archive_command that has not failed yet but takes longer than the wait.
+    project = tmp_path / "project"
+    shutil.copytree(Path(DEMO_CONFIG).parent, project, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "rollbook.toml").write_text("[policy.staging]\npitr_archive_wait_seconds = 0.5\n")
+    before = fingerprint(url)
+    # An archive_command that has not failed yet but takes longer than the environment waits.
     set_archive_command(server, "sleep 3")
     try:
-        point = create_wal_restore_point(DatabaseTarget.from_url(url), "slow", revisions=("abc",), wait_seconds=0.5)
+        run = rollback_with(tmp_path, url, "pitr", config=project / "alembic.ini")
     finally:
         set_archive_command(server, "true")
 
-    assert point.name == "rollbook-slow" and not point.archived
-    assert f"the segment {point.segment} holding the point was not archived within 0.5 s" in point.archived_detail
-    assert "check the archive_command and the server log" in point.archived_detail
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "holding the point was not archived within 0.5 s" in run.stdout
+    assert "check the archive_command and the server log" in run.stdout
+    assert fingerprint(url) == before and current_revision(url) == ["0607bc5b8536"]
 
 
 def test_a_role_that_may_not_create_restore_points_is_refused_with_the_grant_to_run(archiving_server):

@@ -84,6 +84,14 @@ def test_a_new_environment_starts_from_production_unless_based_on_says_otherwise
     assert policy.for_environment("preview") == STAGING
 
 
+def test_an_environment_waits_a_minute_for_its_restore_point_to_be_archived_unless_the_file_says_otherwise(
+        project: Path) -> None:
+    policy = load_policy(policy_file(project, "[policy.production]\npitr_archive_wait_seconds = 300\n"))
+
+    assert policy.for_environment("production").pitr_archive_wait_seconds == 300.0
+    assert policy.for_environment("staging").pitr_archive_wait_seconds == 60.0
+
+
 def test_pyproject_tool_rollbook_is_read_too(project: Path) -> None:
     policy = load_policy(policy_file(project, "[tool.rollbook.policy.production]\nwindow_minutes = 10\n",
                                      name="pyproject.toml"))
@@ -105,7 +113,8 @@ def test_pyproject_tool_rollbook_is_read_too(project: Path) -> None:
     ("[policy.production]\nwindow = 5\n",
      "[policy.production] window is not a rule rollbook knows (allowed keys: rollback_allowed, window_minutes, "
      "require_approver, approver_not_operator, require_backup, allow_high_risk, allow_data_written, "
-     "require_approved_plan, require_rehearsal, backup_strategies, based_on). Fix the file and retry; nothing was changed."),
+     "require_approved_plan, require_rehearsal, backup_strategies, pitr_archive_wait_seconds, based_on). Fix the file "
+     "and retry; nothing was changed."),
     ('[policy.canary]\nbased_on = "qa"\n',
      "[policy.canary] based_on = 'qa' names no default environment (allowed: production, staging, development). "
      "Fix the file and retry; nothing was changed."),
@@ -123,6 +132,12 @@ def test_pyproject_tool_rollbook_is_read_too(project: Path) -> None:
     ('[policy.production]\nbackup_strategies = ["snapshot"]\n',
      "[policy.production] backup_strategies names 'snapshot', which is no strategy rollbook knows (known: full, "
      "parallel, at-risk, pitr). Fix the file and retry; nothing was changed."),
+    ('[policy.production]\npitr_archive_wait_seconds = "5min"\n',
+     "[policy.production] pitr_archive_wait_seconds must be a number of seconds above 0 and at most 3600, not '5min'. "
+     "Fix the file and retry; nothing was changed."),
+    ("[policy.production]\npitr_archive_wait_seconds = 0\n",
+     "[policy.production] pitr_archive_wait_seconds must be a number of seconds above 0 and at most 3600, not 0. "
+     "Fix the file and retry; nothing was changed."),
 ])
 def test_a_mistake_in_the_file_is_refused_naming_the_file_and_the_rule(project: Path, text: str, problem: str) -> None:
     path = policy_file(project, text) / "rollbook.toml"

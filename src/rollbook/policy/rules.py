@@ -25,6 +25,11 @@ DEFAULTS_SOURCE = "defaults (the team's rollback procedure)"
 BACKUP_STRATEGIES: tuple[str, ...] = ("full", "parallel", "at-risk", "pitr")
 
 
+# A segment normally reaches the archive within a second or two, so a minute means archiving is stuck; an archiver
+# that queues (pgBackRest's asynchronous archiving, a managed service) may need an environment to wait longer.
+PITR_ARCHIVE_WAIT_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class EnvironmentRules:
     """What one environment demands before a rollback may run; the bare defaults are production's."""
@@ -46,6 +51,8 @@ class EnvironmentRules:
     # The backup strategies accepted here; the first is the default. `full` first keeps a pg_dump of everything
     # the default; production accepts only a copy of everything (full) or continuous archiving (pitr).
     backup_strategies: tuple[str, ...] = ("full", "pitr")
+    # How long the pitr strategy waits for the segment holding its restore point to be archived.
+    pitr_archive_wait_seconds: float = PITR_ARCHIVE_WAIT_SECONDS
 
     @property
     def default_backup_strategy(self) -> str:
@@ -181,6 +188,10 @@ def _environment_rules(path: Path, section: str, name: str, values: dict[str, An
             changes[key] = value
         elif key == "backup_strategies":
             changes[key] = _strategies(value, bad)
+        elif key == "pitr_archive_wait_seconds":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+                raise bad(key, f"must be a number of seconds above 0 and at most 3600, not {value!r}")
+            changes[key] = float(value)
     return replace(rules, **changes)
 
 

@@ -21,11 +21,11 @@ from rollbook import markdown
 from rollbook.errors import BadInput
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.planning.plan import DowngradePlan
-from rollbook.policy.rules import BACKUP_STRATEGIES
+from rollbook.policy.rules import BACKUP_STRATEGIES, PITR_ARCHIVE_WAIT_SECONDS
 from rollbook.recovery.archived_backups import RecordedBackup, take_recorded_backup
 from rollbook.recovery.at_risk_backup import AtRiskBackup, load_at_risk_backup, take_at_risk_backup
 from rollbook.recovery.backup import Backup
-from rollbook.recovery.wal_restore_point import ARCHIVE_WAIT_SECONDS, WalRestorePoint, create_wal_restore_point
+from rollbook.recovery.wal_restore_point import WalRestorePoint, create_wal_restore_point
 
 # More jobs than this rarely speed a dump up (the disk becomes the limit) and each one is a connection.
 MAX_PARALLEL_JOBS = 8
@@ -115,7 +115,7 @@ class StrategyBackup:
 
 def take_backup_with(
     strategy: str, target: DatabaseTarget, backup_dir: Path, *, plan: DowngradePlan, verify: str, run_id: str,
-    archive_wait_seconds: float = ARCHIVE_WAIT_SECONDS,
+    archive_wait_seconds: float = PITR_ARCHIVE_WAIT_SECONDS,
 ) -> StrategyBackup:
     """Take the safety net before `plan`'s downgrade with `strategy` (full, parallel, at-risk or pitr).
 

@@ -21,10 +21,9 @@ from rollbook import markdown
 from rollbook.errors import BadInput
 from rollbook.pg.database import DatabaseTarget, connect
 from rollbook.pg.identity import DatabaseIdentity, read_identity
+from rollbook.policy.rules import PITR_ARCHIVE_WAIT_SECONDS
 from rollbook.records.model import RecordedIdentity, WalRestorePointFacts
 
-# A segment normally reaches the archive within a second or two; a minute means archiving is stuck.
-ARCHIVE_WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.1
 # WAL segment file names: 8 hex digits of timeline, then 16 of position (history files are named otherwise).
 _SEGMENT_NAME_LENGTH = 24
@@ -102,7 +101,7 @@ class WalRestorePoint:
 
 
 def create_wal_restore_point(
-    target: DatabaseTarget, run_id: str, *, revisions: tuple[str, ...], wait_seconds: float = ARCHIVE_WAIT_SECONDS,
+    target: DatabaseTarget, run_id: str, *, revisions: tuple[str, ...], wait_seconds: float = PITR_ARCHIVE_WAIT_SECONDS,
 ) -> WalRestorePoint:
     """Check archiving works, create the restore point `rollbook-<run_id>`, switch WAL, wait for its segment archived.
 

@@ -229,8 +229,9 @@ class RollbackRun(Runbook[RollbackParameters]):
         # can then tell whether anything was written since, instead of always asking for accept_writes_since_backup.
         # With a rehearsal the backup is restored into the copy next, its rows compared: not restored twice.
         verify = "list" if self.parameters.rehearse == "copy" else self.parameters.verify_backup
-        taken = take_backup_with(strategy, self.target, self.parameters.backup_dir, plan=plan, verify=verify,
-                                 run_id=self.recorder.run_id)
+        taken = take_backup_with(
+            strategy, self.target, self.parameters.backup_dir, plan=plan, verify=verify, run_id=self.recorder.run_id,
+            archive_wait_seconds=self.rules.for_environment(self.parameters.environment).pitr_archive_wait_seconds)
         decision = evaluate_policy(self.rules, self._request(), plan, backup_verified=taken.verified)
         self.decision = decision
         self.backup_report = BackupReport(taken, decision)
