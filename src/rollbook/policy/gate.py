@@ -266,7 +266,7 @@ def chosen_backup_strategy(rules: PolicyRules, request: RollbackRequest, plan: D
 def _operator_rule(request: RollbackRequest) -> RuleResult:
     if not request.operator.strip():
         return RuleResult("operator", "fail", f"nobody is named as the operator, and who ran a {request.action} "
-                          f"must be recorded", f"pass operator (-p operator NAME: the person running this "
+                          "must be recorded", f"pass operator (-p operator NAME: the person running this "
                           f"{request.action})")
     return RuleResult("operator", "pass", f"run by {request.operator.strip()}")
 

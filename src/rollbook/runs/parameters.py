@@ -64,7 +64,7 @@ class RunRequest:
 
 class GatedRequest:
     """Who asks for a gated run (rollback, restore, lost-data restore) and on whose approval: the fields these
-    runbooks' parameters share, read by `request_values`, as `RunRequest` states them."""
+    runbooks' parameters share, read by `_request_values`, as `RunRequest` states them."""
 
     environment: str
     operator: str
